@@ -1,0 +1,1 @@
+//! Request and response shapes of the KMS API (being written).

@@ -1,0 +1,234 @@
+//! The one domain error type and its one mapping to the AWS wire.
+//!
+//! Every failure a request can meet becomes a [`KmsError`]. [`KmsError::wire`] is the only
+//! place that decides the AWS exception name, HTTP status and message a client sees; adding a
+//! variant makes the compiler point here (the rustls pattern). Messages never carry plaintext,
+//! data keys, PINs or secrets: variants hold only identifiers and fixed text.
+
+use std::fmt;
+
+/// A PKCS#11 failure: the function that failed and its CKR code, kept for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11Failure {
+    /// PKCS#11 function name, for example `C_UnwrapKey`.
+    pub function: String,
+    /// The CKR code's name, for example `CKR_DEVICE_ERROR`.
+    pub rv: String,
+}
+
+impl fmt::Display for Pkcs11Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed with {}", self.function, self.rv)
+    }
+}
+
+/// Everything that can go wrong in a request, in KMS terms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KmsError {
+    // --- request shape -------------------------------------------------------------------
+    /// Constraint violation, with AWS's wording already formed
+    /// (`1 validation error detected: ...`).
+    #[error("validation: {0}")]
+    Validation(String),
+    /// The body was not JSON, or a member had the wrong JSON type.
+    #[error("serialization: {0}")]
+    Serialization(String),
+    /// `X-Amz-Target` names no KMS operation.
+    #[error("unknown operation")]
+    UnknownOperation,
+    /// Request body larger than the gateway accepts.
+    #[error("request entity too large")]
+    RequestTooLarge,
+
+    // --- authentication ------------------------------------------------------------------
+    #[error("missing authentication token")]
+    MissingAuthenticationToken,
+    /// Malformed `Authorization` header, with AWS's explanation.
+    #[error("incomplete signature: {0}")]
+    IncompleteSignature(String),
+    /// The access key id is not in the credential table.
+    #[error("unrecognized client")]
+    UnrecognizedClient,
+    /// Signature mismatch or expired request; the message says which.
+    #[error("invalid signature: {0}")]
+    InvalidSignature(String),
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+
+    // --- key lookup ------------------------------------------------------------------------
+    /// `NotFoundException` with AWS's message, e.g. `Invalid keyId 'x'`,
+    /// `Key '<arn>' does not exist`, `Alias <alias-arn> is not found.`
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+
+    // --- key state and usage -------------------------------------------------------------
+    /// `<key-arn> is disabled.`
+    #[error("{arn} is disabled.")]
+    Disabled { arn: String },
+    /// `KMSInvalidStateException` with its message (`<arn> is pending deletion.`, ...).
+    #[error("invalid state: {0}")]
+    InvalidState(String),
+    #[error("invalid key usage: {0}")]
+    InvalidKeyUsage(String),
+    #[error("incorrect key")]
+    IncorrectKey,
+    #[error("unsupported operation: {0}")]
+    UnsupportedOperation(String),
+    #[error("invalid marker")]
+    InvalidMarker,
+    #[error("invalid grant token")]
+    InvalidGrantToken,
+    #[error("invalid alias name: {0}")]
+    InvalidAliasName(String),
+    #[error("tag: {0}")]
+    Tag(String),
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+
+    // --- cryptography ----------------------------------------------------------------------
+    /// A ciphertext that does not open. Deliberately carries no reason.
+    #[error("invalid ciphertext")]
+    InvalidCiphertext,
+    /// `DryRun` was set and the request would have succeeded.
+    #[error("dry run")]
+    DryRun,
+
+    // --- capacity and dependencies -------------------------------------------------------
+    /// No HSM session came free before the request's deadline.
+    #[error("throttled")]
+    Throttled,
+    /// The HSM is away (token/library failure); the gateway is reinitialising it.
+    #[error("HSM unavailable: {0}")]
+    HsmUnavailable(Pkcs11Failure),
+    /// The HSM did not answer in time.
+    #[error("HSM timeout")]
+    HsmTimeout,
+    /// The token lacks a mechanism this request needs (named).
+    #[error("mechanism unsupported by the HSM: {0}")]
+    MechanismUnsupported(String),
+    /// Any other PKCS#11 failure: a bug or an HSM misbehaving.
+    #[error("PKCS#11: {0}")]
+    Pkcs11(Pkcs11Failure),
+    /// Metadata store failure (message for the log only).
+    #[error("store: {0}")]
+    Store(String),
+    /// An internal invariant broke (message for the log only).
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// What the wire shows for an error: AWS exception name, HTTP status and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError {
+    pub code: &'static str,
+    pub status: u16,
+    /// `None` means the body has no `message` member at all (InvalidCiphertextException).
+    pub message: Option<String>,
+}
+
+impl KmsError {
+    /// The single, exhaustive mapping from domain errors to AWS's wire errors.
+    pub fn wire(&self) -> WireError {
+        use KmsError::*;
+        let (code, status, message): (&'static str, u16, Option<String>) = match self {
+            Validation(m) => ("ValidationException", 400, Some(m.clone())),
+            Serialization(m) => ("SerializationException", 400, Some(m.clone())),
+            UnknownOperation => ("UnknownOperationException", 400, None),
+            RequestTooLarge => (
+                "RequestEntityTooLargeException",
+                413,
+                Some("Request body is too large".into()),
+            ),
+            MissingAuthenticationToken => (
+                "MissingAuthenticationTokenException",
+                400,
+                Some("Missing Authentication Token".into()),
+            ),
+            IncompleteSignature(m) => ("IncompleteSignatureException", 400, Some(m.clone())),
+            UnrecognizedClient => (
+                "UnrecognizedClientException",
+                400,
+                Some("The security token included in the request is invalid.".into()),
+            ),
+            InvalidSignature(m) => ("InvalidSignatureException", 400, Some(m.clone())),
+            AccessDenied(m) => ("AccessDeniedException", 400, Some(m.clone())),
+            NotFound(m) => ("NotFoundException", 400, Some(m.clone())),
+            AlreadyExists(m) => ("AlreadyExistsException", 400, Some(m.clone())),
+            Disabled { arn } => ("DisabledException", 400, Some(format!("{arn} is disabled."))),
+            InvalidState(m) => ("KMSInvalidStateException", 400, Some(m.clone())),
+            InvalidKeyUsage(m) => ("InvalidKeyUsageException", 400, Some(m.clone())),
+            IncorrectKey => (
+                "IncorrectKeyException",
+                400,
+                Some(
+                    "The key ID in the request does not identify a CMK that can perform this operation."
+                        .into(),
+                ),
+            ),
+            UnsupportedOperation(m) => ("UnsupportedOperationException", 400, Some(m.clone())),
+            InvalidMarker => (
+                "InvalidMarkerException",
+                400,
+                Some("Invalid marker".into()),
+            ),
+            InvalidGrantToken => (
+                "InvalidGrantTokenException",
+                400,
+                Some("Invalid grant token".into()),
+            ),
+            InvalidAliasName(m) => ("InvalidAliasNameException", 400, Some(m.clone())),
+            Tag(m) => ("TagException", 400, Some(m.clone())),
+            LimitExceeded(m) => ("LimitExceededException", 400, Some(m.clone())),
+            InvalidCiphertext => ("InvalidCiphertextException", 400, None),
+            DryRun => (
+                "DryRunOperationException",
+                400,
+                Some("The request would have succeeded, but the DryRun option is set.".into()),
+            ),
+            Throttled => (
+                "ThrottlingException",
+                400,
+                Some("Rate exceeded".into()),
+            ),
+            HsmUnavailable(_) => (
+                "KeyUnavailableException",
+                500,
+                Some("The HSM that holds the key material is currently unavailable.".into()),
+            ),
+            HsmTimeout => (
+                "DependencyTimeoutException",
+                503,
+                Some("The HSM did not respond in time.".into()),
+            ),
+            MechanismUnsupported(m) => (
+                "UnsupportedOperationException",
+                400,
+                Some(format!(
+                    "The HSM behind this gateway does not support the mechanism {m}."
+                )),
+            ),
+            Pkcs11(_) | Store(_) | Internal(_) => (
+                "KMSInternalException",
+                500,
+                Some("An internal error occurred.".into()),
+            ),
+        };
+        WireError { code, status, message }
+    }
+
+    /// Whether the edge should log this error: server faults, not client mistakes.
+    pub fn is_server_fault(&self) -> bool {
+        self.wire().status >= 500
+    }
+
+    /// `1 validation error detected: Value '<v>' at '<field>' failed to satisfy constraint: <c>`.
+    pub fn constraint(value: impl fmt::Display, field: &str, constraint: &str) -> Self {
+        KmsError::Validation(format!(
+            "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {constraint}"
+        ))
+    }
+}
+
+pub type Result<T, E = KmsError> = std::result::Result<T, E>;

@@ -1,0 +1,8 @@
+//! p11kms: an AWS KMS-compatible key service whose keys live in a PKCS#11 HSM.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod model;
+pub mod store;

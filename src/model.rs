@@ -1,0 +1,198 @@
+//! Typed identities and the metadata records the service core and the store share.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A KMS key id: a UUID, shown in lower-case hyphenated form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub uuid::Uuid);
+
+impl KeyId {
+    pub fn new_random() -> Self {
+        KeyId(uuid::Uuid::new_v4())
+    }
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        KeyId(uuid::Uuid::from_bytes(bytes))
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = ();
+    /// Accepts only the canonical lower-case hyphenated form, as AWS does.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        if s.len() != 36 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(());
+        }
+        uuid::Uuid::try_parse(s).map(KeyId).map_err(|_| ())
+    }
+}
+
+/// A key-material version id: 32 random bytes, shown as 64 lower-case hex digits
+/// (`BackingKeyIdType` in the botocore model). It is also the HSM object's `CKA_ID`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MaterialId(pub [u8; 32]);
+
+impl MaterialId {
+    pub fn new_random() -> Self {
+        MaterialId(rand::random())
+    }
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for MaterialId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MaterialId({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for MaterialId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl FromStr for MaterialId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| ())?;
+        Ok(MaterialId(out))
+    }
+}
+
+/// Key states from AWS's key-state table that this gateway uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyState {
+    Creating,
+    Enabled,
+    Disabled,
+    PendingDeletion,
+    PendingImport,
+    Unavailable,
+}
+
+impl KeyState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeyState::Creating => "Creating",
+            KeyState::Enabled => "Enabled",
+            KeyState::Disabled => "Disabled",
+            KeyState::PendingDeletion => "PendingDeletion",
+            KeyState::PendingImport => "PendingImport",
+            KeyState::Unavailable => "Unavailable",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "Creating" => KeyState::Creating,
+            "Enabled" => KeyState::Enabled,
+            "Disabled" => KeyState::Disabled,
+            "PendingDeletion" => KeyState::PendingDeletion,
+            "PendingImport" => KeyState::PendingImport,
+            "Unavailable" => KeyState::Unavailable,
+            _ => return None,
+        })
+    }
+}
+
+/// How a key-material version came to be (`RotationType` in ListKeyRotations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaterialOrigin {
+    /// The material made with the key.
+    Initial,
+    Automatic,
+    OnDemand,
+}
+
+impl MaterialOrigin {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MaterialOrigin::Initial => "INITIAL",
+            MaterialOrigin::Automatic => "AUTOMATIC",
+            MaterialOrigin::OnDemand => "ON_DEMAND",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "INITIAL" => MaterialOrigin::Initial,
+            "AUTOMATIC" => MaterialOrigin::Automatic,
+            "ON_DEMAND" => MaterialOrigin::OnDemand,
+            _ => return None,
+        })
+    }
+}
+
+/// Seconds since the Unix epoch, the unit AWS JSON 1.1 uses for timestamps.
+pub type EpochSeconds = f64;
+
+/// One KMS key's metadata. Key material never appears here: it lives in the HSM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub key_id: KeyId,
+    /// 12-digit AWS account id that owns the key.
+    pub account: String,
+    pub description: String,
+    /// `KeySpec` as on the wire, e.g. `SYMMETRIC_DEFAULT`.
+    pub key_spec: String,
+    /// `KeyUsage` as on the wire, e.g. `ENCRYPT_DECRYPT`.
+    pub key_usage: String,
+    /// `Origin`, e.g. `AWS_KMS`.
+    pub origin: String,
+    pub state: KeyState,
+    pub creation_date: EpochSeconds,
+    /// Set while the key is PendingDeletion.
+    pub deletion_date: Option<EpochSeconds>,
+    pub pending_window_days: Option<u32>,
+    pub rotation_enabled: bool,
+    pub rotation_period_days: Option<u32>,
+    pub next_rotation_date: Option<EpochSeconds>,
+    /// The material used for new encryptions.
+    pub current_material: MaterialId,
+    /// Key policy document (JSON text).
+    pub policy: String,
+}
+
+/// One version of a key's material: the HSM object with `CKA_ID` = `material_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaterialRecord {
+    pub key_id: KeyId,
+    pub material_id: MaterialId,
+    pub created: EpochSeconds,
+    pub origin: MaterialOrigin,
+}
+
+/// An alias, always within one account. `name` includes the `alias/` prefix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliasRecord {
+    pub account: String,
+    pub name: String,
+    pub target: KeyId,
+    pub creation_date: EpochSeconds,
+    pub last_updated: EpochSeconds,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+pub fn now_epoch() -> EpochSeconds {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

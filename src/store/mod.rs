@@ -1,0 +1,86 @@
+//! The metadata store: keys, key-material versions, aliases and tags.
+//!
+//! The store is the source of truth for what keys exist; the HSM holds only material.
+//! Write order keeps the two consistent after a crash (see `kms::reconcile`): material is
+//! created in the HSM before its row is written, and a row is removed before its material
+//! is destroyed, so the only possible leftovers are HSM objects without a row.
+//!
+//! Methods are synchronous: the service core runs on blocking threads.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::model::{AliasRecord, EpochSeconds, KeyId, KeyRecord, MaterialId, MaterialRecord, Tag};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint was hit (an alias name already in use).
+    #[error("already exists")]
+    AlreadyExists,
+    #[error("not found")]
+    NotFound,
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+impl From<StoreError> for crate::error::KmsError {
+    fn from(e: StoreError) -> Self {
+        crate::error::KmsError::Store(e.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the service core asks of a metadata store.
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Inserts a key with its first material and tags, atomically.
+    fn insert_key(&self, key: &KeyRecord, material: &MaterialRecord, tags: &[Tag]) -> StoreResult<()>;
+    fn get_key(&self, key_id: &KeyId) -> StoreResult<Option<KeyRecord>>;
+    /// Keys of `account` ordered by key id, strictly after `after` when given.
+    fn list_keys(&self, account: &str, after: Option<&KeyId>, limit: usize) -> StoreResult<Vec<KeyRecord>>;
+    /// Rewrites the mutable fields of an existing key (everything but id, account, spec,
+    /// usage, origin, creation date). `NotFound` if the key is gone.
+    fn update_key(&self, key: &KeyRecord) -> StoreResult<()>;
+    /// Removes the key and its materials, aliases and tags.
+    fn delete_key(&self, key_id: &KeyId) -> StoreResult<()>;
+
+    /// Adds a material version and makes it the key's current material, atomically
+    /// (also updating the key's `next_rotation_date` to `next_rotation`).
+    fn add_material(&self, material: &MaterialRecord, next_rotation: Option<EpochSeconds>) -> StoreResult<()>;
+    fn get_material(&self, key_id: &KeyId, material_id: &MaterialId) -> StoreResult<Option<MaterialRecord>>;
+    /// Material versions of a key, oldest first.
+    fn list_materials(&self, key_id: &KeyId) -> StoreResult<Vec<MaterialRecord>>;
+    /// Every material id in the store, for reconciling with the HSM at start-up.
+    fn all_material_ids(&self) -> StoreResult<Vec<MaterialId>>;
+
+    /// `AlreadyExists` if the name is taken in the account.
+    fn insert_alias(&self, alias: &AliasRecord) -> StoreResult<()>;
+    fn get_alias(&self, account: &str, name: &str) -> StoreResult<Option<AliasRecord>>;
+    /// Points an existing alias at another key. `NotFound` if there is no such alias.
+    fn update_alias(&self, account: &str, name: &str, target: &KeyId, now: EpochSeconds) -> StoreResult<()>;
+    /// `NotFound` if there is no such alias.
+    fn delete_alias(&self, account: &str, name: &str) -> StoreResult<()>;
+    /// Aliases of `account` ordered by name, optionally only those targeting `target`,
+    /// strictly after the name `after` when given.
+    fn list_aliases(
+        &self,
+        account: &str,
+        target: Option<&KeyId>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AliasRecord>>;
+
+    /// Sets tags, replacing the value of keys already present.
+    fn put_tags(&self, key_id: &KeyId, tags: &[Tag]) -> StoreResult<()>;
+    fn remove_tags(&self, key_id: &KeyId, tag_keys: &[String]) -> StoreResult<()>;
+    /// Tags of a key ordered by tag key, strictly after `after` when given.
+    fn list_tags(&self, key_id: &KeyId, after: Option<&str>, limit: usize) -> StoreResult<Vec<Tag>>;
+
+    /// Keys in PendingDeletion whose deletion date is at or before `now`.
+    fn keys_due_for_deletion(&self, now: EpochSeconds) -> StoreResult<Vec<KeyRecord>>;
+    /// Enabled keys with rotation enabled whose next rotation date is at or before `now`.
+    fn keys_due_for_rotation(&self, now: EpochSeconds) -> StoreResult<Vec<KeyRecord>>;
+    /// Cheap round trip, for readiness checks.
+    fn ping(&self) -> StoreResult<()>;
+}
