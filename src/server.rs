@@ -35,10 +35,13 @@ pub struct Prepared {
 /// Runs before any thread is started, because the embedded default exports
 /// `SOFTHSM2_CONF` for the module to read.
 pub fn prepare(config: Config) -> Result<Prepared, String> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
     let module = match (&config.module, config.embedded_softhsm) {
         (Some(m), _) => m.clone(),
-        (None, _) => find_softhsm_module().ok_or("SoftHSM2 is not installed (apt-get install softhsm2), and hsm.module is not set")?,
+        (None, _) => find_softhsm_module().ok_or(
+            "SoftHSM2 is not installed (apt-get install softhsm2), and hsm.module is not set",
+        )?,
     };
     let embedded = if config.embedded_softhsm {
         let embedded = EmbeddedSoftHsm::prepare(&config.data_dir)?;
@@ -51,7 +54,9 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         None
     };
     let user_pin = match &config.pin {
-        PinSource::Env(var) => SecretString::from(std::env::var(var).map_err(|_| format!("the PIN variable {var} is not set"))?),
+        PinSource::Env(var) => SecretString::from(
+            std::env::var(var).map_err(|_| format!("the PIN variable {var} is not set"))?,
+        ),
         PinSource::File(path) => SecretString::from(read_secret_file(path)?),
         PinSource::Embedded => match &embedded {
             Some(e) => e.user_pin()?,
@@ -66,9 +71,11 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         session_wait: config.session_wait,
     })?;
     if let Some(parent) = config.sqlite_path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
-    let store = SqliteStore::open(&config.sqlite_path).map_err(|e| format!("cannot open {}: {e}", config.sqlite_path.display()))?;
+    let store = SqliteStore::open(&config.sqlite_path)
+        .map_err(|e| format!("cannot open {}: {e}", config.sqlite_path.display()))?;
     let service = Arc::new(KmsService::new(
         ServiceConfig {
             region: config.region.clone(),
@@ -93,7 +100,11 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
 /// Serves until SIGTERM or Ctrl-C, finishing requests in flight.
 pub async fn serve(prepared: Prepared) -> Result<(), String> {
     let Prepared { config, service } = prepared;
-    let verifier = Arc::new(SigV4Verifier::new(config.region.clone(), "kms", config.credentials.clone()));
+    let verifier = Arc::new(SigV4Verifier::new(
+        config.region.clone(),
+        "kms",
+        config.credentials.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -86,7 +86,14 @@ impl<'a> Envelope<'a> {
 }
 
 /// Lays out a new ciphertext.
-pub fn assemble(key_id: &KeyId, material: &MaterialId, nonce: &[u8; NONCE_LEN], wrapped_dek: &[u8], iv: &[u8; IV_LEN], payload: &[u8]) -> Result<Vec<u8>, KmsError> {
+pub fn assemble(
+    key_id: &KeyId,
+    material: &MaterialId,
+    nonce: &[u8; NONCE_LEN],
+    wrapped_dek: &[u8],
+    iv: &[u8; IV_LEN],
+    payload: &[u8],
+) -> Result<Vec<u8>, KmsError> {
     if wrapped_dek.len() != WRAPPED_DEK_LEN {
         return Err(KmsError::Internal(format!(
             "the token wrapped the data key into {} bytes, expected {WRAPPED_DEK_LEN}",
@@ -105,12 +112,28 @@ pub fn assemble(key_id: &KeyId, material: &MaterialId, nonce: &[u8; NONCE_LEN], 
     Ok(out)
 }
 
-pub fn assemble_sealed(key_id: &KeyId, material: &MaterialId, sealed: &Sealed) -> Result<Vec<u8>, KmsError> {
-    assemble(key_id, material, &sealed.nonce, &sealed.wrapped_dek, &sealed.iv, &sealed.ciphertext)
+pub fn assemble_sealed(
+    key_id: &KeyId,
+    material: &MaterialId,
+    sealed: &Sealed,
+) -> Result<Vec<u8>, KmsError> {
+    assemble(
+        key_id,
+        material,
+        &sealed.nonce,
+        &sealed.wrapped_dek,
+        &sealed.iv,
+        &sealed.ciphertext,
+    )
 }
 
 /// The derivation data for `K_wrap`: binds key, material, context and nonce.
-pub fn derivation(key_id: &KeyId, material: &MaterialId, context: &BTreeMap<String, String>, nonce: &[u8; NONCE_LEN]) -> [u8; 32] {
+pub fn derivation(
+    key_id: &KeyId,
+    material: &MaterialId,
+    context: &BTreeMap<String, String>,
+    nonce: &[u8; NONCE_LEN],
+) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(DERIVATION_DOMAIN);
     h.update(key_id.as_bytes());
@@ -153,7 +176,10 @@ mod tests {
 
     #[test]
     fn short_or_foreign_blobs_are_invalid() {
-        assert_eq!(Envelope::parse(&[1; 40]).unwrap_err(), KmsError::InvalidCiphertext);
+        assert_eq!(
+            Envelope::parse(&[1; 40]).unwrap_err(),
+            KmsError::InvalidCiphertext
+        );
         let mut blob = vec![9u8; 200];
         blob[1] = SCHEME_ENVELOPE;
         assert!(Envelope::parse(&blob).is_err());
