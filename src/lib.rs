@@ -7,11 +7,13 @@
 //! - [`hsm`]: the only module that calls PKCS#11;
 //! - [`store`]: the only module with SQL;
 //! - [`auth`]: SigV4 verification against the credential table;
-//! - [`config`], [`server`]: configuration and start-up.
+//! - [`config`], [`server`]: configuration and start-up;
+//! - [`bench`]: the load generator and raw-ceiling benchmark (`p11kms bench`).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod auth;
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod hsm;

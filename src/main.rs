@@ -25,12 +25,25 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Benchmark the gateway against the raw HSM ceiling (see `p11kms bench --help`).
+    Bench(p11kms::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Bench(args) => match p11kms::bench::run(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("p11kms bench: some requests failed");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("p11kms bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

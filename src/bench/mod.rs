@@ -1,0 +1,312 @@
+//! `p11kms bench`: a closed-loop load generator, the raw ceiling of the same construction,
+//! and the table that compares them.
+//!
+//! One run:
+//! 1. prepares a fresh data directory with an initialised SoftHSM2 token (so the gateway
+//!    always starts on an *existing* token, and its start-up time is comparable);
+//! 2. measures the raw ceiling in this process: the ciphertext construction through the
+//!    library's [`Hsm`](crate::hsm::Hsm) API, with the same thread counts and the same
+//!    pool size, no HTTP, and this process's CPU time per operation;
+//! 3. starts the gateway (`p11kms serve`, this executable) on that data directory, or
+//!    targets `--endpoint`, and drives it with keep-alive HTTP/1.1 connections and
+//!    SigV4-signed requests, reading the server's CPU time from `/proc/<pid>/stat`;
+//! 4. prints one row per (operation, payload, concurrency) and a summary of the targets.
+//!
+//! With `--delay-us`, the module is expected to be the network-HSM emulator
+//! (`tools/pkcs11-delay`); the matrix then runs twice, without and with the delay, and the
+//! summary shows how much of the session pool's theoretical rate the gateway reaches.
+//!
+//! Measurements are never asserted: `--smoke` only checks correctness and zero errors.
+
+mod client;
+mod proc;
+mod raw;
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::hsm::{find_softhsm_module, EmbeddedSoftHsm};
+
+pub use client::Endpoint;
+pub use report::{GatewayRow, RawRow};
+
+/// The operations the harness drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum BenchOp {
+    Encrypt,
+    Decrypt,
+    ReEncrypt,
+    GenerateDataKey,
+    GenerateDataKeyWithoutPlaintext,
+}
+
+impl BenchOp {
+    pub const ALL: [BenchOp; 5] = [
+        BenchOp::Encrypt,
+        BenchOp::Decrypt,
+        BenchOp::ReEncrypt,
+        BenchOp::GenerateDataKey,
+        BenchOp::GenerateDataKeyWithoutPlaintext,
+    ];
+
+    pub fn target(self) -> &'static str {
+        match self {
+            BenchOp::Encrypt => "Encrypt",
+            BenchOp::Decrypt => "Decrypt",
+            BenchOp::ReEncrypt => "ReEncrypt",
+            BenchOp::GenerateDataKey => "GenerateDataKey",
+            BenchOp::GenerateDataKeyWithoutPlaintext => "GenerateDataKeyWithoutPlaintext",
+        }
+    }
+
+    /// Short name for the table.
+    pub fn short(self) -> &'static str {
+        match self {
+            BenchOp::Encrypt => "Encrypt",
+            BenchOp::Decrypt => "Decrypt",
+            BenchOp::ReEncrypt => "ReEncrypt",
+            BenchOp::GenerateDataKey => "GenDataKey",
+            BenchOp::GenerateDataKeyWithoutPlaintext => "GenDataKeyNoPt",
+        }
+    }
+
+    /// Data keys are at most 1024 bytes: the payload dimension does not apply, 32 B is used.
+    pub fn payload_sizes(self, sizes: &[usize]) -> Vec<usize> {
+        match self {
+            BenchOp::GenerateDataKey | BenchOp::GenerateDataKeyWithoutPlaintext => vec![32],
+            _ => sizes.to_vec(),
+        }
+    }
+
+    /// The raw chain that stands for this operation.
+    pub fn raw(self) -> raw::RawOp {
+        match self {
+            BenchOp::Encrypt => raw::RawOp::Seal,
+            BenchOp::Decrypt => raw::RawOp::Open,
+            BenchOp::ReEncrypt => raw::RawOp::Rewrap,
+            BenchOp::GenerateDataKey | BenchOp::GenerateDataKeyWithoutPlaintext => {
+                raw::RawOp::RandomSeal
+            }
+        }
+    }
+}
+
+/// Command-line options of `p11kms bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Target a running gateway instead of starting one (no raw ceiling then).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// With --endpoint: the gateway's pid, for its CPU time and peak RSS.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    #[arg(long, default_value = crate::config::DEV_ACCESS_KEY_ID)]
+    pub access_key_id: String,
+    #[arg(long, default_value = crate::config::DEV_SECRET_ACCESS_KEY)]
+    pub secret_access_key: String,
+    #[arg(long, default_value = crate::config::DEFAULT_REGION)]
+    pub region: String,
+    /// Operations to run (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = BenchOp::ALL.to_vec())]
+    pub ops: Vec<BenchOp>,
+    /// Plaintext sizes in bytes (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![32usize, 4096])]
+    pub sizes: Vec<usize>,
+    /// Concurrency levels: connections for the gateway, threads for the raw ceiling.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 4, 16, 64, 256])]
+    pub concurrency: Vec<usize>,
+    /// Upper bound on each run's measured time.
+    #[arg(long, default_value_t = 2000)]
+    pub duration_ms: u64,
+    /// Upper bound on each run's requests.
+    #[arg(long, default_value_t = 20_000)]
+    pub max_requests: u64,
+    /// Session pool of the gateway and of the raw ceiling (P11KMS_SESSION_POOL_SIZE).
+    #[arg(long, default_value_t = 2)]
+    pub pool_size: usize,
+    /// P11KMS_SESSION_WAIT_MS for the gateway.
+    #[arg(long)]
+    pub session_wait_ms: Option<u64>,
+    /// PKCS#11 module for the gateway and the raw ceiling, in front of the embedded
+    /// SoftHSM2 token (e.g. the network-HSM emulator built by tools/pkcs11-delay/build.sh).
+    #[arg(long)]
+    pub module: Option<PathBuf>,
+    /// Microseconds the emulator adds to each cryptographic call (sets P11DELAY_US); the
+    /// matrix then runs without and with the delay. Needs --module pointing at the emulator.
+    #[arg(long, default_value_t = 0)]
+    pub delay_us: u64,
+    /// Skip the raw ceiling.
+    #[arg(long)]
+    pub no_raw: bool,
+    /// State directory to use (default: a fresh one under the temp directory, removed after).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Keep the data directory and the gateway's log.
+    #[arg(long)]
+    pub keep_data: bool,
+    /// CI smoke run: small bounds, correctness checks, fails on any error; no timing checks.
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+impl BenchArgs {
+    /// `--smoke` bounds: every operation, both payloads, two concurrencies, a few seconds.
+    fn apply_smoke(&mut self) {
+        if self.smoke {
+            self.concurrency = vec![1, 4];
+            self.duration_ms = self.duration_ms.min(200);
+            self.max_requests = self.max_requests.min(60);
+        }
+    }
+}
+
+/// Runs the benchmark and prints its table. Returns whether the run was clean (no errors).
+pub fn run(mut args: BenchArgs) -> Result<bool, String> {
+    args.apply_smoke();
+    if args.delay_us > 0 && args.module.is_none() {
+        return Err("--delay-us needs --module pointing at the network-HSM emulator".into());
+    }
+    println!("# p11kms bench  (load at start: {})", proc::load_average());
+    if let Some(endpoint) = &args.endpoint {
+        let endpoint = Endpoint::parse(endpoint, &args)?;
+        let runtime = runtime()?;
+        let rows = runtime.block_on(client::run_matrix(
+            &endpoint,
+            args.server_pid,
+            &args,
+            "gateway",
+        ))?;
+        report::print_gateway(&rows, &[]);
+        return Ok(rows.iter().all(|r| r.errors == 0));
+    }
+
+    let temp = args.data_dir.is_none();
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("p11kms-bench-{}", uuid::Uuid::new_v4())),
+    };
+    let result = run_local(&args, &data_dir);
+    if temp && !args.keep_data {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    } else {
+        println!("# data directory kept: {}", data_dir.display());
+    }
+    result
+}
+
+fn run_local(args: &BenchArgs, data_dir: &Path) -> Result<bool, String> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let softhsm = find_softhsm_module().ok_or("SoftHSM2 is not installed")?;
+    // The token is created once, up front, with SoftHSM2 itself: every gateway start below is
+    // then a start on an existing token.
+    let embedded = EmbeddedSoftHsm::prepare(data_dir)?;
+    std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
+    embedded.ensure_token(&softhsm, crate::config::DEFAULT_TOKEN_LABEL)?;
+
+    let raw_rows = if args.no_raw || args.delay_us > 0 {
+        Vec::new()
+    } else {
+        let module = args.module.clone().unwrap_or(softhsm);
+        raw::run_matrix(args, &module, embedded.user_pin()?)?
+    };
+    report::print_raw(&raw_rows);
+
+    let runtime = runtime()?;
+    let mut clean = true;
+    let mut phases = Vec::new();
+    if args.delay_us > 0 {
+        phases.push(("no delay", 0));
+        phases.push(("delayed", args.delay_us));
+    } else {
+        phases.push(("gateway", 0));
+    }
+    let mut all_rows: BTreeMap<&str, Vec<GatewayRow>> = BTreeMap::new();
+    for (phase, delay) in phases {
+        let gateway = proc::Gateway::start(args, data_dir, delay)?;
+        println!(
+            "# {phase}: gateway pid {} ready in {:.0} ms (existing token, pool {}{})",
+            gateway.pid(),
+            gateway.startup.as_secs_f64() * 1000.0,
+            args.pool_size,
+            if delay > 0 {
+                format!(", {delay} us per cryptographic call")
+            } else {
+                String::new()
+            }
+        );
+        let endpoint = Endpoint::parse(&gateway.url, args)?;
+        let rows = runtime.block_on(client::run_matrix(
+            &endpoint,
+            Some(gateway.pid()),
+            args,
+            phase,
+        ));
+        let hwm = gateway.peak_rss_kib();
+        let startup = gateway.startup;
+        let status = gateway.stop();
+        let rows = rows?;
+        clean &= rows.iter().all(|r| r.errors == 0);
+        report::print_gateway(&rows, &raw_rows);
+        if let Some(kib) = hwm {
+            println!(
+                "# {phase}: gateway peak RSS (VmHWM) {:.1} MiB",
+                kib as f64 / 1024.0
+            );
+        }
+        if let Some(status) = status {
+            println!("# {phase}: gateway exit: {status}");
+        }
+        report::print_targets(phase, &rows, &raw_rows, hwm, startup);
+        all_rows.insert(phase, rows);
+    }
+    if args.delay_us > 0 {
+        if let (Some(base), Some(delayed)) = (all_rows.get("no delay"), all_rows.get("delayed")) {
+            report::print_latency_hiding(base, delayed, args.pool_size, args.delay_us);
+        }
+    }
+    println!("# load at end: {}", proc::load_average());
+    Ok(clean)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// Latency percentiles of one run, in microseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn of(mut samples: Vec<u64>) -> Self {
+        if samples.is_empty() {
+            return Percentiles::default();
+        }
+        samples.sort_unstable();
+        let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+        Percentiles {
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            max: samples[samples.len() - 1],
+        }
+    }
+}
+
+/// Bounds shared by the gateway and raw runs.
+fn run_bounds(args: &BenchArgs) -> (Duration, u64) {
+    (
+        Duration::from_millis(args.duration_ms.max(1)),
+        args.max_requests.max(1),
+    )
+}

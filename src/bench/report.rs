@@ -1,0 +1,272 @@
+//! The tables and the target summary.
+
+use std::time::Duration;
+
+use super::raw::RawOp;
+use super::{BenchOp, Percentiles};
+
+/// Gateway throughput at c16 (32 B) must reach this share of the raw ceiling.
+const TARGET_RATIO: f64 = 0.90;
+/// The gateway may add at most this much CPU per request to the raw chain's.
+const TARGET_CPU_OVERHEAD_US: f64 = 40.0;
+const TARGET_RSS_MIB: f64 = 64.0;
+const TARGET_STARTUP_MS: f64 = 300.0;
+const TARGET_HIDING: f64 = 0.80;
+
+/// One gateway run.
+#[derive(Debug, Clone)]
+pub struct GatewayRow {
+    pub op: BenchOp,
+    pub size: usize,
+    pub concurrency: usize,
+    pub requests: u64,
+    pub seconds: f64,
+    /// Failed requests other than throttling.
+    pub errors: u64,
+    pub server_errors: u64,
+    pub throttled: u64,
+    pub first_error: String,
+    pub latency: Percentiles,
+    pub cpu_per_request_us: Option<f64>,
+    pub load: String,
+}
+
+impl GatewayRow {
+    pub fn rate(&self) -> f64 {
+        self.requests as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// One raw-ceiling run.
+#[derive(Debug, Clone)]
+pub struct RawRow {
+    pub op: RawOp,
+    pub size: usize,
+    pub threads: usize,
+    pub ops: u64,
+    pub seconds: f64,
+    pub errors: u64,
+    pub latency: Percentiles,
+    pub cpu_per_op_us: Option<f64>,
+    pub load: String,
+}
+
+impl RawRow {
+    pub fn rate(&self) -> f64 {
+        self.ops as f64 / self.seconds.max(1e-9)
+    }
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into())
+}
+
+fn raw_for<'a>(raw: &'a [RawRow], row: &GatewayRow) -> Option<&'a RawRow> {
+    raw.iter()
+        .find(|r| r.op == row.op.raw() && r.size == row.size && r.threads == row.concurrency)
+}
+
+pub fn print_raw(rows: &[RawRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!("## raw ceiling (Hsm API in-process, no HTTP)");
+    println!(
+        "{:<12} {:>5} {:>4} {:>7} {:>8} {:>7} {:>7} {:>7} {:>8} {:>4}  load",
+        "chain", "bytes", "thr", "ops", "ops/s", "p50ms", "p99ms", "maxms", "cpu/op", "err"
+    );
+    for r in rows {
+        println!(
+            "{:<12} {:>5} {:>4} {:>7} {:>8.0} {:>7} {:>7} {:>7} {:>8} {:>4}  {}",
+            r.op.name(),
+            r.size,
+            r.threads,
+            r.ops,
+            r.rate(),
+            ms(r.latency.p50),
+            ms(r.latency.p99),
+            ms(r.latency.max),
+            opt(r.cpu_per_op_us),
+            r.errors,
+            r.load
+        );
+    }
+}
+
+pub fn print_gateway(rows: &[GatewayRow], raw: &[RawRow]) {
+    println!();
+    println!("## gateway (HTTP/1.1 keep-alive, SigV4; cpu = server CPU us per request)");
+    println!(
+        "{:<15} {:>5} {:>4} {:>6} {:>7} {:>6} {:>6} {:>6} {:>7} {:>4} {:>4} {:>5} {:>6} {:>7} {:>6} {:>5}  load",
+        "operation",
+        "bytes",
+        "conc",
+        "reqs",
+        "req/s",
+        "p50ms",
+        "p90ms",
+        "p99ms",
+        "maxms",
+        "err",
+        "5xx",
+        "thrtl",
+        "cpu",
+        "raw/s",
+        "rawcpu",
+        "ratio"
+    );
+    for r in rows {
+        let raw_row = raw_for(raw, r);
+        println!(
+            "{:<15} {:>5} {:>4} {:>6} {:>7.0} {:>6} {:>6} {:>6} {:>7} {:>4} {:>4} {:>5} {:>6} {:>7} {:>6} {:>5}  {}",
+            r.op.short(),
+            r.size,
+            r.concurrency,
+            r.requests,
+            r.rate(),
+            ms(r.latency.p50),
+            ms(r.latency.p90),
+            ms(r.latency.p99),
+            ms(r.latency.max),
+            r.errors,
+            r.server_errors,
+            r.throttled,
+            opt(r.cpu_per_request_us),
+            raw_row.map(|x| format!("{:.0}", x.rate())).unwrap_or_else(|| "-".into()),
+            opt(raw_row.and_then(|x| x.cpu_per_op_us)),
+            raw_row
+                .map(|x| format!("{:.2}", r.rate() / x.rate().max(1e-9)))
+                .unwrap_or_else(|| "-".into()),
+            r.load
+        );
+    }
+    for r in rows.iter().filter(|r| r.errors > 0) {
+        println!(
+            "# errors in {} {} B c{}: first: {}",
+            r.op.target(),
+            r.size,
+            r.concurrency,
+            r.first_error
+        );
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+/// The targets, as ratios, for one gateway phase.
+pub fn print_targets(
+    phase: &str,
+    rows: &[GatewayRow],
+    raw: &[RawRow],
+    peak_rss_kib: Option<u64>,
+    startup: Duration,
+) {
+    println!();
+    println!("## targets ({phase})");
+    for op in [BenchOp::ReEncrypt, BenchOp::Encrypt, BenchOp::Decrypt] {
+        let Some(row) = rows
+            .iter()
+            .find(|r| r.op == op && r.size == 32 && r.concurrency == 16)
+        else {
+            continue;
+        };
+        let Some(raw_row) = raw_for(raw, row) else {
+            continue;
+        };
+        let ratio = row.rate() / raw_row.rate().max(1e-9);
+        println!(
+            "throughput c16 32 B {:<10} {:>6.0}/s vs raw {:>6.0}/s = {:.2} (target >= {TARGET_RATIO:.2}: {})",
+            op.target(),
+            row.rate(),
+            raw_row.rate(),
+            ratio,
+            verdict(ratio >= TARGET_RATIO)
+        );
+        if let (Some(gw), Some(rc)) = (row.cpu_per_request_us, raw_row.cpu_per_op_us) {
+            println!(
+                "cpu/req    c16 32 B {:<10} {gw:>6.0} us vs raw {rc:>6.0} us: +{:.0} us (target <= +{TARGET_CPU_OVERHEAD_US:.0}: {})",
+                op.target(),
+                gw - rc,
+                verdict(gw - rc <= TARGET_CPU_OVERHEAD_US)
+            );
+        }
+    }
+    let overload: Vec<&GatewayRow> = rows.iter().filter(|r| r.concurrency >= 256).collect();
+    if !overload.is_empty() {
+        let fives: u64 = overload.iter().map(|r| r.server_errors).sum();
+        let throttled: u64 = overload.iter().map(|r| r.throttled).sum();
+        let requests: u64 = overload.iter().map(|r| r.requests).sum();
+        println!(
+            "overload c256: {requests} requests, {fives} 5xx, {throttled} throttled (target: no 5xx: {})",
+            verdict(fives == 0)
+        );
+    }
+    if let Some(kib) = peak_rss_kib {
+        let mib = kib as f64 / 1024.0;
+        println!(
+            "peak RSS: {mib:.1} MiB (target <= {TARGET_RSS_MIB:.0}: {})",
+            verdict(mib <= TARGET_RSS_MIB)
+        );
+    }
+    let startup_ms = startup.as_secs_f64() * 1000.0;
+    println!(
+        "startup to ready on an existing token: {startup_ms:.0} ms (target <= {TARGET_STARTUP_MS:.0}: {})",
+        verdict(startup_ms <= TARGET_STARTUP_MS)
+    );
+}
+
+/// Latency hiding: throughput under delay against the pool's theoretical rate and the
+/// no-delay throughput, at concurrency 64 (or the highest concurrency below it).
+pub fn print_latency_hiding(
+    base: &[GatewayRow],
+    delayed: &[GatewayRow],
+    pool: usize,
+    delay_us: u64,
+) {
+    println!();
+    println!("## latency hiding ({delay_us} us per cryptographic call, pool {pool})");
+    for d in delayed.iter().filter(|r| r.concurrency == 64) {
+        let same = |r: &&GatewayRow| r.op == d.op && r.size == d.size;
+        let base_c64 = base.iter().filter(same).find(|r| r.concurrency == 64);
+        let base_c1 = base.iter().filter(same).find(|r| r.concurrency == 1);
+        let delayed_c1 = delayed.iter().filter(same).find(|r| r.concurrency == 1);
+        let (Some(base_c64), Some(base_c1), Some(delayed_c1)) = (base_c64, base_c1, delayed_c1)
+        else {
+            println!(
+                "{} {} B: needs concurrency 1 and 64 in both phases",
+                d.op.target(),
+                d.size
+            );
+            continue;
+        };
+        // The request's HSM time: what the delay added to a lone request.
+        let hsm_us = delayed_c1.latency.p50.saturating_sub(base_c1.latency.p50) as f64;
+        let calls = hsm_us / delay_us.max(1) as f64;
+        let theoretical = pool as f64 / (hsm_us.max(1.0) / 1e6);
+        let bound = theoretical.min(base_c64.rate());
+        let ratio = d.rate() / bound.max(1e-9);
+        println!(
+            "{:<10} {:>4} B: HSM time {:.1} ms/request (~{:.1} calls), pool rate {:.0}/s, no-delay c64 {:.0}/s, delayed c64 {:.0}/s = {:.2} of min (target >= {TARGET_HIDING:.2}: {})",
+            d.op.target(),
+            d.size,
+            hsm_us / 1000.0,
+            calls,
+            theoretical,
+            base_c64.rate(),
+            d.rate(),
+            ratio,
+            verdict(ratio >= TARGET_HIDING)
+        );
+    }
+}
