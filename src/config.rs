@@ -262,7 +262,7 @@ impl Config {
         let day_seconds: f64 = parse_env("P11KMS_DAY_SECONDS")?
             .or(file.test.day_seconds)
             .unwrap_or(86_400.0);
-        if !(day_seconds > 0.0) {
+        if day_seconds.is_nan() || day_seconds <= 0.0 {
             return Err("test.day_seconds must be positive".into());
         }
         Ok(Config {

@@ -51,6 +51,9 @@ pub const TAG_LEN: usize = 16;
 /// How long to wait between attempts to bring a lost token back.
 const REINIT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Computes `K_wrap`'s derivation data from the nonce, IV and sealed payload.
+pub type SealDerivation<'a> = dyn Fn(&[u8; NONCE_LEN], &[u8; IV_LEN], &[u8]) -> [u8; 32] + 'a;
+
 /// How to reach the token.
 #[derive(Clone)]
 pub struct HsmConfig {
@@ -221,7 +224,7 @@ impl Hsm {
     pub fn seal(
         &self,
         material: &MaterialId,
-        derivation: &dyn Fn(&[u8; NONCE_LEN], &[u8; IV_LEN], &[u8]) -> [u8; 32],
+        derivation: &SealDerivation<'_>,
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Sealed, KmsError> {
