@@ -196,11 +196,16 @@ async fn update_alias_retargets_to_another_key() {
 
     let for_new = all_aliases(&kms, Some(new.key_id())).await;
     assert_eq!(
-        find(&for_new, &name).expect("alias listed for the new key").target_key_id(),
+        find(&for_new, &name)
+            .expect("alias listed for the new key")
+            .target_key_id(),
         Some(new.key_id())
     );
     let for_old = all_aliases(&kms, Some(old.key_id())).await;
-    assert!(find(&for_old, &name).is_none(), "alias still listed for the old key");
+    assert!(
+        find(&for_old, &name).is_none(),
+        "alias still listed for the old key"
+    );
 
     let resp = kms
         .encrypt()
@@ -395,7 +400,11 @@ async fn list_aliases_pages_with_limit_and_marker() {
             .await
             .unwrap();
         pages += 1;
-        assert!(resp.aliases().len() <= 2, "page of {}", resp.aliases().len());
+        assert!(
+            resp.aliases().len() <= 2,
+            "page of {}",
+            resp.aliases().len()
+        );
         seen.extend(
             resp.aliases()
                 .iter()
@@ -405,11 +414,22 @@ async fn list_aliases_pages_with_limit_and_marker() {
             assert!(resp.next_marker().is_none(), "NextMarker on the last page");
             break;
         }
-        marker = Some(resp.next_marker().expect("NextMarker when truncated").into());
+        marker = Some(
+            resp.next_marker()
+                .expect("NextMarker when truncated")
+                .into(),
+        );
         assert!(pages < 50, "paging does not end");
     }
     let unique: HashSet<String> = seen.iter().cloned().collect();
-    assert_eq!(unique.len(), seen.len(), "an alias was listed twice: {seen:?}");
-    assert!(created.is_subset(&unique), "created {created:?}, listed {seen:?}");
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "an alias was listed twice: {seen:?}"
+    );
+    assert!(
+        created.is_subset(&unique),
+        "created {created:?}, listed {seen:?}"
+    );
     assert!(pages >= 3, "5 aliases with Limit 2 need at least 3 pages");
 }

@@ -9,8 +9,7 @@ use std::time::Duration;
 #[allow(deprecated)]
 use aws_sdk_kms::types::CustomerMasterKeySpec;
 use aws_sdk_kms::types::{
-    EncryptionAlgorithmSpec, KeyManagerType, KeySpec, KeyState,
-    KeyUsageType, OriginType, Tag,
+    EncryptionAlgorithmSpec, KeyManagerType, KeySpec, KeyState, KeyUsageType, OriginType, Tag,
 };
 use common::*;
 
@@ -50,7 +49,10 @@ async fn create_key_default_is_an_enabled_symmetric_aws_kms_key() {
     assert_eq!(md.multi_region(), Some(false));
     assert!(md.deletion_date().is_none());
     let material = md.current_key_material_id().expect("CurrentKeyMaterialId");
-    assert!(is_material_id(material), "CurrentKeyMaterialId {material:?}");
+    assert!(
+        is_material_id(material),
+        "CurrentKeyMaterialId {material:?}"
+    );
     let created = md.creation_date().expect("CreationDate").secs();
     assert!(
         (before - 60..=now_secs() + 60).contains(&created),
@@ -100,8 +102,20 @@ async fn create_key_stores_tags() {
     let kms = srv.client();
     let md = kms
         .create_key()
-        .tags(Tag::builder().tag_key("team").tag_value("red").build().unwrap())
-        .tags(Tag::builder().tag_key("env").tag_value("test").build().unwrap())
+        .tags(
+            Tag::builder()
+                .tag_key("team")
+                .tag_value("red")
+                .build()
+                .unwrap(),
+        )
+        .tags(
+            Tag::builder()
+                .tag_key("env")
+                .tag_value("test")
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap()
@@ -299,7 +313,11 @@ async fn list_keys_pages_with_limit_and_marker() {
         seen.extend(resp.keys().iter().map(|k| k.key_id().unwrap().to_string()));
         if resp.truncated() {
             assert_eq!(resp.keys().len(), 2, "a truncated page must be full");
-            marker = Some(resp.next_marker().expect("NextMarker when truncated").into());
+            marker = Some(
+                resp.next_marker()
+                    .expect("NextMarker when truncated")
+                    .into(),
+            );
         } else {
             assert!(resp.next_marker().is_none(), "NextMarker on the last page");
             break;
@@ -308,8 +326,14 @@ async fn list_keys_pages_with_limit_and_marker() {
     }
     let unique: HashSet<String> = seen.iter().cloned().collect();
     assert_eq!(unique.len(), seen.len(), "a key was listed twice: {seen:?}");
-    assert!(created.is_subset(&unique), "created {created:?}, listed {seen:?}");
-    assert!(pages >= 3, "5 keys with Limit 2 need at least 3 pages, got {pages}");
+    assert!(
+        created.is_subset(&unique),
+        "created {created:?}, listed {seen:?}"
+    );
+    assert!(
+        pages >= 3,
+        "5 keys with Limit 2 need at least 3 pages, got {pages}"
+    );
 }
 
 #[tokio::test]
@@ -450,7 +474,10 @@ async fn schedule_key_deletion_puts_key_pending_deletion() {
     let got = describe(&kms, md.key_id()).await;
     assert_eq!(got.key_state(), Some(&KeyState::PendingDeletion));
     assert!(!got.enabled());
-    let when = got.deletion_date().expect("DeletionDate in DescribeKey").secs();
+    let when = got
+        .deletion_date()
+        .expect("DeletionDate in DescribeKey")
+        .secs();
     assert!(
         (when - (now + 7 * DAY)).abs() <= DAY,
         "DeletionDate {when} is not about 7 days from {now}"
@@ -590,7 +617,11 @@ async fn cancel_key_deletion_of_enabled_key_is_invalid_state() {
 async fn cancel_key_deletion_of_unknown_key_is_not_found() {
     let srv = TestServer::start();
     let kms = srv.client();
-    let res = kms.cancel_key_deletion().key_id(UNKNOWN_KEY_ID).send().await;
+    let res = kms
+        .cancel_key_deletion()
+        .key_id(UNKNOWN_KEY_ID)
+        .send()
+        .await;
     expect_error(res, "NotFoundException");
 }
 
@@ -671,12 +702,7 @@ async fn deletion_job_deletes_key_when_window_ends() {
     let gone = poll_until(Duration::from_secs(20), Duration::from_millis(500), || {
         let kms = kms.clone();
         let id = md.key_id().to_string();
-        async move {
-            match kms.describe_key().key_id(&id).send().await {
-                Ok(_) => None,
-                Err(e) => Some(e),
-            }
-        }
+        async move { kms.describe_key().key_id(&id).send().await.err() }
     })
     .await
     .expect("key still exists 23 s after a 7-day (7 s) deletion window began");
@@ -685,7 +711,10 @@ async fn deletion_job_deletes_key_when_window_ends() {
 
     let listed = kms.list_keys().send().await.unwrap();
     assert!(
-        listed.keys().iter().all(|k| k.key_id() != Some(md.key_id())),
+        listed
+            .keys()
+            .iter()
+            .all(|k| k.key_id() != Some(md.key_id())),
         "deleted key still in ListKeys"
     );
 }

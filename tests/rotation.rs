@@ -186,9 +186,17 @@ async fn rotation_operations_on_unknown_key_are_not_found() {
         .send()
         .await;
     expect_error(res, "NotFoundException").assert_message(&msg);
-    let res = kms.enable_key_rotation().key_id(UNKNOWN_KEY_ID).send().await;
+    let res = kms
+        .enable_key_rotation()
+        .key_id(UNKNOWN_KEY_ID)
+        .send()
+        .await;
     expect_error(res, "NotFoundException").assert_message(&msg);
-    let res = kms.disable_key_rotation().key_id(UNKNOWN_KEY_ID).send().await;
+    let res = kms
+        .disable_key_rotation()
+        .key_id(UNKNOWN_KEY_ID)
+        .send()
+        .await;
     expect_error(res, "NotFoundException").assert_message(&msg);
     let res = kms.list_key_rotations().key_id(UNKNOWN_KEY_ID).send().await;
     expect_error(res, "NotFoundException").assert_message(&msg);
@@ -374,7 +382,11 @@ async fn rotate_key_on_demand_of_key_pending_deletion_is_invalid_state() {
 async fn rotate_key_on_demand_of_unknown_key_is_not_found() {
     let srv = TestServer::start();
     let kms = srv.client();
-    let res = kms.rotate_key_on_demand().key_id(UNKNOWN_KEY_ID).send().await;
+    let res = kms
+        .rotate_key_on_demand()
+        .key_id(UNKNOWN_KEY_ID)
+        .send()
+        .await;
     expect_error(res, "NotFoundException")
         .assert_message(&format!("Key '{}' does not exist", key_arn(UNKNOWN_KEY_ID)));
 }
@@ -450,7 +462,10 @@ async fn rotation_job_rotates_key_when_period_ends() {
         .unwrap();
     assert!(st.key_rotation_enabled());
     let next = st.next_rotation_date().expect("NextRotationDate").secs();
-    assert!(next > first_next, "NextRotationDate did not advance: {next} <= {first_next}");
+    assert!(
+        next > first_next,
+        "NextRotationDate did not advance: {next} <= {first_next}"
+    );
 
     assert_eq!(decrypt(&kms, &blob).await, b"before automatic rotation");
 }

@@ -249,7 +249,10 @@ async fn create_key_with_longest_allowed_tag_succeeds() {
         .unwrap()
         .key_metadata
         .unwrap();
-    assert_eq!(tags_of(&kms, md.key_id()).await, map(&[(k.as_str(), v.as_str())]));
+    assert_eq!(
+        tags_of(&kms, md.key_id()).await,
+        map(&[(k.as_str(), v.as_str())])
+    );
 }
 
 #[tokio::test]

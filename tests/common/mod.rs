@@ -180,6 +180,7 @@ impl TestServer {
             content_type: "application/x-amz-json-1.1".to_string(),
             credential: Some((DEV_AKID.to_string(), DEV_SECRET.to_string())),
             time: SystemTime::now(),
+            sent_body: None,
         }
     }
 
@@ -221,7 +222,10 @@ pub fn alias_arn(alias_name: &str) -> String {
 
 /// A fresh, unique alias name (`alias/test-<random>`).
 pub fn unique_alias() -> String {
-    format!("alias/test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "alias/test-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 // -------------------------------------------------------------------------------------------
@@ -411,10 +415,7 @@ where
         panic!("the call failed without an HTTP response: {display}");
     };
     let status = raw.status().as_u16();
-    let request_id = raw
-        .headers()
-        .get("x-amzn-RequestId")
-        .map(|v| v.to_string());
+    let request_id = raw.headers().get("x-amzn-RequestId").map(|v| v.to_string());
     ApiError {
         status,
         code: err.code().map(str::to_string),
@@ -501,6 +502,8 @@ pub struct RawRequest {
     content_type: String,
     credential: Option<(String, String)>,
     time: SystemTime,
+    /// Body actually sent, when it should differ from the signed one.
+    sent_body: Option<Vec<u8>>,
 }
 
 impl RawRequest {
@@ -533,7 +536,22 @@ impl RawRequest {
         self
     }
 
+    /// Signs the request's body but sends `body` instead (a tampered payload).
+    pub fn send_other_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.sent_body = Some(body.into());
+        self
+    }
+
+    /// Sends the request; panics on a transport error.
     pub async fn send(self) -> RawResponse {
+        match self.try_send().await {
+            Ok(resp) => resp,
+            Err(e) => panic!("HTTP request to p11kms failed: {e:?}"),
+        }
+    }
+
+    /// Sends the request, returning transport errors.
+    pub async fn try_send(self) -> Result<RawResponse, reqwest::Error> {
         let url = format!("{}/", self.endpoint);
         let host = self
             .endpoint
@@ -579,13 +597,14 @@ impl RawRequest {
             .timeout(Duration::from_secs(60))
             .build()
             .expect("reqwest client");
-        let mut req = client.post(&url).body(self.body);
+        let body = self.sent_body.unwrap_or(self.body);
+        let mut req = client.post(&url).body(body);
         for (k, v) in &headers {
             if k != "host" {
                 req = req.header(k.as_str(), v.as_str());
             }
         }
-        let resp = req.send().await.expect("HTTP request to p11kms");
+        let resp = req.send().await?;
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -597,12 +616,12 @@ impl RawRequest {
                 )
             })
             .collect();
-        let body = resp.bytes().await.expect("response body").to_vec();
-        RawResponse {
+        let body = resp.bytes().await?.to_vec();
+        Ok(RawResponse {
             status,
             headers,
             body,
-        }
+        })
     }
 }
 
