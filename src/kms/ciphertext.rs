@@ -13,9 +13,11 @@
 //! ```
 //!
 //! `K_wrap = AES-CBC-ENCRYPT-DATA(material, SHA-256(domain ‖ key id ‖ material id ‖
-//! canonical context ‖ nonce))`, derived in the token. Because the key id, material id and
-//! context go into `K_wrap`, a wrong key, material or context fails the in-token unwrap;
-//! any changed byte of the wrapped key, IV or payload fails KWP's or GCM's integrity check.
+//! canonical context ‖ nonce ‖ SHA-256(IV ‖ payload)))`, derived in the token. Every byte of
+//! the blob is therefore bound to the wrapped key: a wrong key, material or context, or any
+//! changed byte of the nonce, IV or payload, gives a different `K_wrap`, and the in-token
+//! KWP unwrap fails its integrity check. That is how ReEncrypt, which never decrypts the
+//! payload, still rejects a tampered blob; Decrypt also checks the GCM tag.
 //! The per-message nonce makes every Encrypt and every ReEncrypt output different even for
 //! the same data key. The payload's AAD is a constant: ReEncrypt changes the header and the
 //! wrapped key but must copy the payload unchanged.
@@ -127,12 +129,21 @@ pub fn assemble_sealed(
     )
 }
 
-/// The derivation data for `K_wrap`: binds key, material, context and nonce.
+/// SHA-256 of IV ‖ payload: what binds the payload to the wrapped data key.
+pub fn payload_digest(iv: &[u8; IV_LEN], payload: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(iv);
+    h.update(payload);
+    h.finalize().into()
+}
+
+/// The derivation data for `K_wrap`: binds key, material, context, nonce and payload.
 pub fn derivation(
     key_id: &KeyId,
     material: &MaterialId,
     context: &BTreeMap<String, String>,
     nonce: &[u8; NONCE_LEN],
+    payload_digest: &[u8; 32],
 ) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(DERIVATION_DOMAIN);
@@ -140,6 +151,7 @@ pub fn derivation(
     h.update(material.0);
     h.update(canonical_context(context));
     h.update(nonce);
+    h.update(payload_digest);
     h.finalize().into()
 }
 

@@ -18,6 +18,7 @@ struct SourceCiphertext<'a> {
     key: KeyRecord,
     envelope: Envelope<'a>,
     derivation: [u8; 32],
+    payload_digest: [u8; 32],
 }
 
 impl KmsService {
@@ -144,6 +145,7 @@ impl KmsService {
                     &destination_material,
                     &destination_context,
                     nonce,
+                    &source.payload_digest,
                 )
             },
         )?;
@@ -251,7 +253,15 @@ impl KmsService {
         let material = key.current_material;
         let sealed = self.hsm.seal(
             &material,
-            &|nonce| ciphertext::derivation(&key.key_id, &material, context, nonce),
+            &|nonce, iv, payload| {
+                ciphertext::derivation(
+                    &key.key_id,
+                    &material,
+                    context,
+                    nonce,
+                    &ciphertext::payload_digest(iv, payload),
+                )
+            },
             PAYLOAD_AAD,
             plaintext,
         )?;
@@ -298,12 +308,19 @@ impl KmsService {
         if !self.material_belongs(&key, &envelope.material)? {
             return Err(KmsError::InvalidCiphertext);
         }
-        let derivation =
-            ciphertext::derivation(&key.key_id, &envelope.material, context, &envelope.nonce);
+        let payload_digest = ciphertext::payload_digest(&envelope.iv, envelope.payload);
+        let derivation = ciphertext::derivation(
+            &key.key_id,
+            &envelope.material,
+            context,
+            &envelope.nonce,
+            &payload_digest,
+        );
         Ok(SourceCiphertext {
             key,
             envelope,
             derivation,
+            payload_digest,
         })
     }
 
