@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
@@ -53,8 +53,74 @@ pub struct TestServer {
     child: Child,
     endpoint: String,
     log_path: PathBuf,
-    // Dropped after the child has been killed (field order does not matter: Drop kills first).
+    env: Vec<(String, String)>,
+    // Removed after the child has been killed (Drop kills the child first).
     data_dir: tempfile::TempDir,
+}
+
+/// Spawns `p11kms serve` on `data_dir` and waits for its ready line; stderr is appended to
+/// `log_path`. Returns the child and its endpoint.
+fn spawn_server(data_dir: &Path, log_path: &Path, env: &[(String, String)]) -> (Child, String) {
+    let log_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .expect("open server log file");
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_p11kms"));
+    cmd.arg("serve");
+    // Nothing from the developer's environment may steer the server under test.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("P11KMS_") {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.env("P11KMS_DATA_DIR", data_dir)
+        .env("P11KMS_LISTEN", "127.0.0.1:0")
+        .env("P11KMS_LOG", "debug")
+        .current_dir(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn p11kms serve");
+
+    // Read stdout on a thread: forward lines until the ready line, then keep draining so the
+    // child never blocks on a full pipe.
+    let stdout = child.stdout.take().expect("child stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(rest) = line.trim_end().strip_prefix(READY_PREFIX) {
+                    return (child, format!("http://{rest}"));
+                }
+                seen.push(line);
+            }
+            Err(err) => {
+                let status = child.try_wait().ok().flatten();
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(log_path).unwrap_or_default();
+                panic!(
+                    "p11kms did not print its ready line ({err:?}; exit status {status:?}).\n\
+                     stdout so far: {seen:#?}\n--- stderr ---\n{log}"
+                );
+            }
+        }
+    }
 }
 
 impl TestServer {
@@ -70,68 +136,28 @@ impl TestServer {
             .tempdir()
             .expect("create temporary data directory");
         let log_path = data_dir.path().join("server-stderr.log");
-        let log_file = File::create(&log_path).expect("create server log file");
-
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_p11kms"));
-        cmd.arg("serve");
-        // Nothing from the developer's environment may steer the server under test.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("P11KMS_") {
-                cmd.env_remove(&name);
-            }
-        }
-        cmd.env("P11KMS_DATA_DIR", data_dir.path())
-            .env("P11KMS_LISTEN", "127.0.0.1:0")
-            .env("P11KMS_LOG", "debug")
-            .current_dir(data_dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn p11kms serve");
-
-        // Read stdout on a thread: forward lines until the ready line, then keep draining so
-        // the child never blocks on a full pipe.
-        let stdout = child.stdout.take().expect("child stdout");
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut seen = Vec::new();
-        let endpoint = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.trim_end().strip_prefix(READY_PREFIX) {
-                        break format!("http://{rest}");
-                    }
-                    seen.push(line);
-                }
-                Err(err) => {
-                    let status = child.try_wait().ok().flatten();
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    panic!(
-                        "p11kms did not print its ready line ({err:?}; exit status {status:?}).\n\
-                         stdout so far: {seen:#?}\n--- stderr ---\n{log}"
-                    );
-                }
-            }
-        };
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, endpoint) = spawn_server(data_dir.path(), &log_path, &env);
         TestServer {
             child,
             endpoint,
             log_path,
+            env,
             data_dir,
         }
+    }
+
+    /// Stops the server and starts it again on the same data directory (same token, same
+    /// SQLite file, same environment). The port changes: build new clients afterwards.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, endpoint) = spawn_server(self.data_dir.path(), &self.log_path, &self.env);
+        self.child = child;
+        self.endpoint = endpoint;
     }
 
     /// `http://127.0.0.1:<port>`
@@ -140,7 +166,7 @@ impl TestServer {
     }
 
     /// The server's data directory (token, SQLite file, PIN).
-    pub fn data_dir(&self) -> &std::path::Path {
+    pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
     }
 
