@@ -223,9 +223,17 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        // Whether the server had already stopped on its own (crash, or a signal from outside).
+        let exited = self.child.try_wait().ok().flatten();
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
+            if let Some(status) = exited {
+                eprintln!(
+                    "p11kms ({}) had already exited before the test ended: {status}",
+                    self.endpoint
+                );
+            }
             let log = self.log_text();
             let tail: Vec<&str> = log.lines().rev().take(80).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
