@@ -215,7 +215,11 @@ impl KmsError {
                 Some("An internal error occurred.".into()),
             ),
         };
-        WireError { code, status, message }
+        WireError {
+            code,
+            status,
+            message,
+        }
     }
 
     /// Whether the edge should log this error: server faults, not client mistakes.

@@ -4,5 +4,6 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod hsm;
 pub mod model;
 pub mod store;

@@ -35,10 +35,20 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything the service core asks of a metadata store.
 pub trait MetadataStore: Send + Sync + 'static {
     /// Inserts a key with its first material and tags, atomically.
-    fn insert_key(&self, key: &KeyRecord, material: &MaterialRecord, tags: &[Tag]) -> StoreResult<()>;
+    fn insert_key(
+        &self,
+        key: &KeyRecord,
+        material: &MaterialRecord,
+        tags: &[Tag],
+    ) -> StoreResult<()>;
     fn get_key(&self, key_id: &KeyId) -> StoreResult<Option<KeyRecord>>;
     /// Keys of `account` ordered by key id, strictly after `after` when given.
-    fn list_keys(&self, account: &str, after: Option<&KeyId>, limit: usize) -> StoreResult<Vec<KeyRecord>>;
+    fn list_keys(
+        &self,
+        account: &str,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRecord>>;
     /// Rewrites the mutable fields of an existing key (everything but id, account, spec,
     /// usage, origin, creation date). `NotFound` if the key is gone.
     fn update_key(&self, key: &KeyRecord) -> StoreResult<()>;
@@ -47,8 +57,16 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Adds a material version and makes it the key's current material, atomically
     /// (also updating the key's `next_rotation_date` to `next_rotation`).
-    fn add_material(&self, material: &MaterialRecord, next_rotation: Option<EpochSeconds>) -> StoreResult<()>;
-    fn get_material(&self, key_id: &KeyId, material_id: &MaterialId) -> StoreResult<Option<MaterialRecord>>;
+    fn add_material(
+        &self,
+        material: &MaterialRecord,
+        next_rotation: Option<EpochSeconds>,
+    ) -> StoreResult<()>;
+    fn get_material(
+        &self,
+        key_id: &KeyId,
+        material_id: &MaterialId,
+    ) -> StoreResult<Option<MaterialRecord>>;
     /// Material versions of a key, oldest first.
     fn list_materials(&self, key_id: &KeyId) -> StoreResult<Vec<MaterialRecord>>;
     /// Every material id in the store, for reconciling with the HSM at start-up.
@@ -58,7 +76,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn insert_alias(&self, alias: &AliasRecord) -> StoreResult<()>;
     fn get_alias(&self, account: &str, name: &str) -> StoreResult<Option<AliasRecord>>;
     /// Points an existing alias at another key. `NotFound` if there is no such alias.
-    fn update_alias(&self, account: &str, name: &str, target: &KeyId, now: EpochSeconds) -> StoreResult<()>;
+    fn update_alias(
+        &self,
+        account: &str,
+        name: &str,
+        target: &KeyId,
+        now: EpochSeconds,
+    ) -> StoreResult<()>;
     /// `NotFound` if there is no such alias.
     fn delete_alias(&self, account: &str, name: &str) -> StoreResult<()>;
     /// Aliases of `account` ordered by name, optionally only those targeting `target`,
@@ -75,7 +99,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn put_tags(&self, key_id: &KeyId, tags: &[Tag]) -> StoreResult<()>;
     fn remove_tags(&self, key_id: &KeyId, tag_keys: &[String]) -> StoreResult<()>;
     /// Tags of a key ordered by tag key, strictly after `after` when given.
-    fn list_tags(&self, key_id: &KeyId, after: Option<&str>, limit: usize) -> StoreResult<Vec<Tag>>;
+    fn list_tags(&self, key_id: &KeyId, after: Option<&str>, limit: usize)
+        -> StoreResult<Vec<Tag>>;
 
     /// Keys in PendingDeletion whose deletion date is at or before `now`.
     fn keys_due_for_deletion(&self, now: EpochSeconds) -> StoreResult<Vec<KeyRecord>>;

@@ -1,2 +1,1727 @@
-//! (being written)
-pub struct SqliteStore;
+//! [`MetadataStore`] on a single SQLite file.
+//!
+//! One connection behind a mutex: every call is a few microseconds of indexed work, so a
+//! pool would add nothing but contention on SQLite's own write lock. Write transactions
+//! begin `IMMEDIATE` so that a second process on the same file waits on `busy_timeout`
+//! instead of failing with `SQLITE_BUSY` when upgrading a read lock.
+//!
+//! Integrity the service relies on is enforced by the schema, not only by callers:
+//! a key's `current_material` must be one of its own material rows (deferred composite
+//! foreign key, since the key and its first material are inserted together), and an alias
+//! can only target a key of its own account (composite foreign key on `(account, key_id)`).
+//!
+//! Error mapping: a uniqueness violation is `AlreadyExists`; a foreign-key violation (the
+//! referenced key or material does not exist) is `NotFound`; anything else is `Backend`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{
+    ffi, params, Connection, OptionalExtension, Params, Row, Statement, TransactionBehavior,
+};
+
+use super::{MetadataStore, StoreError, StoreResult};
+use crate::model::{
+    AliasRecord, EpochSeconds, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin,
+    MaterialRecord, Tag,
+};
+
+/// How long a call waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Large enough to hold every statement this file prepares, so none is ever re-prepared.
+const STATEMENT_CACHE_CAPACITY: usize = 64;
+
+/// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
+/// Append only: a released entry must never change.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "
+    CREATE TABLE keys (
+        key_id               TEXT    NOT NULL PRIMARY KEY,
+        account              TEXT    NOT NULL,
+        description          TEXT    NOT NULL,
+        key_spec             TEXT    NOT NULL,
+        key_usage            TEXT    NOT NULL,
+        origin               TEXT    NOT NULL,
+        state                TEXT    NOT NULL,
+        creation_date        REAL    NOT NULL,
+        deletion_date        REAL,
+        pending_window_days  INTEGER,
+        rotation_enabled     INTEGER NOT NULL CHECK (rotation_enabled IN (0, 1)),
+        rotation_period_days INTEGER,
+        next_rotation_date   REAL,
+        current_material     TEXT    NOT NULL,
+        policy               TEXT    NOT NULL,
+        FOREIGN KEY (key_id, current_material)
+            REFERENCES key_materials (key_id, material_id)
+            DEFERRABLE INITIALLY DEFERRED
+    ) STRICT;
+
+    -- Unique so that aliases can reference (account, key_id); also serves list_keys.
+    CREATE UNIQUE INDEX keys_by_account ON keys (account, key_id);
+    CREATE INDEX keys_by_deletion ON keys (state, deletion_date, key_id);
+    CREATE INDEX keys_by_rotation ON keys (state, rotation_enabled, next_rotation_date, key_id);
+
+    CREATE TABLE key_materials (
+        key_id      TEXT NOT NULL REFERENCES keys (key_id) ON DELETE CASCADE,
+        material_id TEXT NOT NULL UNIQUE,
+        created     REAL NOT NULL,
+        origin      TEXT NOT NULL,
+        PRIMARY KEY (key_id, material_id)
+    ) STRICT;
+
+    CREATE INDEX key_materials_by_created ON key_materials (key_id, created);
+
+    CREATE TABLE aliases (
+        account       TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        target_key_id TEXT NOT NULL,
+        creation_date REAL NOT NULL,
+        last_updated  REAL NOT NULL,
+        PRIMARY KEY (account, name),
+        FOREIGN KEY (account, target_key_id)
+            REFERENCES keys (account, key_id) ON DELETE CASCADE
+    ) STRICT;
+
+    -- Serves list_aliases by target and the cascade from keys.
+    CREATE INDEX aliases_by_target ON aliases (account, target_key_id, name);
+
+    CREATE TABLE tags (
+        key_id  TEXT NOT NULL REFERENCES keys (key_id) ON DELETE CASCADE,
+        tag_key TEXT NOT NULL,
+        value   TEXT NOT NULL,
+        PRIMARY KEY (key_id, tag_key)
+    ) STRICT;
+    ",
+];
+
+/// Column list of every `SELECT` that yields a [`KeyRecord`]; order matches [`KeyRow::read`].
+macro_rules! key_columns {
+    () => {
+        "key_id, account, description, key_spec, key_usage, origin, state, creation_date, \
+         deletion_date, pending_window_days, rotation_enabled, rotation_period_days, \
+         next_rotation_date, current_material, policy"
+    };
+}
+
+/// Column list of every `SELECT` that yields an [`AliasRecord`]; order matches [`read_alias`].
+macro_rules! alias_columns {
+    () => {
+        "account, name, target_key_id, creation_date, last_updated"
+    };
+}
+
+/// Column list of every `SELECT` that yields a [`MaterialRecord`]; order matches
+/// [`read_material`].
+macro_rules! material_columns {
+    () => {
+        "key_id, material_id, created, origin"
+    };
+}
+
+/// The SQLite metadata store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    /// `None` for an in-memory store; kept for `Debug` only.
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path` and brings its schema up to
+    /// date. The parent directory must exist.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open(path).map_err(db_err)?;
+        // WAL lets readers proceed during a write; NORMAL is durable across process crashes
+        // and loses at most the last commits on power loss, never corrupts.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(db_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "cannot enable WAL journal mode on {} (got {mode})",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err)?;
+        Self::init(conn, Some(path.to_path_buf()))
+    }
+
+    /// A private, empty in-memory database, for tests.
+    pub fn open_in_memory() -> StoreResult<Self> {
+        let conn = Connection::open_in_memory().map_err(db_err)?;
+        Self::init(conn, None)
+    }
+
+    fn init(mut conn: Connection, path: Option<PathBuf>) -> StoreResult<Self> {
+        // Must be set outside a transaction, on every connection: it is not persistent.
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(db_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    /// The schema version of the open database (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> StoreResult<u32> {
+        self.conn()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(db_err)
+    }
+
+    /// A panic while the lock was held cannot leave a transaction open (rusqlite rolls back
+    /// on drop during unwinding), so a poisoned lock is safe to keep using.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Applies the migrations the file has not seen yet, each in its own transaction together
+/// with its `user_version` bump, so a crash leaves the file at a whole version. `IMMEDIATE`
+/// makes two processes opening a fresh file at once run the migration exactly once.
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let latest = MIGRATIONS.len();
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let current: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(db_err)?;
+        let current = usize::try_from(current)
+            .map_err(|_| StoreError::Backend(format!("invalid schema version {current}")))?;
+        if current > latest {
+            return Err(StoreError::Backend(format!(
+                "database schema version {current} is newer than this build supports ({latest})"
+            )));
+        }
+        let Some(sql) = MIGRATIONS.get(current) else {
+            return Ok(());
+        };
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Backend(format!("schema migration {}: {e}", current + 1)))?;
+        tx.pragma_update(None, "user_version", current + 1)
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+    }
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    if let Some(failure) = e.sqlite_error() {
+        match failure.extended_code {
+            ffi::SQLITE_CONSTRAINT_PRIMARYKEY | ffi::SQLITE_CONSTRAINT_UNIQUE => {
+                return StoreError::AlreadyExists
+            }
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => return StoreError::NotFound,
+            _ => {}
+        }
+    }
+    StoreError::Backend(e.to_string())
+}
+
+fn unreadable(column: &str, value: &str) -> StoreError {
+    StoreError::Backend(format!("unreadable value {value:?} in column {column}"))
+}
+
+fn parse_key_id(column: &str, text: &str) -> StoreResult<KeyId> {
+    text.parse().map_err(|()| unreadable(column, text))
+}
+
+fn parse_material_id(column: &str, text: &str) -> StoreResult<MaterialId> {
+    // `MaterialId::from_str` also takes upper case; the store only ever writes lower case.
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(unreadable(column, text));
+    }
+    text.parse().map_err(|()| unreadable(column, text))
+}
+
+fn parse_days(column: &str, value: Option<i64>) -> StoreResult<Option<u32>> {
+    value
+        .map(|v| u32::try_from(v).map_err(|_| unreadable(column, &v.to_string())))
+        .transpose()
+}
+
+/// SQLite's `LIMIT` takes an i64; anything larger is "no limit" in practice.
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Runs a query, reading each row with `read` (SQL types only, so SQL errors stay rusqlite
+/// errors) and then converting it with `convert` (domain parsing, which names the column).
+fn query_all<R, T>(
+    stmt: &mut Statement<'_>,
+    params: impl Params,
+    read: fn(&Row<'_>) -> rusqlite::Result<R>,
+    convert: fn(R) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let rows = stmt.query_map(params, read).map_err(db_err)?;
+    rows.map(|row| row.map_err(db_err).and_then(convert))
+        .collect()
+}
+
+/// A `keys` row as SQLite hands it back, before domain parsing.
+struct KeyRow {
+    key_id: String,
+    account: String,
+    description: String,
+    key_spec: String,
+    key_usage: String,
+    origin: String,
+    state: String,
+    creation_date: f64,
+    deletion_date: Option<f64>,
+    pending_window_days: Option<i64>,
+    rotation_enabled: bool,
+    rotation_period_days: Option<i64>,
+    next_rotation_date: Option<f64>,
+    current_material: String,
+    policy: String,
+}
+
+impl KeyRow {
+    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(KeyRow {
+            key_id: row.get(0)?,
+            account: row.get(1)?,
+            description: row.get(2)?,
+            key_spec: row.get(3)?,
+            key_usage: row.get(4)?,
+            origin: row.get(5)?,
+            state: row.get(6)?,
+            creation_date: row.get(7)?,
+            deletion_date: row.get(8)?,
+            pending_window_days: row.get(9)?,
+            rotation_enabled: row.get(10)?,
+            rotation_period_days: row.get(11)?,
+            next_rotation_date: row.get(12)?,
+            current_material: row.get(13)?,
+            policy: row.get(14)?,
+        })
+    }
+
+    fn into_record(self) -> StoreResult<KeyRecord> {
+        Ok(KeyRecord {
+            key_id: parse_key_id("keys.key_id", &self.key_id)?,
+            state: KeyState::parse(&self.state)
+                .ok_or_else(|| unreadable("keys.state", &self.state))?,
+            pending_window_days: parse_days("keys.pending_window_days", self.pending_window_days)?,
+            rotation_period_days: parse_days(
+                "keys.rotation_period_days",
+                self.rotation_period_days,
+            )?,
+            current_material: parse_material_id("keys.current_material", &self.current_material)?,
+            account: self.account,
+            description: self.description,
+            key_spec: self.key_spec,
+            key_usage: self.key_usage,
+            origin: self.origin,
+            creation_date: self.creation_date,
+            deletion_date: self.deletion_date,
+            rotation_enabled: self.rotation_enabled,
+            next_rotation_date: self.next_rotation_date,
+            policy: self.policy,
+        })
+    }
+}
+
+fn read_material(row: &Row<'_>) -> rusqlite::Result<(String, String, f64, String)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+fn material_record(
+    (key_id, material_id, created, origin): (String, String, f64, String),
+) -> StoreResult<MaterialRecord> {
+    Ok(MaterialRecord {
+        key_id: parse_key_id("key_materials.key_id", &key_id)?,
+        material_id: parse_material_id("key_materials.material_id", &material_id)?,
+        created,
+        origin: MaterialOrigin::parse(&origin)
+            .ok_or_else(|| unreadable("key_materials.origin", &origin))?,
+    })
+}
+
+fn read_alias(row: &Row<'_>) -> rusqlite::Result<(String, String, String, f64, f64)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+fn alias_record(
+    (account, name, target, creation_date, last_updated): (String, String, String, f64, f64),
+) -> StoreResult<AliasRecord> {
+    Ok(AliasRecord {
+        target: parse_key_id("aliases.target_key_id", &target)?,
+        account,
+        name,
+        creation_date,
+        last_updated,
+    })
+}
+
+fn read_tag(row: &Row<'_>) -> rusqlite::Result<Tag> {
+    Ok(Tag {
+        key: row.get(0)?,
+        value: row.get(1)?,
+    })
+}
+
+fn insert_material_row(conn: &Connection, material: &MaterialRecord) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO key_materials (key_id, material_id, created, origin) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            material.key_id.to_string(),
+            material.material_id.to_hex(),
+            material.created,
+            material.origin.as_str(),
+        ])
+    })
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Upserts tags; a repeated tag key in `tags` ends with its last value.
+fn upsert_tags(conn: &Connection, key_id: &KeyId, tags: &[Tag]) -> StoreResult<()> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO tags (key_id, tag_key, value) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (key_id, tag_key) DO UPDATE SET value = excluded.value",
+        )
+        .map_err(db_err)?;
+    let key_id = key_id.to_string();
+    for tag in tags {
+        stmt.execute(params![key_id, tag.key, tag.value])
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+impl MetadataStore for SqliteStore {
+    fn insert_key(
+        &self,
+        key: &KeyRecord,
+        material: &MaterialRecord,
+        tags: &[Tag],
+    ) -> StoreResult<()> {
+        // Caught here for a clear message; the schema would also reject both at commit.
+        if material.key_id != key.key_id || material.material_id != key.current_material {
+            return Err(StoreError::Backend(
+                "insert_key: the material must belong to the key and be its current material"
+                    .into(),
+            ));
+        }
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        tx.prepare_cached(concat!(
+            "INSERT INTO keys (",
+            key_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        ))
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                key.key_id.to_string(),
+                key.account,
+                key.description,
+                key.key_spec,
+                key.key_usage,
+                key.origin,
+                key.state.as_str(),
+                key.creation_date,
+                key.deletion_date,
+                key.pending_window_days,
+                key.rotation_enabled,
+                key.rotation_period_days,
+                key.next_rotation_date,
+                key.current_material.to_hex(),
+                key.policy,
+            ])
+        })
+        .map_err(db_err)?;
+        insert_material_row(&tx, material)?;
+        upsert_tags(&tx, &key.key_id, tags)?;
+        tx.commit().map_err(db_err)
+    }
+
+    fn get_key(&self, key_id: &KeyId) -> StoreResult<Option<KeyRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                key_columns!(),
+                " FROM keys WHERE key_id = ?1"
+            ))
+            .map_err(db_err)?;
+        let row = stmt
+            .query_row([key_id.to_string()], KeyRow::read)
+            .optional()
+            .map_err(db_err)?;
+        row.map(KeyRow::into_record).transpose()
+    }
+
+    fn list_keys(
+        &self,
+        account: &str,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRecord>> {
+        let conn = self.conn();
+        let limit = sql_limit(limit);
+        match after {
+            None => {
+                let mut stmt = conn
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        key_columns!(),
+                        " FROM keys WHERE account = ?1 ORDER BY key_id LIMIT ?2"
+                    ))
+                    .map_err(db_err)?;
+                query_all(
+                    &mut stmt,
+                    params![account, limit],
+                    KeyRow::read,
+                    KeyRow::into_record,
+                )
+            }
+            Some(after) => {
+                let mut stmt = conn
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        key_columns!(),
+                        " FROM keys WHERE account = ?1 AND key_id > ?2 ORDER BY key_id LIMIT ?3"
+                    ))
+                    .map_err(db_err)?;
+                query_all(
+                    &mut stmt,
+                    params![account, after.to_string(), limit],
+                    KeyRow::read,
+                    KeyRow::into_record,
+                )
+            }
+        }
+    }
+
+    /// Also `NotFound` if `current_material` is not one of the key's own materials.
+    fn update_key(&self, key: &KeyRecord) -> StoreResult<()> {
+        let conn = self.conn();
+        let changed = conn
+            .prepare_cached(
+                "UPDATE keys SET description = ?2, state = ?3, deletion_date = ?4, \
+                 pending_window_days = ?5, rotation_enabled = ?6, rotation_period_days = ?7, \
+                 next_rotation_date = ?8, current_material = ?9, policy = ?10 \
+                 WHERE key_id = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    key.key_id.to_string(),
+                    key.description,
+                    key.state.as_str(),
+                    key.deletion_date,
+                    key.pending_window_days,
+                    key.rotation_enabled,
+                    key.rotation_period_days,
+                    key.next_rotation_date,
+                    key.current_material.to_hex(),
+                    key.policy,
+                ])
+            })
+            .map_err(db_err)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Idempotent: deleting a key that is already gone succeeds, so a deletion sweep
+    /// interrupted between this call and destroying the material can simply run again.
+    fn delete_key(&self, key_id: &KeyId) -> StoreResult<()> {
+        let conn = self.conn();
+        conn.prepare_cached("DELETE FROM keys WHERE key_id = ?1")
+            .and_then(|mut stmt| stmt.execute([key_id.to_string()]))
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn add_material(
+        &self,
+        material: &MaterialRecord,
+        next_rotation: Option<EpochSeconds>,
+    ) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        // Fails with NotFound (foreign key) when the key does not exist.
+        insert_material_row(&tx, material)?;
+        tx.prepare_cached(
+            "UPDATE keys SET current_material = ?2, next_rotation_date = ?3 WHERE key_id = ?1",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                material.key_id.to_string(),
+                material.material_id.to_hex(),
+                next_rotation
+            ])
+        })
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    fn get_material(
+        &self,
+        key_id: &KeyId,
+        material_id: &MaterialId,
+    ) -> StoreResult<Option<MaterialRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                material_columns!(),
+                " FROM key_materials WHERE key_id = ?1 AND material_id = ?2"
+            ))
+            .map_err(db_err)?;
+        let row = stmt
+            .query_row(
+                params![key_id.to_string(), material_id.to_hex()],
+                read_material,
+            )
+            .optional()
+            .map_err(db_err)?;
+        row.map(material_record).transpose()
+    }
+
+    fn list_materials(&self, key_id: &KeyId) -> StoreResult<Vec<MaterialRecord>> {
+        let conn = self.conn();
+        // rowid breaks ties between versions created within the same clock tick.
+        let mut stmt = conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                material_columns!(),
+                " FROM key_materials WHERE key_id = ?1 ORDER BY created, rowid"
+            ))
+            .map_err(db_err)?;
+        query_all(
+            &mut stmt,
+            [key_id.to_string()],
+            read_material,
+            material_record,
+        )
+    }
+
+    fn all_material_ids(&self) -> StoreResult<Vec<MaterialId>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT material_id FROM key_materials ORDER BY material_id")
+            .map_err(db_err)?;
+        query_all(
+            &mut stmt,
+            [],
+            |row| row.get::<_, String>(0),
+            |text| parse_material_id("key_materials.material_id", &text),
+        )
+    }
+
+    /// `NotFound` if the target key does not exist in the alias's account.
+    fn insert_alias(&self, alias: &AliasRecord) -> StoreResult<()> {
+        let conn = self.conn();
+        conn.prepare_cached(concat!(
+            "INSERT INTO aliases (",
+            alias_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5)"
+        ))
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                alias.account,
+                alias.name,
+                alias.target.to_string(),
+                alias.creation_date,
+                alias.last_updated,
+            ])
+        })
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn get_alias(&self, account: &str, name: &str) -> StoreResult<Option<AliasRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                alias_columns!(),
+                " FROM aliases WHERE account = ?1 AND name = ?2"
+            ))
+            .map_err(db_err)?;
+        let row = stmt
+            .query_row(params![account, name], read_alias)
+            .optional()
+            .map_err(db_err)?;
+        row.map(alias_record).transpose()
+    }
+
+    /// Also `NotFound` if `target` does not exist in the account.
+    fn update_alias(
+        &self,
+        account: &str,
+        name: &str,
+        target: &KeyId,
+        now: EpochSeconds,
+    ) -> StoreResult<()> {
+        let conn = self.conn();
+        let changed = conn
+            .prepare_cached("UPDATE aliases SET target_key_id = ?3, last_updated = ?4 WHERE account = ?1 AND name = ?2")
+            .and_then(|mut stmt| stmt.execute(params![account, name, target.to_string(), now]))
+            .map_err(db_err)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    fn delete_alias(&self, account: &str, name: &str) -> StoreResult<()> {
+        let conn = self.conn();
+        let changed = conn
+            .prepare_cached("DELETE FROM aliases WHERE account = ?1 AND name = ?2")
+            .and_then(|mut stmt| stmt.execute(params![account, name]))
+            .map_err(db_err)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    fn list_aliases(
+        &self,
+        account: &str,
+        target: Option<&KeyId>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AliasRecord>> {
+        let conn = self.conn();
+        let limit = sql_limit(limit);
+        let target = target.map(KeyId::to_string);
+        let (sql, params): (&str, Vec<&dyn rusqlite::ToSql>) = match (&target, &after) {
+            (None, None) => (
+                concat!(
+                    "SELECT ",
+                    alias_columns!(),
+                    " FROM aliases WHERE account = ?1 ORDER BY name LIMIT ?2"
+                ),
+                vec![&account, &limit],
+            ),
+            (None, Some(after)) => (
+                concat!(
+                    "SELECT ",
+                    alias_columns!(),
+                    " FROM aliases WHERE account = ?1 AND name > ?2 ORDER BY name LIMIT ?3"
+                ),
+                vec![&account, after, &limit],
+            ),
+            (Some(target), None) => (
+                concat!(
+                    "SELECT ",
+                    alias_columns!(),
+                    " FROM aliases WHERE account = ?1 AND target_key_id = ?2 ORDER BY name LIMIT ?3"
+                ),
+                vec![&account, target, &limit],
+            ),
+            (Some(target), Some(after)) => (
+                concat!(
+                    "SELECT ",
+                    alias_columns!(),
+                    " FROM aliases WHERE account = ?1 AND target_key_id = ?2 AND name > ?3 \
+                     ORDER BY name LIMIT ?4"
+                ),
+                vec![&account, target, after, &limit],
+            ),
+        };
+        let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+        query_all(&mut stmt, params.as_slice(), read_alias, alias_record)
+    }
+
+    /// `NotFound` if the key does not exist.
+    fn put_tags(&self, key_id: &KeyId, tags: &[Tag]) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        upsert_tags(&tx, key_id, tags)?;
+        tx.commit().map_err(db_err)
+    }
+
+    /// Tag keys that are not present are ignored, as AWS `UntagResource` does.
+    fn remove_tags(&self, key_id: &KeyId, tag_keys: &[String]) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM tags WHERE key_id = ?1 AND tag_key = ?2")
+                .map_err(db_err)?;
+            let key_id = key_id.to_string();
+            for tag_key in tag_keys {
+                stmt.execute(params![key_id, tag_key]).map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn list_tags(
+        &self,
+        key_id: &KeyId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Tag>> {
+        let conn = self.conn();
+        let limit = sql_limit(limit);
+        let key_id = key_id.to_string();
+        match after {
+            None => {
+                let mut stmt = conn
+                    .prepare_cached("SELECT tag_key, value FROM tags WHERE key_id = ?1 ORDER BY tag_key LIMIT ?2")
+                    .map_err(db_err)?;
+                query_all(&mut stmt, params![key_id, limit], read_tag, Ok)
+            }
+            Some(after) => {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT tag_key, value FROM tags WHERE key_id = ?1 AND tag_key > ?2 \
+                         ORDER BY tag_key LIMIT ?3",
+                    )
+                    .map_err(db_err)?;
+                query_all(&mut stmt, params![key_id, after, limit], read_tag, Ok)
+            }
+        }
+    }
+
+    fn keys_due_for_deletion(&self, now: EpochSeconds) -> StoreResult<Vec<KeyRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                key_columns!(),
+                " FROM keys WHERE state = ?1 AND deletion_date <= ?2 ORDER BY deletion_date, key_id"
+            ))
+            .map_err(db_err)?;
+        query_all(
+            &mut stmt,
+            params![KeyState::PendingDeletion.as_str(), now],
+            KeyRow::read,
+            KeyRow::into_record,
+        )
+    }
+
+    fn keys_due_for_rotation(&self, now: EpochSeconds) -> StoreResult<Vec<KeyRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                key_columns!(),
+                " FROM keys WHERE state = ?1 AND rotation_enabled = 1 AND next_rotation_date <= ?2 \
+                 ORDER BY next_rotation_date, key_id"
+            ))
+            .map_err(db_err)?;
+        query_all(
+            &mut stmt,
+            params![KeyState::Enabled.as_str(), now],
+            KeyRow::read,
+            KeyRow::into_record,
+        )
+    }
+
+    fn ping(&self) -> StoreResult<()> {
+        let conn = self.conn();
+        conn.prepare_cached("SELECT 1")
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)))
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tempfile::TempDir;
+
+    const ACCOUNT: &str = "111122223333";
+    const OTHER_ACCOUNT: &str = "444455556666";
+
+    fn key_id(n: u8) -> KeyId {
+        KeyId::from_bytes([n; 16])
+    }
+
+    fn material_id(n: u8) -> MaterialId {
+        MaterialId([n; 32])
+    }
+
+    /// A key with every optional field unset.
+    fn minimal_key(account: &str, id: KeyId, material: MaterialId) -> KeyRecord {
+        KeyRecord {
+            key_id: id,
+            account: account.to_string(),
+            description: String::new(),
+            key_spec: "SYMMETRIC_DEFAULT".into(),
+            key_usage: "ENCRYPT_DECRYPT".into(),
+            origin: "AWS_KMS".into(),
+            state: KeyState::Enabled,
+            creation_date: 1_700_000_000.0,
+            deletion_date: None,
+            pending_window_days: None,
+            rotation_enabled: false,
+            rotation_period_days: None,
+            next_rotation_date: None,
+            current_material: material,
+            policy: "{}".into(),
+        }
+    }
+
+    /// A key with every optional field set.
+    fn full_key(account: &str, id: KeyId, material: MaterialId) -> KeyRecord {
+        KeyRecord {
+            description: "full key – ünïcode".into(),
+            state: KeyState::PendingDeletion,
+            creation_date: 1_700_000_000.125,
+            deletion_date: Some(1_700_600_000.5),
+            pending_window_days: Some(7),
+            rotation_enabled: true,
+            rotation_period_days: Some(365),
+            next_rotation_date: Some(1_731_536_000.25),
+            policy: r#"{"Version":"2012-10-17","Statement":[]}"#.into(),
+            ..minimal_key(account, id, material)
+        }
+    }
+
+    fn initial_material(key: &KeyRecord) -> MaterialRecord {
+        MaterialRecord {
+            key_id: key.key_id,
+            material_id: key.current_material,
+            created: key.creation_date,
+            origin: MaterialOrigin::Initial,
+        }
+    }
+
+    fn tag(k: &str, v: &str) -> Tag {
+        Tag {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    fn insert(store: &SqliteStore, key: &KeyRecord) {
+        store.insert_key(key, &initial_material(key), &[]).unwrap();
+    }
+
+    /// Runs `check` against an in-memory store and a file-backed one.
+    fn both(check: impl Fn(&SqliteStore)) {
+        check(&SqliteStore::open_in_memory().unwrap());
+        let dir = TempDir::new().unwrap();
+        check(&SqliteStore::open(&dir.path().join("meta.db")).unwrap());
+    }
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<SqliteStore>();
+    }
+
+    #[test]
+    fn open_sets_pragmas_and_schema_version() {
+        let dir = TempDir::new().unwrap();
+        let store = SqliteStore::open(&dir.path().join("meta.db")).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 1);
+        let conn = store.conn();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 1, "synchronous=NORMAL");
+        let fk: bool = conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert!(fk);
+        let timeout: i64 = conn
+            .pragma_query_value(None, "busy_timeout", |r| r.get(0))
+            .unwrap();
+        assert_eq!(timeout, 5000);
+    }
+
+    #[test]
+    fn open_fails_when_parent_dir_is_missing() {
+        let dir = TempDir::new().unwrap();
+        let err = SqliteStore::open(&dir.path().join("missing").join("meta.db")).unwrap_err();
+        assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    }
+
+    #[test]
+    fn key_round_trip_with_optional_fields_set_and_unset() {
+        both(|store| {
+            let minimal = minimal_key(ACCOUNT, key_id(1), material_id(1));
+            let full = full_key(ACCOUNT, key_id(2), material_id(2));
+            insert(store, &minimal);
+            store
+                .insert_key(
+                    &full,
+                    &initial_material(&full),
+                    &[tag("a", "1"), tag("b", "")],
+                )
+                .unwrap();
+            assert_eq!(
+                store.get_key(&minimal.key_id).unwrap(),
+                Some(minimal.clone())
+            );
+            assert_eq!(store.get_key(&full.key_id).unwrap(), Some(full.clone()));
+            assert_eq!(store.get_key(&key_id(3)).unwrap(), None);
+            assert_eq!(
+                store.list_tags(&full.key_id, None, 10).unwrap(),
+                vec![tag("a", "1"), tag("b", "")]
+            );
+            assert!(store
+                .list_tags(&minimal.key_id, None, 10)
+                .unwrap()
+                .is_empty());
+        });
+    }
+
+    #[test]
+    fn insert_key_is_atomic_and_rejects_duplicates() {
+        both(|store| {
+            let key = minimal_key(ACCOUNT, key_id(1), material_id(1));
+            insert(store, &key);
+            // Same key id again.
+            let again = minimal_key(ACCOUNT, key_id(1), material_id(2));
+            let err = store
+                .insert_key(&again, &initial_material(&again), &[])
+                .unwrap_err();
+            assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+            // New key id but a material id already used: nothing of the new key may remain.
+            let clash = minimal_key(ACCOUNT, key_id(2), material_id(1));
+            let err = store
+                .insert_key(&clash, &initial_material(&clash), &[tag("t", "v")])
+                .unwrap_err();
+            assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+            assert_eq!(store.get_key(&key_id(2)).unwrap(), None);
+            assert!(store.list_tags(&key_id(2), None, 10).unwrap().is_empty());
+            // A material that is not the key's current one is refused.
+            let key3 = minimal_key(ACCOUNT, key_id(3), material_id(3));
+            let mut wrong = initial_material(&key3);
+            wrong.material_id = material_id(4);
+            assert!(matches!(
+                store.insert_key(&key3, &wrong, &[]),
+                Err(StoreError::Backend(_))
+            ));
+            assert_eq!(store.get_key(&key_id(3)).unwrap(), None);
+            assert_eq!(store.all_material_ids().unwrap(), vec![material_id(1)]);
+        });
+    }
+
+    #[test]
+    fn update_key_rewrites_mutable_fields() {
+        both(|store| {
+            let key = minimal_key(ACCOUNT, key_id(1), material_id(1));
+            insert(store, &key);
+            let updated = KeyRecord {
+                // Immutable fields are ignored by update_key.
+                account: OTHER_ACCOUNT.into(),
+                key_spec: "RSA_2048".into(),
+                creation_date: 1.0,
+                ..full_key(ACCOUNT, key_id(1), material_id(1))
+            };
+            store.update_key(&updated).unwrap();
+            let expected = KeyRecord {
+                account: key.account.clone(),
+                key_spec: key.key_spec.clone(),
+                creation_date: key.creation_date,
+                ..updated.clone()
+            };
+            assert_eq!(store.get_key(&key.key_id).unwrap(), Some(expected));
+            // And back to all optional fields unset.
+            store.update_key(&key).unwrap();
+            assert_eq!(store.get_key(&key.key_id).unwrap(), Some(key.clone()));
+
+            let missing = minimal_key(ACCOUNT, key_id(9), material_id(9));
+            assert!(matches!(
+                store.update_key(&missing),
+                Err(StoreError::NotFound)
+            ));
+        });
+    }
+
+    #[test]
+    fn update_key_refuses_a_current_material_of_another_key() {
+        both(|store| {
+            insert(store, &minimal_key(ACCOUNT, key_id(1), material_id(1)));
+            insert(store, &minimal_key(ACCOUNT, key_id(2), material_id(2)));
+            let stolen = minimal_key(ACCOUNT, key_id(1), material_id(2));
+            assert!(store.update_key(&stolen).is_err());
+            assert_eq!(
+                store.get_key(&key_id(1)).unwrap().unwrap().current_material,
+                material_id(1)
+            );
+        });
+    }
+
+    #[test]
+    fn material_round_trip_and_add_material() {
+        both(|store| {
+            let key = full_key(ACCOUNT, key_id(1), material_id(1));
+            insert(store, &key);
+            let first = initial_material(&key);
+            assert_eq!(
+                store.get_material(&key.key_id, &first.material_id).unwrap(),
+                Some(first.clone())
+            );
+
+            let second = MaterialRecord {
+                key_id: key.key_id,
+                material_id: material_id(2),
+                created: key.creation_date + 10.0,
+                origin: MaterialOrigin::OnDemand,
+            };
+            store.add_material(&second, Some(2_000_000_000.0)).unwrap();
+            let got = store.get_key(&key.key_id).unwrap().unwrap();
+            assert_eq!(got.current_material, second.material_id);
+            assert_eq!(got.next_rotation_date, Some(2_000_000_000.0));
+
+            // Same creation time as the second: insertion order decides.
+            let third = MaterialRecord {
+                material_id: material_id(0),
+                origin: MaterialOrigin::Automatic,
+                ..second.clone()
+            };
+            store.add_material(&third, None).unwrap();
+            let got = store.get_key(&key.key_id).unwrap().unwrap();
+            assert_eq!(got.current_material, third.material_id);
+            assert_eq!(got.next_rotation_date, None);
+
+            assert_eq!(
+                store.list_materials(&key.key_id).unwrap(),
+                vec![first.clone(), second.clone(), third.clone()]
+            );
+            assert_eq!(
+                store.get_material(&key.key_id, &material_id(2)).unwrap(),
+                Some(second.clone())
+            );
+            // A material is only found under its own key.
+            assert_eq!(
+                store.get_material(&key_id(2), &material_id(2)).unwrap(),
+                None
+            );
+            let mut ids = store.all_material_ids().unwrap();
+            ids.sort();
+            assert_eq!(ids, vec![material_id(0), material_id(1), material_id(2)]);
+
+            // Duplicate material id, and a material for a key that does not exist.
+            assert!(matches!(
+                store.add_material(&second, None),
+                Err(StoreError::AlreadyExists)
+            ));
+            let orphan = MaterialRecord {
+                key_id: key_id(7),
+                material_id: material_id(7),
+                ..second.clone()
+            };
+            assert!(matches!(
+                store.add_material(&orphan, None),
+                Err(StoreError::NotFound)
+            ));
+            assert_eq!(
+                store
+                    .get_key(&key.key_id)
+                    .unwrap()
+                    .unwrap()
+                    .current_material,
+                material_id(0)
+            );
+        });
+    }
+
+    #[test]
+    fn alias_round_trip_update_and_delete() {
+        both(|store| {
+            insert(store, &minimal_key(ACCOUNT, key_id(1), material_id(1)));
+            insert(store, &minimal_key(ACCOUNT, key_id(2), material_id(2)));
+            let alias = AliasRecord {
+                account: ACCOUNT.into(),
+                name: "alias/app".into(),
+                target: key_id(1),
+                creation_date: 1_700_000_000.5,
+                last_updated: 1_700_000_000.5,
+            };
+            store.insert_alias(&alias).unwrap();
+            assert_eq!(
+                store.get_alias(ACCOUNT, "alias/app").unwrap(),
+                Some(alias.clone())
+            );
+            assert_eq!(store.get_alias(OTHER_ACCOUNT, "alias/app").unwrap(), None);
+
+            store
+                .update_alias(ACCOUNT, "alias/app", &key_id(2), 1_800_000_000.0)
+                .unwrap();
+            let updated = AliasRecord {
+                target: key_id(2),
+                last_updated: 1_800_000_000.0,
+                ..alias.clone()
+            };
+            assert_eq!(
+                store.get_alias(ACCOUNT, "alias/app").unwrap(),
+                Some(updated)
+            );
+
+            let err = store
+                .update_alias(ACCOUNT, "alias/none", &key_id(1), 0.0)
+                .unwrap_err();
+            assert!(matches!(err, StoreError::NotFound), "{err:?}");
+            // Target that does not exist.
+            let err = store
+                .update_alias(ACCOUNT, "alias/app", &key_id(9), 0.0)
+                .unwrap_err();
+            assert!(matches!(err, StoreError::NotFound), "{err:?}");
+
+            store.delete_alias(ACCOUNT, "alias/app").unwrap();
+            assert_eq!(store.get_alias(ACCOUNT, "alias/app").unwrap(), None);
+            assert!(matches!(
+                store.delete_alias(ACCOUNT, "alias/app"),
+                Err(StoreError::NotFound)
+            ));
+        });
+    }
+
+    #[test]
+    fn alias_names_are_unique_per_account() {
+        both(|store| {
+            insert(store, &minimal_key(ACCOUNT, key_id(1), material_id(1)));
+            insert(store, &minimal_key(ACCOUNT, key_id(2), material_id(2)));
+            insert(
+                store,
+                &minimal_key(OTHER_ACCOUNT, key_id(3), material_id(3)),
+            );
+            let alias = |account: &str, target: KeyId| AliasRecord {
+                account: account.into(),
+                name: "alias/shared".into(),
+                target,
+                creation_date: 1.0,
+                last_updated: 1.0,
+            };
+            store.insert_alias(&alias(ACCOUNT, key_id(1))).unwrap();
+            let err = store.insert_alias(&alias(ACCOUNT, key_id(2))).unwrap_err();
+            assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+            store
+                .insert_alias(&alias(OTHER_ACCOUNT, key_id(3)))
+                .unwrap();
+            assert_eq!(
+                store
+                    .get_alias(ACCOUNT, "alias/shared")
+                    .unwrap()
+                    .unwrap()
+                    .target,
+                key_id(1)
+            );
+            assert_eq!(
+                store
+                    .get_alias(OTHER_ACCOUNT, "alias/shared")
+                    .unwrap()
+                    .unwrap()
+                    .target,
+                key_id(3)
+            );
+        });
+    }
+
+    #[test]
+    fn alias_cannot_target_a_missing_key_or_another_accounts_key() {
+        both(|store| {
+            insert(
+                store,
+                &minimal_key(OTHER_ACCOUNT, key_id(3), material_id(3)),
+            );
+            let alias = |target: KeyId| AliasRecord {
+                account: ACCOUNT.into(),
+                name: "alias/x".into(),
+                target,
+                creation_date: 1.0,
+                last_updated: 1.0,
+            };
+            assert!(matches!(
+                store.insert_alias(&alias(key_id(9))),
+                Err(StoreError::NotFound)
+            ));
+            assert!(matches!(
+                store.insert_alias(&alias(key_id(3))),
+                Err(StoreError::NotFound)
+            ));
+        });
+    }
+
+    #[test]
+    fn keys_paginate_per_account() {
+        both(|store| {
+            for n in (1..=7u8).rev() {
+                insert(store, &minimal_key(ACCOUNT, key_id(n), material_id(n)));
+            }
+            insert(
+                store,
+                &minimal_key(OTHER_ACCOUNT, key_id(100), material_id(100)),
+            );
+
+            let mut seen = Vec::new();
+            let mut after = None;
+            let mut pages = 0;
+            loop {
+                let page = store.list_keys(ACCOUNT, after.as_ref(), 3).unwrap();
+                pages += 1;
+                assert!(page.len() <= 3);
+                if page.is_empty() {
+                    break;
+                }
+                after = page.last().map(|k| k.key_id);
+                seen.extend(page.into_iter().map(|k| k.key_id));
+            }
+            assert_eq!(pages, 4, "3 + 3 + 1 + empty");
+            assert_eq!(seen, (1..=7u8).map(key_id).collect::<Vec<_>>());
+            assert_eq!(store.list_keys(OTHER_ACCOUNT, None, 100).unwrap().len(), 1);
+            assert!(store.list_keys(ACCOUNT, None, 0).unwrap().is_empty());
+            assert_eq!(store.list_keys(ACCOUNT, None, usize::MAX).unwrap().len(), 7);
+        });
+    }
+
+    #[test]
+    fn aliases_paginate_and_filter_by_target() {
+        both(|store| {
+            insert(store, &minimal_key(ACCOUNT, key_id(1), material_id(1)));
+            insert(store, &minimal_key(ACCOUNT, key_id(2), material_id(2)));
+            insert(
+                store,
+                &minimal_key(OTHER_ACCOUNT, key_id(3), material_id(3)),
+            );
+            for n in 0..8u8 {
+                let target = if n % 2 == 0 { key_id(1) } else { key_id(2) };
+                let alias = AliasRecord {
+                    account: ACCOUNT.into(),
+                    name: format!("alias/a{n}"),
+                    target,
+                    creation_date: 1.0,
+                    last_updated: 1.0,
+                };
+                store.insert_alias(&alias).unwrap();
+            }
+            store
+                .insert_alias(&AliasRecord {
+                    account: OTHER_ACCOUNT.into(),
+                    name: "alias/a0".into(),
+                    target: key_id(3),
+                    creation_date: 1.0,
+                    last_updated: 1.0,
+                })
+                .unwrap();
+
+            let collect = |target: Option<&KeyId>, limit: usize| {
+                let mut names = Vec::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let page = store
+                        .list_aliases(ACCOUNT, target, after.as_deref(), limit)
+                        .unwrap();
+                    assert!(page.len() <= limit);
+                    if page.is_empty() {
+                        return names;
+                    }
+                    assert!(page.iter().all(|a| a.account == ACCOUNT));
+                    after = page.last().map(|a| a.name.clone());
+                    names.extend(page.into_iter().map(|a| a.name));
+                }
+            };
+            let all: Vec<String> = (0..8).map(|n| format!("alias/a{n}")).collect();
+            assert_eq!(collect(None, 3), all);
+            let even: Vec<String> = (0..8).step_by(2).map(|n| format!("alias/a{n}")).collect();
+            assert_eq!(collect(Some(&key_id(1)), 3), even);
+            assert!(collect(Some(&key_id(3)), 3).is_empty());
+        });
+    }
+
+    #[test]
+    fn tags_put_replace_remove_and_paginate() {
+        both(|store| {
+            let key = minimal_key(ACCOUNT, key_id(1), material_id(1));
+            store
+                .insert_key(&key, &initial_material(&key), &[tag("k0", "old")])
+                .unwrap();
+            let tags: Vec<Tag> = (0..7)
+                .map(|n| tag(&format!("k{n}"), &format!("v{n}")))
+                .collect();
+            store.put_tags(&key.key_id, &tags).unwrap();
+
+            let mut seen = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = store.list_tags(&key.key_id, after.as_deref(), 2).unwrap();
+                assert!(page.len() <= 2);
+                if page.is_empty() {
+                    break;
+                }
+                after = page.last().map(|t| t.key.clone());
+                seen.extend(page);
+            }
+            assert_eq!(seen, tags, "k0 replaced, all in order");
+
+            store
+                .remove_tags(&key.key_id, &["k1".into(), "k3".into(), "absent".into()])
+                .unwrap();
+            let keys: Vec<String> = store
+                .list_tags(&key.key_id, None, 100)
+                .unwrap()
+                .into_iter()
+                .map(|t| t.key)
+                .collect();
+            assert_eq!(keys, ["k0", "k2", "k4", "k5", "k6"]);
+
+            assert!(matches!(
+                store.put_tags(&key_id(9), &tags),
+                Err(StoreError::NotFound)
+            ));
+            // A failed put leaves nothing behind, even partially.
+            assert!(store.list_tags(&key_id(9), None, 100).unwrap().is_empty());
+        });
+    }
+
+    #[test]
+    fn delete_key_cascades_to_everything_of_the_key() {
+        both(|store| {
+            let doomed = full_key(ACCOUNT, key_id(1), material_id(1));
+            let kept = minimal_key(ACCOUNT, key_id(2), material_id(2));
+            store
+                .insert_key(&doomed, &initial_material(&doomed), &[tag("a", "1")])
+                .unwrap();
+            store
+                .insert_key(&kept, &initial_material(&kept), &[tag("a", "1")])
+                .unwrap();
+            store
+                .add_material(
+                    &MaterialRecord {
+                        key_id: doomed.key_id,
+                        material_id: material_id(3),
+                        created: 5.0,
+                        origin: MaterialOrigin::OnDemand,
+                    },
+                    None,
+                )
+                .unwrap();
+            for (name, target) in [("alias/doomed", doomed.key_id), ("alias/kept", kept.key_id)] {
+                store
+                    .insert_alias(&AliasRecord {
+                        account: ACCOUNT.into(),
+                        name: name.into(),
+                        target,
+                        creation_date: 1.0,
+                        last_updated: 1.0,
+                    })
+                    .unwrap();
+            }
+
+            store.delete_key(&doomed.key_id).unwrap();
+            assert_eq!(store.get_key(&doomed.key_id).unwrap(), None);
+            assert!(store.list_materials(&doomed.key_id).unwrap().is_empty());
+            assert!(store
+                .list_tags(&doomed.key_id, None, 10)
+                .unwrap()
+                .is_empty());
+            assert_eq!(store.get_alias(ACCOUNT, "alias/doomed").unwrap(), None);
+            assert_eq!(store.all_material_ids().unwrap(), vec![material_id(2)]);
+
+            // The other key is untouched.
+            assert_eq!(store.get_key(&kept.key_id).unwrap(), Some(kept.clone()));
+            assert_eq!(
+                store.list_tags(&kept.key_id, None, 10).unwrap(),
+                vec![tag("a", "1")]
+            );
+            assert!(store.get_alias(ACCOUNT, "alias/kept").unwrap().is_some());
+
+            // Idempotent.
+            store.delete_key(&doomed.key_id).unwrap();
+        });
+    }
+
+    #[test]
+    fn due_for_deletion() {
+        both(|store| {
+            let pending = |n: u8, date: f64| KeyRecord {
+                state: KeyState::PendingDeletion,
+                deletion_date: Some(date),
+                pending_window_days: Some(7),
+                ..minimal_key(ACCOUNT, key_id(n), material_id(n))
+            };
+            insert(store, &pending(1, 100.0));
+            insert(store, &pending(2, 50.0));
+            insert(store, &pending(3, 100.5)); // not yet
+            insert(
+                store,
+                &KeyRecord {
+                    state: KeyState::Disabled,
+                    ..pending(4, 10.0)
+                },
+            ); // cancelled
+            insert(store, &minimal_key(ACCOUNT, key_id(5), material_id(5)));
+
+            let due: Vec<KeyId> = store
+                .keys_due_for_deletion(100.0)
+                .unwrap()
+                .into_iter()
+                .map(|k| k.key_id)
+                .collect();
+            assert_eq!(
+                due,
+                vec![key_id(2), key_id(1)],
+                "date <= now, earliest first"
+            );
+            assert!(store.keys_due_for_deletion(49.0).unwrap().is_empty());
+        });
+    }
+
+    #[test]
+    fn due_for_rotation() {
+        both(|store| {
+            let rotating = |n: u8, next: Option<f64>| KeyRecord {
+                rotation_enabled: true,
+                rotation_period_days: Some(90),
+                next_rotation_date: next,
+                ..minimal_key(ACCOUNT, key_id(n), material_id(n))
+            };
+            insert(store, &rotating(1, Some(200.0)));
+            insert(store, &rotating(2, Some(100.0)));
+            insert(store, &rotating(3, Some(200.5))); // not yet
+            insert(store, &rotating(4, None)); // no date
+            insert(
+                store,
+                &KeyRecord {
+                    rotation_enabled: false,
+                    ..rotating(5, Some(1.0))
+                },
+            );
+            insert(
+                store,
+                &KeyRecord {
+                    state: KeyState::Disabled,
+                    ..rotating(6, Some(1.0))
+                },
+            );
+            insert(
+                store,
+                &KeyRecord {
+                    state: KeyState::PendingDeletion,
+                    ..rotating(7, Some(1.0))
+                },
+            );
+
+            let due: Vec<KeyId> = store
+                .keys_due_for_rotation(200.0)
+                .unwrap()
+                .into_iter()
+                .map(|k| k.key_id)
+                .collect();
+            assert_eq!(due, vec![key_id(2), key_id(1)]);
+
+            // Rotating key 2 moves its next date past now.
+            store
+                .add_material(
+                    &MaterialRecord {
+                        key_id: key_id(2),
+                        material_id: material_id(20),
+                        created: 200.0,
+                        origin: MaterialOrigin::Automatic,
+                    },
+                    Some(300.0),
+                )
+                .unwrap();
+            let due: Vec<KeyId> = store
+                .keys_due_for_rotation(200.0)
+                .unwrap()
+                .into_iter()
+                .map(|k| k.key_id)
+                .collect();
+            assert_eq!(due, vec![key_id(1)]);
+        });
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_does_not_rerun_migration() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("meta.db");
+        let key = full_key(ACCOUNT, key_id(1), material_id(1));
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store
+                .insert_key(&key, &initial_material(&key), &[tag("a", "1")])
+                .unwrap();
+            store
+                .insert_alias(&AliasRecord {
+                    account: ACCOUNT.into(),
+                    name: "alias/keep".into(),
+                    target: key.key_id,
+                    creation_date: 1.0,
+                    last_updated: 2.0,
+                })
+                .unwrap();
+        }
+        // Migration 1 has no IF NOT EXISTS: re-running it would fail the open.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.get_key(&key.key_id).unwrap(), Some(key.clone()));
+        assert_eq!(
+            store.list_tags(&key.key_id, None, 10).unwrap(),
+            vec![tag("a", "1")]
+        );
+        assert_eq!(
+            store
+                .get_alias(ACCOUNT, "alias/keep")
+                .unwrap()
+                .unwrap()
+                .last_updated,
+            2.0
+        );
+        assert_eq!(
+            store.list_materials(&key.key_id).unwrap(),
+            vec![initial_material(&key)]
+        );
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("meta.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Backend(m) if m.contains("newer")),
+            "{err:?}"
+        );
+    }
+
+    /// Writes bypassing the schema's checks, to simulate a damaged or foreign file.
+    fn corrupt(store: &SqliteStore, sql: &str) {
+        let conn = store.conn();
+        conn.pragma_update(None, "foreign_keys", false).unwrap();
+        conn.execute_batch(sql).unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+    }
+
+    fn assert_names_column(result: StoreResult<impl std::fmt::Debug>, column: &str) {
+        match result {
+            Err(StoreError::Backend(message)) => assert!(message.contains(column), "{message}"),
+            other => panic!("expected a Backend error naming {column}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unreadable_rows_are_backend_errors_naming_the_column() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        // Hex letters in the id, so that upper-casing it below changes it.
+        let key = minimal_key(ACCOUNT, key_id(0xab), material_id(0xab));
+        insert(&store, &key);
+        let id = key.key_id.to_string();
+
+        corrupt(
+            &store,
+            &format!("UPDATE keys SET state = 'Melted' WHERE key_id = '{id}'"),
+        );
+        assert_names_column(store.get_key(&key.key_id), "keys.state");
+        assert_names_column(store.list_keys(ACCOUNT, None, 10), "keys.state");
+        corrupt(
+            &store,
+            &format!("UPDATE keys SET state = 'Enabled' WHERE key_id = '{id}'"),
+        );
+
+        corrupt(
+            &store,
+            &format!("UPDATE keys SET pending_window_days = -1 WHERE key_id = '{id}'"),
+        );
+        assert_names_column(store.get_key(&key.key_id), "keys.pending_window_days");
+        corrupt(
+            &store,
+            &format!("UPDATE keys SET pending_window_days = NULL WHERE key_id = '{id}'"),
+        );
+
+        corrupt(
+            &store,
+            &format!("UPDATE key_materials SET origin = 'STOLEN' WHERE key_id = '{id}'"),
+        );
+        assert_names_column(store.list_materials(&key.key_id), "key_materials.origin");
+
+        corrupt(&store, "UPDATE key_materials SET material_id = 'zz'");
+        assert_names_column(store.all_material_ids(), "key_materials.material_id");
+
+        corrupt(
+            &store,
+            "INSERT INTO aliases VALUES ('111122223333', 'alias/bad', 'not-a-uuid', 1.0, 1.0)",
+        );
+        assert_names_column(
+            store.get_alias(ACCOUNT, "alias/bad"),
+            "aliases.target_key_id",
+        );
+
+        // Upper-case ids are not canonical: the store never writes them.
+        let upper = id.to_uppercase();
+        corrupt(
+            &store,
+            &format!("UPDATE keys SET key_id = '{upper}' WHERE key_id = '{id}'"),
+        );
+        assert_names_column(store.list_keys(ACCOUNT, None, 10), "keys.key_id");
+    }
+
+    #[test]
+    fn two_stores_on_one_file_write_concurrently() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("meta.db");
+        let stores = [
+            SqliteStore::open(&path).unwrap(),
+            SqliteStore::open(&path).unwrap(),
+        ];
+        std::thread::scope(|scope| {
+            // Each store writes every other id, interleaved with the other store's writes.
+            for (first, store) in [0u8, 1].into_iter().zip(&stores) {
+                scope.spawn(move || {
+                    for n in (first..100).step_by(2) {
+                        let key = minimal_key(ACCOUNT, key_id(n), material_id(n));
+                        store
+                            .insert_key(&key, &initial_material(&key), &[tag("n", "v")])
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        for store in &stores {
+            assert_eq!(store.list_keys(ACCOUNT, None, 1000).unwrap().len(), 100);
+        }
+    }
+
+    #[test]
+    fn ping_answers() {
+        both(|store| store.ping().unwrap());
+    }
+}

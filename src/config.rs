@@ -1,0 +1,306 @@
+//! Configuration: a TOML file, then environment overrides, then the embedded defaults.
+//!
+//! Secrets (PINs, secret access keys) are read from environment variables or files and kept
+//! in `SecretString`; they never come from command-line arguments.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::auth::Credential;
+
+pub const DEV_ACCESS_KEY_ID: &str = "test";
+pub const DEV_SECRET_ACCESS_KEY: &str = "test";
+pub const DEFAULT_ACCOUNT: &str = "111122223333";
+pub const DEFAULT_REGION: &str = "us-east-1";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_TOKEN_LABEL: &str = "p11kms";
+
+/// The file format. Every member is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub region: Option<String>,
+    pub account: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub hsm: HsmSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub credentials: Vec<CredentialEntry>,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub jobs: JobsSection,
+    #[serde(default)]
+    pub test: TestSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmSection {
+    pub module: Option<PathBuf>,
+    pub embedded_softhsm: Option<bool>,
+    pub token_label: Option<String>,
+    /// Name of the environment variable holding the user PIN.
+    pub pin_env: Option<String>,
+    pub pin_file: Option<PathBuf>,
+    pub session_pool_size: Option<usize>,
+    pub session_wait_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub sqlite_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub level: Option<String>,
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSection {
+    pub interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSection {
+    pub day_seconds: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialEntry {
+    pub access_key_id: String,
+    pub secret_access_key: Option<String>,
+    pub secret_access_key_env: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    pub account: Option<String>,
+    pub principal_arn: Option<String>,
+}
+
+impl std::fmt::Debug for CredentialEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialEntry")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Where the user PIN comes from.
+#[derive(Debug, Clone)]
+pub enum PinSource {
+    Env(String),
+    File(PathBuf),
+    /// The embedded SoftHSM2 token's generated PIN file.
+    Embedded,
+}
+
+/// The resolved configuration the gateway runs with.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub region: String,
+    pub account: String,
+    pub data_dir: PathBuf,
+    pub module: Option<PathBuf>,
+    pub embedded_softhsm: bool,
+    pub token_label: String,
+    pub pin: PinSource,
+    pub session_pool_size: usize,
+    pub session_wait: Duration,
+    pub sqlite_path: PathBuf,
+    pub credentials: Vec<Credential>,
+    /// Whether the built-in `test`/`test` credential is in use.
+    pub dev_credentials: bool,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub job_interval: Duration,
+    pub day_seconds: f64,
+}
+
+/// Reads an environment variable, treating empty as unset.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn parse_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>, String> {
+    match env(name) {
+        Some(v) => v.parse().map(Some).map_err(|_| format!("{name}: cannot parse '{v}'")),
+        None => Ok(None),
+    }
+}
+
+fn parse_bool(name: &str) -> Result<Option<bool>, String> {
+    match env(name).as_deref() {
+        None => Ok(None),
+        Some("1" | "true" | "yes" | "on") => Ok(Some(true)),
+        Some("0" | "false" | "no" | "off") => Ok(Some(false)),
+        Some(other) => Err(format!("{name}: expected true or false, got '{other}'")),
+    }
+}
+
+impl Config {
+    /// Loads the file (if any), applies `P11KMS_*` overrides and fills in defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, String> {
+        let file = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| format!("{}: {e}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        Config::resolve(file)
+    }
+
+    pub fn resolve(file: FileConfig) -> Result<Config, String> {
+        let listen_text = env("P11KMS_LISTEN").or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|_| format!("listen: '{listen_text}' is not a socket address"))?;
+        let region = env("P11KMS_REGION").or(file.region).unwrap_or_else(|| DEFAULT_REGION.into());
+        let account = env("P11KMS_ACCOUNT").or(file.account).unwrap_or_else(|| DEFAULT_ACCOUNT.into());
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("account: '{account}' is not a 12-digit AWS account id"));
+        }
+        let data_dir = env("P11KMS_DATA_DIR")
+            .map(PathBuf::from)
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("p11kms-data"));
+        let module = env("P11KMS_PKCS11_MODULE").map(PathBuf::from).or(file.hsm.module);
+        let embedded_softhsm = parse_bool("P11KMS_EMBEDDED_SOFTHSM")?
+            .or(file.hsm.embedded_softhsm)
+            .unwrap_or(module.is_none());
+        let token_label = env("P11KMS_TOKEN_LABEL")
+            .or(file.hsm.token_label)
+            .unwrap_or_else(|| DEFAULT_TOKEN_LABEL.into());
+        let pin = if env("P11KMS_PIN").is_some() {
+            PinSource::Env("P11KMS_PIN".into())
+        } else if let Some(path) = env("P11KMS_PIN_FILE").map(PathBuf::from) {
+            PinSource::File(path)
+        } else if let Some(var) = file.hsm.pin_env {
+            PinSource::Env(var)
+        } else if let Some(path) = file.hsm.pin_file {
+            PinSource::File(path)
+        } else if embedded_softhsm {
+            PinSource::Embedded
+        } else {
+            return Err("hsm: no PIN configured; set P11KMS_PIN, P11KMS_PIN_FILE, hsm.pin_env or hsm.pin_file".into());
+        };
+        let session_pool_size = parse_env("P11KMS_SESSION_POOL_SIZE")?
+            .or(file.hsm.session_pool_size)
+            .unwrap_or(2)
+            .max(1);
+        let session_wait = Duration::from_millis(
+            parse_env("P11KMS_SESSION_WAIT_MS")?
+                .or(file.hsm.session_wait_ms)
+                .unwrap_or(2000),
+        );
+        let sqlite_path = env("P11KMS_SQLITE_PATH")
+            .map(PathBuf::from)
+            .or(file.store.sqlite_path)
+            .unwrap_or_else(|| data_dir.join("p11kms.sqlite"));
+        let (credentials, dev_credentials) = if file.credentials.is_empty() {
+            (vec![dev_credential(&account)], true)
+        } else {
+            let creds = file
+                .credentials
+                .into_iter()
+                .map(|c| resolve_credential(c, &account))
+                .collect::<Result<Vec<_>, _>>()?;
+            (creds, false)
+        };
+        let log_level = env("P11KMS_LOG").or(file.log.level).unwrap_or_else(|| "info".into());
+        let log_format = match env("P11KMS_LOG_FORMAT").or(file.log.format).as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(format!("log.format: expected pretty or json, got '{other}'")),
+        };
+        let job_interval = Duration::from_millis(
+            parse_env("P11KMS_JOB_INTERVAL_MS")?
+                .or(file.jobs.interval_ms)
+                .unwrap_or(60_000)
+                .max(100),
+        );
+        let day_seconds: f64 = parse_env("P11KMS_DAY_SECONDS")?
+            .or(file.test.day_seconds)
+            .unwrap_or(86_400.0);
+        if !(day_seconds > 0.0) {
+            return Err("test.day_seconds must be positive".into());
+        }
+        Ok(Config {
+            listen,
+            region,
+            account,
+            data_dir,
+            module,
+            embedded_softhsm,
+            token_label,
+            pin,
+            session_pool_size,
+            session_wait,
+            sqlite_path,
+            credentials,
+            dev_credentials,
+            log_level,
+            log_format,
+            job_interval,
+            day_seconds,
+        })
+    }
+}
+
+fn dev_credential(account: &str) -> Credential {
+    Credential {
+        access_key_id: DEV_ACCESS_KEY_ID.into(),
+        secret_access_key: SecretString::from(DEV_SECRET_ACCESS_KEY.to_string()),
+        account: account.to_string(),
+        principal_arn: format!("arn:aws:iam::{account}:root"),
+    }
+}
+
+fn resolve_credential(entry: CredentialEntry, default_account: &str) -> Result<Credential, String> {
+    let who = entry.access_key_id.clone();
+    let secret = if let Some(var) = &entry.secret_access_key_env {
+        env(var).ok_or_else(|| format!("credential {who}: environment variable {var} is not set"))?
+    } else if let Some(path) = &entry.secret_access_key_file {
+        read_secret_file(path).map_err(|e| format!("credential {who}: {e}"))?
+    } else if let Some(secret) = entry.secret_access_key {
+        secret
+    } else {
+        return Err(format!("credential {who}: no secret_access_key, secret_access_key_env or secret_access_key_file"));
+    };
+    let account = entry.account.unwrap_or_else(|| default_account.to_string());
+    let principal_arn = entry
+        .principal_arn
+        .unwrap_or_else(|| format!("arn:aws:iam::{account}:root"));
+    Ok(Credential {
+        access_key_id: entry.access_key_id,
+        secret_access_key: SecretString::from(secret),
+        account,
+        principal_arn,
+    })
+}
+
+/// Reads a secret from a file, trimming the trailing newline editors add.
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}

@@ -1,0 +1,740 @@
+//! The HSM: the only module that calls PKCS#11 (through `cryptoki`).
+//!
+//! [`Hsm`] owns the loaded module, a pool of logged-in sessions, cached object handles and
+//! the recovery logic. Its operations are blocking: callers run them on blocking threads,
+//! never on async workers.
+//!
+//! Key material objects are AES-256 token keys that can only derive (`CKA_DERIVE`); they are
+//! sensitive and non-extractable, and their `CKA_ID` is the key-material id. Everything else
+//! (context wrapping keys, data keys) is a short-lived sensitive session object destroyed
+//! before the call returns. See `crate::kms::ciphertext` for the construction.
+
+mod error;
+mod pool;
+mod probe;
+mod provision;
+
+pub use error::{HsmError, Scope};
+pub use pool::PoolStats;
+pub use probe::{probe_mechanisms, MechanismReport};
+pub use provision::{find_softhsm_module, EmbeddedSoftHsm};
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::ekdf::AesCbcDeriveParams;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+use crate::error::KmsError;
+use crate::model::{KeyId, MaterialId};
+use pool::{AcquireError, SessionPool};
+
+/// Label prefix of every token object p11kms creates; reconciliation only touches these.
+pub const OBJECT_LABEL_PREFIX: &str = "p11kms:";
+/// Length of a KWP-wrapped 32-byte data key (RFC 5649: 32 rounded to 8, plus 8).
+pub const WRAPPED_DEK_LEN: usize = 40;
+pub const NONCE_LEN: usize = 16;
+pub const IV_LEN: usize = 12;
+pub const TAG_LEN: usize = 16;
+/// How long to wait between attempts to bring a lost token back.
+const REINIT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How to reach the token.
+#[derive(Clone)]
+pub struct HsmConfig {
+    pub module: PathBuf,
+    pub token_label: String,
+    pub user_pin: SecretString,
+    pub pool_size: usize,
+    pub session_wait: Duration,
+}
+
+/// A payload sealed under a key material: the parts of a symmetric ciphertext the HSM makes.
+pub struct Sealed {
+    pub nonce: [u8; NONCE_LEN],
+    pub wrapped_dek: Vec<u8>,
+    pub iv: [u8; IV_LEN],
+    /// GCM ciphertext with the tag appended.
+    pub ciphertext: Vec<u8>,
+}
+
+/// The gateway's handle on the HSM.
+pub struct Hsm {
+    config: HsmConfig,
+    current: RwLock<Option<Arc<Token>>>,
+    /// A token that failed; finalised once no request holds it any more.
+    retired: Mutex<Option<Arc<Token>>>,
+    last_attempt: Mutex<Option<Instant>>,
+    reinitialisations: AtomicU64,
+    /// Serialises token-object creation and deletion (SoftHSM fails them under concurrency).
+    token_writes: Mutex<()>,
+}
+
+/// One initialised library with its logged-in sessions.
+struct Token {
+    pkcs11: Pkcs11,
+    slot: Slot,
+    pool: SessionPool,
+    materials: RwLock<HashMap<MaterialId, ObjectHandle>>,
+}
+
+impl Hsm {
+    /// Loads the module, finds the token, logs in and checks the mechanisms the ciphertext
+    /// scheme needs. Fails with a message naming whatever is missing.
+    pub fn open(config: HsmConfig) -> Result<Hsm, String> {
+        let token = Token::open(&config).map_err(|e| format!("cannot open the HSM token: {e}"))?;
+        let hsm = Hsm {
+            config,
+            current: RwLock::new(Some(Arc::new(token))),
+            retired: Mutex::new(None),
+            last_attempt: Mutex::new(None),
+            reinitialisations: AtomicU64::new(0),
+            token_writes: Mutex::new(()),
+        };
+        let report = match hsm.current_token() {
+            Some(token) => probe_mechanisms(&token.pkcs11, token.slot),
+            None => return Err("the token went away during start-up".into()),
+        };
+        if let Some(missing) = report.missing_for_symmetric() {
+            return Err(format!(
+                "the token cannot run the p11kms symmetric ciphertext scheme; missing: {missing}"
+            ));
+        }
+        // A trial of the whole construction on a throwaway session key proves the parameters
+        // (IV handling, tag length, derivation data) work, not just that mechanisms exist.
+        hsm.with_session(|_, s| trial_run(s))
+            .map_err(|e| format!("trial run failed: {e}"))?
+            .map_err(|e| format!("trial run of the ciphertext scheme failed: {e}"))?;
+        Ok(hsm)
+    }
+
+    pub fn pool_stats(&self) -> Option<PoolStats> {
+        self.current_token().map(|t| t.pool.stats())
+    }
+
+    pub fn reinitialisations(&self) -> u64 {
+        self.reinitialisations.load(Ordering::Relaxed)
+    }
+
+    /// A cheap round trip to the token, for readiness checks.
+    pub fn check(&self) -> Result<(), KmsError> {
+        let mut byte = [0u8; 1];
+        self.with_session(|_, s| s.generate_random_slice(&mut byte).map_err(HsmError::from))?
+            .map_err(KmsError::from)
+    }
+
+    // === key material ===
+
+    /// Generates a new key material in the token: AES-256, derive-only, sensitive,
+    /// non-extractable, `CKA_ID` = the material id.
+    pub fn create_material(&self, key_id: &KeyId, material: &MaterialId) -> Result<(), KmsError> {
+        let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
+        let label = format!("{OBJECT_LABEL_PREFIX}{key_id}");
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Derive(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Sign(false),
+            Attribute::Verify(false),
+            Attribute::Id(material.0.to_vec()),
+            Attribute::Label(label.into_bytes()),
+        ];
+        let handle = self.with_session(|_, s| {
+            s.generate_key(&Mechanism::AesKeyGen, &template)
+                .map_err(HsmError::from)
+        })??;
+        if let Some(token) = self.current_token() {
+            token.materials_mut().insert(*material, handle);
+        }
+        Ok(())
+    }
+
+    /// Destroys a key material's token object; absent objects are not an error.
+    pub fn destroy_material(&self, material: &MaterialId) -> Result<(), KmsError> {
+        let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
+        self.with_session(|token, s| {
+            token.materials_mut().remove(material);
+            for handle in find_material(s, material)? {
+                s.destroy_object(handle)?;
+            }
+            Ok(())
+        })?
+        .map_err(KmsError::from)
+    }
+
+    /// Material ids of every p11kms key object in the token (for start-up reconciliation).
+    pub fn list_materials(&self) -> Result<Vec<MaterialId>, KmsError> {
+        self.with_session(|_, s| {
+            let handles = s.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Token(true),
+            ])?;
+            let mut out = Vec::new();
+            for handle in handles {
+                let attrs = s.get_attributes(handle, &[AttributeType::Label, AttributeType::Id])?;
+                let mut label_ok = false;
+                let mut id = None;
+                for attr in attrs {
+                    match attr {
+                        Attribute::Label(l) => {
+                            label_ok = l.starts_with(OBJECT_LABEL_PREFIX.as_bytes())
+                        }
+                        Attribute::Id(bytes) => id = <[u8; 32]>::try_from(bytes.as_slice()).ok(),
+                        _ => {}
+                    }
+                }
+                if let (true, Some(id)) = (label_ok, id) {
+                    out.push(MaterialId(id));
+                }
+            }
+            Ok(out)
+        })?
+        .map_err(KmsError::from)
+    }
+
+    // === the symmetric ciphertext primitives ===
+
+    /// Encrypts `plaintext` under a fresh data key and wraps that key under a wrapping key
+    /// derived from the material and `derivation(nonce)`. Nonce and IV come from the token.
+    pub fn seal(
+        &self,
+        material: &MaterialId,
+        derivation: &dyn Fn(&[u8; NONCE_LEN]) -> [u8; 32],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Sealed, KmsError> {
+        self.with_material(material, |s, base| {
+            let mut random = [0u8; NONCE_LEN + IV_LEN];
+            s.generate_random_slice(&mut random)?;
+            let mut nonce = [0u8; NONCE_LEN];
+            let mut iv = [0u8; IV_LEN];
+            nonce.copy_from_slice(&random[..NONCE_LEN]);
+            iv.copy_from_slice(&random[NONCE_LEN..]);
+            let kek = SessionObject::new(s, derive_kek(s, base, &derivation(&nonce))?);
+            let dek = SessionObject::new(s, generate_dek(s)?);
+            let mut iv_param = iv;
+            let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
+            let ciphertext = s.encrypt(&Mechanism::AesGcm(gcm), dek.handle, plaintext)?;
+            let wrapped_dek = s.wrap_key(&Mechanism::AesKeyWrapPad, kek.handle, dek.handle)?;
+            Ok(Sealed {
+                nonce,
+                wrapped_dek,
+                iv,
+                ciphertext,
+            })
+        })
+        .map_err(|e| e.into_kms())
+    }
+
+    /// Unwraps the data key in the token and decrypts the payload with it.
+    pub fn open_sealed(
+        &self,
+        material: &MaterialId,
+        derivation: &[u8; 32],
+        wrapped_dek: &[u8],
+        iv: &[u8; IV_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        self.with_material(material, |s, base| {
+            let kek = SessionObject::new(s, derive_kek(s, base, derivation)?);
+            let dek = SessionObject::new(
+                s,
+                unwrap_dek(s, kek.handle, wrapped_dek, false).map_err(bad_data)?,
+            );
+            let mut iv_param = *iv;
+            let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
+            let plaintext = s
+                .decrypt(&Mechanism::AesGcm(gcm), dek.handle, ciphertext)
+                .map_err(bad_data)?;
+            Ok(Zeroizing::new(plaintext))
+        })
+        .map_err(|e| e.into_kms())
+    }
+
+    /// Moves a wrapped data key from one material/context to another inside the token:
+    /// unwrap into a sensitive session object, wrap under the destination, destroy.
+    /// Neither the data key nor the payload ever reaches host memory.
+    pub fn rewrap(
+        &self,
+        source: &MaterialId,
+        source_derivation: &[u8; 32],
+        wrapped_dek: &[u8],
+        destination: &MaterialId,
+        destination_derivation: &dyn Fn(&[u8; NONCE_LEN]) -> [u8; 32],
+    ) -> Result<([u8; NONCE_LEN], Vec<u8>), KmsError> {
+        let token = self.token()?;
+        let src_base = self.material_handle(&token, source)?;
+        let dst_base = self.material_handle(&token, destination)?;
+        self.on_token(&token, |s| {
+            let src_kek = SessionObject::new(s, derive_kek(s, src_base, source_derivation)?);
+            let dek = SessionObject::new(
+                s,
+                unwrap_dek(s, src_kek.handle, wrapped_dek, true).map_err(bad_data)?,
+            );
+            let mut nonce = [0u8; NONCE_LEN];
+            s.generate_random_slice(&mut nonce)?;
+            let dst_kek =
+                SessionObject::new(s, derive_kek(s, dst_base, &destination_derivation(&nonce))?);
+            let wrapped = s.wrap_key(&Mechanism::AesKeyWrapPad, dst_kek.handle, dek.handle)?;
+            Ok((nonce, wrapped))
+        })
+        .map_err(|e| e.into_kms())
+    }
+
+    /// Random bytes from the token's generator.
+    pub fn generate_random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        let mut out = Zeroizing::new(vec![0u8; len]);
+        self.with_session(|_, s| s.generate_random_slice(&mut out).map_err(HsmError::from))??;
+        Ok(out)
+    }
+
+    // === sessions, handles and recovery ===
+
+    /// Runs `op` with a pooled session of the current token.
+    fn with_session<T>(
+        &self,
+        op: impl FnOnce(&Token, &Session) -> Result<T, HsmError>,
+    ) -> Result<Result<T, HsmError>, KmsError> {
+        let token = self.token()?;
+        Ok(self.on_token_with(&token, |s| op(&token, s)))
+    }
+
+    fn on_token<T>(
+        &self,
+        token: &Arc<Token>,
+        op: impl FnOnce(&Session) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
+        let session = match token
+            .pool
+            .acquire(Instant::now() + self.config.session_wait)
+        {
+            Ok(s) => s,
+            Err(AcquireError::Timeout) => return Err(OpError::Kms(KmsError::Throttled)),
+            Err(AcquireError::Open(e)) => {
+                self.recover(token, &e);
+                return Err(OpError::Hsm(e));
+            }
+        };
+        let result = op(&session);
+        match &result {
+            Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope != Scope::Data => {
+                tracing::warn!(function = %e.function, rv = %e.rv, scope = ?e.scope, "PKCS#11 call failed");
+                match e.scope {
+                    Scope::Session | Scope::Token => token.pool.discard(session),
+                    _ => token.pool.release(session),
+                }
+                self.recover(token, e);
+            }
+            _ => token.pool.release(session),
+        }
+        result
+    }
+
+    fn on_token_with<T>(
+        &self,
+        token: &Arc<Token>,
+        op: impl FnOnce(&Session) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        match self.on_token(token, |s| op(s).map_err(OpError::Hsm)) {
+            Ok(v) => Ok(v),
+            Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) => Err(e),
+            Err(OpError::Kms(KmsError::Throttled)) => Err(HsmError::gateway(
+                "pool",
+                "session wait timed out",
+                Scope::Data,
+            )),
+            Err(OpError::Kms(_)) => Err(HsmError::gateway("pool", "unavailable", Scope::Token)),
+        }
+    }
+
+    /// Runs `op` with a session and the handle of `material`, retrying once if the cached
+    /// handle turned out stale.
+    fn with_material<T>(
+        &self,
+        material: &MaterialId,
+        op: impl Fn(&Session, ObjectHandle) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
+        let token = self.token().map_err(OpError::Kms)?;
+        let handle = self
+            .material_handle(&token, material)
+            .map_err(OpError::Kms)?;
+        match self.on_token(&token, |s| op(s, handle)) {
+            Err(OpError::Hsm(e)) if e.scope == Scope::Object => {
+                let handle = self
+                    .material_handle(&token, material)
+                    .map_err(OpError::Kms)?;
+                self.on_token(&token, |s| op(s, handle))
+            }
+            other => other,
+        }
+    }
+
+    /// The cached handle of a material object, found by `CKA_ID` on first use.
+    fn material_handle(
+        &self,
+        token: &Arc<Token>,
+        material: &MaterialId,
+    ) -> Result<ObjectHandle, KmsError> {
+        if let Some(handle) = token.materials_read().get(material) {
+            return Ok(*handle);
+        }
+        let found = self.on_token_with(token, |s| find_material(s, material))?;
+        match found.first() {
+            Some(handle) => {
+                token.materials_mut().insert(*material, *handle);
+                Ok(*handle)
+            }
+            None => Err(KmsError::Internal(format!(
+                "key material {material} is missing from the token"
+            ))),
+        }
+    }
+
+    fn recover(&self, token: &Arc<Token>, error: &HsmError) {
+        match error.scope {
+            Scope::Object => token.materials_mut().clear(),
+            Scope::Token => {
+                tracing::error!(function = %error.function, rv = %error.rv, "HSM token lost; reinitialising");
+                let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+                if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, token)) {
+                    *self.retired.lock().unwrap_or_else(|p| p.into_inner()) = current.take();
+                }
+            }
+            Scope::Data | Scope::Session => {}
+        }
+    }
+
+    fn current_token(&self) -> Option<Arc<Token>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The current token, reopening a lost one with backoff.
+    fn token(&self) -> Result<Arc<Token>, KmsError> {
+        if let Some(token) = self.current_token() {
+            return Ok(token);
+        }
+        let unavailable = || {
+            KmsError::HsmUnavailable(crate::error::Pkcs11Failure {
+                function: "C_Initialize".into(),
+                rv: "token not yet reinitialised".into(),
+            })
+        };
+        let mut last = self.last_attempt.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(token) = self.current_token() {
+            return Ok(token);
+        }
+        if last.is_some_and(|t| t.elapsed() < REINIT_BACKOFF) {
+            return Err(unavailable());
+        }
+        *last = Some(Instant::now());
+        {
+            let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(old) = retired.take() {
+                match Arc::try_unwrap(old) {
+                    Ok(old) => old.finalize(),
+                    Err(in_use) => {
+                        *retired = Some(in_use);
+                        return Err(unavailable());
+                    }
+                }
+            }
+        }
+        match Token::open(&self.config) {
+            Ok(token) => {
+                let token = Arc::new(token);
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(token.clone());
+                self.reinitialisations.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("HSM token reinitialised");
+                Ok(token)
+            }
+            Err(e) => {
+                tracing::warn!(function = %e.function, rv = %e.rv, "HSM still unavailable");
+                Err(KmsError::HsmUnavailable(e.failure()))
+            }
+        }
+    }
+}
+
+impl Token {
+    fn open(config: &HsmConfig) -> Result<Token, HsmError> {
+        let pkcs11 = initialise(&config.module)?;
+        let slot = find_token(&pkcs11, &config.token_label)?;
+        let pool = SessionPool::new(pkcs11.clone(), slot, config.pool_size);
+        let session = match pool.acquire(Instant::now() + config.session_wait) {
+            Ok(s) => s,
+            Err(AcquireError::Open(e)) => return Err(e),
+            Err(AcquireError::Timeout) => {
+                return Err(HsmError::gateway("C_OpenSession", "timeout", Scope::Token))
+            }
+        };
+        let pin = AuthPin::new(secrecy::ExposeSecret::expose_secret(&config.user_pin).into());
+        match session.login(UserType::User, Some(&pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        pool.release(session);
+        Ok(Token {
+            pkcs11,
+            slot,
+            pool,
+            materials: RwLock::new(HashMap::new()),
+        })
+    }
+
+    fn materials_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<MaterialId, ObjectHandle>> {
+        self.materials.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn materials_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<MaterialId, ObjectHandle>> {
+        self.materials.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn finalize(self) {
+        self.pool.close_idle();
+        let Token { pkcs11, pool, .. } = self;
+        drop(pool);
+        if let Err(e) = pkcs11.finalize() {
+            tracing::warn!(error = %HsmError::from(e), "C_Finalize of the lost token failed");
+        }
+    }
+}
+
+/// Loads and initialises a PKCS#11 module with OS locking (SoftHSM runs without mutexes
+/// otherwise and crashes under threads).
+pub(crate) fn initialise(module: &std::path::Path) -> Result<Pkcs11, HsmError> {
+    let pkcs11 = Pkcs11::new(module).map_err(|e| {
+        tracing::error!(module = %module.display(), error = %e, "cannot load the PKCS#11 module");
+        HsmError::from(e)
+    })?;
+    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(pkcs11),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) fn find_token(pkcs11: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
+    for slot in pkcs11.get_slots_with_token()? {
+        let info = pkcs11.get_token_info(slot)?;
+        if info.token_initialized() && info.label().trim_end() == label {
+            return Ok(slot);
+        }
+    }
+    Err(HsmError::gateway(
+        "C_GetTokenInfo",
+        &format!("no token labelled '{label}'"),
+        Scope::Token,
+    ))
+}
+
+/// An error inside an HSM operation: a PKCS#11 failure, one on client data, or a domain error.
+enum OpError {
+    Hsm(HsmError),
+    /// The module rejected client-supplied data (wrong context, tampered blob).
+    BadData(HsmError),
+    Kms(KmsError),
+}
+
+impl From<CkError> for OpError {
+    fn from(e: CkError) -> Self {
+        OpError::Hsm(e.into())
+    }
+}
+
+impl From<HsmError> for OpError {
+    fn from(e: HsmError) -> Self {
+        OpError::Hsm(e)
+    }
+}
+
+impl OpError {
+    fn into_kms(self) -> KmsError {
+        match self {
+            OpError::Hsm(e) => e.into(),
+            OpError::BadData(e) => e.into_ciphertext_error(),
+            OpError::Kms(e) => e,
+        }
+    }
+}
+
+fn bad_data(e: CkError) -> OpError {
+    OpError::BadData(e.into())
+}
+
+/// A session object destroyed when it goes out of scope, on every path.
+struct SessionObject<'s> {
+    session: &'s Session,
+    handle: ObjectHandle,
+}
+
+impl<'s> SessionObject<'s> {
+    fn new(session: &'s Session, handle: ObjectHandle) -> Self {
+        SessionObject { session, handle }
+    }
+}
+
+impl Drop for SessionObject<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.session.destroy_object(self.handle) {
+            tracing::warn!(error = %HsmError::from(e), "could not destroy a session object");
+        }
+    }
+}
+
+fn find_material(s: &Session, material: &MaterialId) -> Result<Vec<ObjectHandle>, HsmError> {
+    Ok(s.find_objects(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Token(true),
+        Attribute::Id(material.0.to_vec()),
+    ])?)
+}
+
+/// K_wrap = AES-CBC-ENCRYPT-DATA(material, IV 0, data): a wrap/unwrap-only session key.
+fn derive_kek(s: &Session, base: ObjectHandle, data: &[u8; 32]) -> Result<ObjectHandle, CkError> {
+    let params = AesCbcDeriveParams::new([0u8; 16], data);
+    s.derive_key(
+        &Mechanism::AesCbcEncryptData(params),
+        base,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Wrap(true),
+            Attribute::Unwrap(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+        ],
+    )
+}
+
+/// A fresh AES-256 data key: sensitive, extractable only by wrapping, encrypt-only.
+fn generate_dek(s: &Session) -> Result<ObjectHandle, CkError> {
+    s.generate_key(
+        &Mechanism::AesKeyGen,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(true),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(false),
+        ],
+    )
+}
+
+/// Unwraps a data key into a sensitive session object: for decryption, or (when
+/// `for_rewrap`) only to be wrapped again.
+fn unwrap_dek(
+    s: &Session,
+    kek: ObjectHandle,
+    wrapped: &[u8],
+    for_rewrap: bool,
+) -> Result<ObjectHandle, CkError> {
+    s.unwrap_key(
+        &Mechanism::AesKeyWrapPad,
+        kek,
+        wrapped,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(for_rewrap),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(!for_rewrap),
+        ],
+    )
+}
+
+/// Seal, open and rewrap once with a throwaway session key standing in for a material.
+fn trial_run(s: &Session) -> Result<(), HsmError> {
+    let base = SessionObject::new(
+        s,
+        s.generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(32.into()),
+                Attribute::Token(false),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Derive(true),
+            ],
+        )?,
+    );
+    let probe = b"p11kms start-up probe";
+    let mut iv = [7u8; IV_LEN];
+    let kek = SessionObject::new(s, derive_kek(s, base.handle, &[1u8; 32])?);
+    let dek = SessionObject::new(s, generate_dek(s)?);
+    let ct = s.encrypt(
+        &Mechanism::AesGcm(GcmParams::new(&mut iv, b"aad", 128.into())?),
+        dek.handle,
+        probe,
+    )?;
+    let wrapped = s.wrap_key(&Mechanism::AesKeyWrapPad, kek.handle, dek.handle)?;
+    if wrapped.len() != WRAPPED_DEK_LEN {
+        return Err(HsmError::gateway(
+            "C_WrapKey",
+            "unexpected KWP output length",
+            Scope::Token,
+        ));
+    }
+    let moved = SessionObject::new(s, unwrap_dek(s, kek.handle, &wrapped, true)?);
+    let kek2 = SessionObject::new(s, derive_kek(s, base.handle, &[2u8; 32])?);
+    let rewrapped = s.wrap_key(&Mechanism::AesKeyWrapPad, kek2.handle, moved.handle)?;
+    let opened = SessionObject::new(s, unwrap_dek(s, kek2.handle, &rewrapped, false)?);
+    let mut iv = [7u8; IV_LEN];
+    let pt = Zeroizing::new(s.decrypt(
+        &Mechanism::AesGcm(GcmParams::new(&mut iv, b"aad", 128.into())?),
+        opened.handle,
+        &ct,
+    )?);
+    if pt.as_slice() != probe {
+        return Err(HsmError::gateway(
+            "C_Decrypt",
+            "trial round trip mismatch",
+            Scope::Token,
+        ));
+    }
+    // A wrong derivation must fail at the unwrap: that is what binds the context.
+    let kek3 = SessionObject::new(s, derive_kek(s, base.handle, &[3u8; 32])?);
+    if let Ok(h) = unwrap_dek(s, kek3.handle, &rewrapped, false) {
+        let _ = s.destroy_object(h);
+        return Err(HsmError::gateway(
+            "C_UnwrapKey",
+            "unwrap under a wrong key succeeded",
+            Scope::Token,
+        ));
+    }
+    Ok(())
+}

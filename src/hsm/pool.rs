@@ -1,0 +1,130 @@
+//! A pool of logged-in PKCS#11 sessions.
+//!
+//! A `cryptoki::Session` is `Send` but not `Sync`: the pool hands out owned sessions, each
+//! used by one blocking thread at a time and returned on drop. A request waits for a session
+//! up to its deadline and is then throttled, never failed with a 5xx.
+
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
+
+use cryptoki::context::Pkcs11;
+use cryptoki::session::Session;
+use cryptoki::slot::Slot;
+
+use super::error::HsmError;
+
+pub(super) struct SessionPool {
+    pkcs11: Pkcs11,
+    slot: Slot,
+    size: usize,
+    state: Mutex<PoolState>,
+    freed: Condvar,
+}
+
+struct PoolState {
+    idle: Vec<Session>,
+    /// Sessions open, idle or lent out.
+    open: usize,
+    waiters: usize,
+}
+
+/// Why a session could not be had.
+pub(super) enum AcquireError {
+    Timeout,
+    Open(HsmError),
+}
+
+/// Pool occupancy, for metrics and readiness.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub size: usize,
+    pub open: usize,
+    pub idle: usize,
+    pub waiters: usize,
+}
+
+impl SessionPool {
+    pub(super) fn new(pkcs11: Pkcs11, slot: Slot, size: usize) -> Self {
+        SessionPool {
+            pkcs11,
+            slot,
+            size: size.max(1),
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+                waiters: 0,
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Takes an idle session, opens a new one while below the pool size, or waits.
+    pub(super) fn acquire(&self, deadline: Instant) -> Result<Session, AcquireError> {
+        let mut state = self.lock();
+        loop {
+            if let Some(session) = state.idle.pop() {
+                return Ok(session);
+            }
+            if state.open < self.size {
+                state.open += 1;
+                drop(state);
+                return self.pkcs11.open_rw_session(self.slot).map_err(|e| {
+                    self.lock().open -= 1;
+                    self.freed.notify_one();
+                    AcquireError::Open(e.into())
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(AcquireError::Timeout);
+            }
+            state.waiters += 1;
+            let (guard, _) = self
+                .freed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = guard;
+            state.waiters -= 1;
+        }
+    }
+
+    /// Returns a healthy session.
+    pub(super) fn release(&self, session: Session) {
+        self.lock().idle.push(session);
+        self.freed.notify_one();
+    }
+
+    /// Closes a broken session; its slot in the pool becomes free for a fresh one.
+    pub(super) fn discard(&self, session: Session) {
+        drop(session);
+        self.lock().open -= 1;
+        self.freed.notify_one();
+    }
+
+    pub(super) fn stats(&self) -> PoolStats {
+        let state = self.lock();
+        PoolStats {
+            size: self.size,
+            open: state.open,
+            idle: state.idle.len(),
+            waiters: state.waiters,
+        }
+    }
+
+    /// Closes every idle session (before C_Finalize).
+    pub(super) fn close_idle(&self) {
+        let idle = std::mem::take(&mut self.lock().idle);
+        let mut state = self.lock();
+        state.open -= idle.len();
+        drop(state);
+        drop(idle);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // A panic while holding this lock cannot leave the counters half-updated in a way
+        // that matters more than refusing service, so recover the guard.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,0 +1,268 @@
+//! Cryptographic operations: Encrypt, Decrypt, ReEncrypt, data keys and random bytes.
+
+use std::collections::BTreeMap;
+
+use zeroize::Zeroizing;
+
+use crate::api::*;
+use crate::error::KmsError;
+use crate::model::{KeyRecord, MaterialId};
+
+use super::ciphertext::{self, Envelope, PAYLOAD_AAD};
+use super::{check_grant_tokens, dry_run, required, Caller, KmsService, SYMMETRIC_DEFAULT};
+
+const IGNORE_CIPHERTEXT: &str = "IGNORE_CIPHERTEXT";
+
+/// A symmetric ciphertext checked against its key: ready to open or re-wrap.
+struct SourceCiphertext<'a> {
+    key: KeyRecord,
+    envelope: Envelope<'a>,
+    derivation: [u8; 32],
+}
+
+impl KmsService {
+    pub fn encrypt(&self, caller: &Caller, req: EncryptRequest) -> Result<EncryptResponse, KmsError> {
+        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let plaintext = required(&req.plaintext, "plaintext")?;
+        check_grant_tokens(&req.grant_tokens)?;
+        self.require_usable(&key)?;
+        self.require_symmetric_encryption(&key, "Encrypt", req.encryption_algorithm.as_deref())?;
+        dry_run(req.dry_run)?;
+        let blob = self.seal(&key, &context_of(&req.encryption_context), plaintext.expose())?;
+        Ok(EncryptResponse {
+            ciphertext_blob: Some(Blob(blob)),
+            key_id: Some(self.arn_of(&key)),
+            encryption_algorithm: Some(SYMMETRIC_DEFAULT.into()),
+        })
+    }
+
+    pub fn decrypt(&self, caller: &Caller, req: DecryptRequest) -> Result<DecryptResponse, KmsError> {
+        let blob = required(&req.ciphertext_blob, "ciphertextBlob")?;
+        check_grant_tokens(&req.grant_tokens)?;
+        if req.recipient.is_some() {
+            return Err(KmsError::UnsupportedOperation("Recipient (Nitro Enclaves) is not supported by this gateway.".into()));
+        }
+        let source = self.check_source(
+            caller,
+            blob.as_bytes(),
+            req.key_id.as_deref(),
+            req.encryption_algorithm.as_deref(),
+            &context_of(&req.encryption_context),
+            "Decrypt",
+        )?;
+        let plaintext = self.hsm.open_sealed(
+            &source.envelope.material,
+            &source.derivation,
+            source.envelope.wrapped_dek,
+            &source.envelope.iv,
+            PAYLOAD_AAD,
+            source.envelope.payload,
+        )?;
+        dry_run(req.dry_run)?;
+        Ok(DecryptResponse {
+            key_id: Some(self.arn_of(&source.key)),
+            plaintext: Some(SecretBlob::new(plaintext)),
+            encryption_algorithm: Some(SYMMETRIC_DEFAULT.into()),
+            key_material_id: Some(source.envelope.material.to_hex()),
+            ..Default::default()
+        })
+    }
+
+    pub fn re_encrypt(&self, caller: &Caller, req: ReEncryptRequest) -> Result<ReEncryptResponse, KmsError> {
+        let destination = self.resolve(caller, required(&req.destination_key_id, "destinationKeyId")?)?;
+        check_grant_tokens(&req.grant_tokens)?;
+        let ignore_ciphertext = req
+            .dry_run_modifiers
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|m| m == IGNORE_CIPHERTEXT);
+        if ignore_ciphertext && req.dry_run == Some(true) {
+            // Authorization-only dry run: the ciphertext is not examined.
+            let source = self.resolve(caller, required(&req.source_key_id, "sourceKeyId")?)?;
+            self.require_usable(&source)?;
+            self.require_symmetric_encryption(&source, "ReEncrypt", req.source_encryption_algorithm.as_deref())?;
+            self.require_usable(&destination)?;
+            self.require_symmetric_encryption(&destination, "ReEncrypt", req.destination_encryption_algorithm.as_deref())?;
+            return Err(KmsError::DryRun);
+        }
+        let blob = required(&req.ciphertext_blob, "ciphertextBlob")?;
+        let source = self.check_source(
+            caller,
+            blob.as_bytes(),
+            req.source_key_id.as_deref(),
+            req.source_encryption_algorithm.as_deref(),
+            &context_of(&req.source_encryption_context),
+            "ReEncrypt",
+        )?;
+        self.require_usable(&destination)?;
+        self.require_symmetric_encryption(&destination, "ReEncrypt", req.destination_encryption_algorithm.as_deref())?;
+
+        let destination_material = destination.current_material;
+        let destination_context = context_of(&req.destination_encryption_context);
+        let (nonce, wrapped) = self.hsm.rewrap(
+            &source.envelope.material,
+            &source.derivation,
+            source.envelope.wrapped_dek,
+            &destination_material,
+            &|nonce| ciphertext::derivation(&destination.key_id, &destination_material, &destination_context, nonce),
+        )?;
+        dry_run(req.dry_run)?;
+        let blob = ciphertext::assemble(
+            &destination.key_id,
+            &destination_material,
+            &nonce,
+            &wrapped,
+            &source.envelope.iv,
+            source.envelope.payload,
+        )?;
+        Ok(ReEncryptResponse {
+            ciphertext_blob: Some(Blob(blob)),
+            source_key_id: Some(self.arn_of(&source.key)),
+            key_id: Some(self.arn_of(&destination)),
+            source_encryption_algorithm: Some(SYMMETRIC_DEFAULT.into()),
+            destination_encryption_algorithm: Some(SYMMETRIC_DEFAULT.into()),
+            source_key_material_id: Some(source.envelope.material.to_hex()),
+            destination_key_material_id: Some(destination_material.to_hex()),
+        })
+    }
+
+    pub fn generate_data_key(&self, caller: &Caller, req: GenerateDataKeyRequest) -> Result<GenerateDataKeyResponse, KmsError> {
+        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let length = data_key_length(req.number_of_bytes, req.key_spec.as_deref())?;
+        check_grant_tokens(&req.grant_tokens)?;
+        if req.recipient.is_some() {
+            return Err(KmsError::UnsupportedOperation("Recipient (Nitro Enclaves) is not supported by this gateway.".into()));
+        }
+        self.require_usable(&key)?;
+        self.require_symmetric_encryption(&key, "GenerateDataKey", None)?;
+        dry_run(req.dry_run)?;
+        let data_key = self.hsm.generate_random(length)?;
+        let blob = self.seal(&key, &context_of(&req.encryption_context), &data_key)?;
+        Ok(GenerateDataKeyResponse {
+            ciphertext_blob: Some(Blob(blob)),
+            plaintext: Some(SecretBlob::new(data_key)),
+            key_id: Some(self.arn_of(&key)),
+            key_material_id: Some(key.current_material.to_hex()),
+            ..Default::default()
+        })
+    }
+
+    pub fn generate_data_key_without_plaintext(
+        &self,
+        caller: &Caller,
+        req: GenerateDataKeyWithoutPlaintextRequest,
+    ) -> Result<GenerateDataKeyWithoutPlaintextResponse, KmsError> {
+        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let length = data_key_length(req.number_of_bytes, req.key_spec.as_deref())?;
+        check_grant_tokens(&req.grant_tokens)?;
+        self.require_usable(&key)?;
+        self.require_symmetric_encryption(&key, "GenerateDataKeyWithoutPlaintext", None)?;
+        dry_run(req.dry_run)?;
+        // The data key exists in host memory only between the token's generator and the
+        // token's encryption, in a buffer wiped on drop; it is never returned or logged.
+        let data_key: Zeroizing<Vec<u8>> = self.hsm.generate_random(length)?;
+        let blob = self.seal(&key, &context_of(&req.encryption_context), &data_key)?;
+        Ok(GenerateDataKeyWithoutPlaintextResponse {
+            ciphertext_blob: Some(Blob(blob)),
+            key_id: Some(self.arn_of(&key)),
+            key_material_id: Some(key.current_material.to_hex()),
+        })
+    }
+
+    pub fn generate_random(&self, _caller: &Caller, req: GenerateRandomRequest) -> Result<GenerateRandomResponse, KmsError> {
+        let n = req
+            .number_of_bytes
+            .ok_or_else(|| KmsError::Validation("NumberOfBytes is required.".into()))?;
+        if req.custom_key_store_id.is_some() {
+            return Err(KmsError::UnsupportedOperation("Custom key stores are not supported by this gateway.".into()));
+        }
+        if req.recipient.is_some() {
+            return Err(KmsError::UnsupportedOperation("Recipient (Nitro Enclaves) is not supported by this gateway.".into()));
+        }
+        let bytes = self.hsm.generate_random(n as usize)?;
+        Ok(GenerateRandomResponse {
+            plaintext: Some(SecretBlob::new(bytes)),
+            ..Default::default()
+        })
+    }
+
+    /// Encrypts under the key's current material.
+    fn seal(&self, key: &KeyRecord, context: &BTreeMap<String, String>, plaintext: &[u8]) -> Result<Vec<u8>, KmsError> {
+        let material = key.current_material;
+        let sealed = self.hsm.seal(
+            &material,
+            &|nonce| ciphertext::derivation(&key.key_id, &material, context, nonce),
+            PAYLOAD_AAD,
+            plaintext,
+        )?;
+        ciphertext::assemble_sealed(&key.key_id, &material, &sealed)
+    }
+
+    /// Parses a symmetric ciphertext and checks it against the key the request names (if
+    /// any), the key's state and usage, and the material it names.
+    fn check_source<'a>(
+        &self,
+        caller: &Caller,
+        blob: &'a [u8],
+        named_key: Option<&str>,
+        algorithm: Option<&str>,
+        context: &BTreeMap<String, String>,
+        operation: &str,
+    ) -> Result<SourceCiphertext<'a>, KmsError> {
+        let named = match named_key {
+            Some(name) => Some(self.resolve(caller, name)?),
+            None => None,
+        };
+        if let Some(key) = &named {
+            if key.key_spec == SYMMETRIC_DEFAULT && algorithm.is_some_and(|a| a != SYMMETRIC_DEFAULT) {
+                self.require_symmetric_encryption(key, operation, algorithm)?;
+            }
+        }
+        let envelope = Envelope::parse(blob)?;
+        let key = match named {
+            Some(key) if key.key_id != envelope.key_id => return Err(KmsError::IncorrectKey),
+            Some(key) => key,
+            None => {
+                // Only keys of the caller's account can be found without naming them.
+                let found = self.store.get_key(&envelope.key_id)?;
+                match found {
+                    Some(k) if k.account == caller.account() => k,
+                    _ => return Err(KmsError::InvalidCiphertext),
+                }
+            }
+        };
+        self.require_usable(&key)?;
+        self.require_symmetric_encryption(&key, operation, algorithm)?;
+        if !self.material_belongs(&key, &envelope.material)? {
+            return Err(KmsError::InvalidCiphertext);
+        }
+        let derivation = ciphertext::derivation(&key.key_id, &envelope.material, context, &envelope.nonce);
+        Ok(SourceCiphertext { key, envelope, derivation })
+    }
+
+    fn material_belongs(&self, key: &KeyRecord, material: &MaterialId) -> Result<bool, KmsError> {
+        if key.current_material == *material {
+            return Ok(true);
+        }
+        Ok(self.store.get_material(&key.key_id, material)?.is_some())
+    }
+}
+
+fn context_of(context: &Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
+    context.clone().unwrap_or_default()
+}
+
+/// Exactly one of NumberOfBytes and KeySpec.
+fn data_key_length(number_of_bytes: Option<i64>, key_spec: Option<&str>) -> Result<usize, KmsError> {
+    match (number_of_bytes, key_spec) {
+        (Some(n), None) => Ok(n as usize),
+        (None, Some("AES_256")) => Ok(32),
+        (None, Some("AES_128")) => Ok(16),
+        (None, Some(other)) => Err(KmsError::constraint(other, "keySpec", "Member must satisfy enum value set: [AES_256, AES_128]")),
+        (Some(_), Some(_)) => Err(KmsError::Validation(
+            "Please specify either number of bytes or key spec, but not both.".into(),
+        )),
+        (None, None) => Err(KmsError::Validation("Please specify either number of bytes or key spec.".into())),
+    }
+}

@@ -1,0 +1,62 @@
+//! Background work: deleting keys whose waiting period ended, automatic rotation, and
+//! reconciling the token with the store at start-up.
+
+use std::collections::HashSet;
+
+use crate::error::KmsError;
+use crate::model::{now_epoch, MaterialOrigin};
+
+use super::KmsService;
+
+/// Runs whatever is due now. Errors are logged per key so one bad key does not stall the rest.
+pub fn run_due_jobs(service: &KmsService) {
+    let now = now_epoch();
+    match service.store.keys_due_for_deletion(now) {
+        Ok(keys) => {
+            for key in keys {
+                if let Err(e) = delete_key_now(service, &key.key_id) {
+                    tracing::error!(key_id = %key.key_id, error = %e, "scheduled key deletion failed");
+                } else {
+                    tracing::info!(key_id = %key.key_id, "key deleted after its waiting period");
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot list keys due for deletion"),
+    }
+    match service.store.keys_due_for_rotation(now) {
+        Ok(keys) => {
+            for key in keys {
+                match service.rotate(&key, MaterialOrigin::Automatic) {
+                    Ok(material) => tracing::info!(key_id = %key.key_id, %material, "key rotated automatically"),
+                    Err(e) => tracing::error!(key_id = %key.key_id, error = %e, "automatic rotation failed"),
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot list keys due for rotation"),
+    }
+}
+
+/// Row first, material second: a crash in between leaves only orphan objects.
+fn delete_key_now(service: &KmsService, key_id: &crate::model::KeyId) -> Result<(), KmsError> {
+    let materials = service.store.list_materials(key_id)?;
+    service.store.delete_key(key_id)?;
+    for material in materials {
+        service.hsm.destroy_material(&material.material_id)?;
+    }
+    Ok(())
+}
+
+/// Destroys p11kms token objects that no store row refers to (left by a crash between the
+/// two writes of a create or delete). Returns how many were destroyed.
+pub fn reconcile(service: &KmsService) -> Result<usize, KmsError> {
+    let known: HashSet<_> = service.store.all_material_ids()?.into_iter().collect();
+    let mut destroyed = 0;
+    for material in service.hsm.list_materials()? {
+        if !known.contains(&material) {
+            tracing::warn!(%material, "destroying an orphan key-material object");
+            service.hsm.destroy_material(&material)?;
+            destroyed += 1;
+        }
+    }
+    Ok(destroyed)
+}

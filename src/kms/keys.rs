@@ -1,0 +1,495 @@
+//! Key management: keys, aliases, tags and rotation.
+
+use crate::api::*;
+use crate::error::KmsError;
+use crate::model::{now_epoch, AliasRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin, MaterialRecord, Tag as TagRecord};
+
+use super::{check_grant_tokens, required, Caller, KmsService, ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT};
+
+const DEFAULT_LIST_LIMIT: i64 = 100;
+const DEFAULT_PENDING_WINDOW_DAYS: i64 = 30;
+const DEFAULT_ROTATION_PERIOD_DAYS: i64 = 365;
+const ALIAS_PREFIX_MESSAGE: &str =
+    "Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html";
+
+impl KmsService {
+    pub fn key_metadata(&self, key: &KeyRecord) -> KeyMetadata {
+        let symmetric = key.key_spec == SYMMETRIC_DEFAULT;
+        let pending = key.state == KeyState::PendingDeletion;
+        KeyMetadata {
+            aws_account_id: Some(key.account.clone()),
+            key_id: key.key_id.to_string(),
+            arn: Some(self.arn_of(key)),
+            creation_date: Some(key.creation_date),
+            enabled: Some(key.state == KeyState::Enabled),
+            description: Some(key.description.clone()),
+            key_usage: Some(key.key_usage.clone()),
+            key_state: Some(key.state.as_str().to_string()),
+            deletion_date: if pending { key.deletion_date } else { None },
+            origin: Some(key.origin.clone()),
+            key_manager: Some("CUSTOMER".into()),
+            customer_master_key_spec: Some(key.key_spec.clone()),
+            key_spec: Some(key.key_spec.clone()),
+            encryption_algorithms: (key.key_usage == ENCRYPT_DECRYPT && symmetric).then(|| vec![SYMMETRIC_DEFAULT.to_string()]),
+            multi_region: Some(false),
+            pending_deletion_window_in_days: if pending { key.pending_window_days.map(i64::from) } else { None },
+            current_key_material_id: symmetric.then(|| key.current_material.to_hex()),
+            ..Default::default()
+        }
+    }
+
+    fn default_policy(&self, account: &str) -> String {
+        serde_json::json!({
+            "Version": "2012-10-17",
+            "Id": "key-default-1",
+            "Statement": [{
+                "Sid": "Enable IAM User Permissions",
+                "Effect": "Allow",
+                "Principal": {"AWS": format!("arn:aws:iam::{account}:root")},
+                "Action": "kms:*",
+                "Resource": "*"
+            }]
+        })
+        .to_string()
+    }
+
+    pub fn create_key(&self, caller: &Caller, req: CreateKeyRequest) -> Result<CreateKeyResponse, KmsError> {
+        if req.key_spec.is_some() && req.customer_master_key_spec.is_some() {
+            return Err(KmsError::Validation(
+                "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec is deprecated.".into(),
+            ));
+        }
+        let key_spec = req
+            .key_spec
+            .clone()
+            .or(req.customer_master_key_spec.clone())
+            .unwrap_or_else(|| SYMMETRIC_DEFAULT.to_string());
+        if key_spec != SYMMETRIC_DEFAULT && req.key_usage.is_none() {
+            return Err(KmsError::Validation(
+                "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys.".into(),
+            ));
+        }
+        let key_usage = req.key_usage.clone().unwrap_or_else(|| ENCRYPT_DECRYPT.to_string());
+        if key_spec != SYMMETRIC_DEFAULT {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "KeySpec {key_spec} is not supported by this gateway yet."
+            )));
+        }
+        if key_usage != ENCRYPT_DECRYPT {
+            return Err(KmsError::Validation(format!(
+                "KeyUsage {key_usage} is not compatible with KeySpec {key_spec}"
+            )));
+        }
+        let origin = req.origin.clone().unwrap_or_else(|| "AWS_KMS".to_string());
+        if origin != "AWS_KMS" {
+            return Err(KmsError::UnsupportedOperation(format!("Origin {origin} is not supported by this gateway.")));
+        }
+        if req.custom_key_store_id.is_some() || req.xks_key_id.is_some() {
+            return Err(KmsError::UnsupportedOperation("Custom key stores are not supported by this gateway.".into()));
+        }
+        if req.multi_region == Some(true) {
+            return Err(KmsError::UnsupportedOperation("Multi-Region keys are not supported by this gateway.".into()));
+        }
+        let tags = tag_records(req.tags.as_deref().unwrap_or_default())?;
+
+        let now = now_epoch();
+        let key_id = KeyId::new_random();
+        let material_id = MaterialId::new_random();
+        let key = KeyRecord {
+            key_id,
+            account: caller.account().to_string(),
+            description: req.description.clone().unwrap_or_default(),
+            key_spec,
+            key_usage,
+            origin,
+            state: KeyState::Enabled,
+            creation_date: now,
+            deletion_date: None,
+            pending_window_days: None,
+            rotation_enabled: false,
+            rotation_period_days: None,
+            next_rotation_date: None,
+            current_material: material_id,
+            policy: req.policy.clone().unwrap_or_else(|| self.default_policy(caller.account())),
+        };
+        // Material first, row second: a crash in between leaves only an orphan object,
+        // which start-up reconciliation removes.
+        self.hsm.create_material(&key_id, &material_id)?;
+        let material = MaterialRecord {
+            key_id,
+            material_id,
+            created: now,
+            origin: MaterialOrigin::Initial,
+        };
+        if let Err(e) = self.store.insert_key(&key, &material, &tags) {
+            let _ = self.hsm.destroy_material(&material_id);
+            return Err(e.into());
+        }
+        Ok(CreateKeyResponse {
+            key_metadata: Some(self.key_metadata(&key)),
+        })
+    }
+
+    pub fn describe_key(&self, caller: &Caller, req: DescribeKeyRequest) -> Result<DescribeKeyResponse, KmsError> {
+        check_grant_tokens(&req.grant_tokens)?;
+        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        Ok(DescribeKeyResponse {
+            key_metadata: Some(self.key_metadata(&key)),
+        })
+    }
+
+    pub fn list_keys(&self, caller: &Caller, req: ListKeysRequest) -> Result<ListKeysResponse, KmsError> {
+        let limit = req.limit.unwrap_or(DEFAULT_LIST_LIMIT).clamp(1, 1000) as usize;
+        let after = match &req.marker {
+            Some(m) => Some(m.parse::<KeyId>().map_err(|_| KmsError::InvalidMarker)?),
+            None => None,
+        };
+        let mut keys = self.store.list_keys(caller.account(), after.as_ref(), limit + 1)?;
+        let truncated = keys.len() > limit;
+        keys.truncate(limit);
+        Ok(ListKeysResponse {
+            next_marker: truncated.then(|| keys.last().map(|k| k.key_id.to_string())).flatten(),
+            truncated: Some(truncated),
+            keys: Some(
+                keys.iter()
+                    .map(|k| KeyListEntry {
+                        key_id: Some(k.key_id.to_string()),
+                        key_arn: Some(self.arn_of(k)),
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    pub fn enable_key(&self, caller: &Caller, req: EnableKeyRequest) -> Result<EnableKeyResponse, KmsError> {
+        let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        self.require_not_pending_deletion(&key)?;
+        if key.state != KeyState::Enabled {
+            key.state = KeyState::Enabled;
+            self.store.update_key(&key)?;
+        }
+        Ok(EnableKeyResponse {})
+    }
+
+    pub fn disable_key(&self, caller: &Caller, req: DisableKeyRequest) -> Result<DisableKeyResponse, KmsError> {
+        let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        self.require_not_pending_deletion(&key)?;
+        if key.state != KeyState::Disabled {
+            key.state = KeyState::Disabled;
+            self.store.update_key(&key)?;
+        }
+        Ok(DisableKeyResponse {})
+    }
+
+    pub fn schedule_key_deletion(&self, caller: &Caller, req: ScheduleKeyDeletionRequest) -> Result<ScheduleKeyDeletionResponse, KmsError> {
+        let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let days = req.pending_window_in_days.unwrap_or(DEFAULT_PENDING_WINDOW_DAYS);
+        if days < 7 {
+            return Err(KmsError::constraint(days, "pendingWindowInDays", "Member must have value greater than or equal to 7"));
+        }
+        if days > 30 {
+            return Err(KmsError::constraint(days, "pendingWindowInDays", "Member must have value less than or equal to 30"));
+        }
+        self.require_not_pending_deletion(&key)?;
+        let days = days as u32;
+        let deletion_date = now_epoch() + self.days(days);
+        key.state = KeyState::PendingDeletion;
+        key.deletion_date = Some(deletion_date);
+        key.pending_window_days = Some(days);
+        self.store.update_key(&key)?;
+        Ok(ScheduleKeyDeletionResponse {
+            key_id: Some(self.arn_of(&key)),
+            deletion_date: Some(deletion_date),
+            key_state: Some(key.state.as_str().into()),
+            pending_window_in_days: Some(i64::from(days)),
+        })
+    }
+
+    pub fn cancel_key_deletion(&self, caller: &Caller, req: CancelKeyDeletionRequest) -> Result<CancelKeyDeletionResponse, KmsError> {
+        let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        if key.state != KeyState::PendingDeletion {
+            return Err(KmsError::InvalidState(format!("{} is not pending deletion.", self.arn_of(&key))));
+        }
+        key.state = KeyState::Disabled;
+        key.deletion_date = None;
+        key.pending_window_days = None;
+        self.store.update_key(&key)?;
+        Ok(CancelKeyDeletionResponse {
+            key_id: Some(self.arn_of(&key)),
+        })
+    }
+
+    pub fn update_key_description(&self, caller: &Caller, req: UpdateKeyDescriptionRequest) -> Result<UpdateKeyDescriptionResponse, KmsError> {
+        let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let description = required(&req.description, "description")?;
+        self.require_not_pending_deletion(&key)?;
+        key.description = description.clone();
+        self.store.update_key(&key)?;
+        Ok(UpdateKeyDescriptionResponse {})
+    }
+
+    // === aliases ===
+
+    fn check_alias_name(&self, name: &str) -> Result<(), KmsError> {
+        if !name.starts_with("alias/") {
+            return Err(KmsError::Validation(ALIAS_PREFIX_MESSAGE.into()));
+        }
+        if name.starts_with("alias/aws/") {
+            return Err(KmsError::AccessDenied(
+                "Alias names that begin with alias/aws/ are reserved for AWS managed keys.".into(),
+            ));
+        }
+        if name.len() <= "alias/".len() {
+            return Err(KmsError::InvalidAliasName(format!("{name} is not a valid alias name.")));
+        }
+        Ok(())
+    }
+
+    pub fn create_alias(&self, caller: &Caller, req: CreateAliasRequest) -> Result<CreateAliasResponse, KmsError> {
+        let name = required(&req.alias_name, "aliasName")?;
+        let target = required(&req.target_key_id, "targetKeyId")?;
+        self.check_alias_name(name)?;
+        let key = self.resolve_key_only(caller, target)?;
+        self.require_not_pending_deletion(&key)?;
+        let now = now_epoch();
+        let alias = AliasRecord {
+            account: caller.account().to_string(),
+            name: name.clone(),
+            target: key.key_id,
+            creation_date: now,
+            last_updated: now,
+        };
+        match self.store.insert_alias(&alias) {
+            Ok(()) => Ok(CreateAliasResponse {}),
+            Err(crate::store::StoreError::AlreadyExists) => Err(KmsError::AlreadyExists(format!(
+                "An alias with the name {} already exists",
+                self.alias_arn(caller.account(), name)
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn update_alias(&self, caller: &Caller, req: UpdateAliasRequest) -> Result<UpdateAliasResponse, KmsError> {
+        let name = required(&req.alias_name, "aliasName")?;
+        let target = required(&req.target_key_id, "targetKeyId")?;
+        self.check_alias_name(name)?;
+        let current = self
+            .store
+            .get_alias(caller.account(), name)?
+            .ok_or_else(|| self.alias_not_found(caller.account(), name))?;
+        let key = self.resolve_key_only(caller, target)?;
+        self.require_not_pending_deletion(&key)?;
+        if let Some(old) = self.store.get_key(&current.target)? {
+            if old.key_spec != key.key_spec || old.key_usage != key.key_usage {
+                return Err(KmsError::Validation(
+                    "The new target key must have the same key type and key usage as the current target key.".into(),
+                ));
+            }
+        }
+        match self.store.update_alias(caller.account(), name, &key.key_id, now_epoch()) {
+            Ok(()) => Ok(UpdateAliasResponse {}),
+            Err(crate::store::StoreError::NotFound) => Err(self.alias_not_found(caller.account(), name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn delete_alias(&self, caller: &Caller, req: DeleteAliasRequest) -> Result<DeleteAliasResponse, KmsError> {
+        let name = required(&req.alias_name, "aliasName")?;
+        self.check_alias_name(name)?;
+        match self.store.delete_alias(caller.account(), name) {
+            Ok(()) => Ok(DeleteAliasResponse {}),
+            Err(crate::store::StoreError::NotFound) => Err(self.alias_not_found(caller.account(), name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn alias_not_found(&self, account: &str, name: &str) -> KmsError {
+        KmsError::NotFound(format!("Alias {} is not found.", self.alias_arn(account, name)))
+    }
+
+    pub fn list_aliases(&self, caller: &Caller, req: ListAliasesRequest) -> Result<ListAliasesResponse, KmsError> {
+        let limit = req.limit.unwrap_or(DEFAULT_LIST_LIMIT).clamp(1, 100) as usize;
+        let target = match &req.key_id {
+            Some(id) => Some(self.resolve_key_only(caller, id)?.key_id),
+            None => None,
+        };
+        let mut aliases = self
+            .store
+            .list_aliases(caller.account(), target.as_ref(), req.marker.as_deref(), limit + 1)?;
+        let truncated = aliases.len() > limit;
+        aliases.truncate(limit);
+        Ok(ListAliasesResponse {
+            next_marker: truncated.then(|| aliases.last().map(|a| a.name.clone())).flatten(),
+            truncated: Some(truncated),
+            aliases: Some(
+                aliases
+                    .iter()
+                    .map(|a| AliasListEntry {
+                        alias_name: Some(a.name.clone()),
+                        alias_arn: Some(self.alias_arn(&a.account, &a.name)),
+                        target_key_id: Some(a.target.to_string()),
+                        creation_date: Some(a.creation_date),
+                        last_updated_date: Some(a.last_updated),
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    // === tags ===
+
+    pub fn tag_resource(&self, caller: &Caller, req: TagResourceRequest) -> Result<TagResourceResponse, KmsError> {
+        let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let tags = tag_records(required(&req.tags, "tags")?)?;
+        self.require_not_pending_deletion(&key)?;
+        self.store.put_tags(&key.key_id, &tags)?;
+        Ok(TagResourceResponse {})
+    }
+
+    pub fn untag_resource(&self, caller: &Caller, req: UntagResourceRequest) -> Result<UntagResourceResponse, KmsError> {
+        let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let tag_keys = required(&req.tag_keys, "tagKeys")?;
+        self.require_not_pending_deletion(&key)?;
+        self.store.remove_tags(&key.key_id, tag_keys)?;
+        Ok(UntagResourceResponse {})
+    }
+
+    pub fn list_resource_tags(&self, caller: &Caller, req: ListResourceTagsRequest) -> Result<ListResourceTagsResponse, KmsError> {
+        let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let limit = req.limit.unwrap_or(50).clamp(1, 50) as usize;
+        let mut tags = self.store.list_tags(&key.key_id, req.marker.as_deref(), limit + 1)?;
+        let truncated = tags.len() > limit;
+        tags.truncate(limit);
+        Ok(ListResourceTagsResponse {
+            next_marker: truncated.then(|| tags.last().map(|t| t.key.clone())).flatten(),
+            truncated: Some(truncated),
+            tags: Some(tags.into_iter().map(|t| Tag::new(t.key, t.value)).collect()),
+        })
+    }
+
+    // === rotation ===
+
+    fn require_rotatable(&self, key: &KeyRecord) -> Result<(), KmsError> {
+        self.require_usable(key)?;
+        if key.key_spec != SYMMETRIC_DEFAULT {
+            return Err(KmsError::UnsupportedOperation(String::new()));
+        }
+        Ok(())
+    }
+
+    pub fn enable_key_rotation(&self, caller: &Caller, req: EnableKeyRotationRequest) -> Result<EnableKeyRotationResponse, KmsError> {
+        let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let period = req.rotation_period_in_days.unwrap_or(DEFAULT_ROTATION_PERIOD_DAYS) as u32;
+        self.require_rotatable(&key)?;
+        key.rotation_enabled = true;
+        key.rotation_period_days = Some(period);
+        key.next_rotation_date = Some(now_epoch() + self.days(period));
+        self.store.update_key(&key)?;
+        Ok(EnableKeyRotationResponse {})
+    }
+
+    pub fn disable_key_rotation(&self, caller: &Caller, req: DisableKeyRotationRequest) -> Result<DisableKeyRotationResponse, KmsError> {
+        let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        self.require_rotatable(&key)?;
+        key.rotation_enabled = false;
+        key.next_rotation_date = None;
+        self.store.update_key(&key)?;
+        Ok(DisableKeyRotationResponse {})
+    }
+
+    pub fn get_key_rotation_status(&self, caller: &Caller, req: GetKeyRotationStatusRequest) -> Result<GetKeyRotationStatusResponse, KmsError> {
+        let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        self.require_not_pending_deletion(&key)?;
+        let enabled = key.rotation_enabled;
+        Ok(GetKeyRotationStatusResponse {
+            key_rotation_enabled: Some(enabled),
+            key_id: Some(self.arn_of(&key)),
+            rotation_period_in_days: if enabled { key.rotation_period_days.map(i64::from) } else { None },
+            next_rotation_date: if enabled { key.next_rotation_date } else { None },
+            ..Default::default()
+        })
+    }
+
+    pub fn rotate_key_on_demand(&self, caller: &Caller, req: RotateKeyOnDemandRequest) -> Result<RotateKeyOnDemandResponse, KmsError> {
+        let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        self.require_rotatable(&key)?;
+        self.rotate(&key, MaterialOrigin::OnDemand)?;
+        Ok(RotateKeyOnDemandResponse {
+            key_id: Some(self.arn_of(&key)),
+        })
+    }
+
+    /// Makes new key material current. Old material stays for decryption.
+    pub(super) fn rotate(&self, key: &KeyRecord, origin: MaterialOrigin) -> Result<MaterialId, KmsError> {
+        let material_id = MaterialId::new_random();
+        self.hsm.create_material(&key.key_id, &material_id)?;
+        let now = now_epoch();
+        let next = match (key.rotation_enabled, key.rotation_period_days) {
+            (true, Some(days)) => Some(now + self.days(days)),
+            _ => None,
+        };
+        let record = MaterialRecord {
+            key_id: key.key_id,
+            material_id,
+            created: now,
+            origin,
+        };
+        if let Err(e) = self.store.add_material(&record, next) {
+            let _ = self.hsm.destroy_material(&material_id);
+            return Err(e.into());
+        }
+        Ok(material_id)
+    }
+
+    pub fn list_key_rotations(&self, caller: &Caller, req: ListKeyRotationsRequest) -> Result<ListKeyRotationsResponse, KmsError> {
+        let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        if key.key_spec != SYMMETRIC_DEFAULT {
+            return Err(KmsError::UnsupportedOperation(String::new()));
+        }
+        let limit = req.limit.unwrap_or(100).clamp(1, 1000) as usize;
+        let rotations: Vec<MaterialRecord> = self
+            .store
+            .list_materials(&key.key_id)?
+            .into_iter()
+            .filter(|m| m.origin != MaterialOrigin::Initial)
+            .collect();
+        let start = match &req.marker {
+            Some(m) => m.parse::<usize>().map_err(|_| KmsError::InvalidMarker)?,
+            None => 0,
+        };
+        let page: Vec<&MaterialRecord> = rotations.iter().skip(start).take(limit).collect();
+        let truncated = start + page.len() < rotations.len();
+        Ok(ListKeyRotationsResponse {
+            rotations: Some(
+                page.iter()
+                    .map(|m| RotationsListEntry {
+                        key_id: Some(key.key_id.to_string()),
+                        key_material_id: Some(m.material_id.to_hex()),
+                        key_material_state: Some(if m.material_id == key.current_material { "CURRENT" } else { "NON_CURRENT" }.into()),
+                        rotation_date: Some(m.created),
+                        rotation_type: Some(m.origin.as_str().into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            next_marker: truncated.then(|| (start + page.len()).to_string()),
+            truncated: Some(truncated),
+        })
+    }
+}
+
+/// Request tags as records; a key given twice is AWS's `TagException`.
+fn tag_records(tags: &[Tag]) -> Result<Vec<TagRecord>, KmsError> {
+    let mut out: Vec<TagRecord> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        let key = tag.tag_key.clone().unwrap_or_default();
+        if out.iter().any(|t| t.key == key) {
+            return Err(KmsError::Tag("Duplicate tag keys".into()));
+        }
+        out.push(TagRecord {
+            key,
+            value: tag.tag_value.clone().unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}

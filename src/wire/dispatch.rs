@@ -1,0 +1,47 @@
+//! From operation and raw body to the service core and back to JSON.
+
+use crate::api::{decode, encode, Operation};
+use crate::error::KmsError;
+use crate::kms::{Caller, KmsService};
+
+/// Decodes and validates the request, runs the operation, encodes the response.
+pub fn dispatch(service: &KmsService, caller: &Caller, operation: Operation, body: &[u8]) -> Result<Vec<u8>, KmsError> {
+    macro_rules! call {
+        ($method:ident) => {
+            encode(&service.$method(caller, decode(body)?)?)
+        };
+    }
+    use Operation::*;
+    match operation {
+        CreateKey => call!(create_key),
+        DescribeKey => call!(describe_key),
+        ListKeys => call!(list_keys),
+        EnableKey => call!(enable_key),
+        DisableKey => call!(disable_key),
+        ScheduleKeyDeletion => call!(schedule_key_deletion),
+        CancelKeyDeletion => call!(cancel_key_deletion),
+        UpdateKeyDescription => call!(update_key_description),
+        CreateAlias => call!(create_alias),
+        UpdateAlias => call!(update_alias),
+        DeleteAlias => call!(delete_alias),
+        ListAliases => call!(list_aliases),
+        TagResource => call!(tag_resource),
+        UntagResource => call!(untag_resource),
+        ListResourceTags => call!(list_resource_tags),
+        EnableKeyRotation => call!(enable_key_rotation),
+        DisableKeyRotation => call!(disable_key_rotation),
+        GetKeyRotationStatus => call!(get_key_rotation_status),
+        RotateKeyOnDemand => call!(rotate_key_on_demand),
+        ListKeyRotations => call!(list_key_rotations),
+        Encrypt => call!(encrypt),
+        Decrypt => call!(decrypt),
+        ReEncrypt => call!(re_encrypt),
+        GenerateDataKey => call!(generate_data_key),
+        GenerateDataKeyWithoutPlaintext => call!(generate_data_key_without_plaintext),
+        GenerateRandom => call!(generate_random),
+        other => Err(KmsError::UnsupportedOperation(format!(
+            "{} is not supported by this gateway yet.",
+            other.name()
+        ))),
+    }
+}
