@@ -10,7 +10,7 @@ server printed (stdout and stderr) for:
 
 * the plaintexts (raw, base64, hex, and Rust's `[1, 2, 3, ...]` Debug form),
 * the returned data keys and random bytes (same forms),
-* the token user PIN (the embedded default writes it to <data>/user.pin),
+* the token's user and SO PINs (the embedded default keeps them in <data>/user.pin, so.pin),
 * the credential's secret access key and the SigV4 signing key derived from it,
 * every request's `Signature=` value.
 
@@ -174,6 +174,8 @@ def test_nothing_secret_in_trace_logs(p11kms_binary, tmp_path, log_format):
         assert (pin_path.stat().st_mode & 0o077) == 0, f"{pin_path} is readable by group/others"
         pin = pin_path.read_text().strip()
         assert pin, "empty user PIN"
+        so_pin_path = server.data_dir / "so.pin"
+        so_pin = so_pin_path.read_text().strip() if so_pin_path.is_file() else None
 
         recorder = SignatureRecorder()
         kms = kms_client(server.endpoint, ACCESS_KEY_ID, secret)
@@ -235,6 +237,8 @@ def test_nothing_secret_in_trace_logs(p11kms_binary, tmp_path, log_format):
         server.stop()
 
     found["user PIN"] = _text_forms(pin)
+    if so_pin:
+        found["SO PIN"] = _text_forms(so_pin)
     found["secret access key"] = _text_forms(secret)
     assert recorder.signatures, "no request signature was recorded"
     for i, sig in enumerate(recorder.signatures):
