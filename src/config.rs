@@ -143,7 +143,10 @@ fn env(name: &str) -> Option<String> {
 
 fn parse_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>, String> {
     match env(name) {
-        Some(v) => v.parse().map(Some).map_err(|_| format!("{name}: cannot parse '{v}'")),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{name}: cannot parse '{v}'")),
         None => Ok(None),
     }
 }
@@ -162,7 +165,8 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, String> {
         let file = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
                 toml::from_str::<FileConfig>(&text).map_err(|e| format!("{}: {e}", p.display()))?
             }
             None => FileConfig::default(),
@@ -171,20 +175,30 @@ impl Config {
     }
 
     pub fn resolve(file: FileConfig) -> Result<Config, String> {
-        let listen_text = env("P11KMS_LISTEN").or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen_text = env("P11KMS_LISTEN")
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen: SocketAddr = listen_text
             .parse()
             .map_err(|_| format!("listen: '{listen_text}' is not a socket address"))?;
-        let region = env("P11KMS_REGION").or(file.region).unwrap_or_else(|| DEFAULT_REGION.into());
-        let account = env("P11KMS_ACCOUNT").or(file.account).unwrap_or_else(|| DEFAULT_ACCOUNT.into());
+        let region = env("P11KMS_REGION")
+            .or(file.region)
+            .unwrap_or_else(|| DEFAULT_REGION.into());
+        let account = env("P11KMS_ACCOUNT")
+            .or(file.account)
+            .unwrap_or_else(|| DEFAULT_ACCOUNT.into());
         if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("account: '{account}' is not a 12-digit AWS account id"));
+            return Err(format!(
+                "account: '{account}' is not a 12-digit AWS account id"
+            ));
         }
         let data_dir = env("P11KMS_DATA_DIR")
             .map(PathBuf::from)
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("p11kms-data"));
-        let module = env("P11KMS_PKCS11_MODULE").map(PathBuf::from).or(file.hsm.module);
+        let module = env("P11KMS_PKCS11_MODULE")
+            .map(PathBuf::from)
+            .or(file.hsm.module);
         let embedded_softhsm = parse_bool("P11KMS_EMBEDDED_SOFTHSM")?
             .or(file.hsm.embedded_softhsm)
             .unwrap_or(module.is_none());
@@ -227,11 +241,17 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()?;
             (creds, false)
         };
-        let log_level = env("P11KMS_LOG").or(file.log.level).unwrap_or_else(|| "info".into());
+        let log_level = env("P11KMS_LOG")
+            .or(file.log.level)
+            .unwrap_or_else(|| "info".into());
         let log_format = match env("P11KMS_LOG_FORMAT").or(file.log.format).as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
-            Some(other) => return Err(format!("log.format: expected pretty or json, got '{other}'")),
+            Some(other) => {
+                return Err(format!(
+                    "log.format: expected pretty or json, got '{other}'"
+                ))
+            }
         };
         let job_interval = Duration::from_millis(
             parse_env("P11KMS_JOB_INTERVAL_MS")?
@@ -279,7 +299,8 @@ fn dev_credential(account: &str) -> Credential {
 fn resolve_credential(entry: CredentialEntry, default_account: &str) -> Result<Credential, String> {
     let who = entry.access_key_id.clone();
     let secret = if let Some(var) = &entry.secret_access_key_env {
-        env(var).ok_or_else(|| format!("credential {who}: environment variable {var} is not set"))?
+        env(var)
+            .ok_or_else(|| format!("credential {who}: environment variable {var} is not set"))?
     } else if let Some(path) = &entry.secret_access_key_file {
         read_secret_file(path).map_err(|e| format!("credential {who}: {e}"))?
     } else if let Some(secret) = entry.secret_access_key {
@@ -301,6 +322,7 @@ fn resolve_credential(entry: CredentialEntry, default_account: &str) -> Result<C
 
 /// Reads a secret from a file, trimming the trailing newline editors add.
 pub fn read_secret_file(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }

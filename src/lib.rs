@@ -1,9 +1,22 @@
 //! p11kms: an AWS KMS-compatible key service whose keys live in a PKCS#11 HSM.
+//!
+//! Layout, by concern:
+//! - [`wire`]: the HTTP edge (AWS JSON 1.1), the one place errors become responses;
+//! - [`api`]: request and response shapes of the KMS API, with the model's validation;
+//! - [`kms`]: the service core, KMS semantics on typed requests, no HTTP;
+//! - [`hsm`]: the only module that calls PKCS#11;
+//! - [`store`]: the only module with SQL;
+//! - [`auth`]: SigV4 verification against the credential table;
+//! - [`config`], [`server`]: configuration and start-up.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod auth;
+pub mod config;
 pub mod error;
 pub mod hsm;
+pub mod kms;
 pub mod model;
+pub mod server;
 pub mod store;
+pub mod wire;

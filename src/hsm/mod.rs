@@ -215,12 +215,13 @@ impl Hsm {
 
     // === the symmetric ciphertext primitives ===
 
-    /// Encrypts `plaintext` under a fresh data key and wraps that key under a wrapping key
-    /// derived from the material and `derivation(nonce)`. Nonce and IV come from the token.
+    /// Encrypts `plaintext` under a fresh data key, then wraps that key under a wrapping key
+    /// derived from the material and `derivation(nonce, iv, ciphertext)`. Nonce and IV come
+    /// from the token's generator.
     pub fn seal(
         &self,
         material: &MaterialId,
-        derivation: &dyn Fn(&[u8; NONCE_LEN]) -> [u8; 32],
+        derivation: &dyn Fn(&[u8; NONCE_LEN], &[u8; IV_LEN], &[u8]) -> [u8; 32],
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Sealed, KmsError> {
@@ -231,11 +232,14 @@ impl Hsm {
             let mut iv = [0u8; IV_LEN];
             nonce.copy_from_slice(&random[..NONCE_LEN]);
             iv.copy_from_slice(&random[NONCE_LEN..]);
-            let kek = SessionObject::new(s, derive_kek(s, base, &derivation(&nonce))?);
             let dek = SessionObject::new(s, generate_dek(s)?);
             let mut iv_param = iv;
             let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
             let ciphertext = s.encrypt(&Mechanism::AesGcm(gcm), dek.handle, plaintext)?;
+            let kek = SessionObject::new(
+                s,
+                derive_kek(s, base, &derivation(&nonce, &iv, &ciphertext))?,
+            );
             let wrapped_dek = s.wrap_key(&Mechanism::AesKeyWrapPad, kek.handle, dek.handle)?;
             Ok(Sealed {
                 nonce,

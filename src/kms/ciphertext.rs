@@ -13,9 +13,11 @@
 //! ```
 //!
 //! `K_wrap = AES-CBC-ENCRYPT-DATA(material, SHA-256(domain ‖ key id ‖ material id ‖
-//! canonical context ‖ nonce))`, derived in the token. Because the key id, material id and
-//! context go into `K_wrap`, a wrong key, material or context fails the in-token unwrap;
-//! any changed byte of the wrapped key, IV or payload fails KWP's or GCM's integrity check.
+//! canonical context ‖ nonce ‖ SHA-256(IV ‖ payload)))`, derived in the token. Every byte of
+//! the blob is therefore bound to the wrapped key: a wrong key, material or context, or any
+//! changed byte of the nonce, IV or payload, gives a different `K_wrap`, and the in-token
+//! KWP unwrap fails its integrity check. That is how ReEncrypt, which never decrypts the
+//! payload, still rejects a tampered blob; Decrypt also checks the GCM tag.
 //! The per-message nonce makes every Encrypt and every ReEncrypt output different even for
 //! the same data key. The payload's AAD is a constant: ReEncrypt changes the header and the
 //! wrapped key but must copy the payload unchanged.
@@ -86,7 +88,14 @@ impl<'a> Envelope<'a> {
 }
 
 /// Lays out a new ciphertext.
-pub fn assemble(key_id: &KeyId, material: &MaterialId, nonce: &[u8; NONCE_LEN], wrapped_dek: &[u8], iv: &[u8; IV_LEN], payload: &[u8]) -> Result<Vec<u8>, KmsError> {
+pub fn assemble(
+    key_id: &KeyId,
+    material: &MaterialId,
+    nonce: &[u8; NONCE_LEN],
+    wrapped_dek: &[u8],
+    iv: &[u8; IV_LEN],
+    payload: &[u8],
+) -> Result<Vec<u8>, KmsError> {
     if wrapped_dek.len() != WRAPPED_DEK_LEN {
         return Err(KmsError::Internal(format!(
             "the token wrapped the data key into {} bytes, expected {WRAPPED_DEK_LEN}",
@@ -105,18 +114,44 @@ pub fn assemble(key_id: &KeyId, material: &MaterialId, nonce: &[u8; NONCE_LEN], 
     Ok(out)
 }
 
-pub fn assemble_sealed(key_id: &KeyId, material: &MaterialId, sealed: &Sealed) -> Result<Vec<u8>, KmsError> {
-    assemble(key_id, material, &sealed.nonce, &sealed.wrapped_dek, &sealed.iv, &sealed.ciphertext)
+pub fn assemble_sealed(
+    key_id: &KeyId,
+    material: &MaterialId,
+    sealed: &Sealed,
+) -> Result<Vec<u8>, KmsError> {
+    assemble(
+        key_id,
+        material,
+        &sealed.nonce,
+        &sealed.wrapped_dek,
+        &sealed.iv,
+        &sealed.ciphertext,
+    )
 }
 
-/// The derivation data for `K_wrap`: binds key, material, context and nonce.
-pub fn derivation(key_id: &KeyId, material: &MaterialId, context: &BTreeMap<String, String>, nonce: &[u8; NONCE_LEN]) -> [u8; 32] {
+/// SHA-256 of IV ‖ payload: what binds the payload to the wrapped data key.
+pub fn payload_digest(iv: &[u8; IV_LEN], payload: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(iv);
+    h.update(payload);
+    h.finalize().into()
+}
+
+/// The derivation data for `K_wrap`: binds key, material, context, nonce and payload.
+pub fn derivation(
+    key_id: &KeyId,
+    material: &MaterialId,
+    context: &BTreeMap<String, String>,
+    nonce: &[u8; NONCE_LEN],
+    payload_digest: &[u8; 32],
+) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(DERIVATION_DOMAIN);
     h.update(key_id.as_bytes());
     h.update(material.0);
     h.update(canonical_context(context));
     h.update(nonce);
+    h.update(payload_digest);
     h.finalize().into()
 }
 
@@ -153,7 +188,10 @@ mod tests {
 
     #[test]
     fn short_or_foreign_blobs_are_invalid() {
-        assert_eq!(Envelope::parse(&[1; 40]).unwrap_err(), KmsError::InvalidCiphertext);
+        assert_eq!(
+            Envelope::parse(&[1; 40]).unwrap_err(),
+            KmsError::InvalidCiphertext
+        );
         let mut blob = vec![9u8; 200];
         blob[1] = SCHEME_ENVELOPE;
         assert!(Envelope::parse(&blob).is_err());

@@ -18,17 +18,26 @@ struct SourceCiphertext<'a> {
     key: KeyRecord,
     envelope: Envelope<'a>,
     derivation: [u8; 32],
+    payload_digest: [u8; 32],
 }
 
 impl KmsService {
-    pub fn encrypt(&self, caller: &Caller, req: EncryptRequest) -> Result<EncryptResponse, KmsError> {
+    pub fn encrypt(
+        &self,
+        caller: &Caller,
+        req: EncryptRequest,
+    ) -> Result<EncryptResponse, KmsError> {
         let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
         let plaintext = required(&req.plaintext, "plaintext")?;
         check_grant_tokens(&req.grant_tokens)?;
         self.require_usable(&key)?;
         self.require_symmetric_encryption(&key, "Encrypt", req.encryption_algorithm.as_deref())?;
         dry_run(req.dry_run)?;
-        let blob = self.seal(&key, &context_of(&req.encryption_context), plaintext.expose())?;
+        let blob = self.seal(
+            &key,
+            &context_of(&req.encryption_context),
+            plaintext.expose(),
+        )?;
         Ok(EncryptResponse {
             ciphertext_blob: Some(Blob(blob)),
             key_id: Some(self.arn_of(&key)),
@@ -36,11 +45,17 @@ impl KmsService {
         })
     }
 
-    pub fn decrypt(&self, caller: &Caller, req: DecryptRequest) -> Result<DecryptResponse, KmsError> {
+    pub fn decrypt(
+        &self,
+        caller: &Caller,
+        req: DecryptRequest,
+    ) -> Result<DecryptResponse, KmsError> {
         let blob = required(&req.ciphertext_blob, "ciphertextBlob")?;
         check_grant_tokens(&req.grant_tokens)?;
         if req.recipient.is_some() {
-            return Err(KmsError::UnsupportedOperation("Recipient (Nitro Enclaves) is not supported by this gateway.".into()));
+            return Err(KmsError::UnsupportedOperation(
+                "Recipient (Nitro Enclaves) is not supported by this gateway.".into(),
+            ));
         }
         let source = self.check_source(
             caller,
@@ -68,8 +83,15 @@ impl KmsService {
         })
     }
 
-    pub fn re_encrypt(&self, caller: &Caller, req: ReEncryptRequest) -> Result<ReEncryptResponse, KmsError> {
-        let destination = self.resolve(caller, required(&req.destination_key_id, "destinationKeyId")?)?;
+    pub fn re_encrypt(
+        &self,
+        caller: &Caller,
+        req: ReEncryptRequest,
+    ) -> Result<ReEncryptResponse, KmsError> {
+        let destination = self.resolve(
+            caller,
+            required(&req.destination_key_id, "destinationKeyId")?,
+        )?;
         check_grant_tokens(&req.grant_tokens)?;
         let ignore_ciphertext = req
             .dry_run_modifiers
@@ -81,9 +103,17 @@ impl KmsService {
             // Authorization-only dry run: the ciphertext is not examined.
             let source = self.resolve(caller, required(&req.source_key_id, "sourceKeyId")?)?;
             self.require_usable(&source)?;
-            self.require_symmetric_encryption(&source, "ReEncrypt", req.source_encryption_algorithm.as_deref())?;
+            self.require_symmetric_encryption(
+                &source,
+                "ReEncrypt",
+                req.source_encryption_algorithm.as_deref(),
+            )?;
             self.require_usable(&destination)?;
-            self.require_symmetric_encryption(&destination, "ReEncrypt", req.destination_encryption_algorithm.as_deref())?;
+            self.require_symmetric_encryption(
+                &destination,
+                "ReEncrypt",
+                req.destination_encryption_algorithm.as_deref(),
+            )?;
             return Err(KmsError::DryRun);
         }
         let blob = required(&req.ciphertext_blob, "ciphertextBlob")?;
@@ -96,7 +126,11 @@ impl KmsService {
             "ReEncrypt",
         )?;
         self.require_usable(&destination)?;
-        self.require_symmetric_encryption(&destination, "ReEncrypt", req.destination_encryption_algorithm.as_deref())?;
+        self.require_symmetric_encryption(
+            &destination,
+            "ReEncrypt",
+            req.destination_encryption_algorithm.as_deref(),
+        )?;
 
         let destination_material = destination.current_material;
         let destination_context = context_of(&req.destination_encryption_context);
@@ -105,7 +139,15 @@ impl KmsService {
             &source.derivation,
             source.envelope.wrapped_dek,
             &destination_material,
-            &|nonce| ciphertext::derivation(&destination.key_id, &destination_material, &destination_context, nonce),
+            &|nonce| {
+                ciphertext::derivation(
+                    &destination.key_id,
+                    &destination_material,
+                    &destination_context,
+                    nonce,
+                    &source.payload_digest,
+                )
+            },
         )?;
         dry_run(req.dry_run)?;
         let blob = ciphertext::assemble(
@@ -127,12 +169,18 @@ impl KmsService {
         })
     }
 
-    pub fn generate_data_key(&self, caller: &Caller, req: GenerateDataKeyRequest) -> Result<GenerateDataKeyResponse, KmsError> {
+    pub fn generate_data_key(
+        &self,
+        caller: &Caller,
+        req: GenerateDataKeyRequest,
+    ) -> Result<GenerateDataKeyResponse, KmsError> {
         let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
         let length = data_key_length(req.number_of_bytes, req.key_spec.as_deref())?;
         check_grant_tokens(&req.grant_tokens)?;
         if req.recipient.is_some() {
-            return Err(KmsError::UnsupportedOperation("Recipient (Nitro Enclaves) is not supported by this gateway.".into()));
+            return Err(KmsError::UnsupportedOperation(
+                "Recipient (Nitro Enclaves) is not supported by this gateway.".into(),
+            ));
         }
         self.require_usable(&key)?;
         self.require_symmetric_encryption(&key, "GenerateDataKey", None)?;
@@ -170,15 +218,23 @@ impl KmsService {
         })
     }
 
-    pub fn generate_random(&self, _caller: &Caller, req: GenerateRandomRequest) -> Result<GenerateRandomResponse, KmsError> {
+    pub fn generate_random(
+        &self,
+        _caller: &Caller,
+        req: GenerateRandomRequest,
+    ) -> Result<GenerateRandomResponse, KmsError> {
         let n = req
             .number_of_bytes
             .ok_or_else(|| KmsError::Validation("NumberOfBytes is required.".into()))?;
         if req.custom_key_store_id.is_some() {
-            return Err(KmsError::UnsupportedOperation("Custom key stores are not supported by this gateway.".into()));
+            return Err(KmsError::UnsupportedOperation(
+                "Custom key stores are not supported by this gateway.".into(),
+            ));
         }
         if req.recipient.is_some() {
-            return Err(KmsError::UnsupportedOperation("Recipient (Nitro Enclaves) is not supported by this gateway.".into()));
+            return Err(KmsError::UnsupportedOperation(
+                "Recipient (Nitro Enclaves) is not supported by this gateway.".into(),
+            ));
         }
         let bytes = self.hsm.generate_random(n as usize)?;
         Ok(GenerateRandomResponse {
@@ -188,11 +244,24 @@ impl KmsService {
     }
 
     /// Encrypts under the key's current material.
-    fn seal(&self, key: &KeyRecord, context: &BTreeMap<String, String>, plaintext: &[u8]) -> Result<Vec<u8>, KmsError> {
+    fn seal(
+        &self,
+        key: &KeyRecord,
+        context: &BTreeMap<String, String>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, KmsError> {
         let material = key.current_material;
         let sealed = self.hsm.seal(
             &material,
-            &|nonce| ciphertext::derivation(&key.key_id, &material, context, nonce),
+            &|nonce, iv, payload| {
+                ciphertext::derivation(
+                    &key.key_id,
+                    &material,
+                    context,
+                    nonce,
+                    &ciphertext::payload_digest(iv, payload),
+                )
+            },
             PAYLOAD_AAD,
             plaintext,
         )?;
@@ -215,7 +284,9 @@ impl KmsService {
             None => None,
         };
         if let Some(key) = &named {
-            if key.key_spec == SYMMETRIC_DEFAULT && algorithm.is_some_and(|a| a != SYMMETRIC_DEFAULT) {
+            if key.key_spec == SYMMETRIC_DEFAULT
+                && algorithm.is_some_and(|a| a != SYMMETRIC_DEFAULT)
+            {
                 self.require_symmetric_encryption(key, operation, algorithm)?;
             }
         }
@@ -237,8 +308,20 @@ impl KmsService {
         if !self.material_belongs(&key, &envelope.material)? {
             return Err(KmsError::InvalidCiphertext);
         }
-        let derivation = ciphertext::derivation(&key.key_id, &envelope.material, context, &envelope.nonce);
-        Ok(SourceCiphertext { key, envelope, derivation })
+        let payload_digest = ciphertext::payload_digest(&envelope.iv, envelope.payload);
+        let derivation = ciphertext::derivation(
+            &key.key_id,
+            &envelope.material,
+            context,
+            &envelope.nonce,
+            &payload_digest,
+        );
+        Ok(SourceCiphertext {
+            key,
+            envelope,
+            derivation,
+            payload_digest,
+        })
     }
 
     fn material_belongs(&self, key: &KeyRecord, material: &MaterialId) -> Result<bool, KmsError> {
@@ -254,15 +337,24 @@ fn context_of(context: &Option<BTreeMap<String, String>>) -> BTreeMap<String, St
 }
 
 /// Exactly one of NumberOfBytes and KeySpec.
-fn data_key_length(number_of_bytes: Option<i64>, key_spec: Option<&str>) -> Result<usize, KmsError> {
+fn data_key_length(
+    number_of_bytes: Option<i64>,
+    key_spec: Option<&str>,
+) -> Result<usize, KmsError> {
     match (number_of_bytes, key_spec) {
         (Some(n), None) => Ok(n as usize),
         (None, Some("AES_256")) => Ok(32),
         (None, Some("AES_128")) => Ok(16),
-        (None, Some(other)) => Err(KmsError::constraint(other, "keySpec", "Member must satisfy enum value set: [AES_256, AES_128]")),
+        (None, Some(other)) => Err(KmsError::constraint(
+            other,
+            "keySpec",
+            "Member must satisfy enum value set: [AES_256, AES_128]",
+        )),
         (Some(_), Some(_)) => Err(KmsError::Validation(
             "Please specify either number of bytes or key spec, but not both.".into(),
         )),
-        (None, None) => Err(KmsError::Validation("Please specify either number of bytes or key spec.".into())),
+        (None, None) => Err(KmsError::Validation(
+            "Please specify either number of bytes or key spec.".into(),
+        )),
     }
 }

@@ -27,8 +27,12 @@ pub fn run_due_jobs(service: &KmsService) {
         Ok(keys) => {
             for key in keys {
                 match service.rotate(&key, MaterialOrigin::Automatic) {
-                    Ok(material) => tracing::info!(key_id = %key.key_id, %material, "key rotated automatically"),
-                    Err(e) => tracing::error!(key_id = %key.key_id, error = %e, "automatic rotation failed"),
+                    Ok(material) => {
+                        tracing::info!(key_id = %key.key_id, %material, "key rotated automatically")
+                    }
+                    Err(e) => {
+                        tracing::error!(key_id = %key.key_id, error = %e, "automatic rotation failed")
+                    }
                 }
             }
         }

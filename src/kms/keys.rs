@@ -2,7 +2,10 @@
 
 use crate::api::*;
 use crate::error::KmsError;
-use crate::model::{now_epoch, AliasRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin, MaterialRecord, Tag as TagRecord};
+use crate::model::{
+    now_epoch, AliasRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin, MaterialRecord,
+    Tag as TagRecord,
+};
 
 use super::{check_grant_tokens, required, Caller, KmsService, ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT};
 
@@ -30,9 +33,14 @@ impl KmsService {
             key_manager: Some("CUSTOMER".into()),
             customer_master_key_spec: Some(key.key_spec.clone()),
             key_spec: Some(key.key_spec.clone()),
-            encryption_algorithms: (key.key_usage == ENCRYPT_DECRYPT && symmetric).then(|| vec![SYMMETRIC_DEFAULT.to_string()]),
+            encryption_algorithms: (key.key_usage == ENCRYPT_DECRYPT && symmetric)
+                .then(|| vec![SYMMETRIC_DEFAULT.to_string()]),
             multi_region: Some(false),
-            pending_deletion_window_in_days: if pending { key.pending_window_days.map(i64::from) } else { None },
+            pending_deletion_window_in_days: if pending {
+                key.pending_window_days.map(i64::from)
+            } else {
+                None
+            },
             current_key_material_id: symmetric.then(|| key.current_material.to_hex()),
             ..Default::default()
         }
@@ -53,7 +61,11 @@ impl KmsService {
         .to_string()
     }
 
-    pub fn create_key(&self, caller: &Caller, req: CreateKeyRequest) -> Result<CreateKeyResponse, KmsError> {
+    pub fn create_key(
+        &self,
+        caller: &Caller,
+        req: CreateKeyRequest,
+    ) -> Result<CreateKeyResponse, KmsError> {
         if req.key_spec.is_some() && req.customer_master_key_spec.is_some() {
             return Err(KmsError::Validation(
                 "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec is deprecated.".into(),
@@ -69,7 +81,10 @@ impl KmsService {
                 "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys.".into(),
             ));
         }
-        let key_usage = req.key_usage.clone().unwrap_or_else(|| ENCRYPT_DECRYPT.to_string());
+        let key_usage = req
+            .key_usage
+            .clone()
+            .unwrap_or_else(|| ENCRYPT_DECRYPT.to_string());
         if key_spec != SYMMETRIC_DEFAULT {
             return Err(KmsError::UnsupportedOperation(format!(
                 "KeySpec {key_spec} is not supported by this gateway yet."
@@ -82,13 +97,19 @@ impl KmsService {
         }
         let origin = req.origin.clone().unwrap_or_else(|| "AWS_KMS".to_string());
         if origin != "AWS_KMS" {
-            return Err(KmsError::UnsupportedOperation(format!("Origin {origin} is not supported by this gateway.")));
+            return Err(KmsError::UnsupportedOperation(format!(
+                "Origin {origin} is not supported by this gateway."
+            )));
         }
         if req.custom_key_store_id.is_some() || req.xks_key_id.is_some() {
-            return Err(KmsError::UnsupportedOperation("Custom key stores are not supported by this gateway.".into()));
+            return Err(KmsError::UnsupportedOperation(
+                "Custom key stores are not supported by this gateway.".into(),
+            ));
         }
         if req.multi_region == Some(true) {
-            return Err(KmsError::UnsupportedOperation("Multi-Region keys are not supported by this gateway.".into()));
+            return Err(KmsError::UnsupportedOperation(
+                "Multi-Region keys are not supported by this gateway.".into(),
+            ));
         }
         let tags = tag_records(req.tags.as_deref().unwrap_or_default())?;
 
@@ -110,7 +131,10 @@ impl KmsService {
             rotation_period_days: None,
             next_rotation_date: None,
             current_material: material_id,
-            policy: req.policy.clone().unwrap_or_else(|| self.default_policy(caller.account())),
+            policy: req
+                .policy
+                .clone()
+                .unwrap_or_else(|| self.default_policy(caller.account())),
         };
         // Material first, row second: a crash in between leaves only an orphan object,
         // which start-up reconciliation removes.
@@ -130,7 +154,11 @@ impl KmsService {
         })
     }
 
-    pub fn describe_key(&self, caller: &Caller, req: DescribeKeyRequest) -> Result<DescribeKeyResponse, KmsError> {
+    pub fn describe_key(
+        &self,
+        caller: &Caller,
+        req: DescribeKeyRequest,
+    ) -> Result<DescribeKeyResponse, KmsError> {
         check_grant_tokens(&req.grant_tokens)?;
         let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
         Ok(DescribeKeyResponse {
@@ -138,17 +166,25 @@ impl KmsService {
         })
     }
 
-    pub fn list_keys(&self, caller: &Caller, req: ListKeysRequest) -> Result<ListKeysResponse, KmsError> {
+    pub fn list_keys(
+        &self,
+        caller: &Caller,
+        req: ListKeysRequest,
+    ) -> Result<ListKeysResponse, KmsError> {
         let limit = req.limit.unwrap_or(DEFAULT_LIST_LIMIT).clamp(1, 1000) as usize;
         let after = match &req.marker {
             Some(m) => Some(m.parse::<KeyId>().map_err(|_| KmsError::InvalidMarker)?),
             None => None,
         };
-        let mut keys = self.store.list_keys(caller.account(), after.as_ref(), limit + 1)?;
+        let mut keys = self
+            .store
+            .list_keys(caller.account(), after.as_ref(), limit + 1)?;
         let truncated = keys.len() > limit;
         keys.truncate(limit);
         Ok(ListKeysResponse {
-            next_marker: truncated.then(|| keys.last().map(|k| k.key_id.to_string())).flatten(),
+            next_marker: truncated
+                .then(|| keys.last().map(|k| k.key_id.to_string()))
+                .flatten(),
             truncated: Some(truncated),
             keys: Some(
                 keys.iter()
@@ -161,7 +197,11 @@ impl KmsService {
         })
     }
 
-    pub fn enable_key(&self, caller: &Caller, req: EnableKeyRequest) -> Result<EnableKeyResponse, KmsError> {
+    pub fn enable_key(
+        &self,
+        caller: &Caller,
+        req: EnableKeyRequest,
+    ) -> Result<EnableKeyResponse, KmsError> {
         let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
         self.require_not_pending_deletion(&key)?;
         if key.state != KeyState::Enabled {
@@ -171,7 +211,11 @@ impl KmsService {
         Ok(EnableKeyResponse {})
     }
 
-    pub fn disable_key(&self, caller: &Caller, req: DisableKeyRequest) -> Result<DisableKeyResponse, KmsError> {
+    pub fn disable_key(
+        &self,
+        caller: &Caller,
+        req: DisableKeyRequest,
+    ) -> Result<DisableKeyResponse, KmsError> {
         let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
         self.require_not_pending_deletion(&key)?;
         if key.state != KeyState::Disabled {
@@ -181,14 +225,28 @@ impl KmsService {
         Ok(DisableKeyResponse {})
     }
 
-    pub fn schedule_key_deletion(&self, caller: &Caller, req: ScheduleKeyDeletionRequest) -> Result<ScheduleKeyDeletionResponse, KmsError> {
+    pub fn schedule_key_deletion(
+        &self,
+        caller: &Caller,
+        req: ScheduleKeyDeletionRequest,
+    ) -> Result<ScheduleKeyDeletionResponse, KmsError> {
         let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
-        let days = req.pending_window_in_days.unwrap_or(DEFAULT_PENDING_WINDOW_DAYS);
+        let days = req
+            .pending_window_in_days
+            .unwrap_or(DEFAULT_PENDING_WINDOW_DAYS);
         if days < 7 {
-            return Err(KmsError::constraint(days, "pendingWindowInDays", "Member must have value greater than or equal to 7"));
+            return Err(KmsError::constraint(
+                days,
+                "pendingWindowInDays",
+                "Member must have value greater than or equal to 7",
+            ));
         }
         if days > 30 {
-            return Err(KmsError::constraint(days, "pendingWindowInDays", "Member must have value less than or equal to 30"));
+            return Err(KmsError::constraint(
+                days,
+                "pendingWindowInDays",
+                "Member must have value less than or equal to 30",
+            ));
         }
         self.require_not_pending_deletion(&key)?;
         let days = days as u32;
@@ -205,10 +263,17 @@ impl KmsService {
         })
     }
 
-    pub fn cancel_key_deletion(&self, caller: &Caller, req: CancelKeyDeletionRequest) -> Result<CancelKeyDeletionResponse, KmsError> {
+    pub fn cancel_key_deletion(
+        &self,
+        caller: &Caller,
+        req: CancelKeyDeletionRequest,
+    ) -> Result<CancelKeyDeletionResponse, KmsError> {
         let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
         if key.state != KeyState::PendingDeletion {
-            return Err(KmsError::InvalidState(format!("{} is not pending deletion.", self.arn_of(&key))));
+            return Err(KmsError::InvalidState(format!(
+                "{} is not pending deletion.",
+                self.arn_of(&key)
+            )));
         }
         key.state = KeyState::Disabled;
         key.deletion_date = None;
@@ -219,7 +284,11 @@ impl KmsService {
         })
     }
 
-    pub fn update_key_description(&self, caller: &Caller, req: UpdateKeyDescriptionRequest) -> Result<UpdateKeyDescriptionResponse, KmsError> {
+    pub fn update_key_description(
+        &self,
+        caller: &Caller,
+        req: UpdateKeyDescriptionRequest,
+    ) -> Result<UpdateKeyDescriptionResponse, KmsError> {
         let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
         let description = required(&req.description, "description")?;
         self.require_not_pending_deletion(&key)?;
@@ -240,12 +309,18 @@ impl KmsService {
             ));
         }
         if name.len() <= "alias/".len() {
-            return Err(KmsError::InvalidAliasName(format!("{name} is not a valid alias name.")));
+            return Err(KmsError::InvalidAliasName(format!(
+                "{name} is not a valid alias name."
+            )));
         }
         Ok(())
     }
 
-    pub fn create_alias(&self, caller: &Caller, req: CreateAliasRequest) -> Result<CreateAliasResponse, KmsError> {
+    pub fn create_alias(
+        &self,
+        caller: &Caller,
+        req: CreateAliasRequest,
+    ) -> Result<CreateAliasResponse, KmsError> {
         let name = required(&req.alias_name, "aliasName")?;
         let target = required(&req.target_key_id, "targetKeyId")?;
         self.check_alias_name(name)?;
@@ -269,7 +344,11 @@ impl KmsService {
         }
     }
 
-    pub fn update_alias(&self, caller: &Caller, req: UpdateAliasRequest) -> Result<UpdateAliasResponse, KmsError> {
+    pub fn update_alias(
+        &self,
+        caller: &Caller,
+        req: UpdateAliasRequest,
+    ) -> Result<UpdateAliasResponse, KmsError> {
         let name = required(&req.alias_name, "aliasName")?;
         let target = required(&req.target_key_id, "targetKeyId")?;
         self.check_alias_name(name)?;
@@ -286,40 +365,63 @@ impl KmsService {
                 ));
             }
         }
-        match self.store.update_alias(caller.account(), name, &key.key_id, now_epoch()) {
+        match self
+            .store
+            .update_alias(caller.account(), name, &key.key_id, now_epoch())
+        {
             Ok(()) => Ok(UpdateAliasResponse {}),
-            Err(crate::store::StoreError::NotFound) => Err(self.alias_not_found(caller.account(), name)),
+            Err(crate::store::StoreError::NotFound) => {
+                Err(self.alias_not_found(caller.account(), name))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
-    pub fn delete_alias(&self, caller: &Caller, req: DeleteAliasRequest) -> Result<DeleteAliasResponse, KmsError> {
+    pub fn delete_alias(
+        &self,
+        caller: &Caller,
+        req: DeleteAliasRequest,
+    ) -> Result<DeleteAliasResponse, KmsError> {
         let name = required(&req.alias_name, "aliasName")?;
         self.check_alias_name(name)?;
         match self.store.delete_alias(caller.account(), name) {
             Ok(()) => Ok(DeleteAliasResponse {}),
-            Err(crate::store::StoreError::NotFound) => Err(self.alias_not_found(caller.account(), name)),
+            Err(crate::store::StoreError::NotFound) => {
+                Err(self.alias_not_found(caller.account(), name))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     fn alias_not_found(&self, account: &str, name: &str) -> KmsError {
-        KmsError::NotFound(format!("Alias {} is not found.", self.alias_arn(account, name)))
+        KmsError::NotFound(format!(
+            "Alias {} is not found.",
+            self.alias_arn(account, name)
+        ))
     }
 
-    pub fn list_aliases(&self, caller: &Caller, req: ListAliasesRequest) -> Result<ListAliasesResponse, KmsError> {
+    pub fn list_aliases(
+        &self,
+        caller: &Caller,
+        req: ListAliasesRequest,
+    ) -> Result<ListAliasesResponse, KmsError> {
         let limit = req.limit.unwrap_or(DEFAULT_LIST_LIMIT).clamp(1, 100) as usize;
         let target = match &req.key_id {
             Some(id) => Some(self.resolve_key_only(caller, id)?.key_id),
             None => None,
         };
-        let mut aliases = self
-            .store
-            .list_aliases(caller.account(), target.as_ref(), req.marker.as_deref(), limit + 1)?;
+        let mut aliases = self.store.list_aliases(
+            caller.account(),
+            target.as_ref(),
+            req.marker.as_deref(),
+            limit + 1,
+        )?;
         let truncated = aliases.len() > limit;
         aliases.truncate(limit);
         Ok(ListAliasesResponse {
-            next_marker: truncated.then(|| aliases.last().map(|a| a.name.clone())).flatten(),
+            next_marker: truncated
+                .then(|| aliases.last().map(|a| a.name.clone()))
+                .flatten(),
             truncated: Some(truncated),
             aliases: Some(
                 aliases
@@ -338,7 +440,11 @@ impl KmsService {
 
     // === tags ===
 
-    pub fn tag_resource(&self, caller: &Caller, req: TagResourceRequest) -> Result<TagResourceResponse, KmsError> {
+    pub fn tag_resource(
+        &self,
+        caller: &Caller,
+        req: TagResourceRequest,
+    ) -> Result<TagResourceResponse, KmsError> {
         let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
         let tags = tag_records(required(&req.tags, "tags")?)?;
         self.require_not_pending_deletion(&key)?;
@@ -346,7 +452,11 @@ impl KmsService {
         Ok(TagResourceResponse {})
     }
 
-    pub fn untag_resource(&self, caller: &Caller, req: UntagResourceRequest) -> Result<UntagResourceResponse, KmsError> {
+    pub fn untag_resource(
+        &self,
+        caller: &Caller,
+        req: UntagResourceRequest,
+    ) -> Result<UntagResourceResponse, KmsError> {
         let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
         let tag_keys = required(&req.tag_keys, "tagKeys")?;
         self.require_not_pending_deletion(&key)?;
@@ -354,14 +464,22 @@ impl KmsService {
         Ok(UntagResourceResponse {})
     }
 
-    pub fn list_resource_tags(&self, caller: &Caller, req: ListResourceTagsRequest) -> Result<ListResourceTagsResponse, KmsError> {
+    pub fn list_resource_tags(
+        &self,
+        caller: &Caller,
+        req: ListResourceTagsRequest,
+    ) -> Result<ListResourceTagsResponse, KmsError> {
         let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
         let limit = req.limit.unwrap_or(50).clamp(1, 50) as usize;
-        let mut tags = self.store.list_tags(&key.key_id, req.marker.as_deref(), limit + 1)?;
+        let mut tags = self
+            .store
+            .list_tags(&key.key_id, req.marker.as_deref(), limit + 1)?;
         let truncated = tags.len() > limit;
         tags.truncate(limit);
         Ok(ListResourceTagsResponse {
-            next_marker: truncated.then(|| tags.last().map(|t| t.key.clone())).flatten(),
+            next_marker: truncated
+                .then(|| tags.last().map(|t| t.key.clone()))
+                .flatten(),
             truncated: Some(truncated),
             tags: Some(tags.into_iter().map(|t| Tag::new(t.key, t.value)).collect()),
         })
@@ -377,9 +495,15 @@ impl KmsService {
         Ok(())
     }
 
-    pub fn enable_key_rotation(&self, caller: &Caller, req: EnableKeyRotationRequest) -> Result<EnableKeyRotationResponse, KmsError> {
+    pub fn enable_key_rotation(
+        &self,
+        caller: &Caller,
+        req: EnableKeyRotationRequest,
+    ) -> Result<EnableKeyRotationResponse, KmsError> {
         let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
-        let period = req.rotation_period_in_days.unwrap_or(DEFAULT_ROTATION_PERIOD_DAYS) as u32;
+        let period = req
+            .rotation_period_in_days
+            .unwrap_or(DEFAULT_ROTATION_PERIOD_DAYS) as u32;
         self.require_rotatable(&key)?;
         key.rotation_enabled = true;
         key.rotation_period_days = Some(period);
@@ -388,7 +512,11 @@ impl KmsService {
         Ok(EnableKeyRotationResponse {})
     }
 
-    pub fn disable_key_rotation(&self, caller: &Caller, req: DisableKeyRotationRequest) -> Result<DisableKeyRotationResponse, KmsError> {
+    pub fn disable_key_rotation(
+        &self,
+        caller: &Caller,
+        req: DisableKeyRotationRequest,
+    ) -> Result<DisableKeyRotationResponse, KmsError> {
         let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
         self.require_rotatable(&key)?;
         key.rotation_enabled = false;
@@ -397,20 +525,36 @@ impl KmsService {
         Ok(DisableKeyRotationResponse {})
     }
 
-    pub fn get_key_rotation_status(&self, caller: &Caller, req: GetKeyRotationStatusRequest) -> Result<GetKeyRotationStatusResponse, KmsError> {
+    pub fn get_key_rotation_status(
+        &self,
+        caller: &Caller,
+        req: GetKeyRotationStatusRequest,
+    ) -> Result<GetKeyRotationStatusResponse, KmsError> {
         let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
         self.require_not_pending_deletion(&key)?;
         let enabled = key.rotation_enabled;
         Ok(GetKeyRotationStatusResponse {
             key_rotation_enabled: Some(enabled),
             key_id: Some(self.arn_of(&key)),
-            rotation_period_in_days: if enabled { key.rotation_period_days.map(i64::from) } else { None },
-            next_rotation_date: if enabled { key.next_rotation_date } else { None },
+            rotation_period_in_days: if enabled {
+                key.rotation_period_days.map(i64::from)
+            } else {
+                None
+            },
+            next_rotation_date: if enabled {
+                key.next_rotation_date
+            } else {
+                None
+            },
             ..Default::default()
         })
     }
 
-    pub fn rotate_key_on_demand(&self, caller: &Caller, req: RotateKeyOnDemandRequest) -> Result<RotateKeyOnDemandResponse, KmsError> {
+    pub fn rotate_key_on_demand(
+        &self,
+        caller: &Caller,
+        req: RotateKeyOnDemandRequest,
+    ) -> Result<RotateKeyOnDemandResponse, KmsError> {
         let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
         self.require_rotatable(&key)?;
         self.rotate(&key, MaterialOrigin::OnDemand)?;
@@ -420,7 +564,11 @@ impl KmsService {
     }
 
     /// Makes new key material current. Old material stays for decryption.
-    pub(super) fn rotate(&self, key: &KeyRecord, origin: MaterialOrigin) -> Result<MaterialId, KmsError> {
+    pub(super) fn rotate(
+        &self,
+        key: &KeyRecord,
+        origin: MaterialOrigin,
+    ) -> Result<MaterialId, KmsError> {
         let material_id = MaterialId::new_random();
         self.hsm.create_material(&key.key_id, &material_id)?;
         let now = now_epoch();
@@ -441,7 +589,11 @@ impl KmsService {
         Ok(material_id)
     }
 
-    pub fn list_key_rotations(&self, caller: &Caller, req: ListKeyRotationsRequest) -> Result<ListKeyRotationsResponse, KmsError> {
+    pub fn list_key_rotations(
+        &self,
+        caller: &Caller,
+        req: ListKeyRotationsRequest,
+    ) -> Result<ListKeyRotationsResponse, KmsError> {
         let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
         if key.key_spec != SYMMETRIC_DEFAULT {
             return Err(KmsError::UnsupportedOperation(String::new()));
@@ -465,7 +617,14 @@ impl KmsService {
                     .map(|m| RotationsListEntry {
                         key_id: Some(key.key_id.to_string()),
                         key_material_id: Some(m.material_id.to_hex()),
-                        key_material_state: Some(if m.material_id == key.current_material { "CURRENT" } else { "NON_CURRENT" }.into()),
+                        key_material_state: Some(
+                            if m.material_id == key.current_material {
+                                "CURRENT"
+                            } else {
+                                "NON_CURRENT"
+                            }
+                            .into(),
+                        ),
                         rotation_date: Some(m.created),
                         rotation_type: Some(m.origin.as_str().into()),
                         ..Default::default()

@@ -139,7 +139,11 @@ impl KmsService {
         }
         // A well-formed multi-Region key id: this gateway has none, so it does not exist.
         if let Some(hex) = id.strip_prefix("mrk-") {
-            if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            if hex.len() == 32
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            {
                 return Err(KmsError::NotFound(format!(
                     "Key 'arn:aws:kms:{}:{account}:key/{id}' does not exist",
                     self.config.region
@@ -154,10 +158,12 @@ impl KmsService {
         match self.parse_key_name(caller, input)? {
             KeyName::Key { account, key_id } => self.load_key(&account, &key_id),
             KeyName::Alias { account, name } => {
-                let alias = self
-                    .store
-                    .get_alias(&account, &name)?
-                    .ok_or_else(|| KmsError::NotFound(format!("Alias {} is not found.", self.alias_arn(&account, &name))))?;
+                let alias = self.store.get_alias(&account, &name)?.ok_or_else(|| {
+                    KmsError::NotFound(format!(
+                        "Alias {} is not found.",
+                        self.alias_arn(&account, &name)
+                    ))
+                })?;
                 self.load_key(&account, &alias.target)
             }
         }
@@ -174,7 +180,10 @@ impl KmsService {
     fn load_key(&self, account: &str, key_id: &KeyId) -> Result<KeyRecord, KmsError> {
         match self.store.get_key(key_id)? {
             Some(key) if key.account == account => Ok(key),
-            _ => Err(KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(account, key_id)))),
+            _ => Err(KmsError::NotFound(format!(
+                "Key '{}' does not exist",
+                self.key_arn(account, key_id)
+            ))),
         }
     }
 
@@ -182,7 +191,9 @@ impl KmsService {
     fn require_usable(&self, key: &KeyRecord) -> Result<(), KmsError> {
         match key.state {
             KeyState::Enabled => Ok(()),
-            KeyState::Disabled => Err(KmsError::Disabled { arn: self.arn_of(key) }),
+            KeyState::Disabled => Err(KmsError::Disabled {
+                arn: self.arn_of(key),
+            }),
             other => Err(self.invalid_state(key, other)),
         }
     }
@@ -190,7 +201,9 @@ impl KmsService {
     /// The key may be managed (not pending deletion).
     fn require_not_pending_deletion(&self, key: &KeyRecord) -> Result<(), KmsError> {
         match key.state {
-            KeyState::PendingDeletion | KeyState::Creating | KeyState::Unavailable => Err(self.invalid_state(key, key.state)),
+            KeyState::PendingDeletion | KeyState::Creating | KeyState::Unavailable => {
+                Err(self.invalid_state(key, key.state))
+            }
             _ => Ok(()),
         }
     }
@@ -208,7 +221,12 @@ impl KmsService {
     }
 
     /// The key must be a symmetric encryption key for `operation`, used with `algorithm`.
-    fn require_symmetric_encryption(&self, key: &KeyRecord, operation: &str, algorithm: Option<&str>) -> Result<(), KmsError> {
+    fn require_symmetric_encryption(
+        &self,
+        key: &KeyRecord,
+        operation: &str,
+        algorithm: Option<&str>,
+    ) -> Result<(), KmsError> {
         if key.key_usage != ENCRYPT_DECRYPT {
             return Err(KmsError::InvalidKeyUsage(format!(
                 "{} key usage is {} which is not valid for {operation}.",

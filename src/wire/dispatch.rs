@@ -5,7 +5,12 @@ use crate::error::KmsError;
 use crate::kms::{Caller, KmsService};
 
 /// Decodes and validates the request, runs the operation, encodes the response.
-pub fn dispatch(service: &KmsService, caller: &Caller, operation: Operation, body: &[u8]) -> Result<Vec<u8>, KmsError> {
+pub fn dispatch(
+    service: &KmsService,
+    caller: &Caller,
+    operation: Operation,
+    body: &[u8],
+) -> Result<Vec<u8>, KmsError> {
     macro_rules! call {
         ($method:ident) => {
             encode(&service.$method(caller, decode(body)?)?)

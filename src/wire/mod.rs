@@ -54,8 +54,12 @@ async fn handle_kms(State(state): State<AppState>, request: Request) -> Response
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let operation_name = target.strip_prefix("TrentService.").unwrap_or("unknown").to_string();
-    let span = tracing::info_span!("request", request_id = %request_id, operation = %operation_name);
+    let operation_name = target
+        .strip_prefix("TrentService.")
+        .unwrap_or("unknown")
+        .to_string();
+    let span =
+        tracing::info_span!("request", request_id = %request_id, operation = %operation_name);
     async move {
         let started = Instant::now();
         let result = process(&state, request, &target).await;
@@ -63,7 +67,11 @@ async fn handle_kms(State(state): State<AppState>, request: Request) -> Response
             Ok(body) => success(body, &request_id),
             Err(error) => rescue(&error, &request_id),
         };
-        tracing::debug!(status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request done");
+        tracing::debug!(
+            status = response.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "request done"
+        );
         response
     }
     .instrument(span)
@@ -80,9 +88,11 @@ async fn process(state: &AppState, request: Request, target: &str) -> Result<Vec
     let caller = Caller { principal };
     let service = state.service.clone();
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(|| dispatch::dispatch(&service, &caller, operation, &body)))
-        .await
-        .map_err(|_| KmsError::Internal("the request's worker thread panicked".into()))?
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| dispatch::dispatch(&service, &caller, operation, &body))
+    })
+    .await
+    .map_err(|_| KmsError::Internal("the request's worker thread panicked".into()))?
 }
 
 fn success(body: Vec<u8>, request_id: &str) -> Response {
@@ -135,13 +145,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
     .await;
     match check {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", e.wire().code)).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", e.wire().code),
+        )
+            .into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
     }
 }
 
 async fn not_found() -> Response {
-    let mut response = rescue(&KmsError::UnknownOperation, &uuid::Uuid::new_v4().to_string());
+    let mut response = rescue(
+        &KmsError::UnknownOperation,
+        &uuid::Uuid::new_v4().to_string(),
+    );
     *response.status_mut() = StatusCode::NOT_FOUND;
     let _ = Body::empty();
     response
