@@ -42,6 +42,10 @@ class Call:
     def attributes(self) -> list[str]:
         return TEMPLATE_ATTR_RE.findall(self.text)
 
+    def attribute_values(self, attr: str) -> list[str]:
+        """The printed values of attr in this call's templates, e.g. ['True']."""
+        return re.findall(rf"^\s+{re.escape(attr)}\s+(\S+)\s*$", self.text, re.MULTILINE)
+
 
 def parse_calls(text: str) -> list[Call]:
     calls: list[Call] = []

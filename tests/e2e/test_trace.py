@@ -120,6 +120,12 @@ def _assert_no_plaintext_path(name: str, segment: str, plaintext: bytes):
         c.text for c in value_reads
     )
     assert "C_UnwrapKey" in names, f"{name}: no C_UnwrapKey; calls were {names}"
+    # The unwrapped data key is CKA_SENSITIVE: the token itself refuses to hand out its value.
+    for call in calls:
+        if call.name == "C_UnwrapKey":
+            assert call.attribute_values("CKA_SENSITIVE") == ["True"], (
+                f"{name}: C_UnwrapKey without CKA_SENSITIVE=True:\n{call.text}"
+            )
     assert "C_WrapKey" in names, f"{name}: no C_WrapKey; calls were {names}"
     hits = contains_bytes(segment, plaintext)
     assert not hits, f"{name}: the plaintext appears in the PKCS#11 trace ({', '.join(hits)})"
@@ -211,12 +217,37 @@ Returned:  0 CKR_OK
 
 """
 
+UNWRAP_SAMPLE = """\
+53: C_UnwrapKey
+2026-11-29 06:24:02.588
+[in] hSession = 0x1
+[in] pMechanism->type = 0x0000210A
+[in] pMechanism->pParameter[ulParameterLen] NULL [size : 0x0 (0)]
+[in] hUnwrappingKey = 0xd
+[in] pWrappedKey[ulWrappedKeyLen] 00007fa6300169a2 / 40
+    00000000  7B D1 D7 79 14 A9 4D CD 2D 14 CD 5D 05 1A 4A 0B  {..y..M.-..]..J.
+    00000010  EE 38 D6 BA 38 28 10 2B A6 7E CB 77 69 67 0F FC  .8..8(.+.~.wig..
+    00000020  EE 66 A5 EF 06 87 B2 A1                          .f......        
+[in] pTemplate[7]: 
+    CKA_CLASS             CKO_SECRET_KEY       
+    CKA_KEY_TYPE          CKK_AES            
+    CKA_TOKEN             False
+    CKA_SENSITIVE         True
+    CKA_EXTRACTABLE       True
+    CKA_ENCRYPT           False
+    CKA_DECRYPT           False
+[out] hKey = 0xe
+Returned:  0 CKR_OK
+"""
+
 
 def test_spytrace_reader_on_sample():
     calls = parse_calls(SAMPLE)
     assert [c.name for c in calls] == ["C_GetAttributeValue", "C_Decrypt"]
     assert calls[0].attributes().count("CKA_VALUE") == 2
     assert "CKA_VALUE_LEN" in calls[0].attributes()
+    assert parse_calls(UNWRAP_SAMPLE)[0].attribute_values("CKA_SENSITIVE") == ["True"]
+    assert parse_calls(UNWRAP_SAMPLE)[0].attribute_values("CKA_DECRYPT") == ["False"]
     bufs = dumped_buffers(SAMPLE)
     assert bufs[1] == bytes([1, 2, 3, 4, 5])
     assert bufs[2] == b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef"
