@@ -137,10 +137,25 @@ impl Hsm {
     }
 
     /// A cheap round trip to the token, for readiness checks.
+    /// A cheap round trip to the token, for readiness checks: a random byte, and one known
+    /// key object still findable (SoftHSM2 answers C_GenerateRandom even after its token
+    /// directory vanished).
     pub fn check(&self) -> Result<(), KmsError> {
+        let token = self.token()?;
         let mut byte = [0u8; 1];
-        self.with_session(|_, s| s.generate_random_slice(&mut byte).map_err(HsmError::from))?
-            .map_err(KmsError::from)
+        self.on_token_with(&token, |s| {
+            s.generate_random_slice(&mut byte).map_err(HsmError::from)
+        })?;
+        let known = token.materials_read().keys().next().copied();
+        if let Some(material) = known {
+            if self
+                .on_token_with(&token, |s| find_material(s, &material))?
+                .is_empty()
+            {
+                return Err(self.missing_material(&token, &material));
+            }
+        }
+        Ok(())
     }
 
     // === key material ===
