@@ -21,4 +21,5 @@ pub mod kms;
 pub mod model;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod wire;

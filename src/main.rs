@@ -27,6 +27,20 @@ enum Command {
     },
     /// Benchmark the gateway against the raw HSM ceiling (see `p11kms bench --help`).
     Bench(p11kms::bench::BenchArgs),
+    /// Audit-trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of audit files (give rotated files first, in order).
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +55,18 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("p11kms bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => match p11kms::telemetry::audit::verify_files(&files) {
+            Ok(n) => {
+                println!("ok: {n} records, chain intact");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("BROKEN: {e}");
                 ExitCode::FAILURE
             }
         },
