@@ -59,14 +59,17 @@ pub fn run_matrix(
     module: &Path,
     user_pin: SecretString,
 ) -> Result<Vec<RawRow>, String> {
-    let hsm = Hsm::open(HsmConfig {
-        module: module.to_path_buf(),
-        token_label: crate::config::DEFAULT_TOKEN_LABEL.into(),
-        user_pin,
-        pool_size: args.pool_size,
-        // Threads beyond the pool size wait their turn: the ceiling never throttles.
-        session_wait: Duration::from_secs(60),
-    })?;
+    let hsm = Hsm::open(
+        HsmConfig {
+            module: module.to_path_buf(),
+            token_label: crate::config::DEFAULT_TOKEN_LABEL.into(),
+            user_pin,
+            pool_size: args.pool_size,
+            // Threads beyond the pool size wait their turn: the ceiling never throttles.
+            session_wait: Duration::from_secs(60),
+        },
+        None,
+    )?;
     let key = KeyId::new_random();
     let material = MaterialId::new_random();
     hsm.create_material(&key, &material)

@@ -1,0 +1,74 @@
+//! Smoke runs of `p11kms bench`, so the harness cannot rot: every operation once through
+//! its correctness checks and a few bounded closed-loop rounds, with zero errors.
+//! Nothing here looks at timing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bench(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_p11kms"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("run p11kms bench");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn bench_smoke_runs_every_operation_without_errors() {
+    let (ok, text) = bench(&["--smoke"]);
+    assert!(ok, "p11kms bench --smoke failed:\n{text}");
+    for op in ["Encrypt", "Decrypt", "ReEncrypt", "GenDataKey", "GenDataKeyNoPt"] {
+        assert!(text.contains(op), "no row for {op}:\n{text}");
+    }
+    for chain in ["seal", "open", "rewrap", "random+seal"] {
+        assert!(text.contains(chain), "no raw row for {chain}:\n{text}");
+    }
+}
+
+/// Builds the network-HSM emulator with its script; `None` when this machine cannot
+/// (no C compiler or no pkcs11.h), which the test reports instead of failing.
+fn build_delay_module(out: &Path) -> Option<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/pkcs11-delay/build.sh");
+    let result = Command::new("sh").arg(script).arg(out).output().ok()?;
+    if !result.status.success() {
+        eprintln!(
+            "cannot build tools/pkcs11-delay: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        return None;
+    }
+    let path = PathBuf::from(String::from_utf8_lossy(&result.stdout).trim());
+    path.exists().then_some(path)
+}
+
+#[test]
+fn bench_smoke_through_the_network_hsm_emulator() {
+    let out = std::env::temp_dir().join(format!("p11delay-{}", std::process::id()));
+    let Some(module) = build_delay_module(&out) else {
+        eprintln!("SKIPPED: the PKCS#11 delay module could not be built here");
+        return;
+    };
+    let module = module.to_string_lossy().into_owned();
+    let (ok, text) = bench(&[
+        "--smoke",
+        "--module",
+        &module,
+        "--delay-us",
+        "200",
+        "--pool-size",
+        "4",
+        "--ops",
+        "encrypt,decrypt,re-encrypt",
+        "--sizes",
+        "32",
+    ]);
+    let _ = std::fs::remove_dir_all(&out);
+    assert!(ok, "p11kms bench through the delay module failed:\n{text}");
+    assert!(text.contains("# delayed: gateway"), "{text}");
+}
