@@ -137,6 +137,9 @@ pub struct BenchArgs {
     /// matrix then runs without and with the delay. Needs --module pointing at the emulator.
     #[arg(long, default_value_t = 0)]
     pub delay_us: u64,
+    /// Extra environment for the gateway, `NAME=VALUE` (repeatable), e.g. `P11KMS_AUDIT=0`.
+    #[arg(long = "gateway-env", value_name = "NAME=VALUE")]
+    pub gateway_env: Vec<String>,
     /// Skip the raw ceiling.
     #[arg(long)]
     pub no_raw: bool,

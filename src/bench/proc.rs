@@ -81,6 +81,12 @@ impl Gateway {
                 .env("P11KMS_PKCS11_MODULE", module)
                 .env("P11KMS_EMBEDDED_SOFTHSM", "1");
         }
+        for pair in &args.gateway_env {
+            let (name, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("--gateway-env wants NAME=VALUE, got {pair}"))?;
+            command.env(name, value);
+        }
         if let Some(wait) = args.session_wait_ms {
             command.env("P11KMS_SESSION_WAIT_MS", wait.to_string());
         }
