@@ -145,11 +145,16 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
         )?)),
         None => None,
     };
+    let admission = Arc::new(crate::wire::Admission::for_pool(
+        config.session_pool_size,
+        config.session_wait,
+    ));
     let app = router(AppState {
         service,
         verifier,
         metrics,
         audit,
+        admission,
     });
     println!("p11kms listening on http://{address}");
     if config.dev_credentials {

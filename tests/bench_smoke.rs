@@ -23,7 +23,13 @@ fn bench(args: &[&str]) -> (bool, String) {
 fn bench_smoke_runs_every_operation_without_errors() {
     let (ok, text) = bench(&["--smoke"]);
     assert!(ok, "p11kms bench --smoke failed:\n{text}");
-    for op in ["Encrypt", "Decrypt", "ReEncrypt", "GenDataKey", "GenDataKeyNoPt"] {
+    for op in [
+        "Encrypt",
+        "Decrypt",
+        "ReEncrypt",
+        "GenDataKey",
+        "GenDataKeyNoPt",
+    ] {
         assert!(text.contains(op), "no row for {op}:\n{text}");
     }
     for chain in ["seal", "open", "rewrap", "random+seal"] {

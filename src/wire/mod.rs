@@ -39,6 +39,35 @@ pub struct AppState {
     pub verifier: Arc<SigV4Verifier>,
     pub metrics: Arc<Metrics>,
     pub audit: Option<Arc<AuditLog>>,
+    pub admission: Arc<Admission>,
+}
+
+/// Admission to the blocking workers: at most `permits` requests run the service core at
+/// once, sized to the session pool. Requests beyond that wait here, as a future costing a
+/// few hundred bytes, instead of as a blocking thread parked on the pool's condition
+/// variable (each with its own stack and, under glibc, its own malloc arena). At c256 with
+/// a pool of 64, that is what keeps the peak RSS down and the context switches few.
+/// A request that waits longer than `wait` is throttled, never failed.
+pub struct Admission {
+    permits: Arc<tokio::sync::Semaphore>,
+    wait: std::time::Duration,
+}
+
+impl Admission {
+    /// One permit per session plus one, so a thread is ready the moment a session frees up.
+    pub fn for_pool(pool_size: usize, wait: std::time::Duration) -> Self {
+        Admission {
+            permits: Arc::new(tokio::sync::Semaphore::new(pool_size.max(1) + 1)),
+            wait,
+        }
+    }
+
+    async fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, KmsError> {
+        match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(KmsError::Throttled),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -168,9 +197,18 @@ async fn process(state: &AppState, request: Request, operation: Option<Operation
         outcome.result = Err(KmsError::UnknownOperation);
         return outcome;
     };
+    let permit = match state.admission.enter().await {
+        Ok(p) => p,
+        Err(e) => {
+            outcome.result = Err(e);
+            return outcome;
+        }
+    };
     let service = state.service.clone();
     let span = tracing::Span::current();
     let joined = tokio::task::spawn_blocking(move || {
+        // Held until the blocking work ends, even if the client has gone away.
+        let _permit = permit;
         span.in_scope(|| {
             let caller = Caller::new(principal);
             let result = dispatch::dispatch(&service, &caller, operation, &body);
