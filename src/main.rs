@@ -26,7 +26,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Benchmark the gateway against the raw HSM ceiling (see `p11kms bench --help`).
-    Bench(p11kms::bench::BenchArgs),
+    Bench(Box<p11kms::bench::BenchArgs>),
     /// Audit-trail tools.
     Audit {
         #[command(subcommand)]
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Bench(args) => match p11kms::bench::run(args) {
+        Command::Bench(args) => match p11kms::bench::run(*args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => {
                 eprintln!("p11kms bench: some requests failed");
