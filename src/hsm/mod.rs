@@ -13,11 +13,13 @@ mod error;
 mod pool;
 mod probe;
 mod provision;
+mod timed;
 
 pub use error::{HsmError, Scope};
 pub use pool::PoolStats;
 pub use probe::{probe_mechanisms, MechanismReport};
 pub use provision::{find_softhsm_module, EmbeddedSoftHsm};
+pub use timed::{CallObserver, TimedSession};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,7 +33,7 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::ekdf::AesCbcDeriveParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::UserType;
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use secrecy::SecretString;
@@ -50,6 +52,9 @@ pub const IV_LEN: usize = 12;
 pub const TAG_LEN: usize = 16;
 /// How long to wait between attempts to bring a lost token back.
 const REINIT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Computes `K_wrap`'s derivation data from the nonce, IV and sealed payload.
+pub type SealDerivation<'a> = dyn Fn(&[u8; NONCE_LEN], &[u8; IV_LEN], &[u8]) -> [u8; 32] + 'a;
 
 /// How to reach the token.
 #[derive(Clone)]
@@ -78,6 +83,8 @@ pub struct Hsm {
     retired: Mutex<Option<Arc<Token>>>,
     last_attempt: Mutex<Option<Instant>>,
     reinitialisations: AtomicU64,
+    /// Receives every PKCS#11 call's function, outcome and latency (metrics).
+    observer: Option<Arc<dyn CallObserver>>,
     /// Serialises token-object creation and deletion (SoftHSM fails them under concurrency).
     token_writes: Mutex<()>,
 }
@@ -93,7 +100,7 @@ struct Token {
 impl Hsm {
     /// Loads the module, finds the token, logs in and checks the mechanisms the ciphertext
     /// scheme needs. Fails with a message naming whatever is missing.
-    pub fn open(config: HsmConfig) -> Result<Hsm, String> {
+    pub fn open(config: HsmConfig, observer: Option<Arc<dyn CallObserver>>) -> Result<Hsm, String> {
         let token = Token::open(&config).map_err(|e| format!("cannot open the HSM token: {e}"))?;
         let hsm = Hsm {
             config,
@@ -101,6 +108,7 @@ impl Hsm {
             retired: Mutex::new(None),
             last_attempt: Mutex::new(None),
             reinitialisations: AtomicU64::new(0),
+            observer,
             token_writes: Mutex::new(()),
         };
         let report = match hsm.current_token() {
@@ -129,10 +137,25 @@ impl Hsm {
     }
 
     /// A cheap round trip to the token, for readiness checks.
+    /// A cheap round trip to the token, for readiness checks: a random byte, and one known
+    /// key object still findable (SoftHSM2 answers C_GenerateRandom even after its token
+    /// directory vanished).
     pub fn check(&self) -> Result<(), KmsError> {
+        let token = self.token()?;
         let mut byte = [0u8; 1];
-        self.with_session(|_, s| s.generate_random_slice(&mut byte).map_err(HsmError::from))?
-            .map_err(KmsError::from)
+        self.on_token_with(&token, |s| {
+            s.generate_random_slice(&mut byte).map_err(HsmError::from)
+        })?;
+        let known = token.materials_read().keys().next().copied();
+        if let Some(material) = known {
+            if self
+                .on_token_with(&token, |s| find_material(s, &material))?
+                .is_empty()
+            {
+                return Err(self.missing_material(&token, &material));
+            }
+        }
+        Ok(())
     }
 
     // === key material ===
@@ -221,7 +244,7 @@ impl Hsm {
     pub fn seal(
         &self,
         material: &MaterialId,
-        derivation: &dyn Fn(&[u8; NONCE_LEN], &[u8; IV_LEN], &[u8]) -> [u8; 32],
+        derivation: &SealDerivation<'_>,
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Sealed, KmsError> {
@@ -319,7 +342,7 @@ impl Hsm {
     /// Runs `op` with a pooled session of the current token.
     fn with_session<T>(
         &self,
-        op: impl FnOnce(&Token, &Session) -> Result<T, HsmError>,
+        op: impl FnOnce(&Token, &TimedSession<'_>) -> Result<T, HsmError>,
     ) -> Result<Result<T, HsmError>, KmsError> {
         let token = self.token()?;
         Ok(self.on_token_with(&token, |s| op(&token, s)))
@@ -328,7 +351,7 @@ impl Hsm {
     fn on_token<T>(
         &self,
         token: &Arc<Token>,
-        op: impl FnOnce(&Session) -> Result<T, OpError>,
+        op: impl FnOnce(&TimedSession<'_>) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
         let session = match token
             .pool
@@ -341,7 +364,8 @@ impl Hsm {
                 return Err(OpError::Hsm(e));
             }
         };
-        let result = op(&session);
+        let timed = TimedSession::new(&session, self.observer.as_deref());
+        let result = op(&timed);
         match &result {
             Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope != Scope::Data => {
                 tracing::warn!(function = %e.function, rv = %e.rv, scope = ?e.scope, "PKCS#11 call failed");
@@ -359,7 +383,7 @@ impl Hsm {
     fn on_token_with<T>(
         &self,
         token: &Arc<Token>,
-        op: impl FnOnce(&Session) -> Result<T, HsmError>,
+        op: impl FnOnce(&TimedSession<'_>) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
         match self.on_token(token, |s| op(s).map_err(OpError::Hsm)) {
             Ok(v) => Ok(v),
@@ -378,7 +402,7 @@ impl Hsm {
     fn with_material<T>(
         &self,
         material: &MaterialId,
-        op: impl Fn(&Session, ObjectHandle) -> Result<T, OpError>,
+        op: impl Fn(&TimedSession<'_>, ObjectHandle) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
         let token = self.token().map_err(OpError::Kms)?;
         let handle = self
@@ -410,10 +434,33 @@ impl Hsm {
                 token.materials_mut().insert(*material, *handle);
                 Ok(*handle)
             }
-            None => Err(KmsError::Internal(format!(
-                "key material {material} is missing from the token"
-            ))),
+            None => Err(self.missing_material(token, material)),
         }
+    }
+
+    /// A material the store knows is not in the token. If the token shows no key objects
+    /// at all, the token itself is lost (SoftHSM2 keeps a token broken after its directory
+    /// vanished until the library is reinitialised), so recover it; otherwise only this key
+    /// is unavailable.
+    fn missing_material(&self, token: &Arc<Token>, material: &MaterialId) -> KmsError {
+        let any = self.on_token_with(token, |s| {
+            Ok(s.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Token(true),
+            ])?)
+        });
+        let failure = HsmError::gateway(
+            "C_FindObjects",
+            &format!("key material {material} not found"),
+            Scope::Token,
+        );
+        match any {
+            Ok(objects) if !objects.is_empty() => {
+                tracing::error!(%material, "key material is missing from the token");
+            }
+            _ => self.recover(token, &failure),
+        }
+        KmsError::HsmUnavailable(failure.failure())
     }
 
     fn recover(&self, token: &Arc<Token>, error: &HsmError) {
@@ -591,12 +638,12 @@ fn bad_data(e: CkError) -> OpError {
 
 /// A session object destroyed when it goes out of scope, on every path.
 struct SessionObject<'s> {
-    session: &'s Session,
+    session: &'s TimedSession<'s>,
     handle: ObjectHandle,
 }
 
 impl<'s> SessionObject<'s> {
-    fn new(session: &'s Session, handle: ObjectHandle) -> Self {
+    fn new(session: &'s TimedSession<'s>, handle: ObjectHandle) -> Self {
         SessionObject { session, handle }
     }
 }
@@ -609,7 +656,10 @@ impl Drop for SessionObject<'_> {
     }
 }
 
-fn find_material(s: &Session, material: &MaterialId) -> Result<Vec<ObjectHandle>, HsmError> {
+fn find_material(
+    s: &TimedSession<'_>,
+    material: &MaterialId,
+) -> Result<Vec<ObjectHandle>, HsmError> {
     Ok(s.find_objects(&[
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::Token(true),
@@ -618,7 +668,11 @@ fn find_material(s: &Session, material: &MaterialId) -> Result<Vec<ObjectHandle>
 }
 
 /// K_wrap = AES-CBC-ENCRYPT-DATA(material, IV 0, data): a wrap/unwrap-only session key.
-fn derive_kek(s: &Session, base: ObjectHandle, data: &[u8; 32]) -> Result<ObjectHandle, CkError> {
+fn derive_kek(
+    s: &TimedSession<'_>,
+    base: ObjectHandle,
+    data: &[u8; 32],
+) -> Result<ObjectHandle, CkError> {
     let params = AesCbcDeriveParams::new([0u8; 16], data);
     s.derive_key(
         &Mechanism::AesCbcEncryptData(params),
@@ -639,7 +693,7 @@ fn derive_kek(s: &Session, base: ObjectHandle, data: &[u8; 32]) -> Result<Object
 }
 
 /// A fresh AES-256 data key: sensitive, extractable only by wrapping, encrypt-only.
-fn generate_dek(s: &Session) -> Result<ObjectHandle, CkError> {
+fn generate_dek(s: &TimedSession<'_>) -> Result<ObjectHandle, CkError> {
     s.generate_key(
         &Mechanism::AesKeyGen,
         &[
@@ -658,7 +712,7 @@ fn generate_dek(s: &Session) -> Result<ObjectHandle, CkError> {
 /// Unwraps a data key into a sensitive session object: for decryption, or (when
 /// `for_rewrap`) only to be wrapped again.
 fn unwrap_dek(
-    s: &Session,
+    s: &TimedSession<'_>,
     kek: ObjectHandle,
     wrapped: &[u8],
     for_rewrap: bool,
@@ -680,7 +734,7 @@ fn unwrap_dek(
 }
 
 /// Seal, open and rewrap once with a throwaway session key standing in for a material.
-fn trial_run(s: &Session) -> Result<(), HsmError> {
+fn trial_run(s: &TimedSession<'_>) -> Result<(), HsmError> {
     let base = SessionObject::new(
         s,
         s.generate_key(

@@ -8,11 +8,14 @@ use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::{MechanismInfo, MechanismType};
 use cryptoki::slot::Slot;
 
+/// A use of a mechanism (its name in messages) and the flag that allows it.
+type Use = (&'static str, fn(&MechanismInfo) -> bool);
+
 /// What one mechanism must be able to do.
 struct Need {
     name: &'static str,
     mechanism: MechanismType,
-    uses: &'static [(&'static str, fn(&MechanismInfo) -> bool)],
+    uses: &'static [Use],
 }
 
 const SYMMETRIC_SCHEME: &[Need] = &[
