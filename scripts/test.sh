@@ -44,11 +44,12 @@ SPY_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11-spy.so
 # Debian packages the run needs (binary -> package):
 #   softhsm2        SoftHSM2 (libsofthsm2.so, softhsm2-util): the test token
 #   opensc-pkcs11   pkcs11-spy.so (/usr/lib/x86_64-linux-gnu/pkcs11-spy.so), used by tests/e2e/test_trace.py
+#   opensc          pkcs11-tool, used by tests/e2e/test_token.py to look into the token
 #   libsqlite3-0    SQLite runtime
 #   python3-venv    virtualenv for the Python tests
 #   gcc, libc6-dev  C compiler for crates that build C (rusqlite's bundled SQLite)
 #   curl            rustup bootstrap when no Rust toolchain is present
-APT_PACKAGES=(softhsm2 opensc-pkcs11 libsqlite3-0 python3 python3-venv gcc libc6-dev curl ca-certificates procps)
+APT_PACKAGES=(softhsm2 opensc-pkcs11 opensc libsqlite3-0 python3 python3-venv gcc libc6-dev curl ca-certificates procps)
 
 mkdir -p "$LOG_DIR"
 rm -f "$LOG_DIR"/*.xml "$LOG_DIR"/*.log

@@ -248,6 +248,9 @@ def test_nothing_secret_in_trace_logs(p11kms_binary, tmp_path, log_format):
 
     output = server.output()
     assert len(server.stderr_path.read_bytes()) > 0, "P11KMS_LOG=trace produced no log output at all"
+    # Control: the server did log per request at this level (so it had every chance to leak).
+    logged_ops = [op for op in (b"ReEncrypt", b"GenerateDataKey", b"GenerateRandom", b"Decrypt") if op in output]
+    assert logged_ops, "P11KMS_LOG=trace logged no request at all; the secrecy check would prove nothing"
     if log_format == "json":
         for line in server.stderr_path.read_text(errors="replace").splitlines():
             if line.strip():
