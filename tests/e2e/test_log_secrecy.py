@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import string
 import urllib.error
@@ -70,8 +71,10 @@ def _text_forms(value: str) -> list[bytes]:
 
 
 def _find_leaks(output: bytes, secrets_by_name: dict[str, list[bytes]]) -> list[str]:
-    # JSON encoders may escape '/'; undo that so base64 still matches.
-    haystacks = [output, output.replace(b"\\/", b"/")]
+    # JSON encoders may escape '/'; undo that so base64 still matches.  The
+    # pretty format may colour fields with ANSI escapes; search without them too.
+    plain = re.sub(rb"\x1b\[[0-9;]*m", b"", output)
+    haystacks = [output, output.replace(b"\\/", b"/"), plain]
     leaks = []
     for name, forms in secrets_by_name.items():
         for form in forms:

@@ -176,6 +176,11 @@ def test_reencrypt_never_exposes_plaintext(spy_server):
     _assert_no_plaintext_path("ReEncrypt to another key", seg_re1, plaintext)
     _assert_no_plaintext_path("ReEncrypt with a new encryption context", seg_re2, plaintext)
 
+    # No key value leaves the token in any of the four requests.
+    for label, seg in (("Encrypt", seg_encrypt), ("Decrypt", seg_decrypt)):
+        reads = [c for c in parse_calls(seg) if c.name == "C_GetAttributeValue" and "CKA_VALUE" in c.attributes()]
+        assert not reads, f"{label}: C_GetAttributeValue asked for CKA_VALUE:\n" + "\n".join(c.text for c in reads)
+
     # Control: the same search finds the plaintext where it must be.
     dec_names = [c.name for c in parse_calls(seg_decrypt)]
     assert any(n.startswith(DECRYPT_CALLS) for n in dec_names), (
