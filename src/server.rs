@@ -1,5 +1,6 @@
 //! Start-up and the server loop: configuration → token → store → service → HTTP.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use secrecy::SecretString;
@@ -35,41 +36,15 @@ pub struct Prepared {
 /// Runs before any thread is started, because the embedded default exports
 /// `SOFTHSM2_CONF` for the module to read.
 pub fn prepare(config: Config) -> Result<Prepared, String> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
-    let module = match (&config.module, config.embedded_softhsm) {
-        (Some(m), _) => m.clone(),
-        (None, _) => find_softhsm_module().ok_or(
-            "SoftHSM2 is not installed (apt-get install softhsm2), and hsm.module is not set",
-        )?,
-    };
-    let embedded = if config.embedded_softhsm {
-        let embedded = EmbeddedSoftHsm::prepare(&config.data_dir)?;
-        std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
-        if embedded.ensure_token(&module, &config.token_label)? {
-            tracing::info!(label = %config.token_label, "initialised a new SoftHSM2 token");
-        }
-        Some(embedded)
-    } else {
-        None
-    };
-    let user_pin = match &config.pin {
-        PinSource::Env(var) => SecretString::from(
-            std::env::var(var).map_err(|_| format!("the PIN variable {var} is not set"))?,
-        ),
-        PinSource::File(path) => SecretString::from(read_secret_file(path)?),
-        PinSource::Embedded => match &embedded {
-            Some(e) => e.user_pin()?,
-            None => return Err("no PIN configured".into()),
-        },
-    };
+    let target = resolve_hsm(&config)?;
     let hsm = Hsm::open(HsmConfig {
-        module: module.clone(),
+        module: target.module.clone(),
         token_label: config.token_label.clone(),
-        user_pin,
+        user_pin: target.user_pin,
         pool_size: config.session_pool_size,
         session_wait: config.session_wait,
     })?;
+    let module = target.module;
     if let Some(parent) = config.sqlite_path.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
@@ -95,6 +70,62 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
     }
     tracing::info!(module = %module.display(), token = %config.token_label, "HSM ready");
     Ok(Prepared { config, service })
+}
+
+/// The module, token and PIN a configuration names, after preparing the embedded SoftHSM2
+/// token when the configuration asks for it (shared by `serve` and `doctor`).
+struct HsmTarget {
+    module: PathBuf,
+    user_pin: SecretString,
+}
+
+fn resolve_hsm(config: &Config) -> Result<HsmTarget, String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+    let module = match &config.module {
+        Some(m) => m.clone(),
+        None => find_softhsm_module().ok_or(
+            "SoftHSM2 is not installed (apt-get install softhsm2), and hsm.module is not set",
+        )?,
+    };
+    let embedded = if config.embedded_softhsm {
+        let embedded = EmbeddedSoftHsm::prepare(&config.data_dir)?;
+        std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
+        if embedded.ensure_token(&module, &config.token_label)? {
+            tracing::info!(label = %config.token_label, "initialised a new SoftHSM2 token");
+        }
+        Some(embedded)
+    } else {
+        None
+    };
+    let user_pin = match &config.pin {
+        PinSource::Env(var) => SecretString::from(
+            std::env::var(var).map_err(|_| format!("the PIN variable {var} is not set"))?,
+        ),
+        PinSource::File(path) => SecretString::from(read_secret_file(path)?),
+        PinSource::Embedded => match &embedded {
+            Some(e) => e.user_pin()?,
+            None => return Err("no PIN configured".into()),
+        },
+    };
+    Ok(HsmTarget { module, user_pin })
+}
+
+/// `p11kms doctor`: examines the configured module and token with trial operations on
+/// session keys and renders the report. Returns the text and whether the gateway can run.
+///
+/// Runs before any thread is started, like `prepare` (it may export `SOFTHSM2_CONF`).
+pub fn doctor(config: &Config) -> Result<(String, bool), String> {
+    let target = resolve_hsm(config)?;
+    let report = crate::hsm::doctor::examine(&crate::hsm::doctor::DoctorTarget {
+        module: target.module,
+        token_label: config.token_label.clone(),
+        user_pin: target.user_pin,
+    })?;
+    Ok((
+        crate::hsm::doctor::render(&report),
+        report.gateway_can_run(),
+    ))
 }
 
 /// Serves until SIGTERM or Ctrl-C, finishing requests in flight.

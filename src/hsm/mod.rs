@@ -9,6 +9,7 @@
 //! (context wrapping keys, data keys) is a short-lived sensitive session object destroyed
 //! before the call returns. See `crate::kms::ciphertext` for the construction.
 
+pub mod doctor;
 mod error;
 mod pool;
 mod probe;
