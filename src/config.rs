@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub region: Option<String>,
     pub account: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// Keys with known identity, created at start-up if missing (see `kms::seed`).
+    pub seed_file: Option<PathBuf>,
     #[serde(default)]
     pub hsm: HsmSection,
     #[serde(default)]
@@ -120,6 +122,7 @@ pub struct Config {
     pub region: String,
     pub account: String,
     pub data_dir: PathBuf,
+    pub seed_file: Option<PathBuf>,
     pub module: Option<PathBuf>,
     pub embedded_softhsm: bool,
     pub token_label: String,
@@ -196,6 +199,9 @@ impl Config {
             .map(PathBuf::from)
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("p11kms-data"));
+        let seed_file = env("P11KMS_SEED_FILE")
+            .map(PathBuf::from)
+            .or(file.seed_file);
         let module = env("P11KMS_PKCS11_MODULE")
             .map(PathBuf::from)
             .or(file.hsm.module);
@@ -270,6 +276,7 @@ impl Config {
             region,
             account,
             data_dir,
+            seed_file,
             module,
             embedded_softhsm,
             token_label,

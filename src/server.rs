@@ -59,6 +59,25 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         Arc::new(store),
         Arc::new(hsm),
     ));
+    // Adopted token keys first: reconciliation and the seed must know which objects are
+    // not p11kms's own.
+    let adopted = crate::kms::seed::load_adoptions(&service)
+        .map_err(|e| format!("cannot load adopted keys: {e}"))?;
+    if adopted > 0 {
+        tracing::info!(adopted, "adopted token keys registered");
+    }
+    if let Some(path) = &config.seed_file {
+        let seed = crate::kms::seed::read_seed_file(path)?;
+        let outcome = crate::kms::seed::apply_seed(&service, &seed, &config.account)?;
+        tracing::info!(
+            created = outcome.created.len(),
+            adopted = outcome.adopted.len(),
+            existing = outcome.existing.len(),
+            aliases_created = outcome.aliases_created.len(),
+            seed_file = %path.display(),
+            "seed file applied"
+        );
+    }
     // Only the embedded token is ours alone; on a shared HSM, orphans are reported by
     // `reconcile` only when an operator runs it.
     if config.embedded_softhsm {

@@ -9,12 +9,14 @@
 //! (context wrapping keys, data keys) is a short-lived sensitive session object destroyed
 //! before the call returns. See `crate::kms::ciphertext` for the construction.
 
+mod adopt;
 pub mod doctor;
 mod error;
 mod pool;
 mod probe;
 mod provision;
 
+pub use adopt::AdoptableKey;
 pub use error::{HsmError, Scope};
 pub use pool::PoolStats;
 pub use probe::{probe_mechanisms, MechanismReport};
@@ -39,7 +41,7 @@ use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use crate::error::KmsError;
-use crate::model::{KeyId, MaterialId};
+use crate::model::{KeyId, MaterialId, TokenKeyRef};
 use pool::{AcquireError, SessionPool};
 
 /// Label prefix of every token object p11kms creates; reconciliation only touches these.
@@ -84,6 +86,9 @@ pub struct Hsm {
     reinitialisations: AtomicU64,
     /// Serialises token-object creation and deletion (SoftHSM fails them under concurrency).
     token_writes: Mutex<()>,
+    /// Adopted materials: token objects p11kms did not create, found by their own `CKA_ID`
+    /// or label instead of `CKA_ID` = material id, and never destroyed.
+    adopted: RwLock<HashMap<MaterialId, TokenKeyRef>>,
 }
 
 /// One initialised library with its logged-in sessions.
@@ -106,6 +111,7 @@ impl Hsm {
             last_attempt: Mutex::new(None),
             reinitialisations: AtomicU64::new(0),
             token_writes: Mutex::new(()),
+            adopted: RwLock::new(HashMap::new()),
         };
         let report = match hsm.current_token() {
             Some(token) => probe_mechanisms(&token.pkcs11, token.slot),
@@ -174,12 +180,20 @@ impl Hsm {
         Ok(())
     }
 
-    /// Destroys a key material's token object; absent objects are not an error.
+    /// Destroys a key material's token object; absent objects are not an error. An adopted
+    /// object is only forgotten: it belongs to whoever put it in the token.
     pub fn destroy_material(&self, material: &MaterialId) -> Result<(), KmsError> {
+        if let Some(object) = self.adopted_mut().remove(material) {
+            if let Some(token) = self.current_token() {
+                token.materials_mut().remove(material);
+            }
+            tracing::info!(%material, %object, "forgot an adopted key object; it stays in the token");
+            return Ok(());
+        }
         let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
         self.with_session(|token, s| {
             token.materials_mut().remove(material);
-            for handle in find_material(s, material)? {
+            for handle in find_material(s, material, None)? {
                 s.destroy_object(handle)?;
             }
             Ok(())
@@ -408,7 +422,8 @@ impl Hsm {
         if let Some(handle) = token.materials_read().get(material) {
             return Ok(*handle);
         }
-        let found = self.on_token_with(token, |s| find_material(s, material))?;
+        let adopted = self.adopted_read().get(material).cloned();
+        let found = self.on_token_with(token, |s| find_material(s, material, adopted.as_ref()))?;
         match found.first() {
             Some(handle) => {
                 token.materials_mut().insert(*material, *handle);
@@ -636,11 +651,21 @@ impl Drop for SessionObject<'_> {
     }
 }
 
-fn find_material(s: &Session, material: &MaterialId) -> Result<Vec<ObjectHandle>, HsmError> {
+/// The token object of a material: `CKA_ID` = material id, or for an adopted material the
+/// object its reference names.
+fn find_material(
+    s: &Session,
+    material: &MaterialId,
+    adopted: Option<&TokenKeyRef>,
+) -> Result<Vec<ObjectHandle>, HsmError> {
     Ok(s.find_objects(&[
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::Token(true),
-        Attribute::Id(material.0.to_vec()),
+        match adopted {
+            None => Attribute::Id(material.0.to_vec()),
+            Some(TokenKeyRef::Id(id)) => Attribute::Id(id.clone()),
+            Some(TokenKeyRef::Label(label)) => Attribute::Label(label.clone().into_bytes()),
+        },
     ])?)
 }
 
