@@ -34,8 +34,8 @@ use serde::Deserialize;
 
 use crate::error::KmsError;
 use crate::model::{
-    now_epoch, AliasRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin,
-    MaterialRecord, Tag, TokenKeyRef,
+    now_epoch, AliasRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin, MaterialRecord,
+    Tag, TokenKeyRef,
 };
 use crate::store::StoreError;
 
@@ -150,7 +150,11 @@ pub fn apply_seed(
     let mut outcome = SeedOutcome::default();
     for p in &planned {
         let what = format!("seed key {}", p.key_id);
-        match service.store.get_key(&p.key_id).map_err(|e| format!("{what}: {e}"))? {
+        match service
+            .store
+            .get_key(&p.key_id)
+            .map_err(|e| format!("{what}: {e}"))?
+        {
             Some(existing) if existing.account != p.account => {
                 return Err(format!(
                     "{what}: a key with this id exists in account {}, not {}",
@@ -216,9 +220,7 @@ fn plan(k: &SeedKey, default_account: &str) -> Result<Planned, String> {
     }
     if let Some(days) = k.rotation_period_days {
         if !(90..=2560).contains(&days) {
-            return Err(format!(
-                "rotation_period_days {days} is outside 90..=2560"
-            ));
+            return Err(format!("rotation_period_days {days} is outside 90..=2560"));
         }
     }
     let adopt = match &k.adopt {
@@ -324,9 +326,7 @@ fn create(service: &KmsService, p: &Planned) -> Result<(), String> {
         pending_window_days: None,
         rotation_enabled,
         rotation_period_days: p.rotation_period_days,
-        next_rotation_date: p
-            .rotation_period_days
-            .map(|days| now + service.days(days)),
+        next_rotation_date: p.rotation_period_days.map(|days| now + service.days(days)),
         current_material: material_id,
         policy: service.default_policy(&p.account),
     };
@@ -459,13 +459,18 @@ mod tests {
             ),
         ];
         for (body, expected) in cases {
-            let err = parse(&format!("[[keys]]\n{body}\n")).err().unwrap_or_default();
+            let err = parse(&format!("[[keys]]\n{body}\n"))
+                .err()
+                .unwrap_or_default();
             assert!(err.contains(expected), "{body}: {err}");
         }
     }
 
     #[test]
     fn unknown_fields_are_refused() {
-        assert!(parse("[[keys]]\nkey_id = \"0b3e8a52-6f0c-4c1e-9d55-2f6f3f2d9a10\"\nkeyspec = \"x\"\n").is_err());
+        assert!(parse(
+            "[[keys]]\nkey_id = \"0b3e8a52-6f0c-4c1e-9d55-2f6f3f2d9a10\"\nkeyspec = \"x\"\n"
+        )
+        .is_err());
     }
 }

@@ -1718,7 +1718,11 @@ mod tests {
                     &TokenKeyRef::Label("legacy".into()),
                 )
                 .is_err());
-            assert_eq!(store.get_key(&key_id(3)).unwrap(), None, "atomic with the key");
+            assert_eq!(
+                store.get_key(&key_id(3)).unwrap(),
+                None,
+                "atomic with the key"
+            );
             assert_eq!(
                 store.adopted_materials().unwrap(),
                 vec![
