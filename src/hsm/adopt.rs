@@ -57,10 +57,12 @@ impl Hsm {
             let handle = match handles.as_slice() {
                 [one] => *one,
                 [] => return Ok(Err(format!("no secret-key token object with {object}"))),
-                many => return Ok(Err(format!(
+                many => {
+                    return Ok(Err(format!(
                     "{} secret-key token objects have {object}; name the key by a unique CKA_ID",
                     many.len()
-                ))),
+                )))
+                }
             };
             let attributes = s.get_attributes(
                 handle,

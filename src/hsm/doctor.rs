@@ -15,12 +15,13 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismInfo, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use zeroize::Zeroizing;
 
+use super::timed::TimedSession;
 use super::{
     derive_kek, find_token, generate_dek, initialise, trial_run, unwrap_dek, HsmError,
     SessionObject, IV_LEN, WRAPPED_DEK_LEN,
@@ -223,7 +224,7 @@ fn examine_with(pkcs11: &Pkcs11, target: &DoctorTarget) -> Result<DoctorReport, 
         Ok(()) | Err(CkError::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
         Err(e) => return Err(format!("cannot log in: {}", HsmError::from(e))),
     }
-    let trials = run_trials(&session);
+    let trials = run_trials(&TimedSession::new(&session, None));
     let _ = session.logout();
     drop(session);
     let features = judge(&trials);
@@ -313,7 +314,7 @@ fn skipped(trials: &mut Vec<Trial>, id: &'static str, description: &'static str,
     });
 }
 
-fn run_trials(s: &Session) -> Vec<Trial> {
+fn run_trials(s: &TimedSession<'_>) -> Vec<Trial> {
     let mut t = Vec::new();
     record(
         &mut t,
@@ -367,7 +368,7 @@ fn run_trials(s: &Session) -> Vec<Trial> {
     t
 }
 
-fn trial_random(s: &Session) -> TrialResult {
+fn trial_random(s: &TimedSession<'_>) -> TrialResult {
     let mut buf = Zeroizing::new([0u8; 32]);
     s.generate_random_slice(buf.as_mut())?;
     if buf.iter().all(|b| *b == 0) {
@@ -376,7 +377,7 @@ fn trial_random(s: &Session) -> TrialResult {
     Ok("32 bytes".into())
 }
 
-fn aes_session_key(s: &Session, extra: &[Attribute]) -> Result<ObjectHandle, CkError> {
+fn aes_session_key(s: &TimedSession<'_>, extra: &[Attribute]) -> Result<ObjectHandle, CkError> {
     let mut template = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
@@ -388,12 +389,12 @@ fn aes_session_key(s: &Session, extra: &[Attribute]) -> Result<ObjectHandle, CkE
     s.generate_key(&Mechanism::AesKeyGen, &template)
 }
 
-fn trial_aes_keygen(s: &Session) -> TrialResult {
+fn trial_aes_keygen(s: &TimedSession<'_>) -> TrialResult {
     let _key = SessionObject::new(s, aes_session_key(s, &[Attribute::Extractable(false)])?);
     Ok("AES-256, sensitive, non-extractable".into())
 }
 
-fn trial_gcm(s: &Session) -> TrialResult {
+fn trial_gcm(s: &TimedSession<'_>) -> TrialResult {
     let key = SessionObject::new(
         s,
         aes_session_key(s, &[Attribute::Encrypt(true), Attribute::Decrypt(true)])?,
@@ -435,7 +436,7 @@ fn trial_gcm(s: &Session) -> TrialResult {
     Ok("round trip ok, wrong AAD rejected, tag appended".into())
 }
 
-fn trial_kwp(s: &Session) -> TrialResult {
+fn trial_kwp(s: &TimedSession<'_>) -> TrialResult {
     let kek = SessionObject::new(
         s,
         aes_session_key(s, &[Attribute::Wrap(true), Attribute::Unwrap(true)])?,
@@ -452,11 +453,11 @@ fn trial_kwp(s: &Session) -> TrialResult {
     Ok("32-byte key -> 40 bytes and back".into())
 }
 
-fn derive_base(s: &Session) -> Result<ObjectHandle, CkError> {
+fn derive_base(s: &TimedSession<'_>) -> Result<ObjectHandle, CkError> {
     aes_session_key(s, &[Attribute::Extractable(false), Attribute::Derive(true)])
 }
 
-fn trial_derive(s: &Session) -> TrialResult {
+fn trial_derive(s: &TimedSession<'_>) -> TrialResult {
     let base = SessionObject::new(s, derive_base(s)?);
     let a = SessionObject::new(s, derive_kek(s, base.handle, &[9u8; 32])?);
     let b = SessionObject::new(s, derive_kek(s, base.handle, &[9u8; 32])?);
@@ -470,7 +471,7 @@ fn trial_derive(s: &Session) -> TrialResult {
     Ok("AES-256 from a derive-only base, deterministic".into())
 }
 
-fn trial_rewrap(s: &Session) -> TrialResult {
+fn trial_rewrap(s: &TimedSession<'_>) -> TrialResult {
     let base = SessionObject::new(s, derive_base(s)?);
     let k1 = SessionObject::new(s, derive_kek(s, base.handle, &[1u8; 32])?);
     let k2 = SessionObject::new(s, derive_kek(s, base.handle, &[2u8; 32])?);
@@ -492,7 +493,7 @@ fn trial_rewrap(s: &Session) -> TrialResult {
 
 // --- RSA ---
 
-fn rsa_trials(s: &Session, t: &mut Vec<Trial>) {
+fn rsa_trials(s: &TimedSession<'_>, t: &mut Vec<Trial>) {
     const RSA_IDS: &[(&str, &str)] = &[
         (
             "oaep-sha1",
@@ -642,8 +643,8 @@ fn rsa_trials(s: &Session, t: &mut Vec<Trial>) {
     );
 }
 
-fn rsa_key_pair(s: &Session) -> Result<(ObjectHandle, ObjectHandle), CkError> {
-    s.generate_key_pair(
+fn rsa_key_pair(s: &TimedSession<'_>) -> Result<(ObjectHandle, ObjectHandle), CkError> {
+    s.raw().generate_key_pair(
         &Mechanism::RsaPkcsKeyPairGen,
         &[
             Attribute::Token(false),
@@ -684,7 +685,12 @@ fn oaep_mechanism(o: Oaep) -> Mechanism<'static> {
     Mechanism::RsaPkcsOaep(PkcsOaepParams::new(o.hash, o.mgf, PkcsOaepSource::empty()))
 }
 
-fn trial_oaep(s: &Session, public: ObjectHandle, private: ObjectHandle, o: Oaep) -> TrialResult {
+fn trial_oaep(
+    s: &TimedSession<'_>,
+    public: ObjectHandle,
+    private: ObjectHandle,
+    o: Oaep,
+) -> TrialResult {
     let plaintext = b"p11kms doctor oaep";
     let ciphertext = s.encrypt(&oaep_mechanism(o), public, plaintext)?;
     if ciphertext.len() != 256 {
@@ -698,7 +704,7 @@ fn trial_oaep(s: &Session, public: ObjectHandle, private: ObjectHandle, o: Oaep)
 }
 
 fn trial_oaep_wrap(
-    s: &Session,
+    s: &TimedSession<'_>,
     public: ObjectHandle,
     private: ObjectHandle,
     o: Oaep,
@@ -725,14 +731,14 @@ fn trial_oaep_wrap(
 }
 
 fn sign_verify(
-    s: &Session,
+    s: &TimedSession<'_>,
     mechanism: &Mechanism,
     public: ObjectHandle,
     private: ObjectHandle,
     data: &[u8],
     signature_len: usize,
 ) -> TrialResult {
-    let signature = s.sign(mechanism, private, data)?;
+    let signature = s.raw().sign(mechanism, private, data)?;
     if signature.len() != signature_len {
         return Err(err(
             "C_Sign",
@@ -742,12 +748,12 @@ fn sign_verify(
             ),
         ));
     }
-    s.verify(mechanism, public, data, &signature)?;
+    s.raw().verify(mechanism, public, data, &signature)?;
     let mut bad = signature.clone();
     if let Some(last) = bad.last_mut() {
         *last ^= 1;
     }
-    if s.verify(mechanism, public, data, &bad).is_ok() {
+    if s.raw().verify(mechanism, public, data, &bad).is_ok() {
         return Err(err("C_Verify", "accepted a corrupted signature"));
     }
     Ok(format!(
@@ -825,8 +831,8 @@ const CURVES: &[Curve] = &[
     ),
 ];
 
-fn trial_ecdsa(s: &Session, curve: &str, oid: &[u8], hash: Hash) -> TrialResult {
-    let (public, private) = s.generate_key_pair(
+fn trial_ecdsa(s: &TimedSession<'_>, curve: &str, oid: &[u8], hash: Hash) -> TrialResult {
+    let (public, private) = s.raw().generate_key_pair(
         &Mechanism::EccKeyPairGen,
         &[
             Attribute::Token(false),
@@ -844,8 +850,9 @@ fn trial_ecdsa(s: &Session, curve: &str, oid: &[u8], hash: Hash) -> TrialResult 
     let public = SessionObject::new(s, public);
     let private = SessionObject::new(s, private);
     let digest = hash.digest(b"p11kms doctor ecdsa trial");
-    let signature = s.sign(&Mechanism::Ecdsa, private.handle, &digest)?;
-    s.verify(&Mechanism::Ecdsa, public.handle, &digest, &signature)?;
+    let signature = s.raw().sign(&Mechanism::Ecdsa, private.handle, &digest)?;
+    s.raw()
+        .verify(&Mechanism::Ecdsa, public.handle, &digest, &signature)?;
     Ok(format!(
         "{curve}: raw r||s of {} bytes (the gateway DER-encodes it)",
         signature.len()
@@ -884,7 +891,7 @@ const HMACS: &[Hmac] = &[
     ),
 ];
 
-fn trial_hmac(s: &Session, mechanism: &Mechanism, key_bytes: u64) -> TrialResult {
+fn trial_hmac(s: &TimedSession<'_>, mechanism: &Mechanism, key_bytes: u64) -> TrialResult {
     let key = SessionObject::new(
         s,
         s.generate_key(
@@ -902,8 +909,8 @@ fn trial_hmac(s: &Session, mechanism: &Mechanism, key_bytes: u64) -> TrialResult
         )?,
     );
     let data = b"p11kms doctor mac trial";
-    let mac = s.sign(mechanism, key.handle, data)?;
-    s.verify(mechanism, key.handle, data, &mac)?;
+    let mac = s.raw().sign(mechanism, key.handle, data)?;
+    s.raw().verify(mechanism, key.handle, data, &mac)?;
     Ok(format!("{}-byte MAC, verified", mac.len()))
 }
 

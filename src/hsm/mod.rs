@@ -15,12 +15,14 @@ mod error;
 mod pool;
 mod probe;
 mod provision;
+mod timed;
 
 pub use adopt::AdoptableKey;
 pub use error::{HsmError, Scope};
 pub use pool::PoolStats;
 pub use probe::{probe_mechanisms, MechanismReport};
 pub use provision::{find_softhsm_module, EmbeddedSoftHsm};
+pub use timed::{CallObserver, TimedSession};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,7 +36,7 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::ekdf::AesCbcDeriveParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::UserType;
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use secrecy::SecretString;
@@ -84,6 +86,8 @@ pub struct Hsm {
     retired: Mutex<Option<Arc<Token>>>,
     last_attempt: Mutex<Option<Instant>>,
     reinitialisations: AtomicU64,
+    /// Receives every PKCS#11 call's function, outcome and latency (metrics).
+    observer: Option<Arc<dyn CallObserver>>,
     /// Serialises token-object creation and deletion (SoftHSM fails them under concurrency).
     token_writes: Mutex<()>,
     /// Adopted materials: token objects p11kms did not create, found by their own `CKA_ID`
@@ -102,7 +106,7 @@ struct Token {
 impl Hsm {
     /// Loads the module, finds the token, logs in and checks the mechanisms the ciphertext
     /// scheme needs. Fails with a message naming whatever is missing.
-    pub fn open(config: HsmConfig) -> Result<Hsm, String> {
+    pub fn open(config: HsmConfig, observer: Option<Arc<dyn CallObserver>>) -> Result<Hsm, String> {
         let token = Token::open(&config).map_err(|e| format!("cannot open the HSM token: {e}"))?;
         let hsm = Hsm {
             config,
@@ -110,6 +114,7 @@ impl Hsm {
             retired: Mutex::new(None),
             last_attempt: Mutex::new(None),
             reinitialisations: AtomicU64::new(0),
+            observer,
             token_writes: Mutex::new(()),
             adopted: RwLock::new(HashMap::new()),
         };
@@ -139,10 +144,26 @@ impl Hsm {
     }
 
     /// A cheap round trip to the token, for readiness checks.
+    /// A cheap round trip to the token, for readiness checks: a random byte, and one known
+    /// key object still findable (SoftHSM2 answers C_GenerateRandom even after its token
+    /// directory vanished).
     pub fn check(&self) -> Result<(), KmsError> {
+        let token = self.token()?;
         let mut byte = [0u8; 1];
-        self.with_session(|_, s| s.generate_random_slice(&mut byte).map_err(HsmError::from))?
-            .map_err(KmsError::from)
+        self.on_token_with(&token, |s| {
+            s.generate_random_slice(&mut byte).map_err(HsmError::from)
+        })?;
+        let known = token.materials_read().keys().next().copied();
+        if let Some(material) = known {
+            let adopted = self.adopted_read().get(&material).cloned();
+            if self
+                .on_token_with(&token, |s| find_material(s, &material, adopted.as_ref()))?
+                .is_empty()
+            {
+                return Err(self.missing_material(&token, &material));
+            }
+        }
+        Ok(())
     }
 
     // === key material ===
@@ -337,7 +358,7 @@ impl Hsm {
     /// Runs `op` with a pooled session of the current token.
     fn with_session<T>(
         &self,
-        op: impl FnOnce(&Token, &Session) -> Result<T, HsmError>,
+        op: impl FnOnce(&Token, &TimedSession<'_>) -> Result<T, HsmError>,
     ) -> Result<Result<T, HsmError>, KmsError> {
         let token = self.token()?;
         Ok(self.on_token_with(&token, |s| op(&token, s)))
@@ -346,7 +367,7 @@ impl Hsm {
     fn on_token<T>(
         &self,
         token: &Arc<Token>,
-        op: impl FnOnce(&Session) -> Result<T, OpError>,
+        op: impl FnOnce(&TimedSession<'_>) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
         let session = match token
             .pool
@@ -359,7 +380,8 @@ impl Hsm {
                 return Err(OpError::Hsm(e));
             }
         };
-        let result = op(&session);
+        let timed = TimedSession::new(&session, self.observer.as_deref());
+        let result = op(&timed);
         match &result {
             Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope != Scope::Data => {
                 tracing::warn!(function = %e.function, rv = %e.rv, scope = ?e.scope, "PKCS#11 call failed");
@@ -377,7 +399,7 @@ impl Hsm {
     fn on_token_with<T>(
         &self,
         token: &Arc<Token>,
-        op: impl FnOnce(&Session) -> Result<T, HsmError>,
+        op: impl FnOnce(&TimedSession<'_>) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
         match self.on_token(token, |s| op(s).map_err(OpError::Hsm)) {
             Ok(v) => Ok(v),
@@ -396,7 +418,7 @@ impl Hsm {
     fn with_material<T>(
         &self,
         material: &MaterialId,
-        op: impl Fn(&Session, ObjectHandle) -> Result<T, OpError>,
+        op: impl Fn(&TimedSession<'_>, ObjectHandle) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
         let token = self.token().map_err(OpError::Kms)?;
         let handle = self
@@ -633,12 +655,12 @@ fn bad_data(e: CkError) -> OpError {
 
 /// A session object destroyed when it goes out of scope, on every path.
 struct SessionObject<'s> {
-    session: &'s Session,
+    session: &'s TimedSession<'s>,
     handle: ObjectHandle,
 }
 
 impl<'s> SessionObject<'s> {
-    fn new(session: &'s Session, handle: ObjectHandle) -> Self {
+    fn new(session: &'s TimedSession<'s>, handle: ObjectHandle) -> Self {
         SessionObject { session, handle }
     }
 }
@@ -654,7 +676,7 @@ impl Drop for SessionObject<'_> {
 /// The token object of a material: `CKA_ID` = material id, or for an adopted material the
 /// object its reference names.
 fn find_material(
-    s: &Session,
+    s: &TimedSession<'_>,
     material: &MaterialId,
     adopted: Option<&TokenKeyRef>,
 ) -> Result<Vec<ObjectHandle>, HsmError> {
@@ -670,7 +692,11 @@ fn find_material(
 }
 
 /// K_wrap = AES-CBC-ENCRYPT-DATA(material, IV 0, data): a wrap/unwrap-only session key.
-fn derive_kek(s: &Session, base: ObjectHandle, data: &[u8; 32]) -> Result<ObjectHandle, CkError> {
+fn derive_kek(
+    s: &TimedSession<'_>,
+    base: ObjectHandle,
+    data: &[u8; 32],
+) -> Result<ObjectHandle, CkError> {
     let params = AesCbcDeriveParams::new([0u8; 16], data);
     s.derive_key(
         &Mechanism::AesCbcEncryptData(params),
@@ -691,7 +717,7 @@ fn derive_kek(s: &Session, base: ObjectHandle, data: &[u8; 32]) -> Result<Object
 }
 
 /// A fresh AES-256 data key: sensitive, extractable only by wrapping, encrypt-only.
-fn generate_dek(s: &Session) -> Result<ObjectHandle, CkError> {
+fn generate_dek(s: &TimedSession<'_>) -> Result<ObjectHandle, CkError> {
     s.generate_key(
         &Mechanism::AesKeyGen,
         &[
@@ -710,7 +736,7 @@ fn generate_dek(s: &Session) -> Result<ObjectHandle, CkError> {
 /// Unwraps a data key into a sensitive session object: for decryption, or (when
 /// `for_rewrap`) only to be wrapped again.
 fn unwrap_dek(
-    s: &Session,
+    s: &TimedSession<'_>,
     kek: ObjectHandle,
     wrapped: &[u8],
     for_rewrap: bool,
@@ -732,7 +758,7 @@ fn unwrap_dek(
 }
 
 /// Seal, open and rewrap once with a throwaway session key standing in for a material.
-fn trial_run(s: &Session) -> Result<(), HsmError> {
+fn trial_run(s: &TimedSession<'_>) -> Result<(), HsmError> {
     let base = SessionObject::new(
         s,
         s.generate_key(
