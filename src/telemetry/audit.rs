@@ -63,7 +63,15 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens (or continues) the trail at `path`, rotating when it passes `max_bytes`.
     pub fn open(path: PathBuf, max_bytes: u64) -> Result<AuditLog, String> {
-        let (seq, prev) = match last_line(&path)? {
+        let last = match last_line(&path)? {
+            Some(line) => Some(line),
+            // Just rotated: the chain continues from the newest rotated file.
+            None => match newest_rotated(&path) {
+                Some(rotated) => last_line(&rotated)?,
+                None => None,
+            },
+        };
+        let (seq, prev) = match last {
             Some(line) => {
                 let parsed: ChainedLine = serde_json::from_str(&line).map_err(|e| {
                     format!(
@@ -184,6 +192,25 @@ fn last_line(path: &Path) -> Result<Option<String>, String> {
         }
     }
     Ok(last)
+}
+
+/// The rotated file with the highest sequence suffix (`<path>.<seq>`), if any.
+fn newest_rotated(path: &Path) -> Option<PathBuf> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let prefix = format!("{}.", path.file_name()?.to_string_lossy());
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let seq: u64 = name.strip_prefix(&prefix)?.parse().ok()?;
+            Some((seq, entry.path()))
+        })
+        .max_by_key(|(seq, _)| *seq)
+        .map(|(_, p)| p)
 }
 
 fn hash_line(line: &str) -> String {
