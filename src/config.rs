@@ -43,6 +43,15 @@ pub struct FileConfig {
     pub test: TestSection,
     #[serde(default)]
     pub audit: AuditSection,
+    #[serde(default)]
+    pub shutdown: ShutdownSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSection {
+    /// How long SIGTERM waits for requests in flight before exiting anyway.
+    pub drain_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -151,6 +160,10 @@ pub struct Config {
     /// Where the audit trail goes; `None` when it is off.
     pub audit_path: Option<PathBuf>,
     pub audit_max_bytes: u64,
+    /// The file this configuration was read from (SIGHUP reads it again).
+    pub config_file: Option<PathBuf>,
+    /// Deadline for requests in flight after SIGTERM.
+    pub drain: Duration,
 }
 
 /// Reads an environment variable, treating empty as unset.
@@ -188,7 +201,9 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        Config::resolve(file)
+        let mut config = Config::resolve(file)?;
+        config.config_file = path.map(Path::to_path_buf);
+        Ok(config)
     }
 
     pub fn resolve(file: FileConfig) -> Result<Config, String> {
@@ -297,6 +312,11 @@ impl Config {
         let audit_max_bytes = parse_env("P11KMS_AUDIT_MAX_BYTES")?
             .or(file.audit.max_bytes)
             .unwrap_or(64 * 1024 * 1024);
+        let drain = Duration::from_millis(
+            parse_env("P11KMS_DRAIN_MS")?
+                .or(file.shutdown.drain_ms)
+                .unwrap_or(20_000),
+        );
         Ok(Config {
             listen,
             region,
@@ -318,6 +338,8 @@ impl Config {
             day_seconds,
             audit_path,
             audit_max_bytes,
+            config_file: None,
+            drain,
         })
     }
 }

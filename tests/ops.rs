@@ -84,13 +84,32 @@ impl Server {
     }
 
     fn client(&self) -> Client {
+        self.client_as("test", "test")
+    }
+
+    fn client_as(&self, access_key_id: &str, secret: &str) -> Client {
         let config = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "ops-tests"))
+            .credentials_provider(Credentials::new(
+                access_key_id,
+                secret,
+                None,
+                None,
+                "ops-tests",
+            ))
             .endpoint_url(&self.endpoint)
             .build();
         Client::from_conf(config)
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     fn stop(mut self) {
@@ -552,5 +571,128 @@ fn doctor_fails_cleanly_on_a_missing_token() {
     assert!(
         !stderr.contains("pin-must-not-leak"),
         "the PIN must never be printed"
+    );
+}
+
+// === signals ===
+
+fn write_config(path: &Path, access_key_id: &str, secret: &str, level: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "[log]\nlevel = \"{level}\"\n\n[[credentials]]\naccess_key_id = \"{access_key_id}\"\n\
+             secret_access_key = \"{secret}\"\n"
+        ),
+    )
+    .expect("write config");
+}
+
+fn wait_for_log(dir: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+        if log.contains(needle) || Instant::now() > deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_credentials_and_log_level_and_sigterm_closes_sessions() {
+    let dir = data_dir();
+    let config = dir.path().join("p11kms.toml");
+    write_config(&config, "AKIDFIRST", "first-secret", "info");
+    let config_arg = config.to_string_lossy().to_string();
+    let server = {
+        // `serve --config FILE`: SIGHUP re-reads that file.
+        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log");
+        let mut child = command(dir.path(), "serve", &[])
+            .arg("--config")
+            .arg(&config_arg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let endpoint = loop {
+            let line = lines.next().expect("ready line").expect("read stdout");
+            if let Some(rest) = line.strip_prefix("p11kms listening on http://") {
+                break format!("http://{}", rest.trim());
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, endpoint }
+    };
+    let first = server.client_as("AKIDFIRST", "first-secret");
+    first
+        .list_keys()
+        .send()
+        .await
+        .expect("first credential works");
+
+    let before = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(
+        !before.contains("DEBUG"),
+        "debug output before the reload:\n{before}"
+    );
+    write_config(&config, "AKIDSECOND", "second-secret", "debug");
+    server.signal("HUP");
+    let log = wait_for_log(dir.path(), "SIGHUP: credentials and log level reloaded");
+    assert!(
+        log.contains("SIGHUP: credentials and log level reloaded"),
+        "{log}"
+    );
+    let second = server.client_as("AKIDSECOND", "second-secret");
+    second
+        .list_keys()
+        .send()
+        .await
+        .expect("second credential works after SIGHUP");
+    let err = first
+        .list_keys()
+        .send()
+        .await
+        .expect_err("first credential is gone after SIGHUP");
+    assert_eq!(
+        aws_sdk_kms::error::ProvideErrorMetadata::code(&err),
+        Some("UnrecognizedClientException")
+    );
+    // The new level is in force: debug events now appear.
+    second.list_keys().send().await.expect("list");
+    let log = wait_for_log(dir.path(), "DEBUG");
+    assert!(
+        log.contains("DEBUG"),
+        "no debug output after reloading to debug:\n{log}"
+    );
+
+    // A broken file leaves everything as it was.
+    std::fs::write(&config, "this is = = not toml").expect("write");
+    server.signal("HUP");
+    let log = wait_for_log(dir.path(), "SIGHUP: configuration not reloaded");
+    assert!(log.contains("SIGHUP: configuration not reloaded"), "{log}");
+    second
+        .list_keys()
+        .send()
+        .await
+        .expect("still the second credential");
+
+    server.signal("TERM");
+    let mut server = server;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(
+        log.contains("HSM sessions closed; library finalised"),
+        "{log}"
     );
 }

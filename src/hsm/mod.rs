@@ -93,6 +93,8 @@ pub struct Hsm {
     /// Adopted materials: token objects p11kms did not create, found by their own `CKA_ID`
     /// or label instead of `CKA_ID` = material id, and never destroyed.
     adopted: RwLock<HashMap<MaterialId, TokenKeyRef>>,
+    /// Set by `shutdown`: the token is not reopened any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// One initialised library with its logged-in sessions.
@@ -117,6 +119,7 @@ impl Hsm {
             observer,
             token_writes: Mutex::new(()),
             adopted: RwLock::new(HashMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         };
         let report = match hsm.current_token() {
             Some(token) => probe_mechanisms(&token.pkcs11, token.slot),
@@ -501,10 +504,44 @@ impl Hsm {
             .clone()
     }
 
+    /// Closes the idle sessions (logging them out) and finalises the library, at exit after
+    /// requests drained. Returns `false` when a request still held the token: its sessions
+    /// then close with the process. The token is not reopened afterwards.
+    pub fn shutdown(&self) -> bool {
+        self.closed.store(true, Ordering::SeqCst);
+        let current = self
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let retired = self
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let mut clean = true;
+        for token in [current, retired].into_iter().flatten() {
+            match Arc::try_unwrap(token) {
+                Ok(token) => token.finalize(),
+                Err(in_use) => {
+                    in_use.pool.close_idle();
+                    clean = false;
+                }
+            }
+        }
+        clean
+    }
+
     /// The current token, reopening a lost one with backoff.
     fn token(&self) -> Result<Arc<Token>, KmsError> {
         if let Some(token) = self.current_token() {
             return Ok(token);
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(KmsError::HsmUnavailable(crate::error::Pkcs11Failure {
+                function: "C_Finalize".into(),
+                rv: "the gateway is shutting down".into(),
+            }));
         }
         let unavailable = || {
             KmsError::HsmUnavailable(crate::error::Pkcs11Failure {
@@ -587,7 +624,7 @@ impl Token {
         let Token { pkcs11, pool, .. } = self;
         drop(pool);
         if let Err(e) = pkcs11.finalize() {
-            tracing::warn!(error = %HsmError::from(e), "C_Finalize of the lost token failed");
+            tracing::warn!(error = %HsmError::from(e), "C_Finalize failed");
         }
     }
 }
