@@ -696,3 +696,71 @@ async fn sighup_reloads_credentials_and_log_level_and_sigterm_closes_sessions() 
         "{log}"
     );
 }
+
+/// Sends the headers and half the body of a KMS request on a fresh connection: a request
+/// the server has accepted and is still reading.
+fn half_sent_request(endpoint: &str) -> (std::net::TcpStream, &'static [u8]) {
+    use std::io::Write;
+    let address = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let body: &'static [u8] = b"{\"Limit\": 10}";
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: {address}\r\nX-Amz-Target: TrentService.ListKeys\r\n\
+         Content-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("send headers");
+    stream.write_all(&body[..5]).expect("send half the body");
+    stream.flush().expect("flush");
+    (stream, &body[5..])
+}
+
+#[test]
+fn sigterm_finishes_accepted_requests_and_the_drain_deadline_ends_stuck_ones() {
+    use std::io::{Read, Write};
+    let dir = data_dir();
+    let server =
+        Server::start(dir.path(), &[("P11KMS_DRAIN_MS", "3000")]).unwrap_or_else(|e| panic!("{e}"));
+    let (mut in_flight, rest) = half_sent_request(&server.endpoint);
+    let (_stuck, _) = half_sent_request(&server.endpoint);
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    server.signal("TERM");
+    wait_for_log(dir.path(), "shutting down");
+    // The accepted request still gets its whole answer (an AWS error for the missing
+    // signature: what matters is that it is answered, not dropped).
+    in_flight
+        .write_all(rest)
+        .expect("send the rest of the body");
+    let mut response = Vec::new();
+    let _ = in_flight.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 "),
+        "no response: {response:?}"
+    );
+    assert!(response.contains("x-amzn-requestid"), "{response}");
+    // The stuck one holds the server until the deadline, then it exits anyway.
+    let mut server = server;
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no exit after the drain deadline"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "exited before the deadline"
+    );
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(log.contains("drain deadline passed"), "{log}");
+}
