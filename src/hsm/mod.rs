@@ -9,12 +9,15 @@
 //! (context wrapping keys, data keys) is a short-lived sensitive session object destroyed
 //! before the call returns. See `crate::kms::ciphertext` for the construction.
 
+mod adopt;
+pub mod doctor;
 mod error;
 mod pool;
 mod probe;
 mod provision;
 mod timed;
 
+pub use adopt::AdoptableKey;
 pub use error::{HsmError, Scope};
 pub use pool::PoolStats;
 pub use probe::{probe_mechanisms, MechanismReport};
@@ -40,7 +43,7 @@ use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use crate::error::KmsError;
-use crate::model::{KeyId, MaterialId};
+use crate::model::{KeyId, MaterialId, TokenKeyRef};
 use pool::{AcquireError, SessionPool};
 
 /// Label prefix of every token object p11kms creates; reconciliation only touches these.
@@ -87,6 +90,11 @@ pub struct Hsm {
     observer: Option<Arc<dyn CallObserver>>,
     /// Serialises token-object creation and deletion (SoftHSM fails them under concurrency).
     token_writes: Mutex<()>,
+    /// Adopted materials: token objects p11kms did not create, found by their own `CKA_ID`
+    /// or label instead of `CKA_ID` = material id, and never destroyed.
+    adopted: RwLock<HashMap<MaterialId, TokenKeyRef>>,
+    /// Set by `shutdown`: the token is not reopened any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// One initialised library with its logged-in sessions.
@@ -110,6 +118,8 @@ impl Hsm {
             reinitialisations: AtomicU64::new(0),
             observer,
             token_writes: Mutex::new(()),
+            adopted: RwLock::new(HashMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         };
         let report = match hsm.current_token() {
             Some(token) => probe_mechanisms(&token.pkcs11, token.slot),
@@ -148,8 +158,9 @@ impl Hsm {
         })?;
         let known = token.materials_read().keys().next().copied();
         if let Some(material) = known {
+            let adopted = self.adopted_read().get(&material).cloned();
             if self
-                .on_token_with(&token, |s| find_material(s, &material))?
+                .on_token_with(&token, |s| find_material(s, &material, adopted.as_ref()))?
                 .is_empty()
             {
                 return Err(self.missing_material(&token, &material));
@@ -193,12 +204,20 @@ impl Hsm {
         Ok(())
     }
 
-    /// Destroys a key material's token object; absent objects are not an error.
+    /// Destroys a key material's token object; absent objects are not an error. An adopted
+    /// object is only forgotten: it belongs to whoever put it in the token.
     pub fn destroy_material(&self, material: &MaterialId) -> Result<(), KmsError> {
+        if let Some(object) = self.adopted_mut().remove(material) {
+            if let Some(token) = self.current_token() {
+                token.materials_mut().remove(material);
+            }
+            tracing::info!(%material, %object, "forgot an adopted key object; it stays in the token");
+            return Ok(());
+        }
         let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
         self.with_session(|token, s| {
             token.materials_mut().remove(material);
-            for handle in find_material(s, material)? {
+            for handle in find_material(s, material, None)? {
                 s.destroy_object(handle)?;
             }
             Ok(())
@@ -428,7 +447,8 @@ impl Hsm {
         if let Some(handle) = token.materials_read().get(material) {
             return Ok(*handle);
         }
-        let found = self.on_token_with(token, |s| find_material(s, material))?;
+        let adopted = self.adopted_read().get(material).cloned();
+        let found = self.on_token_with(token, |s| find_material(s, material, adopted.as_ref()))?;
         match found.first() {
             Some(handle) => {
                 token.materials_mut().insert(*material, *handle);
@@ -484,10 +504,44 @@ impl Hsm {
             .clone()
     }
 
+    /// Closes the idle sessions (logging them out) and finalises the library, at exit after
+    /// requests drained. Returns `false` when a request still held the token: its sessions
+    /// then close with the process. The token is not reopened afterwards.
+    pub fn shutdown(&self) -> bool {
+        self.closed.store(true, Ordering::SeqCst);
+        let current = self
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let retired = self
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let mut clean = true;
+        for token in [current, retired].into_iter().flatten() {
+            match Arc::try_unwrap(token) {
+                Ok(token) => token.finalize(),
+                Err(in_use) => {
+                    in_use.pool.close_idle();
+                    clean = false;
+                }
+            }
+        }
+        clean
+    }
+
     /// The current token, reopening a lost one with backoff.
     fn token(&self) -> Result<Arc<Token>, KmsError> {
         if let Some(token) = self.current_token() {
             return Ok(token);
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(KmsError::HsmUnavailable(crate::error::Pkcs11Failure {
+                function: "C_Finalize".into(),
+                rv: "the gateway is shutting down".into(),
+            }));
         }
         let unavailable = || {
             KmsError::HsmUnavailable(crate::error::Pkcs11Failure {
@@ -570,7 +624,7 @@ impl Token {
         let Token { pkcs11, pool, .. } = self;
         drop(pool);
         if let Err(e) = pkcs11.finalize() {
-            tracing::warn!(error = %HsmError::from(e), "C_Finalize of the lost token failed");
+            tracing::warn!(error = %HsmError::from(e), "C_Finalize failed");
         }
     }
 }
@@ -656,14 +710,21 @@ impl Drop for SessionObject<'_> {
     }
 }
 
+/// The token object of a material: `CKA_ID` = material id, or for an adopted material the
+/// object its reference names.
 fn find_material(
     s: &TimedSession<'_>,
     material: &MaterialId,
+    adopted: Option<&TokenKeyRef>,
 ) -> Result<Vec<ObjectHandle>, HsmError> {
     Ok(s.find_objects(&[
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::Token(true),
-        Attribute::Id(material.0.to_vec()),
+        match adopted {
+            None => Attribute::Id(material.0.to_vec()),
+            Some(TokenKeyRef::Id(id)) => Attribute::Id(id.clone()),
+            Some(TokenKeyRef::Label(label)) => Attribute::Label(label.clone().into_bytes()),
+        },
     ])?)
 }
 

@@ -46,7 +46,7 @@ impl KmsService {
         }
     }
 
-    fn default_policy(&self, account: &str) -> String {
+    pub(super) fn default_policy(&self, account: &str) -> String {
         serde_json::json!({
             "Version": "2012-10-17",
             "Id": "key-default-1",

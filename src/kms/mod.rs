@@ -8,6 +8,7 @@ pub mod ciphertext;
 mod crypto;
 mod jobs;
 mod keys;
+pub mod seed;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
