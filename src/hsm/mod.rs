@@ -9,17 +9,22 @@
 //! (context wrapping keys, data keys) is a short-lived sensitive session object destroyed
 //! before the call returns. See `crate::kms::ciphertext` for the construction.
 
+mod asymmetric;
 mod error;
 mod pool;
 mod probe;
 mod provision;
 
+pub use asymmetric::{
+    AsymmetricCapabilities, Curve, EcPrivateParts, MacHash, OaepHash, PairKind, PairUse, PrivateKeyParts,
+    PublicKeyParts, RsaPrivateParts, SignMechanism,
+};
 pub use error::{HsmError, Scope};
 pub use pool::PoolStats;
 pub use probe::{probe_mechanisms, MechanismReport};
 pub use provision::{find_softhsm_module, EmbeddedSoftHsm};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -83,6 +88,27 @@ pub struct Hsm {
     reinitialisations: AtomicU64,
     /// Serialises token-object creation and deletion (SoftHSM fails them under concurrency).
     token_writes: Mutex<()>,
+    /// What the token can do for asymmetric keys, measured at start-up.
+    capabilities: AsymmetricCapabilities,
+}
+
+/// Which object of a key material a handle names: the AES or HMAC secret key, or one half
+/// of a key pair. All of them share the material's `CKA_ID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Half {
+    Secret,
+    Private,
+    Public,
+}
+
+impl Half {
+    fn class(self) -> ObjectClass {
+        match self {
+            Half::Secret => ObjectClass::SECRET_KEY,
+            Half::Private => ObjectClass::PRIVATE_KEY,
+            Half::Public => ObjectClass::PUBLIC_KEY,
+        }
+    }
 }
 
 /// One initialised library with its logged-in sessions.
@@ -90,7 +116,7 @@ struct Token {
     pkcs11: Pkcs11,
     slot: Slot,
     pool: SessionPool,
-    materials: RwLock<HashMap<MaterialId, ObjectHandle>>,
+    materials: RwLock<HashMap<(MaterialId, Half), ObjectHandle>>,
 }
 
 impl Hsm {
@@ -98,13 +124,14 @@ impl Hsm {
     /// scheme needs. Fails with a message naming whatever is missing.
     pub fn open(config: HsmConfig) -> Result<Hsm, String> {
         let token = Token::open(&config).map_err(|e| format!("cannot open the HSM token: {e}"))?;
-        let hsm = Hsm {
+        let mut hsm = Hsm {
             config,
             current: RwLock::new(Some(Arc::new(token))),
             retired: Mutex::new(None),
             last_attempt: Mutex::new(None),
             reinitialisations: AtomicU64::new(0),
             token_writes: Mutex::new(()),
+            capabilities: AsymmetricCapabilities::default(),
         };
         let report = match hsm.current_token() {
             Some(token) => probe_mechanisms(&token.pkcs11, token.slot),
@@ -120,6 +147,8 @@ impl Hsm {
         hsm.with_session(|_, s| trial_run(s))
             .map_err(|e| format!("trial run failed: {e}"))?
             .map_err(|e| format!("trial run of the ciphertext scheme failed: {e}"))?;
+        hsm.capabilities = hsm.probe_asymmetric();
+        tracing::info!(capabilities = ?hsm.capabilities, "asymmetric capabilities of the token");
         Ok(hsm)
     }
 
@@ -168,7 +197,7 @@ impl Hsm {
                 .map_err(HsmError::from)
         })??;
         if let Some(token) = self.current_token() {
-            token.materials_mut().insert(*material, handle);
+            token.materials_mut().insert((*material, Half::Secret), handle);
         }
         Ok(())
     }
@@ -177,8 +206,14 @@ impl Hsm {
     pub fn destroy_material(&self, material: &MaterialId) -> Result<(), KmsError> {
         let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
         self.with_session(|token, s| {
-            token.materials_mut().remove(material);
-            for handle in find_material(s, material)? {
+            token
+                .materials_mut()
+                .retain(|(cached, _), _| cached != material);
+            // Every object with the material's id: a secret key, or both halves of a pair.
+            for handle in s.find_objects(&[
+                Attribute::Token(true),
+                Attribute::Id(material.0.to_vec()),
+            ])? {
                 s.destroy_object(handle)?;
             }
             Ok(())
@@ -186,13 +221,12 @@ impl Hsm {
         .map_err(KmsError::from)
     }
 
-    /// Material ids of every p11kms key object in the token (for start-up reconciliation).
+    /// Material ids of every p11kms key object in the token, secret keys and both halves of
+    /// key pairs alike (for start-up reconciliation); each id once.
     pub fn list_materials(&self) -> Result<Vec<MaterialId>, KmsError> {
         self.with_session(|_, s| {
-            let handles = s.find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Token(true),
-            ])?;
+            let handles = s.find_objects(&[Attribute::Token(true)])?;
+            let mut seen = HashSet::new();
             let mut out = Vec::new();
             for handle in handles {
                 let attrs = s.get_attributes(handle, &[AttributeType::Label, AttributeType::Id])?;
@@ -208,7 +242,9 @@ impl Hsm {
                     }
                 }
                 if let (true, Some(id)) = (label_ok, id) {
-                    out.push(MaterialId(id));
+                    if seen.insert(id) {
+                        out.push(MaterialId(id));
+                    }
                 }
             }
             Ok(out)
@@ -292,8 +328,8 @@ impl Hsm {
         destination_derivation: &dyn Fn(&[u8; NONCE_LEN]) -> [u8; 32],
     ) -> Result<([u8; NONCE_LEN], Vec<u8>), KmsError> {
         let token = self.token()?;
-        let src_base = self.material_handle(&token, source)?;
-        let dst_base = self.material_handle(&token, destination)?;
+        let src_base = self.object_handle(&token, source, Half::Secret)?;
+        let dst_base = self.object_handle(&token, destination, Half::Secret)?;
         self.on_token(&token, |s| {
             let src_kek = SessionObject::new(s, derive_kek(s, src_base, source_derivation)?);
             let dek = SessionObject::new(
@@ -383,14 +419,24 @@ impl Hsm {
         material: &MaterialId,
         op: impl Fn(&Session, ObjectHandle) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
+        self.with_object(material, Half::Secret, op)
+    }
+
+    /// Like [`Hsm::with_material`], for any object of a material.
+    fn with_object<T>(
+        &self,
+        material: &MaterialId,
+        half: Half,
+        op: impl Fn(&Session, ObjectHandle) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
         let token = self.token().map_err(OpError::Kms)?;
         let handle = self
-            .material_handle(&token, material)
+            .object_handle(&token, material, half)
             .map_err(OpError::Kms)?;
         match self.on_token(&token, |s| op(s, handle)) {
             Err(OpError::Hsm(e)) if e.scope == Scope::Object => {
                 let handle = self
-                    .material_handle(&token, material)
+                    .object_handle(&token, material, half)
                     .map_err(OpError::Kms)?;
                 self.on_token(&token, |s| op(s, handle))
             }
@@ -398,19 +444,20 @@ impl Hsm {
         }
     }
 
-    /// The cached handle of a material object, found by `CKA_ID` on first use.
-    fn material_handle(
+    /// The cached handle of a material object, found by `CKA_ID` and class on first use.
+    fn object_handle(
         &self,
         token: &Arc<Token>,
         material: &MaterialId,
+        half: Half,
     ) -> Result<ObjectHandle, KmsError> {
-        if let Some(handle) = token.materials_read().get(material) {
+        if let Some(handle) = token.materials_read().get(&(*material, half)) {
             return Ok(*handle);
         }
-        let found = self.on_token_with(token, |s| find_material(s, material))?;
+        let found = self.on_token_with(token, |s| find_object(s, material, half))?;
         match found.first() {
             Some(handle) => {
-                token.materials_mut().insert(*material, *handle);
+                token.materials_mut().insert((*material, half), *handle);
                 Ok(*handle)
             }
             None => Err(KmsError::Internal(format!(
@@ -513,11 +560,15 @@ impl Token {
         })
     }
 
-    fn materials_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<MaterialId, ObjectHandle>> {
+    fn materials_read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<(MaterialId, Half), ObjectHandle>> {
         self.materials.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn materials_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<MaterialId, ObjectHandle>> {
+    fn materials_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<(MaterialId, Half), ObjectHandle>> {
         self.materials.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -612,9 +663,13 @@ impl Drop for SessionObject<'_> {
     }
 }
 
-fn find_material(s: &Session, material: &MaterialId) -> Result<Vec<ObjectHandle>, HsmError> {
+fn find_object(
+    s: &Session,
+    material: &MaterialId,
+    half: Half,
+) -> Result<Vec<ObjectHandle>, HsmError> {
     Ok(s.find_objects(&[
-        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Class(half.class()),
         Attribute::Token(true),
         Attribute::Id(material.0.to_vec()),
     ])?)
