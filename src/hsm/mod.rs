@@ -460,10 +460,33 @@ impl Hsm {
                 token.materials_mut().insert((*material, half), *handle);
                 Ok(*handle)
             }
-            None => Err(KmsError::Internal(format!(
-                "key material {material} is missing from the token"
-            ))),
+            None => Err(self.missing_material(token, material)),
         }
+    }
+
+    /// A material the store knows is not in the token. If the token shows no key objects
+    /// at all, the token itself is lost (SoftHSM2 keeps a token broken after its directory
+    /// vanished until the library is reinitialised), so recover it; otherwise only this key
+    /// is unavailable.
+    fn missing_material(&self, token: &Arc<Token>, material: &MaterialId) -> KmsError {
+        let any = self.on_token_with(token, |s| {
+            Ok(s.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Token(true),
+            ])?)
+        });
+        let failure = HsmError::gateway(
+            "C_FindObjects",
+            &format!("key material {material} not found"),
+            Scope::Token,
+        );
+        match any {
+            Ok(objects) if !objects.is_empty() => {
+                tracing::error!(%material, "key material is missing from the token");
+            }
+            _ => self.recover(token, &failure),
+        }
+        KmsError::HsmUnavailable(failure.failure())
     }
 
     fn recover(&self, token: &Arc<Token>, error: &HsmError) {
