@@ -136,7 +136,10 @@ pub enum PublicKeyParts {
     },
     /// `params`: DER of the curve OID; `point`: `CKA_EC_POINT` as the token gives it (usually
     /// a DER OCTET STRING around the uncompressed point).
-    Ec { params: Vec<u8>, point: Vec<u8> },
+    Ec {
+        params: Vec<u8>,
+        point: Vec<u8>,
+    },
 }
 
 /// An RSA private key's CRT components, big-endian.
@@ -287,7 +290,7 @@ impl Hsm {
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::GENERIC_SECRET),
-            Attribute::ValueLen(len.into()),
+            Attribute::ValueLen((len as u64).into()),
             Attribute::Token(true),
             Attribute::Private(true),
             Attribute::Sensitive(true),
@@ -512,7 +515,10 @@ fn pair_template(kind: PairKind, public: &mut Vec<Attribute>) -> Mechanism<'stat
     }
 }
 
-fn sign_mechanism(mechanism: SignMechanism, data_len: usize) -> Result<Mechanism<'static>, KmsError> {
+fn sign_mechanism(
+    mechanism: SignMechanism,
+    data_len: usize,
+) -> Result<Mechanism<'static>, KmsError> {
     Ok(match mechanism {
         SignMechanism::RsaPkcs1 => Mechanism::RsaPkcs,
         SignMechanism::Ecdsa => Mechanism::Ecdsa,

@@ -16,8 +16,8 @@ mod probe;
 mod provision;
 
 pub use asymmetric::{
-    AsymmetricCapabilities, Curve, EcPrivateParts, MacHash, OaepHash, PairKind, PairUse, PrivateKeyParts,
-    PublicKeyParts, RsaPrivateParts, SignMechanism,
+    AsymmetricCapabilities, Curve, EcPrivateParts, MacHash, OaepHash, PairKind, PairUse,
+    PrivateKeyParts, PublicKeyParts, RsaPrivateParts, SignMechanism,
 };
 pub use error::{HsmError, Scope};
 pub use pool::PoolStats;
@@ -197,7 +197,9 @@ impl Hsm {
                 .map_err(HsmError::from)
         })??;
         if let Some(token) = self.current_token() {
-            token.materials_mut().insert((*material, Half::Secret), handle);
+            token
+                .materials_mut()
+                .insert((*material, Half::Secret), handle);
         }
         Ok(())
     }
@@ -210,10 +212,9 @@ impl Hsm {
                 .materials_mut()
                 .retain(|(cached, _), _| cached != material);
             // Every object with the material's id: a secret key, or both halves of a pair.
-            for handle in s.find_objects(&[
-                Attribute::Token(true),
-                Attribute::Id(material.0.to_vec()),
-            ])? {
+            for handle in
+                s.find_objects(&[Attribute::Token(true), Attribute::Id(material.0.to_vec())])?
+            {
                 s.destroy_object(handle)?;
             }
             Ok(())
@@ -469,12 +470,8 @@ impl Hsm {
     /// vanished until the library is reinitialised), so recover it; otherwise only this key
     /// is unavailable.
     fn missing_material(&self, token: &Arc<Token>, material: &MaterialId) -> KmsError {
-        let any = self.on_token_with(token, |s| {
-            Ok(s.find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Token(true),
-            ])?)
-        });
+        // Any token object counts: a token may hold only key pairs or HMAC keys.
+        let any = self.on_token_with(token, |s| Ok(s.find_objects(&[Attribute::Token(true)])?));
         let failure = HsmError::gateway(
             "C_FindObjects",
             &format!("key material {material} not found"),

@@ -141,9 +141,7 @@ pub fn oaep_algorithm(hash: OaepHash) -> &'static str {
 
 /// A signing algorithm: the private-key mechanism and the hash.
 fn parse_signing_algorithm(name: &str) -> Option<(SignMechanism, SigHash)> {
-    let (mechanism, hash) = name
-        .rsplit_once("_SHA_")
-        .map(|(m, h)| (m, h))?;
+    let (mechanism, hash) = name.rsplit_once("_SHA_")?;
     let mechanism = match mechanism {
         "RSASSA_PSS" => SignMechanism::RsaPss,
         "RSASSA_PKCS1_V1_5" => SignMechanism::RsaPkcs1,
@@ -262,7 +260,9 @@ impl KmsService {
         self.require_usable(key)?;
         let Encryption::Rsa { bits, hash } = self.require_encryption(key, operation, algorithm)?
         else {
-            return Err(KmsError::Internal("an RSA key encrypts symmetrically".into()));
+            return Err(KmsError::Internal(
+                "an RSA key encrypts symmetrically".into(),
+            ));
         };
         if ciphertext.len() != bits as usize / 8 {
             return Err(KmsError::InvalidCiphertext);
@@ -276,11 +276,11 @@ impl KmsService {
     pub(super) fn in_token_gap(&self, available: bool, mechanism: &str, what: &str) -> KmsError {
         if available {
             KmsError::UnsupportedOperation(format!(
-                "Re-encrypting a {what} is not supported by this gateway yet."
+                "Re-encrypting {what} is not supported by this gateway yet."
             ))
         } else {
             KmsError::MechanismUnsupported(format!(
-                "{mechanism}, which re-encrypting a {what} inside the HSM needs"
+                "{mechanism}, which re-encrypting {what} inside the HSM needs"
             ))
         }
     }
@@ -312,7 +312,7 @@ impl KmsService {
             return Err(self.in_token_gap(
                 self.hsm.capabilities().gcm_wrap,
                 "CKM_AES_GCM with C_WrapKey",
-                "RSA ciphertext under a symmetric key",
+                "an RSA ciphertext under a symmetric key",
             ));
         };
         self.require_oaep(hash)?;
@@ -358,7 +358,9 @@ impl KmsService {
     ) -> Result<(), KmsError> {
         match kind {
             KeyKind::Symmetric => self.hsm.create_material(key_id, material),
-            KeyKind::Hmac(hash) => self.hsm.create_hmac_key(key_id, material, hmac_key_len(hash)),
+            KeyKind::Hmac(hash) => self
+                .hsm
+                .create_hmac_key(key_id, material, hmac_key_len(hash)),
             KeyKind::Rsa { .. } | KeyKind::Ecc(_) => {
                 let pair = kind
                     .pair()
@@ -588,7 +590,7 @@ impl KmsService {
         context: &std::collections::BTreeMap<String, String>,
         dry: Option<bool>,
         operation: &str,
-    ) -> Result<(Vec<u8>, zeroize::Zeroizing<Vec<u8>>, Vec<u8>), KmsError> {
+    ) -> Result<DataKeyPair, KmsError> {
         self.require_usable(key)?;
         self.require_symmetric_encryption(key, operation, None)?;
         let pair = KeyKind::of(pair_spec)
@@ -608,7 +610,11 @@ impl KmsService {
         drop(private);
         let public_der = keyformat::spki(&public)?;
         let blob = self.seal(key, context, &private_der)?;
-        Ok((blob, private_der, public_der))
+        Ok(DataKeyPair {
+            blob,
+            private: private_der,
+            public: public_der,
+        })
     }
 
     pub fn generate_data_key_pair(
@@ -624,7 +630,7 @@ impl KmsService {
                 "Recipient (Nitro Enclaves) is not supported by this gateway.".into(),
             ));
         }
-        let (blob, private, public) = self.data_key_pair(
+        let pair = self.data_key_pair(
             &key,
             pair_spec,
             &req.encryption_context.clone().unwrap_or_default(),
@@ -632,9 +638,9 @@ impl KmsService {
             "GenerateDataKeyPair",
         )?;
         Ok(GenerateDataKeyPairResponse {
-            private_key_ciphertext_blob: Some(Blob(blob)),
-            private_key_plaintext: Some(SecretBlob::new(private)),
-            public_key: Some(Blob(public)),
+            private_key_ciphertext_blob: Some(Blob(pair.blob)),
+            private_key_plaintext: Some(SecretBlob::new(pair.private)),
+            public_key: Some(Blob(pair.public)),
             key_id: Some(self.arn_of(&key)),
             key_pair_spec: Some(pair_spec.clone()),
             ciphertext_for_recipient: None,
@@ -652,7 +658,7 @@ impl KmsService {
         check_grant_tokens(&req.grant_tokens)?;
         // The private key is in host memory only between the token and the token's
         // encryption, in buffers wiped on drop; it is never returned or logged.
-        let (blob, _private, public) = self.data_key_pair(
+        let pair = self.data_key_pair(
             &key,
             pair_spec,
             &req.encryption_context.clone().unwrap_or_default(),
@@ -660,13 +666,21 @@ impl KmsService {
             "GenerateDataKeyPairWithoutPlaintext",
         )?;
         Ok(GenerateDataKeyPairWithoutPlaintextResponse {
-            private_key_ciphertext_blob: Some(Blob(blob)),
-            public_key: Some(Blob(public)),
+            private_key_ciphertext_blob: Some(Blob(pair.blob)),
+            public_key: Some(Blob(pair.public)),
             key_id: Some(self.arn_of(&key)),
             key_pair_spec: Some(pair_spec.clone()),
             key_material_id: Some(key.current_material.to_hex()),
         })
     }
+}
+
+/// A data key pair: the sealed PKCS #8 private key, the plaintext PKCS #8 (wiped on drop)
+/// and the SPKI public key.
+struct DataKeyPair {
+    blob: Vec<u8>,
+    private: zeroize::Zeroizing<Vec<u8>>,
+    public: Vec<u8>,
 }
 
 /// HMAC key length per spec: as long as the hash output, as AWS makes them.

@@ -187,7 +187,7 @@ impl KmsService {
             return Err(self.in_token_gap(
                 self.hsm.capabilities().gcm_unwrap,
                 "CKM_AES_GCM with C_UnwrapKey",
-                "symmetric ciphertext under an RSA key",
+                "a symmetric ciphertext under an RSA key",
             ));
         }
 

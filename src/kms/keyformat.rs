@@ -103,7 +103,11 @@ pub fn spki(public: &PublicKeyParts) -> Result<Vec<u8>, KmsError> {
     }
 }
 
-fn encode_spki(oid: ObjectIdentifier, parameters: AnyRef<'_>, key: &[u8]) -> Result<Vec<u8>, KmsError> {
+fn encode_spki(
+    oid: ObjectIdentifier,
+    parameters: AnyRef<'_>,
+    key: &[u8],
+) -> Result<Vec<u8>, KmsError> {
     SubjectPublicKeyInfoRef {
         algorithm: AlgorithmIdentifierRef {
             oid,
@@ -122,7 +126,6 @@ pub fn pkcs8(
     public: &PublicKeyParts,
     curve: Option<Curve>,
 ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-    let uint = |bytes: &[u8]| UintRef::new(bytes).map_err(|e| encoding_error("an integer", e));
     match (private, public, curve) {
         (PrivateKeyParts::Rsa(rsa), _, _) => {
             let inner = Zeroizing::new(
@@ -160,14 +163,17 @@ pub fn pkcs8(
                 .to_der()
                 .map_err(|e| encoding_error("ECPrivateKey", e))?,
             );
-            let curve_any =
-                AnyRef::from_der(params).map_err(|e| encoding_error("EC params", e))?;
+            let curve_any = AnyRef::from_der(params).map_err(|e| encoding_error("EC params", e))?;
             encode_pkcs8(EC_PUBLIC_KEY, curve_any, &inner)
         }
         _ => Err(KmsError::Internal(
             "private and public key parts do not match".into(),
         )),
     }
+}
+
+fn uint(bytes: &[u8]) -> Result<UintRef<'_>, KmsError> {
+    UintRef::new(bytes).map_err(|e| encoding_error("an integer", e))
 }
 
 fn encode_pkcs8(
