@@ -39,6 +39,17 @@ pub struct FileConfig {
     pub jobs: JobsSection,
     #[serde(default)]
     pub test: TestSection,
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// `false` turns the audit trail off.
+    pub enabled: Option<bool>,
+    pub path: Option<PathBuf>,
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +145,9 @@ pub struct Config {
     pub log_format: LogFormat,
     pub job_interval: Duration,
     pub day_seconds: f64,
+    /// Where the audit trail goes; `None` when it is off.
+    pub audit_path: Option<PathBuf>,
+    pub audit_max_bytes: u64,
 }
 
 /// Reads an environment variable, treating empty as unset.
@@ -265,6 +279,18 @@ impl Config {
         if day_seconds.is_nan() || day_seconds <= 0.0 {
             return Err("test.day_seconds must be positive".into());
         }
+        let audit_enabled = parse_bool("P11KMS_AUDIT")?
+            .or(file.audit.enabled)
+            .unwrap_or(true);
+        let audit_path = audit_enabled.then(|| {
+            env("P11KMS_AUDIT_LOG")
+                .map(PathBuf::from)
+                .or(file.audit.path)
+                .unwrap_or_else(|| data_dir.join("audit.log"))
+        });
+        let audit_max_bytes = parse_env("P11KMS_AUDIT_MAX_BYTES")?
+            .or(file.audit.max_bytes)
+            .unwrap_or(64 * 1024 * 1024);
         Ok(Config {
             listen,
             region,
@@ -283,6 +309,8 @@ impl Config {
             log_format,
             job_interval,
             day_seconds,
+            audit_path,
+            audit_max_bytes,
         })
     }
 }

@@ -19,4 +19,5 @@ pub mod kms;
 pub mod model;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod wire;

@@ -25,12 +25,38 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Audit-trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of audit files (give rotated files first, in order).
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => match p11kms::telemetry::audit::verify_files(&files) {
+            Ok(n) => {
+                println!("ok: {n} records, chain intact");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("BROKEN: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -1,14 +1,16 @@
 //! Start-up and the server loop: configuration → token → store → service → HTTP.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use secrecy::SecretString;
 
 use crate::auth::SigV4Verifier;
 use crate::config::{read_secret_file, Config, LogFormat, PinSource};
-use crate::hsm::{find_softhsm_module, EmbeddedSoftHsm, Hsm, HsmConfig};
+use crate::hsm::{find_softhsm_module, CallObserver, EmbeddedSoftHsm, Hsm, HsmConfig};
 use crate::kms::{reconcile, run_due_jobs, KmsService, ServiceConfig};
 use crate::store::SqliteStore;
+use crate::telemetry::{AuditLog, Metrics};
 use crate::wire::{router, AppState};
 
 /// Sets up logging to stderr. Plaintext, keys and secrets are never passed to `tracing`.
@@ -28,6 +30,7 @@ pub fn init_logging(config: &Config) {
 pub struct Prepared {
     config: Config,
     service: Arc<KmsService>,
+    metrics: Arc<Metrics>,
 }
 
 /// Prepares the data directory, the token, the store and the service core.
@@ -63,13 +66,18 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
             None => return Err("no PIN configured".into()),
         },
     };
-    let hsm = Hsm::open(HsmConfig {
-        module: module.clone(),
-        token_label: config.token_label.clone(),
-        user_pin,
-        pool_size: config.session_pool_size,
-        session_wait: config.session_wait,
-    })?;
+    let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+    let observer: Arc<dyn CallObserver> = metrics.clone();
+    let hsm = Hsm::open(
+        HsmConfig {
+            module: module.clone(),
+            token_label: config.token_label.clone(),
+            user_pin,
+            pool_size: config.session_pool_size,
+            session_wait: config.session_wait,
+        },
+        Some(observer),
+    )?;
     if let Some(parent) = config.sqlite_path.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
@@ -94,12 +102,20 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         }
     }
     tracing::info!(module = %module.display(), token = %config.token_label, "HSM ready");
-    Ok(Prepared { config, service })
+    Ok(Prepared {
+        config,
+        service,
+        metrics,
+    })
 }
 
 /// Serves until SIGTERM or Ctrl-C, finishing requests in flight.
 pub async fn serve(prepared: Prepared) -> Result<(), String> {
-    let Prepared { config, service } = prepared;
+    let Prepared {
+        config,
+        service,
+        metrics,
+    } = prepared;
     let verifier = Arc::new(SigV4Verifier::new(
         config.region.clone(),
         "kms",
@@ -122,7 +138,19 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
         }
     });
 
-    let app = router(AppState { service, verifier });
+    let audit = match &config.audit_path {
+        Some(path) => Some(Arc::new(AuditLog::open(
+            path.clone(),
+            config.audit_max_bytes,
+        )?)),
+        None => None,
+    };
+    let app = router(AppState {
+        service,
+        verifier,
+        metrics,
+        audit,
+    });
     println!("p11kms listening on http://{address}");
     if config.dev_credentials {
         println!(
@@ -134,10 +162,13 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
         );
     }
     tracing::info!(%address, region = %config.region, "serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("server error: {e}"))
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| format!("server error: {e}"))
 }
 
 async fn shutdown_signal() {

@@ -14,10 +14,11 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
 use zeroize::Zeroizing;
 
-use super::{bad_data, Half, Hsm, HsmError, OpError, Scope, SessionObject, OBJECT_LABEL_PREFIX};
+use super::{
+    bad_data, Half, Hsm, HsmError, OpError, Scope, SessionObject, TimedSession, OBJECT_LABEL_PREFIX,
+};
 use crate::error::KmsError;
 use crate::model::{KeyId, MaterialId};
 
@@ -556,7 +557,7 @@ fn verdict(result: Result<(), CkError>) -> Result<bool, OpError> {
 /// Unwraps a secret (a plaintext) into a sensitive session object that can only be wrapped
 /// again.
 fn unwrap_secret(
-    s: &Session,
+    s: &TimedSession<'_>,
     mechanism: &Mechanism,
     key: ObjectHandle,
     wrapped: &[u8],
@@ -580,7 +581,7 @@ fn unwrap_secret(
     )
 }
 
-fn read_public(s: &Session, handle: ObjectHandle) -> Result<PublicKeyParts, HsmError> {
+fn read_public(s: &TimedSession<'_>, handle: ObjectHandle) -> Result<PublicKeyParts, HsmError> {
     let attrs = s.get_attributes(
         handle,
         &[
@@ -619,7 +620,7 @@ fn read_public(s: &Session, handle: ObjectHandle) -> Result<PublicKeyParts, HsmE
 }
 
 fn read_private(
-    s: &Session,
+    s: &TimedSession<'_>,
     handle: ObjectHandle,
     kind: PairKind,
 ) -> Result<PrivateKeyParts, HsmError> {
@@ -687,7 +688,7 @@ fn read_private(
 }
 
 /// A throwaway session RSA pair for the start-up probe, able to do every OAEP use.
-fn generate_probe_pair(s: &Session) -> Result<(ObjectHandle, ObjectHandle), HsmError> {
+fn generate_probe_pair(s: &TimedSession<'_>) -> Result<(ObjectHandle, ObjectHandle), HsmError> {
     Ok(s.generate_key_pair(
         &Mechanism::RsaPkcsKeyPairGen,
         &[
@@ -709,7 +710,12 @@ fn generate_probe_pair(s: &Session) -> Result<(ObjectHandle, ObjectHandle), HsmE
 
 /// Encrypt, unwrap into a session secret, wrap that again and decrypt: every OAEP use the
 /// gateway makes, with one hash. `false` if any step fails or the round trip differs.
-fn oaep_trial(s: &Session, public: ObjectHandle, private: ObjectHandle, hash: OaepHash) -> bool {
+fn oaep_trial(
+    s: &TimedSession<'_>,
+    public: ObjectHandle,
+    private: ObjectHandle,
+    hash: OaepHash,
+) -> bool {
     let probe = b"p11kms asymmetric start-up probe";
     let run = || -> Result<bool, CkError> {
         let ciphertext = s.encrypt(&hash.mechanism(), public, probe)?;

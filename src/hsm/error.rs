@@ -140,7 +140,7 @@ pub fn classify(rv: RvError) -> Scope {
 }
 
 /// `GeneralError` -> `CKR_GENERAL_ERROR`.
-fn ckr_name(rv: RvError) -> String {
+pub(super) fn ckr_name(rv: RvError) -> String {
     let debug = format!("{rv:?}");
     let mut out = String::from("CKR_");
     for (i, ch) in debug.chars().enumerate() {

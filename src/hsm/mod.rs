@@ -14,6 +14,7 @@ mod error;
 mod pool;
 mod probe;
 mod provision;
+mod timed;
 
 pub use asymmetric::{
     AsymmetricCapabilities, Curve, EcPrivateParts, MacHash, OaepHash, PairKind, PairUse,
@@ -23,6 +24,7 @@ pub use error::{HsmError, Scope};
 pub use pool::PoolStats;
 pub use probe::{probe_mechanisms, MechanismReport};
 pub use provision::{find_softhsm_module, EmbeddedSoftHsm};
+pub use timed::{CallObserver, TimedSession};
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -36,7 +38,7 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::ekdf::AesCbcDeriveParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::UserType;
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use secrecy::SecretString;
@@ -86,6 +88,8 @@ pub struct Hsm {
     retired: Mutex<Option<Arc<Token>>>,
     last_attempt: Mutex<Option<Instant>>,
     reinitialisations: AtomicU64,
+    /// Receives every PKCS#11 call's function, outcome and latency (metrics).
+    observer: Option<Arc<dyn CallObserver>>,
     /// Serialises token-object creation and deletion (SoftHSM fails them under concurrency).
     token_writes: Mutex<()>,
     /// What the token can do for asymmetric keys, measured at start-up.
@@ -122,7 +126,7 @@ struct Token {
 impl Hsm {
     /// Loads the module, finds the token, logs in and checks the mechanisms the ciphertext
     /// scheme needs. Fails with a message naming whatever is missing.
-    pub fn open(config: HsmConfig) -> Result<Hsm, String> {
+    pub fn open(config: HsmConfig, observer: Option<Arc<dyn CallObserver>>) -> Result<Hsm, String> {
         let token = Token::open(&config).map_err(|e| format!("cannot open the HSM token: {e}"))?;
         let mut hsm = Hsm {
             config,
@@ -130,6 +134,7 @@ impl Hsm {
             retired: Mutex::new(None),
             last_attempt: Mutex::new(None),
             reinitialisations: AtomicU64::new(0),
+            observer,
             token_writes: Mutex::new(()),
             capabilities: AsymmetricCapabilities::default(),
         };
@@ -161,10 +166,25 @@ impl Hsm {
     }
 
     /// A cheap round trip to the token, for readiness checks.
+    /// A cheap round trip to the token, for readiness checks: a random byte, and one known
+    /// key object still findable (SoftHSM2 answers C_GenerateRandom even after its token
+    /// directory vanished).
     pub fn check(&self) -> Result<(), KmsError> {
+        let token = self.token()?;
         let mut byte = [0u8; 1];
-        self.with_session(|_, s| s.generate_random_slice(&mut byte).map_err(HsmError::from))?
-            .map_err(KmsError::from)
+        self.on_token_with(&token, |s| {
+            s.generate_random_slice(&mut byte).map_err(HsmError::from)
+        })?;
+        let known = token.materials_read().keys().next().copied();
+        if let Some((material, half)) = known {
+            if self
+                .on_token_with(&token, |s| find_object(s, &material, half))?
+                .is_empty()
+            {
+                return Err(self.missing_material(&token, &material));
+            }
+        }
+        Ok(())
     }
 
     // === key material ===
@@ -359,7 +379,7 @@ impl Hsm {
     /// Runs `op` with a pooled session of the current token.
     fn with_session<T>(
         &self,
-        op: impl FnOnce(&Token, &Session) -> Result<T, HsmError>,
+        op: impl FnOnce(&Token, &TimedSession<'_>) -> Result<T, HsmError>,
     ) -> Result<Result<T, HsmError>, KmsError> {
         let token = self.token()?;
         Ok(self.on_token_with(&token, |s| op(&token, s)))
@@ -368,7 +388,7 @@ impl Hsm {
     fn on_token<T>(
         &self,
         token: &Arc<Token>,
-        op: impl FnOnce(&Session) -> Result<T, OpError>,
+        op: impl FnOnce(&TimedSession<'_>) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
         let session = match token
             .pool
@@ -381,7 +401,8 @@ impl Hsm {
                 return Err(OpError::Hsm(e));
             }
         };
-        let result = op(&session);
+        let timed = TimedSession::new(&session, self.observer.as_deref());
+        let result = op(&timed);
         match &result {
             Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope != Scope::Data => {
                 tracing::warn!(function = %e.function, rv = %e.rv, scope = ?e.scope, "PKCS#11 call failed");
@@ -399,7 +420,7 @@ impl Hsm {
     fn on_token_with<T>(
         &self,
         token: &Arc<Token>,
-        op: impl FnOnce(&Session) -> Result<T, HsmError>,
+        op: impl FnOnce(&TimedSession<'_>) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
         match self.on_token(token, |s| op(s).map_err(OpError::Hsm)) {
             Ok(v) => Ok(v),
@@ -418,7 +439,7 @@ impl Hsm {
     fn with_material<T>(
         &self,
         material: &MaterialId,
-        op: impl Fn(&Session, ObjectHandle) -> Result<T, OpError>,
+        op: impl Fn(&TimedSession<'_>, ObjectHandle) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
         self.with_object(material, Half::Secret, op)
     }
@@ -428,7 +449,7 @@ impl Hsm {
         &self,
         material: &MaterialId,
         half: Half,
-        op: impl Fn(&Session, ObjectHandle) -> Result<T, OpError>,
+        op: impl Fn(&TimedSession<'_>, ObjectHandle) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
         let token = self.token().map_err(OpError::Kms)?;
         let handle = self
@@ -665,12 +686,12 @@ fn bad_data(e: CkError) -> OpError {
 
 /// A session object destroyed when it goes out of scope, on every path.
 struct SessionObject<'s> {
-    session: &'s Session,
+    session: &'s TimedSession<'s>,
     handle: ObjectHandle,
 }
 
 impl<'s> SessionObject<'s> {
-    fn new(session: &'s Session, handle: ObjectHandle) -> Self {
+    fn new(session: &'s TimedSession<'s>, handle: ObjectHandle) -> Self {
         SessionObject { session, handle }
     }
 }
@@ -684,7 +705,7 @@ impl Drop for SessionObject<'_> {
 }
 
 fn find_object(
-    s: &Session,
+    s: &TimedSession<'_>,
     material: &MaterialId,
     half: Half,
 ) -> Result<Vec<ObjectHandle>, HsmError> {
@@ -696,7 +717,11 @@ fn find_object(
 }
 
 /// K_wrap = AES-CBC-ENCRYPT-DATA(material, IV 0, data): a wrap/unwrap-only session key.
-fn derive_kek(s: &Session, base: ObjectHandle, data: &[u8; 32]) -> Result<ObjectHandle, CkError> {
+fn derive_kek(
+    s: &TimedSession<'_>,
+    base: ObjectHandle,
+    data: &[u8; 32],
+) -> Result<ObjectHandle, CkError> {
     let params = AesCbcDeriveParams::new([0u8; 16], data);
     s.derive_key(
         &Mechanism::AesCbcEncryptData(params),
@@ -717,7 +742,7 @@ fn derive_kek(s: &Session, base: ObjectHandle, data: &[u8; 32]) -> Result<Object
 }
 
 /// A fresh AES-256 data key: sensitive, extractable only by wrapping, encrypt-only.
-fn generate_dek(s: &Session) -> Result<ObjectHandle, CkError> {
+fn generate_dek(s: &TimedSession<'_>) -> Result<ObjectHandle, CkError> {
     s.generate_key(
         &Mechanism::AesKeyGen,
         &[
@@ -736,7 +761,7 @@ fn generate_dek(s: &Session) -> Result<ObjectHandle, CkError> {
 /// Unwraps a data key into a sensitive session object: for decryption, or (when
 /// `for_rewrap`) only to be wrapped again.
 fn unwrap_dek(
-    s: &Session,
+    s: &TimedSession<'_>,
     kek: ObjectHandle,
     wrapped: &[u8],
     for_rewrap: bool,
@@ -758,7 +783,7 @@ fn unwrap_dek(
 }
 
 /// Seal, open and rewrap once with a throwaway session key standing in for a material.
-fn trial_run(s: &Session) -> Result<(), HsmError> {
+fn trial_run(s: &TimedSession<'_>) -> Result<(), HsmError> {
     let base = SessionObject::new(
         s,
         s.generate_key(

@@ -585,6 +585,7 @@ impl KmsService {
     /// The pair made in the token, as SPKI and PKCS #8, the latter sealed under `key`.
     fn data_key_pair(
         &self,
+        caller: &Caller,
         key: &KeyRecord,
         pair_spec: &str,
         context: &std::collections::BTreeMap<String, String>,
@@ -609,7 +610,7 @@ impl KmsService {
         let private_der = keyformat::pkcs8(&private, &public, curve)?;
         drop(private);
         let public_der = keyformat::spki(&public)?;
-        let blob = self.seal(key, context, &private_der)?;
+        let blob = self.seal(caller, key, context, &private_der)?;
         Ok(DataKeyPair {
             blob,
             private: private_der,
@@ -631,6 +632,7 @@ impl KmsService {
             ));
         }
         let pair = self.data_key_pair(
+            caller,
             &key,
             pair_spec,
             &req.encryption_context.clone().unwrap_or_default(),
@@ -659,6 +661,7 @@ impl KmsService {
         // The private key is in host memory only between the token and the token's
         // encryption, in buffers wiped on drop; it is never returned or logged.
         let pair = self.data_key_pair(
+            caller,
             &key,
             pair_spec,
             &req.encryption_context.clone().unwrap_or_default(),

@@ -52,6 +52,7 @@ impl KmsService {
         }
         dry_run(req.dry_run)?;
         let blob = self.seal(
+            caller,
             &key,
             &context_of(&req.encryption_context),
             plaintext.expose(),
@@ -193,6 +194,8 @@ impl KmsService {
 
         let destination_material = destination.current_material;
         let destination_context = context_of(&req.destination_encryption_context);
+        caller.note_material(&destination_material);
+        caller.note_context(&destination_context, true);
         let (nonce, wrapped) = self.hsm.rewrap(
             &source.envelope.material,
             &source.derivation,
@@ -245,7 +248,12 @@ impl KmsService {
         self.require_symmetric_encryption(&key, "GenerateDataKey", None)?;
         dry_run(req.dry_run)?;
         let data_key = self.hsm.generate_random(length)?;
-        let blob = self.seal(&key, &context_of(&req.encryption_context), &data_key)?;
+        let blob = self.seal(
+            caller,
+            &key,
+            &context_of(&req.encryption_context),
+            &data_key,
+        )?;
         Ok(GenerateDataKeyResponse {
             ciphertext_blob: Some(Blob(blob)),
             plaintext: Some(SecretBlob::new(data_key)),
@@ -269,7 +277,12 @@ impl KmsService {
         // The data key exists in host memory only between the token's generator and the
         // token's encryption, in a buffer wiped on drop; it is never returned or logged.
         let data_key: Zeroizing<Vec<u8>> = self.hsm.generate_random(length)?;
-        let blob = self.seal(&key, &context_of(&req.encryption_context), &data_key)?;
+        let blob = self.seal(
+            caller,
+            &key,
+            &context_of(&req.encryption_context),
+            &data_key,
+        )?;
         Ok(GenerateDataKeyWithoutPlaintextResponse {
             ciphertext_blob: Some(Blob(blob)),
             key_id: Some(self.arn_of(&key)),
@@ -305,11 +318,14 @@ impl KmsService {
     /// Encrypts under the key's current material.
     pub(super) fn seal(
         &self,
+        caller: &Caller,
         key: &KeyRecord,
         context: &BTreeMap<String, String>,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, KmsError> {
         let material = key.current_material;
+        caller.note_material(&material);
+        caller.note_context(context, false);
         let sealed = self.hsm.seal(
             &material,
             &|nonce, iv, payload| {
@@ -363,6 +379,9 @@ impl KmsService {
         if !self.material_belongs(&key, &envelope.material)? {
             return Err(KmsError::InvalidCiphertext);
         }
+        caller.note_key(self.arn_of(&key));
+        caller.note_material(&envelope.material);
+        caller.note_context(context, false);
         let payload_digest = ciphertext::payload_digest(&envelope.iv, envelope.payload);
         let derivation = ciphertext::derivation(
             &key.key_id,

@@ -151,6 +151,8 @@ impl KmsService {
             let _ = self.hsm.destroy_material(&material_id);
             return Err(e.into());
         }
+        caller.note_key(self.arn_of(&key));
+        caller.note_material(&material_id);
         Ok(CreateKeyResponse {
             key_metadata: Some(self.key_metadata(&key)),
         })

@@ -11,6 +11,8 @@ mod jobs;
 mod keyformat;
 mod keys;
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::auth::Principal;
@@ -42,15 +44,61 @@ impl Default for ServiceConfig {
     }
 }
 
-/// Who is calling: the authenticated principal.
-#[derive(Debug, Clone)]
+/// Who is calling, and what the request touched (for the audit trail and the log span).
+#[derive(Debug)]
 pub struct Caller {
     pub principal: Principal,
+    facts: RefCell<RequestFacts>,
+}
+
+/// Identifiers a request touched. Never plaintext or key material.
+#[derive(Debug, Default, Clone)]
+pub struct RequestFacts {
+    pub key_arns: Vec<String>,
+    pub key_material_ids: Vec<String>,
+    pub encryption_context: Option<BTreeMap<String, String>>,
+    pub destination_encryption_context: Option<BTreeMap<String, String>>,
 }
 
 impl Caller {
+    pub fn new(principal: Principal) -> Self {
+        Caller {
+            principal,
+            facts: RefCell::new(RequestFacts::default()),
+        }
+    }
+
     pub fn account(&self) -> &str {
         &self.principal.account
+    }
+
+    pub fn facts(&self) -> RequestFacts {
+        self.facts.borrow().clone()
+    }
+
+    fn note_key(&self, arn: String) {
+        let mut facts = self.facts.borrow_mut();
+        if !facts.key_arns.contains(&arn) {
+            facts.key_arns.push(arn);
+        }
+    }
+
+    fn note_material(&self, material: &crate::model::MaterialId) {
+        let hex = material.to_hex();
+        let mut facts = self.facts.borrow_mut();
+        if !facts.key_material_ids.contains(&hex) {
+            facts.key_material_ids.push(hex);
+        }
+    }
+
+    fn note_context(&self, context: &BTreeMap<String, String>, destination: bool) {
+        let mut facts = self.facts.borrow_mut();
+        let slot = if destination {
+            &mut facts.destination_encryption_context
+        } else {
+            &mut facts.encryption_context
+        };
+        *slot = Some(context.clone());
     }
 }
 
@@ -158,7 +206,7 @@ impl KmsService {
     /// Finds the key a request names (any of the four forms).
     fn resolve(&self, caller: &Caller, input: &str) -> Result<KeyRecord, KmsError> {
         match self.parse_key_name(caller, input)? {
-            KeyName::Key { account, key_id } => self.load_key(&account, &key_id),
+            KeyName::Key { account, key_id } => self.load_key_for(caller, &account, &key_id),
             KeyName::Alias { account, name } => {
                 let alias = self.store.get_alias(&account, &name)?.ok_or_else(|| {
                     KmsError::NotFound(format!(
@@ -166,7 +214,7 @@ impl KmsService {
                         self.alias_arn(&account, &name)
                     ))
                 })?;
-                self.load_key(&account, &alias.target)
+                self.load_key_for(caller, &account, &alias.target)
             }
         }
     }
@@ -174,9 +222,20 @@ impl KmsService {
     /// Finds a key named by key id or key ARN only (operations that refuse aliases).
     fn resolve_key_only(&self, caller: &Caller, input: &str) -> Result<KeyRecord, KmsError> {
         match self.parse_key_name(caller, input)? {
-            KeyName::Key { account, key_id } => self.load_key(&account, &key_id),
+            KeyName::Key { account, key_id } => self.load_key_for(caller, &account, &key_id),
             KeyName::Alias { .. } => Err(KmsError::NotFound(format!("Invalid keyId '{input}'"))),
         }
+    }
+
+    fn load_key_for(
+        &self,
+        caller: &Caller,
+        account: &str,
+        key_id: &KeyId,
+    ) -> Result<KeyRecord, KmsError> {
+        let key = self.load_key(account, key_id)?;
+        caller.note_key(self.arn_of(&key));
+        Ok(key)
     }
 
     fn load_key(&self, account: &str, key_id: &KeyId) -> Result<KeyRecord, KmsError> {

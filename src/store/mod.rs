@@ -106,6 +106,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn keys_due_for_deletion(&self, now: EpochSeconds) -> StoreResult<Vec<KeyRecord>>;
     /// Enabled keys with rotation enabled whose next rotation date is at or before `now`.
     fn keys_due_for_rotation(&self, now: EpochSeconds) -> StoreResult<Vec<KeyRecord>>;
+    /// How many keys are in each state (for metrics).
+    fn count_keys_by_state(&self) -> StoreResult<Vec<(crate::model::KeyState, u64)>>;
     /// Cheap round trip, for readiness checks.
     fn ping(&self) -> StoreResult<()>;
 }

@@ -851,6 +851,27 @@ impl MetadataStore for SqliteStore {
         )
     }
 
+    fn count_keys_by_state(&self) -> StoreResult<Vec<(KeyState, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT state, COUNT(*) FROM keys GROUP BY state")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (state, count) = row.map_err(db_err)?;
+            let state = KeyState::parse(&state).ok_or_else(|| {
+                StoreError::Backend(format!("keys.state: unknown value '{state}'"))
+            })?;
+            out.push((state, u64::try_from(count).unwrap_or(0)));
+        }
+        Ok(out)
+    }
+
     fn ping(&self) -> StoreResult<()> {
         let conn = self.conn();
         conn.prepare_cached("SELECT 1")

@@ -8,11 +8,12 @@
 
 mod dispatch;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,7 +23,8 @@ use tracing::Instrument;
 use crate::api::Operation;
 use crate::auth::SigV4Verifier;
 use crate::error::KmsError;
-use crate::kms::{Caller, KmsService};
+use crate::kms::{Caller, KmsService, RequestFacts};
+use crate::telemetry::{AuditLog, AuditRecord, Metrics};
 
 /// The largest request body accepted; checked before the signature. The biggest legitimate
 /// KMS request (a 32 KiB key policy, or a 6 KiB ciphertext in base64 with a large context)
@@ -35,6 +37,8 @@ const JSON_1_1: &str = "application/x-amz-json-1.1";
 pub struct AppState {
     pub service: Arc<KmsService>,
     pub verifier: Arc<SigV4Verifier>,
+    pub metrics: Arc<Metrics>,
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -42,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", post(handle_kms))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
 }
@@ -54,22 +59,74 @@ async fn handle_kms(State(state): State<AppState>, request: Request) -> Response
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let operation_name = target
-        .strip_prefix("TrentService.")
-        .unwrap_or("unknown")
-        .to_string();
-    let span =
-        tracing::info_span!("request", request_id = %request_id, operation = %operation_name);
+    let source_ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string());
+    let operation = Operation::from_target(&target);
+    let operation_name = operation.map(|o| o.name()).unwrap_or("Unknown");
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        operation = operation_name,
+        principal_arn = tracing::field::Empty,
+        key_arn = tracing::field::Empty,
+    );
     async move {
         let started = Instant::now();
-        let result = process(&state, request, &target).await;
-        let response = match result {
-            Ok(body) => success(body, &request_id),
-            Err(error) => rescue(&error, &request_id),
+        let outcome = process(&state, request, operation).await;
+        let response = match &outcome.result {
+            Ok(_) => None,
+            Err(error) => Some(rescue(error, &request_id)),
+        };
+        let outcome_name = match &outcome.result {
+            Ok(_) => "OK",
+            Err(error) => error.wire().code,
+        };
+        let span = tracing::Span::current();
+        if let Some(arn) = &outcome.principal_arn {
+            span.record("principal_arn", arn.as_str());
+        }
+        if let Some(arn) = outcome.facts.key_arns.first() {
+            span.record("key_arn", arn.as_str());
+        }
+        let elapsed = started.elapsed();
+        state
+            .metrics
+            .requests
+            .with_label_values(&[operation_name, outcome_name])
+            .inc();
+        state
+            .metrics
+            .request_duration
+            .with_label_values(&[operation_name])
+            .observe(elapsed.as_secs_f64());
+        if outcome_name == "ThrottlingException" {
+            state.metrics.throttled.inc();
+        }
+        if let Some(audit) = &state.audit {
+            audit.record(AuditRecord {
+                time: rfc3339_now(),
+                request_id: request_id.clone(),
+                principal_arn: outcome.principal_arn.clone(),
+                source_ip,
+                operation: operation_name.to_string(),
+                key_arns: outcome.facts.key_arns,
+                key_material_ids: outcome.facts.key_material_ids,
+                encryption_context: outcome.facts.encryption_context,
+                destination_encryption_context: outcome.facts.destination_encryption_context,
+                grant_ids: Vec::new(),
+                outcome: outcome_name.to_string(),
+            });
+        }
+        let response = match (response, outcome.result) {
+            (Some(r), _) => r,
+            (None, Ok(body)) => success(body, &request_id),
+            (None, Err(e)) => rescue(&e, &request_id),
         };
         tracing::debug!(
             status = response.status().as_u16(),
-            elapsed_us = started.elapsed().as_micros() as u64,
+            elapsed_us = elapsed.as_micros() as u64,
             "request done"
         );
         response
@@ -78,21 +135,67 @@ async fn handle_kms(State(state): State<AppState>, request: Request) -> Response
     .await
 }
 
-async fn process(state: &AppState, request: Request, target: &str) -> Result<Vec<u8>, KmsError> {
+/// A request's result with what the audit trail and metrics need.
+struct Outcome {
+    result: Result<Vec<u8>, KmsError>,
+    principal_arn: Option<String>,
+    facts: RequestFacts,
+}
+
+async fn process(state: &AppState, request: Request, operation: Option<Operation>) -> Outcome {
+    let mut outcome = Outcome {
+        result: Ok(Vec::new()),
+        principal_arn: None,
+        facts: RequestFacts::default(),
+    };
     let (parts, body) = request.into_parts();
-    let body: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| KmsError::RequestTooLarge)?;
-    let principal = state.verifier.verify(&parts, &body, SystemTime::now())?;
-    let operation = Operation::from_target(target).ok_or(KmsError::UnknownOperation)?;
-    let caller = Caller { principal };
+    let body: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            outcome.result = Err(KmsError::RequestTooLarge);
+            return outcome;
+        }
+    };
+    let principal = match state.verifier.verify(&parts, &body, SystemTime::now()) {
+        Ok(p) => p,
+        Err(e) => {
+            outcome.result = Err(e);
+            return outcome;
+        }
+    };
+    outcome.principal_arn = Some(principal.arn.clone());
+    let Some(operation) = operation else {
+        outcome.result = Err(KmsError::UnknownOperation);
+        return outcome;
+    };
     let service = state.service.clone();
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
-        span.in_scope(|| dispatch::dispatch(&service, &caller, operation, &body))
+    let joined = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| {
+            let caller = Caller::new(principal);
+            let result = dispatch::dispatch(&service, &caller, operation, &body);
+            (result, caller.facts())
+        })
     })
-    .await
-    .map_err(|_| KmsError::Internal("the request's worker thread panicked".into()))?
+    .await;
+    match joined {
+        Ok((result, facts)) => {
+            outcome.result = result;
+            outcome.facts = facts;
+        }
+        Err(_) => {
+            outcome.result = Err(KmsError::Internal(
+                "the request's worker thread panicked".into(),
+            ))
+        }
+    }
+    outcome
+}
+
+fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 fn success(body: Vec<u8>, request_id: &str) -> Response {
@@ -152,6 +255,24 @@ async fn readyz(State(state): State<AppState>) -> Response {
             .into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
     }
+}
+
+/// Prometheus text exposition; gauges that mirror other state are refreshed per scrape.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let service = state.service.clone();
+    let metrics = state.metrics.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        crate::telemetry::metrics::refresh(&metrics, &service);
+        metrics.render()
+    })
+    .await
+    .unwrap_or_default();
+    let mut response = (StatusCode::OK, text).into_response();
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 async fn not_found() -> Response {

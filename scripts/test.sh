@@ -1,0 +1,375 @@
+#!/usr/bin/env bash
+# The one command that runs the whole p11kms test suite.
+#
+#   scripts/test.sh
+#
+# Meant for a fresh Debian (bookworm) machine, run as root or by a user with
+# sudo.  It installs what is missing, then runs, in order:
+#
+#   1. cargo fmt --check
+#   2. cargo clippy --all-targets -- -D warnings
+#   3. cargo build --release
+#   4. cargo test --release            (Rust integration tests start the binary themselves)
+#   5. starts target/release/p11kms serve on a fresh temp data dir and a free port
+#   6. pytest tests/e2e                (AWS CLI, boto3, PKCS#11 trace, log secrecy)
+#   7. the boto3 conformance suite in $P11KMS_CONFORMANCE_DIR (default ../shared/conformance),
+#      areas "reencrypt or crypto or datakeys or keys or misc", minus the node ids listed in
+#      tests/conformance-deselect.txt
+#
+# and stops the server at the end.  Exit status is non-zero if anything failed;
+# a summary is printed last.  Logs and JUnit files go to target/test-logs/.
+#
+# Environment:
+#   P11KMS_CONFORMANCE_DIR  conformance suite folder (default: <repo>/../shared/conformance)
+#   CARGO_TARGET_DIR        honoured as usual (the binary is taken from there)
+#   PYTHON                  interpreter for the virtualenv (default: python3)
+#   P11KMS_TEST_SKIP        space-separated stages to skip: fmt clippy cargo-test e2e conformance
+#   P11KMS_NO_INSTALL=1     never install packages, only check for them
+#   PYTEST_ADDOPTS          passed through to both pytest runs (e.g. "-x" or "-k reencrypt")
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+CONF_DIR="${P11KMS_CONFORMANCE_DIR:-$ROOT/../shared/conformance}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+VENV="$ROOT/target/venv"
+LOG_DIR="$ROOT/target/test-logs"
+DESELECT_FILE="$ROOT/tests/conformance-deselect.txt"
+CONFORMANCE_MARKERS="reencrypt or crypto or datakeys or keys or misc"
+SKIP=" ${P11KMS_TEST_SKIP:-} "
+SPY_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11-spy.so
+
+# Debian packages the run needs (binary -> package):
+#   softhsm2        SoftHSM2 (libsofthsm2.so, softhsm2-util): the test token
+#   opensc-pkcs11   pkcs11-spy.so (/usr/lib/x86_64-linux-gnu/pkcs11-spy.so), used by tests/e2e/test_trace.py
+#   libsqlite3-0    SQLite runtime
+#   python3-venv    virtualenv for the Python tests
+#   gcc, libc6-dev  C compiler for crates that build C (rusqlite's bundled SQLite)
+#   curl            rustup bootstrap when no Rust toolchain is present
+APT_PACKAGES=(softhsm2 opensc-pkcs11 libsqlite3-0 python3 python3-venv gcc libc6-dev curl ca-certificates procps)
+
+mkdir -p "$LOG_DIR"
+rm -f "$LOG_DIR"/*.xml "$LOG_DIR"/*.log
+
+SUMMARY=()
+FAILED_STAGES=()
+SERVER_PID=""
+SERVER_DIR=""
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+# run_stage NAME CMD...: run CMD with errexit in a subshell, record the result.
+# run_stage --inline NAME CMD...: run CMD in this shell (it must return its own
+# status explicitly), for stages that set variables such as the server's pid.
+run_stage() {
+    local inline=0
+    if [[ "$1" == --inline ]]; then inline=1; shift; fi
+    local name="$1" start rc
+    shift
+    if [[ "$SKIP" == *" $name "* ]]; then
+        SUMMARY+=("SKIP  $name (P11KMS_TEST_SKIP)")
+        return 0
+    fi
+    log "$name"
+    start=$(date +%s)
+    set +e
+    if (( inline )); then
+        "$@"
+    else
+        (set -e; "$@")
+    fi
+    rc=$?
+    set -e
+    local took=$(( $(date +%s) - start ))
+    if (( rc == 0 )); then
+        SUMMARY+=("PASS  $name (${took}s)")
+    else
+        SUMMARY+=("FAIL  $name (exit $rc, ${took}s)")
+        FAILED_STAGES+=("$name")
+    fi
+    return 0
+}
+
+stage_failed() {
+    local s
+    for s in "${FAILED_STAGES[@]+"${FAILED_STAGES[@]}"}"; do
+        [[ "$s" == "$1" ]] && return 0
+    done
+    return 1
+}
+
+# --------------------------------------------------------------------------
+# 0. Prerequisites
+# --------------------------------------------------------------------------
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+install_packages() {
+    local missing=() pkg
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if (( ${#missing[@]} == 0 )); then
+        echo "all Debian packages present"
+        return 0
+    fi
+    if [[ "${P11KMS_NO_INSTALL:-}" == 1 ]]; then
+        echo "missing Debian packages: ${missing[*]} (P11KMS_NO_INSTALL=1)" >&2
+        return 1
+    fi
+    echo "installing: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+ensure_rust() {
+    if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        # Debian's own cargo is older than the crate's rust-version, so use rustup.
+        echo "no Rust toolchain: installing one with rustup"
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if command -v rustup >/dev/null 2>&1; then
+        local comp
+        for comp in rustfmt clippy; do
+            rustup component list --installed 2>/dev/null | grep -q "^$comp" || rustup component add "$comp"
+        done
+    fi
+    cargo --version
+}
+
+ensure_venv() {
+    local python="${PYTHON:-python3}"
+    if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+        rm -rf "$VENV"
+        if ! "$python" -m venv "$VENV"; then
+            # a python3 without ensurepip (Debian's without python3-venv): use Debian's
+            rm -rf "$VENV"
+            /usr/bin/python3 -m venv "$VENV"
+        fi
+    fi
+    # AWS CLI v1 from PyPI (the `awscli` package): it is a plain pip package that
+    # shares botocore with boto3; v2 is not on PyPI.  The tests use only
+    # commands that v1 and v2 share.
+    local reqs=("-r" "$CONF_DIR/requirements.txt" awscli pytest)
+    local stamp="$VENV/.p11kms-requirements"
+    local want
+    want="$(cat "$CONF_DIR/requirements.txt"; echo "awscli pytest")"
+    if [[ ! -f "$stamp" ]] || [[ "$(cat "$stamp")" != "$want" ]]; then
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${reqs[@]}"
+        printf '%s' "$want" > "$stamp"
+    fi
+    "$VENV/bin/python" -c 'import boto3, botocore, pytest, cryptography; print("boto3", boto3.__version__, "pytest", pytest.__version__)'
+    "$VENV/bin/aws" --version
+}
+
+prerequisites() {
+    [[ -d "$CONF_DIR" ]] || { echo "conformance suite not found at $CONF_DIR (set P11KMS_CONFORMANCE_DIR)" >&2; return 1; }
+    install_packages
+    [[ -e "$SPY_MODULE" ]] || echo "warning: $SPY_MODULE is missing; test_trace.py will fail" >&2
+    ensure_rust
+    ensure_venv
+}
+
+# --------------------------------------------------------------------------
+# 5. The server under test
+# --------------------------------------------------------------------------
+server_env_unset() {
+    # Inherited P11KMS_* server settings would change the server under test.
+    local v
+    for v in $(compgen -e | grep '^P11KMS_' || true); do
+        case "$v" in
+            P11KMS_CONFORMANCE_DIR|P11KMS_TEST_SKIP|P11KMS_NO_INSTALL|P11KMS_BIN) ;;
+            *) printf -- '-u\n%s\n' "$v" ;;
+        esac
+    done
+}
+
+start_server() {
+    SERVER_DIR="$(mktemp -d "${TMPDIR:-/tmp}/p11kms-test.XXXXXX")"
+    local out="$LOG_DIR/server.stdout.log" err="$LOG_DIR/server.stderr.log"
+    local -a unset_args
+    mapfile -t unset_args < <(server_env_unset)
+    env "${unset_args[@]}" -u SOFTHSM2_CONF \
+        P11KMS_LISTEN=127.0.0.1:0 \
+        P11KMS_DATA_DIR="$SERVER_DIR/data" \
+        P11KMS_LOG=info \
+        "$TARGET_DIR/release/p11kms" serve </dev/null >"$out" 2>"$err" &
+    SERVER_PID=$!
+    local deadline=$(( $(date +%s) + 120 )) line
+    while :; do
+        line="$(grep -m1 -oE '^p11kms listening on http://[^[:space:]]+' "$out" || true)"
+        if [[ -n "$line" ]]; then
+            KMS_ENDPOINT_URL="${line#p11kms listening on }"
+            export KMS_ENDPOINT_URL
+            echo "server pid $SERVER_PID at $KMS_ENDPOINT_URL (data dir $SERVER_DIR/data)"
+            return 0
+        fi
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            wait "$SERVER_PID" || true
+            echo "p11kms serve exited before it was ready; stderr:" >&2
+            tail -n 50 "$err" >&2 || true
+            SERVER_PID=""
+            return 1
+        fi
+        if (( $(date +%s) > deadline )); then
+            echo "p11kms serve printed no ready line within 120 s; stderr:" >&2
+            tail -n 50 "$err" >&2 || true
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+stop_server() {
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        local i
+        for i in $(seq 1 50); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    SERVER_PID=""
+    if [[ -n "$SERVER_DIR" ]]; then
+        rm -rf "$SERVER_DIR"
+        SERVER_DIR=""
+    fi
+}
+trap stop_server EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --------------------------------------------------------------------------
+# Test stages
+# --------------------------------------------------------------------------
+cargo_test() {
+    set -o pipefail
+    cargo test --release 2>&1 | tee "$LOG_DIR/cargo-test.log"
+}
+
+e2e() {
+    P11KMS_BIN="$TARGET_DIR/release/p11kms" \
+        "$VENV/bin/python" -m pytest tests/e2e -ra -p no:cacheprovider \
+        --junitxml="$LOG_DIR/e2e.xml"
+}
+
+deselect_args() {
+    [[ -f "$DESELECT_FILE" ]] || return 0
+    sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$DESELECT_FILE" | grep -v '^$' |
+        while IFS= read -r id; do printf -- '--deselect\n%s\n' "$id"; done
+}
+
+conformance() {
+    local -a args
+    mapfile -t args < <(deselect_args)
+    cd "$CONF_DIR"
+    # The folder is read-only: no cache, no bytecode.
+    export PYTHONDONTWRITEBYTECODE=1
+    # Warn about deselect entries that name no test (renamed upstream?).
+    local collected
+    collected="$("$VENV/bin/python" -m pytest -p no:cacheprovider -q --collect-only -m "$CONFORMANCE_MARKERS" 2>/dev/null || true)"
+    local i
+    for (( i = 1; i < ${#args[@]}; i += 2 )); do
+        grep -qxF -- "${args[$i]}" <<<"$collected" || echo "warning: deselected node id not collected: ${args[$i]}" >&2
+    done
+    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 \
+        "$VENV/bin/python" -m pytest -p no:cacheprovider -m "$CONFORMANCE_MARKERS" \
+        "${args[@]+"${args[@]}"}" --junitxml="$LOG_DIR/conformance.xml"
+}
+
+# --------------------------------------------------------------------------
+# Run
+# --------------------------------------------------------------------------
+START=$(date +%s)
+run_stage prerequisites prerequisites
+if stage_failed prerequisites; then
+    echo "prerequisites failed; nothing else can run" >&2
+else
+    export PATH="$HOME/.cargo/bin:$PATH"
+    run_stage fmt cargo fmt --all -- --check
+    run_stage clippy cargo clippy --all-targets -- -D warnings
+    run_stage build cargo build --release
+    if stage_failed build; then
+        SUMMARY+=("SKIP  cargo-test, e2e, conformance (no binary)")
+    else
+        run_stage cargo-test cargo_test
+        if [[ "$SKIP" == *" e2e "* && "$SKIP" == *" conformance "* ]]; then
+            :
+        else
+            run_stage --inline server start_server
+            if stage_failed server; then
+                SUMMARY+=("SKIP  e2e, conformance (server did not start)")
+            else
+                run_stage e2e e2e
+                run_stage conformance conformance
+            fi
+            stop_server
+        fi
+    fi
+fi
+
+# --------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------
+count_junit() {
+    [[ -f "$1" ]] || { echo "0 0 0"; return; }
+    "$VENV/bin/python" - "$1" <<'EOF'
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else list(root)
+t = f = s = 0
+for su in suites:
+    t += int(su.get("tests", 0))
+    f += int(su.get("failures", 0)) + int(su.get("errors", 0))
+    s += int(su.get("skipped", 0))
+print(t - f - s, f, s)
+EOF
+}
+
+count_cargo() {
+    local p=0 f=0 i=0
+    if [[ -f "$LOG_DIR/cargo-test.log" ]]; then
+        while read -r a b c; do
+            p=$((p + a)); f=$((f + b)); i=$((i + c))
+        done < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p' \
+                   "$LOG_DIR/cargo-test.log")
+    fi
+    echo "$p $f $i"
+}
+
+TOTAL_P=0 TOTAL_F=0 TOTAL_S=0
+printf '\n==================== p11kms test summary ====================\n'
+for line in "${SUMMARY[@]}"; do printf '  %s\n' "$line"; done
+printf '  ------------------------------------------------------------\n'
+read -r p f s < <(count_cargo)
+printf '  cargo test:   %4d passed, %4d failed, %4d ignored\n' "$p" "$f" "$s"
+TOTAL_P=$((TOTAL_P + p)); TOTAL_F=$((TOTAL_F + f)); TOTAL_S=$((TOTAL_S + s))
+if [[ -x "$VENV/bin/python" ]]; then
+    read -r p f s < <(count_junit "$LOG_DIR/e2e.xml")
+    printf '  e2e:          %4d passed, %4d failed, %4d skipped\n' "$p" "$f" "$s"
+    TOTAL_P=$((TOTAL_P + p)); TOTAL_F=$((TOTAL_F + f)); TOTAL_S=$((TOTAL_S + s))
+    read -r p f s < <(count_junit "$LOG_DIR/conformance.xml")
+    printf '  conformance:  %4d passed, %4d failed, %4d skipped\n' "$p" "$f" "$s"
+    TOTAL_P=$((TOTAL_P + p)); TOTAL_F=$((TOTAL_F + f)); TOTAL_S=$((TOTAL_S + s))
+fi
+printf '  logs: %s   time: %ss\n' "$LOG_DIR" "$(( $(date +%s) - START ))"
+if (( ${#FAILED_STAGES[@]} > 0 )); then
+    printf '  FAILED stages: %s\n' "${FAILED_STAGES[*]}"
+fi
+printf '=============================================================\n'
+printf 'total: %d passed, %d failed, %d skipped\n' "$TOTAL_P" "$TOTAL_F" "$TOTAL_S"
+
+if (( ${#FAILED_STAGES[@]} > 0 )); then
+    exit 1
+fi
+exit 0

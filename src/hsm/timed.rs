@@ -1,0 +1,161 @@
+//! A session that reports every PKCS#11 call it makes (function, CKR outcome, latency).
+//!
+//! The HSM code works on `TimedSession` rather than `cryptoki::Session` so that every call
+//! is observed without a process-wide registry: the observer travels with the session.
+
+use std::time::Instant;
+
+use cryptoki::error::{Error as CkError, Result as CkResult};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
+use cryptoki::session::Session;
+
+/// Receives one observation per PKCS#11 call.
+pub trait CallObserver: Send + Sync {
+    fn observe(&self, function: &'static str, outcome: &str, seconds: f64);
+}
+
+impl CallObserver for crate::telemetry::Metrics {
+    fn observe(&self, function: &'static str, outcome: &str, seconds: f64) {
+        self.pkcs11_call(function, outcome, seconds);
+    }
+}
+
+pub struct TimedSession<'a> {
+    session: &'a Session,
+    observer: Option<&'a dyn CallObserver>,
+}
+
+impl<'a> TimedSession<'a> {
+    pub fn new(session: &'a Session, observer: Option<&'a dyn CallObserver>) -> Self {
+        TimedSession { session, observer }
+    }
+
+    /// Runs one PKCS#11 call and reports it.
+    fn call<T>(
+        &self,
+        function: &'static str,
+        call: impl FnOnce(&Session) -> CkResult<T>,
+    ) -> CkResult<T> {
+        let Some(observer) = self.observer else {
+            return call(self.session);
+        };
+        let started = Instant::now();
+        let result = call(self.session);
+        let outcome = match &result {
+            Ok(_) => "CKR_OK".to_string(),
+            Err(CkError::Pkcs11(rv, _)) => super::error::ckr_name(*rv),
+            Err(_) => "error".to_string(),
+        };
+        observer.observe(function, &outcome, started.elapsed().as_secs_f64());
+        result
+    }
+
+    pub fn generate_random_slice(&self, out: &mut [u8]) -> CkResult<()> {
+        self.call("C_GenerateRandom", |s| s.generate_random_slice(out))
+    }
+
+    pub fn generate_key(
+        &self,
+        mechanism: &Mechanism,
+        template: &[Attribute],
+    ) -> CkResult<ObjectHandle> {
+        self.call("C_GenerateKey", |s| s.generate_key(mechanism, template))
+    }
+
+    pub fn derive_key(
+        &self,
+        mechanism: &Mechanism,
+        base: ObjectHandle,
+        template: &[Attribute],
+    ) -> CkResult<ObjectHandle> {
+        self.call("C_DeriveKey", |s| s.derive_key(mechanism, base, template))
+    }
+
+    pub fn wrap_key(
+        &self,
+        mechanism: &Mechanism,
+        wrapping: ObjectHandle,
+        key: ObjectHandle,
+    ) -> CkResult<Vec<u8>> {
+        self.call("C_WrapKey", |s| s.wrap_key(mechanism, wrapping, key))
+    }
+
+    pub fn unwrap_key(
+        &self,
+        mechanism: &Mechanism,
+        unwrapping: ObjectHandle,
+        wrapped: &[u8],
+        template: &[Attribute],
+    ) -> CkResult<ObjectHandle> {
+        self.call("C_UnwrapKey", |s| {
+            s.unwrap_key(mechanism, unwrapping, wrapped, template)
+        })
+    }
+
+    pub fn encrypt(
+        &self,
+        mechanism: &Mechanism,
+        key: ObjectHandle,
+        data: &[u8],
+    ) -> CkResult<Vec<u8>> {
+        self.call("C_Encrypt", |s| s.encrypt(mechanism, key, data))
+    }
+
+    pub fn decrypt(
+        &self,
+        mechanism: &Mechanism,
+        key: ObjectHandle,
+        data: &[u8],
+    ) -> CkResult<Vec<u8>> {
+        self.call("C_Decrypt", |s| s.decrypt(mechanism, key, data))
+    }
+
+    pub fn generate_key_pair(
+        &self,
+        mechanism: &Mechanism,
+        public: &[Attribute],
+        private: &[Attribute],
+    ) -> CkResult<(ObjectHandle, ObjectHandle)> {
+        self.call("C_GenerateKeyPair", |s| {
+            s.generate_key_pair(mechanism, public, private)
+        })
+    }
+
+    pub fn sign(&self, mechanism: &Mechanism, key: ObjectHandle, data: &[u8]) -> CkResult<Vec<u8>> {
+        self.call("C_Sign", |s| s.sign(mechanism, key, data))
+    }
+
+    pub fn verify(
+        &self,
+        mechanism: &Mechanism,
+        key: ObjectHandle,
+        data: &[u8],
+        signature: &[u8],
+    ) -> CkResult<()> {
+        self.call("C_Verify", |s| s.verify(mechanism, key, data, signature))
+    }
+
+    pub fn find_objects(&self, template: &[Attribute]) -> CkResult<Vec<ObjectHandle>> {
+        self.call("C_FindObjects", |s| s.find_objects(template))
+    }
+
+    pub fn get_attributes(
+        &self,
+        object: ObjectHandle,
+        attributes: &[AttributeType],
+    ) -> CkResult<Vec<Attribute>> {
+        self.call("C_GetAttributeValue", |s| {
+            s.get_attributes(object, attributes)
+        })
+    }
+
+    pub fn destroy_object(&self, object: ObjectHandle) -> CkResult<()> {
+        self.call("C_DestroyObject", |s| s.destroy_object(object))
+    }
+
+    /// The plain session, for calls that are not worth observing (login at start-up).
+    pub fn raw(&self) -> &Session {
+        self.session
+    }
+}

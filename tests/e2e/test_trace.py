@@ -1,0 +1,259 @@
+"""Proof, from a PKCS#11 call trace, that ReEncrypt keeps the plaintext in the token.
+
+A dedicated server is started with OpenSC's pkcs11-spy.so as its PKCS#11
+module, in front of SoftHSM2 (P11KMS_EMBEDDED_SOFTHSM=1 so the server still
+manages the SoftHSM2 token under its data dir).  The spy logs every PKCS#11
+call with its in/out buffers.  We then run
+
+    Encrypt(64 random bytes)  ->  ReEncrypt to key B  ->  ReEncrypt (key B,
+    new encryption context)  ->  Decrypt
+
+and cut the trace into one segment per request (requests are sequential; the
+file's size is taken before and after each call, once it stops growing).
+
+For each ReEncrypt segment: no C_Decrypt* call, no C_GetAttributeValue that
+asks for CKA_VALUE, C_UnwrapKey and C_WrapKey present, and the plaintext bytes
+nowhere.  As a control that the search can find the plaintext at all, the
+Decrypt segment must contain C_Decrypt and the plaintext bytes (Decrypt returns
+the plaintext to the host, so it passes through C_Decrypt's output buffer).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from p11kms_server import Server, ServerError
+from spytrace import DECRYPT_CALLS, contains_bytes, dumped_buffers, parse_calls
+
+SPY_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so",
+    "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so",
+    "/usr/lib/aarch64-linux-gnu/pkcs11-spy.so",
+)
+SOFTHSM_CANDIDATES = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+)
+
+
+def _first_existing(env_name: str, candidates) -> str:
+    explicit = os.environ.get(env_name)
+    if explicit:
+        return explicit
+    for cand in candidates:
+        if os.path.exists(cand):
+            return cand
+    pytest.fail(f"none of {candidates} exists (set {env_name}); scripts/test.sh installs it", pytrace=False)
+
+
+class Trace:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def settle(self, quiet: float = 0.4, timeout: float = 15.0) -> int:
+        """Wait until the file has not grown for `quiet` seconds; return its size."""
+        deadline = time.monotonic() + timeout
+        last, since = self.size(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            cur = self.size()
+            if cur != last:
+                last, since = cur, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return cur
+        return last
+
+    def segment(self, start: int, end: int) -> str:
+        with open(self.path, "rb") as fh:
+            fh.seek(start)
+            return fh.read(end - start).decode("utf-8", errors="replace")
+
+    def record(self, fn):
+        start = self.settle()
+        result = fn()
+        end = self.settle()
+        return result, self.segment(start, end)
+
+
+@pytest.fixture(scope="module")
+def spy_server(p11kms_binary, tmp_path_factory):
+    spy = _first_existing("P11KMS_SPY_MODULE", SPY_CANDIDATES)
+    softhsm = _first_existing("P11KMS_SOFTHSM_MODULE", SOFTHSM_CANDIDATES)
+    workdir = tmp_path_factory.mktemp("spy")
+    trace_path = workdir / "pkcs11-spy.log"
+    server = Server(
+        p11kms_binary,
+        workdir=workdir,
+        env={
+            "P11KMS_PKCS11_MODULE": spy,
+            "P11KMS_EMBEDDED_SOFTHSM": "1",
+            "PKCS11SPY": softhsm,
+            "PKCS11SPY_OUTPUT": str(trace_path),
+        },
+        name="spy",
+    )
+    try:
+        server.start()
+    except ServerError as err:
+        pytest.fail(str(err), pytrace=False)
+    try:
+        yield server, Trace(trace_path)
+    finally:
+        server.stop()
+
+
+def _assert_no_plaintext_path(name: str, segment: str, plaintext: bytes):
+    calls = parse_calls(segment)
+    names = [c.name for c in calls]
+    assert calls, f"{name}: the trace segment holds no PKCS#11 call at all"
+    decrypts = [n for n in names if n.startswith(DECRYPT_CALLS)]
+    assert not decrypts, f"{name}: the host called {decrypts}; calls were {names}"
+    value_reads = [c for c in calls if c.name == "C_GetAttributeValue" and "CKA_VALUE" in c.attributes()]
+    assert not value_reads, f"{name}: C_GetAttributeValue asked for CKA_VALUE:\n" + "\n".join(
+        c.text for c in value_reads
+    )
+    assert "C_UnwrapKey" in names, f"{name}: no C_UnwrapKey; calls were {names}"
+    # The unwrapped data key is CKA_SENSITIVE: the token itself refuses to hand out its value.
+    for call in calls:
+        if call.name == "C_UnwrapKey":
+            assert call.attribute_values("CKA_SENSITIVE") == ["True"], (
+                f"{name}: C_UnwrapKey without CKA_SENSITIVE=True:\n{call.text}"
+            )
+    assert "C_WrapKey" in names, f"{name}: no C_WrapKey; calls were {names}"
+    hits = contains_bytes(segment, plaintext)
+    assert not hits, f"{name}: the plaintext appears in the PKCS#11 trace ({', '.join(hits)})"
+
+
+def test_reencrypt_never_exposes_plaintext(spy_server):
+    server, trace = spy_server
+    kms = server.client()
+    key_a = kms.create_key(Description="trace source")["KeyMetadata"]
+    key_b = kms.create_key(Description="trace destination")["KeyMetadata"]
+    plaintext = os.urandom(64)
+    ctx1 = {"trace": "one"}
+    ctx2 = {"trace": "two", "extra": "pair"}
+
+    enc, seg_encrypt = trace.record(
+        lambda: kms.encrypt(KeyId=key_a["KeyId"], Plaintext=plaintext, EncryptionContext=ctx1)
+    )
+    re1, seg_re1 = trace.record(
+        lambda: kms.re_encrypt(
+            CiphertextBlob=enc["CiphertextBlob"],
+            SourceEncryptionContext=ctx1,
+            DestinationKeyId=key_b["KeyId"],
+            DestinationEncryptionContext=ctx1,
+        )
+    )
+    assert re1["KeyId"] == key_b["Arn"]
+    re2, seg_re2 = trace.record(
+        lambda: kms.re_encrypt(
+            CiphertextBlob=re1["CiphertextBlob"],
+            SourceEncryptionContext=ctx1,
+            DestinationKeyId=key_b["KeyId"],
+            DestinationEncryptionContext=ctx2,
+        )
+    )
+    assert re2["KeyId"] == key_b["Arn"]
+    dec, seg_decrypt = trace.record(
+        lambda: kms.decrypt(CiphertextBlob=re2["CiphertextBlob"], EncryptionContext=ctx2)
+    )
+    assert dec["Plaintext"] == plaintext
+
+    keep = Path(os.environ.get("P11KMS_TRACE_DIR", "")) if os.environ.get("P11KMS_TRACE_DIR") else None
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
+        for label, seg in (("encrypt", seg_encrypt), ("reencrypt-1", seg_re1),
+                           ("reencrypt-2", seg_re2), ("decrypt", seg_decrypt)):
+            (keep / f"{label}.trace").write_text(seg)
+
+    _assert_no_plaintext_path("ReEncrypt to another key", seg_re1, plaintext)
+    _assert_no_plaintext_path("ReEncrypt with a new encryption context", seg_re2, plaintext)
+
+    # Control: the same search finds the plaintext where it must be.
+    dec_names = [c.name for c in parse_calls(seg_decrypt)]
+    assert any(n.startswith(DECRYPT_CALLS) for n in dec_names), (
+        f"control: Decrypt made no C_Decrypt* call; calls were {dec_names}"
+    )
+    assert contains_bytes(seg_decrypt, plaintext), (
+        "control: the plaintext was not found in the Decrypt segment, so the search "
+        "method cannot be trusted"
+    )
+
+
+# --------------------------------------------------------------------------
+# The trace reader itself, on a hand-written sample in pkcs11-spy's format
+# --------------------------------------------------------------------------
+SAMPLE = """\
+7: C_GetAttributeValue
+2026-11-29 06:11:52.113
+[in] hSession = 0x1
+[in] hObject = 0x2
+[in] pTemplate[2]: 
+    CKA_VALUE_LEN         00007ffd00000000 / 8
+    CKA_VALUE             0000559bcc2b54e0 / 32
+[out] pTemplate[2]: 
+    CKA_VALUE             0000559bcc2b54e0 / 32
+    00000000  0D 92 A9 21 07 DB BD D3 BA 2B D8 CB 84 6F EF FD  ...!.....+...o..
+    00000010  13 91 BE 85 56 E4 E4 02 D8 B5 33 96 76 53 13 DF  ....V.....3.vS..
+Returned:  0 CKR_OK
+
+14: C_Decrypt
+2026-11-29 06:08:27.665
+[in] hSession = 0x1
+[in] pEncryptedData[ulEncryptedDataLen] 00007fff2bf79ae0 / 5
+    00000000  01 02 03 04 05                                   .....           
+[out] pData[*pulDataLen] 00007fff2bf79ee0 / 42
+    00000000  41 42 43 44 45 46 47 48 49 4A 4B 4C 4D 4E 4F 50  ABCDEFGHIJKLMNOP
+    00000010  51 52 53 54 55 56 57 58 59 5A 30 31 32 33 34 35  QRSTUVWXYZ012345
+    00000020  36 37 38 39 61 62 63 64 65 66                    6789abcdef      
+Returned:  0 CKR_OK
+
+"""
+
+UNWRAP_SAMPLE = """\
+53: C_UnwrapKey
+2026-11-29 06:24:02.588
+[in] hSession = 0x1
+[in] pMechanism->type = 0x0000210A
+[in] pMechanism->pParameter[ulParameterLen] NULL [size : 0x0 (0)]
+[in] hUnwrappingKey = 0xd
+[in] pWrappedKey[ulWrappedKeyLen] 00007fa6300169a2 / 40
+    00000000  7B D1 D7 79 14 A9 4D CD 2D 14 CD 5D 05 1A 4A 0B  {..y..M.-..]..J.
+    00000010  EE 38 D6 BA 38 28 10 2B A6 7E CB 77 69 67 0F FC  .8..8(.+.~.wig..
+    00000020  EE 66 A5 EF 06 87 B2 A1                          .f......        
+[in] pTemplate[7]: 
+    CKA_CLASS             CKO_SECRET_KEY       
+    CKA_KEY_TYPE          CKK_AES            
+    CKA_TOKEN             False
+    CKA_SENSITIVE         True
+    CKA_EXTRACTABLE       True
+    CKA_ENCRYPT           False
+    CKA_DECRYPT           False
+[out] hKey = 0xe
+Returned:  0 CKR_OK
+"""
+
+
+def test_spytrace_reader_on_sample():
+    calls = parse_calls(SAMPLE)
+    assert [c.name for c in calls] == ["C_GetAttributeValue", "C_Decrypt"]
+    assert calls[0].attributes().count("CKA_VALUE") == 2
+    assert "CKA_VALUE_LEN" in calls[0].attributes()
+    assert parse_calls(UNWRAP_SAMPLE)[0].attribute_values("CKA_SENSITIVE") == ["True"]
+    assert parse_calls(UNWRAP_SAMPLE)[0].attribute_values("CKA_DECRYPT") == ["False"]
+    bufs = dumped_buffers(SAMPLE)
+    assert bufs[1] == bytes([1, 2, 3, 4, 5])
+    assert bufs[2] == b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef"
+    # a needle spanning a row boundary, binary and printable
+    assert contains_bytes(SAMPLE, b"OPQRSTUV")
+    assert contains_bytes(SAMPLE, bytes.fromhex("846FEFFD1391"))
+    assert contains_bytes(SAMPLE, bytes.fromhex("EFFD1391BE85"))
+    assert not contains_bytes(SAMPLE, bytes.fromhex("EFFD1391BE86"))
+    assert not contains_bytes(SAMPLE, os.urandom(64))

@@ -1,0 +1,215 @@
+//! Operability: HSM outage and recovery, throttling under a saturated session pool,
+//! Prometheus metrics and the audit trail.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+async fn http_get(url: &str) -> (u16, String) {
+    let resp = reqwest::get(url).await.expect("GET");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+/// The value of one sample line, e.g. `p11kms_requests_total{operation="Encrypt",outcome="OK"}`.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_lost_token_answers_key_unavailable_and_recovers() {
+    let srv = TestServer::start();
+    let kms = srv.client();
+    let md = create_key(&kms).await;
+    let blob = encrypt(&kms, md.key_id(), b"before the outage").await;
+
+    let tokens = srv.data_dir().join("tokens");
+    let away = srv.data_dir().join("tokens.away");
+    std::fs::rename(&tokens, &away).unwrap();
+    let err = api_error(
+        kms.encrypt()
+            .key_id(md.key_id())
+            .plaintext(b"x".as_slice().into())
+            .send()
+            .await,
+    );
+    assert_eq!(
+        err.code.as_deref(),
+        Some("KeyUnavailableException"),
+        "{}",
+        err.display
+    );
+    let (status, _) = http_get(&format!("{}/readyz", srv.endpoint())).await;
+    assert_eq!(status, 503, "readyz must fail while the token is away");
+
+    std::fs::rename(&away, &tokens).unwrap();
+    let recovered = poll_until(
+        Duration::from_secs(15),
+        Duration::from_millis(300),
+        || async {
+            kms.decrypt()
+                .ciphertext_blob(blob.clone().into())
+                .send()
+                .await
+                .ok()
+                .and_then(|r| r.plaintext().map(|p| p.as_ref().to_vec()))
+        },
+    )
+    .await;
+    assert_eq!(recovered.as_deref(), Some(b"before the outage".as_slice()));
+    let (status, _) = http_get(&format!("{}/readyz", srv.endpoint())).await;
+    assert_eq!(status, 200);
+    let (_, metrics) = http_get(&format!("{}/metrics", srv.endpoint())).await;
+    assert!(
+        sample(&metrics, "p11kms_hsm_reinitialisations_total") >= 1.0,
+        "{metrics}"
+    );
+    let log = srv.log_text();
+    assert!(
+        log.contains("C_"),
+        "PKCS#11 failures are logged with their function"
+    );
+}
+
+#[tokio::test]
+async fn a_saturated_pool_throttles_and_never_answers_5xx() {
+    let srv = TestServer::start_with(&[
+        ("P11KMS_SESSION_POOL_SIZE", "1"),
+        ("P11KMS_SESSION_WAIT_MS", "1"),
+    ]);
+    let kms = srv.client();
+    let md = create_key(&kms).await;
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let kms = kms.clone();
+        let key = md.key_id().to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut codes = Vec::new();
+            for _ in 0..5 {
+                let result = kms
+                    .encrypt()
+                    .key_id(&key)
+                    .plaintext(vec![7u8; 4096].into())
+                    .send()
+                    .await;
+                codes.push(match result {
+                    Ok(_) => ("OK".to_string(), 200),
+                    Err(e) => {
+                        let err = api_error::<_, _>(Err::<(), _>(e));
+                        (err.code.unwrap_or_default(), err.status)
+                    }
+                });
+            }
+            codes
+        }));
+    }
+    let mut ok = 0;
+    let mut throttled = 0;
+    for task in tasks {
+        for (code, status) in task.await.unwrap() {
+            assert!(status < 500, "{code} with HTTP {status}");
+            match code.as_str() {
+                "OK" => ok += 1,
+                "ThrottlingException" => throttled += 1,
+                other => panic!("unexpected {other}"),
+            }
+        }
+    }
+    assert!(ok > 0 && throttled > 0, "ok={ok} throttled={throttled}");
+    let (_, metrics) = http_get(&format!("{}/metrics", srv.endpoint())).await;
+    assert_eq!(
+        sample(&metrics, "p11kms_throttled_requests_total"),
+        throttled as f64
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_operation_and_outcome() {
+    let srv = TestServer::start();
+    let kms = srv.client();
+    let md = create_key(&kms).await;
+    for _ in 0..3 {
+        encrypt(&kms, md.key_id(), b"counted").await;
+    }
+    let _ = kms.describe_key().key_id("fake-key-id").send().await;
+    let (status, metrics) = http_get(&format!("{}/metrics", srv.endpoint())).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"p11kms_requests_total{operation="Encrypt",outcome="OK"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"p11kms_requests_total{operation="DescribeKey",outcome="NotFoundException"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"p11kms_request_duration_seconds_count{operation="Encrypt"}"#
+        ),
+        3.0
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"p11kms_pkcs11_call_duration_seconds_count{function="C_Encrypt",outcome="CKR_OK"}"#
+        ) >= 3.0
+    );
+    assert_eq!(sample(&metrics, r#"p11kms_keys{state="Enabled"}"#), 1.0);
+    assert!(!metrics.contains("counted"));
+}
+
+#[tokio::test]
+async fn every_request_is_audited_in_an_intact_chain() {
+    let srv = TestServer::start();
+    let kms = srv.client();
+    let md = create_key(&kms).await;
+    let plaintext = b"audited but never recorded";
+    let blob = encrypt_ctx(&kms, md.key_id(), plaintext, &[("tenant", "7")]).await;
+    let _ = kms.decrypt().ciphertext_blob(blob.into()).send().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let path = srv.data_dir().join("audit.log");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[1]["operation"], "Encrypt");
+    assert_eq!(lines[1]["key_arns"][0], srv.key_arn(md.key_id()));
+    assert_eq!(lines[1]["encryption_context"]["tenant"], "7");
+    assert_eq!(lines[1]["principal_arn"], "arn:aws:iam::111122223333:root");
+    assert_eq!(lines[2]["outcome"], "InvalidCiphertextException");
+    assert!(!text.contains("audited but never"));
+
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"))
+        .args(["audit", "verify"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let tampered = srv.data_dir().join("tampered.log");
+    std::fs::write(&tampered, text.replacen("Encrypt", "Decrypt", 1)).unwrap();
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"))
+        .args(["audit", "verify"])
+        .arg(&tampered)
+        .output()
+        .unwrap();
+    assert!(!verify.status.success());
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("line 3"));
+}

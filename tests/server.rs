@@ -1,0 +1,132 @@
+//! Server-level behaviour: state survives a restart, concurrent requests, and the log keeps
+//! secrets out.
+
+mod common;
+
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{DataKeySpec, KeyState};
+use common::*;
+
+#[tokio::test]
+async fn keys_aliases_and_ciphertexts_survive_a_restart() {
+    let mut srv = TestServer::start();
+    let kms = srv.client();
+    let kept = create_key(&kms).await;
+    let disabled = create_key(&kms).await;
+    let alias = unique_alias();
+    kms.create_alias()
+        .alias_name(&alias)
+        .target_key_id(kept.key_id())
+        .send()
+        .await
+        .unwrap();
+    kms.disable_key()
+        .key_id(disabled.key_id())
+        .send()
+        .await
+        .unwrap();
+    let blob = encrypt_ctx(&kms, kept.key_id(), b"persisted", &[("k", "v")]).await;
+
+    srv.restart();
+    let kms = srv.client();
+
+    let md = describe(&kms, &alias).await;
+    assert_eq!(md.key_id(), kept.key_id());
+    assert_eq!(md.current_key_material_id(), kept.current_key_material_id());
+    assert_eq!(
+        describe(&kms, disabled.key_id()).await.key_state(),
+        Some(&KeyState::Disabled)
+    );
+    let out = kms
+        .decrypt()
+        .ciphertext_blob(Blob::new(blob))
+        .set_encryption_context(Some(context(&[("k", "v")])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.plaintext().unwrap().as_ref(), b"persisted");
+    // New keys can still be made after the restart (the token is reopened, not re-created).
+    let fresh = create_key(&kms).await;
+    let blob = encrypt(&kms, fresh.key_id(), b"after restart").await;
+    assert_eq!(decrypt(&kms, &blob).await, b"after restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_all_succeed() {
+    let srv = TestServer::start();
+    let kms = srv.client();
+    let md = create_key(&kms).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32u32 {
+        let kms = kms.clone();
+        let key_id = md.key_id().to_string();
+        tasks.spawn(async move {
+            let data = format!("message number {i}").into_bytes();
+            let blob = encrypt(&kms, &key_id, &data).await;
+            assert_eq!(decrypt(&kms, &blob).await, data);
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("a concurrent encrypt/decrypt failed");
+    }
+}
+
+#[tokio::test]
+async fn server_log_never_contains_plaintexts_data_keys_or_the_pin() {
+    let srv = TestServer::start();
+    let kms = srv.client();
+    let md = create_key(&kms).await;
+
+    let marker = b"PLAINTEXT-MARKER-7f3a9c-do-not-log";
+    let blob = encrypt_ctx(&kms, md.key_id(), marker, &[("ctx", "value")]).await;
+    kms.decrypt()
+        .ciphertext_blob(Blob::new(blob))
+        .set_encryption_context(Some(context(&[("ctx", "value")])))
+        .send()
+        .await
+        .unwrap();
+    let dk = kms
+        .generate_data_key()
+        .key_id(md.key_id())
+        .key_spec(DataKeySpec::Aes256)
+        .send()
+        .await
+        .unwrap();
+    let data_key = dk.plaintext().unwrap().as_ref().to_vec();
+    let random = kms
+        .generate_random()
+        .number_of_bytes(32)
+        .send()
+        .await
+        .unwrap()
+        .plaintext()
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    // A failing request too: errors must not echo the plaintext either.
+    let _ = kms
+        .encrypt()
+        .key_id(UNKNOWN_KEY_ID)
+        .plaintext(Blob::new(marker.as_slice()))
+        .send()
+        .await;
+
+    let log = srv.log_text();
+    assert!(!log.is_empty(), "the server logged nothing at debug level");
+    let mut secrets = vec![
+        ("plaintext", String::from_utf8(marker.to_vec()).unwrap()),
+        ("plaintext (base64)", b64(marker)),
+        ("data key (base64)", b64(&data_key)),
+        ("data key (hex)", hex::encode(&data_key)),
+        ("random bytes (base64)", b64(&random)),
+    ];
+    if let Ok(pin) = std::fs::read_to_string(srv.data_dir().join("user.pin")) {
+        let pin = pin.trim().to_string();
+        if pin.len() >= 4 {
+            secrets.push(("user PIN", pin));
+        }
+    }
+    for (what, secret) in secrets {
+        assert!(!log.contains(&secret), "the server log contains the {what}");
+    }
+}
