@@ -72,7 +72,7 @@ async fn concurrent_requests_all_succeed() {
 }
 
 #[tokio::test]
-async fn server_log_never_contains_plaintexts_data_keys_or_the_pin() {
+async fn logs_and_state_files_never_contain_plaintexts_data_keys_or_the_pin() {
     let srv = TestServer::start();
     let kms = srv.client();
     let md = create_key(&kms).await;
@@ -113,20 +113,64 @@ async fn server_log_never_contains_plaintexts_data_keys_or_the_pin() {
 
     let log = srv.log_text();
     assert!(!log.is_empty(), "the server logged nothing at debug level");
-    let mut secrets = vec![
-        ("plaintext", String::from_utf8(marker.to_vec()).unwrap()),
-        ("plaintext (base64)", b64(marker)),
-        ("data key (base64)", b64(&data_key)),
-        ("data key (hex)", hex::encode(&data_key)),
-        ("random bytes (base64)", b64(&random)),
+    let mut secrets: Vec<(&str, Vec<u8>)> = vec![
+        ("plaintext", marker.to_vec()),
+        ("plaintext (base64)", b64(marker).into_bytes()),
+        ("data key", data_key.clone()),
+        ("data key (base64)", b64(&data_key).into_bytes()),
+        ("data key (hex)", hex::encode(&data_key).into_bytes()),
+        ("random bytes (base64)", b64(&random).into_bytes()),
     ];
+    // No file the server writes (log, audit trail, SQLite store, token) holds them.
+    for path in files_under(srv.data_dir()) {
+        let content = std::fs::read(&path).unwrap_or_default();
+        for (what, secret) in &secrets {
+            assert!(
+                !contains(&content, secret),
+                "{} contains the {what}",
+                path.display()
+            );
+        }
+    }
+    // The PIN lives in user.pin (and whatever SoftHSM keeps), never in the log or audit trail.
     if let Ok(pin) = std::fs::read_to_string(srv.data_dir().join("user.pin")) {
-        let pin = pin.trim().to_string();
+        let pin = pin.trim().as_bytes().to_vec();
         if pin.len() >= 4 {
             secrets.push(("user PIN", pin));
         }
     }
-    for (what, secret) in secrets {
-        assert!(!log.contains(&secret), "the server log contains the {what}");
+    let audit = std::fs::read(srv.data_dir().join("audit.log")).unwrap_or_default();
+    for (what, secret) in &secrets {
+        assert!(
+            !contains(log.as_bytes(), secret),
+            "the server log contains the {what}"
+        );
+        assert!(
+            !contains(&audit, secret),
+            "the audit trail contains the {what}"
+        );
     }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
 }
