@@ -386,10 +386,11 @@ impl KmsService {
         check_grant_tokens(&req.grant_tokens)?;
         self.require_usable(&key)?;
         if kind_of(&key)?.pair().is_none() {
+            // AWS's exact text here is not on record; this names the reason.
             return Err(KmsError::UnsupportedOperation(format!(
-                "{} key usage is {} which is not valid for GetPublicKey.",
+                "{} has key spec {}, which has no public key.",
                 self.arn_of(&key),
-                key.key_usage
+                key.key_spec
             )));
         }
         let public = self.hsm.public_key(&key.current_material)?;
