@@ -347,6 +347,19 @@ async fn rsa_oaep_round_trips_and_decrypts_offline_ciphertext() {
         .await
         .expect("214 bytes fit");
 
+    // Asymmetric algorithms take no encryption context: refused, not ignored.
+    expect_error(
+        kms.encrypt()
+            .key_id(key.key_id())
+            .plaintext(Blob::new(MESSAGE))
+            .encryption_algorithm(sha1.clone())
+            .encryption_context("purpose", "test")
+            .send()
+            .await,
+        "ValidationException",
+    )
+    .assert_message("EncryptionContext is not supported with asymmetric KMS keys.");
+
     // No algorithm: SYMMETRIC_DEFAULT does not fit an RSA key.
     expect_error(
         kms.encrypt()

@@ -157,6 +157,22 @@ fn parse_signing_algorithm(name: &str) -> Option<(SignMechanism, SigHash)> {
     Some((mechanism, hash))
 }
 
+/// Asymmetric algorithms take no encryption context (AWS: "You cannot specify an encryption
+/// context in a cryptographic operation with an asymmetric KMS key"): refuse one rather than
+/// ignore it, so nobody believes it is bound to the ciphertext. AWS's exact answer is not on
+/// record.
+pub fn require_no_context(
+    context: &Option<std::collections::BTreeMap<String, String>>,
+    field: &str,
+) -> Result<(), KmsError> {
+    match context {
+        Some(pairs) if !pairs.is_empty() => Err(KmsError::Validation(format!(
+            "{field} is not supported with asymmetric KMS keys."
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// How an encryption key encrypts, once key and algorithm are checked against each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encryption {
@@ -300,6 +316,7 @@ impl KmsService {
             req.source_encryption_algorithm.as_deref(),
             "ReEncrypt",
         )?;
+        require_no_context(&req.source_encryption_context, "SourceEncryptionContext")?;
         self.require_usable(destination)?;
         let encryption = self.require_encryption(
             destination,
@@ -307,6 +324,7 @@ impl KmsService {
             req.destination_encryption_algorithm.as_deref(),
         )?;
         let Encryption::Rsa { bits, hash } = encryption else {
+            // (A symmetric destination may take a context; the direction is refused anyway.)
             // The symmetric payload is GCM under a data key: moving a plaintext key object
             // into it in the token takes GCM as a wrapping mechanism.
             return Err(self.in_token_gap(
@@ -315,6 +333,10 @@ impl KmsService {
                 "an RSA ciphertext under a symmetric key",
             ));
         };
+        require_no_context(
+            &req.destination_encryption_context,
+            "DestinationEncryptionContext",
+        )?;
         self.require_oaep(hash)?;
         let limit = rsa_max_plaintext(bits, hash);
         let Some(ciphertext) = self.hsm.rsa_rewrap(

@@ -9,7 +9,7 @@ use crate::error::KmsError;
 use crate::hsm::TAG_LEN;
 use crate::model::{KeyRecord, MaterialId};
 
-use super::asymmetric::{oaep_algorithm, Encryption};
+use super::asymmetric::{oaep_algorithm, require_no_context, Encryption};
 use super::ciphertext::{self, Envelope, PAYLOAD_AAD};
 use super::{check_grant_tokens, dry_run, required, Caller, KmsService, SYMMETRIC_DEFAULT};
 
@@ -39,6 +39,7 @@ impl KmsService {
             // Plain OAEP of exactly the modulus length, as AWS; the public half encrypts in
             // the token, so a variant the token cannot decrypt is refused up front.
             self.check_rsa_plaintext(&key, bits, hash, plaintext.len())?;
+            require_no_context(&req.encryption_context, "EncryptionContext")?;
             self.require_oaep(hash)?;
             dry_run(req.dry_run)?;
             let blob = self
@@ -88,6 +89,7 @@ impl KmsService {
                 req.encryption_algorithm.as_deref(),
                 "Decrypt",
             )?;
+            require_no_context(&req.encryption_context, "EncryptionContext")?;
             let plaintext = self
                 .hsm
                 .rsa_decrypt(&key.current_material, hash, blob.as_bytes())?;
@@ -184,6 +186,10 @@ impl KmsService {
             // The plaintext's length is known from the payload without opening it.
             let length = source.envelope.payload.len().saturating_sub(TAG_LEN);
             self.check_rsa_plaintext(&destination, bits, hash, length)?;
+            require_no_context(
+                &req.destination_encryption_context,
+                "DestinationEncryptionContext",
+            )?;
             self.require_oaep(hash)?;
             return Err(self.in_token_gap(
                 self.hsm.capabilities().gcm_unwrap,
