@@ -147,7 +147,9 @@ impl Hsm {
     /// the store records, and when a seed file adopts a key).
     pub fn register_adopted(&self, material: MaterialId, object: TokenKeyRef) {
         if let Some(token) = self.current_token() {
-            token.materials_mut().remove(&material);
+            token
+                .materials_mut()
+                .retain(|(cached, _), _| *cached != material);
         }
         self.adopted_mut().insert(material, object);
     }
