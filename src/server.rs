@@ -52,7 +52,9 @@ pub fn init_logging(config: &Config) {
             }
         }
         LogFormat::Pretty => {
+            // Colours only on a terminal: log files and journald get plain text.
             let builder = tracing_subscriber::fmt()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
                 .with_filter_reloading();
