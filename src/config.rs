@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub region: Option<String>,
     pub account: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// Keys with known identity, created at start-up if missing (see `kms::seed`).
+    pub seed_file: Option<PathBuf>,
     #[serde(default)]
     pub hsm: HsmSection,
     #[serde(default)]
@@ -41,6 +43,15 @@ pub struct FileConfig {
     pub test: TestSection,
     #[serde(default)]
     pub audit: AuditSection,
+    #[serde(default)]
+    pub shutdown: ShutdownSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSection {
+    /// How long SIGTERM waits for requests in flight before exiting anyway.
+    pub drain_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +142,7 @@ pub struct Config {
     pub region: String,
     pub account: String,
     pub data_dir: PathBuf,
+    pub seed_file: Option<PathBuf>,
     pub module: Option<PathBuf>,
     pub embedded_softhsm: bool,
     pub token_label: String,
@@ -148,6 +160,10 @@ pub struct Config {
     /// Where the audit trail goes; `None` when it is off.
     pub audit_path: Option<PathBuf>,
     pub audit_max_bytes: u64,
+    /// The file this configuration was read from (SIGHUP reads it again).
+    pub config_file: Option<PathBuf>,
+    /// Deadline for requests in flight after SIGTERM.
+    pub drain: Duration,
 }
 
 /// Reads an environment variable, treating empty as unset.
@@ -185,7 +201,9 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        Config::resolve(file)
+        let mut config = Config::resolve(file)?;
+        config.config_file = path.map(Path::to_path_buf);
+        Ok(config)
     }
 
     pub fn resolve(file: FileConfig) -> Result<Config, String> {
@@ -210,6 +228,9 @@ impl Config {
             .map(PathBuf::from)
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("p11kms-data"));
+        let seed_file = env("P11KMS_SEED_FILE")
+            .map(PathBuf::from)
+            .or(file.seed_file);
         let module = env("P11KMS_PKCS11_MODULE")
             .map(PathBuf::from)
             .or(file.hsm.module);
@@ -291,11 +312,17 @@ impl Config {
         let audit_max_bytes = parse_env("P11KMS_AUDIT_MAX_BYTES")?
             .or(file.audit.max_bytes)
             .unwrap_or(64 * 1024 * 1024);
+        let drain = Duration::from_millis(
+            parse_env("P11KMS_DRAIN_MS")?
+                .or(file.shutdown.drain_ms)
+                .unwrap_or(20_000),
+        );
         Ok(Config {
             listen,
             region,
             account,
             data_dir,
+            seed_file,
             module,
             embedded_softhsm,
             token_label,
@@ -311,6 +338,8 @@ impl Config {
             day_seconds,
             audit_path,
             audit_max_bytes,
+            config_file: None,
+            drain,
         })
     }
 }

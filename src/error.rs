@@ -94,6 +94,12 @@ pub enum KmsError {
     /// `DryRun` was set and the request would have succeeded.
     #[error("dry run")]
     DryRun,
+    /// Verify: the signature does not verify (`KMSInvalidSignatureException`, no message).
+    #[error("signature does not verify")]
+    KmsInvalidSignature,
+    /// VerifyMac: the MAC does not verify (`KMSInvalidMacException`, no message).
+    #[error("MAC does not verify")]
+    KmsInvalidMac,
 
     // --- capacity and dependencies -------------------------------------------------------
     /// No HSM session came free before the request's deadline.
@@ -182,6 +188,8 @@ impl KmsError {
             Tag(m) => ("TagException", 400, Some(m.clone())),
             LimitExceeded(m) => ("LimitExceededException", 400, Some(m.clone())),
             InvalidCiphertext => ("InvalidCiphertextException", 400, None),
+            KmsInvalidSignature => ("KMSInvalidSignatureException", 400, None),
+            KmsInvalidMac => ("KMSInvalidMacException", 400, None),
             DryRun => (
                 "DryRunOperationException",
                 400,

@@ -27,6 +27,14 @@ enum Command {
     },
     /// Benchmark the gateway against the raw HSM ceiling (see `p11kms bench --help`).
     Bench(Box<p11kms::bench::BenchArgs>),
+    /// Probe the configured PKCS#11 module and token (same configuration as `serve`): the
+    /// mechanisms p11kms uses, trial operations on throwaway session keys, and a table of the
+    /// p11kms features this HSM supports. Exits 0 when `serve` can run on the token, 1 if not.
+    Doctor {
+        /// TOML configuration file; P11KMS_* environment variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Audit-trail tools.
     Audit {
         #[command(subcommand)]
@@ -58,6 +66,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Doctor { config } => doctor(config),
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => match p11kms::telemetry::audit::verify_files(&files) {
@@ -70,6 +79,33 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn doctor(config_path: Option<PathBuf>) -> ExitCode {
+    let mut config = match p11kms::config::Config::load(config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("p11kms: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // cryptoki logs an ERROR for every mechanism its list drops; the report says it once.
+    config.log_level = format!("{},cryptoki::mechanism=off", config.log_level);
+    p11kms::server::init_logging(&config);
+    match p11kms::server::doctor(&config) {
+        Ok((report, can_run)) => {
+            print!("{report}");
+            if can_run {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("p11kms doctor: {e}");
+            ExitCode::from(3)
+        }
     }
 }
 

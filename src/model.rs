@@ -196,3 +196,23 @@ pub fn now_epoch() -> EpochSeconds {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
 }
+
+/// How an adopted token key is found: an HSM object p11kms did not create (the custody
+/// case). Its material id maps to this reference; the object itself is never copied,
+/// modified or destroyed by the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TokenKeyRef {
+    /// By `CKA_ID` (any length).
+    Id(Vec<u8>),
+    /// By `CKA_LABEL`, for objects without a `CKA_ID`.
+    Label(String),
+}
+
+impl fmt::Display for TokenKeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenKeyRef::Id(id) => write!(f, "CKA_ID {}", hex::encode(id)),
+            TokenKeyRef::Label(label) => write!(f, "CKA_LABEL '{label}'"),
+        }
+    }
+}

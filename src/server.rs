@@ -1,6 +1,7 @@
 //! Start-up and the server loop: configuration → token → store → service → HTTP.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use secrecy::SecretString;
@@ -13,17 +14,64 @@ use crate::store::SqliteStore;
 use crate::telemetry::{AuditLog, Metrics};
 use crate::wire::{router, AppState};
 
+/// Changes the log filter of the installed subscriber (SIGHUP).
+type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// The reload handle of the process's one tracing subscriber. The subscriber is
+/// process-global by nature (`try_init`), so its handle is too; it is set once, here.
+static LOG_RELOAD: std::sync::OnceLock<LogReload> = std::sync::OnceLock::new();
+
 /// Sets up logging to stderr. Plaintext, keys and secrets are never passed to `tracing`.
+/// The level filter sits behind a `reload` layer so SIGHUP can change it.
 pub fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
+    fn reloader<L, S>(handle: tracing_subscriber::reload::Handle<L, S>) -> LogReload
+    where
+        L: From<tracing_subscriber::EnvFilter> + Send + Sync + 'static,
+        S: 'static,
+    {
+        Box::new(move |level: &str| {
+            let filter = tracing_subscriber::EnvFilter::try_new(level)
+                .map_err(|e| format!("log level '{level}': {e}"))?;
+            handle
+                .reload(L::from(filter))
+                .map_err(|e| format!("log level reload: {e}"))
+        })
+    }
+    match config.log_format {
+        LogFormat::Json => {
+            let builder = tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                let _ = LOG_RELOAD.set(reloader(handle));
+            }
+        }
+        LogFormat::Pretty => {
+            // Colours only on a terminal: log files and journald get plain text.
+            let builder = tracing_subscriber::fmt()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                let _ = LOG_RELOAD.set(reloader(handle));
+            }
+        }
+    }
+}
+
+/// Sets the log filter (e.g. `debug`, `p11kms=trace`) of the running process.
+pub fn reload_log_level(level: &str) -> Result<(), String> {
+    match LOG_RELOAD.get() {
+        Some(reload) => reload(level),
+        None => Err("logging was not initialised by p11kms".into()),
+    }
 }
 
 /// Everything built before the runtime starts (PKCS#11 set-up is synchronous).
@@ -38,34 +86,7 @@ pub struct Prepared {
 /// Runs before any thread is started, because the embedded default exports
 /// `SOFTHSM2_CONF` for the module to read.
 pub fn prepare(config: Config) -> Result<Prepared, String> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
-    let module = match (&config.module, config.embedded_softhsm) {
-        (Some(m), _) => m.clone(),
-        (None, _) => find_softhsm_module().ok_or(
-            "SoftHSM2 is not installed (apt-get install softhsm2), and hsm.module is not set",
-        )?,
-    };
-    let embedded = if config.embedded_softhsm {
-        let embedded = EmbeddedSoftHsm::prepare(&config.data_dir)?;
-        std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
-        if embedded.ensure_token(&module, &config.token_label)? {
-            tracing::info!(label = %config.token_label, "initialised a new SoftHSM2 token");
-        }
-        Some(embedded)
-    } else {
-        None
-    };
-    let user_pin = match &config.pin {
-        PinSource::Env(var) => SecretString::from(
-            std::env::var(var).map_err(|_| format!("the PIN variable {var} is not set"))?,
-        ),
-        PinSource::File(path) => SecretString::from(read_secret_file(path)?),
-        PinSource::Embedded => match &embedded {
-            Some(e) => e.user_pin()?,
-            None => return Err("no PIN configured".into()),
-        },
-    };
+    let HsmTarget { module, user_pin } = resolve_hsm(&config)?;
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     let observer: Arc<dyn CallObserver> = metrics.clone();
     let hsm = Hsm::open(
@@ -92,6 +113,25 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         Arc::new(store),
         Arc::new(hsm),
     ));
+    // Adopted token keys first: reconciliation and the seed must know which objects are
+    // not p11kms's own.
+    let adopted = crate::kms::seed::load_adoptions(&service)
+        .map_err(|e| format!("cannot load adopted keys: {e}"))?;
+    if adopted > 0 {
+        tracing::info!(adopted, "adopted token keys registered");
+    }
+    if let Some(path) = &config.seed_file {
+        let seed = crate::kms::seed::read_seed_file(path)?;
+        let outcome = crate::kms::seed::apply_seed(&service, &seed, &config.account)?;
+        tracing::info!(
+            created = outcome.created.len(),
+            adopted = outcome.adopted.len(),
+            existing = outcome.existing.len(),
+            aliases_created = outcome.aliases_created.len(),
+            seed_file = %path.display(),
+            "seed file applied"
+        );
+    }
     // Only the embedded token is ours alone; on a shared HSM, orphans are reported by
     // `reconcile` only when an operator runs it.
     if config.embedded_softhsm {
@@ -107,6 +147,62 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         service,
         metrics,
     })
+}
+
+/// The module, token and PIN a configuration names, after preparing the embedded SoftHSM2
+/// token when the configuration asks for it (shared by `serve` and `doctor`).
+struct HsmTarget {
+    module: PathBuf,
+    user_pin: SecretString,
+}
+
+fn resolve_hsm(config: &Config) -> Result<HsmTarget, String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+    let module = match &config.module {
+        Some(m) => m.clone(),
+        None => find_softhsm_module().ok_or(
+            "SoftHSM2 is not installed (apt-get install softhsm2), and hsm.module is not set",
+        )?,
+    };
+    let embedded = if config.embedded_softhsm {
+        let embedded = EmbeddedSoftHsm::prepare(&config.data_dir)?;
+        std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
+        if embedded.ensure_token(&module, &config.token_label)? {
+            tracing::info!(label = %config.token_label, "initialised a new SoftHSM2 token");
+        }
+        Some(embedded)
+    } else {
+        None
+    };
+    let user_pin = match &config.pin {
+        PinSource::Env(var) => SecretString::from(
+            std::env::var(var).map_err(|_| format!("the PIN variable {var} is not set"))?,
+        ),
+        PinSource::File(path) => SecretString::from(read_secret_file(path)?),
+        PinSource::Embedded => match &embedded {
+            Some(e) => e.user_pin()?,
+            None => return Err("no PIN configured".into()),
+        },
+    };
+    Ok(HsmTarget { module, user_pin })
+}
+
+/// `p11kms doctor`: examines the configured module and token with trial operations on
+/// session keys and renders the report. Returns the text and whether the gateway can run.
+///
+/// Runs before any thread is started, like `prepare` (it may export `SOFTHSM2_CONF`).
+pub fn doctor(config: &Config) -> Result<(String, bool), String> {
+    let target = resolve_hsm(config)?;
+    let report = crate::hsm::doctor::examine(&crate::hsm::doctor::DoctorTarget {
+        module: target.module,
+        token_label: config.token_label.clone(),
+        user_pin: target.user_pin,
+    })?;
+    Ok((
+        crate::hsm::doctor::render(&report),
+        report.gateway_can_run(),
+    ))
 }
 
 /// Serves until SIGTERM or Ctrl-C, finishing requests in flight.
@@ -149,6 +245,9 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
         config.session_pool_size,
         config.session_wait,
     ));
+    let core = service.clone();
+    #[cfg(unix)]
+    spawn_reload_on_sighup(config.config_file.clone(), verifier.clone());
     let app = router(AppState {
         service,
         verifier,
@@ -167,13 +266,79 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
         );
     }
     tracing::info!(%address, region = %config.region, "serving");
-    axum::serve(
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut graceful = stop_rx.clone();
+    let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|e| format!("server error: {e}"))
+    .with_graceful_shutdown(async move {
+        let _ = graceful.wait_for(|stop| *stop).await;
+    });
+    // After the signal, requests in flight get `drain` to finish; then the gateway exits
+    // anyway (an orchestrator's kill deadline is better met by us than by SIGKILL).
+    let drain = config.drain;
+    let mut deadline = stop_rx;
+    let result = tokio::select! {
+        r = server => r.map_err(|e| format!("server error: {e}")),
+        _ = async move {
+            let _ = deadline.wait_for(|stop| *stop).await;
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!(drain_ms = drain.as_millis() as u64, "drain deadline passed; exiting with requests still in flight");
+            Ok(())
+        }
+    };
+    // Close the pooled sessions (logging them out) and finalise the library.
+    let clean = tokio::task::spawn_blocking(move || core.hsm().shutdown())
+        .await
+        .unwrap_or(false);
+    if clean {
+        tracing::info!("HSM sessions closed; library finalised");
+    } else {
+        tracing::warn!("HSM sessions still in use at exit; they close with the process");
+    }
+    result
+}
+
+/// SIGHUP: read the configuration again and apply what can change without a restart, the
+/// credential table and the log level. Anything else in the file needs a restart. A file
+/// that no longer parses leaves everything as it was.
+#[cfg(unix)]
+fn spawn_reload_on_sighup(config_file: Option<std::path::PathBuf>, verifier: Arc<SigV4Verifier>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading is off");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let path = config_file.clone();
+            let loaded = tokio::task::spawn_blocking(move || Config::load(path.as_deref())).await;
+            match loaded {
+                Ok(Ok(new)) => {
+                    verifier.replace_credentials(new.credentials);
+                    match reload_log_level(&new.log_level) {
+                        Ok(()) => {
+                            tracing::info!(level = %new.log_level, "SIGHUP: credentials and log level reloaded")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "SIGHUP: credentials reloaded; log level unchanged")
+                        }
+                    }
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: reload task failed"),
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

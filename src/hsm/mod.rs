@@ -9,19 +9,27 @@
 //! (context wrapping keys, data keys) is a short-lived sensitive session object destroyed
 //! before the call returns. See `crate::kms::ciphertext` for the construction.
 
+mod adopt;
+mod asymmetric;
+pub mod doctor;
 mod error;
 mod pool;
 mod probe;
 mod provision;
 mod timed;
 
+pub use adopt::AdoptableKey;
+pub use asymmetric::{
+    AsymmetricCapabilities, Curve, EcPrivateParts, MacHash, OaepHash, PairKind, PairUse,
+    PrivateKeyParts, PublicKeyParts, RsaPrivateParts, SignMechanism,
+};
 pub use error::{HsmError, Scope};
 pub use pool::PoolStats;
 pub use probe::{probe_mechanisms, MechanismReport};
 pub use provision::{find_softhsm_module, EmbeddedSoftHsm};
 pub use timed::{CallObserver, TimedSession};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -40,7 +48,7 @@ use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use crate::error::KmsError;
-use crate::model::{KeyId, MaterialId};
+use crate::model::{KeyId, MaterialId, TokenKeyRef};
 use pool::{AcquireError, SessionPool};
 
 /// Label prefix of every token object p11kms creates; reconciliation only touches these.
@@ -87,6 +95,32 @@ pub struct Hsm {
     observer: Option<Arc<dyn CallObserver>>,
     /// Serialises token-object creation and deletion (SoftHSM fails them under concurrency).
     token_writes: Mutex<()>,
+    /// Adopted materials: token objects p11kms did not create, found by their own `CKA_ID`
+    /// or label instead of `CKA_ID` = material id, and never destroyed.
+    adopted: RwLock<HashMap<MaterialId, TokenKeyRef>>,
+    /// Set by `shutdown`: the token is not reopened any more.
+    closed: std::sync::atomic::AtomicBool,
+    /// What the token can do for asymmetric keys, measured at start-up.
+    capabilities: AsymmetricCapabilities,
+}
+
+/// Which object of a key material a handle names: the AES or HMAC secret key, or one half
+/// of a key pair. All of them share the material's `CKA_ID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Half {
+    Secret,
+    Private,
+    Public,
+}
+
+impl Half {
+    fn class(self) -> ObjectClass {
+        match self {
+            Half::Secret => ObjectClass::SECRET_KEY,
+            Half::Private => ObjectClass::PRIVATE_KEY,
+            Half::Public => ObjectClass::PUBLIC_KEY,
+        }
+    }
 }
 
 /// One initialised library with its logged-in sessions.
@@ -94,7 +128,7 @@ struct Token {
     pkcs11: Pkcs11,
     slot: Slot,
     pool: SessionPool,
-    materials: RwLock<HashMap<MaterialId, ObjectHandle>>,
+    materials: RwLock<HashMap<(MaterialId, Half), ObjectHandle>>,
 }
 
 impl Hsm {
@@ -102,7 +136,7 @@ impl Hsm {
     /// scheme needs. Fails with a message naming whatever is missing.
     pub fn open(config: HsmConfig, observer: Option<Arc<dyn CallObserver>>) -> Result<Hsm, String> {
         let token = Token::open(&config).map_err(|e| format!("cannot open the HSM token: {e}"))?;
-        let hsm = Hsm {
+        let mut hsm = Hsm {
             config,
             current: RwLock::new(Some(Arc::new(token))),
             retired: Mutex::new(None),
@@ -110,6 +144,9 @@ impl Hsm {
             reinitialisations: AtomicU64::new(0),
             observer,
             token_writes: Mutex::new(()),
+            adopted: RwLock::new(HashMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            capabilities: AsymmetricCapabilities::default(),
         };
         let report = match hsm.current_token() {
             Some(token) => probe_mechanisms(&token.pkcs11, token.slot),
@@ -125,6 +162,8 @@ impl Hsm {
         hsm.with_session(|_, s| trial_run(s))
             .map_err(|e| format!("trial run failed: {e}"))?
             .map_err(|e| format!("trial run of the ciphertext scheme failed: {e}"))?;
+        hsm.capabilities = hsm.probe_asymmetric();
+        tracing::info!(capabilities = ?hsm.capabilities, "asymmetric capabilities of the token");
         Ok(hsm)
     }
 
@@ -147,9 +186,12 @@ impl Hsm {
             s.generate_random_slice(&mut byte).map_err(HsmError::from)
         })?;
         let known = token.materials_read().keys().next().copied();
-        if let Some(material) = known {
+        if let Some((material, half)) = known {
+            let adopted = self.adopted_read().get(&material).cloned();
             if self
-                .on_token_with(&token, |s| find_material(s, &material))?
+                .on_token_with(&token, |s| {
+                    find_object(s, &material, half, adopted.as_ref())
+                })?
                 .is_empty()
             {
                 return Err(self.missing_material(&token, &material));
@@ -188,17 +230,34 @@ impl Hsm {
                 .map_err(HsmError::from)
         })??;
         if let Some(token) = self.current_token() {
-            token.materials_mut().insert(*material, handle);
+            token
+                .materials_mut()
+                .insert((*material, Half::Secret), handle);
         }
         Ok(())
     }
 
-    /// Destroys a key material's token object; absent objects are not an error.
+    /// Destroys a key material's token object; absent objects are not an error. An adopted
+    /// object is only forgotten: it belongs to whoever put it in the token.
     pub fn destroy_material(&self, material: &MaterialId) -> Result<(), KmsError> {
+        if let Some(object) = self.adopted_mut().remove(material) {
+            if let Some(token) = self.current_token() {
+                token
+                    .materials_mut()
+                    .retain(|(cached, _), _| cached != material);
+            }
+            tracing::info!(%material, %object, "forgot an adopted key object; it stays in the token");
+            return Ok(());
+        }
         let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
         self.with_session(|token, s| {
-            token.materials_mut().remove(material);
-            for handle in find_material(s, material)? {
+            token
+                .materials_mut()
+                .retain(|(cached, _), _| cached != material);
+            // Every object with the material's id: a secret key, or both halves of a pair.
+            for handle in
+                s.find_objects(&[Attribute::Token(true), Attribute::Id(material.0.to_vec())])?
+            {
                 s.destroy_object(handle)?;
             }
             Ok(())
@@ -206,13 +265,12 @@ impl Hsm {
         .map_err(KmsError::from)
     }
 
-    /// Material ids of every p11kms key object in the token (for start-up reconciliation).
+    /// Material ids of every p11kms key object in the token, secret keys and both halves of
+    /// key pairs alike (for start-up reconciliation); each id once.
     pub fn list_materials(&self) -> Result<Vec<MaterialId>, KmsError> {
         self.with_session(|_, s| {
-            let handles = s.find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Token(true),
-            ])?;
+            let handles = s.find_objects(&[Attribute::Token(true)])?;
+            let mut seen = HashSet::new();
             let mut out = Vec::new();
             for handle in handles {
                 let attrs = s.get_attributes(handle, &[AttributeType::Label, AttributeType::Id])?;
@@ -228,7 +286,9 @@ impl Hsm {
                     }
                 }
                 if let (true, Some(id)) = (label_ok, id) {
-                    out.push(MaterialId(id));
+                    if seen.insert(id) {
+                        out.push(MaterialId(id));
+                    }
                 }
             }
             Ok(out)
@@ -312,8 +372,8 @@ impl Hsm {
         destination_derivation: &dyn Fn(&[u8; NONCE_LEN]) -> [u8; 32],
     ) -> Result<([u8; NONCE_LEN], Vec<u8>), KmsError> {
         let token = self.token()?;
-        let src_base = self.material_handle(&token, source)?;
-        let dst_base = self.material_handle(&token, destination)?;
+        let src_base = self.object_handle(&token, source, Half::Secret)?;
+        let dst_base = self.object_handle(&token, destination, Half::Secret)?;
         self.on_token(&token, |s| {
             let src_kek = SessionObject::new(s, derive_kek(s, src_base, source_derivation)?);
             let dek = SessionObject::new(
@@ -404,14 +464,24 @@ impl Hsm {
         material: &MaterialId,
         op: impl Fn(&TimedSession<'_>, ObjectHandle) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
+        self.with_object(material, Half::Secret, op)
+    }
+
+    /// Like [`Hsm::with_material`], for any object of a material.
+    fn with_object<T>(
+        &self,
+        material: &MaterialId,
+        half: Half,
+        op: impl Fn(&TimedSession<'_>, ObjectHandle) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
         let token = self.token().map_err(OpError::Kms)?;
         let handle = self
-            .material_handle(&token, material)
+            .object_handle(&token, material, half)
             .map_err(OpError::Kms)?;
         match self.on_token(&token, |s| op(s, handle)) {
             Err(OpError::Hsm(e)) if e.scope == Scope::Object => {
                 let handle = self
-                    .material_handle(&token, material)
+                    .object_handle(&token, material, half)
                     .map_err(OpError::Kms)?;
                 self.on_token(&token, |s| op(s, handle))
             }
@@ -419,19 +489,22 @@ impl Hsm {
         }
     }
 
-    /// The cached handle of a material object, found by `CKA_ID` on first use.
-    fn material_handle(
+    /// The cached handle of a material object, found by `CKA_ID` and class on first use.
+    fn object_handle(
         &self,
         token: &Arc<Token>,
         material: &MaterialId,
+        half: Half,
     ) -> Result<ObjectHandle, KmsError> {
-        if let Some(handle) = token.materials_read().get(material) {
+        if let Some(handle) = token.materials_read().get(&(*material, half)) {
             return Ok(*handle);
         }
-        let found = self.on_token_with(token, |s| find_material(s, material))?;
+        let adopted = self.adopted_read().get(material).cloned();
+        let found =
+            self.on_token_with(token, |s| find_object(s, material, half, adopted.as_ref()))?;
         match found.first() {
             Some(handle) => {
-                token.materials_mut().insert(*material, *handle);
+                token.materials_mut().insert((*material, half), *handle);
                 Ok(*handle)
             }
             None => Err(self.missing_material(token, material)),
@@ -443,12 +516,8 @@ impl Hsm {
     /// vanished until the library is reinitialised), so recover it; otherwise only this key
     /// is unavailable.
     fn missing_material(&self, token: &Arc<Token>, material: &MaterialId) -> KmsError {
-        let any = self.on_token_with(token, |s| {
-            Ok(s.find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Token(true),
-            ])?)
-        });
+        // Any token object counts: a token may hold only key pairs or HMAC keys.
+        let any = self.on_token_with(token, |s| Ok(s.find_objects(&[Attribute::Token(true)])?));
         let failure = HsmError::gateway(
             "C_FindObjects",
             &format!("key material {material} not found"),
@@ -484,10 +553,44 @@ impl Hsm {
             .clone()
     }
 
+    /// Closes the idle sessions (logging them out) and finalises the library, at exit after
+    /// requests drained. Returns `false` when a request still held the token: its sessions
+    /// then close with the process. The token is not reopened afterwards.
+    pub fn shutdown(&self) -> bool {
+        self.closed.store(true, Ordering::SeqCst);
+        let current = self
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let retired = self
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let mut clean = true;
+        for token in [current, retired].into_iter().flatten() {
+            match Arc::try_unwrap(token) {
+                Ok(token) => token.finalize(),
+                Err(in_use) => {
+                    in_use.pool.close_idle();
+                    clean = false;
+                }
+            }
+        }
+        clean
+    }
+
     /// The current token, reopening a lost one with backoff.
     fn token(&self) -> Result<Arc<Token>, KmsError> {
         if let Some(token) = self.current_token() {
             return Ok(token);
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(KmsError::HsmUnavailable(crate::error::Pkcs11Failure {
+                function: "C_Finalize".into(),
+                rv: "the gateway is shutting down".into(),
+            }));
         }
         let unavailable = || {
             KmsError::HsmUnavailable(crate::error::Pkcs11Failure {
@@ -557,11 +660,15 @@ impl Token {
         })
     }
 
-    fn materials_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<MaterialId, ObjectHandle>> {
+    fn materials_read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<(MaterialId, Half), ObjectHandle>> {
         self.materials.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn materials_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<MaterialId, ObjectHandle>> {
+    fn materials_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<(MaterialId, Half), ObjectHandle>> {
         self.materials.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -570,7 +677,7 @@ impl Token {
         let Token { pkcs11, pool, .. } = self;
         drop(pool);
         if let Err(e) = pkcs11.finalize() {
-            tracing::warn!(error = %HsmError::from(e), "C_Finalize of the lost token failed");
+            tracing::warn!(error = %HsmError::from(e), "C_Finalize failed");
         }
     }
 }
@@ -656,14 +763,22 @@ impl Drop for SessionObject<'_> {
     }
 }
 
-fn find_material(
+/// The token object of a material: `CKA_ID` = material id and the half's class, or for an
+/// adopted material the object its reference names.
+fn find_object(
     s: &TimedSession<'_>,
     material: &MaterialId,
+    half: Half,
+    adopted: Option<&TokenKeyRef>,
 ) -> Result<Vec<ObjectHandle>, HsmError> {
     Ok(s.find_objects(&[
-        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Class(half.class()),
         Attribute::Token(true),
-        Attribute::Id(material.0.to_vec()),
+        match adopted {
+            None => Attribute::Id(material.0.to_vec()),
+            Some(TokenKeyRef::Id(id)) => Attribute::Id(id.clone()),
+            Some(TokenKeyRef::Label(label)) => Attribute::Label(label.clone().into_bytes()),
+        },
     ])?)
 }
 

@@ -111,6 +111,31 @@ impl<'a> TimedSession<'a> {
         self.call("C_Decrypt", |s| s.decrypt(mechanism, key, data))
     }
 
+    pub fn generate_key_pair(
+        &self,
+        mechanism: &Mechanism,
+        public: &[Attribute],
+        private: &[Attribute],
+    ) -> CkResult<(ObjectHandle, ObjectHandle)> {
+        self.call("C_GenerateKeyPair", |s| {
+            s.generate_key_pair(mechanism, public, private)
+        })
+    }
+
+    pub fn sign(&self, mechanism: &Mechanism, key: ObjectHandle, data: &[u8]) -> CkResult<Vec<u8>> {
+        self.call("C_Sign", |s| s.sign(mechanism, key, data))
+    }
+
+    pub fn verify(
+        &self,
+        mechanism: &Mechanism,
+        key: ObjectHandle,
+        data: &[u8],
+        signature: &[u8],
+    ) -> CkResult<()> {
+        self.call("C_Verify", |s| s.verify(mechanism, key, data, signature))
+    }
+
     pub fn find_objects(&self, template: &[Attribute]) -> CkResult<Vec<ObjectHandle>> {
         self.call("C_FindObjects", |s| s.find_objects(template))
     }

@@ -6,8 +6,10 @@ use zeroize::Zeroizing;
 
 use crate::api::*;
 use crate::error::KmsError;
+use crate::hsm::TAG_LEN;
 use crate::model::{KeyRecord, MaterialId};
 
+use super::asymmetric::{oaep_algorithm, require_no_context, Encryption};
 use super::ciphertext::{self, Envelope, PAYLOAD_AAD};
 use super::{check_grant_tokens, dry_run, required, Caller, KmsService, SYMMETRIC_DEFAULT};
 
@@ -31,7 +33,24 @@ impl KmsService {
         let plaintext = required(&req.plaintext, "plaintext")?;
         check_grant_tokens(&req.grant_tokens)?;
         self.require_usable(&key)?;
-        self.require_symmetric_encryption(&key, "Encrypt", req.encryption_algorithm.as_deref())?;
+        let encryption =
+            self.require_encryption(&key, "Encrypt", req.encryption_algorithm.as_deref())?;
+        if let Encryption::Rsa { bits, hash } = encryption {
+            // Plain OAEP of exactly the modulus length, as AWS; the public half encrypts in
+            // the token, so a variant the token cannot decrypt is refused up front.
+            self.check_rsa_plaintext(&key, bits, hash, plaintext.len())?;
+            require_no_context(&req.encryption_context, "EncryptionContext")?;
+            self.require_oaep(hash)?;
+            dry_run(req.dry_run)?;
+            let blob = self
+                .hsm
+                .rsa_encrypt(&key.current_material, hash, plaintext.expose())?;
+            return Ok(EncryptResponse {
+                ciphertext_blob: Some(Blob(blob)),
+                key_id: Some(self.arn_of(&key)),
+                encryption_algorithm: Some(oaep_algorithm(hash).into()),
+            });
+        }
         dry_run(req.dry_run)?;
         let blob = self.seal(
             caller,
@@ -58,10 +77,34 @@ impl KmsService {
                 "Recipient (Nitro Enclaves) is not supported by this gateway.".into(),
             ));
         }
+        let named = match &req.key_id {
+            Some(name) => Some(self.resolve(caller, name)?),
+            None => None,
+        };
+        if let Some(key) = named.as_ref().filter(|k| k.key_spec != SYMMETRIC_DEFAULT) {
+            // An asymmetric ciphertext is bare OAEP: only the named key can open it.
+            let hash = self.check_rsa_source(
+                key,
+                blob.as_bytes(),
+                req.encryption_algorithm.as_deref(),
+                "Decrypt",
+            )?;
+            require_no_context(&req.encryption_context, "EncryptionContext")?;
+            let plaintext = self
+                .hsm
+                .rsa_decrypt(&key.current_material, hash, blob.as_bytes())?;
+            dry_run(req.dry_run)?;
+            return Ok(DecryptResponse {
+                key_id: Some(self.arn_of(key)),
+                plaintext: Some(SecretBlob::new(plaintext)),
+                encryption_algorithm: Some(oaep_algorithm(hash).into()),
+                ..Default::default()
+            });
+        }
         let source = self.check_source(
             caller,
             blob.as_bytes(),
-            req.key_id.as_deref(),
+            named,
             req.encryption_algorithm.as_deref(),
             &context_of(&req.encryption_context),
             "Decrypt",
@@ -104,13 +147,13 @@ impl KmsService {
             // Authorization-only dry run: the ciphertext is not examined.
             let source = self.resolve(caller, required(&req.source_key_id, "sourceKeyId")?)?;
             self.require_usable(&source)?;
-            self.require_symmetric_encryption(
+            self.require_encryption(
                 &source,
                 "ReEncrypt",
                 req.source_encryption_algorithm.as_deref(),
             )?;
             self.require_usable(&destination)?;
-            self.require_symmetric_encryption(
+            self.require_encryption(
                 &destination,
                 "ReEncrypt",
                 req.destination_encryption_algorithm.as_deref(),
@@ -118,20 +161,42 @@ impl KmsService {
             return Err(KmsError::DryRun);
         }
         let blob = required(&req.ciphertext_blob, "ciphertextBlob")?;
+        let named = match &req.source_key_id {
+            Some(name) => Some(self.resolve(caller, name)?),
+            None => None,
+        };
+        if let Some(key) = named.as_ref().filter(|k| k.key_spec != SYMMETRIC_DEFAULT) {
+            return self.re_encrypt_from_rsa(key, blob.as_bytes(), &destination, &req);
+        }
         let source = self.check_source(
             caller,
             blob.as_bytes(),
-            req.source_key_id.as_deref(),
+            named,
             req.source_encryption_algorithm.as_deref(),
             &context_of(&req.source_encryption_context),
             "ReEncrypt",
         )?;
         self.require_usable(&destination)?;
-        self.require_symmetric_encryption(
+        let encryption = self.require_encryption(
             &destination,
             "ReEncrypt",
             req.destination_encryption_algorithm.as_deref(),
         )?;
+        if let Encryption::Rsa { bits, hash } = encryption {
+            // The plaintext's length is known from the payload without opening it.
+            let length = source.envelope.payload.len().saturating_sub(TAG_LEN);
+            self.check_rsa_plaintext(&destination, bits, hash, length)?;
+            require_no_context(
+                &req.destination_encryption_context,
+                "DestinationEncryptionContext",
+            )?;
+            self.require_oaep(hash)?;
+            return Err(self.in_token_gap(
+                self.hsm.capabilities().gcm_unwrap,
+                "CKM_AES_GCM with C_UnwrapKey",
+                "a symmetric ciphertext under an RSA key",
+            ));
+        }
 
         let destination_material = destination.current_material;
         let destination_context = context_of(&req.destination_encryption_context);
@@ -257,7 +322,7 @@ impl KmsService {
     }
 
     /// Encrypts under the key's current material.
-    fn seal(
+    pub(super) fn seal(
         &self,
         caller: &Caller,
         key: &KeyRecord,
@@ -290,15 +355,11 @@ impl KmsService {
         &self,
         caller: &Caller,
         blob: &'a [u8],
-        named_key: Option<&str>,
+        named: Option<KeyRecord>,
         algorithm: Option<&str>,
         context: &BTreeMap<String, String>,
         operation: &str,
     ) -> Result<SourceCiphertext<'a>, KmsError> {
-        let named = match named_key {
-            Some(name) => Some(self.resolve(caller, name)?),
-            None => None,
-        };
         if let Some(key) = &named {
             if key.key_spec == SYMMETRIC_DEFAULT
                 && algorithm.is_some_and(|a| a != SYMMETRIC_DEFAULT)

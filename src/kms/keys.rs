@@ -7,6 +7,7 @@ use crate::model::{
     Tag as TagRecord,
 };
 
+use super::asymmetric::{self, KeyKind};
 use super::{check_grant_tokens, required, Caller, KmsService, ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT};
 
 const DEFAULT_LIST_LIMIT: i64 = 100;
@@ -33,8 +34,9 @@ impl KmsService {
             key_manager: Some("CUSTOMER".into()),
             customer_master_key_spec: Some(key.key_spec.clone()),
             key_spec: Some(key.key_spec.clone()),
-            encryption_algorithms: (key.key_usage == ENCRYPT_DECRYPT && symmetric)
-                .then(|| vec![SYMMETRIC_DEFAULT.to_string()]),
+            encryption_algorithms: asymmetric::encryption_algorithms(key),
+            signing_algorithms: asymmetric::signing_algorithms(key),
+            mac_algorithms: asymmetric::mac_algorithms(key),
             multi_region: Some(false),
             pending_deletion_window_in_days: if pending {
                 key.pending_window_days.map(i64::from)
@@ -46,7 +48,7 @@ impl KmsService {
         }
     }
 
-    fn default_policy(&self, account: &str) -> String {
+    pub(super) fn default_policy(&self, account: &str) -> String {
         serde_json::json!({
             "Version": "2012-10-17",
             "Id": "key-default-1",
@@ -85,12 +87,12 @@ impl KmsService {
             .key_usage
             .clone()
             .unwrap_or_else(|| ENCRYPT_DECRYPT.to_string());
-        if key_spec != SYMMETRIC_DEFAULT {
-            return Err(KmsError::UnsupportedOperation(format!(
-                "KeySpec {key_spec} is not supported by this gateway yet."
-            )));
-        }
-        if key_usage != ENCRYPT_DECRYPT {
+        let kind = KeyKind::of(&key_spec).ok_or_else(|| {
+            KmsError::UnsupportedOperation(format!(
+                "KeySpec {key_spec} is not supported by this gateway."
+            ))
+        })?;
+        if !kind.allows_usage(&key_usage) {
             return Err(KmsError::Validation(format!(
                 "KeyUsage {key_usage} is not compatible with KeySpec {key_spec}"
             )));
@@ -138,7 +140,7 @@ impl KmsService {
         };
         // Material first, row second: a crash in between leaves only an orphan object,
         // which start-up reconciliation removes.
-        self.hsm.create_material(&key_id, &material_id)?;
+        self.create_key_material(&key_id, &material_id, kind, &key.key_usage)?;
         let material = MaterialRecord {
             key_id,
             material_id,

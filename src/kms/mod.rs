@@ -4,10 +4,13 @@
 //! checks key state and usage as in AWS's key-state table, and asks the HSM for the
 //! cryptography.
 
+mod asymmetric;
 pub mod ciphertext;
 mod crypto;
 mod jobs;
+mod keyformat;
 mod keys;
+pub mod seed;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

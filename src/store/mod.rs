@@ -11,7 +11,9 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use crate::model::{AliasRecord, EpochSeconds, KeyId, KeyRecord, MaterialId, MaterialRecord, Tag};
+use crate::model::{
+    AliasRecord, EpochSeconds, KeyId, KeyRecord, MaterialId, MaterialRecord, Tag, TokenKeyRef,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,6 +43,17 @@ pub trait MetadataStore: Send + Sync + 'static {
         material: &MaterialRecord,
         tags: &[Tag],
     ) -> StoreResult<()>;
+    /// Inserts a key whose first material is an adopted token object (not created by
+    /// p11kms), recording how to find that object, atomically with the key.
+    fn insert_adopted_key(
+        &self,
+        key: &KeyRecord,
+        material: &MaterialRecord,
+        tags: &[Tag],
+        object: &TokenKeyRef,
+    ) -> StoreResult<()>;
+    /// Every adopted material and the token object it maps to.
+    fn adopted_materials(&self) -> StoreResult<Vec<(MaterialId, TokenKeyRef)>>;
     fn get_key(&self, key_id: &KeyId) -> StoreResult<Option<KeyRecord>>;
     /// Keys of `account` ordered by key id, strictly after `after` when given.
     fn list_keys(

@@ -24,7 +24,7 @@ use rusqlite::{
 use super::{MetadataStore, StoreError, StoreResult};
 use crate::model::{
     AliasRecord, EpochSeconds, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin,
-    MaterialRecord, Tag,
+    MaterialRecord, Tag, TokenKeyRef,
 };
 
 /// How long a call waits for another process's write lock before failing.
@@ -93,6 +93,17 @@ const MIGRATIONS: &[&str] = &[
         tag_key TEXT NOT NULL,
         value   TEXT NOT NULL,
         PRIMARY KEY (key_id, tag_key)
+    ) STRICT;
+    ",
+    // 2: adopted token keys (seed files): the HSM object a material id stands for, when
+    // p11kms did not create it. Exactly one of CKA_ID (hex) or CKA_LABEL locates it.
+    "
+    CREATE TABLE adopted_materials (
+        material_id  TEXT NOT NULL PRIMARY KEY
+                     REFERENCES key_materials (material_id) ON DELETE CASCADE,
+        object_id    TEXT UNIQUE,
+        object_label TEXT UNIQUE,
+        CHECK ((object_id IS NULL) <> (object_label IS NULL))
     ) STRICT;
     ",
 ];
@@ -417,12 +428,14 @@ fn upsert_tags(conn: &Connection, key_id: &KeyId, tags: &[Tag]) -> StoreResult<(
     Ok(())
 }
 
-impl MetadataStore for SqliteStore {
-    fn insert_key(
+impl SqliteStore {
+    /// `insert_key`, plus an adoption row when `object` is given, in one transaction.
+    fn insert_key_with(
         &self,
         key: &KeyRecord,
         material: &MaterialRecord,
         tags: &[Tag],
+        object: Option<&TokenKeyRef>,
     ) -> StoreResult<()> {
         // Caught here for a clear message; the schema would also reject both at commit.
         if material.key_id != key.key_id || material.material_id != key.current_material {
@@ -462,7 +475,73 @@ impl MetadataStore for SqliteStore {
         .map_err(db_err)?;
         insert_material_row(&tx, material)?;
         upsert_tags(&tx, &key.key_id, tags)?;
+        if let Some(object) = object {
+            let (id, label) = match object {
+                TokenKeyRef::Id(id) => (Some(hex::encode(id)), None),
+                TokenKeyRef::Label(label) => (None, Some(label.as_str())),
+            };
+            tx.prepare_cached(
+                "INSERT INTO adopted_materials (material_id, object_id, object_label) \
+                 VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![material.material_id.to_hex(), id, label]))
+            .map_err(db_err)?;
+        }
         tx.commit().map_err(db_err)
+    }
+}
+
+impl MetadataStore for SqliteStore {
+    fn insert_key(
+        &self,
+        key: &KeyRecord,
+        material: &MaterialRecord,
+        tags: &[Tag],
+    ) -> StoreResult<()> {
+        self.insert_key_with(key, material, tags, None)
+    }
+
+    fn insert_adopted_key(
+        &self,
+        key: &KeyRecord,
+        material: &MaterialRecord,
+        tags: &[Tag],
+        object: &TokenKeyRef,
+    ) -> StoreResult<()> {
+        self.insert_key_with(key, material, tags, Some(object))
+    }
+
+    fn adopted_materials(&self) -> StoreResult<Vec<(MaterialId, TokenKeyRef)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT material_id, object_id, object_label FROM adopted_materials \
+                 ORDER BY material_id",
+            )
+            .map_err(db_err)?;
+        query_all(
+            &mut stmt,
+            [],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<String>>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                ))
+            },
+            |(material, id, label)| {
+                let material = parse_material_id("adopted_materials.material_id", &material)?;
+                let object = match (id, label) {
+                    (Some(id), None) => TokenKeyRef::Id(
+                        hex::decode(&id)
+                            .map_err(|_| unreadable("adopted_materials.object_id", &id))?,
+                    ),
+                    (None, Some(label)) => TokenKeyRef::Label(label),
+                    _ => return Err(unreadable("adopted_materials", &material.to_hex())),
+                };
+                Ok((material, object))
+            },
+        )
     }
 
     fn get_key(&self, key_id: &KeyId) -> StoreResult<Option<KeyRecord>> {
@@ -971,7 +1050,7 @@ mod tests {
     fn open_sets_pragmas_and_schema_version() {
         let dir = TempDir::new().unwrap();
         let store = SqliteStore::open(&dir.path().join("meta.db")).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap() as usize, MIGRATIONS.len());
         let conn = store.conn();
         let mode: String = conn
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -1607,9 +1686,9 @@ mod tests {
                 })
                 .unwrap();
         }
-        // Migration 1 has no IF NOT EXISTS: re-running it would fail the open.
+        // The migrations have no IF NOT EXISTS: re-running one would fail the open.
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap() as usize, MIGRATIONS.len());
         assert_eq!(store.get_key(&key.key_id).unwrap(), Some(key.clone()));
         assert_eq!(
             store.list_tags(&key.key_id, None, 10).unwrap(),
@@ -1627,6 +1706,57 @@ mod tests {
             store.list_materials(&key.key_id).unwrap(),
             vec![initial_material(&key)]
         );
+    }
+
+    #[test]
+    fn adopted_keys_record_their_token_object_and_cascade() {
+        both(|store| {
+            let by_id = minimal_key(ACCOUNT, key_id(1), material_id(1));
+            let by_label = minimal_key(ACCOUNT, key_id(2), material_id(2));
+            store
+                .insert_adopted_key(
+                    &by_id,
+                    &initial_material(&by_id),
+                    &[],
+                    &TokenKeyRef::Id(vec![1, 2, 3]),
+                )
+                .unwrap();
+            store
+                .insert_adopted_key(
+                    &by_label,
+                    &initial_material(&by_label),
+                    &[],
+                    &TokenKeyRef::Label("legacy".into()),
+                )
+                .unwrap();
+            // One token object cannot stand for two materials.
+            let again = minimal_key(ACCOUNT, key_id(3), material_id(3));
+            assert!(store
+                .insert_adopted_key(
+                    &again,
+                    &initial_material(&again),
+                    &[],
+                    &TokenKeyRef::Label("legacy".into()),
+                )
+                .is_err());
+            assert_eq!(
+                store.get_key(&key_id(3)).unwrap(),
+                None,
+                "atomic with the key"
+            );
+            assert_eq!(
+                store.adopted_materials().unwrap(),
+                vec![
+                    (material_id(1), TokenKeyRef::Id(vec![1, 2, 3])),
+                    (material_id(2), TokenKeyRef::Label("legacy".into())),
+                ]
+            );
+            store.delete_key(&key_id(1)).unwrap();
+            assert_eq!(
+                store.adopted_materials().unwrap(),
+                vec![(material_id(2), TokenKeyRef::Label("legacy".into()))]
+            );
+        });
     }
 
     #[test]

@@ -44,6 +44,13 @@ pub fn dispatch(
         GenerateDataKey => call!(generate_data_key),
         GenerateDataKeyWithoutPlaintext => call!(generate_data_key_without_plaintext),
         GenerateRandom => call!(generate_random),
+        GetPublicKey => call!(get_public_key),
+        Sign => call!(sign),
+        Verify => call!(verify),
+        GenerateMac => call!(generate_mac),
+        VerifyMac => call!(verify_mac),
+        GenerateDataKeyPair => call!(generate_data_key_pair),
+        GenerateDataKeyPairWithoutPlaintext => call!(generate_data_key_pair_without_plaintext),
         other => Err(KmsError::UnsupportedOperation(format!(
             "{} is not supported by this gateway yet.",
             other.name()

@@ -4,12 +4,13 @@ A dedicated server runs with the most verbose log filter, once with the
 default (pretty) format and once with P11KMS_LOG_FORMAT=json.  It accepts a
 credential from its config file whose secret access key is a distinctive
 random string.  We drive Encrypt / Decrypt / ReEncrypt / GenerateDataKey /
-GenerateRandom, plus failing requests (bad signatures made with that very
+GenerateRandom, RSA Encrypt/Decrypt, Sign, GenerateMac and GenerateDataKeyPair, plus failing requests (bad signatures made with that very
 secret, tampered ciphertext, wrong context), then search everything the
 server printed (stdout and stderr) for:
 
 * the plaintexts (raw, base64, hex, and Rust's `[1, 2, 3, ...]` Debug form),
-* the returned data keys and random bytes (same forms),
+* the returned data keys, random bytes and data-key-pair private keys, RSA plaintexts, signed
+  and MACed messages (same forms),
 * the token's user and SO PINs (the embedded default keeps them in <data>/user.pin, so.pin),
 * the credential's secret access key and the SigV4 signing key derived from it,
 * every request's `Signature=` value.
@@ -24,6 +25,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import string
 import urllib.error
@@ -70,8 +72,10 @@ def _text_forms(value: str) -> list[bytes]:
 
 
 def _find_leaks(output: bytes, secrets_by_name: dict[str, list[bytes]]) -> list[str]:
-    # JSON encoders may escape '/'; undo that so base64 still matches.
-    haystacks = [output, output.replace(b"\\/", b"/")]
+    # JSON encoders may escape '/'; undo that so base64 still matches.  The
+    # pretty format may colour fields with ANSI escapes; search without them too.
+    plain = re.sub(rb"\x1b\[[0-9;]*m", b"", output)
+    haystacks = [output, output.replace(b"\\/", b"/"), plain]
     leaks = []
     for name, forms in secrets_by_name.items():
         for form in forms:
@@ -208,6 +212,28 @@ def test_nothing_secret_in_trace_logs(p11kms_binary, tmp_path, log_format):
         rnd = kms.generate_random(NumberOfBytes=64)["Plaintext"]
         found["GenerateRandom bytes"] = _byte_forms(rnd)
 
+        # Asymmetric and HMAC keys: RSA plaintexts, signed and MACed messages, data key pairs.
+        rsa_key = kms.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]["KeyId"]
+        rsa_plain = os.urandom(40)
+        found["RSA plaintext"] = _byte_forms(rsa_plain)
+        rsa_ct = kms.encrypt(KeyId=rsa_key, Plaintext=rsa_plain, EncryptionAlgorithm="RSAES_OAEP_SHA_1")
+        assert kms.decrypt(KeyId=rsa_key, CiphertextBlob=rsa_ct["CiphertextBlob"],
+                           EncryptionAlgorithm="RSAES_OAEP_SHA_1")["Plaintext"] == rsa_plain
+        signer = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+        signed = os.urandom(48)
+        found["signed message"] = _byte_forms(signed)
+        kms.sign(KeyId=signer, Message=signed, SigningAlgorithm="ECDSA_SHA_256")
+        mac_key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["KeyId"]
+        maced = os.urandom(48)
+        found["MACed message"] = _byte_forms(maced)
+        kms.generate_mac(KeyId=mac_key, Message=maced, MacAlgorithm="HMAC_SHA_256")
+        for spec in ("RSA_2048", "ECC_NIST_P256"):
+            pair = kms.generate_data_key_pair(KeyId=key_a, KeyPairSpec=spec)
+            # The whole PKCS#8 and its tail (the key material, past the fixed DER header).
+            found[f"data key pair private key ({spec})"] = (
+                _byte_forms(pair["PrivateKeyPlaintext"]) + _byte_forms(pair["PrivateKeyPlaintext"][-48:])
+            )
+
         # Failing requests.
         tampered = bytearray(ct_bin)
         tampered[-1] ^= 1
@@ -248,6 +274,9 @@ def test_nothing_secret_in_trace_logs(p11kms_binary, tmp_path, log_format):
 
     output = server.output()
     assert len(server.stderr_path.read_bytes()) > 0, "P11KMS_LOG=trace produced no log output at all"
+    # Control: the server did log per request at this level (so it had every chance to leak).
+    logged_ops = [op for op in (b"ReEncrypt", b"GenerateDataKey", b"GenerateRandom", b"Decrypt") if op in output]
+    assert logged_ops, "P11KMS_LOG=trace logged no request at all; the secrecy check would prove nothing"
     if log_format == "json":
         for line in server.stderr_path.read_text(errors="replace").splitlines():
             if line.strip():

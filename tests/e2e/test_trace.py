@@ -176,6 +176,11 @@ def test_reencrypt_never_exposes_plaintext(spy_server):
     _assert_no_plaintext_path("ReEncrypt to another key", seg_re1, plaintext)
     _assert_no_plaintext_path("ReEncrypt with a new encryption context", seg_re2, plaintext)
 
+    # No key value leaves the token in any of the four requests.
+    for label, seg in (("Encrypt", seg_encrypt), ("Decrypt", seg_decrypt)):
+        reads = [c for c in parse_calls(seg) if c.name == "C_GetAttributeValue" and "CKA_VALUE" in c.attributes()]
+        assert not reads, f"{label}: C_GetAttributeValue asked for CKA_VALUE:\n" + "\n".join(c.text for c in reads)
+
     # Control: the same search finds the plaintext where it must be.
     dec_names = [c.name for c in parse_calls(seg_decrypt)]
     assert any(n.startswith(DECRYPT_CALLS) for n in dec_names), (
@@ -185,6 +190,81 @@ def test_reencrypt_never_exposes_plaintext(spy_server):
         "control: the plaintext was not found in the Decrypt segment, so the search "
         "method cannot be trusted"
     )
+
+
+def _assert_refused_without_plaintext(name: str, call, segment: str, plaintext: bytes):
+    """A direction the token cannot run in-token: refused, naming the mechanism, and the
+    host never decrypted anything nor saw the plaintext on the way."""
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as info:
+        call()
+    err = info.value.response["Error"]
+    assert err["Code"] == "UnsupportedOperationException", err
+    assert "does not support the mechanism" in err["Message"], err
+    names = [c.name for c in parse_calls(segment)]
+    decrypts = [n for n in names if n.startswith(DECRYPT_CALLS)]
+    assert not decrypts, f"{name}: the host called {decrypts}; calls were {names}"
+    assert not contains_bytes(segment, plaintext), f"{name}: the plaintext appears in the trace"
+
+
+def test_rsa_reencrypt_directions_never_expose_plaintext(spy_server):
+    """RSA -> RSA runs in the token (OAEP C_UnwrapKey into a sensitive session secret, OAEP
+    C_WrapKey under the destination's public key). Symmetric <-> RSA runs in the token only
+    where AES-GCM can wrap/unwrap; elsewhere (SoftHSM 2.6.1) it is refused, and the trace
+    shows the refusal did not decrypt anything either."""
+    server, trace = spy_server
+    kms = server.client()
+    rsa_a = kms.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
+    rsa_b = kms.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
+    sym = kms.create_key(Description="trace symmetric")["KeyMetadata"]
+    plaintext = os.urandom(48)
+    algo = "RSAES_OAEP_SHA_1"
+
+    enc = kms.encrypt(KeyId=rsa_a["KeyId"], Plaintext=plaintext, EncryptionAlgorithm=algo)
+    re, seg_re = trace.record(
+        lambda: kms.re_encrypt(
+            CiphertextBlob=enc["CiphertextBlob"],
+            SourceKeyId=rsa_a["KeyId"],
+            SourceEncryptionAlgorithm=algo,
+            DestinationKeyId=rsa_b["KeyId"],
+            DestinationEncryptionAlgorithm=algo,
+        )
+    )
+    _assert_no_plaintext_path("ReEncrypt RSA -> RSA", seg_re, plaintext)
+    dec, seg_dec = trace.record(
+        lambda: kms.decrypt(
+            CiphertextBlob=re["CiphertextBlob"], KeyId=rsa_b["KeyId"], EncryptionAlgorithm=algo
+        )
+    )
+    assert dec["Plaintext"] == plaintext
+    assert contains_bytes(seg_dec, plaintext), "control: plaintext not found in the RSA Decrypt segment"
+
+    def rsa_to_sym():
+        return kms.re_encrypt(
+            CiphertextBlob=enc["CiphertextBlob"],
+            SourceKeyId=rsa_a["KeyId"],
+            SourceEncryptionAlgorithm=algo,
+            DestinationKeyId=sym["KeyId"],
+        )
+
+    sym_blob = kms.encrypt(KeyId=sym["KeyId"], Plaintext=plaintext)["CiphertextBlob"]
+
+    def sym_to_rsa():
+        return kms.re_encrypt(
+            CiphertextBlob=sym_blob, DestinationKeyId=rsa_b["KeyId"], DestinationEncryptionAlgorithm=algo
+        )
+
+    for name, call in (("ReEncrypt RSA -> symmetric", rsa_to_sym), ("ReEncrypt symmetric -> RSA", sym_to_rsa)):
+        start = trace.settle()
+        try:
+            call()
+        except Exception:  # noqa: BLE001 - the refusal is checked below on a fresh call
+            seg = trace.segment(start, trace.settle())
+            _assert_refused_without_plaintext(name, call, seg, plaintext)
+        else:
+            seg = trace.segment(start, trace.settle())
+            _assert_no_plaintext_path(name, seg, plaintext)
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,737 @@
+//! Key pairs and HMAC keys in the token: creation, public-key export, RSA-OAEP, signatures,
+//! MACs and exportable data key pairs.
+//!
+//! Every private key and HMAC key of a KMS key is a token object that is sensitive and
+//! non-extractable and can do only what its key usage needs (decrypt+unwrap, or sign). The
+//! public half can only encrypt+wrap or verify. Both halves carry the material id as `CKA_ID`
+//! and the `p11kms:` label, so reconciliation and deletion treat a pair as one material.
+//!
+//! Digests for signatures are computed by the caller: tokens (SoftHSM among them) offer ECDSA
+//! only over a digest, and hashing a 4 KB message in the host costs less than a streamed
+//! `C_SignUpdate`. The private-key operation on the digest always runs in the token.
+
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use zeroize::Zeroizing;
+
+use super::{
+    bad_data, Half, Hsm, HsmError, OpError, Scope, SessionObject, TimedSession, OBJECT_LABEL_PREFIX,
+};
+use crate::error::KmsError;
+use crate::model::{KeyId, MaterialId};
+
+/// The public exponent of every RSA key the gateway makes (F4, as AWS uses).
+const RSA_PUBLIC_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
+/// Key size of the throwaway pair the start-up probe uses: big enough for OAEP-SHA-256.
+const PROBE_RSA_BITS: u64 = 1024;
+
+/// Elliptic curves of KMS key specs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Curve {
+    P256,
+    P384,
+    P521,
+    Secp256k1,
+}
+
+impl Curve {
+    /// DER of the curve's named OID: the `CKA_EC_PARAMS` value and the SPKI parameter.
+    pub fn params_der(self) -> &'static [u8] {
+        match self {
+            Curve::P256 => &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
+            Curve::P384 => &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22],
+            Curve::P521 => &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23],
+            Curve::Secp256k1 => &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a],
+        }
+    }
+
+    /// Bytes of a field element (and of each half of a raw ECDSA signature).
+    pub fn field_len(self) -> usize {
+        match self {
+            Curve::P256 | Curve::Secp256k1 => 32,
+            Curve::P384 => 48,
+            Curve::P521 => 66,
+        }
+    }
+}
+
+/// What kind of key pair to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairKind {
+    Rsa { bits: u32 },
+    Ec(Curve),
+}
+
+/// What a KMS key pair may do; decides the pair's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairUse {
+    EncryptDecrypt,
+    SignVerify,
+}
+
+/// The hash of RSA-OAEP (and of its MGF1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OaepHash {
+    Sha1,
+    Sha256,
+}
+
+impl OaepHash {
+    fn mechanism(self) -> Mechanism<'static> {
+        let (hash, mgf) = match self {
+            OaepHash::Sha1 => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+            OaepHash::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+        };
+        Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()))
+    }
+
+    /// The mechanism and parameters, named for error messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            OaepHash::Sha1 => "CKM_RSA_PKCS_OAEP with SHA-1 and MGF1-SHA-1",
+            OaepHash::Sha256 => "CKM_RSA_PKCS_OAEP with SHA-256 and MGF1-SHA-256",
+        }
+    }
+}
+
+/// A private-key operation on a digest the caller computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignMechanism {
+    /// `CKM_RSA_PKCS` over a DER DigestInfo.
+    RsaPkcs1,
+    /// `CKM_RSA_PKCS_PSS` over a SHA-256/384/512 digest (picked by its length), MGF1 with the
+    /// same hash and a salt as long as the digest, as AWS signs.
+    RsaPss,
+    /// `CKM_ECDSA` over a digest; the token answers raw r‖s.
+    Ecdsa,
+}
+
+/// HMAC hash functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacHash {
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl MacHash {
+    fn mechanism(self) -> Mechanism<'static> {
+        match self {
+            MacHash::Sha224 => Mechanism::Sha224Hmac,
+            MacHash::Sha256 => Mechanism::Sha256Hmac,
+            MacHash::Sha384 => Mechanism::Sha384Hmac,
+            MacHash::Sha512 => Mechanism::Sha512Hmac,
+        }
+    }
+}
+
+/// The public half of a pair as the token holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicKeyParts {
+    Rsa {
+        modulus: Vec<u8>,
+        exponent: Vec<u8>,
+    },
+    /// `params`: DER of the curve OID; `point`: `CKA_EC_POINT` as the token gives it (usually
+    /// a DER OCTET STRING around the uncompressed point).
+    Ec {
+        params: Vec<u8>,
+        point: Vec<u8>,
+    },
+}
+
+/// An RSA private key's CRT components, big-endian.
+pub struct RsaPrivateParts {
+    pub modulus: Vec<u8>,
+    pub public_exponent: Vec<u8>,
+    pub private_exponent: Zeroizing<Vec<u8>>,
+    pub prime1: Zeroizing<Vec<u8>>,
+    pub prime2: Zeroizing<Vec<u8>>,
+    pub exponent1: Zeroizing<Vec<u8>>,
+    pub exponent2: Zeroizing<Vec<u8>>,
+    pub coefficient: Zeroizing<Vec<u8>>,
+}
+
+/// An EC private key's scalar, big-endian.
+pub struct EcPrivateParts {
+    pub value: Zeroizing<Vec<u8>>,
+}
+
+/// The private half of an exportable data key pair.
+pub enum PrivateKeyParts {
+    Rsa(RsaPrivateParts),
+    Ec(EcPrivateParts),
+}
+
+/// What the token can do for asymmetric keys, measured at start-up by trial operations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AsymmetricCapabilities {
+    /// RSA-OAEP with SHA-1 for encrypt, unwrap, wrap and decrypt.
+    pub oaep_sha1: bool,
+    /// RSA-OAEP with SHA-256/MGF1-SHA-256 for the same (SoftHSM 2.6.1 lacks it).
+    pub oaep_sha256: bool,
+    /// `CKM_AES_GCM` usable with `C_WrapKey` (moving a plaintext key object into a symmetric
+    /// payload in the token).
+    pub gcm_wrap: bool,
+    /// `CKM_AES_GCM` usable with `C_UnwrapKey` (opening a symmetric payload into a key object
+    /// in the token).
+    pub gcm_unwrap: bool,
+}
+
+impl AsymmetricCapabilities {
+    pub fn oaep(&self, hash: OaepHash) -> bool {
+        match hash {
+            OaepHash::Sha1 => self.oaep_sha1,
+            OaepHash::Sha256 => self.oaep_sha256,
+        }
+    }
+}
+
+impl Hsm {
+    pub fn capabilities(&self) -> AsymmetricCapabilities {
+        self.capabilities
+    }
+
+    /// Tries OAEP with each hash on a throwaway session key pair, and asks the token whether
+    /// GCM may wrap. Never assumes anything from the token's name.
+    pub(super) fn probe_asymmetric(&self) -> AsymmetricCapabilities {
+        let mut caps = AsymmetricCapabilities::default();
+        if let Some(token) = self.current_token() {
+            if let Ok(info) = token
+                .pkcs11
+                .get_mechanism_info(token.slot, MechanismType::AES_GCM)
+            {
+                caps.gcm_wrap = info.wrap();
+                caps.gcm_unwrap = info.unwrap();
+            }
+        }
+        let trial = self.with_session(|_, s| {
+            let (public, private) = generate_probe_pair(s)?;
+            let public = SessionObject::new(s, public);
+            let private = SessionObject::new(s, private);
+            Ok((
+                oaep_trial(s, public.handle, private.handle, OaepHash::Sha1),
+                oaep_trial(s, public.handle, private.handle, OaepHash::Sha256),
+            ))
+        });
+        match trial {
+            Ok(Ok((sha1, sha256))) => {
+                caps.oaep_sha1 = sha1;
+                caps.oaep_sha256 = sha256;
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "the token cannot make an RSA key pair"),
+            Err(e) => tracing::warn!(error = %e, "asymmetric probe failed"),
+        }
+        caps
+    }
+
+    // === creating key objects ===
+
+    /// Generates a KMS key pair in the token: private half sensitive, non-extractable, token
+    /// and private; both halves limited to the pair's use; `CKA_ID` = the material id.
+    pub fn create_key_pair(
+        &self,
+        key_id: &KeyId,
+        material: &MaterialId,
+        kind: PairKind,
+        usage: PairUse,
+    ) -> Result<(), KmsError> {
+        let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
+        let label = format!("{OBJECT_LABEL_PREFIX}{key_id}").into_bytes();
+        let id = material.0.to_vec();
+        let encrypt = usage == PairUse::EncryptDecrypt;
+        let sign = usage == PairUse::SignVerify;
+        let mut public = vec![
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Encrypt(encrypt),
+            Attribute::Wrap(encrypt),
+            Attribute::Verify(sign),
+            Attribute::Derive(false),
+            Attribute::Id(id.clone()),
+            Attribute::Label(label.clone()),
+        ];
+        let private = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Decrypt(encrypt),
+            Attribute::Unwrap(encrypt),
+            Attribute::Sign(sign),
+            Attribute::Derive(false),
+            Attribute::Id(id),
+            Attribute::Label(label),
+        ];
+        let mechanism = pair_template(kind, &mut public);
+        let (public_handle, private_handle) = self.with_session(|_, s| {
+            s.generate_key_pair(&mechanism, &public, &private)
+                .map_err(HsmError::from)
+        })??;
+        if let Some(token) = self.current_token() {
+            let mut cache = token.materials_mut();
+            cache.insert((*material, Half::Public), public_handle);
+            cache.insert((*material, Half::Private), private_handle);
+        }
+        Ok(())
+    }
+
+    /// Generates an HMAC key of `len` bytes in the token: a generic secret that can only sign
+    /// and verify, sensitive and non-extractable.
+    pub fn create_hmac_key(
+        &self,
+        key_id: &KeyId,
+        material: &MaterialId,
+        len: usize,
+    ) -> Result<(), KmsError> {
+        let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::ValueLen((len as u64).into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Verify(true),
+            Attribute::Derive(false),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Id(material.0.to_vec()),
+            Attribute::Label(format!("{OBJECT_LABEL_PREFIX}{key_id}").into_bytes()),
+        ];
+        let handle = self.with_session(|_, s| {
+            s.generate_key(&Mechanism::GenericSecretKeyGen, &template)
+                .map_err(HsmError::from)
+        })??;
+        if let Some(token) = self.current_token() {
+            token
+                .materials_mut()
+                .insert((*material, Half::Secret), handle);
+        }
+        Ok(())
+    }
+
+    // === public keys ===
+
+    /// The public half's key attributes (RSA modulus and exponent, or EC params and point).
+    pub fn public_key(&self, material: &MaterialId) -> Result<PublicKeyParts, KmsError> {
+        self.with_object(material, Half::Public, |s, handle| {
+            Ok(read_public(s, handle)?)
+        })
+        .map_err(OpError::into_kms)
+    }
+
+    // === RSA-OAEP ===
+
+    /// OAEP-encrypts under the public half, in the token.
+    pub fn rsa_encrypt(
+        &self,
+        material: &MaterialId,
+        hash: OaepHash,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, KmsError> {
+        self.with_object(material, Half::Public, |s, handle| {
+            Ok(s.encrypt(&hash.mechanism(), handle, plaintext)?)
+        })
+        .map_err(OpError::into_kms)
+    }
+
+    /// OAEP-decrypts with the private half, in the token. A ciphertext that does not decode
+    /// is `InvalidCiphertext`.
+    pub fn rsa_decrypt(
+        &self,
+        material: &MaterialId,
+        hash: OaepHash,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        self.with_object(material, Half::Private, |s, handle| {
+            s.decrypt(&hash.mechanism(), handle, ciphertext)
+                .map(Zeroizing::new)
+                .map_err(bad_data)
+        })
+        .map_err(OpError::into_kms)
+    }
+
+    /// RSA to RSA re-encryption in the token: `C_UnwrapKey` (OAEP, source private half) into
+    /// a sensitive session secret, `C_WrapKey` (OAEP, destination public half), destroy.
+    /// `Ok(None)` when the plaintext is longer than `limit`, what the destination can take
+    /// (its length is readable; its value is not).
+    pub fn rsa_rewrap(
+        &self,
+        source: &MaterialId,
+        source_hash: OaepHash,
+        ciphertext: &[u8],
+        destination: &MaterialId,
+        destination_hash: OaepHash,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, KmsError> {
+        let token = self.token()?;
+        let private = self.object_handle(&token, source, Half::Private)?;
+        let public = self.object_handle(&token, destination, Half::Public)?;
+        self.on_token(&token, |s| {
+            let secret = SessionObject::new(
+                s,
+                unwrap_secret(s, &source_hash.mechanism(), private, ciphertext)
+                    .map_err(bad_data)?,
+            );
+            let length = s
+                .get_attributes(secret.handle, &[AttributeType::ValueLen])?
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::ValueLen(len) => usize::try_from(u64::from(len)).ok(),
+                    _ => None,
+                });
+            if length.is_none_or(|len| len > limit) {
+                return Ok(None);
+            }
+            Ok(Some(s.wrap_key(
+                &destination_hash.mechanism(),
+                public,
+                secret.handle,
+            )?))
+        })
+        .map_err(OpError::into_kms)
+    }
+
+    // === signatures and MACs ===
+
+    /// Signs `data` (a digest, or a DigestInfo for PKCS #1 v1.5) with the private half.
+    pub fn sign_digest(
+        &self,
+        material: &MaterialId,
+        mechanism: SignMechanism,
+        data: &[u8],
+    ) -> Result<Vec<u8>, KmsError> {
+        let mechanism = sign_mechanism(mechanism, data.len())?;
+        self.with_object(material, Half::Private, |s, handle| {
+            Ok(s.sign(&mechanism, handle, data)?)
+        })
+        .map_err(OpError::into_kms)
+    }
+
+    /// Verifies a signature over `data` with the public half, in the token. `Ok(false)` when
+    /// the signature does not verify.
+    pub fn verify_digest(
+        &self,
+        material: &MaterialId,
+        mechanism: SignMechanism,
+        data: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, KmsError> {
+        let mechanism = sign_mechanism(mechanism, data.len())?;
+        self.with_object(material, Half::Public, |s, handle| {
+            verdict(s.verify(&mechanism, handle, data, signature))
+        })
+        .map_err(OpError::into_kms)
+    }
+
+    /// HMAC of `message` under an HMAC key, in the token.
+    pub fn hmac(
+        &self,
+        material: &MaterialId,
+        hash: MacHash,
+        message: &[u8],
+    ) -> Result<Vec<u8>, KmsError> {
+        self.with_object(material, Half::Secret, |s, handle| {
+            Ok(s.sign(&hash.mechanism(), handle, message)?)
+        })
+        .map_err(OpError::into_kms)
+    }
+
+    /// Checks an HMAC in the token (`C_Verify` compares in constant time there).
+    pub fn hmac_verify(
+        &self,
+        material: &MaterialId,
+        hash: MacHash,
+        message: &[u8],
+        mac: &[u8],
+    ) -> Result<bool, KmsError> {
+        self.with_object(material, Half::Secret, |s, handle| {
+            verdict(s.verify(&hash.mechanism(), handle, message, mac))
+        })
+        .map_err(OpError::into_kms)
+    }
+
+    // === data key pairs ===
+
+    /// Generates a key pair in the token for GenerateDataKeyPair and reads both halves out.
+    ///
+    /// The caller needs the private key's value (AWS returns it as PKCS #8). A PKCS #11 token
+    /// exports a private key's components only from an object that is neither sensitive nor
+    /// a token object, so the pair is made as session objects with `CKA_SENSITIVE=false`, can
+    /// do nothing, is read, and destroyed before this returns.
+    pub fn generate_exportable_pair(
+        &self,
+        kind: PairKind,
+    ) -> Result<(PublicKeyParts, PrivateKeyParts), KmsError> {
+        let mut public = vec![
+            Attribute::Token(false),
+            Attribute::Encrypt(false),
+            Attribute::Verify(false),
+            Attribute::Wrap(false),
+        ];
+        let private = [
+            Attribute::Token(false),
+            Attribute::Private(true),
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+            Attribute::Sign(false),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+        ];
+        let mechanism = pair_template(kind, &mut public);
+        self.with_session(|_, s| {
+            let (public_handle, private_handle) =
+                s.generate_key_pair(&mechanism, &public, &private)?;
+            let public_object = SessionObject::new(s, public_handle);
+            let private_object = SessionObject::new(s, private_handle);
+            let public_parts = read_public(s, public_object.handle)?;
+            let private_parts = read_private(s, private_object.handle, kind)?;
+            Ok((public_parts, private_parts))
+        })?
+        .map_err(KmsError::from)
+    }
+}
+
+/// The generation mechanism for `kind`, with its key-size attributes added to `public`.
+fn pair_template(kind: PairKind, public: &mut Vec<Attribute>) -> Mechanism<'static> {
+    match kind {
+        PairKind::Rsa { bits } => {
+            public.push(Attribute::ModulusBits(u64::from(bits).into()));
+            public.push(Attribute::PublicExponent(RSA_PUBLIC_EXPONENT.to_vec()));
+            Mechanism::RsaPkcsKeyPairGen
+        }
+        PairKind::Ec(curve) => {
+            public.push(Attribute::EcParams(curve.params_der().to_vec()));
+            Mechanism::EccKeyPairGen
+        }
+    }
+}
+
+fn sign_mechanism(
+    mechanism: SignMechanism,
+    data_len: usize,
+) -> Result<Mechanism<'static>, KmsError> {
+    Ok(match mechanism {
+        SignMechanism::RsaPkcs1 => Mechanism::RsaPkcs,
+        SignMechanism::Ecdsa => Mechanism::Ecdsa,
+        SignMechanism::RsaPss => {
+            let (hash_alg, mgf) = match data_len {
+                32 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+                48 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
+                64 => (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
+                other => {
+                    return Err(KmsError::Internal(format!(
+                        "no PSS hash has a {other}-byte digest"
+                    )))
+                }
+            };
+            Mechanism::RsaPkcsPss(PkcsPssParams {
+                hash_alg,
+                mgf,
+                s_len: (data_len as u64).into(),
+            })
+        }
+    })
+}
+
+/// `C_Verify`'s answer: a signature that does not verify is `false`, not an error.
+fn verdict(result: Result<(), CkError>) -> Result<bool, OpError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(CkError::Pkcs11(RvError::SignatureInvalid | RvError::SignatureLenRange, _)) => {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Unwraps a secret (a plaintext) into a sensitive session object that can only be wrapped
+/// again.
+fn unwrap_secret(
+    s: &TimedSession<'_>,
+    mechanism: &Mechanism,
+    key: ObjectHandle,
+    wrapped: &[u8],
+) -> Result<ObjectHandle, CkError> {
+    s.unwrap_key(
+        mechanism,
+        key,
+        wrapped,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::Token(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(true),
+            Attribute::Sign(false),
+            Attribute::Verify(false),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Derive(false),
+        ],
+    )
+}
+
+fn read_public(s: &TimedSession<'_>, handle: ObjectHandle) -> Result<PublicKeyParts, HsmError> {
+    let attrs = s.get_attributes(
+        handle,
+        &[
+            AttributeType::KeyType,
+            AttributeType::Modulus,
+            AttributeType::PublicExponent,
+            AttributeType::EcParams,
+            AttributeType::EcPoint,
+        ],
+    )?;
+    let mut key_type = None;
+    let (mut modulus, mut exponent, mut params, mut point) = (None, None, None, None);
+    for attr in attrs {
+        match attr {
+            Attribute::KeyType(t) => key_type = Some(t),
+            Attribute::Modulus(v) => modulus = Some(v),
+            Attribute::PublicExponent(v) => exponent = Some(v),
+            Attribute::EcParams(v) => params = Some(v),
+            Attribute::EcPoint(v) => point = Some(v),
+            _ => {}
+        }
+    }
+    match (key_type, modulus, exponent, params, point) {
+        (Some(KeyType::RSA), Some(modulus), Some(exponent), _, _) => {
+            Ok(PublicKeyParts::Rsa { modulus, exponent })
+        }
+        (Some(KeyType::EC), _, _, Some(params), Some(point)) => {
+            Ok(PublicKeyParts::Ec { params, point })
+        }
+        _ => Err(HsmError::gateway(
+            "C_GetAttributeValue",
+            "public key attributes missing",
+            Scope::Data,
+        )),
+    }
+}
+
+fn read_private(
+    s: &TimedSession<'_>,
+    handle: ObjectHandle,
+    kind: PairKind,
+) -> Result<PrivateKeyParts, HsmError> {
+    let missing = || {
+        HsmError::gateway(
+            "C_GetAttributeValue",
+            "private key components missing",
+            Scope::Data,
+        )
+    };
+    match kind {
+        PairKind::Rsa { .. } => {
+            let attrs = s.get_attributes(
+                handle,
+                &[
+                    AttributeType::Modulus,
+                    AttributeType::PublicExponent,
+                    AttributeType::PrivateExponent,
+                    AttributeType::Prime1,
+                    AttributeType::Prime2,
+                    AttributeType::Exponent1,
+                    AttributeType::Exponent2,
+                    AttributeType::Coefficient,
+                ],
+            )?;
+            let mut parts: [Option<Zeroizing<Vec<u8>>>; 8] = Default::default();
+            for attr in attrs {
+                let (slot, value) = match attr {
+                    Attribute::Modulus(v) => (0, v),
+                    Attribute::PublicExponent(v) => (1, v),
+                    Attribute::PrivateExponent(v) => (2, v),
+                    Attribute::Prime1(v) => (3, v),
+                    Attribute::Prime2(v) => (4, v),
+                    Attribute::Exponent1(v) => (5, v),
+                    Attribute::Exponent2(v) => (6, v),
+                    Attribute::Coefficient(v) => (7, v),
+                    _ => continue,
+                };
+                parts[slot] = Some(Zeroizing::new(value));
+            }
+            let [n, e, d, p, q, dp, dq, qinv] = parts;
+            Ok(PrivateKeyParts::Rsa(RsaPrivateParts {
+                modulus: n.ok_or_else(missing)?.to_vec(),
+                public_exponent: e.ok_or_else(missing)?.to_vec(),
+                private_exponent: d.ok_or_else(missing)?,
+                prime1: p.ok_or_else(missing)?,
+                prime2: q.ok_or_else(missing)?,
+                exponent1: dp.ok_or_else(missing)?,
+                exponent2: dq.ok_or_else(missing)?,
+                coefficient: qinv.ok_or_else(missing)?,
+            }))
+        }
+        PairKind::Ec(_) => {
+            let attrs = s.get_attributes(handle, &[AttributeType::Value])?;
+            let value = attrs
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::Value(v) => Some(Zeroizing::new(v)),
+                    _ => None,
+                })
+                .ok_or_else(missing)?;
+            Ok(PrivateKeyParts::Ec(EcPrivateParts { value }))
+        }
+    }
+}
+
+/// A throwaway session RSA pair for the start-up probe, able to do every OAEP use.
+fn generate_probe_pair(s: &TimedSession<'_>) -> Result<(ObjectHandle, ObjectHandle), HsmError> {
+    Ok(s.generate_key_pair(
+        &Mechanism::RsaPkcsKeyPairGen,
+        &[
+            Attribute::Token(false),
+            Attribute::ModulusBits(PROBE_RSA_BITS.into()),
+            Attribute::PublicExponent(RSA_PUBLIC_EXPONENT.to_vec()),
+            Attribute::Encrypt(true),
+            Attribute::Wrap(true),
+        ],
+        &[
+            Attribute::Token(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Decrypt(true),
+            Attribute::Unwrap(true),
+        ],
+    )?)
+}
+
+/// Encrypt, unwrap into a session secret, wrap that again and decrypt: every OAEP use the
+/// gateway makes, with one hash. `false` if any step fails or the round trip differs.
+fn oaep_trial(
+    s: &TimedSession<'_>,
+    public: ObjectHandle,
+    private: ObjectHandle,
+    hash: OaepHash,
+) -> bool {
+    let probe = b"p11kms asymmetric start-up probe";
+    let run = || -> Result<bool, CkError> {
+        let ciphertext = s.encrypt(&hash.mechanism(), public, probe)?;
+        let secret = SessionObject::new(
+            s,
+            unwrap_secret(s, &hash.mechanism(), private, &ciphertext)?,
+        );
+        let rewrapped = s.wrap_key(&hash.mechanism(), public, secret.handle)?;
+        let plain = Zeroizing::new(s.decrypt(&hash.mechanism(), private, &rewrapped)?);
+        Ok(plain.as_slice() == probe)
+    };
+    match run() {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::info!(mechanism = hash.describe(), error = %HsmError::from(e), "the token cannot do this OAEP variant");
+            false
+        }
+    }
+}

@@ -1,0 +1,765 @@
+//! Asymmetric and HMAC keys: key specs and their algorithms, GetPublicKey, RSA-OAEP
+//! encryption, Sign/Verify, GenerateMac/VerifyMac and data key pairs.
+//!
+//! Every private-key and HMAC operation runs in the token. Digests for signatures are taken
+//! here (the token signs the digest); ECDSA signatures are DER on the wire and raw r‖s in
+//! the token. Where the token lacks a mechanism (SoftHSM 2.6.1 has no OAEP with SHA-256),
+//! the answer names it: nothing falls back to host-memory cryptography on private material.
+
+use crate::api::*;
+use crate::error::KmsError;
+use crate::hsm::{Curve, MacHash, OaepHash, PairKind, PairUse, SignMechanism};
+use crate::model::{KeyId, KeyRecord, MaterialId};
+
+use super::keyformat::{self, SigHash};
+use super::{check_grant_tokens, dry_run, required, Caller, KmsService, ENCRYPT_DECRYPT};
+
+pub const SIGN_VERIFY: &str = "SIGN_VERIFY";
+pub const GENERATE_VERIFY_MAC: &str = "GENERATE_VERIFY_MAC";
+const RSAES_OAEP_SHA_1: &str = "RSAES_OAEP_SHA_1";
+const RSAES_OAEP_SHA_256: &str = "RSAES_OAEP_SHA_256";
+const RSA_SIGNING_ALGORITHMS: &[&str] = &[
+    "RSASSA_PKCS1_V1_5_SHA_256",
+    "RSASSA_PKCS1_V1_5_SHA_384",
+    "RSASSA_PKCS1_V1_5_SHA_512",
+    "RSASSA_PSS_SHA_256",
+    "RSASSA_PSS_SHA_384",
+    "RSASSA_PSS_SHA_512",
+];
+
+/// What a key spec is, in the terms the HSM layer needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Symmetric,
+    Rsa { bits: u32 },
+    Ecc(Curve),
+    Hmac(MacHash),
+}
+
+impl KeyKind {
+    /// The kind of a `KeySpec` (or `KeyPairSpec`) this gateway can make; `None` otherwise.
+    pub fn of(spec: &str) -> Option<KeyKind> {
+        Some(match spec {
+            "SYMMETRIC_DEFAULT" => KeyKind::Symmetric,
+            "RSA_2048" => KeyKind::Rsa { bits: 2048 },
+            "RSA_3072" => KeyKind::Rsa { bits: 3072 },
+            "RSA_4096" => KeyKind::Rsa { bits: 4096 },
+            "ECC_NIST_P256" => KeyKind::Ecc(Curve::P256),
+            "ECC_NIST_P384" => KeyKind::Ecc(Curve::P384),
+            "ECC_NIST_P521" => KeyKind::Ecc(Curve::P521),
+            "ECC_SECG_P256K1" => KeyKind::Ecc(Curve::Secp256k1),
+            "HMAC_224" => KeyKind::Hmac(MacHash::Sha224),
+            "HMAC_256" => KeyKind::Hmac(MacHash::Sha256),
+            "HMAC_384" => KeyKind::Hmac(MacHash::Sha384),
+            "HMAC_512" => KeyKind::Hmac(MacHash::Sha512),
+            _ => return None,
+        })
+    }
+
+    /// The key usages AWS allows for the spec (KEY_AGREEMENT is not offered here).
+    pub fn allows_usage(self, usage: &str) -> bool {
+        match self {
+            KeyKind::Symmetric => usage == ENCRYPT_DECRYPT,
+            KeyKind::Rsa { .. } => usage == ENCRYPT_DECRYPT || usage == SIGN_VERIFY,
+            KeyKind::Ecc(_) => usage == SIGN_VERIFY,
+            KeyKind::Hmac(_) => usage == GENERATE_VERIFY_MAC,
+        }
+    }
+
+    fn pair(self) -> Option<PairKind> {
+        match self {
+            KeyKind::Rsa { bits } => Some(PairKind::Rsa { bits }),
+            KeyKind::Ecc(curve) => Some(PairKind::Ec(curve)),
+            KeyKind::Symmetric | KeyKind::Hmac(_) => None,
+        }
+    }
+}
+
+/// The kind of a stored key; a spec this build does not know is an internal error.
+pub fn kind_of(key: &KeyRecord) -> Result<KeyKind, KmsError> {
+    KeyKind::of(&key.key_spec)
+        .ok_or_else(|| KmsError::Internal(format!("unknown key spec {}", key.key_spec)))
+}
+
+/// `EncryptionAlgorithms` of a key, as DescribeKey and GetPublicKey show them.
+pub fn encryption_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
+    if key.key_usage != ENCRYPT_DECRYPT {
+        return None;
+    }
+    match KeyKind::of(&key.key_spec)? {
+        KeyKind::Symmetric => Some(vec![super::SYMMETRIC_DEFAULT.into()]),
+        KeyKind::Rsa { .. } => Some(vec![RSAES_OAEP_SHA_1.into(), RSAES_OAEP_SHA_256.into()]),
+        _ => None,
+    }
+}
+
+/// `SigningAlgorithms` of a key.
+pub fn signing_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
+    if key.key_usage != SIGN_VERIFY {
+        return None;
+    }
+    let names: Vec<&str> = match KeyKind::of(&key.key_spec)? {
+        KeyKind::Rsa { .. } => RSA_SIGNING_ALGORITHMS.to_vec(),
+        KeyKind::Ecc(curve) => vec![ecdsa_algorithm(curve)],
+        _ => return None,
+    };
+    Some(names.into_iter().map(String::from).collect())
+}
+
+/// `MacAlgorithms` of a key.
+pub fn mac_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
+    match KeyKind::of(&key.key_spec)? {
+        KeyKind::Hmac(hash) => Some(vec![mac_algorithm(hash).into()]),
+        _ => None,
+    }
+}
+
+/// The one ECDSA algorithm AWS offers per curve.
+fn ecdsa_algorithm(curve: Curve) -> &'static str {
+    match curve {
+        Curve::P256 | Curve::Secp256k1 => "ECDSA_SHA_256",
+        Curve::P384 => "ECDSA_SHA_384",
+        Curve::P521 => "ECDSA_SHA_512",
+    }
+}
+
+fn mac_algorithm(hash: MacHash) -> &'static str {
+    match hash {
+        MacHash::Sha224 => "HMAC_SHA_224",
+        MacHash::Sha256 => "HMAC_SHA_256",
+        MacHash::Sha384 => "HMAC_SHA_384",
+        MacHash::Sha512 => "HMAC_SHA_512",
+    }
+}
+
+pub fn oaep_algorithm(hash: OaepHash) -> &'static str {
+    match hash {
+        OaepHash::Sha1 => RSAES_OAEP_SHA_1,
+        OaepHash::Sha256 => RSAES_OAEP_SHA_256,
+    }
+}
+
+/// A signing algorithm: the private-key mechanism and the hash.
+fn parse_signing_algorithm(name: &str) -> Option<(SignMechanism, SigHash)> {
+    let (mechanism, hash) = name.rsplit_once("_SHA_")?;
+    let mechanism = match mechanism {
+        "RSASSA_PSS" => SignMechanism::RsaPss,
+        "RSASSA_PKCS1_V1_5" => SignMechanism::RsaPkcs1,
+        "ECDSA" => SignMechanism::Ecdsa,
+        _ => return None,
+    };
+    let hash = match hash {
+        "256" => SigHash::Sha256,
+        "384" => SigHash::Sha384,
+        "512" => SigHash::Sha512,
+        _ => return None,
+    };
+    Some((mechanism, hash))
+}
+
+/// Asymmetric algorithms take no encryption context (AWS: "You cannot specify an encryption
+/// context in a cryptographic operation with an asymmetric KMS key"): refuse one rather than
+/// ignore it, so nobody believes it is bound to the ciphertext. AWS's exact answer is not on
+/// record.
+pub fn require_no_context(
+    context: &Option<std::collections::BTreeMap<String, String>>,
+    field: &str,
+) -> Result<(), KmsError> {
+    match context {
+        Some(pairs) if !pairs.is_empty() => Err(KmsError::Validation(format!(
+            "{field} is not supported with asymmetric KMS keys."
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// How an encryption key encrypts, once key and algorithm are checked against each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encryption {
+    Symmetric,
+    Rsa { bits: u32, hash: OaepHash },
+}
+
+/// The longest plaintext RSAES-OAEP takes: k - 2·hLen - 2 (RFC 8017 §7.1.1).
+pub fn rsa_max_plaintext(bits: u32, hash: OaepHash) -> usize {
+    let h_len = match hash {
+        OaepHash::Sha1 => 20,
+        OaepHash::Sha256 => 32,
+    };
+    (bits as usize / 8).saturating_sub(2 * h_len + 2)
+}
+
+impl KmsService {
+    /// The key must be an encryption key and `algorithm` (default SYMMETRIC_DEFAULT) one of
+    /// its algorithms; AWS's InvalidKeyUsageException messages otherwise.
+    pub(super) fn require_encryption(
+        &self,
+        key: &KeyRecord,
+        operation: &str,
+        algorithm: Option<&str>,
+    ) -> Result<Encryption, KmsError> {
+        self.require_usage(key, ENCRYPT_DECRYPT, operation)?;
+        let algorithm = algorithm.unwrap_or(super::SYMMETRIC_DEFAULT);
+        let incompatible = || {
+            KmsError::InvalidKeyUsage(format!(
+                "Algorithm {algorithm} is incompatible with key spec {}.",
+                key.key_spec
+            ))
+        };
+        match (kind_of(key)?, algorithm) {
+            (KeyKind::Symmetric, super::SYMMETRIC_DEFAULT) => Ok(Encryption::Symmetric),
+            (KeyKind::Rsa { bits }, RSAES_OAEP_SHA_1) => Ok(Encryption::Rsa {
+                bits,
+                hash: OaepHash::Sha1,
+            }),
+            (KeyKind::Rsa { bits }, RSAES_OAEP_SHA_256) => Ok(Encryption::Rsa {
+                bits,
+                hash: OaepHash::Sha256,
+            }),
+            _ => Err(incompatible()),
+        }
+    }
+
+    /// `<arn> key usage is <usage> which is not valid for <operation>.`
+    pub(super) fn require_usage(
+        &self,
+        key: &KeyRecord,
+        usage: &str,
+        operation: &str,
+    ) -> Result<(), KmsError> {
+        if key.key_usage == usage {
+            return Ok(());
+        }
+        Err(KmsError::InvalidKeyUsage(format!(
+            "{} key usage is {} which is not valid for {operation}.",
+            self.arn_of(key),
+            key.key_usage
+        )))
+    }
+
+    /// The token must do OAEP with `hash` (measured at start-up).
+    pub(super) fn require_oaep(&self, hash: OaepHash) -> Result<(), KmsError> {
+        if self.hsm.capabilities().oaep(hash) {
+            return Ok(());
+        }
+        Err(KmsError::MechanismUnsupported(format!(
+            "{}, which {} needs",
+            hash.describe(),
+            oaep_algorithm(hash)
+        )))
+    }
+
+    /// AWS's ValidationException for a plaintext too long for the key and algorithm.
+    pub(super) fn check_rsa_plaintext(
+        &self,
+        key: &KeyRecord,
+        bits: u32,
+        hash: OaepHash,
+        len: usize,
+    ) -> Result<(), KmsError> {
+        let max = rsa_max_plaintext(bits, hash);
+        if len > max {
+            return Err(self.rsa_too_large(key, hash, max));
+        }
+        Ok(())
+    }
+
+    /// Checks an RSA ciphertext against the key that must decrypt it: state, usage,
+    /// algorithm, length and the token's OAEP support.
+    pub(super) fn check_rsa_source(
+        &self,
+        key: &KeyRecord,
+        ciphertext: &[u8],
+        algorithm: Option<&str>,
+        operation: &str,
+    ) -> Result<OaepHash, KmsError> {
+        self.require_usable(key)?;
+        let Encryption::Rsa { bits, hash } = self.require_encryption(key, operation, algorithm)?
+        else {
+            return Err(KmsError::Internal(
+                "an RSA key encrypts symmetrically".into(),
+            ));
+        };
+        if ciphertext.len() != bits as usize / 8 {
+            return Err(KmsError::InvalidCiphertext);
+        }
+        self.require_oaep(hash)?;
+        Ok(hash)
+    }
+
+    /// The error for a ReEncrypt direction that cannot run inside the token: it names the
+    /// mechanism the token lacks, or says the gateway has no such path yet.
+    pub(super) fn in_token_gap(&self, available: bool, mechanism: &str, what: &str) -> KmsError {
+        if available {
+            KmsError::UnsupportedOperation(format!(
+                "Re-encrypting {what} is not supported by this gateway yet."
+            ))
+        } else {
+            KmsError::MechanismUnsupported(format!(
+                "{mechanism}, which re-encrypting {what} inside the HSM needs"
+            ))
+        }
+    }
+
+    /// ReEncrypt of an RSA ciphertext (the caller named its key). RSA to RSA runs in the
+    /// token: OAEP unwrap into a sensitive session secret, OAEP wrap under the destination.
+    pub(super) fn re_encrypt_from_rsa(
+        &self,
+        source: &KeyRecord,
+        blob: &[u8],
+        destination: &KeyRecord,
+        req: &ReEncryptRequest,
+    ) -> Result<ReEncryptResponse, KmsError> {
+        let source_hash = self.check_rsa_source(
+            source,
+            blob,
+            req.source_encryption_algorithm.as_deref(),
+            "ReEncrypt",
+        )?;
+        require_no_context(&req.source_encryption_context, "SourceEncryptionContext")?;
+        self.require_usable(destination)?;
+        let encryption = self.require_encryption(
+            destination,
+            "ReEncrypt",
+            req.destination_encryption_algorithm.as_deref(),
+        )?;
+        let Encryption::Rsa { bits, hash } = encryption else {
+            // (A symmetric destination may take a context; the direction is refused anyway.)
+            // The symmetric payload is GCM under a data key: moving a plaintext key object
+            // into it in the token takes GCM as a wrapping mechanism.
+            return Err(self.in_token_gap(
+                self.hsm.capabilities().gcm_wrap,
+                "CKM_AES_GCM with C_WrapKey",
+                "an RSA ciphertext under a symmetric key",
+            ));
+        };
+        require_no_context(
+            &req.destination_encryption_context,
+            "DestinationEncryptionContext",
+        )?;
+        self.require_oaep(hash)?;
+        let limit = rsa_max_plaintext(bits, hash);
+        let Some(ciphertext) = self.hsm.rsa_rewrap(
+            &source.current_material,
+            source_hash,
+            blob,
+            &destination.current_material,
+            hash,
+            limit,
+        )?
+        else {
+            return Err(self.rsa_too_large(destination, hash, limit));
+        };
+        dry_run(req.dry_run)?;
+        Ok(ReEncryptResponse {
+            ciphertext_blob: Some(Blob(ciphertext)),
+            source_key_id: Some(self.arn_of(source)),
+            key_id: Some(self.arn_of(destination)),
+            source_encryption_algorithm: Some(oaep_algorithm(source_hash).into()),
+            destination_encryption_algorithm: Some(oaep_algorithm(hash).into()),
+            source_key_material_id: None,
+            destination_key_material_id: None,
+        })
+    }
+
+    fn rsa_too_large(&self, key: &KeyRecord, hash: OaepHash, max: usize) -> KmsError {
+        KmsError::Validation(format!(
+            "Algorithm {} and key spec {} cannot encrypt data larger than {max} bytes.",
+            oaep_algorithm(hash),
+            key.key_spec
+        ))
+    }
+
+    /// Generates the HSM objects of a new key's material.
+    pub(super) fn create_key_material(
+        &self,
+        key_id: &KeyId,
+        material: &MaterialId,
+        kind: KeyKind,
+        usage: &str,
+    ) -> Result<(), KmsError> {
+        match kind {
+            KeyKind::Symmetric => self.hsm.create_material(key_id, material),
+            KeyKind::Hmac(hash) => self
+                .hsm
+                .create_hmac_key(key_id, material, hmac_key_len(hash)),
+            KeyKind::Rsa { .. } | KeyKind::Ecc(_) => {
+                let pair = kind
+                    .pair()
+                    .ok_or_else(|| KmsError::Internal("not a key pair".into()))?;
+                let usage = if usage == ENCRYPT_DECRYPT {
+                    PairUse::EncryptDecrypt
+                } else {
+                    PairUse::SignVerify
+                };
+                self.hsm.create_key_pair(key_id, material, pair, usage)
+            }
+        }
+    }
+
+    // === GetPublicKey ===
+
+    pub fn get_public_key(
+        &self,
+        caller: &Caller,
+        req: GetPublicKeyRequest,
+    ) -> Result<GetPublicKeyResponse, KmsError> {
+        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        check_grant_tokens(&req.grant_tokens)?;
+        self.require_usable(&key)?;
+        if kind_of(&key)?.pair().is_none() {
+            // AWS's exact text here is not on record; this names the reason.
+            return Err(KmsError::UnsupportedOperation(format!(
+                "{} has key spec {}, which has no public key.",
+                self.arn_of(&key),
+                key.key_spec
+            )));
+        }
+        let public = self.hsm.public_key(&key.current_material)?;
+        Ok(GetPublicKeyResponse {
+            key_id: Some(self.arn_of(&key)),
+            public_key: Some(Blob(keyformat::spki(&public)?)),
+            customer_master_key_spec: Some(key.key_spec.clone()),
+            key_spec: Some(key.key_spec.clone()),
+            key_usage: Some(key.key_usage.clone()),
+            encryption_algorithms: encryption_algorithms(&key),
+            signing_algorithms: signing_algorithms(&key),
+            key_agreement_algorithms: None,
+        })
+    }
+
+    // === Sign and Verify ===
+
+    /// Checks a signing request and returns what the token must sign or verify.
+    fn prepare_signature(
+        &self,
+        key: &KeyRecord,
+        operation: &str,
+        algorithm: &str,
+        message_type: Option<&str>,
+        message: &[u8],
+    ) -> Result<(SignMechanism, Vec<u8>, Option<Curve>), KmsError> {
+        self.require_usable(key)?;
+        self.require_usage(key, SIGN_VERIFY, operation)?;
+        let incompatible = || {
+            KmsError::InvalidKeyUsage(format!(
+                "Algorithm {algorithm} is incompatible with key spec {}.",
+                key.key_spec
+            ))
+        };
+        let (mechanism, hash) = parse_signing_algorithm(algorithm).ok_or_else(incompatible)?;
+        let curve = match (kind_of(key)?, mechanism) {
+            (KeyKind::Rsa { .. }, SignMechanism::RsaPss | SignMechanism::RsaPkcs1) => None,
+            (KeyKind::Ecc(curve), SignMechanism::Ecdsa) if ecdsa_algorithm(curve) == algorithm => {
+                Some(curve)
+            }
+            _ => return Err(incompatible()),
+        };
+        let digest = match message_type.unwrap_or("RAW") {
+            "RAW" => hash.digest(message),
+            "DIGEST" if message.len() == hash.len() => message.to_vec(),
+            "DIGEST" => {
+                return Err(KmsError::Validation(format!(
+                    "Digest is invalid length for algorithm {algorithm}."
+                )))
+            }
+            other => {
+                return Err(KmsError::InvalidKeyUsage(format!(
+                    "MessageType {other} is incompatible with key spec {}.",
+                    key.key_spec
+                )))
+            }
+        };
+        let data = match mechanism {
+            SignMechanism::RsaPkcs1 => hash.digest_info(&digest),
+            SignMechanism::RsaPss | SignMechanism::Ecdsa => digest,
+        };
+        Ok((mechanism, data, curve))
+    }
+
+    pub fn sign(&self, caller: &Caller, req: SignRequest) -> Result<SignResponse, KmsError> {
+        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let message = required(&req.message, "message")?;
+        let algorithm = required(&req.signing_algorithm, "signingAlgorithm")?;
+        check_grant_tokens(&req.grant_tokens)?;
+        let (mechanism, data, curve) = self.prepare_signature(
+            &key,
+            "Sign",
+            algorithm,
+            req.message_type.as_deref(),
+            message.expose(),
+        )?;
+        dry_run(req.dry_run)?;
+        let raw = self
+            .hsm
+            .sign_digest(&key.current_material, mechanism, &data)?;
+        let signature = match curve {
+            Some(_) => keyformat::ecdsa_to_der(&raw)?,
+            None => raw,
+        };
+        Ok(SignResponse {
+            key_id: Some(self.arn_of(&key)),
+            signature: Some(Blob(signature)),
+            signing_algorithm: Some(algorithm.clone()),
+        })
+    }
+
+    pub fn verify(&self, caller: &Caller, req: VerifyRequest) -> Result<VerifyResponse, KmsError> {
+        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let message = required(&req.message, "message")?;
+        let signature = required(&req.signature, "signature")?;
+        let algorithm = required(&req.signing_algorithm, "signingAlgorithm")?;
+        check_grant_tokens(&req.grant_tokens)?;
+        let (mechanism, data, curve) = self.prepare_signature(
+            &key,
+            "Verify",
+            algorithm,
+            req.message_type.as_deref(),
+            message.expose(),
+        )?;
+        dry_run(req.dry_run)?;
+        let raw = match curve {
+            Some(curve) => keyformat::ecdsa_from_der(signature.as_bytes(), curve)
+                .ok_or(KmsError::KmsInvalidSignature)?,
+            None => signature.as_bytes().to_vec(),
+        };
+        if !self
+            .hsm
+            .verify_digest(&key.current_material, mechanism, &data, &raw)?
+        {
+            return Err(KmsError::KmsInvalidSignature);
+        }
+        Ok(VerifyResponse {
+            key_id: Some(self.arn_of(&key)),
+            signature_valid: Some(true),
+            signing_algorithm: Some(algorithm.clone()),
+        })
+    }
+
+    // === MACs ===
+
+    fn prepare_mac(
+        &self,
+        key: &KeyRecord,
+        operation: &str,
+        algorithm: &str,
+    ) -> Result<MacHash, KmsError> {
+        self.require_usable(key)?;
+        self.require_usage(key, GENERATE_VERIFY_MAC, operation)?;
+        match kind_of(key)? {
+            KeyKind::Hmac(hash) if mac_algorithm(hash) == algorithm => Ok(hash),
+            _ => Err(KmsError::InvalidKeyUsage(format!(
+                "Algorithm {algorithm} is incompatible with key spec {}.",
+                key.key_spec
+            ))),
+        }
+    }
+
+    pub fn generate_mac(
+        &self,
+        caller: &Caller,
+        req: GenerateMacRequest,
+    ) -> Result<GenerateMacResponse, KmsError> {
+        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let message = required(&req.message, "message")?;
+        let algorithm = required(&req.mac_algorithm, "macAlgorithm")?;
+        check_grant_tokens(&req.grant_tokens)?;
+        let hash = self.prepare_mac(&key, "GenerateMac", algorithm)?;
+        dry_run(req.dry_run)?;
+        let mac = self
+            .hsm
+            .hmac(&key.current_material, hash, message.expose())?;
+        Ok(GenerateMacResponse {
+            mac: Some(Blob(mac)),
+            mac_algorithm: Some(algorithm.clone()),
+            key_id: Some(self.arn_of(&key)),
+        })
+    }
+
+    pub fn verify_mac(
+        &self,
+        caller: &Caller,
+        req: VerifyMacRequest,
+    ) -> Result<VerifyMacResponse, KmsError> {
+        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let message = required(&req.message, "message")?;
+        let algorithm = required(&req.mac_algorithm, "macAlgorithm")?;
+        let mac = required(&req.mac, "mac")?;
+        check_grant_tokens(&req.grant_tokens)?;
+        let hash = self.prepare_mac(&key, "VerifyMac", algorithm)?;
+        dry_run(req.dry_run)?;
+        if !self.hsm.hmac_verify(
+            &key.current_material,
+            hash,
+            message.expose(),
+            mac.as_bytes(),
+        )? {
+            return Err(KmsError::KmsInvalidMac);
+        }
+        Ok(VerifyMacResponse {
+            key_id: Some(self.arn_of(&key)),
+            mac_valid: Some(true),
+            mac_algorithm: Some(algorithm.clone()),
+        })
+    }
+
+    // === data key pairs ===
+
+    /// The pair made in the token, as SPKI and PKCS #8, the latter sealed under `key`.
+    fn data_key_pair(
+        &self,
+        caller: &Caller,
+        key: &KeyRecord,
+        pair_spec: &str,
+        context: &std::collections::BTreeMap<String, String>,
+        dry: Option<bool>,
+        operation: &str,
+    ) -> Result<DataKeyPair, KmsError> {
+        self.require_usable(key)?;
+        self.require_symmetric_encryption(key, operation, None)?;
+        let pair = KeyKind::of(pair_spec)
+            .and_then(KeyKind::pair)
+            .ok_or_else(|| {
+                KmsError::UnsupportedOperation(format!(
+                    "KeyPairSpec {pair_spec} is not supported by this gateway."
+                ))
+            })?;
+        dry_run(dry)?;
+        let (public, private) = self.hsm.generate_exportable_pair(pair)?;
+        let curve = match pair {
+            PairKind::Ec(curve) => Some(curve),
+            PairKind::Rsa { .. } => None,
+        };
+        let private_der = keyformat::pkcs8(&private, &public, curve)?;
+        drop(private);
+        let public_der = keyformat::spki(&public)?;
+        let blob = self.seal(caller, key, context, &private_der)?;
+        Ok(DataKeyPair {
+            blob,
+            private: private_der,
+            public: public_der,
+        })
+    }
+
+    pub fn generate_data_key_pair(
+        &self,
+        caller: &Caller,
+        req: GenerateDataKeyPairRequest,
+    ) -> Result<GenerateDataKeyPairResponse, KmsError> {
+        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let pair_spec = required(&req.key_pair_spec, "keyPairSpec")?;
+        check_grant_tokens(&req.grant_tokens)?;
+        if req.recipient.is_some() {
+            return Err(KmsError::UnsupportedOperation(
+                "Recipient (Nitro Enclaves) is not supported by this gateway.".into(),
+            ));
+        }
+        let pair = self.data_key_pair(
+            caller,
+            &key,
+            pair_spec,
+            &req.encryption_context.clone().unwrap_or_default(),
+            req.dry_run,
+            "GenerateDataKeyPair",
+        )?;
+        Ok(GenerateDataKeyPairResponse {
+            private_key_ciphertext_blob: Some(Blob(pair.blob)),
+            private_key_plaintext: Some(SecretBlob::new(pair.private)),
+            public_key: Some(Blob(pair.public)),
+            key_id: Some(self.arn_of(&key)),
+            key_pair_spec: Some(pair_spec.clone()),
+            ciphertext_for_recipient: None,
+            key_material_id: Some(key.current_material.to_hex()),
+        })
+    }
+
+    pub fn generate_data_key_pair_without_plaintext(
+        &self,
+        caller: &Caller,
+        req: GenerateDataKeyPairWithoutPlaintextRequest,
+    ) -> Result<GenerateDataKeyPairWithoutPlaintextResponse, KmsError> {
+        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let pair_spec = required(&req.key_pair_spec, "keyPairSpec")?;
+        check_grant_tokens(&req.grant_tokens)?;
+        // The private key is in host memory only between the token and the token's
+        // encryption, in buffers wiped on drop; it is never returned or logged.
+        let pair = self.data_key_pair(
+            caller,
+            &key,
+            pair_spec,
+            &req.encryption_context.clone().unwrap_or_default(),
+            req.dry_run,
+            "GenerateDataKeyPairWithoutPlaintext",
+        )?;
+        Ok(GenerateDataKeyPairWithoutPlaintextResponse {
+            private_key_ciphertext_blob: Some(Blob(pair.blob)),
+            public_key: Some(Blob(pair.public)),
+            key_id: Some(self.arn_of(&key)),
+            key_pair_spec: Some(pair_spec.clone()),
+            key_material_id: Some(key.current_material.to_hex()),
+        })
+    }
+}
+
+/// A data key pair: the sealed PKCS #8 private key, the plaintext PKCS #8 (wiped on drop)
+/// and the SPKI public key.
+struct DataKeyPair {
+    blob: Vec<u8>,
+    private: zeroize::Zeroizing<Vec<u8>>,
+    public: Vec<u8>,
+}
+
+/// HMAC key length per spec: as long as the hash output, as AWS makes them.
+fn hmac_key_len(hash: MacHash) -> usize {
+    match hash {
+        MacHash::Sha224 => 28,
+        MacHash::Sha256 => 32,
+        MacHash::Sha384 => 48,
+        MacHash::Sha512 => 64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oaep_limits_match_aws() {
+        for (bits, hash, max) in [
+            (2048, OaepHash::Sha1, 214),
+            (2048, OaepHash::Sha256, 190),
+            (3072, OaepHash::Sha1, 342),
+            (3072, OaepHash::Sha256, 318),
+            (4096, OaepHash::Sha1, 470),
+            (4096, OaepHash::Sha256, 446),
+        ] {
+            assert_eq!(rsa_max_plaintext(bits, hash), max);
+        }
+    }
+
+    #[test]
+    fn signing_algorithms_parse() {
+        assert_eq!(
+            parse_signing_algorithm("RSASSA_PKCS1_V1_5_SHA_384"),
+            Some((SignMechanism::RsaPkcs1, SigHash::Sha384))
+        );
+        assert_eq!(
+            parse_signing_algorithm("ECDSA_SHA_512"),
+            Some((SignMechanism::Ecdsa, SigHash::Sha512))
+        );
+        assert_eq!(parse_signing_algorithm("SM2DSA"), None);
+        assert_eq!(parse_signing_algorithm("ED25519_SHA_512"), None);
+    }
+
+    #[test]
+    fn spec_usage_matrix() {
+        let rsa = KeyKind::of("RSA_3072").unwrap();
+        assert!(rsa.allows_usage("ENCRYPT_DECRYPT") && rsa.allows_usage("SIGN_VERIFY"));
+        assert!(!rsa.allows_usage("GENERATE_VERIFY_MAC"));
+        let ecc = KeyKind::of("ECC_SECG_P256K1").unwrap();
+        assert!(ecc.allows_usage("SIGN_VERIFY") && !ecc.allows_usage("ENCRYPT_DECRYPT"));
+        let hmac = KeyKind::of("HMAC_224").unwrap();
+        assert!(hmac.allows_usage("GENERATE_VERIFY_MAC") && !hmac.allows_usage("SIGN_VERIFY"));
+        assert_eq!(KeyKind::of("SM2"), None);
+    }
+}
