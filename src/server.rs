@@ -246,6 +246,7 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
         config.session_wait,
     ));
     let core = service.clone();
+    let audit_at_exit = audit.clone();
     #[cfg(unix)]
     spawn_reload_on_sighup(config.config_file.clone(), verifier.clone());
     let app = router(AppState {
@@ -293,6 +294,10 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
             Ok(())
         }
     };
+    // Every request that was accepted has its audit record on disk before the process ends.
+    if let Some(audit) = audit_at_exit {
+        let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
+    }
     // Close the pooled sessions (logging them out) and finalise the library.
     let clean = tokio::task::spawn_blocking(move || core.hsm().shutdown())
         .await

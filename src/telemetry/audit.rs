@@ -55,9 +55,16 @@ struct ChainedLine {
     record: AuditRecord,
 }
 
+/// What the writer thread is asked to do.
+enum Message {
+    Record(Box<AuditRecord>),
+    /// Write and sync everything queued so far, then answer.
+    Flush(SyncSender<()>),
+}
+
 /// Handle to the audit writer thread.
 pub struct AuditLog {
-    sender: SyncSender<AuditRecord>,
+    sender: SyncSender<Message>,
 }
 
 impl AuditLog {
@@ -100,8 +107,16 @@ impl AuditLog {
     }
 
     pub fn record(&self, record: AuditRecord) {
-        if self.sender.send(record).is_err() {
+        if self.sender.send(Message::Record(Box::new(record))).is_err() {
             tracing::error!("the audit writer has stopped; a record was lost");
+        }
+    }
+
+    /// Waits until every record queued so far is on disk (at shutdown).
+    pub fn flush(&self) {
+        let (done, wait) = sync_channel(1);
+        if self.sender.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv();
         }
     }
 }
@@ -115,17 +130,27 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, receiver: Receiver<AuditRecord>) {
+    fn run(mut self, receiver: Receiver<Message>) {
         while let Ok(first) = receiver.recv() {
-            let mut batch = vec![first];
-            while let Ok(more) = receiver.try_recv() {
-                batch.push(more);
-                if batch.len() >= 512 {
-                    break;
+            let mut batch = Vec::new();
+            let mut flushes = Vec::new();
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Record(record) => batch.push(*record),
+                    Message::Flush(done) => flushes.push(done),
+                }
+                if batch.len() < 512 {
+                    next = receiver.try_recv().ok();
                 }
             }
-            if let Err(e) = self.write_batch(batch) {
-                tracing::error!(error = %e, path = %self.path.display(), "audit write failed");
+            if !batch.is_empty() {
+                if let Err(e) = self.write_batch(batch) {
+                    tracing::error!(error = %e, path = %self.path.display(), "audit write failed");
+                }
+            }
+            for done in flushes {
+                let _ = done.send(());
             }
         }
         let _ = self.file.sync_data();
