@@ -203,15 +203,30 @@ async fn every_request_is_audited_in_an_intact_chain() {
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
-    let tampered = srv.data_dir().join("tampered.log");
-    std::fs::write(&tampered, text.replacen("Encrypt", "Decrypt", 1)).unwrap();
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"))
-        .args(["audit", "verify"])
-        .arg(&tampered)
-        .output()
-        .unwrap();
-    assert!(!verify.status.success());
-    assert!(String::from_utf8_lossy(&verify.stdout).contains("line 3"));
+    // Three kinds of tampering with a copy, each found and located by `p11kms audit verify`.
+    let original: Vec<&str> = text.lines().collect();
+    let edited = text.replacen("Encrypt", "Decrypt", 1);
+    let removed = [original[0], original[2]].join("\n") + "\n";
+    let reordered = [original[0], original[2], original[1]].join("\n") + "\n";
+    for (name, tampered, line) in [
+        ("edited", edited, "line 3"),
+        ("removed", removed, "line 2"),
+        ("reordered", reordered, "line 2"),
+    ] {
+        let copy = srv.data_dir().join(format!("{name}.log"));
+        std::fs::write(&copy, tampered).unwrap();
+        let verify = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"))
+            .args(["audit", "verify"])
+            .arg(&copy)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&verify.stdout);
+        assert!(!verify.status.success(), "{name} copy verified: {said}");
+        assert!(
+            said.contains(line),
+            "{name}: expected the break at {line}: {said}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
