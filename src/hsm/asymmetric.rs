@@ -287,7 +287,6 @@ impl Hsm {
         material: &MaterialId,
         len: usize,
     ) -> Result<(), KmsError> {
-        let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::GENERIC_SECRET),
@@ -306,16 +305,7 @@ impl Hsm {
             Attribute::Id(material.0.to_vec()),
             Attribute::Label(format!("{OBJECT_LABEL_PREFIX}{key_id}").into_bytes()),
         ];
-        let handle = self.with_session(|_, s| {
-            s.generate_key(&Mechanism::GenericSecretKeyGen, &template)
-                .map_err(HsmError::from)
-        })??;
-        if let Some(token) = self.current_token() {
-            token
-                .materials_mut()
-                .insert((*material, Half::Secret), handle);
-        }
-        Ok(())
+        self.create_token_secret(material, &Mechanism::GenericSecretKeyGen, &template)
     }
 
     // === public keys ===

@@ -205,7 +205,6 @@ impl Hsm {
     /// Generates a new key material in the token: AES-256, derive-only, sensitive,
     /// non-extractable, `CKA_ID` = the material id.
     pub fn create_material(&self, key_id: &KeyId, material: &MaterialId) -> Result<(), KmsError> {
-        let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
         let label = format!("{OBJECT_LABEL_PREFIX}{key_id}");
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -225,10 +224,20 @@ impl Hsm {
             Attribute::Id(material.0.to_vec()),
             Attribute::Label(label.into_bytes()),
         ];
-        let handle = self.with_session(|_, s| {
-            s.generate_key(&Mechanism::AesKeyGen, &template)
-                .map_err(HsmError::from)
-        })??;
+        self.create_token_secret(material, &Mechanism::AesKeyGen, &template)
+    }
+
+    /// Generates a secret-key token object for `material` (serialised: SoftHSM fails
+    /// concurrent token-object creation) and caches its handle.
+    pub(super) fn create_token_secret(
+        &self,
+        material: &MaterialId,
+        mechanism: &Mechanism,
+        template: &[Attribute],
+    ) -> Result<(), KmsError> {
+        let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
+        let handle =
+            self.with_session(|_, s| s.generate_key(mechanism, template).map_err(HsmError::from))??;
         if let Some(token) = self.current_token() {
             token
                 .materials_mut()

@@ -12,7 +12,9 @@ use crate::hsm::{Curve, MacHash, OaepHash, PairKind, PairUse, SignMechanism};
 use crate::model::{KeyId, KeyRecord, MaterialId};
 
 use super::keyformat::{self, SigHash};
-use super::{check_grant_tokens, dry_run, required, Caller, KmsService, ENCRYPT_DECRYPT};
+use super::{
+    check_grant_tokens, dry_run, reject_recipient, required, Caller, KmsService, ENCRYPT_DECRYPT,
+};
 
 pub const SIGN_VERIFY: &str = "SIGN_VERIFY";
 pub const GENERATE_VERIFY_MAC: &str = "GENERATE_VERIFY_MAC";
@@ -649,11 +651,7 @@ impl KmsService {
         let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
         let pair_spec = required(&req.key_pair_spec, "keyPairSpec")?;
         check_grant_tokens(&req.grant_tokens)?;
-        if req.recipient.is_some() {
-            return Err(KmsError::UnsupportedOperation(
-                "Recipient (Nitro Enclaves) is not supported by this gateway.".into(),
-            ));
-        }
+        reject_recipient(&req.recipient)?;
         let pair = self.data_key_pair(
             caller,
             &key,

@@ -11,7 +11,9 @@ use crate::model::{KeyRecord, MaterialId};
 
 use super::asymmetric::{oaep_algorithm, require_no_context, Encryption};
 use super::ciphertext::{self, Envelope, PAYLOAD_AAD};
-use super::{check_grant_tokens, dry_run, required, Caller, KmsService, SYMMETRIC_DEFAULT};
+use super::{
+    check_grant_tokens, dry_run, reject_recipient, required, Caller, KmsService, SYMMETRIC_DEFAULT,
+};
 
 const IGNORE_CIPHERTEXT: &str = "IGNORE_CIPHERTEXT";
 
@@ -72,11 +74,7 @@ impl KmsService {
     ) -> Result<DecryptResponse, KmsError> {
         let blob = required(&req.ciphertext_blob, "ciphertextBlob")?;
         check_grant_tokens(&req.grant_tokens)?;
-        if req.recipient.is_some() {
-            return Err(KmsError::UnsupportedOperation(
-                "Recipient (Nitro Enclaves) is not supported by this gateway.".into(),
-            ));
-        }
+        reject_recipient(&req.recipient)?;
         let named = match &req.key_id {
             Some(name) => Some(self.resolve(caller, name)?),
             None => None,
@@ -245,11 +243,7 @@ impl KmsService {
         let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
         let length = data_key_length(req.number_of_bytes, req.key_spec.as_deref())?;
         check_grant_tokens(&req.grant_tokens)?;
-        if req.recipient.is_some() {
-            return Err(KmsError::UnsupportedOperation(
-                "Recipient (Nitro Enclaves) is not supported by this gateway.".into(),
-            ));
-        }
+        reject_recipient(&req.recipient)?;
         self.require_usable(&key)?;
         self.require_symmetric_encryption(&key, "GenerateDataKey", None)?;
         dry_run(req.dry_run)?;
@@ -309,11 +303,7 @@ impl KmsService {
                 "Custom key stores are not supported by this gateway.".into(),
             ));
         }
-        if req.recipient.is_some() {
-            return Err(KmsError::UnsupportedOperation(
-                "Recipient (Nitro Enclaves) is not supported by this gateway.".into(),
-            ));
-        }
+        reject_recipient(&req.recipient)?;
         let bytes = self.hsm.generate_random(n as usize)?;
         Ok(GenerateRandomResponse {
             plaintext: Some(SecretBlob::new(bytes)),

@@ -315,6 +315,16 @@ fn check_grant_tokens(tokens: &Option<Vec<String>>) -> Result<(), KmsError> {
     }
 }
 
+/// Nitro Enclaves attestation (`Recipient`) needs an enclave-aware KMS; this gateway refuses it.
+fn reject_recipient<T>(recipient: &Option<T>) -> Result<(), KmsError> {
+    match recipient {
+        Some(_) => Err(KmsError::UnsupportedOperation(
+            "Recipient (Nitro Enclaves) is not supported by this gateway.".into(),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn dry_run(flag: Option<bool>) -> Result<(), KmsError> {
     if flag == Some(true) {
         Err(KmsError::DryRun)
