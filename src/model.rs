@@ -216,3 +216,47 @@ impl fmt::Display for TokenKeyRef {
         }
     }
 }
+
+/// A grant: permission for `grantee_principal` to run `operations` on one key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantRecord {
+    /// 64 lower-case hex digits, as AWS shows them.
+    pub grant_id: String,
+    pub key_id: KeyId,
+    pub name: Option<String>,
+    pub grantee_principal: String,
+    pub retiring_principal: Option<String>,
+    /// 12-digit account id of the key's owner, where the grant was created.
+    pub issuing_account: String,
+    /// Grant operation names (`GrantOperation`), e.g. `Decrypt`.
+    pub operations: Vec<String>,
+    pub constraints: GrantConstraints,
+    pub creation_date: EpochSeconds,
+    /// Random part of the grant token, so a token cannot be made from a grant id alone.
+    pub token_secret: [u8; 16],
+}
+
+/// Encryption-context constraints of a grant; either, both or neither may be set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantConstraints {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl GrantConstraints {
+    pub fn is_empty(&self) -> bool {
+        self.equals.is_none() && self.subset.is_none()
+    }
+
+    /// Whether a request's encryption context satisfies the constraints.
+    pub fn admit(&self, context: &std::collections::BTreeMap<String, String>) -> bool {
+        let equals_ok = self.equals.as_ref().is_none_or(|want| want == context);
+        let subset_ok = self
+            .subset
+            .as_ref()
+            .is_none_or(|want| want.iter().all(|(k, v)| context.get(k) == Some(v)));
+        equals_ok && subset_ok
+    }
+}

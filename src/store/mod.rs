@@ -1,4 +1,4 @@
-//! The metadata store: keys, key-material versions, aliases and tags.
+//! The metadata store: keys, key-material versions, aliases, tags and grants.
 //!
 //! The store is the source of truth for what keys exist; the HSM holds only material.
 //! Write order keeps the two consistent after a crash (see `kms::reconcile`): material is
@@ -12,7 +12,8 @@ mod sqlite;
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    AliasRecord, EpochSeconds, KeyId, KeyRecord, MaterialId, MaterialRecord, Tag, TokenKeyRef,
+    AliasRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord, MaterialId, MaterialRecord, Tag,
+    TokenKeyRef,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +115,30 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Tags of a key ordered by tag key, strictly after `after` when given.
     fn list_tags(&self, key_id: &KeyId, after: Option<&str>, limit: usize)
         -> StoreResult<Vec<Tag>>;
+
+    /// `AlreadyExists` if the grant id is taken; `NotFound` if the key is gone.
+    fn insert_grant(&self, grant: &GrantRecord) -> StoreResult<()>;
+    fn get_grant(&self, grant_id: &str) -> StoreResult<Option<GrantRecord>>;
+    /// Grants of a key ordered by grant id, strictly after `after` when given.
+    fn list_grants(
+        &self,
+        key_id: &KeyId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<GrantRecord>>;
+    /// Grants of a key given to `grantee` (what authorization consults).
+    fn grants_for_grantee(&self, key_id: &KeyId, grantee: &str) -> StoreResult<Vec<GrantRecord>>;
+    /// Grants of a key with the given name (CreateGrant's idempotency).
+    fn grants_named(&self, key_id: &KeyId, name: &str) -> StoreResult<Vec<GrantRecord>>;
+    /// Grants whose retiring principal is `principal`, ordered by grant id.
+    fn list_retirable_grants(
+        &self,
+        principal: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<GrantRecord>>;
+    /// `NotFound` if there is no such grant.
+    fn delete_grant(&self, grant_id: &str) -> StoreResult<()>;
 
     /// Keys in PendingDeletion whose deletion date is at or before `now`.
     fn keys_due_for_deletion(&self, now: EpochSeconds) -> StoreResult<Vec<KeyRecord>>;

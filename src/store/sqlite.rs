@@ -23,7 +23,7 @@ use rusqlite::{
 
 use super::{MetadataStore, StoreError, StoreResult};
 use crate::model::{
-    AliasRecord, EpochSeconds, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin,
+    AliasRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin,
     MaterialRecord, Tag, TokenKeyRef,
 };
 
@@ -106,6 +106,25 @@ const MIGRATIONS: &[&str] = &[
         CHECK ((object_id IS NULL) <> (object_label IS NULL))
     ) STRICT;
     ",
+    // 3: grants. Operations and constraints are JSON; they are only ever read whole.
+    "
+    CREATE TABLE grants (
+        grant_id           TEXT NOT NULL PRIMARY KEY,
+        key_id             TEXT NOT NULL REFERENCES keys (key_id) ON DELETE CASCADE,
+        name               TEXT,
+        grantee_principal  TEXT NOT NULL,
+        retiring_principal TEXT,
+        issuing_account    TEXT NOT NULL,
+        operations         TEXT NOT NULL,
+        constraints        TEXT NOT NULL,
+        creation_date      REAL NOT NULL,
+        token_secret       TEXT NOT NULL
+    ) STRICT;
+
+    CREATE INDEX grants_by_key ON grants (key_id, grant_id);
+    CREATE INDEX grants_by_grantee ON grants (key_id, grantee_principal);
+    CREATE INDEX grants_by_retiring ON grants (retiring_principal, grant_id);
+    ",
 ];
 
 /// Column list of every `SELECT` that yields a [`KeyRecord`]; order matches [`KeyRow::read`].
@@ -129,6 +148,14 @@ macro_rules! alias_columns {
 macro_rules! material_columns {
     () => {
         "key_id, material_id, created, origin"
+    };
+}
+
+/// Column list of every `SELECT` that yields a [`GrantRecord`]; order matches [`GrantRow::read`].
+macro_rules! grant_columns {
+    () => {
+        "grant_id, key_id, name, grantee_principal, retiring_principal, issuing_account, \
+         operations, constraints, creation_date, token_secret"
     };
 }
 
@@ -347,6 +374,57 @@ impl KeyRow {
             rotation_enabled: self.rotation_enabled,
             next_rotation_date: self.next_rotation_date,
             policy: self.policy,
+        })
+    }
+}
+
+/// A `grants` row as SQLite hands it back, before domain parsing.
+struct GrantRow {
+    grant_id: String,
+    key_id: String,
+    name: Option<String>,
+    grantee_principal: String,
+    retiring_principal: Option<String>,
+    issuing_account: String,
+    operations: String,
+    constraints: String,
+    creation_date: f64,
+    token_secret: String,
+}
+
+impl GrantRow {
+    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(GrantRow {
+            grant_id: row.get(0)?,
+            key_id: row.get(1)?,
+            name: row.get(2)?,
+            grantee_principal: row.get(3)?,
+            retiring_principal: row.get(4)?,
+            issuing_account: row.get(5)?,
+            operations: row.get(6)?,
+            constraints: row.get(7)?,
+            creation_date: row.get(8)?,
+            token_secret: row.get(9)?,
+        })
+    }
+
+    fn into_record(self) -> StoreResult<GrantRecord> {
+        let mut token_secret = [0u8; 16];
+        hex::decode_to_slice(&self.token_secret, &mut token_secret)
+            .map_err(|_| unreadable("grants.token_secret", "(not shown)"))?;
+        Ok(GrantRecord {
+            key_id: parse_key_id("grants.key_id", &self.key_id)?,
+            operations: serde_json::from_str(&self.operations)
+                .map_err(|_| unreadable("grants.operations", &self.operations))?,
+            constraints: serde_json::from_str(&self.constraints)
+                .map_err(|_| unreadable("grants.constraints", &self.constraints))?,
+            grant_id: self.grant_id,
+            name: self.name,
+            grantee_principal: self.grantee_principal,
+            retiring_principal: self.retiring_principal,
+            issuing_account: self.issuing_account,
+            creation_date: self.creation_date,
+            token_secret,
         })
     }
 }
@@ -893,6 +971,142 @@ impl MetadataStore for SqliteStore {
                 query_all(&mut stmt, params![key_id, after, limit], read_tag, Ok)
             }
         }
+    }
+
+    fn insert_grant(&self, grant: &GrantRecord) -> StoreResult<()> {
+        let operations = serde_json::to_string(&grant.operations)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let constraints = serde_json::to_string(&grant.constraints)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let conn = self.conn();
+        conn.prepare_cached(concat!(
+            "INSERT INTO grants (",
+            grant_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ))
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                grant.grant_id,
+                grant.key_id.to_string(),
+                grant.name,
+                grant.grantee_principal,
+                grant.retiring_principal,
+                grant.issuing_account,
+                operations,
+                constraints,
+                grant.creation_date,
+                hex::encode(grant.token_secret),
+            ])
+        })
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn get_grant(&self, grant_id: &str) -> StoreResult<Option<GrantRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                grant_columns!(),
+                " FROM grants WHERE grant_id = ?1"
+            ))
+            .map_err(db_err)?;
+        let row = stmt
+            .query_row(params![grant_id], GrantRow::read)
+            .optional()
+            .map_err(db_err)?;
+        row.map(GrantRow::into_record).transpose()
+    }
+
+    fn list_grants(
+        &self,
+        key_id: &KeyId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<GrantRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                grant_columns!(),
+                " FROM grants WHERE key_id = ?1 AND grant_id > ?2 ORDER BY grant_id LIMIT ?3"
+            ))
+            .map_err(db_err)?;
+        query_all(
+            &mut stmt,
+            params![key_id.to_string(), after.unwrap_or(""), sql_limit(limit)],
+            GrantRow::read,
+            GrantRow::into_record,
+        )
+    }
+
+    fn grants_for_grantee(&self, key_id: &KeyId, grantee: &str) -> StoreResult<Vec<GrantRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                grant_columns!(),
+                " FROM grants WHERE key_id = ?1 AND grantee_principal = ?2 ORDER BY grant_id"
+            ))
+            .map_err(db_err)?;
+        query_all(
+            &mut stmt,
+            params![key_id.to_string(), grantee],
+            GrantRow::read,
+            GrantRow::into_record,
+        )
+    }
+
+    fn grants_named(&self, key_id: &KeyId, name: &str) -> StoreResult<Vec<GrantRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                grant_columns!(),
+                " FROM grants WHERE key_id = ?1 AND name = ?2 ORDER BY grant_id"
+            ))
+            .map_err(db_err)?;
+        query_all(
+            &mut stmt,
+            params![key_id.to_string(), name],
+            GrantRow::read,
+            GrantRow::into_record,
+        )
+    }
+
+    fn list_retirable_grants(
+        &self,
+        principal: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<GrantRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                grant_columns!(),
+                " FROM grants WHERE retiring_principal = ?1 AND grant_id > ?2 \
+                 ORDER BY grant_id LIMIT ?3"
+            ))
+            .map_err(db_err)?;
+        query_all(
+            &mut stmt,
+            params![principal, after.unwrap_or(""), sql_limit(limit)],
+            GrantRow::read,
+            GrantRow::into_record,
+        )
+    }
+
+    fn delete_grant(&self, grant_id: &str) -> StoreResult<()> {
+        let conn = self.conn();
+        let changed = conn
+            .prepare_cached("DELETE FROM grants WHERE grant_id = ?1")
+            .and_then(|mut stmt| stmt.execute(params![grant_id]))
+            .map_err(db_err)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 
     fn keys_due_for_deletion(&self, now: EpochSeconds) -> StoreResult<Vec<KeyRecord>> {
@@ -1869,6 +2083,75 @@ mod tests {
         for store in &stores {
             assert_eq!(store.list_keys(ACCOUNT, None, 1000).unwrap().len(), 100);
         }
+    }
+
+    fn grant(key: &KeyRecord, n: u8, grantee: &str, retiring: Option<&str>) -> GrantRecord {
+        GrantRecord {
+            grant_id: hex::encode([n; 32]),
+            key_id: key.key_id,
+            name: Some(format!("g{n}")),
+            grantee_principal: grantee.into(),
+            retiring_principal: retiring.map(Into::into),
+            issuing_account: key.account.clone(),
+            operations: vec!["Decrypt".into(), "Encrypt".into()],
+            constraints: crate::model::GrantConstraints {
+                equals: None,
+                subset: Some([("tenant".to_string(), "1".to_string())].into()),
+            },
+            creation_date: 1.5,
+            token_secret: [n; 16],
+        }
+    }
+
+    #[test]
+    fn grants_round_trip_list_filter_and_cascade() {
+        both(|store| {
+            let key = full_key(ACCOUNT, key_id(1), material_id(1));
+            insert(store, &key);
+            let alice = "arn:aws:iam::111122223333:user/alice";
+            let g1 = grant(&key, 1, alice, Some("arn:aws:iam::111122223333:role/r"));
+            let g2 = grant(&key, 2, "arn:aws:iam::111122223333:user/bob", None);
+            store.insert_grant(&g2).unwrap();
+            store.insert_grant(&g1).unwrap();
+            assert!(matches!(
+                store.insert_grant(&g1),
+                Err(StoreError::AlreadyExists)
+            ));
+            assert_eq!(store.get_grant(&g1.grant_id).unwrap().as_ref(), Some(&g1));
+            let all = store.list_grants(&key.key_id, None, 10).unwrap();
+            assert_eq!(all, vec![g1.clone(), g2.clone()]);
+            let page = store
+                .list_grants(&key.key_id, Some(&g1.grant_id), 10)
+                .unwrap();
+            assert_eq!(page, vec![g2.clone()]);
+            assert_eq!(
+                store.grants_for_grantee(&key.key_id, alice).unwrap(),
+                vec![g1.clone()]
+            );
+            assert_eq!(
+                store.grants_named(&key.key_id, "g2").unwrap(),
+                vec![g2.clone()]
+            );
+            assert_eq!(
+                store
+                    .list_retirable_grants("arn:aws:iam::111122223333:role/r", None, 10)
+                    .unwrap(),
+                vec![g1.clone()]
+            );
+            store.delete_grant(&g1.grant_id).unwrap();
+            assert!(matches!(
+                store.delete_grant(&g1.grant_id),
+                Err(StoreError::NotFound)
+            ));
+            let mut orphan = grant(&key, 3, alice, None);
+            orphan.key_id = key_id(9);
+            assert!(matches!(
+                store.insert_grant(&orphan),
+                Err(StoreError::NotFound)
+            ));
+            store.delete_key(&key.key_id).unwrap();
+            assert_eq!(store.get_grant(&g2.grant_id).unwrap(), None);
+        });
     }
 
     #[test]
