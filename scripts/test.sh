@@ -13,7 +13,7 @@
 #   5. starts target/release/p11kms serve on a fresh temp data dir and a free port
 #   6. pytest tests/e2e                (AWS CLI, boto3, PKCS#11 trace, log secrecy)
 #   7. the boto3 conformance suite in $P11KMS_CONFORMANCE_DIR (default ../shared/conformance),
-#      areas "reencrypt or crypto or datakeys or keys or misc or sign or mac", minus the node ids listed in
+#      every area (reencrypt crypto datakeys keys misc sign mac grants policy), minus the node ids listed in
 #      tests/conformance-deselect.txt
 #
 # and stops the server at the end.  Exit status is non-zero if anything failed;
@@ -37,7 +37,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 VENV="$ROOT/target/venv"
 LOG_DIR="$ROOT/target/test-logs"
 DESELECT_FILE="$ROOT/tests/conformance-deselect.txt"
-CONFORMANCE_MARKERS="reencrypt or crypto or datakeys or keys or misc or sign or mac"
+CONFORMANCE_MARKERS="reencrypt or crypto or datakeys or keys or misc or sign or mac or grants or policy"
 SKIP=" ${P11KMS_TEST_SKIP:-} "
 SPY_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11-spy.so
 

@@ -3,6 +3,7 @@
 //! Secrets (PINs, secret access keys) are read from environment variables or files and kept
 //! in `SecretString`; they never come from command-line arguments.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::auth::Credential;
+use crate::policy::{PolicyDocument, PolicyKind};
 
 pub const DEV_ACCESS_KEY_ID: &str = "test";
 pub const DEV_SECRET_ACCESS_KEY: &str = "test";
@@ -110,6 +112,13 @@ pub struct CredentialEntry {
     pub secret_access_key_file: Option<PathBuf>,
     pub account: Option<String>,
     pub principal_arn: Option<String>,
+    /// Identity (IAM) policies of the principal, as JSON text. As in AWS they count only
+    /// where a key policy delegates to the principal's account.
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// Identity policies read from files (one JSON document each).
+    #[serde(default)]
+    pub policy_files: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for CredentialEntry {
@@ -151,6 +160,8 @@ pub struct Config {
     pub session_wait: Duration,
     pub sqlite_path: PathBuf,
     pub credentials: Vec<Credential>,
+    /// Identity policies per principal ARN, parsed.
+    pub identity_policies: HashMap<String, Vec<PolicyDocument>>,
     /// Whether the built-in `test`/`test` credential is in use.
     pub dev_credentials: bool,
     pub log_level: String,
@@ -266,14 +277,20 @@ impl Config {
             .map(PathBuf::from)
             .or(file.store.sqlite_path)
             .unwrap_or_else(|| data_dir.join("p11kms.sqlite"));
+        let mut identity_policies: HashMap<String, Vec<PolicyDocument>> = HashMap::new();
         let (credentials, dev_credentials) = if file.credentials.is_empty() {
             (vec![dev_credential(&account)], true)
         } else {
-            let creds = file
-                .credentials
-                .into_iter()
-                .map(|c| resolve_credential(c, &account))
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut creds = Vec::with_capacity(file.credentials.len());
+            for entry in file.credentials {
+                let policies = identity_policies_of(&entry)?;
+                let credential = resolve_credential(entry, &account)?;
+                identity_policies
+                    .entry(credential.principal_arn.clone())
+                    .or_default()
+                    .extend(policies);
+                creds.push(credential);
+            }
             (creds, false)
         };
         let log_level = env("P11KMS_LOG")
@@ -331,6 +348,7 @@ impl Config {
             session_wait,
             sqlite_path,
             credentials,
+            identity_policies,
             dev_credentials,
             log_level,
             log_format,
@@ -375,6 +393,29 @@ fn resolve_credential(entry: CredentialEntry, default_account: &str) -> Result<C
         account,
         principal_arn,
     })
+}
+
+/// The identity policies a credential entry gives its principal, parsed and checked.
+fn identity_policies_of(entry: &CredentialEntry) -> Result<Vec<PolicyDocument>, String> {
+    let who = &entry.access_key_id;
+    let mut texts: Vec<(String, String)> = entry
+        .policies
+        .iter()
+        .enumerate()
+        .map(|(i, text)| (format!("policies[{i}]"), text.clone()))
+        .collect();
+    for path in &entry.policy_files {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("credential {who}: cannot read {}: {e}", path.display()))?;
+        texts.push((path.display().to_string(), text));
+    }
+    texts
+        .iter()
+        .map(|(origin, text)| {
+            PolicyDocument::parse(text, PolicyKind::Identity)
+                .map_err(|e| format!("credential {who}: identity policy {origin}: {e}"))
+        })
+        .collect()
 }
 
 /// Reads a secret from a file, trimming the trailing newline editors add.

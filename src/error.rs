@@ -80,6 +80,12 @@ pub enum KmsError {
     InvalidMarker,
     #[error("invalid grant token")]
     InvalidGrantToken,
+    /// RetireGrant/RevokeGrant with a grant id that is not a grant of the key.
+    #[error("invalid grant id: {0}")]
+    InvalidGrantId(String),
+    /// A key policy that does not parse, or that would lock the caller out.
+    #[error("malformed policy document: {0}")]
+    MalformedPolicyDocument(String),
     #[error("invalid alias name: {0}")]
     InvalidAliasName(String),
     #[error("tag: {0}")]
@@ -184,6 +190,10 @@ impl KmsError {
                 400,
                 Some("Invalid grant token".into()),
             ),
+            InvalidGrantId(m) => ("InvalidGrantIdException", 400, Some(m.clone())),
+            MalformedPolicyDocument(m) => {
+                ("MalformedPolicyDocumentException", 400, Some(m.clone()))
+            }
             InvalidAliasName(m) => ("InvalidAliasNameException", 400, Some(m.clone())),
             Tag(m) => ("TagException", 400, Some(m.clone())),
             LimitExceeded(m) => ("LimitExceededException", 400, Some(m.clone())),

@@ -19,6 +19,7 @@ pub mod error;
 pub mod hsm;
 pub mod kms;
 pub mod model;
+pub mod policy;
 pub mod server;
 pub mod store;
 pub mod telemetry;

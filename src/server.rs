@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use crate::auth::SigV4Verifier;
 use crate::config::{read_secret_file, Config, LogFormat, PinSource};
 use crate::hsm::{find_softhsm_module, CallObserver, EmbeddedSoftHsm, Hsm, HsmConfig};
-use crate::kms::{reconcile, run_due_jobs, KmsService, ServiceConfig};
+use crate::kms::{reconcile, run_due_jobs, IdentityPolicies, KmsService, ServiceConfig};
 use crate::store::SqliteStore;
 use crate::telemetry::{AuditLog, Metrics};
 use crate::wire::{router, AppState};
@@ -105,14 +105,19 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
     }
     let store = SqliteStore::open(&config.sqlite_path)
         .map_err(|e| format!("cannot open {}: {e}", config.sqlite_path.display()))?;
-    let service = Arc::new(KmsService::new(
-        ServiceConfig {
-            region: config.region.clone(),
-            day_seconds: config.day_seconds,
-        },
-        Arc::new(store),
-        Arc::new(hsm),
-    ));
+    let service = Arc::new(
+        KmsService::new(
+            ServiceConfig {
+                region: config.region.clone(),
+                day_seconds: config.day_seconds,
+            },
+            Arc::new(store),
+            Arc::new(hsm),
+        )
+        .with_identity_policies(Arc::new(IdentityPolicies::new(
+            config.identity_policies.clone(),
+        ))),
+    );
     // Adopted token keys first: reconciliation and the seed must know which objects are
     // not p11kms's own.
     let adopted = crate::kms::seed::load_adoptions(&service)
@@ -248,7 +253,11 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
     let core = service.clone();
     let audit_at_exit = audit.clone();
     #[cfg(unix)]
-    spawn_reload_on_sighup(config.config_file.clone(), verifier.clone());
+    spawn_reload_on_sighup(
+        config.config_file.clone(),
+        verifier.clone(),
+        service.identity_policies(),
+    );
     let app = router(AppState {
         service,
         verifier,
@@ -311,10 +320,14 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
 }
 
 /// SIGHUP: read the configuration again and apply what can change without a restart, the
-/// credential table and the log level. Anything else in the file needs a restart. A file
+/// credential table, identity policies and the log level. Anything else in the file needs a restart. A file
 /// that no longer parses leaves everything as it was.
 #[cfg(unix)]
-fn spawn_reload_on_sighup(config_file: Option<std::path::PathBuf>, verifier: Arc<SigV4Verifier>) {
+fn spawn_reload_on_sighup(
+    config_file: Option<std::path::PathBuf>,
+    verifier: Arc<SigV4Verifier>,
+    identity: Arc<IdentityPolicies>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -330,6 +343,7 @@ fn spawn_reload_on_sighup(config_file: Option<std::path::PathBuf>, verifier: Arc
             match loaded {
                 Ok(Ok(new)) => {
                     verifier.replace_credentials(new.credentials);
+                    identity.replace(new.identity_policies);
                     match reload_log_level(&new.log_level) {
                         Ok(()) => {
                             tracing::info!(level = %new.log_level, "SIGHUP: credentials and log level reloaded")

@@ -11,10 +11,9 @@ use crate::error::KmsError;
 use crate::hsm::{Curve, MacHash, OaepHash, PairKind, PairUse, SignMechanism};
 use crate::model::{KeyId, KeyRecord, MaterialId};
 
+use super::access::Access;
 use super::keyformat::{self, SigHash};
-use super::{
-    check_grant_tokens, dry_run, reject_recipient, required, Caller, KmsService, ENCRYPT_DECRYPT,
-};
+use super::{dry_run, reject_recipient, required, Caller, KmsService, ENCRYPT_DECRYPT};
 
 pub const SIGN_VERIFY: &str = "SIGN_VERIFY";
 pub const GENERATE_VERIFY_MAC: &str = "GENERATE_VERIFY_MAC";
@@ -406,8 +405,12 @@ impl KmsService {
         caller: &Caller,
         req: GetPublicKeyRequest,
     ) -> Result<GetPublicKeyResponse, KmsError> {
-        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
-        check_grant_tokens(&req.grant_tokens)?;
+        let key = self.resolve(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access::to("GetPublicKey"),
+        )?;
+        self.check_grant_tokens(&req.grant_tokens)?;
         self.require_usable(&key)?;
         if kind_of(&key)?.pair().is_none() {
             // AWS's exact text here is not on record; this names the reason.
@@ -480,10 +483,17 @@ impl KmsService {
     }
 
     pub fn sign(&self, caller: &Caller, req: SignRequest) -> Result<SignResponse, KmsError> {
-        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let key = self.resolve(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access {
+                signing_algorithm: req.signing_algorithm.as_deref(),
+                ..Access::to("Sign")
+            },
+        )?;
         let message = required(&req.message, "message")?;
         let algorithm = required(&req.signing_algorithm, "signingAlgorithm")?;
-        check_grant_tokens(&req.grant_tokens)?;
+        self.check_grant_tokens(&req.grant_tokens)?;
         let (mechanism, data, curve) = self.prepare_signature(
             &key,
             "Sign",
@@ -507,11 +517,18 @@ impl KmsService {
     }
 
     pub fn verify(&self, caller: &Caller, req: VerifyRequest) -> Result<VerifyResponse, KmsError> {
-        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let key = self.resolve(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access {
+                signing_algorithm: req.signing_algorithm.as_deref(),
+                ..Access::to("Verify")
+            },
+        )?;
         let message = required(&req.message, "message")?;
         let signature = required(&req.signature, "signature")?;
         let algorithm = required(&req.signing_algorithm, "signingAlgorithm")?;
-        check_grant_tokens(&req.grant_tokens)?;
+        self.check_grant_tokens(&req.grant_tokens)?;
         let (mechanism, data, curve) = self.prepare_signature(
             &key,
             "Verify",
@@ -562,10 +579,17 @@ impl KmsService {
         caller: &Caller,
         req: GenerateMacRequest,
     ) -> Result<GenerateMacResponse, KmsError> {
-        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let key = self.resolve(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access {
+                mac_algorithm: req.mac_algorithm.as_deref(),
+                ..Access::to("GenerateMac")
+            },
+        )?;
         let message = required(&req.message, "message")?;
         let algorithm = required(&req.mac_algorithm, "macAlgorithm")?;
-        check_grant_tokens(&req.grant_tokens)?;
+        self.check_grant_tokens(&req.grant_tokens)?;
         let hash = self.prepare_mac(&key, "GenerateMac", algorithm)?;
         dry_run(req.dry_run)?;
         let mac = self
@@ -583,11 +607,18 @@ impl KmsService {
         caller: &Caller,
         req: VerifyMacRequest,
     ) -> Result<VerifyMacResponse, KmsError> {
-        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let key = self.resolve(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access {
+                mac_algorithm: req.mac_algorithm.as_deref(),
+                ..Access::to("VerifyMac")
+            },
+        )?;
         let message = required(&req.message, "message")?;
         let algorithm = required(&req.mac_algorithm, "macAlgorithm")?;
         let mac = required(&req.mac, "mac")?;
-        check_grant_tokens(&req.grant_tokens)?;
+        self.check_grant_tokens(&req.grant_tokens)?;
         let hash = self.prepare_mac(&key, "VerifyMac", algorithm)?;
         dry_run(req.dry_run)?;
         if !self.hsm.hmac_verify(
@@ -648,15 +679,23 @@ impl KmsService {
         caller: &Caller,
         req: GenerateDataKeyPairRequest,
     ) -> Result<GenerateDataKeyPairResponse, KmsError> {
-        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let context = req.encryption_context.clone().unwrap_or_default();
+        let key = self.resolve(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access {
+                context: Some(&context),
+                ..Access::to("GenerateDataKeyPair")
+            },
+        )?;
         let pair_spec = required(&req.key_pair_spec, "keyPairSpec")?;
-        check_grant_tokens(&req.grant_tokens)?;
+        self.check_grant_tokens(&req.grant_tokens)?;
         reject_recipient(&req.recipient)?;
         let pair = self.data_key_pair(
             caller,
             &key,
             pair_spec,
-            &req.encryption_context.clone().unwrap_or_default(),
+            &context,
             req.dry_run,
             "GenerateDataKeyPair",
         )?;
@@ -676,16 +715,24 @@ impl KmsService {
         caller: &Caller,
         req: GenerateDataKeyPairWithoutPlaintextRequest,
     ) -> Result<GenerateDataKeyPairWithoutPlaintextResponse, KmsError> {
-        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let context = req.encryption_context.clone().unwrap_or_default();
+        let key = self.resolve(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access {
+                context: Some(&context),
+                ..Access::to("GenerateDataKeyPairWithoutPlaintext")
+            },
+        )?;
         let pair_spec = required(&req.key_pair_spec, "keyPairSpec")?;
-        check_grant_tokens(&req.grant_tokens)?;
+        self.check_grant_tokens(&req.grant_tokens)?;
         // The private key is in host memory only between the token and the token's
         // encryption, in buffers wiped on drop; it is never returned or logged.
         let pair = self.data_key_pair(
             caller,
             &key,
             pair_spec,
-            &req.encryption_context.clone().unwrap_or_default(),
+            &context,
             req.dry_run,
             "GenerateDataKeyPairWithoutPlaintext",
         )?;

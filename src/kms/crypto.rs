@@ -7,15 +7,22 @@ use zeroize::Zeroizing;
 use crate::api::*;
 use crate::error::KmsError;
 use crate::hsm::TAG_LEN;
-use crate::model::{KeyRecord, MaterialId};
+use crate::model::{KeyId, KeyRecord, MaterialId};
 
+use super::access::Access;
 use super::asymmetric::{oaep_algorithm, require_no_context, Encryption};
 use super::ciphertext::{self, Envelope, PAYLOAD_AAD};
-use super::{
-    check_grant_tokens, dry_run, reject_recipient, required, Caller, KmsService, SYMMETRIC_DEFAULT,
-};
+use super::{dry_run, reject_recipient, required, Caller, KmsService, SYMMETRIC_DEFAULT};
 
 const IGNORE_CIPHERTEXT: &str = "IGNORE_CIPHERTEXT";
+
+/// What a source ciphertext is opened for.
+#[derive(Debug, Clone, Copy)]
+enum SourceUse {
+    Decrypt,
+    /// Re-encryption under the given destination key.
+    ReEncryptTo(KeyId),
+}
 
 /// A symmetric ciphertext checked against its key: ready to open or re-wrap.
 struct SourceCiphertext<'a> {
@@ -31,9 +38,23 @@ impl KmsService {
         caller: &Caller,
         req: EncryptRequest,
     ) -> Result<EncryptResponse, KmsError> {
-        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
         let plaintext = required(&req.plaintext, "plaintext")?;
-        check_grant_tokens(&req.grant_tokens)?;
+        self.check_grant_tokens(&req.grant_tokens)?;
+        let key = self.find(caller, required(&req.key_id, "keyId")?)?;
+        let context = context_of(&req.encryption_context);
+        self.authorize(
+            caller,
+            &key,
+            &Access {
+                context: (key.key_spec == SYMMETRIC_DEFAULT).then_some(&context),
+                encryption_algorithm: Some(
+                    req.encryption_algorithm
+                        .as_deref()
+                        .unwrap_or(SYMMETRIC_DEFAULT),
+                ),
+                ..Access::to("Encrypt")
+            },
+        )?;
         self.require_usable(&key)?;
         let encryption =
             self.require_encryption(&key, "Encrypt", req.encryption_algorithm.as_deref())?;
@@ -54,12 +75,7 @@ impl KmsService {
             });
         }
         dry_run(req.dry_run)?;
-        let blob = self.seal(
-            caller,
-            &key,
-            &context_of(&req.encryption_context),
-            plaintext.expose(),
-        )?;
+        let blob = self.seal(caller, &key, &context, plaintext.expose())?;
         Ok(EncryptResponse {
             ciphertext_blob: Some(Blob(blob)),
             key_id: Some(self.arn_of(&key)),
@@ -73,13 +89,21 @@ impl KmsService {
         req: DecryptRequest,
     ) -> Result<DecryptResponse, KmsError> {
         let blob = required(&req.ciphertext_blob, "ciphertextBlob")?;
-        check_grant_tokens(&req.grant_tokens)?;
+        self.check_grant_tokens(&req.grant_tokens)?;
         reject_recipient(&req.recipient)?;
         let named = match &req.key_id {
-            Some(name) => Some(self.resolve(caller, name)?),
+            Some(name) => Some(self.find(caller, name)?),
             None => None,
         };
         if let Some(key) = named.as_ref().filter(|k| k.key_spec != SYMMETRIC_DEFAULT) {
+            self.authorize(
+                caller,
+                key,
+                &Access {
+                    encryption_algorithm: req.encryption_algorithm.as_deref(),
+                    ..Access::to("Decrypt")
+                },
+            )?;
             // An asymmetric ciphertext is bare OAEP: only the named key can open it.
             let hash = self.check_rsa_source(
                 key,
@@ -105,7 +129,7 @@ impl KmsService {
             named,
             req.encryption_algorithm.as_deref(),
             &context_of(&req.encryption_context),
-            "Decrypt",
+            SourceUse::Decrypt,
         )?;
         let plaintext = self.hsm.open_sealed(
             &source.envelope.material,
@@ -130,11 +154,26 @@ impl KmsService {
         caller: &Caller,
         req: ReEncryptRequest,
     ) -> Result<ReEncryptResponse, KmsError> {
-        let destination = self.resolve(
+        self.check_grant_tokens(&req.grant_tokens)?;
+        let destination = self.find(
             caller,
             required(&req.destination_key_id, "destinationKeyId")?,
         )?;
-        check_grant_tokens(&req.grant_tokens)?;
+        let destination_context = context_of(&req.destination_encryption_context);
+        self.authorize(
+            caller,
+            &destination,
+            &Access {
+                context: (destination.key_spec == SYMMETRIC_DEFAULT)
+                    .then_some(&destination_context),
+                encryption_algorithm: Some(
+                    req.destination_encryption_algorithm
+                        .as_deref()
+                        .unwrap_or(SYMMETRIC_DEFAULT),
+                ),
+                ..Access::to("ReEncryptTo")
+            },
+        )?;
         let ignore_ciphertext = req
             .dry_run_modifiers
             .as_deref()
@@ -143,7 +182,22 @@ impl KmsService {
             .any(|m| m == IGNORE_CIPHERTEXT);
         if ignore_ciphertext && req.dry_run == Some(true) {
             // Authorization-only dry run: the ciphertext is not examined.
-            let source = self.resolve(caller, required(&req.source_key_id, "sourceKeyId")?)?;
+            let source = self.find(caller, required(&req.source_key_id, "sourceKeyId")?)?;
+            let source_context = context_of(&req.source_encryption_context);
+            self.authorize(
+                caller,
+                &source,
+                &Access {
+                    context: (source.key_spec == SYMMETRIC_DEFAULT).then_some(&source_context),
+                    encryption_algorithm: Some(
+                        req.source_encryption_algorithm
+                            .as_deref()
+                            .unwrap_or(SYMMETRIC_DEFAULT),
+                    ),
+                    same_key: Some(source.key_id == destination.key_id),
+                    ..Access::to("ReEncryptFrom")
+                },
+            )?;
             self.require_usable(&source)?;
             self.require_encryption(
                 &source,
@@ -160,10 +214,19 @@ impl KmsService {
         }
         let blob = required(&req.ciphertext_blob, "ciphertextBlob")?;
         let named = match &req.source_key_id {
-            Some(name) => Some(self.resolve(caller, name)?),
+            Some(name) => Some(self.find(caller, name)?),
             None => None,
         };
         if let Some(key) = named.as_ref().filter(|k| k.key_spec != SYMMETRIC_DEFAULT) {
+            self.authorize(
+                caller,
+                key,
+                &Access {
+                    encryption_algorithm: req.source_encryption_algorithm.as_deref(),
+                    same_key: Some(key.key_id == destination.key_id),
+                    ..Access::to("ReEncryptFrom")
+                },
+            )?;
             return self.re_encrypt_from_rsa(key, blob.as_bytes(), &destination, &req);
         }
         let source = self.check_source(
@@ -172,7 +235,7 @@ impl KmsService {
             named,
             req.source_encryption_algorithm.as_deref(),
             &context_of(&req.source_encryption_context),
-            "ReEncrypt",
+            SourceUse::ReEncryptTo(destination.key_id),
         )?;
         self.require_usable(&destination)?;
         let encryption = self.require_encryption(
@@ -197,7 +260,6 @@ impl KmsService {
         }
 
         let destination_material = destination.current_material;
-        let destination_context = context_of(&req.destination_encryption_context);
         caller.note_material(&destination_material);
         caller.note_context(&destination_context, true);
         let (nonce, wrapped) = self.hsm.rewrap(
@@ -240,20 +302,24 @@ impl KmsService {
         caller: &Caller,
         req: GenerateDataKeyRequest,
     ) -> Result<GenerateDataKeyResponse, KmsError> {
-        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let context = context_of(&req.encryption_context);
+        let key = self.resolve(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access {
+                context: Some(&context),
+                encryption_algorithm: Some(SYMMETRIC_DEFAULT),
+                ..Access::to("GenerateDataKey")
+            },
+        )?;
         let length = data_key_length(req.number_of_bytes, req.key_spec.as_deref())?;
-        check_grant_tokens(&req.grant_tokens)?;
+        self.check_grant_tokens(&req.grant_tokens)?;
         reject_recipient(&req.recipient)?;
         self.require_usable(&key)?;
         self.require_symmetric_encryption(&key, "GenerateDataKey", None)?;
         dry_run(req.dry_run)?;
         let data_key = self.hsm.generate_random(length)?;
-        let blob = self.seal(
-            caller,
-            &key,
-            &context_of(&req.encryption_context),
-            &data_key,
-        )?;
+        let blob = self.seal(caller, &key, &context, &data_key)?;
         Ok(GenerateDataKeyResponse {
             ciphertext_blob: Some(Blob(blob)),
             plaintext: Some(SecretBlob::new(data_key)),
@@ -268,21 +334,25 @@ impl KmsService {
         caller: &Caller,
         req: GenerateDataKeyWithoutPlaintextRequest,
     ) -> Result<GenerateDataKeyWithoutPlaintextResponse, KmsError> {
-        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        let context = context_of(&req.encryption_context);
+        let key = self.resolve(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access {
+                context: Some(&context),
+                encryption_algorithm: Some(SYMMETRIC_DEFAULT),
+                ..Access::to("GenerateDataKeyWithoutPlaintext")
+            },
+        )?;
         let length = data_key_length(req.number_of_bytes, req.key_spec.as_deref())?;
-        check_grant_tokens(&req.grant_tokens)?;
+        self.check_grant_tokens(&req.grant_tokens)?;
         self.require_usable(&key)?;
         self.require_symmetric_encryption(&key, "GenerateDataKeyWithoutPlaintext", None)?;
         dry_run(req.dry_run)?;
         // The data key exists in host memory only between the token's generator and the
         // token's encryption, in a buffer wiped on drop; it is never returned or logged.
         let data_key: Zeroizing<Vec<u8>> = self.hsm.generate_random(length)?;
-        let blob = self.seal(
-            caller,
-            &key,
-            &context_of(&req.encryption_context),
-            &data_key,
-        )?;
+        let blob = self.seal(caller, &key, &context, &data_key)?;
         Ok(GenerateDataKeyWithoutPlaintextResponse {
             ciphertext_blob: Some(Blob(blob)),
             key_id: Some(self.arn_of(&key)),
@@ -292,7 +362,7 @@ impl KmsService {
 
     pub fn generate_random(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         req: GenerateRandomRequest,
     ) -> Result<GenerateRandomResponse, KmsError> {
         let n = req
@@ -304,6 +374,7 @@ impl KmsService {
             ));
         }
         reject_recipient(&req.recipient)?;
+        self.authorize_account(caller, &Access::to("GenerateRandom"), &[])?;
         let bytes = self.hsm.generate_random(n as usize)?;
         Ok(GenerateRandomResponse {
             plaintext: Some(SecretBlob::new(bytes)),
@@ -348,8 +419,12 @@ impl KmsService {
         named: Option<KeyRecord>,
         algorithm: Option<&str>,
         context: &BTreeMap<String, String>,
-        operation: &str,
+        source_use: SourceUse,
     ) -> Result<SourceCiphertext<'a>, KmsError> {
+        let (operation, action, destination) = match source_use {
+            SourceUse::Decrypt => ("Decrypt", "Decrypt", None),
+            SourceUse::ReEncryptTo(key_id) => ("ReEncrypt", "ReEncryptFrom", Some(key_id)),
+        };
         if let Some(key) = &named {
             if key.key_spec == SYMMETRIC_DEFAULT
                 && algorithm.is_some_and(|a| a != SYMMETRIC_DEFAULT)
@@ -361,15 +436,22 @@ impl KmsService {
         let key = match named {
             Some(key) if key.key_id != envelope.key_id => return Err(KmsError::IncorrectKey),
             Some(key) => key,
-            None => {
-                // Only keys of the caller's account can be found without naming them.
-                let found = self.store.get_key(&envelope.key_id)?;
-                match found {
-                    Some(k) if k.account == caller.account() => k,
-                    _ => return Err(KmsError::InvalidCiphertext),
-                }
-            }
+            None => self
+                .store
+                .get_key(&envelope.key_id)?
+                .ok_or(KmsError::InvalidCiphertext)?,
         };
+        // A key of another account is usable here only if its policy lets the caller in.
+        self.authorize(
+            caller,
+            &key,
+            &Access {
+                context: Some(context),
+                encryption_algorithm: Some(algorithm.unwrap_or(SYMMETRIC_DEFAULT)),
+                same_key: destination.map(|d| d == key.key_id),
+                ..Access::to(action)
+            },
+        )?;
         self.require_usable(&key)?;
         self.require_symmetric_encryption(&key, operation, algorithm)?;
         if !self.material_belongs(&key, &envelope.material)? {

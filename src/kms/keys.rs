@@ -7,8 +7,9 @@ use crate::model::{
     Tag as TagRecord,
 };
 
+use super::access::Access;
 use super::asymmetric::{self, KeyKind};
-use super::{check_grant_tokens, required, Caller, KmsService, ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT};
+use super::{required, Caller, KmsService, ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT};
 
 const DEFAULT_LIST_LIMIT: i64 = 100;
 const DEFAULT_PENDING_WINDOW_DAYS: i64 = 30;
@@ -114,9 +115,27 @@ impl KmsService {
             ));
         }
         let tags = tag_records(req.tags.as_deref().unwrap_or_default())?;
+        self.authorize_account(
+            caller,
+            &Access::to("CreateKey"),
+            &[
+                ("kms:KeySpec", &key_spec),
+                ("kms:KeyUsage", &key_usage),
+                ("kms:KeyOrigin", &origin),
+            ],
+        )?;
 
         let now = now_epoch();
         let key_id = KeyId::new_random();
+        if let Some(policy) = &req.policy {
+            self.check_key_policy(
+                caller,
+                caller.account(),
+                &self.key_arn(caller.account(), &key_id),
+                policy,
+                req.bypass_policy_lockout_safety_check == Some(true),
+            )?;
+        }
         let material_id = MaterialId::new_random();
         let key = KeyRecord {
             key_id,
@@ -163,8 +182,12 @@ impl KmsService {
         caller: &Caller,
         req: DescribeKeyRequest,
     ) -> Result<DescribeKeyResponse, KmsError> {
-        check_grant_tokens(&req.grant_tokens)?;
-        let key = self.resolve(caller, required(&req.key_id, "keyId")?)?;
+        self.check_grant_tokens(&req.grant_tokens)?;
+        let key = self.resolve(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access::to("DescribeKey"),
+        )?;
         Ok(DescribeKeyResponse {
             key_metadata: Some(self.key_metadata(&key)),
         })
@@ -175,6 +198,7 @@ impl KmsService {
         caller: &Caller,
         req: ListKeysRequest,
     ) -> Result<ListKeysResponse, KmsError> {
+        self.authorize_account(caller, &Access::to("ListKeys"), &[])?;
         let limit = req.limit.unwrap_or(DEFAULT_LIST_LIMIT).clamp(1, 1000) as usize;
         let after = match &req.marker {
             Some(m) => Some(m.parse::<KeyId>().map_err(|_| KmsError::InvalidMarker)?),
@@ -206,7 +230,11 @@ impl KmsService {
         caller: &Caller,
         req: EnableKeyRequest,
     ) -> Result<EnableKeyResponse, KmsError> {
-        let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let mut key = self.resolve_key_only(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access::to("EnableKey"),
+        )?;
         self.require_not_pending_deletion(&key)?;
         if key.state != KeyState::Enabled {
             key.state = KeyState::Enabled;
@@ -220,7 +248,11 @@ impl KmsService {
         caller: &Caller,
         req: DisableKeyRequest,
     ) -> Result<DisableKeyResponse, KmsError> {
-        let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let mut key = self.resolve_key_only(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access::to("DisableKey"),
+        )?;
         self.require_not_pending_deletion(&key)?;
         if key.state != KeyState::Disabled {
             key.state = KeyState::Disabled;
@@ -234,7 +266,11 @@ impl KmsService {
         caller: &Caller,
         req: ScheduleKeyDeletionRequest,
     ) -> Result<ScheduleKeyDeletionResponse, KmsError> {
-        let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let mut key = self.resolve_key_only(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access::to("ScheduleKeyDeletion"),
+        )?;
         let days = req
             .pending_window_in_days
             .unwrap_or(DEFAULT_PENDING_WINDOW_DAYS);
@@ -272,7 +308,11 @@ impl KmsService {
         caller: &Caller,
         req: CancelKeyDeletionRequest,
     ) -> Result<CancelKeyDeletionResponse, KmsError> {
-        let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let mut key = self.resolve_key_only(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access::to("CancelKeyDeletion"),
+        )?;
         if key.state != KeyState::PendingDeletion {
             return Err(KmsError::InvalidState(format!(
                 "{} is not pending deletion.",
@@ -293,7 +333,11 @@ impl KmsService {
         caller: &Caller,
         req: UpdateKeyDescriptionRequest,
     ) -> Result<UpdateKeyDescriptionResponse, KmsError> {
-        let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let mut key = self.resolve_key_only(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access::to("UpdateKeyDescription"),
+        )?;
         let description = required(&req.description, "description")?;
         self.require_not_pending_deletion(&key)?;
         key.description = description.clone();
@@ -328,7 +372,7 @@ impl KmsService {
         let name = required(&req.alias_name, "aliasName")?;
         let target = required(&req.target_key_id, "targetKeyId")?;
         self.check_alias_name(name)?;
-        let key = self.resolve_key_only(caller, target)?;
+        let key = self.resolve_key_only(caller, target, &Access::to("CreateAlias"))?;
         self.require_not_pending_deletion(&key)?;
         let now = now_epoch();
         let alias = AliasRecord {
@@ -360,9 +404,11 @@ impl KmsService {
             .store
             .get_alias(caller.account(), name)?
             .ok_or_else(|| self.alias_not_found(caller.account(), name))?;
-        let key = self.resolve_key_only(caller, target)?;
+        let key = self.resolve_key_only(caller, target, &Access::to("UpdateAlias"))?;
         self.require_not_pending_deletion(&key)?;
         if let Some(old) = self.store.get_key(&current.target)? {
+            // Moving an alias needs kms:UpdateAlias on both keys, as in AWS.
+            self.authorize(caller, &old, &Access::to("UpdateAlias"))?;
             if old.key_spec != key.key_spec || old.key_usage != key.key_usage {
                 return Err(KmsError::Validation(
                     "The new target key must have the same key type and key usage as the current target key.".into(),
@@ -388,6 +434,13 @@ impl KmsService {
     ) -> Result<DeleteAliasResponse, KmsError> {
         let name = required(&req.alias_name, "aliasName")?;
         self.check_alias_name(name)?;
+        let alias = self
+            .store
+            .get_alias(caller.account(), name)?
+            .ok_or_else(|| self.alias_not_found(caller.account(), name))?;
+        if let Some(key) = self.store.get_key(&alias.target)? {
+            self.authorize(caller, &key, &Access::to("DeleteAlias"))?;
+        }
         match self.store.delete_alias(caller.account(), name) {
             Ok(()) => Ok(DeleteAliasResponse {}),
             Err(crate::store::StoreError::NotFound) => {
@@ -409,9 +462,10 @@ impl KmsService {
         caller: &Caller,
         req: ListAliasesRequest,
     ) -> Result<ListAliasesResponse, KmsError> {
+        self.authorize_account(caller, &Access::to("ListAliases"), &[])?;
         let limit = req.limit.unwrap_or(DEFAULT_LIST_LIMIT).clamp(1, 100) as usize;
         let target = match &req.key_id {
-            Some(id) => Some(self.resolve_key_only(caller, id)?.key_id),
+            Some(id) => Some(self.find_key_only(caller, id)?.key_id),
             None => None,
         };
         let mut aliases = self.store.list_aliases(
@@ -449,7 +503,11 @@ impl KmsService {
         caller: &Caller,
         req: TagResourceRequest,
     ) -> Result<TagResourceResponse, KmsError> {
-        let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let key = self.resolve_key_only(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access::to("TagResource"),
+        )?;
         let tags = tag_records(required(&req.tags, "tags")?)?;
         self.require_not_pending_deletion(&key)?;
         self.store.put_tags(&key.key_id, &tags)?;
@@ -461,7 +519,11 @@ impl KmsService {
         caller: &Caller,
         req: UntagResourceRequest,
     ) -> Result<UntagResourceResponse, KmsError> {
-        let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let key = self.resolve_key_only(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access::to("UntagResource"),
+        )?;
         let tag_keys = required(&req.tag_keys, "tagKeys")?;
         self.require_not_pending_deletion(&key)?;
         self.store.remove_tags(&key.key_id, tag_keys)?;
@@ -473,7 +535,11 @@ impl KmsService {
         caller: &Caller,
         req: ListResourceTagsRequest,
     ) -> Result<ListResourceTagsResponse, KmsError> {
-        let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let key = self.resolve_key_only(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access::to("ListResourceTags"),
+        )?;
         let limit = req.limit.unwrap_or(50).clamp(1, 50) as usize;
         let mut tags = self
             .store
@@ -504,7 +570,11 @@ impl KmsService {
         caller: &Caller,
         req: EnableKeyRotationRequest,
     ) -> Result<EnableKeyRotationResponse, KmsError> {
-        let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let mut key = self.resolve_key_only(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access::to("EnableKeyRotation"),
+        )?;
         let period = req
             .rotation_period_in_days
             .unwrap_or(DEFAULT_ROTATION_PERIOD_DAYS) as u32;
@@ -521,7 +591,11 @@ impl KmsService {
         caller: &Caller,
         req: DisableKeyRotationRequest,
     ) -> Result<DisableKeyRotationResponse, KmsError> {
-        let mut key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let mut key = self.resolve_key_only(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access::to("DisableKeyRotation"),
+        )?;
         self.require_rotatable(&key)?;
         key.rotation_enabled = false;
         key.next_rotation_date = None;
@@ -534,7 +608,11 @@ impl KmsService {
         caller: &Caller,
         req: GetKeyRotationStatusRequest,
     ) -> Result<GetKeyRotationStatusResponse, KmsError> {
-        let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let key = self.resolve_key_only(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access::to("GetKeyRotationStatus"),
+        )?;
         self.require_not_pending_deletion(&key)?;
         let enabled = key.rotation_enabled;
         Ok(GetKeyRotationStatusResponse {
@@ -559,7 +637,11 @@ impl KmsService {
         caller: &Caller,
         req: RotateKeyOnDemandRequest,
     ) -> Result<RotateKeyOnDemandResponse, KmsError> {
-        let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let key = self.resolve_key_only(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access::to("RotateKeyOnDemand"),
+        )?;
         self.require_rotatable(&key)?;
         self.rotate(&key, MaterialOrigin::OnDemand)?;
         Ok(RotateKeyOnDemandResponse {
@@ -598,7 +680,11 @@ impl KmsService {
         caller: &Caller,
         req: ListKeyRotationsRequest,
     ) -> Result<ListKeyRotationsResponse, KmsError> {
-        let key = self.resolve_key_only(caller, required(&req.key_id, "keyId")?)?;
+        let key = self.resolve_key_only(
+            caller,
+            required(&req.key_id, "keyId")?,
+            &Access::to("ListKeyRotations"),
+        )?;
         if key.key_spec != SYMMETRIC_DEFAULT {
             return Err(KmsError::UnsupportedOperation(String::new()));
         }

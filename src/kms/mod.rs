@@ -4,9 +4,11 @@
 //! checks key state and usage as in AWS's key-state table, and asks the HSM for the
 //! cryptography.
 
+mod access;
 mod asymmetric;
 pub mod ciphertext;
 mod crypto;
+mod grants;
 mod jobs;
 mod keyformat;
 mod keys;
@@ -14,6 +16,7 @@ pub mod seed;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::auth::Principal;
@@ -22,7 +25,10 @@ use crate::hsm::Hsm;
 use crate::model::{KeyId, KeyRecord, KeyState};
 use crate::store::MetadataStore;
 
+pub use access::IdentityPolicies;
 pub use jobs::{reconcile, run_due_jobs};
+
+use access::{Access, KeyPolicyCache};
 
 pub const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
 pub const ENCRYPT_DECRYPT: &str = "ENCRYPT_DECRYPT";
@@ -49,6 +55,10 @@ impl Default for ServiceConfig {
 #[derive(Debug)]
 pub struct Caller {
     pub principal: Principal,
+    /// The client's address (`aws:SourceIp`), when known.
+    pub source_ip: Option<IpAddr>,
+    /// Whether the request came over TLS (`aws:SecureTransport`), when known.
+    pub secure_transport: Option<bool>,
     facts: RefCell<RequestFacts>,
 }
 
@@ -59,14 +69,51 @@ pub struct RequestFacts {
     pub key_material_ids: Vec<String>,
     pub encryption_context: Option<BTreeMap<String, String>>,
     pub destination_encryption_context: Option<BTreeMap<String, String>>,
+    /// Grants that authorized the request.
+    pub grant_ids: Vec<String>,
+    /// Keys the request named through an alias (`kms:RequestAlias`).
+    pub aliases: Vec<(KeyId, String)>,
 }
 
 impl Caller {
     pub fn new(principal: Principal) -> Self {
         Caller {
             principal,
+            source_ip: None,
+            secure_transport: None,
             facts: RefCell::new(RequestFacts::default()),
         }
+    }
+
+    /// Where the request came from, for `aws:SourceIp` and `aws:SecureTransport`.
+    pub fn with_transport(mut self, source_ip: Option<IpAddr>, secure: Option<bool>) -> Self {
+        self.source_ip = source_ip;
+        self.secure_transport = secure;
+        self
+    }
+
+    fn note_grant(&self, grant_id: String) {
+        let mut facts = self.facts.borrow_mut();
+        if !facts.grant_ids.contains(&grant_id) {
+            facts.grant_ids.push(grant_id);
+        }
+    }
+
+    fn note_alias(&self, key_id: KeyId, alias: &str) {
+        self.facts
+            .borrow_mut()
+            .aliases
+            .push((key_id, alias.to_string()));
+    }
+
+    fn alias_used_for(&self, key_id: &KeyId) -> Option<String> {
+        let facts = self.facts.borrow();
+        facts
+            .aliases
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key_id)
+            .map(|(_, alias)| alias.clone())
     }
 
     pub fn account(&self) -> &str {
@@ -108,6 +155,8 @@ pub struct KmsService {
     config: ServiceConfig,
     store: Arc<dyn MetadataStore>,
     hsm: Arc<Hsm>,
+    identity: Arc<IdentityPolicies>,
+    key_policies: KeyPolicyCache,
 }
 
 /// How a request named a key.
@@ -119,7 +168,23 @@ enum KeyName {
 
 impl KmsService {
     pub fn new(config: ServiceConfig, store: Arc<dyn MetadataStore>, hsm: Arc<Hsm>) -> Self {
-        KmsService { config, store, hsm }
+        KmsService {
+            config,
+            store,
+            hsm,
+            identity: Arc::new(IdentityPolicies::default()),
+            key_policies: KeyPolicyCache::default(),
+        }
+    }
+
+    /// Identity policies per principal, shared with whoever reloads the configuration.
+    pub fn with_identity_policies(mut self, identity: Arc<IdentityPolicies>) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    pub fn identity_policies(&self) -> Arc<IdentityPolicies> {
+        self.identity.clone()
     }
 
     pub fn hsm(&self) -> &Hsm {
@@ -204,24 +269,52 @@ impl KmsService {
         Err(KmsError::NotFound(format!("Invalid keyId '{input}'")))
     }
 
-    /// Finds the key a request names (any of the four forms).
-    fn resolve(&self, caller: &Caller, input: &str) -> Result<KeyRecord, KmsError> {
+    /// Finds the key a request names (any of the four forms) and authorizes `access` to it.
+    fn resolve(
+        &self,
+        caller: &Caller,
+        input: &str,
+        access: &Access<'_>,
+    ) -> Result<KeyRecord, KmsError> {
+        let key = self.find(caller, input)?;
+        self.authorize(caller, &key, access)?;
+        Ok(key)
+    }
+
+    /// Finds the key a request names, without authorizing anything yet.
+    fn find(&self, caller: &Caller, input: &str) -> Result<KeyRecord, KmsError> {
         match self.parse_key_name(caller, input)? {
             KeyName::Key { account, key_id } => self.load_key_for(caller, &account, &key_id),
             KeyName::Alias { account, name } => {
+                // An alias is found only in the caller's own account: another account's
+                // key is reached by key ARN or alias ARN, never by a bare alias name.
                 let alias = self.store.get_alias(&account, &name)?.ok_or_else(|| {
                     KmsError::NotFound(format!(
                         "Alias {} is not found.",
                         self.alias_arn(&account, &name)
                     ))
                 })?;
+                caller.note_alias(alias.target, &name);
                 self.load_key_for(caller, &account, &alias.target)
             }
         }
     }
 
-    /// Finds a key named by key id or key ARN only (operations that refuse aliases).
-    fn resolve_key_only(&self, caller: &Caller, input: &str) -> Result<KeyRecord, KmsError> {
+    /// Finds a key named by key id or key ARN only (operations that refuse aliases) and
+    /// authorizes `access` to it.
+    fn resolve_key_only(
+        &self,
+        caller: &Caller,
+        input: &str,
+        access: &Access<'_>,
+    ) -> Result<KeyRecord, KmsError> {
+        let key = self.find_key_only(caller, input)?;
+        self.authorize(caller, &key, access)?;
+        Ok(key)
+    }
+
+    /// Finds a key named by key id or key ARN only, without authorizing anything yet.
+    fn find_key_only(&self, caller: &Caller, input: &str) -> Result<KeyRecord, KmsError> {
         match self.parse_key_name(caller, input)? {
             KeyName::Key { account, key_id } => self.load_key_for(caller, &account, &key_id),
             KeyName::Alias { .. } => Err(KmsError::NotFound(format!("Invalid keyId '{input}'"))),
@@ -304,14 +397,6 @@ impl KmsService {
             )));
         }
         Ok(())
-    }
-}
-
-/// Grant tokens: this gateway issues none yet, so any token given is not one of its own.
-fn check_grant_tokens(tokens: &Option<Vec<String>>) -> Result<(), KmsError> {
-    match tokens {
-        Some(list) if !list.is_empty() => Err(KmsError::InvalidGrantToken),
-        _ => Ok(()),
     }
 }
 

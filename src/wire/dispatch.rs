@@ -51,9 +51,13 @@ pub fn dispatch(
         VerifyMac => call!(verify_mac),
         GenerateDataKeyPair => call!(generate_data_key_pair),
         GenerateDataKeyPairWithoutPlaintext => call!(generate_data_key_pair_without_plaintext),
-        other => Err(KmsError::UnsupportedOperation(format!(
-            "{} is not supported by this gateway yet.",
-            other.name()
-        ))),
+        CreateGrant => call!(create_grant),
+        ListGrants => call!(list_grants),
+        ListRetirableGrants => call!(list_retirable_grants),
+        RetireGrant => call!(retire_grant),
+        RevokeGrant => call!(revoke_grant),
+        GetKeyPolicy => call!(get_key_policy),
+        PutKeyPolicy => call!(put_key_policy),
+        ListKeyPolicies => call!(list_key_policies),
     }
 }

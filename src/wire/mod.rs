@@ -144,7 +144,7 @@ async fn handle_kms(State(state): State<AppState>, request: Request) -> Response
                 key_material_ids: outcome.facts.key_material_ids,
                 encryption_context: outcome.facts.encryption_context,
                 destination_encryption_context: outcome.facts.destination_encryption_context,
-                grant_ids: Vec::new(),
+                grant_ids: outcome.facts.grant_ids,
                 outcome: outcome_name.to_string(),
             });
         }
@@ -185,6 +185,10 @@ async fn process(state: &AppState, request: Request, operation: Option<Operation
             return outcome;
         }
     };
+    let source_ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
     let principal = match state.verifier.verify(&parts, &body, SystemTime::now()) {
         Ok(p) => p,
         Err(e) => {
@@ -210,7 +214,7 @@ async fn process(state: &AppState, request: Request, operation: Option<Operation
         // Held until the blocking work ends, even if the client has gone away.
         let _permit = permit;
         span.in_scope(|| {
-            let caller = Caller::new(principal);
+            let caller = Caller::new(principal).with_transport(source_ip, None);
             let result = dispatch::dispatch(&service, &caller, operation, &body);
             (result, caller.facts())
         })

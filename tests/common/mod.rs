@@ -54,13 +54,19 @@ pub struct TestServer {
     endpoint: String,
     log_path: PathBuf,
     env: Vec<(String, String)>,
+    args: Vec<String>,
     // Removed after the child has been killed (Drop kills the child first).
     data_dir: tempfile::TempDir,
 }
 
 /// Spawns `p11kms serve` on `data_dir` and waits for its ready line; stderr is appended to
 /// `log_path`. Returns the child and its endpoint.
-fn spawn_server(data_dir: &Path, log_path: &Path, env: &[(String, String)]) -> (Child, String) {
+fn spawn_server(
+    data_dir: &Path,
+    log_path: &Path,
+    env: &[(String, String)],
+    args: &[String],
+) -> (Child, String) {
     let log_file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -68,7 +74,7 @@ fn spawn_server(data_dir: &Path, log_path: &Path, env: &[(String, String)]) -> (
         .expect("open server log file");
 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_p11kms"));
-    cmd.arg("serve");
+    cmd.arg("serve").args(args);
     // Nothing from the developer's environment may steer the server under test.
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("P11KMS_") {
@@ -131,6 +137,15 @@ impl TestServer {
 
     /// Starts a server with extra environment variables (e.g. `P11KMS_DAY_SECONDS`).
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
+        TestServer::start_configured(env, None)
+    }
+
+    /// Starts a server with a configuration file of the given TOML text (`serve --config`).
+    pub fn start_with_config(toml: &str) -> TestServer {
+        TestServer::start_configured(&[], Some(toml))
+    }
+
+    fn start_configured(env: &[(&str, &str)], toml: Option<&str>) -> TestServer {
         let data_dir = tempfile::Builder::new()
             .prefix("p11kms-test-")
             .tempdir()
@@ -140,12 +155,19 @@ impl TestServer {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, endpoint) = spawn_server(data_dir.path(), &log_path, &env);
+        let mut args = Vec::new();
+        if let Some(toml) = toml {
+            let path = data_dir.path().join("p11kms.toml");
+            std::fs::write(&path, toml).expect("write configuration file");
+            args = vec!["--config".to_string(), path.display().to_string()];
+        }
+        let (child, endpoint) = spawn_server(data_dir.path(), &log_path, &env, &args);
         TestServer {
             child,
             endpoint,
             log_path,
             env,
+            args,
             data_dir,
         }
     }
@@ -155,7 +177,8 @@ impl TestServer {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, endpoint) = spawn_server(self.data_dir.path(), &self.log_path, &self.env);
+        let (child, endpoint) =
+            spawn_server(self.data_dir.path(), &self.log_path, &self.env, &self.args);
         self.child = child;
         self.endpoint = endpoint;
     }

@@ -162,6 +162,7 @@ def test_nothing_secret_in_trace_logs(p11kms_binary, tmp_path, log_format):
         f'secret_access_key = "{secret}"\n'
         f'account = "{ACCOUNT}"\n'
         f'principal_arn = "arn:aws:iam::{ACCOUNT}:user/log-secrecy"\n'
+        'policies = [\'{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}\']\n'
     )
     env = {"P11KMS_LOG": "trace"}
     if log_format == "json":

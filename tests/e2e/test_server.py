@@ -131,6 +131,8 @@ def test_configured_credentials_replace_the_dev_credential(p11kms_binary, tmp_pa
         f'secret_access_key_file = "{secret_file}"\n'
         'account = "444455556666"\n'
         'principal_arn = "arn:aws:iam::444455556666:user/alice"\n'
+        # A user (not the account root) acts only through its identity policies.
+        'policies = [\'{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}\']\n'
     )
     server = Server(p11kms_binary, args=["--config", str(config)], workdir=tmp_path / "srv", name="creds")
     try:
