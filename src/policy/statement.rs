@@ -75,6 +75,15 @@ fn check_keys(map: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<
     }
 }
 
+/// An element that, when present, must be a string (`Id`, `Sid`).
+fn optional_string(map: &Map<String, Value>, name: &str) -> Result<Option<String>, PolicyError> {
+    match map.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(PolicyError(format!("{name} must be a string."))),
+    }
+}
+
 pub(super) fn parse_document(value: &Value, kind: PolicyKind) -> Result<Parsed, PolicyError> {
     let Value::Object(doc) = value else {
         return Err(error("The policy document must be a JSON object."));
@@ -85,11 +94,7 @@ pub(super) fn parse_document(value: &Value, kind: PolicyKind) -> Result<Parsed, 
         Some(Value::String(v)) if v == "2012-10-17" || v == "2008-10-17" => Some(v.clone()),
         Some(_) => return Err(error("Version must be 2012-10-17 or 2008-10-17.")),
     };
-    let id = match doc.get("Id") {
-        None => None,
-        Some(Value::String(id)) => Some(id.clone()),
-        Some(_) => return Err(error("Id must be a string.")),
-    };
+    let id = optional_string(doc, "Id")?;
     let statements = match doc.get("Statement") {
         None => return Err(error("The policy document is missing Statement.")),
         Some(single @ Value::Object(_)) => vec![parse_statement(single, kind)?],
@@ -171,11 +176,7 @@ fn parse_statement(value: &Value, kind: PolicyKind) -> Result<Statement, PolicyE
     };
     check_keys(map, STATEMENT_KEYS, "Policy statement")?;
 
-    let sid = match map.get("Sid") {
-        None => None,
-        Some(Value::String(sid)) => Some(sid.clone()),
-        Some(_) => return Err(error("Sid must be a string.")),
-    };
+    let sid = optional_string(map, "Sid")?;
 
     let effect = match map.get("Effect") {
         None => return Err(error("Policy statement is missing Effect.")),
