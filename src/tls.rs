@@ -166,7 +166,8 @@ fn read_certificates(path: &Path, setting: &str) -> Result<Vec<CertificateDer<'s
 }
 
 /// The first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file. The file's bytes and the
-/// decoded key are wiped when dropped; errors never quote the file.
+/// decoded key are wiped when dropped (the PEM decoder's own scratch copy of the base64 text
+/// is not: `rustls-pki-types` does not zeroize it); errors never quote the file.
 fn read_private_key(path: &Path) -> Result<Zeroizing<PrivateKeyDer<'static>>, String> {
     let pem = Zeroizing::new(
         std::fs::read(path)

@@ -513,3 +513,109 @@ fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_one_is_broken() {
     let (_, leaf) = healthz(port, trusting()).expect("HTTPS request after a failed reload");
     assert_eq!(leaf, pki.der("server2.pem"));
 }
+
+/// A TLS connection that has sent the headers and half the body of a KMS request.
+fn half_sent_tls_request(
+    port: u16,
+    config: Arc<ClientConfig>,
+) -> rustls::StreamOwned<ClientConnection, TcpStream> {
+    let name = ServerName::try_from("localhost").expect("server name");
+    let conn = ClientConnection::new(config, name).expect("client connection");
+    let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "POST / HTTP/1.1\r\nHost: localhost\r\nX-Amz-Target: TrentService.ListKeys\r\n\
+         Content-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{}",
+        HALF_BODY.len() * 2,
+        HALF_BODY
+    )
+    .expect("send headers and half the body");
+    tls.flush().expect("flush");
+    tls
+}
+
+const HALF_BODY: &str = "{\"Limit\": 10}  ";
+
+#[test]
+fn sigterm_over_tls_finishes_requests_in_flight_and_keeps_the_drain_deadline() {
+    let pki = Pki::new();
+    let (cert, key) = (pki.arg("server.pem"), pki.arg("server.key"));
+    let mut server = TestServer::start_with(&[
+        ("P11KMS_TLS_CERT_FILE", cert.as_str()),
+        ("P11KMS_TLS_KEY_FILE", key.as_str()),
+        ("P11KMS_DRAIN_MS", "3000"),
+    ]);
+    let port = port(&server);
+    let trusting = client(&pki, "ca.pem", None);
+    let mut in_flight = half_sent_tls_request(port, trusting.clone());
+    let _stuck = half_sent_tls_request(port, trusting.clone());
+    std::thread::sleep(Duration::from_millis(200));
+
+    let started = Instant::now();
+    signal(&server, "TERM");
+    let log = wait_for_log(&server, "shutting down");
+    assert!(log.contains("shutting down"), "{log}");
+    // New connections are no longer accepted.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        healthz(port, trusting).is_err(),
+        "a new connection was served after SIGTERM"
+    );
+    // The accepted request gets its whole answer (an AWS error for the missing signature).
+    in_flight
+        .write_all(HALF_BODY.as_bytes())
+        .expect("send the rest of the body");
+    let mut response = Vec::new();
+    let _ = in_flight.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 ") && response.contains("x-amzn-requestid"),
+        "no response: {response:?}"
+    );
+    // The stuck one holds the server until the deadline; then it exits anyway, with 0.
+    assert!(
+        server.wait_exit(Duration::from_secs(15)),
+        "no exit after the drain deadline"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "exited before the deadline"
+    );
+    let log = server.log_text();
+    assert!(log.contains("drain deadline passed"), "{log}");
+}
+
+#[test]
+fn sigterm_over_tls_does_not_wait_for_idle_or_handshaking_connections() {
+    let pki = Pki::new();
+    let (cert, key) = (pki.arg("server.pem"), pki.arg("server.key"));
+    let mut server = TestServer::start_with(&[
+        ("P11KMS_TLS_CERT_FILE", cert.as_str()),
+        ("P11KMS_TLS_KEY_FILE", key.as_str()),
+        ("P11KMS_DRAIN_MS", "20000"),
+    ]);
+    let port = port(&server);
+    // Handshake done, no request yet; and a TCP connection that never starts its handshake.
+    let name = ServerName::try_from("localhost").expect("server name");
+    let mut idle = ClientConnection::new(client(&pki, "ca.pem", None), name).expect("client");
+    let mut idle_tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    while idle.is_handshaking() {
+        idle.complete_io(&mut idle_tcp).expect("handshake");
+    }
+    let _silent = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    std::thread::sleep(Duration::from_millis(200));
+
+    let started = Instant::now();
+    signal(&server, "TERM");
+    assert!(
+        server.wait_exit(Duration::from_secs(10)),
+        "idle connections held the shutdown up"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let log = server.log_text();
+    assert!(!log.contains("drain deadline passed"), "{log}");
+    assert!(log.contains("HSM sessions closed"), "{log}");
+}
