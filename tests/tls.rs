@@ -198,13 +198,16 @@ fn wait_for_log(server: &TestServer, needle: &str) -> String {
     }
 }
 
-fn signal(server: &TestServer, name: &str) {
+/// Sends the signal `name` and waits for `says` in the server's log.
+fn signal(server: &TestServer, name: &str, says: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(server.pid().to_string())
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{name}");
+    let log = wait_for_log(server, says);
+    assert!(log.contains(says), "no {says:?} after SIG{name}:\n{log}");
 }
 
 /// Runs `p11kms serve` with `env` (and nothing else from the caller's P11KMS_*), expecting it
@@ -376,35 +379,49 @@ fn pem_loader_takes_pkcs8_pkcs1_and_sec1_keys_and_checks_they_match() {
     }
     Tls::load(&pki.files("server.pem", "server.key", Some("ca.pem"))).expect("with a client CA");
 
-    let err = Tls::load(&pki.files("server.pem", "rsa.key", None))
-        .err()
-        .expect("a key of another certificate");
-    assert!(err.contains("is not the key of the certificate"), "{err}");
-    let err = Tls::load(&pki.files("server.key", "server.key", None))
-        .err()
-        .expect("a key file as certificate");
-    assert!(
-        err.contains("tls.cert_file") && err.contains("no PEM certificate"),
-        "{err}"
-    );
-    let err = Tls::load(&pki.files("server.pem", "server.key", Some("server.key")))
-        .err()
-        .expect("a key file as client CA");
-    assert!(err.contains("tls.client_ca_file"), "{err}");
-    let err = Tls::load(&pki.files("missing.pem", "server.key", None))
-        .err()
-        .expect("a missing file");
-    assert!(
-        err.contains("tls.cert_file: cannot read") && err.contains("missing.pem"),
-        "{err}"
-    );
+    // (certificate, key, client CA, what the error must say)
+    for (cert, key, ca, says) in [
+        (
+            "server.pem",
+            "rsa.key",
+            None,
+            &["is not the key of the certificate"][..],
+        ),
+        (
+            "server.key",
+            "server.key",
+            None,
+            &["tls.cert_file", "no PEM certificate"],
+        ),
+        (
+            "server.pem",
+            "server.key",
+            Some("server.key"),
+            &["tls.client_ca_file", "no PEM certificate"],
+        ),
+        (
+            "missing.pem",
+            "server.key",
+            None,
+            &["tls.cert_file: cannot read", "missing.pem"],
+        ),
+    ] {
+        let err = Tls::load(&pki.files(cert, key, ca))
+            .err()
+            .unwrap_or_else(|| panic!("{cert} {key} {ca:?} loaded"));
+        for needle in says {
+            assert!(err.contains(needle), "{cert} {key} {ca:?}: {err}");
+        }
+    }
 }
 
 // -------------------------------------------------------------------------------------------
 // Serving
 // -------------------------------------------------------------------------------------------
 
-fn start_tls(pki: &Pki, client_ca: Option<&str>) -> TestServer {
+/// A server with `server.pem`/`server.key`, the client CA `client_ca` if given, and `extra`
+/// settings.
+fn start_tls(pki: &Pki, client_ca: Option<&str>, extra: &[(&str, &str)]) -> TestServer {
     let (cert, key) = (pki.arg("server.pem"), pki.arg("server.key"));
     let ca = client_ca.map(|ca| pki.arg(ca));
     let mut env = vec![
@@ -414,13 +431,14 @@ fn start_tls(pki: &Pki, client_ca: Option<&str>) -> TestServer {
     if let Some(ca) = &ca {
         env.push(("P11KMS_TLS_CLIENT_CA_FILE", ca.as_str()));
     }
+    env.extend_from_slice(extra);
     TestServer::start_with(&env)
 }
 
 #[test]
 fn https_with_the_configured_certificate_and_bad_handshakes_harm_no_one() {
     let pki = Pki::new();
-    let server = start_tls(&pki, None);
+    let server = start_tls(&pki, None, &[]);
     assert!(
         server.endpoint().starts_with("https://127.0.0.1:"),
         "{}",
@@ -460,7 +478,7 @@ fn https_with_the_configured_certificate_and_bad_handshakes_harm_no_one() {
 #[test]
 fn mtls_refuses_clients_without_a_certificate_from_the_client_ca() {
     let pki = Pki::new();
-    let server = start_tls(&pki, Some("ca.pem"));
+    let server = start_tls(&pki, Some("ca.pem"), &[]);
     let port = port(&server);
 
     let (status, _) =
@@ -482,7 +500,7 @@ fn mtls_refuses_clients_without_a_certificate_from_the_client_ca() {
 #[test]
 fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_one_is_broken() {
     let pki = Pki::new();
-    let server = start_tls(&pki, None);
+    let server = start_tls(&pki, None, &[]);
     let port = port(&server);
     // A new client each time: a resumed session would report the certificate it began with.
     let trusting = || client(&pki, "ca.pem", None);
@@ -492,23 +510,17 @@ fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_one_is_broken() {
     // Rotate the files in place, as certificate renewal does.
     std::fs::copy(pki.path("server2.pem"), pki.path("server.pem")).unwrap();
     std::fs::copy(pki.path("server2.key"), pki.path("server.key")).unwrap();
-    signal(&server, "HUP");
-    let log = wait_for_log(&server, "SIGHUP: TLS certificate and key reloaded");
-    assert!(
-        log.contains("SIGHUP: TLS certificate and key reloaded"),
-        "{log}"
-    );
+    signal(&server, "HUP", "SIGHUP: TLS certificate and key reloaded");
     let (status, leaf) = healthz(port, trusting()).expect("HTTPS request after SIGHUP");
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert_eq!(leaf, pki.der("server2.pem"), "the new certificate");
 
     // A key that does not load leaves the served certificate as it was.
     std::fs::write(pki.path("server.key"), "not a key\n").unwrap();
-    signal(&server, "HUP");
-    let log = wait_for_log(&server, "SIGHUP: TLS certificate and key not reloaded");
-    assert!(
-        log.contains("SIGHUP: TLS certificate and key not reloaded"),
-        "{log}"
+    signal(
+        &server,
+        "HUP",
+        "SIGHUP: TLS certificate and key not reloaded",
     );
     let (_, leaf) = healthz(port, trusting()).expect("HTTPS request after a failed reload");
     assert_eq!(leaf, pki.der("server2.pem"));
@@ -542,12 +554,7 @@ const HALF_BODY: &str = "{\"Limit\": 10}  ";
 #[test]
 fn sigterm_over_tls_finishes_requests_in_flight_and_keeps_the_drain_deadline() {
     let pki = Pki::new();
-    let (cert, key) = (pki.arg("server.pem"), pki.arg("server.key"));
-    let mut server = TestServer::start_with(&[
-        ("P11KMS_TLS_CERT_FILE", cert.as_str()),
-        ("P11KMS_TLS_KEY_FILE", key.as_str()),
-        ("P11KMS_DRAIN_MS", "3000"),
-    ]);
+    let mut server = start_tls(&pki, None, &[("P11KMS_DRAIN_MS", "3000")]);
     let port = port(&server);
     let trusting = client(&pki, "ca.pem", None);
     let mut in_flight = half_sent_tls_request(port, trusting.clone());
@@ -555,9 +562,7 @@ fn sigterm_over_tls_finishes_requests_in_flight_and_keeps_the_drain_deadline() {
     std::thread::sleep(Duration::from_millis(200));
 
     let started = Instant::now();
-    signal(&server, "TERM");
-    let log = wait_for_log(&server, "shutting down");
-    assert!(log.contains("shutting down"), "{log}");
+    signal(&server, "TERM", "shutting down");
     // New connections are no longer accepted.
     std::thread::sleep(Duration::from_millis(200));
     assert!(
@@ -591,12 +596,7 @@ fn sigterm_over_tls_finishes_requests_in_flight_and_keeps_the_drain_deadline() {
 #[test]
 fn sigterm_over_tls_does_not_wait_for_idle_or_handshaking_connections() {
     let pki = Pki::new();
-    let (cert, key) = (pki.arg("server.pem"), pki.arg("server.key"));
-    let mut server = TestServer::start_with(&[
-        ("P11KMS_TLS_CERT_FILE", cert.as_str()),
-        ("P11KMS_TLS_KEY_FILE", key.as_str()),
-        ("P11KMS_DRAIN_MS", "20000"),
-    ]);
+    let mut server = start_tls(&pki, None, &[("P11KMS_DRAIN_MS", "20000")]);
     let port = port(&server);
     // Handshake done, no request yet; and a TCP connection that never starts its handshake.
     let name = ServerName::try_from("localhost").expect("server name");
@@ -609,7 +609,7 @@ fn sigterm_over_tls_does_not_wait_for_idle_or_handshaking_connections() {
     std::thread::sleep(Duration::from_millis(200));
 
     let started = Instant::now();
-    signal(&server, "TERM");
+    signal(&server, "TERM", "shutting down");
     assert!(
         server.wait_exit(Duration::from_secs(10)),
         "idle connections held the shutdown up"
