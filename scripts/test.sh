@@ -52,7 +52,8 @@ SPY_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11-spy.so
 #   python3-yaml    YAML parser for tests/deploy.rs (compose and Kubernetes manifests)
 #   systemd         systemd-analyze verify of deploy/systemd/p11kms.service
 #   libp11-kit-dev  pkcs11.h, to build the network-HSM emulator tools/pkcs11-delay
-APT_PACKAGES=(softhsm2 opensc-pkcs11 opensc libsqlite3-0 python3 python3-venv gcc libc6-dev curl ca-certificates procps python3-yaml systemd libp11-kit-dev)
+#   openssl         the openssl command: test CAs and certificates for tests/tls.rs and tests/e2e/test_tls.py
+APT_PACKAGES=(softhsm2 opensc-pkcs11 opensc libsqlite3-0 python3 python3-venv gcc libc6-dev curl ca-certificates procps python3-yaml systemd libp11-kit-dev openssl)
 
 mkdir -p "$LOG_DIR"
 rm -f "$LOG_DIR"/*.xml "$LOG_DIR"/*.log

@@ -26,6 +26,8 @@ pub const DEFAULT_TOKEN_LABEL: &str = "p11kms";
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
+    /// Plain HTTP on an address that is not loopback (TLS terminates in front of the gateway).
+    pub allow_plain_http: Option<bool>,
     pub region: Option<String>,
     pub account: Option<String>,
     pub data_dir: Option<PathBuf>,
@@ -47,6 +49,19 @@ pub struct FileConfig {
     pub audit: AuditSection,
     #[serde(default)]
     pub shutdown: ShutdownSection,
+    #[serde(default)]
+    pub tls: TlsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The certificate chain, PEM, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// CA bundle, PEM: when set, clients must present a certificate chaining to it (mTLS).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,10 +159,23 @@ pub enum PinSource {
     Embedded,
 }
 
+/// The gateway's TLS settings: where the PEM files are. Their contents are read at start-up
+/// (and the certificate and key again on SIGHUP) by `crate::tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate chaining to this CA bundle (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+}
+
 /// The resolved configuration the gateway runs with.
 #[derive(Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `None`: plain HTTP, on loopback only unless `allow_plain_http` is set.
+    pub tls: Option<TlsConfig>,
+    pub allow_plain_http: bool,
     pub region: String,
     pub account: String,
     pub data_dir: PathBuf,
@@ -224,6 +252,21 @@ impl Config {
         let listen: SocketAddr = listen_text
             .parse()
             .map_err(|_| format!("listen: '{listen_text}' is not a socket address"))?;
+        let tls = resolve_tls(
+            env("P11KMS_TLS_CERT_FILE")
+                .map(PathBuf::from)
+                .or(file.tls.cert_file),
+            env("P11KMS_TLS_KEY_FILE")
+                .map(PathBuf::from)
+                .or(file.tls.key_file),
+            env("P11KMS_TLS_CLIENT_CA_FILE")
+                .map(PathBuf::from)
+                .or(file.tls.client_ca_file),
+        )?;
+        let allow_plain_http = parse_bool("P11KMS_ALLOW_PLAIN_HTTP")?
+            .or(file.allow_plain_http)
+            .unwrap_or(false);
+        check_plain_http(listen, tls.is_some(), allow_plain_http)?;
         let region = env("P11KMS_REGION")
             .or(file.region)
             .unwrap_or_else(|| DEFAULT_REGION.into());
@@ -336,6 +379,8 @@ impl Config {
         );
         Ok(Config {
             listen,
+            tls,
+            allow_plain_http,
             region,
             account,
             data_dir,
@@ -360,6 +405,47 @@ impl Config {
             drain,
         })
     }
+}
+
+/// The TLS files: a certificate needs its key and the other way round, and a client CA
+/// (mTLS) needs TLS.
+fn resolve_tls(
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    client_ca_file: Option<PathBuf>,
+) -> Result<Option<TlsConfig>, String> {
+    match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => Ok(Some(TlsConfig {
+            cert_file,
+            key_file,
+            client_ca_file,
+        })),
+        (Some(_), None) => Err(
+            "tls.cert_file is set but tls.key_file is not (P11KMS_TLS_KEY_FILE): TLS needs both"
+                .into(),
+        ),
+        (None, Some(_)) => Err(
+            "tls.key_file is set but tls.cert_file is not (P11KMS_TLS_CERT_FILE): TLS needs both"
+                .into(),
+        ),
+        (None, None) if client_ca_file.is_some() => Err(
+            "tls.client_ca_file (P11KMS_TLS_CLIENT_CA_FILE) needs TLS: set tls.cert_file and tls.key_file too"
+                .into(),
+        ),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Plain HTTP is for loopback (127.0.0.0/8, ::1) unless the configuration says otherwise.
+fn check_plain_http(listen: SocketAddr, tls: bool, allow_plain_http: bool) -> Result<(), String> {
+    if tls || allow_plain_http || listen.ip().to_canonical().is_loopback() {
+        return Ok(());
+    }
+    Err(format!(
+        "listen: {listen} is not a loopback address and TLS is not configured; set tls.cert_file \
+         and tls.key_file (P11KMS_TLS_CERT_FILE, P11KMS_TLS_KEY_FILE), or allow_plain_http = true \
+         (P11KMS_ALLOW_PLAIN_HTTP=true) when TLS terminates in front of the gateway"
+    ))
 }
 
 fn dev_credential(account: &str) -> Credential {
@@ -423,4 +509,108 @@ pub fn read_secret_file(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn tls_section_parses_and_refuses_unknown_keys() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            listen = "0.0.0.0:8443"
+            allow_plain_http = false
+            [tls]
+            cert_file = "/etc/p11kms/tls/server.pem"
+            key_file = "/etc/p11kms/tls/server.key"
+            client_ca_file = "/etc/p11kms/tls/clients-ca.pem"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(file.allow_plain_http, Some(false));
+        assert_eq!(
+            file.tls.cert_file.as_deref(),
+            Some(Path::new("/etc/p11kms/tls/server.pem"))
+        );
+        assert_eq!(
+            file.tls.key_file.as_deref(),
+            Some(Path::new("/etc/p11kms/tls/server.key"))
+        );
+        assert_eq!(
+            file.tls.client_ca_file.as_deref(),
+            Some(Path::new("/etc/p11kms/tls/clients-ca.pem"))
+        );
+        let err = toml::from_str::<FileConfig>("[tls]\ncert = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let empty: FileConfig = toml::from_str("").unwrap();
+        assert!(empty.tls.cert_file.is_none() && empty.allow_plain_http.is_none());
+    }
+
+    #[test]
+    fn tls_needs_certificate_and_key_together() {
+        let some = |p: &str| Some(PathBuf::from(p));
+        let tls = resolve_tls(some("c.pem"), some("k.pem"), None).unwrap();
+        assert_eq!(
+            tls,
+            Some(TlsConfig {
+                cert_file: "c.pem".into(),
+                key_file: "k.pem".into(),
+                client_ca_file: None,
+            })
+        );
+        let mtls = resolve_tls(some("c.pem"), some("k.pem"), some("ca.pem"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(mtls.client_ca_file, some("ca.pem"));
+        assert_eq!(resolve_tls(None, None, None).unwrap(), None);
+
+        let err = resolve_tls(some("c.pem"), None, None).unwrap_err();
+        assert!(
+            err.contains("tls.key_file") && err.contains("P11KMS_TLS_KEY_FILE"),
+            "{err}"
+        );
+        let err = resolve_tls(None, some("k.pem"), None).unwrap_err();
+        assert!(
+            err.contains("tls.cert_file") && err.contains("P11KMS_TLS_CERT_FILE"),
+            "{err}"
+        );
+        let err = resolve_tls(None, None, some("ca.pem")).unwrap_err();
+        assert!(err.contains("tls.client_ca_file"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback_unless_allowed() {
+        for loopback in [
+            "127.0.0.1:8080",
+            "127.3.2.1:0",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]:8080",
+        ] {
+            check_plain_http(addr(loopback), false, false)
+                .unwrap_or_else(|e| panic!("{loopback}: {e}"));
+        }
+        for exposed in [
+            "0.0.0.0:8080",
+            "10.1.2.3:8080",
+            "[::]:8080",
+            "[2001:db8::1]:443",
+        ] {
+            let err = check_plain_http(addr(exposed), false, false).unwrap_err();
+            assert!(
+                err.contains(exposed)
+                    && err.contains("allow_plain_http")
+                    && err.contains("P11KMS_ALLOW_PLAIN_HTTP")
+                    && err.contains("tls.cert_file"),
+                "{err}"
+            );
+            // TLS, or saying explicitly that plain HTTP is wanted, makes it valid.
+            check_plain_http(addr(exposed), true, false).unwrap();
+            check_plain_http(addr(exposed), false, true).unwrap();
+        }
+    }
 }

@@ -8,6 +8,7 @@
 //! - [`store`]: the only module with SQL;
 //! - [`auth`]: SigV4 verification against the credential table;
 //! - [`config`], [`server`]: configuration and start-up;
+//! - [`tls`]: rustls, the PEM files, client certificates (mTLS) and the HTTPS accept loop;
 //! - [`bench`]: the load generator and raw-ceiling benchmark (`p11kms bench`).
 #![forbid(unsafe_code)]
 
@@ -23,4 +24,5 @@ pub mod policy;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod wire;

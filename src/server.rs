@@ -79,6 +79,7 @@ pub struct Prepared {
     config: Config,
     service: Arc<KmsService>,
     metrics: Arc<Metrics>,
+    tls: Option<crate::tls::Tls>,
 }
 
 /// Prepares the data directory, the token, the store and the service core.
@@ -86,6 +87,8 @@ pub struct Prepared {
 /// Runs before any thread is started, because the embedded default exports
 /// `SOFTHSM2_CONF` for the module to read.
 pub fn prepare(config: Config) -> Result<Prepared, String> {
+    // The TLS files first: a wrong path or key fails before the token is touched.
+    let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose()?;
     let HsmTarget { module, user_pin } = resolve_hsm(&config)?;
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     let observer: Arc<dyn CallObserver> = metrics.clone();
@@ -151,6 +154,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         config,
         service,
         metrics,
+        tls,
     })
 }
 
@@ -216,6 +220,7 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
         config,
         service,
         metrics,
+        tls,
     } = prepared;
     let verifier = Arc::new(SigV4Verifier::new(
         config.region.clone(),
@@ -257,6 +262,7 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
         config.config_file.clone(),
         verifier.clone(),
         service.identity_policies(),
+        tls.as_ref().map(crate::tls::Tls::certificate),
     );
     let app = router(AppState {
         service,
@@ -264,8 +270,10 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
         metrics,
         audit,
         admission,
+        secure_transport: tls.is_some(),
     });
-    println!("p11kms listening on http://{address}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("p11kms listening on {scheme}://{address}");
     if config.dev_credentials {
         println!(
             "dev credentials: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION={} (account {})",
@@ -275,26 +283,45 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
             config.account
         );
     }
-    tracing::info!(%address, region = %config.region, "serving");
+    tracing::info!(
+        %address,
+        region = %config.region,
+        tls = tls.is_some(),
+        client_certificates = tls.as_ref().is_some_and(crate::tls::Tls::mutual),
+        "serving"
+    );
+    if tls.is_none() && !address.ip().to_canonical().is_loopback() {
+        tracing::warn!(%address, "plain HTTP on a non-loopback address (allow_plain_http): TLS must terminate in front of the gateway");
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
     let mut graceful = stop_rx.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = graceful.wait_for(|stop| *stop).await;
-    });
+    let server = async move {
+        match &tls {
+            Some(tls) => {
+                crate::tls::serve(listener, app, tls, graceful).await;
+                Ok(())
+            }
+            None => axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = graceful.wait_for(|stop| *stop).await;
+            })
+            .await
+            .map_err(|e| format!("server error: {e}")),
+        }
+    };
     // After the signal, requests in flight get `drain` to finish; then the gateway exits
     // anyway (an orchestrator's kill deadline is better met by us than by SIGKILL).
     let drain = config.drain;
     let mut deadline = stop_rx;
     let result = tokio::select! {
-        r = server => r.map_err(|e| format!("server error: {e}")),
+        r = server => r,
         _ = async move {
             let _ = deadline.wait_for(|stop| *stop).await;
             tokio::time::sleep(drain).await;
@@ -320,13 +347,16 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
 }
 
 /// SIGHUP: read the configuration again and apply what can change without a restart, the
-/// credential table, identity policies and the log level. Anything else in the file needs a restart. A file
-/// that no longer parses leaves everything as it was.
+/// credential table, identity policies, the log level and the TLS certificate and key (read
+/// from their files again). Anything else in the file needs a restart. A file that no longer
+/// parses leaves everything as it was; a certificate or key that does not load leaves the
+/// served one.
 #[cfg(unix)]
 fn spawn_reload_on_sighup(
     config_file: Option<std::path::PathBuf>,
     verifier: Arc<SigV4Verifier>,
     identity: Arc<IdentityPolicies>,
+    certificate: Option<Arc<crate::tls::ReloadableCertificate>>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = match signal(SignalKind::hangup()) {
@@ -339,7 +369,25 @@ fn spawn_reload_on_sighup(
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             let path = config_file.clone();
-            let loaded = tokio::task::spawn_blocking(move || Config::load(path.as_deref())).await;
+            let certificate = certificate.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                let new = Config::load(path.as_deref())?;
+                if let Some(certificate) = certificate {
+                    match certificate.reload(new.tls.as_ref()) {
+                        Ok(note) => {
+                            tracing::info!("SIGHUP: TLS certificate and key reloaded");
+                            if let Some(note) = note {
+                                tracing::warn!("SIGHUP: {note}");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "SIGHUP: TLS certificate and key not reloaded")
+                        }
+                    }
+                }
+                Ok::<_, String>(new)
+            })
+            .await;
             match loaded {
                 Ok(Ok(new)) => {
                     verifier.replace_credentials(new.credentials);

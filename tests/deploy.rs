@@ -163,6 +163,27 @@ fn dockerfile_runs_as_non_root_with_real_commands() {
         assert_real_command_line(&args, "Dockerfile CMD");
     }
     assert_known_env(p11kms_names(&text), "Dockerfile");
+    // The images listen on 0.0.0.0; the test-rig target, which has no configuration file to
+    // configure TLS in, asks for plain HTTP explicitly.
+    assert!(text.contains("P11KMS_LISTEN=0.0.0.0:8080"));
+    let softhsm = &text[text.find("AS softhsm").expect("softhsm stage")..];
+    let softhsm = &softhsm[..softhsm.find("FROM ").unwrap_or(softhsm.len())];
+    assert!(
+        softhsm.contains("ENV P11KMS_ALLOW_PLAIN_HTTP=true"),
+        "the softhsm target serves plain HTTP on 0.0.0.0 without allowing it"
+    );
+}
+
+/// Plain HTTP is refused on addresses other than loopback unless TLS is configured or
+/// plain HTTP is allowed explicitly (src/config.rs).
+fn assert_valid_transport(listen: &str, tls: bool, allow_plain_http: bool, whence: &str) {
+    let address: std::net::SocketAddr = listen
+        .parse()
+        .unwrap_or_else(|_| panic!("{whence}: listen {listen} is not a socket address"));
+    assert!(
+        address.ip().is_loopback() || tls || allow_plain_http,
+        "{whence}: plain HTTP on {listen} without allow_plain_http: the gateway would refuse to start"
+    );
 }
 
 #[test]
@@ -181,6 +202,12 @@ fn compose_parses_and_references_real_things() {
     assert_eq!(gateway["build"]["target"], "softhsm");
     // Prometheus scrapes the gateway's service name, port and /metrics.
     let listen = env["P11KMS_LISTEN"].as_str().expect("listen");
+    assert_valid_transport(
+        listen,
+        env.contains_key("P11KMS_TLS_CERT_FILE"),
+        env.get("P11KMS_ALLOW_PLAIN_HTTP").and_then(Value::as_str) == Some("true"),
+        "compose p11kms.environment",
+    );
     let port = listen.rsplit(':').next().expect("port");
     let prom = &yaml(&deploy("prometheus.yml"))[0];
     let job = &prom["scrape_configs"][0];
@@ -361,6 +388,42 @@ fn kubernetes_manifests_parse_and_reference_real_things() {
     assert!(mounted(module), "{} is not mounted", module.display());
     let data_dir = file.data_dir.as_ref().expect("data_dir");
     assert!(mounted(data_dir), "{} is not mounted", data_dir.display());
+
+    // TLS: the certificate and key come from a mounted Secret, and the probes speak HTTPS.
+    let listen = file.listen.as_deref().expect("listen");
+    let tls = file.tls.cert_file.is_some();
+    assert_valid_transport(
+        listen,
+        tls,
+        file.allow_plain_http == Some(true),
+        "ConfigMap p11kms.toml",
+    );
+    if tls {
+        for path in [
+            &file.tls.cert_file,
+            &file.tls.key_file,
+            &file.tls.client_ca_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            assert!(mounted(path), "{} is not mounted", path.display());
+        }
+        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            assert_eq!(
+                container[probe]["httpGet"]["scheme"], "HTTPS",
+                "{probe} on a TLS port"
+            );
+        }
+    }
+    let port = listen.rsplit(':').next().expect("port");
+    let ports = container["ports"].as_array().expect("ports");
+    assert!(
+        ports
+            .iter()
+            .any(|p| p["containerPort"].as_u64().map(|n| n.to_string()) == Some(port.into())),
+        "the container port is the one the gateway listens on ({port})"
+    );
 
     // The grace period outlasts the gateway's own drain deadline.
     let grace = pod["spec"]["terminationGracePeriodSeconds"]

@@ -40,6 +40,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub audit: Option<Arc<AuditLog>>,
     pub admission: Arc<Admission>,
+    /// Whether clients reach this listener over TLS (`aws:SecureTransport`).
+    pub secure_transport: bool,
 }
 
 /// Admission to the blocking workers: at most `permits` requests run the service core at
@@ -209,12 +211,13 @@ async fn process(state: &AppState, request: Request, operation: Option<Operation
         }
     };
     let service = state.service.clone();
+    let secure_transport = state.secure_transport;
     let span = tracing::Span::current();
     let joined = tokio::task::spawn_blocking(move || {
         // Held until the blocking work ends, even if the client has gone away.
         let _permit = permit;
         span.in_scope(|| {
-            let caller = Caller::new(principal).with_transport(source_ip, None);
+            let caller = Caller::new(principal).with_transport(source_ip, Some(secure_transport));
             let result = dispatch::dispatch(&service, &caller, operation, &body);
             (result, caller.facts())
         })

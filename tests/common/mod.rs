@@ -42,7 +42,8 @@ pub const INCORRECT_KEY_MESSAGE: &str =
 pub const UNKNOWN_KEY_ID: &str = "134f2428-cec1-4b25-a1ae-9048164dba47";
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-const READY_PREFIX: &str = "p11kms listening on http://";
+/// Followed by `http://` or, with TLS, `https://`, then the address.
+const READY_PREFIX: &str = "p11kms listening on ";
 
 // -------------------------------------------------------------------------------------------
 // The server under test
@@ -110,8 +111,8 @@ fn spawn_server(
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
-                if let Some(rest) = line.trim_end().strip_prefix(READY_PREFIX) {
-                    return (child, format!("http://{rest}"));
+                if let Some(url) = line.trim_end().strip_prefix(READY_PREFIX) {
+                    return (child, url.to_string());
                 }
                 seen.push(line);
             }
@@ -183,7 +184,7 @@ impl TestServer {
         self.endpoint = endpoint;
     }
 
-    /// `http://127.0.0.1:<port>`
+    /// `http://127.0.0.1:<port>` (`https://` when the server was given TLS settings)
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }

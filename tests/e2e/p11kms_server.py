@@ -2,7 +2,8 @@
 
 The server is started exactly as docs/server-contract.md describes: everything
 through environment variables, `P11KMS_LISTEN=127.0.0.1:0` for a free port, and
-the ready line `p11kms listening on http://127.0.0.1:<port>` on stdout.  stdout
+the ready line `p11kms listening on http://127.0.0.1:<port>` on stdout
+(`https://` when the server is given TLS settings).  stdout
 and stderr go to files in the server's own directory so that tests can read
 them afterwards (the log-secrecy test does) and so that a chatty server can
 never block on a full pipe.
@@ -23,7 +24,7 @@ import boto3
 from botocore.config import Config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-READY_RE = re.compile(rb"^p11kms listening on (http://[^\s]+)\s*$", re.MULTILINE)
+READY_RE = re.compile(rb"^p11kms listening on (https?://[^\s]+)\s*$", re.MULTILINE)
 
 DEV_ACCESS_KEY = "test"
 DEV_SECRET_KEY = "test"
@@ -194,8 +195,11 @@ def kms_client(
     access_key: str = DEV_ACCESS_KEY,
     secret_key: str = DEV_SECRET_KEY,
     region: str = REGION,
+    verify: str | bool | None = None,
     **config,
 ):
+    """A boto3 KMS client without retries. `verify`: a CA bundle for https endpoints
+    (None: botocore's default trust store); other keywords go to botocore's Config."""
     cfg = Config(
         retries={"max_attempts": 1, "mode": "standard"},
         connect_timeout=10,
@@ -205,4 +209,4 @@ def kms_client(
     session = boto3.session.Session(
         aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region
     )
-    return session.client("kms", endpoint_url=endpoint, config=cfg)
+    return session.client("kms", endpoint_url=endpoint, config=cfg, verify=verify)

@@ -166,6 +166,16 @@ CONDITION_CASES = {
         lambda kms, key: _encrypt(kms, key),
         None,
     ),
+    "aws:SecureTransport (plain HTTP)": (
+        _allow_bob("kms:Encrypt", {"Bool": {"aws:SecureTransport": "false"}}),
+        lambda kms, key: _encrypt(kms, key),
+        None,
+    ),
+    "aws:SecureTransport (required)": (
+        _allow_bob("kms:Encrypt", {"Bool": {"aws:SecureTransport": "true"}}),
+        None,
+        lambda kms, key: _encrypt(kms, key),
+    ),
     "aws:SourceIp (outside)": (
         _allow_bob("kms:Encrypt", {"IpAddress": {"aws:SourceIp": "192.0.2.0/24"}}),
         None,

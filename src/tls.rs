@@ -1,0 +1,330 @@
+//! TLS for the gateway: rustls on the ring provider, the certificate chain and private key
+//! from PEM files (read with `rustls-pki-types`), optional client-certificate verification
+//! against a CA bundle (mTLS), and the accept loop that serves HTTP/1.1 over it.
+//!
+//! The certificate and key sit behind a resolver that SIGHUP can swap; the client CA and
+//! whether TLS is on at all need a restart.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{InconsistentKeys, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tower_service::Service as _;
+use zeroize::Zeroizing;
+
+use crate::config::TlsConfig;
+
+/// A client that has not finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The rustls server configuration and the swappable certificate it serves.
+pub struct Tls {
+    config: Arc<ServerConfig>,
+    certificate: Arc<ReloadableCertificate>,
+}
+
+impl Tls {
+    /// Reads the PEM files and builds the server configuration: TLS 1.2 and 1.3, ALPN
+    /// `http/1.1`, and client certificates required when `client_ca_file` is set.
+    pub fn load(files: &TlsConfig) -> Result<Tls, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certificate = Arc::new(ReloadableCertificate {
+            current: RwLock::new(certified_key(files)?),
+            client_ca_file: files.client_ca_file.clone(),
+        });
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?;
+        let builder = match &files.client_ca_file {
+            Some(ca_file) => {
+                let mut roots = RootCertStore::empty();
+                for cert in read_certificates(ca_file, "tls.client_ca_file")? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("tls.client_ca_file {}: {e}", ca_file.display()))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .map_err(|e| format!("tls.client_ca_file {}: {e}", ca_file.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(certificate.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Tls {
+            config: Arc::new(config),
+            certificate,
+        })
+    }
+
+    /// Whether clients must present a certificate.
+    pub fn mutual(&self) -> bool {
+        self.certificate.client_ca_file.is_some()
+    }
+
+    /// The handle SIGHUP uses to load the certificate and key again.
+    pub fn certificate(&self) -> Arc<ReloadableCertificate> {
+        self.certificate.clone()
+    }
+}
+
+/// The served certificate chain and key; `reload` swaps them for new connections.
+pub struct ReloadableCertificate {
+    current: RwLock<Arc<CertifiedKey>>,
+    client_ca_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for ReloadableCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadableCertificate")
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for ReloadableCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone(),
+        )
+    }
+}
+
+impl ReloadableCertificate {
+    /// Reads the certificate and key again (from the paths of a freshly loaded
+    /// configuration); on any error the served ones stay. Returns a note on settings that
+    /// changed but need a restart.
+    pub fn reload(&self, files: Option<&TlsConfig>) -> Result<Option<&'static str>, String> {
+        let files = files.ok_or("TLS is on and turning it off needs a restart")?;
+        let new = certified_key(files)?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = new;
+        Ok((files.client_ca_file != self.client_ca_file)
+            .then_some("tls.client_ca_file changed; the client CA changes with a restart"))
+    }
+}
+
+/// The certificate chain with its private key, checked to belong together.
+fn certified_key(files: &TlsConfig) -> Result<Arc<CertifiedKey>, String> {
+    let chain = read_certificates(&files.cert_file, "tls.cert_file")?;
+    let key = read_private_key(&files.key_file)?;
+    // By reference: the key's bytes are not copied out of the wiped buffer.
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|_| {
+        format!(
+            "tls.key_file {}: the key type is not supported (RSA, ECDSA P-256/P-384, Ed25519)",
+            files.key_file.display()
+        )
+    })?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
+        Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
+            return Err(format!(
+                "tls.key_file {} is not the key of the certificate in tls.cert_file {}",
+                files.key_file.display(),
+                files.cert_file.display()
+            ))
+        }
+        Err(e) => return Err(format!("tls.cert_file {}: {e}", files.cert_file.display())),
+    }
+    Ok(Arc::new(certified))
+}
+
+/// Every `CERTIFICATE` block of a PEM file, in order (at least one).
+fn read_certificates(path: &Path, setting: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_error(setting, path, "certificate", e))?;
+    if certs.is_empty() {
+        return Err(pem_error(
+            setting,
+            path,
+            "certificate",
+            rustls_pki_types::pem::Error::NoItemsFound,
+        ));
+    }
+    Ok(certs)
+}
+
+/// The first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file. The file's bytes and the
+/// decoded key are wiped when dropped (the PEM decoder's own scratch copy of the base64 text
+/// is not: `rustls-pki-types` does not zeroize it); errors never quote the file.
+fn read_private_key(path: &Path) -> Result<Zeroizing<PrivateKeyDer<'static>>, String> {
+    let pem = Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|e| format!("tls.key_file: cannot read {}: {e}", path.display()))?,
+    );
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map(Zeroizing::new)
+        .map_err(|e| pem_error("tls.key_file", path, "private key", e))
+}
+
+/// Describes a PEM failure by its kind only: the parser's own messages can quote a line of
+/// the file, and a key file's lines are secret.
+fn pem_error(
+    setting: &str,
+    path: &Path,
+    what: &str,
+    error: rustls_pki_types::pem::Error,
+) -> String {
+    use rustls_pki_types::pem::Error;
+    let path = path.display();
+    match error {
+        Error::Io(e) => format!("{setting}: cannot read {path}: {e}"),
+        Error::NoItemsFound => match what {
+            "private key" => format!(
+                "{setting} {path}: no PEM private key in the file (expected a PRIVATE KEY, \
+                 RSA PRIVATE KEY or EC PRIVATE KEY block)"
+            ),
+            _ => format!(
+                "{setting} {path}: no PEM {what} in the file (expected a CERTIFICATE block)"
+            ),
+        },
+        Error::Base64Decode(_) => format!("{setting} {path}: a PEM block's base64 is invalid"),
+        _ => format!("{setting} {path}: malformed PEM (bad BEGIN/END lines)"),
+    }
+}
+
+/// Serves `app` over TLS until `stop` turns true; then stops accepting, asks open
+/// connections to close after their request in flight, and returns when all have closed.
+/// A failed handshake ends that connection only.
+pub async fn serve(listener: TcpListener, app: Router, tls: &Tls, stop: watch::Receiver<bool>) {
+    let acceptor = TlsAcceptor::from(tls.config.clone());
+    // Adds `ConnectInfo<SocketAddr>` to every request, as `axum::serve` does for plain HTTP.
+    let mut make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    // Every connection task holds a sender; `recv` returns `None` once all are gone.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    let mut stopping = pin!(stopped(stop.clone()));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            _ = &mut stopping => break,
+        };
+        let service = match make_service.call(peer).await {
+            Ok(service) => service,
+            Err(never) => match never {},
+        };
+        let acceptor = acceptor.clone();
+        let stop = stop.clone();
+        let open = open_tx.clone();
+        tokio::spawn(async move {
+            serve_connection(acceptor, tcp, peer, service, stop).await;
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(open_tx);
+    let _ = open_rx.recv().await;
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Per-connection errors (the peer reset before `accept` returned) are nothing; others
+/// (out of file descriptors) get a pause so the loop does not spin.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+async fn serve_connection<S>(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    service: S,
+    stop: watch::Receiver<bool>,
+) where
+    S: tower_service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                handshake_failed(peer, &e);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = stopped(stop.clone()) => return,
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // The timer lets hyper's header-read timeout (30 s) apply.
+    builder.timer(TokioTimer::new());
+    let mut connection =
+        pin!(builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+    let mut stopping = pin!(stopped(stop));
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = &mut stopping, if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// A refused client certificate is worth a warning; anything else (scanners, plain HTTP to
+/// the TLS port, clients that do not trust the server) is logged at debug.
+fn handshake_failed(peer: SocketAddr, e: &std::io::Error) {
+    let tls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match tls_error {
+        Some(
+            err @ (rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_)),
+        ) => tracing::warn!(%peer, error = %err, "TLS handshake: client certificate refused"),
+        _ => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+    }
+}
