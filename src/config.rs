@@ -91,6 +91,8 @@ pub struct HsmSection {
     pub pin_file: Option<PathBuf>,
     pub session_pool_size: Option<usize>,
     pub session_wait_ms: Option<u64>,
+    /// Reinitialise the PKCS#11 library after this many operations (0: never).
+    pub recycle_after_operations: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +188,7 @@ pub struct Config {
     pub pin: PinSource,
     pub session_pool_size: usize,
     pub session_wait: Duration,
+    pub recycle_after_operations: u64,
     pub sqlite_path: PathBuf,
     pub credentials: Vec<Credential>,
     /// Identity policies per principal ARN, parsed.
@@ -316,6 +319,11 @@ impl Config {
                 .or(file.hsm.session_wait_ms)
                 .unwrap_or(2000),
         );
+        // SoftHSM2 frees session objects only at C_Finalize (see `HsmConfig`); the embedded
+        // token is SoftHSM2, other modules free them on C_DestroyObject.
+        let recycle_after_operations = parse_env("P11KMS_HSM_RECYCLE_AFTER")?
+            .or(file.hsm.recycle_after_operations)
+            .unwrap_or(if embedded_softhsm { 20_000 } else { 0 });
         let sqlite_path = env("P11KMS_SQLITE_PATH")
             .map(PathBuf::from)
             .or(file.store.sqlite_path)
@@ -390,6 +398,7 @@ impl Config {
             token_label,
             pin,
             session_pool_size,
+            recycle_after_operations,
             session_wait,
             sqlite_path,
             credentials,

@@ -99,6 +99,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
             user_pin,
             pool_size: config.session_pool_size,
             session_wait: config.session_wait,
+            recycle_after_operations: config.recycle_after_operations,
         },
         Some(observer),
     )?;

@@ -25,6 +25,7 @@ fn pairs_are_listed_once_and_destroyed_whole() {
             user_pin: embedded.user_pin().unwrap(),
             pool_size: 2,
             session_wait: Duration::from_secs(5),
+            recycle_after_operations: 0,
         },
         None,
     )

@@ -296,3 +296,49 @@ async fn sigterm_under_load_loses_no_accepted_request() {
         "the gateway completed {audited_ok} Encrypts but clients received {answered_ok}"
     );
 }
+
+/// SoftHSM2 frees session objects only at C_Finalize, so the gateway recycles the library
+/// every `recycle_after_operations`. Under concurrent load the recycles must be invisible:
+/// every request succeeds, and keys made before a recycle keep working after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn planned_library_recycles_are_invisible_to_clients() {
+    let srv = TestServer::start_with(&[
+        ("P11KMS_HSM_RECYCLE_AFTER", "40"),
+        ("P11KMS_SESSION_POOL_SIZE", "2"),
+    ]);
+    let kms = srv.client();
+    let a = create_key(&kms).await.key_id;
+    let b = create_key(&kms).await.key_id;
+    let mut workers = Vec::new();
+    for worker in 0..8u8 {
+        let kms = kms.clone();
+        let (a, b) = (a.clone(), b.clone());
+        workers.push(tokio::spawn(async move {
+            for round in 0..25u8 {
+                let plaintext = [worker, round, 7];
+                let blob = encrypt(&kms, &a, &plaintext).await;
+                let moved = kms
+                    .re_encrypt()
+                    .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(blob))
+                    .destination_key_id(&b)
+                    .send()
+                    .await
+                    .expect("ReEncrypt across recycles")
+                    .ciphertext_blob
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(decrypt(&kms, &moved).await, plaintext);
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let (_, metrics) = http_get(&format!("{}/metrics", srv.endpoint())).await;
+    let recycles = sample(&metrics, "p11kms_hsm_recycles_total");
+    // 600 requests of about 3 token operations each, recycled every 40 operations.
+    assert!(recycles >= 10.0, "only {recycles} recycles");
+    assert_eq!(sample(&metrics, "p11kms_hsm_reinitialisations_total"), 0.0);
+    let (status, _) = http_get(&format!("{}/readyz", srv.endpoint())).await;
+    assert_eq!(status, 200);
+}

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub pool_waiters: IntGauge,
     pub throttled: IntCounter,
     pub hsm_reinitialisations: IntCounter,
+    pub hsm_recycles: IntCounter,
     pub keys: IntGaugeVec,
 }
 
@@ -69,6 +70,10 @@ impl Metrics {
             "p11kms_hsm_reinitialisations_total",
             "Times the PKCS#11 library was reinitialised after a token loss",
         )?;
+        let hsm_recycles = IntCounter::new(
+            "p11kms_hsm_recycles_total",
+            "Planned reinitialisations of the PKCS#11 library (hsm.recycle_after_operations)",
+        )?;
         let keys = IntGaugeVec::new(
             Opts::new("p11kms_keys", "KMS keys by key state"),
             &["state"],
@@ -80,6 +85,7 @@ impl Metrics {
         registry.register(Box::new(pool_waiters.clone()))?;
         registry.register(Box::new(throttled.clone()))?;
         registry.register(Box::new(hsm_reinitialisations.clone()))?;
+        registry.register(Box::new(hsm_recycles.clone()))?;
         registry.register(Box::new(keys.clone()))?;
         Ok(Metrics {
             registry,
@@ -90,6 +96,7 @@ impl Metrics {
             pool_waiters,
             throttled,
             hsm_reinitialisations,
+            hsm_recycles,
             keys,
         })
     }
@@ -131,6 +138,11 @@ pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
     let seen = metrics.hsm_reinitialisations.get();
     if reinits > seen {
         metrics.hsm_reinitialisations.inc_by(reinits - seen);
+    }
+    let recycles = service.hsm().recycles();
+    let seen = metrics.hsm_recycles.get();
+    if recycles > seen {
+        metrics.hsm_recycles.inc_by(recycles - seen);
     }
     if let Ok(counts) = service.store().count_keys_by_state() {
         for state in [
