@@ -960,3 +960,32 @@ async fn key_policy_get_put_list_and_the_lockout_check() {
         .await
         .expect("bob is in");
 }
+
+#[tokio::test]
+async fn key_policy_quota_and_statements_without_resource() {
+    let rig = Rig::start();
+    let key = create_key(&rig.root).await.key_id;
+    // 32 KiB is AWS's key policy quota.
+    let padding = "x".repeat(33_000);
+    let big = policy(vec![
+        json!({"Sid": padding, "Effect": "Allow", "Principal": {"AWS": BOB},
+                                 "Action": "kms:Encrypt", "Resource": "*"}),
+    ]);
+    expect_error(
+        rig.root
+            .put_key_policy()
+            .key_id(&key)
+            .policy_name("default")
+            .policy(big.to_string())
+            .send()
+            .await,
+        "LimitExceededException",
+    );
+    // A statement without Resource is accepted and grants nothing.
+    let key = rig
+        .key_with(vec![
+            json!({"Effect": "Allow", "Principal": {"AWS": BOB}, "Action": "kms:Encrypt"}),
+        ])
+        .await;
+    denied(try_encrypt(&rig.as_user("bob"), &key, &[]).await);
+}

@@ -17,6 +17,8 @@ const POLICY_NAME: &str = "default";
 const DEFAULT_GRANT_LIST_LIMIT: i64 = 50;
 const TOKEN_VERSION: u8 = 1;
 const TOKEN_LEN: usize = 1 + 32 + 16;
+/// AWS KMS's key policy size quota (32 KiB).
+const MAX_KEY_POLICY_BYTES: usize = 32_768;
 /// AWS's limit on grants per key.
 const MAX_GRANTS_PER_KEY: usize = 50_000;
 
@@ -386,6 +388,12 @@ impl KmsService {
         text: &str,
         bypass_lockout_check: bool,
     ) -> Result<PolicyDocument, KmsError> {
+        if text.len() > MAX_KEY_POLICY_BYTES {
+            return Err(KmsError::LimitExceeded(format!(
+                "The key policy is {} bytes; the quota is {MAX_KEY_POLICY_BYTES} bytes.",
+                text.len()
+            )));
+        }
         let doc = PolicyDocument::parse(text, PolicyKind::Key)
             .map_err(|e| KmsError::MalformedPolicyDocument(e.to_string()))?;
         if !bypass_lockout_check && !self.policy_keeps_caller_in(caller, key_account, key_arn, &doc)

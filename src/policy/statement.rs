@@ -49,8 +49,9 @@ pub(super) struct Statement {
     principal: PrincipalClause,
     /// Lowercased: actions match ignoring case.
     actions: Patterns,
-    /// `None`: no `Resource` element, any resource.
-    resources: Option<Patterns>,
+    /// Empty (and not negated) when a key policy statement has no `Resource`: it then
+    /// applies to nothing, as in AWS KMS.
+    resources: Patterns,
     conditions: Vec<Condition>,
 }
 
@@ -199,12 +200,22 @@ fn parse_statement(value: &Value, kind: PolicyKind) -> Result<Statement, PolicyE
         (PolicyKind::Key, Some((v, true))) => PrincipalClause::NotPrincipal(principal::parse(v)?),
     };
 
-    let Some((action_value, not_action)) = one_of(map, "Action", "NotAction")? else {
-        return Err(error("Policy statement is missing Action."));
+    // AWS KMS accepts a key policy statement without Action or Resource and gives it no
+    // effect; IAM refuses such an identity policy.
+    let (action_value, not_action) = match (kind, one_of(map, "Action", "NotAction")?) {
+        (_, Some(found)) => (Some(found.0), found.1),
+        (PolicyKind::Key, None) => (None, false),
+        (PolicyKind::Identity, None) => {
+            return Err(error("Policy statement must contain actions."))
+        }
     };
     let element = if not_action { "NotAction" } else { "Action" };
     let mut actions = Vec::new();
-    for action in strings(action_value, element)? {
+    for action in action_value
+        .map(|v| strings(v, element))
+        .transpose()?
+        .unwrap_or_default()
+    {
         if action.is_empty() {
             return Err(PolicyError(format!(
                 "{element} must not be an empty string."
@@ -217,7 +228,13 @@ fn parse_statement(value: &Value, kind: PolicyKind) -> Result<Statement, PolicyE
     }
 
     let resources = match one_of(map, "Resource", "NotResource")? {
-        None => None,
+        None if kind == PolicyKind::Identity => {
+            return Err(error("Policy statement must contain resources."))
+        }
+        None => Patterns {
+            patterns: Vec::new(),
+            negated: false,
+        },
         Some((value, negated)) => {
             let element = if negated { "NotResource" } else { "Resource" };
             let mut patterns = Vec::new();
@@ -230,7 +247,7 @@ fn parse_statement(value: &Value, kind: PolicyKind) -> Result<Statement, PolicyE
                 }
                 patterns.push(resource.to_owned());
             }
-            Some(Patterns { patterns, negated })
+            Patterns { patterns, negated }
         }
     };
 
@@ -264,10 +281,7 @@ impl Statement {
         let matched = self.principal.matches(caller);
         if matched == AllowMatch::None
             || !self.actions.applies_to(action)
-            || !self
-                .resources
-                .as_ref()
-                .is_none_or(|r| r.applies_to(request.resource))
+            || !self.resources.applies_to(request.resource)
             || !self
                 .conditions
                 .iter()

@@ -21,11 +21,23 @@ fn parse(text: &str, kind: PolicyKind) -> PolicyDocument {
     PolicyDocument::parse(text, kind).unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
+/// A key policy of `statements`; a statement without `Resource`/`NotResource` gets
+/// `"Resource": "*"` (without one it would apply to nothing).
 fn key_policy(statements: &str) -> PolicyDocument {
-    parse(
-        &format!(r#"{{"Version":"2012-10-17","Statement":[{statements}]}}"#),
-        PolicyKind::Key,
-    )
+    parse(&with_resources(statements), PolicyKind::Key)
+}
+
+fn with_resources(statements: &str) -> String {
+    let mut list: Vec<serde_json::Value> =
+        serde_json::from_str(&format!("[{statements}]")).expect("statements are JSON");
+    for statement in &mut list {
+        if let Some(map) = statement.as_object_mut() {
+            if !map.contains_key("Resource") && !map.contains_key("NotResource") {
+                map.insert("Resource".into(), "*".into());
+            }
+        }
+    }
+    serde_json::json!({"Version": "2012-10-17", "Statement": list}).to_string()
 }
 
 fn rejected(text: &str, kind: PolicyKind) -> String {
@@ -143,13 +155,38 @@ fn accepts_optional_elements_and_shapes() {
     );
     // Condition values as booleans and numbers, and a multi-value list.
     parse(
-        r#"{"Statement":[{"Effect":"Allow","Action":"*","Condition":{"Bool":{"kms:GrantIsForAWSResource":true},"NumericLessThan":{"kms:ValidTo":1700000000.5},"StringEquals":{"kms:ViaService":["a","b"]}}}]}"#,
+        r#"{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"Bool":{"kms:GrantIsForAWSResource":true},"NumericLessThan":{"kms:ValidTo":1700000000.5},"StringEquals":{"kms:ViaService":["a","b"]}}}]}"#,
         PolicyKind::Identity,
     );
     // Whitespace and Unicode are fine.
     parse(
-        "{ \"Statement\" : [ { \"Sid\": \"é ✓\", \"Effect\": \"Allow\", \"Action\": \"kms:*\" } ] }\n",
+        "{ \"Statement\" : [ { \"Sid\": \"é ✓\", \"Effect\": \"Allow\", \"Action\": \"kms:*\", \"Resource\": \"*\" } ] }\n",
         PolicyKind::Identity,
+    );
+}
+
+#[test]
+fn key_statements_without_action_or_resource_have_no_effect() {
+    // AWS KMS accepts them (PutKeyPolicy succeeds) but they grant and deny nothing.
+    let doc = parse(
+        r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*"},{"Effect":"Deny","Principal":"*","Resource":"*"}]}"#,
+        PolicyKind::Key,
+    );
+    assert_eq!(evaluate(&doc, "kms:Decrypt", ALICE), Evaluation::default());
+    // IAM refuses identity policies without them.
+    assert_eq!(
+        rejected(
+            r#"{"Statement":{"Effect":"Allow","Action":"kms:*"}}"#,
+            PolicyKind::Identity
+        ),
+        "Policy statement must contain resources."
+    );
+    assert_eq!(
+        rejected(
+            r#"{"Statement":{"Effect":"Allow","Resource":"*"}}"#,
+            PolicyKind::Identity
+        ),
+        "Policy statement must contain actions."
     );
 }
 
@@ -264,7 +301,7 @@ fn rejects_malformed_documents() {
             "Statement must be an object or a non-empty array.",
         ),
         (
-            r#"{"Statement":[{"Effect":"Allow","Action":"kms:*"},"x"]}"#,
+            r#"{"Statement":[{"Effect":"Allow","Action":"kms:*","Resource":"*"},"x"]}"#,
             "Each policy statement must be a JSON object.",
         ),
         (
@@ -311,10 +348,6 @@ fn rejects_malformed_statements() {
         (
             r#"{"Effect":"Allow","Principal":"*","NotPrincipal":"*","Action":"kms:*"}"#,
             "Statement has both Principal and NotPrincipal.",
-        ),
-        (
-            r#"{"Effect":"Allow","Principal":"*"}"#,
-            "Policy statement is missing Action.",
         ),
         (
             r#"{"Effect":"Allow","Principal":"*","Action":"kms:Decrypt","NotAction":"kms:Encrypt"}"#,
@@ -574,7 +607,7 @@ fn error_messages_never_echo_huge_input() {
     }
     // Control characters are not passed through either.
     let message = rejected(
-        r#"{"Statement":{"Effect":"Allow","Action":"kms:*","Condition":{"Bad\nOp":{"a:b":"c"}}}}"#,
+        r#"{"Statement":{"Effect":"Allow","Action":"kms:*","Resource":"*","Condition":{"Bad\nOp":{"a:b":"c"}}}}"#,
         PolicyKind::Identity,
     );
     assert_eq!(message, "Unsupported condition operator: Bad?Op.");
