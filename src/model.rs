@@ -250,13 +250,109 @@ impl GrantConstraints {
         self.equals.is_none() && self.subset.is_none()
     }
 
-    /// Whether a request's encryption context satisfies the constraints.
+    /// Whether a request's encryption context satisfies the constraints. As in AWS, the
+    /// keys of a constraint match ignoring case; the values must match exactly.
     pub fn admit(&self, context: &std::collections::BTreeMap<String, String>) -> bool {
-        let equals_ok = self.equals.as_ref().is_none_or(|want| want == context);
+        let equals_ok = self
+            .equals
+            .as_ref()
+            .is_none_or(|want| want.len() == context.len() && contains_pairs(context, want));
         let subset_ok = self
             .subset
             .as_ref()
-            .is_none_or(|want| want.iter().all(|(k, v)| context.get(k) == Some(v)));
+            .is_none_or(|want| contains_pairs(context, want));
         equals_ok && subset_ok
+    }
+
+    /// Whether `self` (a grant being made through a grant's CreateGrant permission) is at
+    /// least as strict as `parent`: every context `self` admits, `parent` admits too.
+    pub fn at_least_as_strict_as(&self, parent: &GrantConstraints) -> bool {
+        if let Some(want) = &parent.equals {
+            // Only an identical EncryptionContextEquals admits nothing more.
+            return self
+                .equals
+                .as_ref()
+                .is_some_and(|mine| mine.len() == want.len() && contains_pairs(mine, want));
+        }
+        match &parent.subset {
+            None => true,
+            Some(want) => {
+                self.equals
+                    .as_ref()
+                    .is_some_and(|mine| contains_pairs(mine, want))
+                    || self
+                        .subset
+                        .as_ref()
+                        .is_some_and(|mine| contains_pairs(mine, want))
+            }
+        }
+    }
+}
+
+/// Whether `context` holds every pair of `pairs`, keys compared ignoring case.
+fn contains_pairs(
+    context: &std::collections::BTreeMap<String, String>,
+    pairs: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    pairs.iter().all(|(key, value)| {
+        context
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case(key) && v == value)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GrantConstraints;
+    use std::collections::BTreeMap;
+
+    fn ctx(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn grant_constraints_match_keys_ignoring_case_and_values_exactly() {
+        let subset = GrantConstraints {
+            equals: None,
+            subset: Some(ctx(&[("Tenant", "a")])),
+        };
+        assert!(subset.admit(&ctx(&[("tenant", "a"), ("x", "y")])));
+        assert!(!subset.admit(&ctx(&[("tenant", "A")])));
+        assert!(!subset.admit(&ctx(&[])));
+        let equals = GrantConstraints {
+            equals: Some(ctx(&[("tenant", "a")])),
+            subset: None,
+        };
+        assert!(equals.admit(&ctx(&[("TENANT", "a")])));
+        assert!(!equals.admit(&ctx(&[("tenant", "a"), ("x", "y")])));
+        assert!(GrantConstraints::default().admit(&ctx(&[("any", "thing")])));
+    }
+
+    #[test]
+    fn a_child_grant_must_be_at_least_as_strict() {
+        let none = GrantConstraints::default();
+        let subset_a = GrantConstraints {
+            equals: None,
+            subset: Some(ctx(&[("tenant", "a")])),
+        };
+        let subset_ab = GrantConstraints {
+            equals: None,
+            subset: Some(ctx(&[("tenant", "a"), ("app", "b")])),
+        };
+        let equals_ab = GrantConstraints {
+            equals: Some(ctx(&[("tenant", "a"), ("app", "b")])),
+            subset: None,
+        };
+        assert!(none.at_least_as_strict_as(&none));
+        assert!(subset_a.at_least_as_strict_as(&none));
+        assert!(!none.at_least_as_strict_as(&subset_a));
+        assert!(subset_ab.at_least_as_strict_as(&subset_a));
+        assert!(equals_ab.at_least_as_strict_as(&subset_a));
+        assert!(!subset_a.at_least_as_strict_as(&subset_ab));
+        assert!(equals_ab.at_least_as_strict_as(&equals_ab));
+        assert!(!subset_ab.at_least_as_strict_as(&equals_ab));
     }
 }

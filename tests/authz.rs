@@ -989,3 +989,71 @@ async fn key_policy_quota_and_statements_without_resource() {
         .await;
     denied(try_encrypt(&rig.as_user("bob"), &key, &[]).await);
 }
+
+#[tokio::test]
+async fn a_grant_passes_on_at_most_what_it_has() {
+    let rig = Rig::start();
+    let key = create_key(&rig.root).await.key_id;
+    let bob = rig.as_user("bob");
+    rig.root
+        .create_grant()
+        .key_id(&key)
+        .grantee_principal(BOB)
+        .operations(GrantOperation::CreateGrant)
+        .operations(GrantOperation::Encrypt)
+        .constraints(
+            GrantConstraints::builder()
+                .encryption_context_subset("tenant", "a")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("parent grant");
+    let child = |ops: Vec<GrantOperation>, constraints: Option<GrantConstraints>| {
+        bob.create_grant()
+            .key_id(&key)
+            .grantee_principal(FRANK)
+            .set_operations(Some(ops))
+            .set_constraints(constraints)
+            .send()
+    };
+    // Stricter constraints and a subset of the operations: allowed.
+    child(
+        vec![GrantOperation::Encrypt],
+        Some(
+            GrantConstraints::builder()
+                .encryption_context_subset("Tenant", "a")
+                .encryption_context_subset("app", "x")
+                .build(),
+        ),
+    )
+    .await
+    .expect("child grant");
+    // No constraint at all, or an operation the parent lacks: refused.
+    expect_error(
+        child(vec![GrantOperation::Encrypt], None).await,
+        "AccessDeniedException",
+    );
+    expect_error(
+        child(
+            vec![GrantOperation::Decrypt],
+            Some(
+                GrantConstraints::builder()
+                    .encryption_context_subset("tenant", "a")
+                    .build(),
+            ),
+        )
+        .await,
+        "AccessDeniedException",
+    );
+    // Frank's grant works within its constraint (keys match ignoring case).
+    allowed(
+        try_encrypt(
+            &rig.as_user("frank"),
+            &key,
+            &[("tenant", "a"), ("app", "x")],
+        )
+        .await,
+    );
+    denied(try_encrypt(&rig.as_user("frank"), &key, &[("tenant", "a")]).await);
+}

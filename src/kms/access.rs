@@ -316,7 +316,7 @@ impl KmsService {
                     && access.grant.is_none_or(|new| {
                         // A grant that allows CreateGrant passes on at most what it has.
                         new.operations.iter().all(|op| g.operations.contains(op))
-                            && (g.constraints.is_empty() || *new.constraints == g.constraints)
+                            && new.constraints.at_least_as_strict_as(&g.constraints)
                     })
             })
             .map(|g| g.grant_id))
