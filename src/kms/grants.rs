@@ -20,7 +20,7 @@ const TOKEN_LEN: usize = 1 + 32 + 16;
 /// AWS KMS's key policy size quota (32 KiB).
 const MAX_KEY_POLICY_BYTES: usize = 32_768;
 /// AWS's limit on grants per key.
-const MAX_GRANTS_PER_KEY: usize = 50_000;
+const MAX_GRANTS_PER_KEY: u64 = 50_000;
 
 impl KmsService {
     /// Every token in `GrantTokens` must be a token this gateway issued for a grant that
@@ -118,12 +118,7 @@ impl KmsService {
                 });
             }
         }
-        if self
-            .store
-            .list_grants(&key.key_id, None, MAX_GRANTS_PER_KEY)?
-            .len()
-            >= MAX_GRANTS_PER_KEY
-        {
+        if self.store.count_grants(&key.key_id)? >= MAX_GRANTS_PER_KEY {
             return Err(KmsError::LimitExceeded(format!(
                 "The request would exceed the limit of {MAX_GRANTS_PER_KEY} grants for {}.",
                 self.arn_of(&key)

@@ -126,6 +126,8 @@ pub trait MetadataStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<GrantRecord>>;
+    /// How many grants a key has (AWS's per-key quota).
+    fn count_grants(&self, key_id: &KeyId) -> StoreResult<u64>;
     /// Grants of a key given to `grantee` (what authorization consults).
     fn grants_for_grantee(&self, key_id: &KeyId, grantee: &str) -> StoreResult<Vec<GrantRecord>>;
     /// Grants of a key with the given name (CreateGrant's idempotency).

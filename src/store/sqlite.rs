@@ -1040,6 +1040,15 @@ impl MetadataStore for SqliteStore {
         )
     }
 
+    fn count_grants(&self, key_id: &KeyId) -> StoreResult<u64> {
+        let conn = self.conn();
+        let count: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM grants WHERE key_id = ?1")
+            .and_then(|mut stmt| stmt.query_row(params![key_id.to_string()], |row| row.get(0)))
+            .map_err(db_err)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     fn grants_for_grantee(&self, key_id: &KeyId, grantee: &str) -> StoreResult<Vec<GrantRecord>> {
         let conn = self.conn();
         let mut stmt = conn
@@ -2120,6 +2129,7 @@ mod tests {
             assert_eq!(store.get_grant(&g1.grant_id).unwrap().as_ref(), Some(&g1));
             let all = store.list_grants(&key.key_id, None, 10).unwrap();
             assert_eq!(all, vec![g1.clone(), g2.clone()]);
+            assert_eq!(store.count_grants(&key.key_id).unwrap(), 2);
             let page = store
                 .list_grants(&key.key_id, Some(&g1.grant_id), 10)
                 .unwrap();
