@@ -162,10 +162,11 @@ ensure_venv() {
     # AWS CLI v1 from PyPI (the `awscli` package): it is a plain pip package that
     # shares botocore with boto3; v2 is not on PyPI.  The tests use only
     # commands that v1 and v2 share.
-    local reqs=("-r" "$CONF_DIR/requirements.txt" awscli pytest prometheus-client)
+    # aws-encryption-sdk: tests/e2e/test_esdk.py runs the AWS Encryption SDK, unchanged, against the gateway.
+    local reqs=("-r" "$CONF_DIR/requirements.txt" awscli pytest prometheus-client aws-encryption-sdk)
     local stamp="$VENV/.p11kms-requirements"
     local want
-    want="$(cat "$CONF_DIR/requirements.txt"; echo "awscli pytest prometheus-client")"
+    want="$(cat "$CONF_DIR/requirements.txt"; echo "awscli pytest prometheus-client aws-encryption-sdk")"
     if [[ ! -f "$stamp" ]] || [[ "$(cat "$stamp")" != "$want" ]]; then
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${reqs[@]}"
