@@ -67,11 +67,26 @@ pub(super) struct Access<'a> {
     pub grantee_filter: Option<&'a str>,
 }
 
-impl Access<'_> {
+impl<'a> Access<'a> {
     pub fn to(action: &'static str) -> Self {
         Access {
             action,
             ..Default::default()
+        }
+    }
+
+    /// An encryption-family action on `key`: the context counts only for a symmetric key
+    /// (asymmetric ones take none), and the algorithm defaults to `SYMMETRIC_DEFAULT`.
+    pub fn encryption(
+        action: &'static str,
+        key: &KeyRecord,
+        context: &'a BTreeMap<String, String>,
+        algorithm: Option<&'a str>,
+    ) -> Self {
+        Access {
+            context: (key.key_spec == super::SYMMETRIC_DEFAULT).then_some(context),
+            encryption_algorithm: Some(algorithm.unwrap_or(super::SYMMETRIC_DEFAULT)),
+            ..Access::to(action)
         }
     }
 }
@@ -158,39 +173,19 @@ impl KmsService {
         };
         let key_policy = self.key_policy(key)?.1.evaluate(&request);
         let identity = self.identity_evaluation(caller, &request);
-        if key_policy.deny {
-            return Err(self.refuse(
-                caller,
-                access.action,
-                &key_arn,
-                Refusal::ExplicitDenyInKeyPolicy,
-            ));
-        }
-        if identity.deny {
-            return Err(self.refuse(
-                caller,
-                access.action,
-                &key_arn,
-                Refusal::ExplicitDenyInIdentityPolicy,
-            ));
-        }
-        let identity_allows = identity.allow != AllowMatch::None;
-        let by_policy = match key_policy.allow {
-            AllowMatch::Direct if !cross_account => true,
-            AllowMatch::Direct | AllowMatch::Account => identity_allows,
-            AllowMatch::None => false,
-        };
-        if by_policy {
-            return Ok(());
-        }
-        if let Some(grant_id) = self.grant_allowing(caller, key, access)? {
-            caller.note_grant(grant_id);
-            return Ok(());
-        }
-        let refusal = if key_policy.allow == AllowMatch::None {
-            Refusal::NoKeyPolicyAllows
-        } else {
-            Refusal::NoIdentityPolicyAllows
+        let refusal = match verdict(key_policy, identity, cross_account) {
+            Ok(()) => return Ok(()),
+            // Grants can allow what the policies leave open, never what they deny.
+            Err(r @ (Refusal::ExplicitDenyInKeyPolicy | Refusal::ExplicitDenyInIdentityPolicy)) => {
+                r
+            }
+            Err(r) => match self.grant_allowing(caller, key, access)? {
+                Some(grant_id) => {
+                    caller.note_grant(grant_id);
+                    return Ok(());
+                }
+                None => r,
+            },
         };
         Err(self.refuse(caller, access.action, &key_arn, refusal))
     }
@@ -243,18 +238,13 @@ impl KmsService {
             principal_account: caller.account(),
             values: &values,
         };
-        let by_key = policy.evaluate(&request);
         let identity = self.identity_evaluation(caller, &request);
-        if by_key.deny || identity.deny {
-            return false;
-        }
-        match by_key.allow {
-            AllowMatch::Direct => {
-                caller.account() == key_account || identity.allow != AllowMatch::None
-            }
-            AllowMatch::Account => identity.allow != AllowMatch::None,
-            AllowMatch::None => false,
-        }
+        verdict(
+            policy.evaluate(&request),
+            identity,
+            caller.account() != key_account,
+        )
+        .is_ok()
     }
 
     /// The caller's identity policies. The root principal of the caller's account holds
@@ -428,10 +418,36 @@ impl KmsService {
     }
 }
 
+/// AWS's rule for a key policy and the caller's identity policies together: an explicit
+/// Deny wins; in the key's own account a direct Allow in the key policy suffices, while an
+/// Allow through the account (delegation) or from another account also needs the caller's
+/// identity policy to allow.
+fn verdict(
+    key_policy: Evaluation,
+    identity: Evaluation,
+    cross_account: bool,
+) -> Result<(), Refusal> {
+    if key_policy.deny {
+        return Err(Refusal::ExplicitDenyInKeyPolicy);
+    }
+    if identity.deny {
+        return Err(Refusal::ExplicitDenyInIdentityPolicy);
+    }
+    let identity_allows = identity.allow != AllowMatch::None;
+    match key_policy.allow {
+        AllowMatch::Direct if !cross_account => Ok(()),
+        AllowMatch::Direct | AllowMatch::Account if identity_allows => Ok(()),
+        AllowMatch::Direct | AllowMatch::Account => Err(Refusal::NoIdentityPolicyAllows),
+        AllowMatch::None => Err(Refusal::NoKeyPolicyAllows),
+    }
+}
+
 /// `arn:<partition>:iam::<account>:root`.
 pub(super) fn is_account_root(principal_arn: &str, account: &str) -> bool {
     principal_arn
         .strip_prefix("arn:")
         .and_then(|rest| rest.split_once(':'))
-        .is_some_and(|(_, rest)| rest == format!("iam::{account}:root"))
+        .and_then(|(_, rest)| rest.strip_prefix("iam::"))
+        .and_then(|rest| rest.strip_prefix(account))
+        == Some(":root")
 }

@@ -45,15 +45,12 @@ impl KmsService {
         self.authorize(
             caller,
             &key,
-            &Access {
-                context: (key.key_spec == SYMMETRIC_DEFAULT).then_some(&context),
-                encryption_algorithm: Some(
-                    req.encryption_algorithm
-                        .as_deref()
-                        .unwrap_or(SYMMETRIC_DEFAULT),
-                ),
-                ..Access::to("Encrypt")
-            },
+            &Access::encryption(
+                "Encrypt",
+                &key,
+                &context,
+                req.encryption_algorithm.as_deref(),
+            ),
         )?;
         self.require_usable(&key)?;
         let encryption =
@@ -163,16 +160,12 @@ impl KmsService {
         self.authorize(
             caller,
             &destination,
-            &Access {
-                context: (destination.key_spec == SYMMETRIC_DEFAULT)
-                    .then_some(&destination_context),
-                encryption_algorithm: Some(
-                    req.destination_encryption_algorithm
-                        .as_deref()
-                        .unwrap_or(SYMMETRIC_DEFAULT),
-                ),
-                ..Access::to("ReEncryptTo")
-            },
+            &Access::encryption(
+                "ReEncryptTo",
+                &destination,
+                &destination_context,
+                req.destination_encryption_algorithm.as_deref(),
+            ),
         )?;
         let ignore_ciphertext = req
             .dry_run_modifiers
@@ -188,14 +181,13 @@ impl KmsService {
                 caller,
                 &source,
                 &Access {
-                    context: (source.key_spec == SYMMETRIC_DEFAULT).then_some(&source_context),
-                    encryption_algorithm: Some(
-                        req.source_encryption_algorithm
-                            .as_deref()
-                            .unwrap_or(SYMMETRIC_DEFAULT),
-                    ),
                     same_key: Some(source.key_id == destination.key_id),
-                    ..Access::to("ReEncryptFrom")
+                    ..Access::encryption(
+                        "ReEncryptFrom",
+                        &source,
+                        &source_context,
+                        req.source_encryption_algorithm.as_deref(),
+                    )
                 },
             )?;
             self.require_usable(&source)?;
@@ -446,10 +438,8 @@ impl KmsService {
             caller,
             &key,
             &Access {
-                context: Some(context),
-                encryption_algorithm: Some(algorithm.unwrap_or(SYMMETRIC_DEFAULT)),
                 same_key: destination.map(|d| d == key.key_id),
-                ..Access::to(action)
+                ..Access::encryption(action, &key, context, algorithm)
             },
         )?;
         self.require_usable(&key)?;
