@@ -310,9 +310,11 @@ impl Config {
         } else {
             return Err("hsm: no PIN configured; set P11KMS_PIN, P11KMS_PIN_FILE, hsm.pin_env or hsm.pin_file".into());
         };
+        // SoftHSM2 runs one session's calls no slower alone than two sessions' together,
+        // and costs less CPU per call that way (README, Benchmarks).
         let session_pool_size = parse_env("P11KMS_SESSION_POOL_SIZE")?
             .or(file.hsm.session_pool_size)
-            .unwrap_or(2)
+            .unwrap_or(if embedded_softhsm { 1 } else { 2 })
             .max(1);
         let session_wait = Duration::from_millis(
             parse_env("P11KMS_SESSION_WAIT_MS")?

@@ -252,10 +252,10 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
         )?)),
         None => None,
     };
-    let admission = Arc::new(crate::wire::Admission::for_pool(
+    let lanes = Arc::new(crate::wire::Lanes::start(
         config.session_pool_size,
         config.session_wait,
-    ));
+    )?);
     let core = service.clone();
     let audit_at_exit = audit.clone();
     #[cfg(unix)]
@@ -270,7 +270,7 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
         verifier,
         metrics,
         audit,
-        admission,
+        lanes,
         secure_transport: tls.is_some(),
     });
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -123,8 +123,9 @@ pub struct BenchArgs {
     /// Upper bound on each run's requests.
     #[arg(long, default_value_t = 20_000)]
     pub max_requests: u64,
-    /// Session pool of the gateway and of the raw ceiling (P11KMS_SESSION_POOL_SIZE).
-    #[arg(long, default_value_t = 2)]
+    /// Session pool of the gateway and of the raw ceiling (P11KMS_SESSION_POOL_SIZE); 1 is
+    /// the embedded SoftHSM2's default.
+    #[arg(long, default_value_t = 1)]
     pub pool_size: usize,
     /// P11KMS_SESSION_WAIT_MS for the gateway.
     #[arg(long)]
@@ -143,6 +144,12 @@ pub struct BenchArgs {
     /// Skip the raw ceiling.
     #[arg(long)]
     pub no_raw: bool,
+    /// Run raw ceiling and gateway this many times, alternating, and summarise the targets
+    /// as medians of the rounds' paired figures: on a shared machine the host's speed drifts
+    /// between runs, and pairing each gateway run with the raw run just before it cancels
+    /// most of that drift. Not with --delay-us.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// State directory to use (default: a fresh one under the temp directory, removed after).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -209,10 +216,40 @@ fn run_local(args: &BenchArgs, data_dir: &Path) -> Result<bool, String> {
     std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
     embedded.ensure_token(&softhsm, crate::config::DEFAULT_TOKEN_LABEL)?;
 
+    let rounds = if args.delay_us > 0 {
+        1
+    } else {
+        args.rounds.max(1)
+    };
+    let mut clean = true;
+    let mut history = Vec::new();
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("\n# round {round} of {rounds}");
+        }
+        let (raw_rows, gateway_rows, round_clean) = run_round(args, data_dir, &softhsm, &embedded)?;
+        clean &= round_clean;
+        history.push((raw_rows, gateway_rows));
+    }
+    if rounds > 1 {
+        report::print_rounds(&history);
+    }
+    println!("# load at end: {}", proc::load_average());
+    Ok(clean)
+}
+
+/// One round: the raw ceiling, then the gateway (or the emulator's two phases). Returns the
+/// raw rows, the gateway rows of the last phase, and whether every request succeeded.
+fn run_round(
+    args: &BenchArgs,
+    data_dir: &Path,
+    softhsm: &Path,
+    embedded: &EmbeddedSoftHsm,
+) -> Result<(Vec<RawRow>, Vec<GatewayRow>, bool), String> {
     let raw_rows = if args.no_raw || args.delay_us > 0 {
         Vec::new()
     } else {
-        let module = args.module.clone().unwrap_or(softhsm);
+        let module = args.module.clone().unwrap_or_else(|| softhsm.to_path_buf());
         raw::run_matrix(args, &module, embedded.user_pin()?)?
     };
     report::print_raw(&raw_rows);
@@ -270,8 +307,8 @@ fn run_local(args: &BenchArgs, data_dir: &Path) -> Result<bool, String> {
             report::print_latency_hiding(base, delayed, args.pool_size, args.delay_us);
         }
     }
-    println!("# load at end: {}", proc::load_average());
-    Ok(clean)
+    let last = all_rows.into_values().next_back().unwrap_or_default();
+    Ok((raw_rows, last, clean))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {

@@ -270,3 +270,80 @@ pub fn print_latency_hiding(
         );
     }
 }
+
+/// The targets over several rounds: each round's gateway figures against the raw figures
+/// of the same round, then the median of those paired ratios and differences.
+pub fn print_rounds(rounds: &[(Vec<RawRow>, Vec<GatewayRow>)]) {
+    println!();
+    println!(
+        "## targets over {} rounds (median of per-round pairs)",
+        rounds.len()
+    );
+    for op in [BenchOp::ReEncrypt, BenchOp::Encrypt, BenchOp::Decrypt] {
+        let mut ratios = Vec::new();
+        let mut deltas = Vec::new();
+        let mut gateway_cpu = Vec::new();
+        let mut raw_cpu = Vec::new();
+        let mut gateway_rate = Vec::new();
+        let mut raw_rate = Vec::new();
+        for (raw, gateway) in rounds {
+            let Some(row) = gateway
+                .iter()
+                .find(|r| r.op == op && r.size == 32 && r.concurrency == 16)
+            else {
+                continue;
+            };
+            let Some(raw_row) = raw_for(raw, row) else {
+                continue;
+            };
+            ratios.push(row.rate() / raw_row.rate().max(1e-9));
+            gateway_rate.push(row.rate());
+            raw_rate.push(raw_row.rate());
+            if let (Some(gw), Some(rc)) = (row.cpu_per_request_us, raw_row.cpu_per_op_us) {
+                deltas.push(gw - rc);
+                gateway_cpu.push(gw);
+                raw_cpu.push(rc);
+            }
+        }
+        let list = |v: &[f64], digits: usize| {
+            v.iter()
+                .map(|x| format!("{x:.digits$}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        if let Some(ratio) = median(&ratios) {
+            println!(
+                "throughput c16 32 B {:<10} {:>6.0}/s vs raw {:>6.0}/s: ratio {ratio:.2} (rounds: {}) (target >= {TARGET_RATIO:.2}: {})",
+                op.target(),
+                median(&gateway_rate).unwrap_or_default(),
+                median(&raw_rate).unwrap_or_default(),
+                list(&ratios, 2),
+                verdict(ratio >= TARGET_RATIO)
+            );
+        }
+        if let Some(delta) = median(&deltas) {
+            println!(
+                "cpu/req    c16 32 B {:<10} {:>6.0} us vs raw {:>6.0} us: {delta:+.0} us (rounds: {}) (target <= +{TARGET_CPU_OVERHEAD_US:.0}: {})",
+                op.target(),
+                median(&gateway_cpu).unwrap_or_default(),
+                median(&raw_cpu).unwrap_or_default(),
+                list(&deltas, 0),
+                verdict(delta <= TARGET_CPU_OVERHEAD_US)
+            );
+        }
+    }
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    Some(if sorted.len() % 2 == 0 {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    })
+}

@@ -267,7 +267,7 @@ impl Hsm {
             Attribute::Label(label),
         ];
         let mechanism = pair_template(kind, &mut public);
-        let (public_handle, private_handle) = self.with_session(|_, s| {
+        let (public_handle, private_handle) = self.with_key_pair_session(|s| {
             s.generate_key_pair(&mechanism, &public, &private)
                 .map_err(HsmError::from)
         })??;
@@ -478,7 +478,7 @@ impl Hsm {
             Attribute::Derive(false),
         ];
         let mechanism = pair_template(kind, &mut public);
-        self.with_session(|_, s| {
+        self.with_key_pair_session(|s| {
             let (public_handle, private_handle) =
                 s.generate_key_pair(&mechanism, &public, &private)?;
             let public_object = SessionObject::new(s, public_handle);

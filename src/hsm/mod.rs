@@ -139,6 +139,9 @@ struct Token {
     pkcs11: Pkcs11,
     slot: Slot,
     pool: SessionPool,
+    /// One session of its own for key-pair generation, which can take seconds (RSA 4096
+    /// on SoftHSM2): it never holds a session that requests are waiting for.
+    key_pairs: SessionPool,
     materials: RwLock<HashMap<(MaterialId, Half), ObjectHandle>>,
 }
 
@@ -437,15 +440,31 @@ impl Hsm {
         Ok(self.on_token_with(&token, |s| op(&token, s)))
     }
 
+    /// Runs `op`, a key-pair generation, on the token's key-pair session.
+    fn with_key_pair_session<T>(
+        &self,
+        op: impl FnOnce(&TimedSession<'_>) -> Result<T, HsmError>,
+    ) -> Result<Result<T, HsmError>, KmsError> {
+        let token = self.token()?;
+        let result = self.on_pool(&token, &token.key_pairs, |s| op(s).map_err(OpError::Hsm));
+        Ok(flatten_op_error(result))
+    }
+
     fn on_token<T>(
         &self,
         token: &Arc<Token>,
         op: impl FnOnce(&TimedSession<'_>) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
-        let session = match token
-            .pool
-            .acquire(Instant::now() + self.config.session_wait)
-        {
+        self.on_pool(token, &token.pool, op)
+    }
+
+    fn on_pool<T>(
+        &self,
+        token: &Arc<Token>,
+        pool: &SessionPool,
+        op: impl FnOnce(&TimedSession<'_>) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
+        let session = match pool.acquire(Instant::now() + self.config.session_wait) {
             Ok(s) => s,
             Err(AcquireError::Timeout) => return Err(OpError::Kms(KmsError::Throttled)),
             Err(AcquireError::Open(e)) => {
@@ -460,12 +479,12 @@ impl Hsm {
             Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope != Scope::Data => {
                 tracing::warn!(function = %e.function, rv = %e.rv, scope = ?e.scope, "PKCS#11 call failed");
                 match e.scope {
-                    Scope::Session | Scope::Token => token.pool.discard(session),
-                    _ => token.pool.release(session),
+                    Scope::Session | Scope::Token => pool.discard(session),
+                    _ => pool.release(session),
                 }
                 self.recover(token, e);
             }
-            _ => token.pool.release(session),
+            _ => pool.release(session),
         }
         result
     }
@@ -475,16 +494,7 @@ impl Hsm {
         token: &Arc<Token>,
         op: impl FnOnce(&TimedSession<'_>) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
-        match self.on_token(token, |s| op(s).map_err(OpError::Hsm)) {
-            Ok(v) => Ok(v),
-            Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) => Err(e),
-            Err(OpError::Kms(KmsError::Throttled)) => Err(HsmError::gateway(
-                "pool",
-                "session wait timed out",
-                Scope::Data,
-            )),
-            Err(OpError::Kms(_)) => Err(HsmError::gateway("pool", "unavailable", Scope::Token)),
-        }
+        flatten_op_error(self.on_token(token, |s| op(s).map_err(OpError::Hsm)))
     }
 
     /// Runs `op` with a session and the handle of `material`, retrying once if the cached
@@ -604,6 +614,7 @@ impl Hsm {
                 Ok(token) => token.finalize(),
                 Err(in_use) => {
                     in_use.pool.close_idle();
+                    in_use.key_pairs.close_idle();
                     clean = false;
                 }
             }
@@ -753,6 +764,20 @@ impl Hsm {
     }
 }
 
+/// An operation's outcome as an [`HsmError`], for callers that map it themselves.
+fn flatten_op_error<T>(result: Result<T, OpError>) -> Result<T, HsmError> {
+    match result {
+        Ok(v) => Ok(v),
+        Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) => Err(e),
+        Err(OpError::Kms(KmsError::Throttled)) => Err(HsmError::gateway(
+            "pool",
+            "session wait timed out",
+            Scope::Data,
+        )),
+        Err(OpError::Kms(_)) => Err(HsmError::gateway("pool", "unavailable", Scope::Token)),
+    }
+}
+
 impl Token {
     fn open(config: &HsmConfig) -> Result<Token, HsmError> {
         let pkcs11 = initialise(&config.module)?;
@@ -772,6 +797,7 @@ impl Token {
         }
         pool.release(session);
         Ok(Token {
+            key_pairs: SessionPool::new(pkcs11.clone(), slot, 1),
             pkcs11,
             slot,
             pool,
@@ -793,8 +819,15 @@ impl Token {
 
     fn finalize(self) {
         self.pool.close_idle();
-        let Token { pkcs11, pool, .. } = self;
+        self.key_pairs.close_idle();
+        let Token {
+            pkcs11,
+            pool,
+            key_pairs,
+            ..
+        } = self;
         drop(pool);
+        drop(key_pairs);
         if let Err(e) = pkcs11.finalize() {
             tracing::warn!(error = %HsmError::from(e), "C_Finalize failed");
         }

@@ -13,9 +13,10 @@
 //! Error mapping: a uniqueness violation is `AlreadyExists`; a foreign-key violation (the
 //! referenced key or material does not exist) is `NotFound`; anything else is `Backend`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use rusqlite::{
     ffi, params, Connection, OptionalExtension, Params, Row, Statement, TransactionBehavior,
@@ -32,6 +33,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Large enough to hold every statement this file prepares, so none is ever re-prepared.
 const STATEMENT_CACHE_CAPACITY: usize = 64;
+/// Key rows kept by `get_key`; when full the cache starts over (a working set beyond this
+/// many keys only costs the query it would have cost anyway).
+const KEY_CACHE_CAPACITY: usize = 4096;
+/// How long a cached key row is used before it is read again.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
 /// Append only: a released entry must never change.
@@ -162,6 +168,12 @@ macro_rules! grant_columns {
 /// The SQLite metadata store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Key rows by id, with when they were read. Every cryptographic request reads its
+    /// key; this spares it the query. Writes through this store are seen at once: entries
+    /// are filled and dropped only while `conn` is locked, by `get_key` and by every write
+    /// to a key. A write by another process on the same file is seen within
+    /// [`KEY_CACHE_TTL`].
+    keys: RwLock<HashMap<KeyId, (Instant, KeyRecord)>>,
     /// `None` for an in-memory store; kept for `Debug` only.
     path: Option<PathBuf>,
 }
@@ -210,6 +222,7 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            keys: RwLock::new(HashMap::new()),
             path,
         })
     }
@@ -219,6 +232,14 @@ impl SqliteStore {
         self.conn()
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(db_err)
+    }
+
+    /// Drops the cached row of `key_id`; called with `conn` locked, after the write.
+    fn forget_key(&self, key_id: &KeyId) {
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key_id);
     }
 
     /// A panic while the lock was held cannot leave a transaction open (rusqlite rolls back
@@ -565,7 +586,9 @@ impl SqliteStore {
             .and_then(|mut stmt| stmt.execute(params![material.material_id.to_hex(), id, label]))
             .map_err(db_err)?;
         }
-        tx.commit().map_err(db_err)
+        let committed = tx.commit().map_err(db_err);
+        self.forget_key(&key.key_id);
+        committed
     }
 }
 
@@ -623,6 +646,16 @@ impl MetadataStore for SqliteStore {
     }
 
     fn get_key(&self, key_id: &KeyId) -> StoreResult<Option<KeyRecord>> {
+        if let Some((read, key)) = self
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key_id)
+        {
+            if read.elapsed() < KEY_CACHE_TTL {
+                return Ok(Some(key.clone()));
+            }
+        }
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(concat!(
@@ -635,7 +668,15 @@ impl MetadataStore for SqliteStore {
             .query_row([key_id.to_string()], KeyRow::read)
             .optional()
             .map_err(db_err)?;
-        row.map(KeyRow::into_record).transpose()
+        let key = row.map(KeyRow::into_record).transpose()?;
+        if let Some(key) = &key {
+            let mut cache = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= KEY_CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(*key_id, (Instant::now(), key.clone()));
+        }
+        Ok(key)
     }
 
     fn list_keys(
@@ -705,6 +746,7 @@ impl MetadataStore for SqliteStore {
                 ])
             })
             .map_err(db_err)?;
+        self.forget_key(&key.key_id);
         if changed == 0 {
             return Err(StoreError::NotFound);
         }
@@ -718,6 +760,7 @@ impl MetadataStore for SqliteStore {
         conn.prepare_cached("DELETE FROM keys WHERE key_id = ?1")
             .and_then(|mut stmt| stmt.execute([key_id.to_string()]))
             .map_err(db_err)?;
+        self.forget_key(key_id);
         Ok(())
     }
 
@@ -743,7 +786,9 @@ impl MetadataStore for SqliteStore {
             ])
         })
         .map_err(db_err)?;
-        tx.commit().map_err(db_err)
+        let committed = tx.commit().map_err(db_err);
+        self.forget_key(&material.key_id);
+        committed
     }
 
     fn get_material(
@@ -1261,6 +1306,36 @@ mod tests {
         check(&SqliteStore::open_in_memory().unwrap());
         let dir = TempDir::new().unwrap();
         check(&SqliteStore::open(&dir.path().join("meta.db")).unwrap());
+    }
+
+    #[test]
+    fn a_cached_key_row_follows_every_write_to_the_key() {
+        both(|store| {
+            let key = minimal_key(ACCOUNT, key_id(7), material_id(7));
+            insert(store, &key);
+            // Read once so the row is cached, then change it each way a key changes.
+            assert_eq!(store.get_key(&key.key_id).unwrap(), Some(key.clone()));
+            let disabled = KeyRecord {
+                state: KeyState::Disabled,
+                policy: r#"{"Statement":[]}"#.into(),
+                ..key.clone()
+            };
+            store.update_key(&disabled).unwrap();
+            assert_eq!(store.get_key(&key.key_id).unwrap(), Some(disabled.clone()));
+
+            let rotated = MaterialRecord {
+                key_id: key.key_id,
+                material_id: material_id(8),
+                created: key.creation_date + 1.0,
+                origin: MaterialOrigin::OnDemand,
+            };
+            store.add_material(&rotated, None).unwrap();
+            let got = store.get_key(&key.key_id).unwrap().unwrap();
+            assert_eq!(got.current_material, rotated.material_id);
+
+            store.delete_key(&key.key_id).unwrap();
+            assert_eq!(store.get_key(&key.key_id).unwrap(), None);
+        });
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //!
 //! One handler serves `POST /`. It caps the body before anything else, verifies SigV4,
 //! picks the operation from `X-Amz-Target`, and hands the raw body to the service core on a
-//! blocking thread (the core calls PKCS#11, which blocks). Errors from every step meet in
+//! core thread (the core calls PKCS#11, which blocks; see [`workers`]). Errors from every step meet in
 //! [`rescue`], the one place that turns a [`KmsError`] into a response and decides what is
 //! logged.
 
 mod dispatch;
+mod workers;
+
+pub use workers::{CoreWorkers, Lanes};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,37 +42,10 @@ pub struct AppState {
     pub verifier: Arc<SigV4Verifier>,
     pub metrics: Arc<Metrics>,
     pub audit: Option<Arc<AuditLog>>,
-    pub admission: Arc<Admission>,
+    /// The threads that run the service core: one per HSM session, and a key-generation lane.
+    pub lanes: Arc<Lanes>,
     /// Whether clients reach this listener over TLS (`aws:SecureTransport`).
     pub secure_transport: bool,
-}
-
-/// Admission to the blocking workers: at most `permits` requests run the service core at
-/// once, sized to the session pool. Requests beyond that wait here, as a future costing a
-/// few hundred bytes, instead of as a blocking thread parked on the pool's condition
-/// variable (each with its own stack and, under glibc, its own malloc arena). At c256 with
-/// a pool of 64, that is what keeps the peak RSS down and the context switches few.
-/// A request that waits longer than `wait` is throttled, never failed.
-pub struct Admission {
-    permits: Arc<tokio::sync::Semaphore>,
-    wait: std::time::Duration,
-}
-
-impl Admission {
-    /// One permit per session plus one, so a thread is ready the moment a session frees up.
-    pub fn for_pool(pool_size: usize, wait: std::time::Duration) -> Self {
-        Admission {
-            permits: Arc::new(tokio::sync::Semaphore::new(pool_size.max(1) + 1)),
-            wait,
-        }
-    }
-
-    async fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, KmsError> {
-        match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(KmsError::Throttled),
-        }
-    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -203,36 +179,27 @@ async fn process(state: &AppState, request: Request, operation: Option<Operation
         outcome.result = Err(KmsError::UnknownOperation);
         return outcome;
     };
-    let permit = match state.admission.enter().await {
-        Ok(p) => p,
-        Err(e) => {
-            outcome.result = Err(e);
-            return outcome;
-        }
-    };
     let service = state.service.clone();
     let secure_transport = state.secure_transport;
     let span = tracing::Span::current();
-    let joined = tokio::task::spawn_blocking(move || {
-        // Held until the blocking work ends, even if the client has gone away.
-        let _permit = permit;
-        span.in_scope(|| {
-            let caller = Caller::new(principal).with_transport(source_ip, Some(secure_transport));
-            let result = dispatch::dispatch(&service, &caller, operation, &body);
-            (result, caller.facts())
+    let joined = state
+        .lanes
+        .for_operation(operation)
+        .run(move || {
+            span.in_scope(|| {
+                let caller =
+                    Caller::new(principal).with_transport(source_ip, Some(secure_transport));
+                let result = dispatch::dispatch(&service, &caller, operation, &body);
+                (result, caller.facts())
+            })
         })
-    })
-    .await;
+        .await;
     match joined {
         Ok((result, facts)) => {
             outcome.result = result;
             outcome.facts = facts;
         }
-        Err(_) => {
-            outcome.result = Err(KmsError::Internal(
-                "the request's worker thread panicked".into(),
-            ))
-        }
+        Err(e) => outcome.result = Err(e),
     }
     outcome
 }

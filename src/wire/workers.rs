@@ -1,0 +1,191 @@
+//! The threads that run the service core, one per HSM session.
+//!
+//! Each request's core work (decode, store, policy, PKCS#11, encode) runs on one of a fixed
+//! set of threads fed from one queue. There are as many threads as sessions, so a thread
+//! never waits for a session that another thread holds, and under load a thread that
+//! finishes a request takes the next one from the queue without sleeping: no thread hands a
+//! session to another, and no request pays for waking one. The queue is also admission
+//! control: a request that is not started within `wait` is answered `ThrottlingException`.
+//!
+//! Key generation has a lane of its own ([`Lanes`]): an RSA 4096 key pair can take seconds
+//! on SoftHSM2, and on the request threads it would stall every request queued behind it.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::Operation;
+use crate::error::KmsError;
+
+/// Threads for the operations that generate keys. The HSM gives key-pair generation one
+/// session of its own, so a second thread keeps symmetric CreateKey moving meanwhile.
+const GENERATION_THREADS: usize = 2;
+
+/// The request lanes: cryptographic and other requests on one thread per session, key
+/// generation on its own.
+pub struct Lanes {
+    requests: CoreWorkers,
+    generation: CoreWorkers,
+}
+
+impl Lanes {
+    pub fn start(session_pool_size: usize, wait: Duration) -> Result<Lanes, String> {
+        Ok(Lanes {
+            requests: CoreWorkers::start("p11kms-core", session_pool_size, wait)?,
+            generation: CoreWorkers::start("p11kms-keygen", GENERATION_THREADS, wait)?,
+        })
+    }
+
+    /// The lane `operation` runs on.
+    pub fn for_operation(&self, operation: Operation) -> &CoreWorkers {
+        match operation {
+            Operation::CreateKey
+            | Operation::GenerateDataKeyPair
+            | Operation::GenerateDataKeyPairWithoutPlaintext => &self.generation,
+            _ => &self.requests,
+        }
+    }
+}
+
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// A queued request: runs unless the waiting side gave up on it first.
+struct Job {
+    state: Arc<AtomicU8>,
+    run: Box<dyn FnOnce() + Send>,
+}
+
+/// Handle to the core threads; dropping the last one lets them finish and exit.
+pub struct CoreWorkers {
+    queue: crossbeam_channel::Sender<Job>,
+    wait: Duration,
+}
+
+impl CoreWorkers {
+    /// Starts `threads` threads named `name-N`.
+    pub fn start(name: &str, threads: usize, wait: Duration) -> Result<CoreWorkers, String> {
+        let (queue, jobs) = crossbeam_channel::unbounded::<Job>();
+        for n in 0..threads.max(1) {
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name(format!("{name}-{n}"))
+                .spawn(move || {
+                    for job in jobs {
+                        if job
+                            .state
+                            .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
+                            .is_ok()
+                        {
+                            (job.run)();
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot start thread {name}-{n}: {e}"))?;
+        }
+        Ok(CoreWorkers { queue, wait })
+    }
+
+    /// Runs `work` on a core thread and returns its result. A request still queued after
+    /// the wait is throttled (and never runs); one that has started is always waited for,
+    /// so its result and audit record are never lost.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, KmsError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let job = Job {
+            state: state.clone(),
+            run: Box::new(move || {
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(work));
+                let _ = done.send(outcome.map_err(|_| ()));
+            }),
+        };
+        if self.queue.send(job).is_err() {
+            return Err(KmsError::Internal("the core threads have stopped".into()));
+        }
+        let mut result = result;
+        let outcome = match tokio::time::timeout(self.wait, &mut result).await {
+            Ok(outcome) => outcome,
+            Err(_elapsed) => {
+                if state
+                    .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Err(KmsError::Throttled);
+                }
+                // Started in the meantime: wait for it to finish.
+                result.await
+            }
+        };
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(())) => Err(KmsError::Internal("a core thread panicked".into())),
+            Err(_) => Err(KmsError::Internal("a core thread dropped a request".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn runs_work_and_returns_its_result() {
+        let workers = CoreWorkers::start("test", 2, Duration::from_secs(5)).unwrap();
+        let value = runtime().block_on(workers.run(|| 6 * 7)).unwrap();
+        assert_eq!(value, 42);
+    }
+
+    #[test]
+    fn a_panic_becomes_an_internal_error_and_the_thread_lives_on() {
+        let workers = CoreWorkers::start("test", 1, Duration::from_secs(5)).unwrap();
+        let rt = runtime();
+        let error = rt
+            .block_on(workers.run(|| -> u8 { panic!("boom") }))
+            .unwrap_err();
+        assert!(matches!(error, KmsError::Internal(_)), "{error:?}");
+        assert_eq!(rt.block_on(workers.run(|| 1)).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_request_queued_past_the_wait_is_throttled_and_never_runs() {
+        let workers = Arc::new(CoreWorkers::start("test", 1, Duration::from_millis(50)).unwrap());
+        let ran = Arc::new(AtomicUsize::new(0));
+        let rt = runtime();
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let workers = workers.clone();
+            std::thread::spawn(move || {
+                runtime().block_on(workers.run(move || {
+                    let _ = blocked.recv_timeout(Duration::from_secs(10));
+                }))
+            })
+        };
+        // Let the only thread pick up the blocking job first.
+        std::thread::sleep(Duration::from_millis(20));
+        let counter = ran.clone();
+        let error = rt
+            .block_on(workers.run(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }))
+            .unwrap_err();
+        assert!(matches!(error, KmsError::Throttled), "{error:?}");
+        release.send(()).unwrap();
+        // The blocking job started before its wait ran out, so it completes normally.
+        assert!(busy.join().unwrap().is_ok());
+        rt.block_on(workers.run(|| ())).unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "an abandoned request ran");
+    }
+}
