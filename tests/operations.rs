@@ -342,3 +342,42 @@ async fn planned_library_recycles_are_invisible_to_clients() {
     let (status, _) = http_get(&format!("{}/readyz", srv.endpoint())).await;
     assert_eq!(status, 200);
 }
+
+/// With one session, a multi-second RSA 4096 generation must not hold the requests behind
+/// it: key generation has its own lane and session. Requests wait at most 300 ms here, so
+/// without the lane the Encrypts queued behind a generation would be throttled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_pair_generation_does_not_stall_other_requests() {
+    let srv = TestServer::start_with(&[
+        ("P11KMS_SESSION_POOL_SIZE", "1"),
+        ("P11KMS_SESSION_WAIT_MS", "300"),
+    ]);
+    let kms = srv.client();
+    let key = create_key(&kms).await.key_id;
+    let generating = {
+        let kms = kms.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            for _ in 0..3 {
+                kms.create_key()
+                    .key_spec(aws_sdk_kms::types::KeySpec::Rsa4096)
+                    .key_usage(aws_sdk_kms::types::KeyUsageType::EncryptDecrypt)
+                    .send()
+                    .await
+                    .expect("CreateKey RSA_4096");
+            }
+            started.elapsed()
+        })
+    };
+    let mut during = 0u32;
+    while !generating.is_finished() {
+        let blob = encrypt(&kms, &key, b"while a key pair is generated").await;
+        assert_eq!(decrypt(&kms, &blob).await, b"while a key pair is generated");
+        during += 1;
+    }
+    let generation = generating.await.expect("generation task");
+    assert!(
+        during >= 3,
+        "only {during} Encrypt+Decrypt pairs finished during {generation:?} of key generation"
+    );
+}

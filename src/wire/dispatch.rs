@@ -1,23 +1,32 @@
 //! From operation and raw body to the service core and back to JSON.
+//!
+//! Decoding, validation and encoding run on the async side ([`prepare`], then the returned
+//! [`Encoder`]); only the service call itself runs on a core thread. With one HSM session
+//! the core thread is the bottleneck, so whatever it does not have to do is throughput.
 
 use crate::api::{decode, encode, Operation};
 use crate::error::KmsError;
 use crate::kms::{Caller, KmsService};
 
-/// Decodes and validates the request, runs the operation, encodes the response.
-pub fn dispatch(
-    service: &KmsService,
-    caller: &Caller,
-    operation: Operation,
-    body: &[u8],
-) -> Result<Vec<u8>, KmsError> {
+/// Encodes a response; runs on the async side.
+pub type Encoder = Box<dyn FnOnce() -> Result<Vec<u8>, KmsError> + Send>;
+
+/// The service call of a decoded, validated request; runs on a core thread.
+pub type CoreCall = Box<dyn FnOnce(&KmsService, &Caller) -> Result<Encoder, KmsError> + Send>;
+
+/// Decodes and validates the request body for `operation`.
+pub fn prepare(operation: Operation, body: &[u8]) -> Result<CoreCall, KmsError> {
     macro_rules! call {
-        ($method:ident) => {
-            encode(&service.$method(caller, decode(body)?)?)
-        };
+        ($method:ident) => {{
+            let request = decode(body)?;
+            Box::new(move |service: &KmsService, caller: &Caller| {
+                let response = service.$method(caller, request)?;
+                Ok(Box::new(move || encode(&response)) as Encoder)
+            })
+        }};
     }
     use Operation::*;
-    match operation {
+    Ok(match operation {
         CreateKey => call!(create_key),
         DescribeKey => call!(describe_key),
         ListKeys => call!(list_keys),
@@ -59,5 +68,5 @@ pub fn dispatch(
         GetKeyPolicy => call!(get_key_policy),
         PutKeyPolicy => call!(put_key_policy),
         ListKeyPolicies => call!(list_key_policies),
-    }
+    })
 }

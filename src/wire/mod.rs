@@ -179,6 +179,14 @@ async fn process(state: &AppState, request: Request, operation: Option<Operation
         outcome.result = Err(KmsError::UnknownOperation);
         return outcome;
     };
+    let call = match dispatch::prepare(operation, &body) {
+        Ok(call) => call,
+        Err(e) => {
+            outcome.result = Err(e);
+            return outcome;
+        }
+    };
+    drop(body);
     let service = state.service.clone();
     let secure_transport = state.secure_transport;
     let span = tracing::Span::current();
@@ -189,14 +197,14 @@ async fn process(state: &AppState, request: Request, operation: Option<Operation
             span.in_scope(|| {
                 let caller =
                     Caller::new(principal).with_transport(source_ip, Some(secure_transport));
-                let result = dispatch::dispatch(&service, &caller, operation, &body);
+                let result = call(&service, &caller);
                 (result, caller.facts())
             })
         })
         .await;
     match joined {
         Ok((result, facts)) => {
-            outcome.result = result;
+            outcome.result = result.and_then(|encode| encode());
             outcome.facts = facts;
         }
         Err(e) => outcome.result = Err(e),
