@@ -26,6 +26,8 @@ pub const DEFAULT_TOKEN_LABEL: &str = "p11kms";
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
+    /// Threads of the async runtime (HTTP, SigV4, JSON); see `Config::async_threads`.
+    pub async_threads: Option<usize>,
     /// Plain HTTP on an address that is not loopback (TLS terminates in front of the gateway).
     pub allow_plain_http: Option<bool>,
     pub region: Option<String>,
@@ -175,6 +177,10 @@ pub struct TlsConfig {
 #[derive(Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Threads of the async runtime. With the embedded SoftHSM2 the core threads keep CPUs
+    /// busy with the token's own work, so by default the runtime gets the CPUs they leave
+    /// (at least one); elsewhere the HSM works on its own hardware and the runtime gets all.
+    pub async_threads: usize,
     /// `None`: plain HTTP, on loopback only unless `allow_plain_http` is set.
     pub tls: Option<TlsConfig>,
     pub allow_plain_http: bool,
@@ -358,6 +364,15 @@ impl Config {
                 ))
             }
         };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let async_threads = parse_env("P11KMS_ASYNC_THREADS")?
+            .or(file.async_threads)
+            .unwrap_or(if embedded_softhsm {
+                cpus.saturating_sub(session_pool_size)
+            } else {
+                cpus
+            })
+            .max(1);
         let job_interval = Duration::from_millis(
             parse_env("P11KMS_JOB_INTERVAL_MS")?
                 .or(file.jobs.interval_ms)
@@ -393,6 +408,7 @@ impl Config {
             allow_plain_http,
             region,
             account,
+            async_threads,
             data_dir,
             seed_file,
             module,

@@ -127,6 +127,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(prepared.async_threads())
         .enable_all()
         .build()
     {

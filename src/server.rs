@@ -82,6 +82,13 @@ pub struct Prepared {
     tls: Option<crate::tls::Tls>,
 }
 
+impl Prepared {
+    /// Threads the async runtime should have (`Config::async_threads`).
+    pub fn async_threads(&self) -> usize {
+        self.config.async_threads
+    }
+}
+
 /// Prepares the data directory, the token, the store and the service core.
 ///
 /// Runs before any thread is started, because the embedded default exports

@@ -311,8 +311,11 @@ fn run_round(
     Ok((raw_rows, last, clean))
 }
 
+/// The load generator's runtime: one thread. A closed loop spends a few tens of µs of CPU
+/// per request, so one thread drives thousands of requests a second, and every thread more
+/// would compete with the gateway for the same cores and blur what is measured.
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))
