@@ -144,10 +144,10 @@ pub struct BenchArgs {
     /// Skip the raw ceiling.
     #[arg(long)]
     pub no_raw: bool,
-    /// Run raw ceiling and gateway this many times, alternating, and summarise the targets
-    /// as medians of the rounds' paired figures: on a shared machine the host's speed drifts
-    /// between runs, and pairing each gateway run with the raw run just before it cancels
-    /// most of that drift. Not with --delay-us.
+    /// Run raw ceiling and gateway this many times, alternating operation by operation, and
+    /// summarise the targets as medians of the rounds' paired figures: on a shared machine
+    /// the host's speed drifts between runs, and pairing each gateway run with the raw run
+    /// just before it cancels most of that drift. Not with --delay-us.
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
     /// State directory to use (default: a fresh one under the temp directory, removed after).
@@ -227,8 +227,27 @@ fn run_local(args: &BenchArgs, data_dir: &Path) -> Result<bool, String> {
         if rounds > 1 {
             println!("\n# round {round} of {rounds}");
         }
-        let (raw_rows, gateway_rows, round_clean) = run_round(args, data_dir, &softhsm, &embedded)?;
-        clean &= round_clean;
+        // Over several rounds each operation's raw run is followed at once by its gateway
+        // run, so the pair is seconds apart, not the length of the whole matrix.
+        let parts: Vec<BenchArgs> = if rounds > 1 {
+            args.ops
+                .iter()
+                .map(|op| BenchArgs {
+                    ops: vec![*op],
+                    ..args.clone()
+                })
+                .collect()
+        } else {
+            vec![args.clone()]
+        };
+        let mut raw_rows = Vec::new();
+        let mut gateway_rows = Vec::new();
+        for part in &parts {
+            let (raw, gateway, part_clean) = run_round(part, data_dir, &softhsm, &embedded)?;
+            clean &= part_clean;
+            raw_rows.extend(raw);
+            gateway_rows.extend(gateway);
+        }
         history.push((raw_rows, gateway_rows));
     }
     if rounds > 1 {
