@@ -1,10 +1,10 @@
 //! The HTTP edge: AWS JSON 1.1 over axum.
 //!
 //! One handler serves `POST /`. It caps the body before anything else, verifies SigV4,
-//! picks the operation from `X-Amz-Target`, and hands the raw body to the service core on a
-//! core thread (the core calls PKCS#11, which blocks; see [`workers`]). Errors from every step meet in
-//! [`rescue`], the one place that turns a [`KmsError`] into a response and decides what is
-//! logged.
+//! picks the operation from `X-Amz-Target`, decodes and validates the JSON, and runs the
+//! service call on a core thread (the core calls PKCS#11, which blocks; see [`workers`]).
+//! Errors from every step meet in [`rescue`], the one place that turns a [`KmsError`] into
+//! a response and decides what is logged.
 
 mod dispatch;
 mod workers;

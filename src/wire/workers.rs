@@ -1,6 +1,6 @@
 //! The threads that run the service core, one per HSM session.
 //!
-//! Each request's core work (decode, store, policy, PKCS#11, encode) runs on one of a fixed
+//! Each request's service call (store, policy, PKCS#11) runs on one of a fixed
 //! set of threads fed from one queue. There are as many threads as sessions, so a thread
 //! never waits for a session that another thread holds, and under load a thread that
 //! finishes a request takes the next one from the queue without sleeping: no thread hands a
