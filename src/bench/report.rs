@@ -65,6 +65,21 @@ fn opt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into())
 }
 
+/// The operations the throughput and CPU targets are set for (c16, 32 B).
+const TARGET_OPS: [BenchOp; 3] = [BenchOp::ReEncrypt, BenchOp::Encrypt, BenchOp::Decrypt];
+
+/// The gateway's c16, 32 B row for `op` and the raw row it is measured against.
+fn target_pair<'a>(
+    rows: &'a [GatewayRow],
+    raw: &'a [RawRow],
+    op: BenchOp,
+) -> Option<(&'a GatewayRow, &'a RawRow)> {
+    let row = rows
+        .iter()
+        .find(|r| r.op == op && r.size == 32 && r.concurrency == 16)?;
+    Some((row, raw_for(raw, row)?))
+}
+
 fn raw_for<'a>(raw: &'a [RawRow], row: &GatewayRow) -> Option<&'a RawRow> {
     raw.iter()
         .find(|r| r.op == row.op.raw() && r.size == row.size && r.threads == row.concurrency)
@@ -174,14 +189,8 @@ pub fn print_targets(
 ) {
     println!();
     println!("## targets ({phase})");
-    for op in [BenchOp::ReEncrypt, BenchOp::Encrypt, BenchOp::Decrypt] {
-        let Some(row) = rows
-            .iter()
-            .find(|r| r.op == op && r.size == 32 && r.concurrency == 16)
-        else {
-            continue;
-        };
-        let Some(raw_row) = raw_for(raw, row) else {
+    for op in TARGET_OPS {
+        let Some((row, raw_row)) = target_pair(rows, raw, op) else {
             continue;
         };
         let ratio = row.rate() / raw_row.rate().max(1e-9);
@@ -279,7 +288,7 @@ pub fn print_rounds(rounds: &[(Vec<RawRow>, Vec<GatewayRow>)]) {
         "## targets over {} rounds (median of per-round pairs)",
         rounds.len()
     );
-    for op in [BenchOp::ReEncrypt, BenchOp::Encrypt, BenchOp::Decrypt] {
+    for op in TARGET_OPS {
         let mut ratios = Vec::new();
         let mut deltas = Vec::new();
         let mut gateway_cpu = Vec::new();
@@ -287,13 +296,7 @@ pub fn print_rounds(rounds: &[(Vec<RawRow>, Vec<GatewayRow>)]) {
         let mut gateway_rate = Vec::new();
         let mut raw_rate = Vec::new();
         for (raw, gateway) in rounds {
-            let Some(row) = gateway
-                .iter()
-                .find(|r| r.op == op && r.size == 32 && r.concurrency == 16)
-            else {
-                continue;
-            };
-            let Some(raw_row) = raw_for(raw, row) else {
+            let Some((row, raw_row)) = target_pair(gateway, raw, op) else {
                 continue;
             };
             ratios.push(row.rate() / raw_row.rate().max(1e-9));
