@@ -381,3 +381,45 @@ async fn key_pair_generation_does_not_stall_other_requests() {
         "only {during} Encrypt+Decrypt pairs finished during {generation:?} of key generation"
     );
 }
+
+/// Key-pair generation has one session: a second generation that cannot have it within the
+/// wait is throttled (400), never a PKCS#11 failure (500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_pair_generations_beyond_their_session_are_throttled() {
+    let srv = TestServer::start_with(&[("P11KMS_SESSION_WAIT_MS", "300")]);
+    let kms = srv.client();
+    let key = create_key(&kms).await.key_id;
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (kms, key) = (kms.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let result = kms
+                .generate_data_key_pair_without_plaintext()
+                .key_id(key)
+                .key_pair_spec(aws_sdk_kms::types::DataKeyPairSpec::Rsa4096)
+                .send()
+                .await;
+            match result {
+                Ok(_) => ("OK".to_string(), 200),
+                Err(e) => {
+                    let err = api_error::<_, _>(Err::<(), _>(e));
+                    (err.code.unwrap_or_default(), err.status)
+                }
+            }
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    for (code, status) in &outcomes {
+        assert!(
+            code == "OK" || (code == "ThrottlingException" && *status == 400),
+            "{outcomes:?}"
+        );
+    }
+    assert!(
+        outcomes.iter().any(|(code, _)| code == "OK"),
+        "{outcomes:?}"
+    );
+}

@@ -431,23 +431,26 @@ impl Hsm {
 
     // === sessions, handles and recovery ===
 
-    /// Runs `op` with a pooled session of the current token.
+    /// Runs `op` with a pooled session of the current token. A session wait that runs out
+    /// is the outer `ThrottlingException`, never a PKCS#11 failure.
     fn with_session<T>(
         &self,
         op: impl FnOnce(&Token, &TimedSession<'_>) -> Result<T, HsmError>,
     ) -> Result<Result<T, HsmError>, KmsError> {
         let token = self.token()?;
-        Ok(self.on_token_with(&token, |s| op(&token, s)))
+        let result = self.on_token(&token, |s| op(&token, s).map_err(OpError::Hsm));
+        outer_kms_error(result)
     }
 
-    /// Runs `op`, a key-pair generation, on the token's key-pair session.
+    /// Runs `op`, a key-pair generation, on the token's key-pair session; like
+    /// [`Hsm::with_session`] otherwise.
     fn with_key_pair_session<T>(
         &self,
         op: impl FnOnce(&TimedSession<'_>) -> Result<T, HsmError>,
     ) -> Result<Result<T, HsmError>, KmsError> {
         let token = self.token()?;
         let result = self.on_pool(&token, &token.key_pairs, |s| op(s).map_err(OpError::Hsm));
-        Ok(flatten_op_error(result))
+        outer_kms_error(result)
     }
 
     fn on_token<T>(
@@ -761,6 +764,15 @@ impl Hsm {
         }
         drop(busy);
         self.current_token()
+    }
+}
+
+/// Splits an operation's outcome: the gateway's own refusals (a session wait that ran out)
+/// outside, the token's answer inside.
+fn outer_kms_error<T>(result: Result<T, OpError>) -> Result<Result<T, HsmError>, KmsError> {
+    match result {
+        Err(OpError::Kms(e)) => Err(e),
+        other => Ok(flatten_op_error(other)),
     }
 }
 
