@@ -73,6 +73,7 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens (or continues) the trail at `path`, rotating when it passes `max_bytes`.
     pub fn open(path: PathBuf, max_bytes: u64) -> Result<AuditLog, String> {
+        set_aside_torn_tail(&path)?;
         let last = match last_line(&path)? {
             Some(line) => Some(line),
             // Just rotated: the chain continues from the newest rotated file.
@@ -216,6 +217,42 @@ fn open_append(path: &Path) -> Result<File, String> {
         .map_err(|e| format!("cannot open {}: {e}", path.display()))
 }
 
+/// A process killed while writing (SIGKILL, power loss) can leave the last line cut short:
+/// every whole line ends with a newline, so bytes after the last one are a torn write of a
+/// record that was never synced. They are moved to `<path>-torn-<unix ms>` and the chain
+/// continues from the last whole line. A whole last line that does not parse is not a crash
+/// but damage, and `AuditLog::open` still refuses it.
+fn set_aside_torn_tail(path: &Path) -> Result<(), String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if whole == bytes.len() {
+        return Ok(());
+    }
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let aside = PathBuf::from(format!("{}-torn-{millis}", path.display()));
+    let fail =
+        |e: std::io::Error| format!("cannot set aside the torn end of {}: {e}", path.display());
+    let mut torn = open_append(&aside)?;
+    torn.write_all(&bytes[whole..]).map_err(fail)?;
+    torn.sync_all().map_err(fail)?;
+    let file = OpenOptions::new().write(true).open(path).map_err(fail)?;
+    file.set_len(whole as u64).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    tracing::warn!(
+        path = %path.display(),
+        bytes = bytes.len() - whole,
+        aside = %aside.display(),
+        "the audit trail ended in a torn write (the process was killed while writing); it was set aside"
+    );
+    Ok(())
+}
+
 fn last_line(path: &Path) -> Result<Option<String>, String> {
     let file = match File::open(path) {
         Ok(f) => f,
@@ -328,6 +365,42 @@ mod tests {
         rotated.sort();
         rotated.push(dir.join("audit.log"));
         rotated
+    }
+
+    #[test]
+    fn a_torn_last_line_is_set_aside_and_the_chain_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), 3, u64::MAX);
+        let torn = br#"{"seq":4,"prev":"ab"#;
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(torn)
+            .unwrap();
+        write(dir.path(), 2, u64::MAX);
+        assert_eq!(verify_files(std::slice::from_ref(&path)), Ok(5));
+        let aside: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("-torn-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(std::fs::read(&aside[0]).unwrap(), torn);
+    }
+
+    #[test]
+    fn a_whole_last_line_that_is_no_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), 2, u64::MAX);
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"not a record\n")
+            .unwrap();
+        let refused = AuditLog::open(path, u64::MAX).err().unwrap_or_default();
+        assert!(refused.contains("not an audit record"), "{refused}");
     }
 
     #[test]
