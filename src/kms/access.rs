@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::error::KmsError;
 use crate::model::{GrantConstraints, KeyId, KeyRecord};
 use crate::policy::{
-    AllowMatch, ConditionValues, Evaluation, PolicyDocument, PolicyKind, RequestContext,
+    AllowMatch, ConditionValues, Evaluation, LazyConditionValues, PolicyDocument, PolicyKind,
+    RequestContext,
 };
 
 use super::{Caller, KmsService};
@@ -162,7 +163,7 @@ impl KmsService {
         if cross_account && !CROSS_ACCOUNT_ACTIONS.contains(&access.action) {
             return Err(self.refuse(caller, access.action, &key_arn, Refusal::NotCrossAccount));
         }
-        let values = self.condition_values(caller, Some(key), access);
+        let values = LazyConditionValues::new(|| self.condition_values(caller, Some(key), access));
         let action = format!("kms:{}", access.action);
         let request = RequestContext {
             action: &action,

@@ -113,9 +113,47 @@ impl ConditionValues {
     pub fn get(&self, key: &str) -> Option<&[String]> {
         self.get_normalized(&normalize_key(key))
     }
+}
 
+/// Where policy evaluation finds a request's condition keys, by normalised name.
+pub trait ConditionSource: std::fmt::Debug {
+    fn get_normalized(&self, key: &str) -> Option<&[String]>;
+}
+
+impl ConditionSource for ConditionValues {
     fn get_normalized(&self, key: &str) -> Option<&[String]> {
         self.values.get(key).map(Vec::as_slice)
+    }
+}
+
+/// Condition values built on first use. Most requests meet only statements without
+/// conditions (the default key policy has none), and for them building the values was
+/// most of the cost of authorization.
+pub struct LazyConditionValues<F> {
+    build: F,
+    values: std::cell::OnceCell<ConditionValues>,
+}
+
+impl<F: Fn() -> ConditionValues> LazyConditionValues<F> {
+    pub fn new(build: F) -> Self {
+        LazyConditionValues {
+            build,
+            values: std::cell::OnceCell::new(),
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for LazyConditionValues<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyConditionValues")
+            .field("values", &self.values.get())
+            .finish()
+    }
+}
+
+impl<F: Fn() -> ConditionValues> ConditionSource for LazyConditionValues<F> {
+    fn get_normalized(&self, key: &str) -> Option<&[String]> {
+        self.values.get_or_init(&self.build).get_normalized(key)
     }
 }
 
@@ -133,7 +171,7 @@ pub struct RequestContext<'a> {
     pub principal_account: &'a str,
     /// Condition keys. `aws:PrincipalArn` and `aws:PrincipalAccount` default to the two
     /// fields above when not set here.
-    pub values: &'a ConditionValues,
+    pub values: &'a dyn ConditionSource,
 }
 
 /// How strongly a policy allows a request.
