@@ -95,6 +95,8 @@ pub struct HsmSection {
     pub session_wait_ms: Option<u64>,
     /// Reinitialise the PKCS#11 library after this many operations (0: never).
     pub recycle_after_operations: Option<u64>,
+    /// Use session copies of key materials' secret keys (see `HsmConfig::session_key_copies`).
+    pub session_key_copies: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,6 +197,7 @@ pub struct Config {
     pub session_pool_size: usize,
     pub session_wait: Duration,
     pub recycle_after_operations: u64,
+    pub session_key_copies: bool,
     pub sqlite_path: PathBuf,
     pub credentials: Vec<Credential>,
     /// Identity policies per principal ARN, parsed.
@@ -332,6 +335,11 @@ impl Config {
         let recycle_after_operations = parse_env("P11KMS_HSM_RECYCLE_AFTER")?
             .or(file.hsm.recycle_after_operations)
             .unwrap_or(if embedded_softhsm { 20_000 } else { 0 });
+        // Only SoftHSM2 re-reads a token object's file on every use; other HSMs keep token
+        // objects in memory, and their copies would take up object slots for nothing.
+        let session_key_copies = parse_bool("P11KMS_HSM_SESSION_KEY_COPIES")?
+            .or(file.hsm.session_key_copies)
+            .unwrap_or(embedded_softhsm);
         let sqlite_path = env("P11KMS_SQLITE_PATH")
             .map(PathBuf::from)
             .or(file.store.sqlite_path)
@@ -417,6 +425,7 @@ impl Config {
             pin,
             session_pool_size,
             recycle_after_operations,
+            session_key_copies,
             session_wait,
             sqlite_path,
             credentials,

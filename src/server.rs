@@ -107,6 +107,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
             pool_size: config.session_pool_size,
             session_wait: config.session_wait,
             recycle_after_operations: config.recycle_after_operations,
+            session_key_copies: config.session_key_copies,
         },
         Some(observer),
     )?;

@@ -3,33 +3,16 @@
 //! (`destroy_material` removes both halves). One test per binary: SoftHSM2 reads
 //! `SOFTHSM2_CONF` once per process.
 
-use std::time::Duration;
+mod common;
 
-use p11kms::hsm::{
-    find_softhsm_module, Curve, EmbeddedSoftHsm, Hsm, HsmConfig, OaepHash, PairKind, PairUse,
-    PublicKeyParts,
-};
+use common::open_fresh_hsm;
+use p11kms::hsm::{Curve, OaepHash, PairKind, PairUse, PublicKeyParts};
 use p11kms::model::{KeyId, MaterialId};
 
 #[test]
 fn pairs_are_listed_once_and_destroyed_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let embedded = EmbeddedSoftHsm::prepare(dir.path()).unwrap();
-    std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
-    let module = find_softhsm_module().expect("SoftHSM2 is installed");
-    embedded.ensure_token(&module, "p11kms").unwrap();
-    let hsm = Hsm::open(
-        HsmConfig {
-            module,
-            token_label: "p11kms".into(),
-            user_pin: embedded.user_pin().unwrap(),
-            pool_size: 2,
-            session_wait: Duration::from_secs(5),
-            recycle_after_operations: 0,
-        },
-        None,
-    )
-    .unwrap();
+    let hsm = open_fresh_hsm(dir.path(), 2, 0);
     assert!(
         hsm.capabilities().oaep(OaepHash::Sha1),
         "every token here does OAEP SHA-1"

@@ -68,6 +68,8 @@ pub fn run_matrix(
             // Threads beyond the pool size wait their turn: the ceiling never throttles.
             session_wait: Duration::from_secs(60),
             recycle_after_operations: 0,
+            // As the gateway does on the embedded SoftHSM2, which every bench runs on.
+            session_key_copies: true,
         },
         None,
     )?;

@@ -77,6 +77,13 @@ pub struct HsmConfig {
     /// `C_Finalize`, even after `C_DestroyObject`, so a long-running gateway on it grows
     /// by about 0.75 KB per ReEncrypt unless the library is recycled now and then.
     pub recycle_after_operations: u64,
+    /// Run operations on session copies of the materials' secret keys instead of the token
+    /// objects. SoftHSM2 re-reads a token object's file (open, lock, read, close) every
+    /// time an operation uses it, which was a third of a ReEncrypt's cost there; a session
+    /// copy lives in memory. The copies are as sensitive and non-extractable as their
+    /// originals, die with the library, and are destroyed with their material. A module
+    /// that refuses `C_CopyObject` gets its token objects used directly.
+    pub session_key_copies: bool,
 }
 
 /// A payload sealed under a key material: the parts of a symmetric ciphertext the HSM makes.
@@ -143,6 +150,12 @@ struct Token {
     /// on SoftHSM2): it never holds a session that requests are waiting for.
     key_pairs: SessionPool,
     materials: RwLock<HashMap<(MaterialId, Half), ObjectHandle>>,
+    /// The session that owns the session copies of secret keys (`HsmConfig::session_key_copies`),
+    /// used for nothing else so that no request's failure closes it.
+    copy_owner: SessionPool,
+    /// The live session copy of each material, so that it can be destroyed with it. Held
+    /// while a copy is made, so two requests never copy the same material at once.
+    copies: Mutex<HashMap<MaterialId, ObjectHandle>>,
 }
 
 impl Hsm {
@@ -183,6 +196,14 @@ impl Hsm {
         hsm.capabilities = hsm.probe_asymmetric();
         tracing::info!(capabilities = ?hsm.capabilities, "asymmetric capabilities of the token");
         Ok(hsm)
+    }
+
+    /// How many session copies of key materials the current token holds
+    /// (`HsmConfig::session_key_copies`).
+    pub fn session_key_copies(&self) -> usize {
+        self.current_token().map_or(0, |t| {
+            t.copies.lock().unwrap_or_else(|p| p.into_inner()).len()
+        })
     }
 
     pub fn pool_stats(&self) -> Option<PoolStats> {
@@ -259,19 +280,22 @@ impl Hsm {
         template: &[Attribute],
     ) -> Result<(), KmsError> {
         let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
-        let handle =
-            self.with_session(|_, s| s.generate_key(mechanism, template).map_err(HsmError::from))??;
-        if let Some(token) = self.current_token() {
-            token
-                .materials_mut()
-                .insert((*material, Half::Secret), handle);
-        }
+        let token = self.token()?;
+        let made = self.on_token(&token, |s| {
+            s.generate_key(mechanism, template)
+                .map_err(|e| OpError::Hsm(e.into()))
+        });
+        let handle = outer_kms_error(made)??;
+        self.cache_secret(&token, material, handle);
         Ok(())
     }
 
     /// Destroys a key material's token object; absent objects are not an error. An adopted
     /// object is only forgotten: it belongs to whoever put it in the token.
     pub fn destroy_material(&self, material: &MaterialId) -> Result<(), KmsError> {
+        if let Some(token) = self.current_token() {
+            self.destroy_session_copy(&token, material)?;
+        }
         if let Some(object) = self.adopted_mut().remove(material) {
             if let Some(token) = self.current_token() {
                 token
@@ -546,12 +570,99 @@ impl Hsm {
         let found =
             self.on_token_with(token, |s| find_object(s, material, half, adopted.as_ref()))?;
         match found.first() {
-            Some(handle) => {
-                token.materials_mut().insert((*material, half), *handle);
-                Ok(*handle)
-            }
+            Some(&handle) => match half {
+                Half::Secret => Ok(self.cache_secret(token, material, handle)),
+                Half::Private | Half::Public => {
+                    token.materials_mut().insert((*material, half), handle);
+                    Ok(handle)
+                }
+            },
             None => Err(self.missing_material(token, material)),
         }
+    }
+
+    /// Caches and returns the handle operations use for a material's secret key: its
+    /// session copy when `session_key_copies` is on and the module makes one, else the
+    /// token object. The copy is cached under the lock that guards making it, so a request
+    /// that waited for the lock finds it rather than making another.
+    fn cache_secret(
+        &self,
+        token: &Arc<Token>,
+        material: &MaterialId,
+        object: ObjectHandle,
+    ) -> ObjectHandle {
+        let slot = (*material, Half::Secret);
+        if !self.config.session_key_copies {
+            token.materials_mut().insert(slot, object);
+            return object;
+        }
+        let mut copies = token.copies.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cached) = token.materials_read().get(&slot) {
+            return *cached;
+        }
+        // The handle cache was cleared (after an object error) while a copy existed: keep
+        // the copy if it is still alive and still this material's, as requests may hold it.
+        if let Some(&earlier) = copies.get(material) {
+            if self.is_copy_of(token, earlier, object) {
+                token.materials_mut().insert(slot, earlier);
+                return earlier;
+            }
+            copies.remove(material);
+        }
+        let copied = self.on_pool(token, &token.copy_owner, |s| {
+            s.copy_object(object, &[Attribute::Token(false)])
+                .map_err(|e| OpError::Hsm(e.into()))
+        });
+        let usable = match flatten_op_error(copied) {
+            Ok(copy) => {
+                copies.insert(*material, copy);
+                copy
+            }
+            Err(e) => {
+                tracing::warn!(%material, function = %e.function, rv = %e.rv, "cannot make a session copy of a key; using the token object");
+                object
+            }
+        };
+        token.materials_mut().insert(slot, usable);
+        usable
+    }
+
+    /// Whether `copy` is still an object with the same `CKA_ID` as the token object
+    /// `original` (a dead copy's handle may since name something else).
+    fn is_copy_of(&self, token: &Arc<Token>, copy: ObjectHandle, original: ObjectHandle) -> bool {
+        let checked = self.on_pool(token, &token.copy_owner, |s| {
+            let id = |handle| match s.get_attributes(handle, &[AttributeType::Id]) {
+                Ok(attributes) => attributes.into_iter().find_map(|a| match a {
+                    Attribute::Id(id) => Some(id),
+                    _ => None,
+                }),
+                // Errors mean "no": the caller makes a new copy, which meets any real fault.
+                Err(_) => None,
+            };
+            Ok(matches!((id(copy), id(original)), (Some(a), Some(b)) if a == b))
+        });
+        checked.unwrap_or(false)
+    }
+
+    /// Destroys the session copy of a material's secret key, if there is one.
+    fn destroy_session_copy(
+        &self,
+        token: &Arc<Token>,
+        material: &MaterialId,
+    ) -> Result<(), KmsError> {
+        let mut copies = token.copies.lock().unwrap_or_else(|p| p.into_inner());
+        token.materials_mut().remove(&(*material, Half::Secret));
+        let Some(&copy) = copies.get(material) else {
+            return Ok(());
+        };
+        let destroyed = self.on_pool(token, &token.copy_owner, |s| match s.destroy_object(copy) {
+            // Already gone with its session: nothing of it is left.
+            Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) | Ok(()) => Ok(()),
+            Err(e) => Err(OpError::Hsm(e.into())),
+        });
+        outer_kms_error(destroyed)?.map_err(KmsError::from)?;
+        copies.remove(material);
+        Ok(())
     }
 
     /// A material the store knows is not in the token. If the token shows no key objects
@@ -810,6 +921,8 @@ impl Token {
         pool.release(session);
         Ok(Token {
             key_pairs: SessionPool::new(pkcs11.clone(), slot, 1),
+            copy_owner: SessionPool::new(pkcs11.clone(), slot, 1),
+            copies: Mutex::new(HashMap::new()),
             pkcs11,
             slot,
             pool,
@@ -832,14 +945,17 @@ impl Token {
     fn finalize(self) {
         self.pool.close_idle();
         self.key_pairs.close_idle();
+        self.copy_owner.close_idle();
         let Token {
             pkcs11,
             pool,
             key_pairs,
+            copy_owner,
             ..
         } = self;
         drop(pool);
         drop(key_pairs);
+        drop(copy_owner);
         if let Err(e) = pkcs11.finalize() {
             tracing::warn!(error = %HsmError::from(e), "C_Finalize failed");
         }

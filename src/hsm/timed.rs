@@ -3,6 +3,7 @@
 //! The HSM code works on `TimedSession` rather than `cryptoki::Session` so that every call
 //! is observed without a process-wide registry: the observer travels with the session.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use cryptoki::error::{Error as CkError, Result as CkResult};
@@ -42,10 +43,10 @@ impl<'a> TimedSession<'a> {
         };
         let started = Instant::now();
         let result = call(self.session);
-        let outcome = match &result {
-            Ok(_) => "CKR_OK".to_string(),
-            Err(CkError::Pkcs11(rv, _)) => super::error::ckr_name(*rv),
-            Err(_) => "error".to_string(),
+        let outcome: Cow<'static, str> = match &result {
+            Ok(_) => Cow::Borrowed("CKR_OK"),
+            Err(CkError::Pkcs11(rv, _)) => Cow::Owned(super::error::ckr_name(*rv)),
+            Err(_) => Cow::Borrowed("error"),
         };
         observer.observe(function, &outcome, started.elapsed().as_secs_f64());
         result
@@ -134,6 +135,14 @@ impl<'a> TimedSession<'a> {
         signature: &[u8],
     ) -> CkResult<()> {
         self.call("C_Verify", |s| s.verify(mechanism, key, data, signature))
+    }
+
+    pub fn copy_object(
+        &self,
+        object: ObjectHandle,
+        template: &[Attribute],
+    ) -> CkResult<ObjectHandle> {
+        self.call("C_CopyObject", |s| s.copy_object(object, template))
     }
 
     pub fn find_objects(&self, template: &[Attribute]) -> CkResult<Vec<ObjectHandle>> {

@@ -759,3 +759,31 @@ pub fn unb64(text: &str) -> Vec<u8> {
         .decode(text)
         .unwrap_or_else(|e| panic!("invalid base64 {text:?}: {e}"))
 }
+
+/// The library's `Hsm`, in-process, on a fresh embedded SoftHSM2 token under `dir`, with
+/// session copies of keys as the embedded default has them. One per test binary: SoftHSM2
+/// reads `SOFTHSM2_CONF` once per process.
+pub fn open_fresh_hsm(
+    dir: &Path,
+    pool_size: usize,
+    recycle_after_operations: u64,
+) -> p11kms::hsm::Hsm {
+    use p11kms::hsm::{find_softhsm_module, EmbeddedSoftHsm, Hsm, HsmConfig};
+    let embedded = EmbeddedSoftHsm::prepare(dir).unwrap();
+    std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
+    let module = find_softhsm_module().expect("SoftHSM2 is installed");
+    embedded.ensure_token(&module, "p11kms").unwrap();
+    Hsm::open(
+        HsmConfig {
+            module,
+            token_label: "p11kms".into(),
+            user_pin: embedded.user_pin().unwrap(),
+            pool_size,
+            session_wait: Duration::from_secs(5),
+            recycle_after_operations,
+            session_key_copies: true,
+        },
+        None,
+    )
+    .unwrap()
+}

@@ -1,0 +1,90 @@
+//! Session copies of key materials (`HsmConfig::session_key_copies`) on a fresh SoftHSM2
+//! token, in-process: operations use one copy per material, shared by every session and
+//! made once per library lifetime even when many requests need it at once (the library is
+//! recycled every 64 operations here, so the copies are made again and again under load);
+//! destroying the material destroys its copy, after which the material is unusable. One
+//! test per binary: SoftHSM2 reads `SOFTHSM2_CONF` once per process.
+
+mod common;
+
+use common::open_fresh_hsm;
+use p11kms::hsm::Hsm;
+use p11kms::model::{KeyId, MaterialId};
+
+const AAD: &[u8] = b"aad";
+
+/// Seals `data` under `from`, rewraps it to `to` and opens it there: the plaintext.
+fn seal_rewrap_open(hsm: &Hsm, from: &MaterialId, to: &MaterialId, data: &[u8], n: u8) -> Vec<u8> {
+    let sealed = hsm.seal(from, &|_, _, _| [n; 32], AAD, data).unwrap();
+    let (_, rewrapped) = hsm
+        .rewrap(from, &[n; 32], &sealed.wrapped_dek, to, &|_| [!n; 32])
+        .unwrap();
+    let opened = hsm
+        .open_sealed(
+            to,
+            &[!n; 32],
+            &rewrapped,
+            &sealed.iv,
+            AAD,
+            &sealed.ciphertext,
+        )
+        .unwrap();
+    opened.to_vec()
+}
+
+#[test]
+fn a_material_is_used_through_one_session_copy_that_dies_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let hsm = open_fresh_hsm(dir.path(), 4, 64);
+    let (first, second) = (MaterialId::new_random(), MaterialId::new_random());
+    hsm.create_material(&KeyId::new_random(), &first).unwrap();
+    hsm.create_material(&KeyId::new_random(), &second).unwrap();
+    assert_eq!(hsm.session_key_copies(), 2, "one copy per material");
+
+    // Four threads on four sessions seal, rewrap and open with the same two copies.
+    std::thread::scope(|scope| {
+        for n in 0..4u8 {
+            let (hsm, first, second) = (&hsm, &first, &second);
+            scope.spawn(move || {
+                for i in 0..100u8 {
+                    let data = [n, i, 7, 7];
+                    assert_eq!(seal_rewrap_open(hsm, first, second, &data, n), data);
+                }
+            });
+        }
+    });
+    assert!(hsm.recycles() > 0, "the library was never recycled");
+    assert!(hsm.session_key_copies() <= 2, "copies made per request");
+
+    // Both copies in use, then one material destroyed.
+    assert_eq!(
+        seal_rewrap_open(&hsm, &first, &second, b"moved", 1),
+        b"moved"
+    );
+    let sealed = hsm.seal(&first, &|_, _, _| [1; 32], AAD, b"gone").unwrap();
+    assert_eq!(hsm.session_key_copies(), 2, "one copy per material");
+
+    hsm.destroy_material(&first).unwrap();
+    assert_eq!(
+        hsm.session_key_copies(),
+        1,
+        "the copy went with its material"
+    );
+    let after = hsm.open_sealed(
+        &first,
+        &[1; 32],
+        &sealed.wrapped_dek,
+        &sealed.iv,
+        AAD,
+        &sealed.ciphertext,
+    );
+    assert!(
+        after.is_err(),
+        "a destroyed material still opened a ciphertext"
+    );
+    // The other material is untouched.
+    assert_eq!(
+        seal_rewrap_open(&hsm, &second, &second, b"kept", 3),
+        b"kept"
+    );
+}
