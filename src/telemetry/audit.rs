@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
@@ -223,50 +223,90 @@ fn open_append(path: &Path) -> Result<File, String> {
 /// continues from the last whole line. A whole last line that does not parse is not a crash
 /// but damage, and `AuditLog::open` still refuses it.
 fn set_aside_torn_tail(path: &Path) -> Result<(), String> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let fail =
+        |e: std::io::Error| format!("cannot set aside the torn end of {}: {e}", path.display());
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(fail(e)),
     };
-    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    if whole == bytes.len() {
+    let len = file.metadata().map_err(fail)?.len();
+    let whole = last_newline_before(&mut file, len)
+        .map_err(fail)?
+        .map_or(0, |newline| newline + 1);
+    if whole == len {
         return Ok(());
     }
+    let mut torn = Vec::new();
+    file.seek(SeekFrom::Start(whole)).map_err(fail)?;
+    file.read_to_end(&mut torn).map_err(fail)?;
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let aside = PathBuf::from(format!("{}-torn-{millis}", path.display()));
-    let fail =
-        |e: std::io::Error| format!("cannot set aside the torn end of {}: {e}", path.display());
-    let mut torn = open_append(&aside)?;
-    torn.write_all(&bytes[whole..]).map_err(fail)?;
-    torn.sync_all().map_err(fail)?;
-    let file = OpenOptions::new().write(true).open(path).map_err(fail)?;
-    file.set_len(whole as u64).map_err(fail)?;
+    let mut kept = open_append(&aside)?;
+    kept.write_all(&torn).map_err(fail)?;
+    kept.sync_all().map_err(fail)?;
+    file.set_len(whole).map_err(fail)?;
     file.sync_all().map_err(fail)?;
     tracing::warn!(
         path = %path.display(),
-        bytes = bytes.len() - whole,
+        bytes = torn.len(),
         aside = %aside.display(),
         "the audit trail ended in a torn write (the process was killed while writing); it was set aside"
     );
     Ok(())
 }
 
+/// The offset of the last newline before `end`, reading backwards in blocks: a trail of any
+/// size is opened without reading it whole.
+fn last_newline_before(file: &mut File, end: u64) -> std::io::Result<Option<u64>> {
+    const BLOCK: u64 = 64 * 1024;
+    let mut block = vec![0u8; BLOCK as usize];
+    let mut end = end;
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let chunk = &mut block[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(start + i as u64));
+        }
+        end = start;
+    }
+    Ok(None)
+}
+
+/// The last non-empty line of a file, read from its end.
 fn last_line(path: &Path) -> Result<Option<String>, String> {
-    let file = match File::open(path) {
+    let fail = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(fail(e)),
     };
-    let mut last = None;
-    for line in BufReader::new(file).lines() {
-        let line = line.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if !line.is_empty() {
-            last = Some(line);
+    let mut end = file.metadata().map_err(fail)?.len();
+    while end > 0 {
+        // The line ending at `end` (exclusive of a final newline) starts after the newline
+        // before it, or at the start of the file.
+        let body_end = match last_newline_before(&mut file, end).map_err(fail)? {
+            Some(newline) if newline + 1 == end => newline,
+            _ => end,
+        };
+        let start = last_newline_before(&mut file, body_end)
+            .map_err(fail)?
+            .map_or(0, |newline| newline + 1);
+        if body_end > start {
+            let mut line = vec![0u8; (body_end - start) as usize];
+            file.seek(SeekFrom::Start(start)).map_err(fail)?;
+            file.read_exact(&mut line).map_err(fail)?;
+            return String::from_utf8(line)
+                .map(Some)
+                .map_err(|_| format!("{}: the last line is not UTF-8", path.display()));
         }
+        end = start;
     }
-    Ok(last)
+    Ok(None)
 }
 
 /// The rotated file with the highest sequence suffix (`<path>.<seq>`), if any.
@@ -387,6 +427,25 @@ mod tests {
             .collect();
         assert_eq!(aside.len(), 1);
         assert_eq!(std::fs::read(&aside[0]).unwrap(), torn);
+    }
+
+    #[test]
+    fn the_last_line_is_read_from_the_end_across_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lines");
+        let long = "x".repeat(70_000);
+        let mut text: String = (0..3000).map(|i| format!("line {i}\n")).collect();
+        text.push_str(&long);
+        text.push('\n');
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(last_line(&path).unwrap().as_deref(), Some(long.as_str()));
+        text.push_str("last\n\n");
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(last_line(&path).unwrap().as_deref(), Some("last"));
+        std::fs::write(&path, "only").unwrap();
+        assert_eq!(last_line(&path).unwrap().as_deref(), Some("only"));
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(last_line(&path).unwrap(), None);
     }
 
     #[test]
