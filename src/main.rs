@@ -53,8 +53,8 @@ fn limit_malloc_arenas() {
     let chosen_by_operator = std::env::var_os("MALLOC_ARENA_MAX").is_some()
         || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
     if !chosen_by_operator {
-        // SAFETY: mallopt only changes malloc's own settings, takes two integers and runs
-        // before any other thread exists; glibc documents it as safe to call at any time.
+        // SAFETY: mallopt takes two integers and changes only malloc's own settings. glibc
+        // marks it MT-Unsafe, and this runs first in `main`, before any other thread exists.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, ARENAS);
         }
