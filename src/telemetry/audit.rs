@@ -285,26 +285,24 @@ fn last_line(path: &Path) -> Result<Option<String>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(fail(e)),
     };
+    // `end` is where the candidate line's text stops (before its newline, if any).
     let mut end = file.metadata().map_err(fail)?.len();
     while end > 0 {
-        // The line ending at `end` (exclusive of a final newline) starts after the newline
-        // before it, or at the start of the file.
-        let body_end = match last_newline_before(&mut file, end).map_err(fail)? {
-            Some(newline) if newline + 1 == end => newline,
-            _ => end,
+        let start = match last_newline_before(&mut file, end).map_err(fail)? {
+            // A newline right at the end: the line, if any, ends before it.
+            Some(newline) if newline + 1 == end => {
+                end = newline;
+                continue;
+            }
+            Some(newline) => newline + 1,
+            None => 0,
         };
-        let start = last_newline_before(&mut file, body_end)
-            .map_err(fail)?
-            .map_or(0, |newline| newline + 1);
-        if body_end > start {
-            let mut line = vec![0u8; (body_end - start) as usize];
-            file.seek(SeekFrom::Start(start)).map_err(fail)?;
-            file.read_exact(&mut line).map_err(fail)?;
-            return String::from_utf8(line)
-                .map(Some)
-                .map_err(|_| format!("{}: the last line is not UTF-8", path.display()));
-        }
-        end = start;
+        let mut line = vec![0u8; (end - start) as usize];
+        file.seek(SeekFrom::Start(start)).map_err(fail)?;
+        file.read_exact(&mut line).map_err(fail)?;
+        return String::from_utf8(line)
+            .map(Some)
+            .map_err(|_| format!("{}: the last line is not UTF-8", path.display()));
     }
     Ok(None)
 }
