@@ -5,7 +5,7 @@
 #   scripts/run.sh [extra `p11kms serve` arguments]
 #
 # On a fresh Debian machine it installs what it needs first (SoftHSM2, a C compiler for
-# the bundled SQLite, and a Rust toolchain through rustup when cargo is missing).
+# the bundled SQLite, make for jemalloc, and a Rust toolchain through rustup when cargo is missing).
 # Environment overrides (P11KMS_LISTEN, P11KMS_DATA_DIR, ...) are described in README.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,6 +17,7 @@ if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO=sudo; fi
 need_pkgs=()
 [[ -e /usr/lib/softhsm/libsofthsm2.so || -e /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so ]] || need_pkgs+=(softhsm2)
 command -v cc >/dev/null || need_pkgs+=(gcc libc6-dev)
+command -v make >/dev/null || need_pkgs+=(make)
 command -v curl >/dev/null || need_pkgs+=(curl ca-certificates)
 if ((${#need_pkgs[@]})); then
     echo "==> installing ${need_pkgs[*]}" >&2

@@ -47,13 +47,14 @@ SPY_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11-spy.so
 #   opensc          pkcs11-tool, used by tests/e2e/test_token.py to look into the token
 #   libsqlite3-0    SQLite runtime
 #   python3-venv    virtualenv for the Python tests
-#   gcc, libc6-dev  C compiler for crates that build C (rusqlite's bundled SQLite)
+#   gcc, libc6-dev  C compiler for crates that build C (rusqlite's bundled SQLite, jemalloc)
+#   make            jemalloc's build (tikv-jemalloc-sys runs configure and make)
 #   curl            rustup bootstrap when no Rust toolchain is present
 #   python3-yaml    YAML parser for tests/deploy.rs (compose and Kubernetes manifests)
 #   systemd         systemd-analyze verify of deploy/systemd/p11kms.service
 #   libp11-kit-dev  pkcs11.h, to build the network-HSM emulator tools/pkcs11-delay
 #   openssl         the openssl command: test CAs and certificates for tests/tls.rs and tests/e2e/test_tls.py
-APT_PACKAGES=(softhsm2 opensc-pkcs11 opensc libsqlite3-0 python3 python3-venv gcc libc6-dev curl ca-certificates procps python3-yaml systemd libp11-kit-dev openssl)
+APT_PACKAGES=(softhsm2 opensc-pkcs11 opensc libsqlite3-0 python3 python3-venv gcc libc6-dev make curl ca-certificates procps python3-yaml systemd libp11-kit-dev openssl)
 
 mkdir -p "$LOG_DIR"
 rm -f "$LOG_DIR"/*.xml "$LOG_DIR"/*.log

@@ -28,6 +28,8 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// Threads of the async runtime (HTTP, SigV4, JSON); see `Config::async_threads`.
     pub async_threads: Option<usize>,
+    /// Core threads under `SCHED_BATCH` (see `Config::batch_scheduling`).
+    pub batch_scheduling: Option<bool>,
     /// Plain HTTP on an address that is not loopback (TLS terminates in front of the gateway).
     pub allow_plain_http: Option<bool>,
     pub region: Option<String>,
@@ -183,6 +185,9 @@ pub struct Config {
     /// busy with the token's own work, so by default the runtime gets the CPUs they leave
     /// (at least one); elsewhere the HSM works on its own hardware and the runtime gets all.
     pub async_threads: usize,
+    /// Run the core threads (the ones that call the HSM) under Linux's `SCHED_BATCH`, so that
+    /// one waking from an HSM call does not preempt another inside the PKCS#11 library.
+    pub batch_scheduling: bool,
     /// `None`: plain HTTP, on loopback only unless `allow_plain_http` is set.
     pub tls: Option<TlsConfig>,
     pub allow_plain_http: bool,
@@ -381,6 +386,9 @@ impl Config {
                 cpus
             })
             .max(1);
+        let batch_scheduling = parse_bool("P11KMS_BATCH_SCHEDULING")?
+            .or(file.batch_scheduling)
+            .unwrap_or(true);
         let job_interval = Duration::from_millis(
             parse_env("P11KMS_JOB_INTERVAL_MS")?
                 .or(file.jobs.interval_ms)
@@ -417,6 +425,7 @@ impl Config {
             region,
             account,
             async_threads,
+            batch_scheduling,
             data_dir,
             seed_file,
             module,

@@ -42,27 +42,14 @@ enum Command {
     },
 }
 
-/// glibc's malloc gives threads that allocate at the same time arenas of their own, up to 8
-/// per CPU. SoftHSM2 allocates on every call, and with a large session pool the arenas'
-/// locking and trimming cost more than the cryptography: on 2 CPUs with 64 sessions,
-/// ReEncrypt took 590 µs of CPU per request with glibc's default and 420 µs with 4 arenas
-/// (README, Benchmarks). The standard `MALLOC_ARENA_MAX` and `GLIBC_TUNABLES` still win.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    const ARENAS: libc::c_int = 4;
-    let chosen_by_operator = std::env::var_os("MALLOC_ARENA_MAX").is_some()
-        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
-    if !chosen_by_operator {
-        // SAFETY: mallopt takes two integers and changes only malloc's own settings. glibc
-        // marks it MT-Unsafe, and this runs first in `main`, before any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, ARENAS);
-        }
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
+/// jemalloc is the process's allocator, for SoftHSM2 and OpenSSL too: the unprefixed symbols
+/// replace glibc's `malloc`. SoftHSM2 allocates on every call, and with a large session pool
+/// glibc's arena locking cost more than the cryptography (README, Benchmarks). jemalloc's
+/// thread caches and per-CPU arenas keep the per-thread memory small, unlike allocators with
+/// per-thread pages. `MALLOC_CONF` tunes it.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Subcommand)]
 enum AuditCommand {
@@ -74,7 +61,6 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),

@@ -263,6 +263,11 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
     let lanes = Arc::new(crate::wire::Lanes::start(
         config.session_pool_size,
         config.session_wait,
+        if config.batch_scheduling {
+            crate::wire::Scheduling::Batch
+        } else {
+            crate::wire::Scheduling::Normal
+        },
     )?);
     let core = service.clone();
     let audit_at_exit = audit.clone();

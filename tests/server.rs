@@ -174,3 +174,70 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The scheduling policy of each of the gateway's threads whose name starts with `prefix`,
+/// read from `/proc/<pid>/task/<tid>/stat` (field 41: 0 is SCHED_OTHER, 3 SCHED_BATCH).
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: u32, prefix: &str) -> Vec<u32> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // The name in parentheses may hold spaces; fields are counted after it (state is 3).
+        let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+        let policy = after_name.split_whitespace().nth(41 - 3).unwrap();
+        policies.push(policy.parse().unwrap());
+    }
+    policies
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn core_threads_run_under_sched_batch_unless_turned_off() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    let batch = TestServer::start_with(&[("P11KMS_SESSION_POOL_SIZE", "3")]);
+    // Each thread sets its own policy as it starts; give the last one a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut core = thread_policies(batch.pid(), "p11kms-core");
+    while core != vec![SCHED_BATCH; 3] && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        core = thread_policies(batch.pid(), "p11kms-core");
+    }
+    assert_eq!(core, vec![SCHED_BATCH; 3], "one per session");
+    let keygen = thread_policies(batch.pid(), "p11kms-keygen");
+    assert!(!keygen.is_empty() && keygen.iter().all(|&p| p == SCHED_BATCH));
+    let tokio = thread_policies(batch.pid(), "tokio");
+    assert!(!tokio.is_empty() && tokio.iter().all(|&p| p == SCHED_OTHER));
+
+    let normal = TestServer::start_with(&[
+        ("P11KMS_SESSION_POOL_SIZE", "3"),
+        ("P11KMS_BATCH_SCHEDULING", "false"),
+    ]);
+    assert_eq!(
+        thread_policies(normal.pid(), "p11kms-core"),
+        vec![SCHED_OTHER; 3]
+    );
+}
+
+/// jemalloc replaces `malloc` for the whole process, the PKCS#11 library included: only the
+/// unprefixed build reads `MALLOC_CONF` (a prefixed one would read `_RJEM_MALLOC_CONF`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_process_allocator_is_jemalloc_under_the_standard_names() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"))
+        .arg("--version")
+        .env("MALLOC_CONF", "stats_print:true")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Begin jemalloc statistics"),
+        "no jemalloc statistics on stderr: {stderr:.200}"
+    );
+}

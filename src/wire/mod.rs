@@ -9,7 +9,7 @@
 mod dispatch;
 mod workers;
 
-pub use workers::{CoreWorkers, Lanes};
+pub use workers::{CoreWorkers, Lanes, Scheduling};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
