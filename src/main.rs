@@ -1,5 +1,7 @@
 //! The `p11kms` binary: a thin command line over the library.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -90,15 +90,28 @@ impl SessionPool {
 
     /// Returns a healthy session.
     pub(super) fn release(&self, session: Session) {
-        self.lock().idle.push(session);
-        self.freed.notify_one();
+        let mut state = self.lock();
+        state.idle.push(session);
+        self.wake_a_waiter(state);
     }
 
     /// Closes a broken session; its slot in the pool becomes free for a fresh one.
     pub(super) fn discard(&self, session: Session) {
         drop(session);
-        self.lock().open -= 1;
-        self.freed.notify_one();
+        let mut state = self.lock();
+        state.open -= 1;
+        self.wake_a_waiter(state);
+    }
+
+    /// Wakes one waiter, if any. A waiter counts itself under the lock before it sleeps,
+    /// so none can be missed; skipping the wake when nobody waits saves a `futex` system
+    /// call per operation, since the core threads never outnumber the sessions.
+    fn wake_a_waiter(&self, state: std::sync::MutexGuard<'_, PoolState>) {
+        let waiting = state.waiters > 0;
+        drop(state);
+        if waiting {
+            self.freed.notify_one();
+        }
     }
 
     pub(super) fn stats(&self) -> PoolStats {
