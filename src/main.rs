@@ -45,11 +45,10 @@ enum Command {
 }
 
 /// jemalloc is the process's allocator, for SoftHSM2 and OpenSSL too: the unprefixed symbols
-/// replace glibc's `malloc`. SoftHSM2 allocates on every call, and with a large session pool
-/// glibc's arena locking cost more than the cryptography (README, Benchmarks). jemalloc's
+/// replace glibc's `malloc`. SoftHSM2 allocates on every call, and with 64 sessions glibc's
+/// `malloc` and `free` took almost a quarter of the gateway's CPU (README, Benchmarks). jemalloc's
 /// thread caches and per-CPU arenas keep the per-thread memory small, unlike allocators with
 /// per-thread pages. `MALLOC_CONF` tunes it.
-#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
