@@ -76,4 +76,6 @@ fn bench_smoke_through_the_network_hsm_emulator() {
     let _ = std::fs::remove_dir_all(&out);
     assert!(ok, "p11kms bench through the delay module failed:\n{text}");
     assert!(text.contains("# delayed: gateway"), "{text}");
+    // The raw ceiling runs too, through the emulator with the same delay.
+    assert!(text.contains("## raw ceiling"), "{text}");
 }

@@ -240,6 +240,7 @@ pub fn print_targets(
 pub fn print_latency_hiding(
     base: &[GatewayRow],
     delayed: &[GatewayRow],
+    delayed_raw: &[RawRow],
     pool: usize,
     delay_us: u64,
 ) {
@@ -277,6 +278,17 @@ pub fn print_latency_hiding(
             ratio,
             verdict(ratio >= TARGET_HIDING)
         );
+        if let Some(raw) = raw_for(delayed_raw, d) {
+            println!(
+                "{:<10} {:>4} B: raw ceiling under the same delay at c64 {:.0}/s: gateway/raw {:.2}, server CPU {} vs {} us",
+                d.op.target(),
+                d.size,
+                raw.rate(),
+                d.rate() / raw.rate().max(1e-9),
+                opt(d.cpu_per_request_us),
+                opt(raw.cpu_per_op_us)
+            );
+        }
     }
 }
 
