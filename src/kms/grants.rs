@@ -10,7 +10,8 @@ use crate::model::{now_epoch, GrantConstraints as ConstraintsRecord, GrantRecord
 use crate::policy::{PolicyDocument, PolicyKind};
 
 use super::access::{Access, NewGrant};
-use super::{dry_run, required, Caller, KmsService};
+use super::{dry_run, required, Caller, KmsService, MANAGEABLE};
+use crate::store::KeyChange;
 
 /// The only key policy name AWS KMS has.
 const POLICY_NAME: &str = "default";
@@ -337,7 +338,7 @@ impl KmsService {
         caller: &Caller,
         req: PutKeyPolicyRequest,
     ) -> Result<PutKeyPolicyResponse, KmsError> {
-        let mut key = self.resolve_key_only(
+        let key = self.resolve_key_only(
             caller,
             required(&req.key_id, "keyId")?,
             &Access::to("PutKeyPolicy"),
@@ -351,9 +352,12 @@ impl KmsService {
             text,
             req.bypass_policy_lockout_safety_check == Some(true),
         )?;
-        self.require_not_pending_deletion(&key)?;
-        key.policy = text.clone();
-        self.store.update_key(&key)?;
+        self.change_key(
+            &key,
+            KeyChange::Policy(text),
+            MANAGEABLE,
+            Self::require_not_pending_deletion,
+        )?;
         Ok(PutKeyPolicyResponse {})
     }
 

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use crate::error::KmsError;
-use crate::model::{now_epoch, MaterialOrigin};
+use crate::model::{now_epoch, EpochSeconds, MaterialOrigin};
 
 use super::KmsService;
 
@@ -14,10 +14,16 @@ pub fn run_due_jobs(service: &KmsService) {
     match service.store.keys_due_for_deletion(now) {
         Ok(keys) => {
             for key in keys {
-                if let Err(e) = delete_key_now(service, &key.key_id) {
-                    tracing::error!(key_id = %key.key_id, error = %e, "scheduled key deletion failed");
-                } else {
-                    tracing::info!(key_id = %key.key_id, "key deleted after its waiting period");
+                match delete_key_now(service, &key.key_id, now) {
+                    Ok(true) => {
+                        tracing::info!(key_id = %key.key_id, "key deleted after its waiting period")
+                    }
+                    Ok(false) => {
+                        tracing::info!(key_id = %key.key_id, "key no longer due for deletion")
+                    }
+                    Err(e) => {
+                        tracing::error!(key_id = %key.key_id, error = %e, "scheduled key deletion failed")
+                    }
                 }
             }
         }
@@ -26,9 +32,12 @@ pub fn run_due_jobs(service: &KmsService) {
     match service.store.keys_due_for_rotation(now) {
         Ok(keys) => {
             for key in keys {
-                match service.rotate(&key, MaterialOrigin::Automatic) {
-                    Ok(material) => {
+                match service.rotate(&key, MaterialOrigin::Automatic, Some(now)) {
+                    Ok(Some(material)) => {
                         tracing::info!(key_id = %key.key_id, %material, "key rotated automatically")
+                    }
+                    Ok(None) => {
+                        tracing::info!(key_id = %key.key_id, "rotation no longer due; skipped")
                     }
                     Err(e) => {
                         tracing::error!(key_id = %key.key_id, error = %e, "automatic rotation failed")
@@ -40,14 +49,21 @@ pub fn run_due_jobs(service: &KmsService) {
     }
 }
 
-/// Row first, material second: a crash in between leaves only orphan objects.
-fn delete_key_now(service: &KmsService, key_id: &crate::model::KeyId) -> Result<(), KmsError> {
+/// Row first, material second: a crash in between leaves only orphan objects. The row goes
+/// only if the key is still due at `now`; whether it went.
+fn delete_key_now(
+    service: &KmsService,
+    key_id: &crate::model::KeyId,
+    now: EpochSeconds,
+) -> Result<bool, KmsError> {
     let materials = service.store.list_materials(key_id)?;
-    service.store.delete_key(key_id)?;
+    if !service.store.delete_key(key_id, Some(now))? {
+        return Ok(false);
+    }
     for material in materials {
         service.hsm.destroy_material(&material.material_id)?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Destroys p11kms token objects that no store row refers to (left by a crash between the

@@ -3,13 +3,14 @@
 use crate::api::*;
 use crate::error::KmsError;
 use crate::model::{
-    now_epoch, AliasRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin, MaterialRecord,
-    Tag as TagRecord,
+    now_epoch, AliasRecord, EpochSeconds, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin,
+    MaterialRecord, Tag as TagRecord,
 };
 
 use super::access::Access;
 use super::asymmetric::{self, KeyKind};
-use super::{required, Caller, KmsService, ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT};
+use super::{required, Caller, KmsService, ENCRYPT_DECRYPT, MANAGEABLE, SYMMETRIC_DEFAULT, USABLE};
+use crate::store::{Changed, KeyChange, RotationGuard};
 
 const DEFAULT_LIST_LIMIT: i64 = 100;
 const DEFAULT_PENDING_WINDOW_DAYS: i64 = 30;
@@ -230,16 +231,17 @@ impl KmsService {
         caller: &Caller,
         req: EnableKeyRequest,
     ) -> Result<EnableKeyResponse, KmsError> {
-        let mut key = self.resolve_key_only(
+        let key = self.resolve_key_only(
             caller,
             required(&req.key_id, "keyId")?,
             &Access::to("EnableKey"),
         )?;
-        self.require_not_pending_deletion(&key)?;
-        if key.state != KeyState::Enabled {
-            key.state = KeyState::Enabled;
-            self.store.update_key(&key)?;
-        }
+        self.change_key(
+            &key,
+            KeyChange::State(KeyState::Enabled),
+            MANAGEABLE,
+            Self::require_not_pending_deletion,
+        )?;
         Ok(EnableKeyResponse {})
     }
 
@@ -248,16 +250,17 @@ impl KmsService {
         caller: &Caller,
         req: DisableKeyRequest,
     ) -> Result<DisableKeyResponse, KmsError> {
-        let mut key = self.resolve_key_only(
+        let key = self.resolve_key_only(
             caller,
             required(&req.key_id, "keyId")?,
             &Access::to("DisableKey"),
         )?;
-        self.require_not_pending_deletion(&key)?;
-        if key.state != KeyState::Disabled {
-            key.state = KeyState::Disabled;
-            self.store.update_key(&key)?;
-        }
+        self.change_key(
+            &key,
+            KeyChange::State(KeyState::Disabled),
+            MANAGEABLE,
+            Self::require_not_pending_deletion,
+        )?;
         Ok(DisableKeyResponse {})
     }
 
@@ -266,7 +269,7 @@ impl KmsService {
         caller: &Caller,
         req: ScheduleKeyDeletionRequest,
     ) -> Result<ScheduleKeyDeletionResponse, KmsError> {
-        let mut key = self.resolve_key_only(
+        let key = self.resolve_key_only(
             caller,
             required(&req.key_id, "keyId")?,
             &Access::to("ScheduleKeyDeletion"),
@@ -288,13 +291,17 @@ impl KmsService {
                 "Member must have value less than or equal to 30",
             ));
         }
-        self.require_not_pending_deletion(&key)?;
         let days = days as u32;
         let deletion_date = now_epoch() + self.days(days);
-        key.state = KeyState::PendingDeletion;
-        key.deletion_date = Some(deletion_date);
-        key.pending_window_days = Some(days);
-        self.store.update_key(&key)?;
+        let key = self.change_key(
+            &key,
+            KeyChange::ScheduleDeletion {
+                deletion_date,
+                pending_window_days: days,
+            },
+            MANAGEABLE,
+            Self::require_not_pending_deletion,
+        )?;
         Ok(ScheduleKeyDeletionResponse {
             key_id: Some(self.arn_of(&key)),
             deletion_date: Some(deletion_date),
@@ -308,21 +315,17 @@ impl KmsService {
         caller: &Caller,
         req: CancelKeyDeletionRequest,
     ) -> Result<CancelKeyDeletionResponse, KmsError> {
-        let mut key = self.resolve_key_only(
+        let key = self.resolve_key_only(
             caller,
             required(&req.key_id, "keyId")?,
             &Access::to("CancelKeyDeletion"),
         )?;
-        if key.state != KeyState::PendingDeletion {
-            return Err(KmsError::InvalidState(format!(
-                "{} is not pending deletion.",
-                self.arn_of(&key)
-            )));
-        }
-        key.state = KeyState::Disabled;
-        key.deletion_date = None;
-        key.pending_window_days = None;
-        self.store.update_key(&key)?;
+        let key = self.change_key(
+            &key,
+            KeyChange::CancelDeletion,
+            &[KeyState::PendingDeletion],
+            Self::require_pending_deletion,
+        )?;
         Ok(CancelKeyDeletionResponse {
             key_id: Some(self.arn_of(&key)),
         })
@@ -333,15 +336,18 @@ impl KmsService {
         caller: &Caller,
         req: UpdateKeyDescriptionRequest,
     ) -> Result<UpdateKeyDescriptionResponse, KmsError> {
-        let mut key = self.resolve_key_only(
+        let key = self.resolve_key_only(
             caller,
             required(&req.key_id, "keyId")?,
             &Access::to("UpdateKeyDescription"),
         )?;
         let description = required(&req.description, "description")?;
-        self.require_not_pending_deletion(&key)?;
-        key.description = description.clone();
-        self.store.update_key(&key)?;
+        self.change_key(
+            &key,
+            KeyChange::Description(description),
+            MANAGEABLE,
+            Self::require_not_pending_deletion,
+        )?;
         Ok(UpdateKeyDescriptionResponse {})
     }
 
@@ -570,7 +576,7 @@ impl KmsService {
         caller: &Caller,
         req: EnableKeyRotationRequest,
     ) -> Result<EnableKeyRotationResponse, KmsError> {
-        let mut key = self.resolve_key_only(
+        let key = self.resolve_key_only(
             caller,
             required(&req.key_id, "keyId")?,
             &Access::to("EnableKeyRotation"),
@@ -578,11 +584,15 @@ impl KmsService {
         let period = req
             .rotation_period_in_days
             .unwrap_or(DEFAULT_ROTATION_PERIOD_DAYS) as u32;
-        self.require_rotatable(&key)?;
-        key.rotation_enabled = true;
-        key.rotation_period_days = Some(period);
-        key.next_rotation_date = Some(now_epoch() + self.days(period));
-        self.store.update_key(&key)?;
+        self.change_key(
+            &key,
+            KeyChange::EnableRotation {
+                period_days: period,
+                next_rotation: now_epoch() + self.days(period),
+            },
+            USABLE,
+            Self::require_rotatable,
+        )?;
         Ok(EnableKeyRotationResponse {})
     }
 
@@ -591,15 +601,17 @@ impl KmsService {
         caller: &Caller,
         req: DisableKeyRotationRequest,
     ) -> Result<DisableKeyRotationResponse, KmsError> {
-        let mut key = self.resolve_key_only(
+        let key = self.resolve_key_only(
             caller,
             required(&req.key_id, "keyId")?,
             &Access::to("DisableKeyRotation"),
         )?;
-        self.require_rotatable(&key)?;
-        key.rotation_enabled = false;
-        key.next_rotation_date = None;
-        self.store.update_key(&key)?;
+        self.change_key(
+            &key,
+            KeyChange::DisableRotation,
+            USABLE,
+            Self::require_rotatable,
+        )?;
         Ok(DisableKeyRotationResponse {})
     }
 
@@ -643,18 +655,22 @@ impl KmsService {
             &Access::to("RotateKeyOnDemand"),
         )?;
         self.require_rotatable(&key)?;
-        self.rotate(&key, MaterialOrigin::OnDemand)?;
+        self.rotate(&key, MaterialOrigin::OnDemand, None)?;
         Ok(RotateKeyOnDemandResponse {
             key_id: Some(self.arn_of(&key)),
         })
     }
 
-    /// Makes new key material current. Old material stays for decryption.
+    /// Makes new key material current if the key is still rotatable when the row is
+    /// written (and, for automatic rotation, still due by `due_by`); old material stays
+    /// for decryption. `Ok(None)`: automatic rotation found the key no longer due, because
+    /// another run rotated it or rotation was turned off meanwhile.
     pub(super) fn rotate(
         &self,
         key: &KeyRecord,
         origin: MaterialOrigin,
-    ) -> Result<MaterialId, KmsError> {
+        due_by: Option<EpochSeconds>,
+    ) -> Result<Option<MaterialId>, KmsError> {
         let material_id = MaterialId::new_random();
         self.hsm.create_material(&key.key_id, &material_id)?;
         let now = now_epoch();
@@ -668,11 +684,21 @@ impl KmsService {
             created: now,
             origin,
         };
-        if let Err(e) = self.store.add_material(&record, next) {
-            let _ = self.hsm.destroy_material(&material_id);
-            return Err(e.into());
-        }
-        Ok(material_id)
+        let guard = RotationGuard {
+            allowed: USABLE,
+            due_by,
+        };
+        let outcome = match self.store.add_material(&record, next, &guard) {
+            Ok(Changed::Applied(_)) => return Ok(Some(material_id)),
+            Ok(Changed::Refused(_)) if due_by.is_some() => Ok(None),
+            Ok(Changed::Refused(current)) => self
+                .require_rotatable(&current)
+                .and_then(|()| Err(self.invalid_state(&current, current.state))),
+            Err(e) => Err(e.into()),
+        };
+        // Row second: the material was never referenced, so it goes.
+        let _ = self.hsm.destroy_material(&material_id);
+        outcome
     }
 
     pub fn list_key_rotations(

@@ -23,7 +23,7 @@ use crate::auth::Principal;
 use crate::error::KmsError;
 use crate::hsm::Hsm;
 use crate::model::{KeyId, KeyRecord, KeyState};
-use crate::store::MetadataStore;
+use crate::store::{Changed, KeyChange, MetadataStore, StoreError};
 
 pub use access::IdentityPolicies;
 pub use jobs::{reconcile, run_due_jobs};
@@ -33,6 +33,15 @@ use access::{Access, KeyPolicyCache};
 pub const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
 pub const ENCRYPT_DECRYPT: &str = "ENCRYPT_DECRYPT";
 const SECONDS_PER_DAY: f64 = 86_400.0;
+
+/// The states [`KmsService::require_not_pending_deletion`] accepts.
+const MANAGEABLE: &[KeyState] = &[
+    KeyState::Enabled,
+    KeyState::Disabled,
+    KeyState::PendingImport,
+];
+/// The states [`KmsService::require_usable`] accepts.
+const USABLE: &[KeyState] = &[KeyState::Enabled];
 
 /// Settings of the service core.
 #[derive(Debug, Clone)]
@@ -342,6 +351,32 @@ impl KmsService {
         }
     }
 
+    /// Makes `change` to `key` in one conditional write. `rule` is the state rule the change
+    /// needs and `allowed` the states that pass it: the rule answers for the row read before,
+    /// the store checks `allowed` again in the write itself, and a key that changed state in
+    /// between gets the rule's error for its new state. So no write is lost or undone.
+    fn change_key(
+        &self,
+        key: &KeyRecord,
+        change: KeyChange<'_>,
+        allowed: &[KeyState],
+        rule: impl Fn(&KmsService, &KeyRecord) -> Result<(), KmsError>,
+    ) -> Result<KeyRecord, KmsError> {
+        rule(self, key)?;
+        match self.store.change_key(&key.key_id, &change, allowed) {
+            Ok(Changed::Applied(now)) => Ok(now),
+            Ok(Changed::Refused(now)) => {
+                rule(self, &now)?;
+                Err(self.invalid_state(&now, now.state))
+            }
+            Err(StoreError::NotFound) => Err(KmsError::NotFound(format!(
+                "Key '{}' does not exist",
+                self.arn_of(key)
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The key must be usable for cryptography: Enabled.
     fn require_usable(&self, key: &KeyRecord) -> Result<(), KmsError> {
         match key.state {
@@ -354,6 +389,7 @@ impl KmsService {
     }
 
     /// The key may be managed (not pending deletion).
+    /// [`MANAGEABLE`] lists the states this accepts.
     fn require_not_pending_deletion(&self, key: &KeyRecord) -> Result<(), KmsError> {
         match key.state {
             KeyState::PendingDeletion | KeyState::Creating | KeyState::Unavailable => {
@@ -361,6 +397,17 @@ impl KmsService {
             }
             _ => Ok(()),
         }
+    }
+
+    /// CancelKeyDeletion's rule: the key must be pending deletion.
+    fn require_pending_deletion(&self, key: &KeyRecord) -> Result<(), KmsError> {
+        if key.state == KeyState::PendingDeletion {
+            return Ok(());
+        }
+        Err(KmsError::InvalidState(format!(
+            "{} is not pending deletion.",
+            self.arn_of(key)
+        )))
     }
 
     fn invalid_state(&self, key: &KeyRecord, state: KeyState) -> KmsError {

@@ -12,9 +12,49 @@ mod sqlite;
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    AliasRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord, MaterialId, MaterialRecord, Tag,
-    TokenKeyRef,
+    AliasRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialRecord,
+    Tag, TokenKeyRef,
 };
+
+/// One change to a key's row, named by its intent. Each sets only the columns it is about.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeyChange<'a> {
+    /// EnableKey, DisableKey: the state.
+    State(KeyState),
+    /// ScheduleKeyDeletion: PendingDeletion with its date and window.
+    ScheduleDeletion {
+        deletion_date: EpochSeconds,
+        pending_window_days: u32,
+    },
+    /// CancelKeyDeletion: back to Disabled, date and window cleared.
+    CancelDeletion,
+    Description(&'a str),
+    Policy(&'a str),
+    EnableRotation {
+        period_days: u32,
+        next_rotation: EpochSeconds,
+    },
+    DisableRotation,
+}
+
+/// What a conditional write found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Changed {
+    /// The write was made; the row as it is now.
+    Applied(KeyRecord),
+    /// The key failed the write's condition; the row as it is, unchanged.
+    Refused(KeyRecord),
+}
+
+/// The condition under which a rotation's new material becomes current.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RotationGuard<'a> {
+    /// The key must be in one of these states.
+    pub allowed: &'a [KeyState],
+    /// Automatic rotation: rotation must still be enabled and due at or before this time,
+    /// so that a rotation already made (by another job run or replica) is not made twice.
+    pub due_by: Option<EpochSeconds>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -63,19 +103,31 @@ pub trait MetadataStore: Send + Sync + 'static {
         after: Option<&KeyId>,
         limit: usize,
     ) -> StoreResult<Vec<KeyRecord>>;
-    /// Rewrites the mutable fields of an existing key (everything but id, account, spec,
-    /// usage, origin, creation date). `NotFound` if the key is gone.
-    fn update_key(&self, key: &KeyRecord) -> StoreResult<()>;
-    /// Removes the key and its materials, aliases and tags.
-    fn delete_key(&self, key_id: &KeyId) -> StoreResult<()>;
+    /// Applies one intent-specific change to a key, in one conditional write: only if the
+    /// key is then in one of `allowed` states, and touching only the change's own columns.
+    /// Concurrent changes therefore never undo each other (no read-modify-write of the row).
+    /// `NotFound` if the key is gone.
+    fn change_key(
+        &self,
+        key_id: &KeyId,
+        change: &KeyChange<'_>,
+        allowed: &[KeyState],
+    ) -> StoreResult<Changed>;
+    /// Removes the key and its materials, aliases and tags; with `due_by`, only if the key
+    /// is then PendingDeletion with a deletion date at or before it (a deletion cancelled
+    /// after the sweep listed the key must not go through). Whether a row was removed.
+    fn delete_key(&self, key_id: &KeyId, due_by: Option<EpochSeconds>) -> StoreResult<bool>;
 
     /// Adds a material version and makes it the key's current material, atomically
-    /// (also updating the key's `next_rotation_date` to `next_rotation`).
+    /// (also updating the key's `next_rotation_date` to `next_rotation`), if the key passes
+    /// `guard` at the time of the write; otherwise nothing is written and the current row
+    /// comes back as [`Changed::Refused`].
     fn add_material(
         &self,
         material: &MaterialRecord,
         next_rotation: Option<EpochSeconds>,
-    ) -> StoreResult<()>;
+        guard: &RotationGuard,
+    ) -> StoreResult<Changed>;
     fn get_material(
         &self,
         key_id: &KeyId,

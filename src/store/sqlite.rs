@@ -22,7 +22,7 @@ use rusqlite::{
     ffi, params, Connection, OptionalExtension, Params, Row, Statement, TransactionBehavior,
 };
 
-use super::{MetadataStore, StoreError, StoreResult};
+use super::{Changed, KeyChange, MetadataStore, RotationGuard, StoreError, StoreResult};
 use crate::model::{
     AliasRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin,
     MaterialRecord, Tag, TokenKeyRef,
@@ -450,6 +450,32 @@ impl GrantRow {
     }
 }
 
+/// The key's row as stored now, bypassing the cache.
+fn read_key(conn: &Connection, key_id: &KeyId) -> StoreResult<Option<KeyRecord>> {
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        key_columns!(),
+        " FROM keys WHERE key_id = ?1"
+    ))
+    .and_then(|mut stmt| {
+        stmt.query_row([key_id.to_string()], KeyRow::read)
+            .optional()
+    })
+    .map_err(db_err)?
+    .map(KeyRow::into_record)
+    .transpose()
+}
+
+/// `allowed` as `,A,B,`: a state matches when `,<state>,` occurs in it.
+fn state_list(allowed: &[KeyState]) -> String {
+    let mut list = String::from(",");
+    for state in allowed {
+        list.push_str(state.as_str());
+        list.push(',');
+    }
+    list
+}
+
 fn read_material(row: &Row<'_>) -> rusqlite::Result<(String, String, f64, String)> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
 }
@@ -657,18 +683,7 @@ impl MetadataStore for SqliteStore {
             }
         }
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(concat!(
-                "SELECT ",
-                key_columns!(),
-                " FROM keys WHERE key_id = ?1"
-            ))
-            .map_err(db_err)?;
-        let row = stmt
-            .query_row([key_id.to_string()], KeyRow::read)
-            .optional()
-            .map_err(db_err)?;
-        let key = row.map(KeyRow::into_record).transpose()?;
+        let key = read_key(&conn, key_id)?;
         if let Some(key) = &key {
             let mut cache = self.keys.write().unwrap_or_else(|p| p.into_inner());
             if cache.len() >= KEY_CACHE_CAPACITY {
@@ -721,74 +736,126 @@ impl MetadataStore for SqliteStore {
         }
     }
 
-    /// Also `NotFound` if `current_material` is not one of the key's own materials.
-    fn update_key(&self, key: &KeyRecord) -> StoreResult<()> {
+    fn change_key(
+        &self,
+        key_id: &KeyId,
+        change: &KeyChange<'_>,
+        allowed: &[KeyState],
+    ) -> StoreResult<Changed> {
+        use rusqlite::types::Value;
+        let (set, values): (&str, Vec<Value>) = match *change {
+            KeyChange::State(state) => ("state = ?3", vec![Value::Text(state.as_str().into())]),
+            KeyChange::ScheduleDeletion {
+                deletion_date,
+                pending_window_days,
+            } => (
+                "state = 'PendingDeletion', deletion_date = ?3, pending_window_days = ?4",
+                vec![deletion_date.into(), i64::from(pending_window_days).into()],
+            ),
+            KeyChange::CancelDeletion => (
+                "state = 'Disabled', deletion_date = NULL, pending_window_days = NULL",
+                vec![],
+            ),
+            KeyChange::Description(text) => ("description = ?3", vec![Value::Text(text.into())]),
+            KeyChange::Policy(text) => ("policy = ?3", vec![Value::Text(text.into())]),
+            KeyChange::EnableRotation {
+                period_days,
+                next_rotation,
+            } => (
+                "rotation_enabled = 1, rotation_period_days = ?3, next_rotation_date = ?4",
+                vec![i64::from(period_days).into(), next_rotation.into()],
+            ),
+            KeyChange::DisableRotation => {
+                ("rotation_enabled = 0, next_rotation_date = NULL", vec![])
+            }
+        };
+        let sql = format!(
+            "UPDATE keys SET {set} WHERE key_id = ?1 AND instr(?2, ',' || state || ',') > 0 \
+             RETURNING {}",
+            key_columns!()
+        );
+        let mut params: Vec<Value> = vec![key_id.to_string().into(), state_list(allowed).into()];
+        params.extend(values);
         let conn = self.conn();
-        let changed = conn
-            .prepare_cached(
-                "UPDATE keys SET description = ?2, state = ?3, deletion_date = ?4, \
-                 pending_window_days = ?5, rotation_enabled = ?6, rotation_period_days = ?7, \
-                 next_rotation_date = ?8, current_material = ?9, policy = ?10 \
-                 WHERE key_id = ?1",
-            )
+        let updated = conn
+            .prepare_cached(&sql)
             .and_then(|mut stmt| {
-                stmt.execute(params![
-                    key.key_id.to_string(),
-                    key.description,
-                    key.state.as_str(),
-                    key.deletion_date,
-                    key.pending_window_days,
-                    key.rotation_enabled,
-                    key.rotation_period_days,
-                    key.next_rotation_date,
-                    key.current_material.to_hex(),
-                    key.policy,
-                ])
+                stmt.query_row(rusqlite::params_from_iter(params), KeyRow::read)
+                    .optional()
             })
             .map_err(db_err)?;
-        self.forget_key(&key.key_id);
-        if changed == 0 {
-            return Err(StoreError::NotFound);
+        self.forget_key(key_id);
+        match updated {
+            Some(row) => Ok(Changed::Applied(row.into_record()?)),
+            None => Ok(Changed::Refused(
+                read_key(&conn, key_id)?.ok_or(StoreError::NotFound)?,
+            )),
         }
-        Ok(())
     }
 
     /// Idempotent: deleting a key that is already gone succeeds, so a deletion sweep
     /// interrupted between this call and destroying the material can simply run again.
-    fn delete_key(&self, key_id: &KeyId) -> StoreResult<()> {
+    fn delete_key(&self, key_id: &KeyId, due_by: Option<EpochSeconds>) -> StoreResult<bool> {
         let conn = self.conn();
-        conn.prepare_cached("DELETE FROM keys WHERE key_id = ?1")
-            .and_then(|mut stmt| stmt.execute([key_id.to_string()]))
+        let removed = conn
+            .prepare_cached(
+                "DELETE FROM keys WHERE key_id = ?1 AND (?2 IS NULL OR \
+                 (state = 'PendingDeletion' AND deletion_date <= ?2))",
+            )
+            .and_then(|mut stmt| stmt.execute(params![key_id.to_string(), due_by]))
             .map_err(db_err)?;
         self.forget_key(key_id);
-        Ok(())
+        Ok(removed > 0)
     }
 
     fn add_material(
         &self,
         material: &MaterialRecord,
         next_rotation: Option<EpochSeconds>,
-    ) -> StoreResult<()> {
+        guard: &RotationGuard<'_>,
+    ) -> StoreResult<Changed> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err)?;
         // Fails with NotFound (foreign key) when the key does not exist.
         insert_material_row(&tx, material)?;
-        tx.prepare_cached(
-            "UPDATE keys SET current_material = ?2, next_rotation_date = ?3 WHERE key_id = ?1",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                material.key_id.to_string(),
-                material.material_id.to_hex(),
-                next_rotation
-            ])
-        })
-        .map_err(db_err)?;
-        let committed = tx.commit().map_err(db_err);
+        let updated = tx
+            .prepare_cached(concat!(
+                "UPDATE keys SET current_material = ?2, next_rotation_date = ?3 \
+                 WHERE key_id = ?1 AND instr(?4, ',' || state || ',') > 0 \
+                 AND (?5 IS NULL OR (rotation_enabled = 1 AND next_rotation_date <= ?5)) \
+                 RETURNING ",
+                key_columns!()
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![
+                        material.key_id.to_string(),
+                        material.material_id.to_hex(),
+                        next_rotation,
+                        state_list(guard.allowed),
+                        guard.due_by,
+                    ],
+                    KeyRow::read,
+                )
+                .optional()
+            })
+            .map_err(db_err)?;
+        let outcome = match updated {
+            Some(row) => {
+                let key = row.into_record()?;
+                tx.commit().map_err(db_err)?;
+                Changed::Applied(key)
+            }
+            None => {
+                let current = read_key(&tx, &material.key_id)?.ok_or(StoreError::NotFound)?;
+                tx.rollback().map_err(db_err)?;
+                Changed::Refused(current)
+            }
+        };
         self.forget_key(&material.key_id);
-        committed
+        Ok(outcome)
     }
 
     fn get_material(
@@ -1281,6 +1348,19 @@ mod tests {
         }
     }
 
+    const ALL_STATES: &[KeyState] = &[
+        KeyState::Creating,
+        KeyState::Enabled,
+        KeyState::Disabled,
+        KeyState::PendingDeletion,
+        KeyState::PendingImport,
+        KeyState::Unavailable,
+    ];
+    const ANY_STATE: RotationGuard<'static> = RotationGuard {
+        allowed: ALL_STATES,
+        due_by: None,
+    };
+
     fn initial_material(key: &KeyRecord) -> MaterialRecord {
         MaterialRecord {
             key_id: key.key_id,
@@ -1320,7 +1400,20 @@ mod tests {
                 policy: r#"{"Statement":[]}"#.into(),
                 ..key.clone()
             };
-            store.update_key(&disabled).unwrap();
+            store
+                .change_key(
+                    &key.key_id,
+                    &KeyChange::State(KeyState::Disabled),
+                    ALL_STATES,
+                )
+                .unwrap();
+            store
+                .change_key(
+                    &key.key_id,
+                    &KeyChange::Policy(&disabled.policy),
+                    ALL_STATES,
+                )
+                .unwrap();
             assert_eq!(store.get_key(&key.key_id).unwrap(), Some(disabled.clone()));
 
             let rotated = MaterialRecord {
@@ -1329,11 +1422,11 @@ mod tests {
                 created: key.creation_date + 1.0,
                 origin: MaterialOrigin::OnDemand,
             };
-            store.add_material(&rotated, None).unwrap();
+            store.add_material(&rotated, None, &ANY_STATE).unwrap();
             let got = store.get_key(&key.key_id).unwrap().unwrap();
             assert_eq!(got.current_material, rotated.material_id);
 
-            store.delete_key(&key.key_id).unwrap();
+            store.delete_key(&key.key_id, None).unwrap();
             assert_eq!(store.get_key(&key.key_id).unwrap(), None);
         });
     }
@@ -1438,48 +1531,132 @@ mod tests {
     }
 
     #[test]
-    fn update_key_rewrites_mutable_fields() {
+    fn each_key_change_sets_only_its_own_columns() {
         both(|store| {
             let key = minimal_key(ACCOUNT, key_id(1), material_id(1));
             insert(store, &key);
-            let updated = KeyRecord {
-                // Immutable fields are ignored by update_key.
-                account: OTHER_ACCOUNT.into(),
-                key_spec: "RSA_2048".into(),
-                creation_date: 1.0,
-                ..full_key(ACCOUNT, key_id(1), material_id(1))
+            let applied = |change: KeyChange<'_>| match store
+                .change_key(&key.key_id, &change, ALL_STATES)
+                .unwrap()
+            {
+                Changed::Applied(now) => {
+                    assert_eq!(store.get_key(&key.key_id).unwrap().as_ref(), Some(&now));
+                    now
+                }
+                Changed::Refused(now) => panic!("refused: {now:?}"),
             };
-            store.update_key(&updated).unwrap();
-            let expected = KeyRecord {
-                account: key.account.clone(),
-                key_spec: key.key_spec.clone(),
-                creation_date: key.creation_date,
-                ..updated.clone()
+            let mut want = key.clone();
+            want.description = "new".into();
+            assert_eq!(applied(KeyChange::Description("new")), want);
+            want.policy = "{}".into();
+            assert_eq!(applied(KeyChange::Policy("{}")), want);
+            want.rotation_enabled = true;
+            want.rotation_period_days = Some(90);
+            want.next_rotation_date = Some(5.5);
+            let enable = KeyChange::EnableRotation {
+                period_days: 90,
+                next_rotation: 5.5,
             };
-            assert_eq!(store.get_key(&key.key_id).unwrap(), Some(expected));
-            // And back to all optional fields unset.
-            store.update_key(&key).unwrap();
-            assert_eq!(store.get_key(&key.key_id).unwrap(), Some(key.clone()));
+            assert_eq!(applied(enable), want);
+            want.rotation_enabled = false;
+            want.next_rotation_date = None;
+            assert_eq!(applied(KeyChange::DisableRotation), want);
+            want.state = KeyState::PendingDeletion;
+            want.deletion_date = Some(9.25);
+            want.pending_window_days = Some(7);
+            let schedule = KeyChange::ScheduleDeletion {
+                deletion_date: 9.25,
+                pending_window_days: 7,
+            };
+            assert_eq!(applied(schedule), want);
+            want.state = KeyState::Disabled;
+            want.deletion_date = None;
+            want.pending_window_days = None;
+            assert_eq!(applied(KeyChange::CancelDeletion), want);
+            want.state = KeyState::Enabled;
+            assert_eq!(applied(KeyChange::State(KeyState::Enabled)), want);
 
-            let missing = minimal_key(ACCOUNT, key_id(9), material_id(9));
+            let missing = KeyChange::State(KeyState::Disabled);
             assert!(matches!(
-                store.update_key(&missing),
+                store.change_key(&key_id(9), &missing, ALL_STATES),
                 Err(StoreError::NotFound)
             ));
         });
     }
 
     #[test]
-    fn update_key_refuses_a_current_material_of_another_key() {
+    fn a_key_change_is_refused_unless_the_key_is_in_an_allowed_state() {
         both(|store| {
-            insert(store, &minimal_key(ACCOUNT, key_id(1), material_id(1)));
-            insert(store, &minimal_key(ACCOUNT, key_id(2), material_id(2)));
-            let stolen = minimal_key(ACCOUNT, key_id(1), material_id(2));
-            assert!(store.update_key(&stolen).is_err());
+            let key = minimal_key(ACCOUNT, key_id(1), material_id(1));
+            insert(store, &key);
+            let schedule = KeyChange::ScheduleDeletion {
+                deletion_date: 9.0,
+                pending_window_days: 7,
+            };
+            let manageable = &[KeyState::Enabled, KeyState::Disabled];
+            let Changed::Applied(pending) = store
+                .change_key(&key.key_id, &schedule, manageable)
+                .unwrap()
+            else {
+                panic!("an Enabled key can be scheduled for deletion");
+            };
+            // Re-enabling a key pending deletion is refused, and nothing changes.
+            let enable = KeyChange::State(KeyState::Enabled);
             assert_eq!(
-                store.get_key(&key_id(1)).unwrap().unwrap().current_material,
-                material_id(1)
+                store.change_key(&key.key_id, &enable, manageable).unwrap(),
+                Changed::Refused(pending.clone())
             );
+            assert_eq!(store.get_key(&key.key_id).unwrap(), Some(pending));
+        });
+    }
+
+    #[test]
+    fn a_rotation_is_refused_when_the_key_fails_its_guard() {
+        both(|store| {
+            let key = minimal_key(ACCOUNT, key_id(1), material_id(1));
+            insert(store, &key);
+            let rotated = MaterialRecord {
+                key_id: key.key_id,
+                material_id: material_id(2),
+                created: 10.0,
+                origin: MaterialOrigin::Automatic,
+            };
+            // Not due: rotation is not enabled on the key.
+            let due = RotationGuard {
+                allowed: ALL_STATES,
+                due_by: Some(100.0),
+            };
+            let outcome = store.add_material(&rotated, Some(200.0), &due).unwrap();
+            assert_eq!(outcome, Changed::Refused(key.clone()));
+            // Not in an allowed state.
+            let enabled_only = RotationGuard {
+                allowed: &[KeyState::Disabled],
+                due_by: None,
+            };
+            let outcome = store.add_material(&rotated, None, &enabled_only).unwrap();
+            assert_eq!(outcome, Changed::Refused(key.clone()));
+            // Neither attempt left a material row behind.
+            assert_eq!(store.list_materials(&key.key_id).unwrap().len(), 1);
+            assert_eq!(store.get_key(&key.key_id).unwrap(), Some(key));
+        });
+    }
+
+    #[test]
+    fn a_due_deletion_skips_a_key_no_longer_pending_deletion() {
+        both(|store| {
+            let key = minimal_key(ACCOUNT, key_id(1), material_id(1));
+            insert(store, &key);
+            assert!(!store.delete_key(&key.key_id, Some(100.0)).unwrap());
+            let schedule = KeyChange::ScheduleDeletion {
+                deletion_date: 50.0,
+                pending_window_days: 7,
+            };
+            store
+                .change_key(&key.key_id, &schedule, ALL_STATES)
+                .unwrap();
+            assert!(!store.delete_key(&key.key_id, Some(49.0)).unwrap());
+            assert!(store.delete_key(&key.key_id, Some(50.0)).unwrap());
+            assert_eq!(store.get_key(&key.key_id).unwrap(), None);
         });
     }
 
@@ -1500,7 +1677,9 @@ mod tests {
                 created: key.creation_date + 10.0,
                 origin: MaterialOrigin::OnDemand,
             };
-            store.add_material(&second, Some(2_000_000_000.0)).unwrap();
+            store
+                .add_material(&second, Some(2_000_000_000.0), &ANY_STATE)
+                .unwrap();
             let got = store.get_key(&key.key_id).unwrap().unwrap();
             assert_eq!(got.current_material, second.material_id);
             assert_eq!(got.next_rotation_date, Some(2_000_000_000.0));
@@ -1511,7 +1690,7 @@ mod tests {
                 origin: MaterialOrigin::Automatic,
                 ..second.clone()
             };
-            store.add_material(&third, None).unwrap();
+            store.add_material(&third, None, &ANY_STATE).unwrap();
             let got = store.get_key(&key.key_id).unwrap().unwrap();
             assert_eq!(got.current_material, third.material_id);
             assert_eq!(got.next_rotation_date, None);
@@ -1535,7 +1714,7 @@ mod tests {
 
             // Duplicate material id, and a material for a key that does not exist.
             assert!(matches!(
-                store.add_material(&second, None),
+                store.add_material(&second, None, &ANY_STATE),
                 Err(StoreError::AlreadyExists)
             ));
             let orphan = MaterialRecord {
@@ -1544,7 +1723,7 @@ mod tests {
                 ..second.clone()
             };
             assert!(matches!(
-                store.add_material(&orphan, None),
+                store.add_material(&orphan, None, &ANY_STATE),
                 Err(StoreError::NotFound)
             ));
             assert_eq!(
@@ -1826,6 +2005,7 @@ mod tests {
                         origin: MaterialOrigin::OnDemand,
                     },
                     None,
+                    &ANY_STATE,
                 )
                 .unwrap();
             for (name, target) in [("alias/doomed", doomed.key_id), ("alias/kept", kept.key_id)] {
@@ -1840,7 +2020,7 @@ mod tests {
                     .unwrap();
             }
 
-            store.delete_key(&doomed.key_id).unwrap();
+            store.delete_key(&doomed.key_id, None).unwrap();
             assert_eq!(store.get_key(&doomed.key_id).unwrap(), None);
             assert!(store.list_materials(&doomed.key_id).unwrap().is_empty());
             assert!(store
@@ -1859,7 +2039,7 @@ mod tests {
             assert!(store.get_alias(ACCOUNT, "alias/kept").unwrap().is_some());
 
             // Idempotent.
-            store.delete_key(&doomed.key_id).unwrap();
+            store.delete_key(&doomed.key_id, None).unwrap();
         });
     }
 
@@ -1952,6 +2132,7 @@ mod tests {
                         origin: MaterialOrigin::Automatic,
                     },
                     Some(300.0),
+                    &ANY_STATE,
                 )
                 .unwrap();
             let due: Vec<KeyId> = store
@@ -2049,7 +2230,7 @@ mod tests {
                     (material_id(2), TokenKeyRef::Label("legacy".into())),
                 ]
             );
-            store.delete_key(&key_id(1)).unwrap();
+            store.delete_key(&key_id(1), None).unwrap();
             assert_eq!(
                 store.adopted_materials().unwrap(),
                 vec![(material_id(2), TokenKeyRef::Label("legacy".into()))]
@@ -2234,7 +2415,7 @@ mod tests {
                 store.insert_grant(&orphan),
                 Err(StoreError::NotFound)
             ));
-            store.delete_key(&key.key_id).unwrap();
+            store.delete_key(&key.key_id, None).unwrap();
             assert_eq!(store.get_grant(&g2.grant_id).unwrap(), None);
         });
     }

@@ -74,7 +74,11 @@ fn spawn_server(
         .open(log_path)
         .expect("open server log file");
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_p11kms"));
+    // P11KMS_TEST_BIN runs the tests against another build, e.g. to show a test fails on
+    // the code before a fix.
+    let bin =
+        std::env::var_os("P11KMS_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_p11kms").into());
+    let mut cmd = Command::new(bin);
     cmd.arg("serve").args(args);
     // Nothing from the developer's environment may steer the server under test.
     for (name, _) in std::env::vars_os() {
