@@ -29,5 +29,6 @@ if ! command -v cargo >/dev/null; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
+[[ -x "${CARGO_TARGET_DIR:-$ROOT/target}/release/p11kms" ]] || echo "==> first build: compiling p11kms and its dependencies (several minutes)" >&2
 cargo build --release --bin p11kms >&2
 exec "${CARGO_TARGET_DIR:-$ROOT/target}/release/p11kms" serve "$@"

@@ -164,10 +164,13 @@ ensure_venv() {
     # shares botocore with boto3; v2 is not on PyPI.  The tests use only
     # commands that v1 and v2 share.
     # aws-encryption-sdk: tests/e2e/test_esdk.py runs the AWS Encryption SDK, unchanged, against the gateway.
-    local reqs=("-r" "$CONF_DIR/requirements.txt" awscli pytest prometheus-client aws-encryption-sdk)
+    # boto3 and cryptography are what tests/e2e needs of the conformance suite's requirements.
+    local reqs=(boto3 cryptography awscli pytest prometheus-client aws-encryption-sdk)
+    [[ -f "$CONF_DIR/requirements.txt" ]] && reqs+=("-r" "$CONF_DIR/requirements.txt")
     local stamp="$VENV/.p11kms-requirements"
     local want
-    want="$(cat "$CONF_DIR/requirements.txt"; echo "awscli pytest prometheus-client aws-encryption-sdk")"
+    want="${reqs[*]}"
+    [[ -f "$CONF_DIR/requirements.txt" ]] && want+="$(cat "$CONF_DIR/requirements.txt")"
     if [[ ! -f "$stamp" ]] || [[ "$(cat "$stamp")" != "$want" ]]; then
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${reqs[@]}"
@@ -178,7 +181,6 @@ ensure_venv() {
 }
 
 prerequisites() {
-    [[ -d "$CONF_DIR" ]] || { echo "conformance suite not found at $CONF_DIR (set P11KMS_CONFORMANCE_DIR)" >&2; return 1; }
     install_packages
     [[ -e "$SPY_MODULE" ]] || echo "warning: $SPY_MODULE is missing; test_trace.py will fail" >&2
     ensure_rust
@@ -287,6 +289,16 @@ conformance() {
 # Run
 # --------------------------------------------------------------------------
 START=$(date +%s)
+# The shared conformance suite lives beside the repository (../shared/conformance). CI must
+# have it; a clone elsewhere runs everything the repository holds and skips only that suite.
+if [[ ! -f "$CONF_DIR/requirements.txt" ]]; then
+    if [[ -n "${CI:-}" ]]; then
+        echo "conformance suite not found at $CONF_DIR (set P11KMS_CONFORMANCE_DIR)" >&2
+        exit 1
+    fi
+    echo "notice: no conformance suite at $CONF_DIR; skipping that stage (set P11KMS_CONFORMANCE_DIR to run it)" >&2
+    SKIP="$SKIP conformance "
+fi
 run_stage prerequisites prerequisites
 if stage_failed prerequisites; then
     echo "prerequisites failed; nothing else can run" >&2
