@@ -294,6 +294,17 @@ async fn refuse_on_a_full_disk(env: &[(&str, &str)], waits_for_sync: bool) {
     records(&trail);
     verify(&trail);
 
+    // A longer outage, so that the writer's pause between attempts reaches its longest
+    // (500 ms): still refused at the end of it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let response = encrypt_raw(&srv, &key_id).await;
+    assert!(
+        response.text().contains(NOT_CARRIED_OUT),
+        "{}",
+        response.text()
+    );
+    refused.push(request_id(&response));
+
     // Space frees up: the same process serves again within seconds.
     std::fs::remove_file(tmpfs.path().join("filler")).expect("remove filler");
     let freed = Instant::now();

@@ -663,6 +663,26 @@ mod tests {
     }
 
     #[test]
+    fn refuse_throttles_a_request_that_finds_the_queue_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&dir.path().join("audit.log"), u64::MAX, OnFailure::Refuse).unwrap();
+        // Sixteen requests running hold every place; the seventeenth does not start.
+        let running: Vec<AuditSlot> = (0..16).map(|_| log.admit().unwrap()).collect();
+        assert_eq!(log.admit().err(), Some(KmsError::Throttled));
+        log.refresh_metrics();
+        assert_eq!(log.shared.metrics.audit_queue_depth.get(), 16);
+        assert_eq!(log.shared.metrics.audit_refused.get(), 1);
+        runtime().block_on(async {
+            for (i, slot) in running.into_iter().enumerate() {
+                log.commit(slot, record(i)).await.unwrap();
+            }
+            assert!(log.flush(Duration::from_secs(5)).await);
+        });
+        assert!(log.admit().is_ok());
+        assert_eq!(log.shared.metrics.audit_written.get(), 16);
+    }
+
+    #[test]
     fn waiting_for_sync_withholds_the_result_whose_record_fails() {
         let wait = Some(Duration::from_secs(10));
         let log = open_waiting(Path::new("/dev/full"), u64::MAX, OnFailure::Refuse, wait).unwrap();

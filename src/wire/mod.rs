@@ -27,6 +27,7 @@ use crate::api::Operation;
 use crate::auth::SigV4Verifier;
 use crate::error::KmsError;
 use crate::kms::{Caller, KmsService, RequestFacts};
+use crate::telemetry::audit::AuditSlot;
 use crate::telemetry::audit::{rfc3339_now, OnFailure};
 use crate::telemetry::{AuditLog, AuditRecord, Metrics};
 
@@ -82,12 +83,7 @@ async fn handle_kms(State(state): State<AppState>, request: Request) -> Response
     );
     async move {
         let started = Instant::now();
-        // Every KMS request needs its place in the audit trail before it runs.
-        let admitted = state.audit.as_deref().map(AuditLog::admit).transpose();
-        let (outcome, slot) = match admitted {
-            Ok(slot) => (process(&state, request, operation).await, slot),
-            Err(refusal) => (Outcome::refused(refusal), None),
-        };
+        let mut outcome = process(&state, request, operation).await;
         let mut outcome_name = match &outcome.result {
             Ok(_) => "OK",
             Err(error) => error.wire().code,
@@ -102,7 +98,7 @@ async fn handle_kms(State(state): State<AppState>, request: Request) -> Response
         // The record says what the gateway did; with `audit.on_failure = "refuse"` the answer
         // waits until it is on disk, and is withheld if it cannot be written.
         let mut withheld = None;
-        if let (Some(audit), Some(slot)) = (&state.audit, slot) {
+        if let (Some(audit), Some(slot)) = (&state.audit, outcome.audit_slot.take()) {
             let record = AuditRecord {
                 time: rfc3339_now(),
                 request_id: request_id.clone(),
@@ -157,17 +153,9 @@ struct Outcome {
     result: Result<Vec<u8>, KmsError>,
     principal_arn: Option<String>,
     facts: RequestFacts,
-}
-
-impl Outcome {
-    /// A request refused before it ran.
-    fn refused(error: KmsError) -> Outcome {
-        Outcome {
-            result: Err(error),
-            principal_arn: None,
-            facts: RequestFacts::default(),
-        }
-    }
+    /// The request's place in the audit queue; `None` when it was refused one (or the audit
+    /// trail is off), and then it has no record.
+    audit_slot: Option<AuditSlot>,
 }
 
 async fn process(state: &AppState, request: Request, operation: Option<Operation>) -> Outcome {
@@ -175,9 +163,22 @@ async fn process(state: &AppState, request: Request, operation: Option<Operation
         result: Ok(Vec::new()),
         principal_arn: None,
         facts: RequestFacts::default(),
+        audit_slot: None,
     };
     let (parts, body) = request.into_parts();
-    let body: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await;
+    // Every request takes its record's place in the audit queue before anything else
+    // happens, and once its body is in: a slow upload holds no place.
+    if let Some(audit) = &state.audit {
+        match audit.admit() {
+            Ok(slot) => outcome.audit_slot = Some(slot),
+            Err(refusal) => {
+                outcome.result = Err(refusal);
+                return outcome;
+            }
+        }
+    }
+    let body: Bytes = match body {
         Ok(b) => b,
         Err(_) => {
             outcome.result = Err(KmsError::RequestTooLarge);
@@ -276,7 +277,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready when an HSM session answers and the store answers.
+/// Ready when an HSM session answers, the store answers, and (with `refuse`) audit records are
+/// being written.
 async fn readyz(State(state): State<AppState>) -> Response {
     // With `refuse`, a failing audit trail refuses every KMS request: not ready. (With `log`
     // requests are served, so the gateway stays ready; `p11kms_audit_healthy` shows it.)
