@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::auth::Credential;
 use crate::policy::{PolicyDocument, PolicyKind};
+use crate::telemetry::audit::OnFailure;
 
 pub const DEV_ACCESS_KEY_ID: &str = "test";
 pub const DEV_SECRET_ACCESS_KEY: &str = "test";
@@ -82,6 +83,12 @@ pub struct AuditSection {
     pub enabled: Option<bool>,
     pub path: Option<PathBuf>,
     pub max_bytes: Option<u64>,
+    /// `refuse` (fail closed) or `log` (fail open); see `Config::audit_on_failure`.
+    pub on_failure: Option<String>,
+    pub queue_capacity: Option<usize>,
+    /// With `refuse`: answer a request only once its record is synced to disk.
+    pub wait_for_sync: Option<bool>,
+    pub sync_wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +223,14 @@ pub struct Config {
     /// Where the audit trail goes; `None` when it is off.
     pub audit_path: Option<PathBuf>,
     pub audit_max_bytes: u64,
+    /// What happens while audit records cannot be written. `Refuse` unless set: a trail that
+    /// can silently miss requests is not an audit trail (README, Failure model).
+    pub audit_on_failure: OnFailure,
+    /// Records queued for the audit writer (and places held by running requests).
+    pub audit_queue_capacity: usize,
+    /// With `Refuse`: answer a request only once its record is synced, waiting at most this
+    /// long (`audit.wait_for_sync`, `audit.sync_wait_ms`); `None` answers once it is queued.
+    pub audit_sync_wait: Option<Duration>,
     /// The file this configuration was read from (SIGHUP reads it again).
     pub config_file: Option<PathBuf>,
     /// Deadline for requests in flight after SIGTERM.
@@ -413,6 +428,28 @@ impl Config {
         let audit_max_bytes = parse_env("P11KMS_AUDIT_MAX_BYTES")?
             .or(file.audit.max_bytes)
             .unwrap_or(64 * 1024 * 1024);
+        let audit_on_failure = match env("P11KMS_AUDIT_ON_FAILURE").or(file.audit.on_failure) {
+            Some(text) => text.parse().map_err(|e| format!("audit.on_failure: {e}"))?,
+            None => OnFailure::Refuse,
+        };
+        let audit_queue_capacity = parse_env("P11KMS_AUDIT_QUEUE_CAPACITY")?
+            .or(file.audit.queue_capacity)
+            .unwrap_or(8192);
+        if audit_queue_capacity == 0 {
+            return Err("audit.queue_capacity must be at least 1".into());
+        }
+        let audit_wait_for_sync = parse_bool("P11KMS_AUDIT_WAIT_FOR_SYNC")?
+            .or(file.audit.wait_for_sync)
+            .unwrap_or(false);
+        if audit_wait_for_sync && audit_on_failure != OnFailure::Refuse {
+            return Err("audit.wait_for_sync needs audit.on_failure = \"refuse\"".into());
+        }
+        let audit_sync_wait = Duration::from_millis(
+            parse_env("P11KMS_AUDIT_SYNC_WAIT_MS")?
+                .or(file.audit.sync_wait_ms)
+                .unwrap_or(2000),
+        );
+        let audit_sync_wait = audit_wait_for_sync.then_some(audit_sync_wait);
         let drain = Duration::from_millis(
             parse_env("P11KMS_DRAIN_MS")?
                 .or(file.shutdown.drain_ms)
@@ -446,6 +483,9 @@ impl Config {
             day_seconds,
             audit_path,
             audit_max_bytes,
+            audit_on_failure,
+            audit_queue_capacity,
+            audit_sync_wait,
             config_file: None,
             drain,
         })
@@ -594,6 +634,29 @@ mod tests {
         assert!(err.to_string().contains("unknown field"), "{err}");
         let empty: FileConfig = toml::from_str("").unwrap();
         assert!(empty.tls.cert_file.is_none() && empty.allow_plain_http.is_none());
+    }
+
+    #[test]
+    fn the_audit_trail_fails_closed_unless_told_otherwise() {
+        let resolve = |text: &str| Config::resolve(toml::from_str::<FileConfig>(text).unwrap());
+        let default = resolve("").unwrap();
+        assert_eq!(default.audit_on_failure, OnFailure::Refuse);
+        assert_eq!(default.audit_queue_capacity, 8192);
+        assert_eq!(default.audit_sync_wait, None);
+        let open = resolve("[audit]\non_failure = \"log\"\nqueue_capacity = 64\n").unwrap();
+        assert_eq!(open.audit_on_failure, OnFailure::Log);
+        assert_eq!(open.audit_queue_capacity, 64);
+        let synced = resolve("[audit]\nwait_for_sync = true\nsync_wait_ms = 50\n").unwrap();
+        assert_eq!(synced.audit_sync_wait, Some(Duration::from_millis(50)));
+        let err = resolve("[audit]\non_failure = \"ignore\"\n").unwrap_err();
+        assert!(
+            err.contains("audit.on_failure") && err.contains("refuse or log"),
+            "{err}"
+        );
+        let err = resolve("[audit]\nqueue_capacity = 0\n").unwrap_err();
+        assert!(err.contains("audit.queue_capacity"), "{err}");
+        let err = resolve("[audit]\non_failure = \"log\"\nwait_for_sync = true\n").unwrap_err();
+        assert!(err.contains("audit.wait_for_sync"), "{err}");
     }
 
     #[test]

@@ -123,6 +123,9 @@ pub enum KmsError {
     /// Any other PKCS#11 failure: a bug or an HSM misbehaving.
     #[error("PKCS#11: {0}")]
     Pkcs11(Pkcs11Failure),
+    /// The audit trail cannot take this request's record (`audit.on_failure = "refuse"`).
+    #[error("audit: {0}")]
+    AuditUnavailable(crate::telemetry::audit::AuditRefusal),
     /// Metadata store failure (message for the log only).
     #[error("store: {0}")]
     Store(String),
@@ -227,6 +230,15 @@ impl KmsError {
                     "The HSM behind this gateway does not support the mechanism {m}."
                 )),
             ),
+            AuditUnavailable(refusal) => {
+                use crate::telemetry::audit::AuditRefusal::*;
+                let message = match refusal {
+                    TrailFailing => "The audit trail cannot be written at the moment, so the request was not carried out. Retry later.",
+                    RecordNotWritten | NotDurableInTime => "The request's audit record could not be written in time, so its result is withheld. The request may have taken effect.",
+                    WriterStopped => "The audit trail is not being written, so the request's result is withheld.",
+                };
+                ("KMSInternalException", 500, Some(message.into()))
+            }
             Pkcs11(_) | Store(_) | Internal(_) => (
                 "KMSInternalException",
                 500,

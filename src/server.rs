@@ -11,8 +11,12 @@ use crate::config::{read_secret_file, Config, LogFormat, PinSource};
 use crate::hsm::{find_softhsm_module, CallObserver, EmbeddedSoftHsm, Hsm, HsmConfig};
 use crate::kms::{reconcile, run_due_jobs, IdentityPolicies, KmsService, ServiceConfig};
 use crate::store::SqliteStore;
+use crate::telemetry::audit::AuditSettings;
 use crate::telemetry::{AuditLog, Metrics};
 use crate::wire::{router, AppState};
+
+/// How long the gateway waits at exit for accepted audit records to reach the disk.
+const AUDIT_FLUSH_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Changes the log filter of the installed subscriber (SIGHUP).
 type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -256,7 +260,13 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
     let audit = match &config.audit_path {
         Some(path) => Some(Arc::new(AuditLog::open(
             path.clone(),
-            config.audit_max_bytes,
+            AuditSettings {
+                max_bytes: config.audit_max_bytes,
+                on_failure: config.audit_on_failure,
+                queue_capacity: config.audit_queue_capacity,
+                sync_wait: config.audit_sync_wait,
+            },
+            metrics.clone(),
         )?)),
         None => None,
     };
@@ -345,8 +355,15 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
         }
     };
     // Every request that was accepted has its audit record on disk before the process ends.
+    // (Bounded: with a failing trail the records cannot be written, and exiting is then the
+    // only way to hand the problem to whoever restarts the gateway.)
     if let Some(audit) = audit_at_exit {
-        let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
+        if !audit.flush(AUDIT_FLUSH_AT_EXIT).await {
+            tracing::error!(
+                within_ms = AUDIT_FLUSH_AT_EXIT.as_millis() as u64,
+                "audit records accepted before exit could not all be written"
+            );
+        }
     }
     // Close the pooled sessions (logging them out) and finalise the library.
     let clean = tokio::task::spawn_blocking(move || core.hsm().shutdown())

@@ -7,17 +7,27 @@
 //! that lines were cut from the very end; ship the files off the host to guard against
 //! that.) Records never contain plaintext, data keys or secrets.
 //!
-//! Lines are written by one thread and `fdatasync`ed after each batch, so a request never
-//! waits on the disk; a full queue (bursts beyond 8192 pending records) applies back-pressure.
+//! Lines are written by one thread ([`writer`]) and `fdatasync`ed after each batch. The
+//! async side never blocks on it: a request takes its place in the bounded queue before it
+//! runs ([`AuditLog::admit`]) and hands its record over afterwards ([`AuditLog::commit`]).
+//! What happens while records cannot be written is [`OnFailure`]'s choice.
+
+mod writer;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::KmsError;
+use crate::telemetry::Metrics;
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -44,7 +54,14 @@ pub struct AuditRecord {
     pub grant_ids: Vec<String>,
     /// `OK` or the AWS error name.
     pub outcome: String,
+    /// Only on the gateway's own `AuditRecordsDropped` line (`audit.on_failure = "log"`):
+    /// how many requests' records were dropped since the line before it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub records_dropped: Option<u64>,
 }
+
+/// The `operation` of the line that marks a gap left by dropped records.
+pub const RECORDS_DROPPED: &str = "AuditRecordsDropped";
 
 /// A chained line: the record plus its place in the chain.
 #[derive(Serialize, Deserialize)]
@@ -55,24 +72,171 @@ struct ChainedLine {
     record: AuditRecord,
 }
 
-/// How long the audit writer gathers records between two syncs while requests keep coming.
-const GROUP_COMMIT_TICK: std::time::Duration = std::time::Duration::from_millis(5);
+/// What the gateway does while audit records cannot be written (`audit.on_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Fail closed: no request runs while the trail is failing, none that finishes then gets
+    /// its result, and every record of a request that ran is kept until it is written.
+    Refuse,
+    /// Fail open: requests are served; records that find the queue full are dropped (and
+    /// counted, and the gap marked in the trail once writing resumes).
+    Log,
+}
+
+impl std::str::FromStr for OnFailure {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "refuse" => Ok(OnFailure::Refuse),
+            "log" => Ok(OnFailure::Log),
+            other => Err(format!("expected refuse or log, got '{other}'")),
+        }
+    }
+}
+
+/// How the audit trail is written.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// Rotate the file once it passes this size.
+    pub max_bytes: u64,
+    pub on_failure: OnFailure,
+    /// Records queued for the writer (and, with `Refuse`, places held by requests running).
+    pub queue_capacity: usize,
+    /// With `Refuse` only: answer a request only once its record is synced to disk, waiting
+    /// at most this long (`audit.wait_for_sync`). `None`: answer once the record is queued.
+    pub sync_wait: Option<Duration>,
+}
+
+/// Why a request was refused on the audit trail's account (`KMSInternalException`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuditRefusal {
+    /// Refused before it ran: the writer's last attempt failed (it keeps retrying).
+    #[error("the audit trail cannot be written; the request did not run")]
+    TrailFailing,
+    /// It ran, but the write of its record failed; the record is kept and retried.
+    #[error("the request's audit record could not be written; its result was withheld")]
+    RecordNotWritten,
+    /// It ran, but its record was not on disk within `audit.sync_wait_ms`.
+    #[error("the request's audit record was not on disk in time; its result was withheld")]
+    NotDurableInTime,
+    #[error("the audit writer has stopped")]
+    WriterStopped,
+}
+
+/// What a file operation of the writer was doing when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileAction {
+    Open,
+    Append,
+    Sync,
+    Truncate,
+    Rotate,
+}
+
+impl std::fmt::Display for FileAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileAction::Open => "open",
+            FileAction::Append => "append to",
+            FileAction::Sync => "sync",
+            FileAction::Truncate => "truncate",
+            FileAction::Rotate => "rotate",
+        })
+    }
+}
+
+/// A failed write of the audit trail. A full disk (or quota) is told apart from the rest:
+/// it is the failure operators can fix by freeing space, and the writer recovers by itself.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditWriteError {
+    #[error("no space left to {action} the audit trail {path}: {source}")]
+    NoSpace {
+        action: FileAction,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot {action} the audit trail {path}: {source}")]
+    Io {
+        action: FileAction,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl AuditWriteError {
+    /// What `/readyz` says: the kind of failure, without the file's path.
+    pub fn summary(&self) -> String {
+        match self {
+            AuditWriteError::NoSpace { .. } => "no space left on its device".into(),
+            AuditWriteError::Io { action, source, .. } => {
+                format!("{action} failed: {}", source.kind())
+            }
+        }
+    }
+
+    fn new(action: FileAction, path: &Path, source: std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        let path = path.to_path_buf();
+        match source.kind() {
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => AuditWriteError::NoSpace {
+                action,
+                path,
+                source,
+            },
+            _ => AuditWriteError::Io {
+                action,
+                path,
+                source,
+            },
+        }
+    }
+}
+
+/// Answer to a request waiting for its record to be on disk.
+type Durable = oneshot::Sender<Result<(), AuditRefusal>>;
 
 /// What the writer thread is asked to do.
 enum Message {
-    Record(Box<AuditRecord>),
+    Record {
+        record: Box<AuditRecord>,
+        durable: Option<Durable>,
+    },
     /// Write and sync everything queued so far, then answer.
-    Flush(SyncSender<()>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// What the writer and the request side share.
+struct Shared {
+    /// `None` while writes succeed; the reason of the last failure while they do not.
+    failure: watch::Sender<Option<String>>,
+    /// Records dropped (`Log`) since the writer last marked a gap in the trail.
+    unmarked_drops: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// Handle to the audit writer thread.
 pub struct AuditLog {
-    sender: SyncSender<Message>,
+    sender: mpsc::Sender<Message>,
+    shared: Arc<Shared>,
+    on_failure: OnFailure,
+    sync_wait: Option<Duration>,
+}
+
+/// A request's place in the audit queue, taken before the request runs (see
+/// [`AuditLog::admit`]).
+pub struct AuditSlot {
+    permit: Option<mpsc::OwnedPermit<Message>>,
 }
 
 impl AuditLog {
-    /// Opens (or continues) the trail at `path`, rotating when it passes `max_bytes`.
-    pub fn open(path: PathBuf, max_bytes: u64) -> Result<AuditLog, String> {
+    /// Opens (or continues) the trail at `path` and starts its writer thread.
+    pub fn open(
+        path: PathBuf,
+        settings: AuditSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<AuditLog, String> {
         set_aside_torn_tail(&path)?;
         let last = match last_line(&path)? {
             Some(line) => Some(line),
@@ -94,127 +258,143 @@ impl AuditLog {
             }
             None => (0, GENESIS.to_string()),
         };
-        let file = open_append(&path)?;
-        let (sender, receiver) = sync_channel(8192);
-        let writer = Writer {
-            path,
-            max_bytes,
-            file,
-            seq,
-            prev,
-        };
+        let file =
+            open_append(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let queue_capacity = settings.queue_capacity.max(1);
+        let (sender, receiver) = mpsc::channel(queue_capacity);
+        metrics.audit_queue_capacity.set(queue_capacity as i64);
+        metrics.audit_healthy.set(1);
+        let shared = Arc::new(Shared {
+            failure: watch::Sender::new(None),
+            unmarked_drops: AtomicU64::new(0),
+            metrics,
+        });
+        let writer = writer::Writer::new(path, file, seq, prev, &settings, shared.clone())
+            .map_err(|e| e.to_string())?;
         std::thread::Builder::new()
             .name("p11kms-audit".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| format!("cannot start the audit writer: {e}"))?;
-        Ok(AuditLog { sender })
+        Ok(AuditLog {
+            sender,
+            shared,
+            on_failure: settings.on_failure,
+            sync_wait: settings.sync_wait,
+        })
     }
 
-    pub fn record(&self, record: AuditRecord) {
-        if self.sender.send(Message::Record(Box::new(record))).is_err() {
-            tracing::error!("the audit writer has stopped; a record was lost");
+    pub fn on_failure(&self) -> OnFailure {
+        self.on_failure
+    }
+
+    /// Why records cannot be written at the moment, or `None` while they can.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.borrow().clone()
+    }
+
+    /// Called before a request runs; never blocks. With `Refuse` a request runs only while
+    /// the trail is being written and holds a place in the queue for its record, so the
+    /// record always finds room: a failing trail refuses it (`KMSInternalException`), a
+    /// full queue (the writer is behind) throttles it (`ThrottlingException`). With `Log`
+    /// every request runs, and its record takes its chances in [`AuditLog::commit`].
+    pub fn admit(&self) -> Result<AuditSlot, KmsError> {
+        if self.on_failure == OnFailure::Log {
+            return Ok(AuditSlot { permit: None });
         }
-    }
-
-    /// Waits until every record queued so far is on disk (at shutdown).
-    pub fn flush(&self) {
-        let (done, wait) = sync_channel(1);
-        if self.sender.send(Message::Flush(done)).is_ok() {
-            let _ = wait.recv();
+        let refused = |error: KmsError| {
+            self.shared.metrics.audit_refused.inc();
+            Err(error)
+        };
+        if self.shared.failure.borrow().is_some() {
+            return refused(KmsError::AuditUnavailable(AuditRefusal::TrailFailing));
         }
-    }
-}
-
-struct Writer {
-    path: PathBuf,
-    max_bytes: u64,
-    file: File,
-    seq: u64,
-    prev: String,
-}
-
-impl Writer {
-    /// Group commit. When idle the writer blocks on the channel, and the first record wakes
-    /// it. While records keep coming it writes and syncs what has queued, then sleeps for
-    /// one tick: senders then find it asleep rather than waiting on the channel, so a
-    /// request never pays for waking it, and one `fdatasync` covers a tick's requests.
-    /// A tick with nothing queued sends it back to blocking.
-    fn run(mut self, receiver: Receiver<Message>) {
-        while let Ok(first) = receiver.recv() {
-            let mut next = Some(first);
-            loop {
-                let mut batch = Vec::new();
-                let mut flushes = Vec::new();
-                while let Some(message) = next.take() {
-                    match message {
-                        Message::Record(record) => batch.push(*record),
-                        Message::Flush(done) => flushes.push(done),
-                    }
-                    next = receiver.try_recv().ok();
-                }
-                if !batch.is_empty() {
-                    if let Err(e) = self.write_batch(batch) {
-                        tracing::error!(error = %e, path = %self.path.display(), "audit write failed");
-                    }
-                }
-                for done in flushes {
-                    let _ = done.send(());
-                }
-                std::thread::sleep(GROUP_COMMIT_TICK);
-                next = receiver.try_recv().ok();
-                if next.is_none() {
-                    break;
-                }
+        match self.sender.clone().try_reserve_owned() {
+            Ok(permit) => Ok(AuditSlot {
+                permit: Some(permit),
+            }),
+            Err(mpsc::error::TrySendError::Full(_)) => refused(KmsError::Throttled),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                refused(KmsError::AuditUnavailable(AuditRefusal::WriterStopped))
             }
         }
-        let _ = self.file.sync_data();
     }
 
-    fn write_batch(&mut self, batch: Vec<AuditRecord>) -> std::io::Result<()> {
-        let mut buffer = Vec::with_capacity(batch.len() * 512);
-        for record in batch {
-            self.seq += 1;
-            let line = serde_json::to_string(&ChainedLine {
-                seq: self.seq,
-                prev: std::mem::take(&mut self.prev),
+    /// Hands a request's record to the writer. With `Refuse` the record always goes in (its
+    /// place was held), and the result is withheld if the trail is failing by now (or, with
+    /// `sync_wait`, unless the record reaches the disk in time); the record stays queued and
+    /// is written when the trail recovers. With `Log` it returns at once, and a record that
+    /// finds the queue full is dropped and counted.
+    pub async fn commit(&self, slot: AuditSlot, record: AuditRecord) -> Result<(), KmsError> {
+        let record = Box::new(record);
+        let Some(permit) = slot.permit else {
+            let message = Message::Record {
                 record,
-            })
-            .map_err(std::io::Error::other)?;
-            self.prev = hash_line(&line);
-            buffer.extend_from_slice(line.as_bytes());
-            buffer.push(b'\n');
-        }
-        self.file.write_all(&buffer)?;
-        self.file.sync_data()?;
-        if self.file.metadata()?.len() >= self.max_bytes {
-            self.rotate()?;
-        }
-        Ok(())
+                durable: None,
+            };
+            if self.sender.try_send(message).is_err() {
+                self.shared.metrics.audit_dropped.inc();
+                self.shared.unmarked_drops.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(());
+        };
+        let refusal = match self.sync_wait {
+            None => {
+                permit.send(Message::Record {
+                    record,
+                    durable: None,
+                });
+                if self.shared.failure.borrow().is_none() {
+                    return Ok(());
+                }
+                AuditRefusal::RecordNotWritten
+            }
+            Some(limit) => {
+                let (durable, on_disk) = oneshot::channel();
+                let mut failure = self.shared.failure.subscribe();
+                permit.send(Message::Record {
+                    record,
+                    durable: Some(durable),
+                });
+                tokio::select! {
+                    biased;
+                    answer = on_disk => match answer {
+                        Ok(Ok(())) => return Ok(()),
+                        Ok(Err(refusal)) => refusal,
+                        Err(_) => AuditRefusal::WriterStopped,
+                    },
+                    // A failure elsewhere in the queue: the record would wait for the recovery.
+                    _ = failure.wait_for(Option::is_some) => AuditRefusal::RecordNotWritten,
+                    _ = tokio::time::sleep(limit) => AuditRefusal::NotDurableInTime,
+                }
+            }
+        };
+        self.shared.metrics.audit_refused.inc();
+        Err(KmsError::AuditUnavailable(refusal))
     }
 
-    /// Renames the full file aside (suffix = the first seq the next file will hold) and
-    /// starts a new one; the chain continues through `prev`.
-    fn rotate(&mut self) -> std::io::Result<()> {
-        let rotated = PathBuf::from(format!("{}.{:012}", self.path.display(), self.seq));
-        std::fs::rename(&self.path, &rotated)?;
-        self.file = open_append(&self.path).map_err(std::io::Error::other)?;
-        if let Some(dir) = self.path.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+    /// Copies the queue's depth (records queued and places held) into its gauge.
+    pub fn refresh_metrics(&self) {
+        let depth = self.sender.max_capacity() - self.sender.capacity();
+        self.shared.metrics.audit_queue_depth.set(depth as i64);
+    }
+
+    /// Waits until every record queued so far is on disk, up to `within` (at shutdown);
+    /// returns whether they are.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let (done, written) = oneshot::channel();
+        let flushed =
+            async { self.sender.send(Message::Flush(done)).await.is_ok() && written.await.is_ok() };
+        tokio::time::timeout(within, flushed).await.unwrap_or(false)
     }
 }
 
-fn open_append(path: &Path) -> Result<File, String> {
+fn open_append(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))
 }
 
 /// A process killed while writing (SIGKILL, power loss) can leave the last line cut short:
@@ -244,7 +424,7 @@ fn set_aside_torn_tail(path: &Path) -> Result<(), String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let aside = PathBuf::from(format!("{}-torn-{millis}", path.display()));
-    let mut kept = open_append(&aside)?;
+    let mut kept = open_append(&aside).map_err(fail)?;
     kept.write_all(&torn).map_err(fail)?;
     kept.sync_all().map_err(fail)?;
     file.set_len(whole).map_err(fail)?;
@@ -326,6 +506,13 @@ fn newest_rotated(path: &Path) -> Option<PathBuf> {
         .map(|(_, p)| p)
 }
 
+/// Now, as RFC 3339 UTC (the records' `time`).
+pub fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 fn hash_line(line: &str) -> String {
     hex::encode(Sha256::digest(line.as_bytes()))
 }
@@ -383,14 +570,47 @@ mod tests {
         }
     }
 
+    fn open(path: &Path, max_bytes: u64, on_failure: OnFailure) -> Result<AuditLog, String> {
+        open_waiting(path, max_bytes, on_failure, None)
+    }
+
+    fn open_waiting(
+        path: &Path,
+        max_bytes: u64,
+        on_failure: OnFailure,
+        sync_wait: Option<Duration>,
+    ) -> Result<AuditLog, String> {
+        let settings = AuditSettings {
+            max_bytes,
+            on_failure,
+            queue_capacity: 16,
+            sync_wait,
+        };
+        AuditLog::open(
+            path.to_path_buf(),
+            settings,
+            Arc::new(Metrics::new().unwrap()),
+        )
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    /// Writes `n` records, each answered only once it is on disk.
     fn write(dir: &Path, n: usize, max_bytes: u64) -> PathBuf {
         let path = dir.join("audit.log");
-        let log = AuditLog::open(path.clone(), max_bytes).unwrap();
-        for i in 0..n {
-            log.record(record(i));
-        }
-        drop(log);
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        let wait = Some(Duration::from_secs(10));
+        let log = open_waiting(&path, max_bytes, OnFailure::Refuse, wait).unwrap();
+        runtime().block_on(async {
+            for i in 0..n {
+                let slot = log.admit().unwrap();
+                log.commit(slot, record(i)).await.unwrap();
+            }
+        });
         path
     }
 
@@ -403,6 +623,136 @@ mod tests {
         rotated.sort();
         rotated.push(dir.join("audit.log"));
         rotated
+    }
+
+    /// `/dev/full` fails every write with ENOSPC (and cannot be cut back): a trail that
+    /// never recovers.
+    #[test]
+    fn refuse_withholds_results_and_then_refuses_while_writes_fail() {
+        let log = open(Path::new("/dev/full"), u64::MAX, OnFailure::Refuse).unwrap();
+        runtime().block_on(async {
+            // Admitted while the trail looked healthy; finishes after the failure is known.
+            let running = log.admit().unwrap();
+            let first = log.admit().unwrap();
+            log.commit(first, record(1)).await.unwrap();
+            let failed = poll(|| log.failure().is_some()).await;
+            assert!(failed, "the write to /dev/full did not fail");
+            let withheld = log.commit(running, record(2)).await.unwrap_err();
+            assert_eq!(
+                withheld,
+                KmsError::AuditUnavailable(AuditRefusal::RecordNotWritten)
+            );
+            assert_eq!(withheld.wire().code, "KMSInternalException");
+            assert_eq!(withheld.wire().status, 500);
+            let refused = log.admit().err().unwrap();
+            assert_eq!(
+                refused,
+                KmsError::AuditUnavailable(AuditRefusal::TrailFailing)
+            );
+        });
+        assert_eq!(
+            log.failure().as_deref(),
+            Some("no space left on its device")
+        );
+        let metrics = &log.shared.metrics;
+        assert_eq!(metrics.audit_healthy.get(), 0);
+        assert!(metrics.audit_write_failures.get() >= 1);
+        assert_eq!(metrics.audit_refused.get(), 2);
+        assert_eq!(metrics.audit_written.get(), 0);
+        assert_eq!(metrics.audit_dropped.get(), 0);
+    }
+
+    #[test]
+    fn refuse_throttles_a_request_that_finds_the_queue_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&dir.path().join("audit.log"), u64::MAX, OnFailure::Refuse).unwrap();
+        // Sixteen requests running hold every place; the seventeenth does not start.
+        let running: Vec<AuditSlot> = (0..16).map(|_| log.admit().unwrap()).collect();
+        assert_eq!(log.admit().err(), Some(KmsError::Throttled));
+        log.refresh_metrics();
+        assert_eq!(log.shared.metrics.audit_queue_depth.get(), 16);
+        assert_eq!(log.shared.metrics.audit_refused.get(), 1);
+        runtime().block_on(async {
+            for (i, slot) in running.into_iter().enumerate() {
+                log.commit(slot, record(i)).await.unwrap();
+            }
+            assert!(log.flush(Duration::from_secs(5)).await);
+        });
+        assert!(log.admit().is_ok());
+        assert_eq!(log.shared.metrics.audit_written.get(), 16);
+    }
+
+    #[test]
+    fn waiting_for_sync_withholds_the_result_whose_record_fails() {
+        let wait = Some(Duration::from_secs(10));
+        let log = open_waiting(Path::new("/dev/full"), u64::MAX, OnFailure::Refuse, wait).unwrap();
+        runtime().block_on(async {
+            let slot = log.admit().unwrap();
+            let withheld = log.commit(slot, record(1)).await.unwrap_err();
+            assert_eq!(
+                withheld,
+                KmsError::AuditUnavailable(AuditRefusal::RecordNotWritten)
+            );
+            assert_eq!(
+                log.admit().err(),
+                Some(KmsError::AuditUnavailable(AuditRefusal::TrailFailing))
+            );
+        });
+    }
+
+    /// Polls `condition` for up to 5 s.
+    async fn poll(condition: impl Fn() -> bool) -> bool {
+        for _ in 0..500 {
+            if condition() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[test]
+    fn log_serves_while_writes_fail_and_counts_what_it_drops() {
+        let log = open(Path::new("/dev/full"), u64::MAX, OnFailure::Log).unwrap();
+        runtime().block_on(async {
+            for i in 0..100 {
+                let slot = log.admit().unwrap();
+                log.commit(slot, record(i)).await.unwrap();
+            }
+        });
+        log.refresh_metrics();
+        let metrics = &log.shared.metrics;
+        // The writer holds the batch it is retrying; the queue (16) is full; the rest dropped.
+        let held = 100 - metrics.audit_dropped.get();
+        assert!((16..=32).contains(&held), "held {held}");
+        assert_eq!(metrics.audit_queue_depth.get(), 16);
+        assert_eq!(
+            log.shared.unmarked_drops.load(Ordering::Relaxed),
+            metrics.audit_dropped.get()
+        );
+    }
+
+    #[test]
+    fn dropped_records_leave_a_marked_gap_and_an_intact_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = open(&path, u64::MAX, OnFailure::Log).unwrap();
+        log.shared.unmarked_drops.store(7, Ordering::Relaxed);
+        runtime().block_on(async {
+            let slot = log.admit().unwrap();
+            log.commit(slot, record(1)).await.unwrap();
+            assert!(log.flush(Duration::from_secs(5)).await);
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<AuditRecord> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0].operation, RECORDS_DROPPED);
+        assert_eq!(lines[0].records_dropped, Some(7));
+        assert_eq!(lines[1].request_id, "r1");
+        assert_eq!(verify_files(&[path]), Ok(2));
     }
 
     #[test]
@@ -456,7 +806,9 @@ mod tests {
             .unwrap()
             .write_all(b"not a record\n")
             .unwrap();
-        let refused = AuditLog::open(path, u64::MAX).err().unwrap_or_default();
+        let refused = open(&path, u64::MAX, OnFailure::Refuse)
+            .err()
+            .unwrap_or_default();
         assert!(refused.contains("not an audit record"), "{refused}");
     }
 

@@ -23,6 +23,13 @@ pub struct Metrics {
     pub hsm_reinitialisations: IntCounter,
     pub hsm_recycles: IntCounter,
     pub keys: IntGaugeVec,
+    pub audit_written: IntCounter,
+    pub audit_write_failures: IntCounter,
+    pub audit_dropped: IntCounter,
+    pub audit_refused: IntCounter,
+    pub audit_queue_depth: IntGauge,
+    pub audit_queue_capacity: IntGauge,
+    pub audit_healthy: IntGauge,
 }
 
 impl Metrics {
@@ -78,6 +85,34 @@ impl Metrics {
             Opts::new("p11kms_keys", "KMS keys by key state"),
             &["state"],
         )?;
+        let audit_written = IntCounter::new(
+            "p11kms_audit_records_written_total",
+            "Audit records written and synced to the trail",
+        )?;
+        let audit_write_failures = IntCounter::new(
+            "p11kms_audit_write_failures_total",
+            "Failed attempts to write a batch of audit records (each is retried until it succeeds)",
+        )?;
+        let audit_dropped = IntCounter::new(
+            "p11kms_audit_records_dropped_total",
+            "Audit records dropped because the queue was full (audit.on_failure = log)",
+        )?;
+        let audit_refused = IntCounter::new(
+            "p11kms_audit_refused_requests_total",
+            "Requests refused or withheld because their audit record could not be written (audit.on_failure = refuse)",
+        )?;
+        let audit_queue_depth = IntGauge::new(
+            "p11kms_audit_queue_depth",
+            "Audit records queued for the writer, and places held by requests running",
+        )?;
+        let audit_queue_capacity = IntGauge::new(
+            "p11kms_audit_queue_capacity",
+            "Capacity of the audit queue (audit.queue_capacity)",
+        )?;
+        let audit_healthy = IntGauge::new(
+            "p11kms_audit_healthy",
+            "1 while audit records are being written, 0 while writes fail (or the audit trail is off)",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(pkcs11_calls.clone()))?;
@@ -87,6 +122,13 @@ impl Metrics {
         registry.register(Box::new(hsm_reinitialisations.clone()))?;
         registry.register(Box::new(hsm_recycles.clone()))?;
         registry.register(Box::new(keys.clone()))?;
+        registry.register(Box::new(audit_written.clone()))?;
+        registry.register(Box::new(audit_write_failures.clone()))?;
+        registry.register(Box::new(audit_dropped.clone()))?;
+        registry.register(Box::new(audit_refused.clone()))?;
+        registry.register(Box::new(audit_queue_depth.clone()))?;
+        registry.register(Box::new(audit_queue_capacity.clone()))?;
+        registry.register(Box::new(audit_healthy.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -98,6 +140,13 @@ impl Metrics {
             hsm_reinitialisations,
             hsm_recycles,
             keys,
+            audit_written,
+            audit_write_failures,
+            audit_dropped,
+            audit_refused,
+            audit_queue_depth,
+            audit_queue_capacity,
+            audit_healthy,
         })
     }
 

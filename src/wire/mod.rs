@@ -27,6 +27,8 @@ use crate::api::Operation;
 use crate::auth::SigV4Verifier;
 use crate::error::KmsError;
 use crate::kms::{Caller, KmsService, RequestFacts};
+use crate::telemetry::audit::AuditSlot;
+use crate::telemetry::audit::{rfc3339_now, OnFailure};
 use crate::telemetry::{AuditLog, AuditRecord, Metrics};
 
 /// The largest request body accepted; checked before the signature. The biggest legitimate
@@ -81,12 +83,8 @@ async fn handle_kms(State(state): State<AppState>, request: Request) -> Response
     );
     async move {
         let started = Instant::now();
-        let outcome = process(&state, request, operation).await;
-        let response = match &outcome.result {
-            Ok(_) => None,
-            Err(error) => Some(rescue(error, &request_id)),
-        };
-        let outcome_name = match &outcome.result {
+        let mut outcome = process(&state, request, operation).await;
+        let mut outcome_name = match &outcome.result {
             Ok(_) => "OK",
             Err(error) => error.wire().code,
         };
@@ -97,6 +95,34 @@ async fn handle_kms(State(state): State<AppState>, request: Request) -> Response
         if let Some(arn) = outcome.facts.key_arns.first() {
             span.record("key_arn", arn.as_str());
         }
+        // The record says what the gateway did; with `audit.on_failure = "refuse"` the answer
+        // waits until it is on disk, and is withheld if it cannot be written.
+        let mut withheld = None;
+        if let (Some(audit), Some(slot)) = (&state.audit, outcome.audit_slot.take()) {
+            let record = AuditRecord {
+                time: rfc3339_now(),
+                request_id: request_id.clone(),
+                principal_arn: outcome.principal_arn.clone(),
+                source_ip,
+                operation: operation_name.to_string(),
+                key_arns: outcome.facts.key_arns,
+                key_material_ids: outcome.facts.key_material_ids,
+                encryption_context: outcome.facts.encryption_context,
+                destination_encryption_context: outcome.facts.destination_encryption_context,
+                grant_ids: outcome.facts.grant_ids,
+                outcome: outcome_name.to_string(),
+                records_dropped: None,
+            };
+            if let Err(refusal) = audit.commit(slot, record).await {
+                outcome_name = refusal.wire().code;
+                withheld = Some(refusal);
+            }
+        }
+        let response = match (withheld, outcome.result) {
+            (Some(refusal), _) => rescue(&refusal, &request_id),
+            (None, Ok(body)) => success(body, &request_id),
+            (None, Err(e)) => rescue(&e, &request_id),
+        };
         let elapsed = started.elapsed();
         state
             .metrics
@@ -111,26 +137,6 @@ async fn handle_kms(State(state): State<AppState>, request: Request) -> Response
         if outcome_name == "ThrottlingException" {
             state.metrics.throttled.inc();
         }
-        if let Some(audit) = &state.audit {
-            audit.record(AuditRecord {
-                time: rfc3339_now(),
-                request_id: request_id.clone(),
-                principal_arn: outcome.principal_arn.clone(),
-                source_ip,
-                operation: operation_name.to_string(),
-                key_arns: outcome.facts.key_arns,
-                key_material_ids: outcome.facts.key_material_ids,
-                encryption_context: outcome.facts.encryption_context,
-                destination_encryption_context: outcome.facts.destination_encryption_context,
-                grant_ids: outcome.facts.grant_ids,
-                outcome: outcome_name.to_string(),
-            });
-        }
-        let response = match (response, outcome.result) {
-            (Some(r), _) => r,
-            (None, Ok(body)) => success(body, &request_id),
-            (None, Err(e)) => rescue(&e, &request_id),
-        };
         tracing::debug!(
             status = response.status().as_u16(),
             elapsed_us = elapsed.as_micros() as u64,
@@ -147,6 +153,9 @@ struct Outcome {
     result: Result<Vec<u8>, KmsError>,
     principal_arn: Option<String>,
     facts: RequestFacts,
+    /// The request's place in the audit queue; `None` when it was refused one (or the audit
+    /// trail is off), and then it has no record.
+    audit_slot: Option<AuditSlot>,
 }
 
 async fn process(state: &AppState, request: Request, operation: Option<Operation>) -> Outcome {
@@ -154,9 +163,22 @@ async fn process(state: &AppState, request: Request, operation: Option<Operation
         result: Ok(Vec::new()),
         principal_arn: None,
         facts: RequestFacts::default(),
+        audit_slot: None,
     };
     let (parts, body) = request.into_parts();
-    let body: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await;
+    // Every request takes its record's place in the audit queue before anything else
+    // happens, and once its body is in: a slow upload holds no place.
+    if let Some(audit) = &state.audit {
+        match audit.admit() {
+            Ok(slot) => outcome.audit_slot = Some(slot),
+            Err(refusal) => {
+                outcome.result = Err(refusal);
+                return outcome;
+            }
+        }
+    }
+    let body: Bytes = match body {
         Ok(b) => b,
         Err(_) => {
             outcome.result = Err(KmsError::RequestTooLarge);
@@ -212,12 +234,6 @@ async fn process(state: &AppState, request: Request, operation: Option<Operation
     outcome
 }
 
-fn rfc3339_now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 fn success(body: Vec<u8>, request_id: &str) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
@@ -233,7 +249,10 @@ fn success(body: Vec<u8>, request_id: &str) -> Response {
 /// mistakes only at debug level. Messages never contain secrets: `KmsError` holds none.
 pub fn rescue(error: &KmsError, request_id: &str) -> Response {
     let wire = error.wire();
-    if error.is_server_fault() {
+    if let KmsError::AuditUnavailable(refusal) = error {
+        // The audit writer logs the failure itself, once; not once per refused request.
+        tracing::debug!(code = wire.code, reason = %refusal, "request refused: audit trail");
+    } else if error.is_server_fault() {
         tracing::error!(error = %error, code = wire.code, "request failed");
     } else {
         tracing::debug!(code = wire.code, "request refused");
@@ -258,8 +277,22 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready when an HSM session answers and the store answers.
+/// Ready when an HSM session answers, the store answers, and (with `refuse`) audit records are
+/// being written.
 async fn readyz(State(state): State<AppState>) -> Response {
+    // With `refuse`, a failing audit trail refuses every KMS request: not ready. (With `log`
+    // requests are served, so the gateway stays ready; `p11kms_audit_healthy` shows it.)
+    if let Some(audit) = &state.audit {
+        if audit.on_failure() == OnFailure::Refuse {
+            if let Some(reason) = audit.failure() {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: the audit trail cannot be written: {reason}\n"),
+                )
+                    .into_response();
+            }
+        }
+    }
     let service = state.service.clone();
     let check = tokio::task::spawn_blocking(move || {
         service.hsm().check()?;
@@ -281,6 +314,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let service = state.service.clone();
     let metrics = state.metrics.clone();
+    if let Some(audit) = &state.audit {
+        audit.refresh_metrics();
+    }
     let text = tokio::task::spawn_blocking(move || {
         crate::telemetry::metrics::refresh(&metrics, &service);
         metrics.render()
