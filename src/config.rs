@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::auth::Credential;
 use crate::policy::{PolicyDocument, PolicyKind};
+use crate::store::PostgresSettings;
 
 pub const DEV_ACCESS_KEY_ID: &str = "test";
 pub const DEV_SECRET_ACCESS_KEY: &str = "test";
@@ -104,7 +105,25 @@ pub struct HsmSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
+    /// `sqlite` (the default) or `postgres`.
+    pub backend: Option<String>,
     pub sqlite_path: Option<PathBuf>,
+    /// A file holding the PostgreSQL connection string (URL or key/value, with the
+    /// password); `P11KMS_DATABASE_URL` in the environment takes precedence.
+    pub postgres_url_file: Option<PathBuf>,
+    pub postgres_pool_size: Option<usize>,
+    pub postgres_connect_timeout_ms: Option<u64>,
+    pub postgres_checkout_timeout_ms: Option<u64>,
+    pub postgres_statement_timeout_ms: Option<u64>,
+}
+
+/// Which metadata store the gateway uses.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// The embedded default: one SQLite file.
+    Sqlite { path: PathBuf },
+    /// A PostgreSQL database shared by replicas.
+    Postgres(PostgresSettings),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,7 +222,7 @@ pub struct Config {
     pub session_wait: Duration,
     pub recycle_after_operations: u64,
     pub session_key_copies: bool,
-    pub sqlite_path: PathBuf,
+    pub store: StoreConfig,
     pub credentials: Vec<Credential>,
     /// Identity policies per principal ARN, parsed.
     pub identity_policies: HashMap<String, Vec<PolicyDocument>>,
@@ -345,10 +364,7 @@ impl Config {
         let session_key_copies = parse_bool("P11KMS_HSM_SESSION_KEY_COPIES")?
             .or(file.hsm.session_key_copies)
             .unwrap_or(embedded_softhsm);
-        let sqlite_path = env("P11KMS_SQLITE_PATH")
-            .map(PathBuf::from)
-            .or(file.store.sqlite_path)
-            .unwrap_or_else(|| data_dir.join("p11kms.sqlite"));
+        let store = resolve_store(file.store, &data_dir)?;
         let mut identity_policies: HashMap<String, Vec<PolicyDocument>> = HashMap::new();
         let (credentials, dev_credentials) = if file.credentials.is_empty() {
             (vec![dev_credential(&account)], true)
@@ -436,7 +452,7 @@ impl Config {
             recycle_after_operations,
             session_key_copies,
             session_wait,
-            sqlite_path,
+            store,
             credentials,
             identity_policies,
             dev_credentials,
@@ -449,6 +465,71 @@ impl Config {
             config_file: None,
             drain,
         })
+    }
+}
+
+/// The store section and its `P11KMS_*` overrides. The PostgreSQL connection string comes
+/// only from the environment or a file, never from the command line or the TOML file itself,
+/// because it carries the password.
+fn resolve_store(section: StoreSection, data_dir: &Path) -> Result<StoreConfig, String> {
+    let backend = env("P11KMS_STORE_BACKEND")
+        .or(section.backend)
+        .unwrap_or_else(|| "sqlite".into());
+    match backend.as_str() {
+        "sqlite" => Ok(StoreConfig::Sqlite {
+            path: env("P11KMS_SQLITE_PATH")
+                .map(PathBuf::from)
+                .or(section.sqlite_path)
+                .unwrap_or_else(|| data_dir.join("p11kms.sqlite")),
+        }),
+        "postgres" => {
+            let url = if let Some(url) = env("P11KMS_DATABASE_URL") {
+                url
+            } else if let Some(path) = env("P11KMS_DATABASE_URL_FILE")
+                .map(PathBuf::from)
+                .or(section.postgres_url_file)
+            {
+                read_secret_file(&path)?
+            } else {
+                return Err("store.backend = \"postgres\" needs a connection string: set \
+                            P11KMS_DATABASE_URL, P11KMS_DATABASE_URL_FILE or store.postgres_url_file"
+                    .into());
+            };
+            let millis =
+                |var: &str, value: Option<u64>, default: u64| -> Result<Duration, String> {
+                    Ok(Duration::from_millis(
+                        parse_env(var)?.or(value).unwrap_or(default).max(1),
+                    ))
+                };
+            let pool_size: usize = parse_env("P11KMS_POSTGRES_POOL_SIZE")?
+                .or(section.postgres_pool_size)
+                .unwrap_or(16);
+            if pool_size == 0 {
+                return Err("store.postgres_pool_size must be at least 1".into());
+            }
+            Ok(StoreConfig::Postgres(PostgresSettings {
+                url: SecretString::from(url),
+                pool_size,
+                connect_timeout: millis(
+                    "P11KMS_POSTGRES_CONNECT_TIMEOUT_MS",
+                    section.postgres_connect_timeout_ms,
+                    5_000,
+                )?,
+                checkout_timeout: millis(
+                    "P11KMS_POSTGRES_CHECKOUT_TIMEOUT_MS",
+                    section.postgres_checkout_timeout_ms,
+                    2_000,
+                )?,
+                statement_timeout: millis(
+                    "P11KMS_POSTGRES_STATEMENT_TIMEOUT_MS",
+                    section.postgres_statement_timeout_ms,
+                    5_000,
+                )?,
+            }))
+        }
+        other => Err(format!(
+            "store.backend: expected sqlite or postgres, got '{other}'"
+        )),
     }
 }
 

@@ -23,6 +23,10 @@ pub struct Metrics {
     pub hsm_reinitialisations: IntCounter,
     pub hsm_recycles: IntCounter,
     pub keys: IntGaugeVec,
+    pub store_pool_connections: IntGaugeVec,
+    pub store_pool_waiters: IntGauge,
+    pub store_pool_waits: IntCounter,
+    pub store_pool_timeouts: IntCounter,
 }
 
 impl Metrics {
@@ -78,6 +82,29 @@ impl Metrics {
             Opts::new("p11kms_keys", "KMS keys by key state"),
             &["state"],
         )?;
+        let store_pool_connections = IntGaugeVec::new(
+            Opts::new(
+                "p11kms_store_pool_connections",
+                "Metadata store connection pool (PostgreSQL): max, open and in_use connections",
+            ),
+            &["state"],
+        )?;
+        let store_pool_waiters = IntGauge::new(
+            "p11kms_store_pool_waiters",
+            "Calls waiting for a metadata store connection",
+        )?;
+        let store_pool_waits = IntCounter::new(
+            "p11kms_store_pool_waits_total",
+            "Store connection checkouts that found every connection in use and waited",
+        )?;
+        let store_pool_timeouts = IntCounter::new(
+            "p11kms_store_pool_timeouts_total",
+            "Store connection checkouts that gave up (checkout or connect timeout)",
+        )?;
+        registry.register(Box::new(store_pool_connections.clone()))?;
+        registry.register(Box::new(store_pool_waiters.clone()))?;
+        registry.register(Box::new(store_pool_waits.clone()))?;
+        registry.register(Box::new(store_pool_timeouts.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(pkcs11_calls.clone()))?;
@@ -98,6 +125,10 @@ impl Metrics {
             hsm_reinitialisations,
             hsm_recycles,
             keys,
+            store_pool_connections,
+            store_pool_waiters,
+            store_pool_waits,
+            store_pool_timeouts,
         })
     }
 
@@ -143,6 +174,27 @@ pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
     let seen = metrics.hsm_recycles.get();
     if recycles > seen {
         metrics.hsm_recycles.inc_by(recycles - seen);
+    }
+    if let Some(pool) = service.store().pool_stats() {
+        for (state, n) in [
+            ("max", pool.max_size),
+            ("open", pool.open),
+            ("in_use", pool.in_use),
+        ] {
+            metrics
+                .store_pool_connections
+                .with_label_values(&[state])
+                .set(n as i64);
+        }
+        metrics.store_pool_waiters.set(pool.waiting as i64);
+        let seen = metrics.store_pool_waits.get();
+        if pool.waits > seen {
+            metrics.store_pool_waits.inc_by(pool.waits - seen);
+        }
+        let seen = metrics.store_pool_timeouts.get();
+        if pool.timeouts > seen {
+            metrics.store_pool_timeouts.inc_by(pool.timeouts - seen);
+        }
     }
     if let Ok(counts) = service.store().count_keys_by_state() {
         for state in [
