@@ -100,7 +100,7 @@ pub fn grant(key: &KeyRecord, n: u8, grantee: &str, retiring: Option<&str>) -> G
         retiring_principal: retiring.map(Into::into),
         issuing_account: key.account.clone(),
         operations: vec!["Decrypt".into(), "Encrypt".into()],
-        constraints: crate::model::GrantConstraints {
+        constraints: p11kms::model::GrantConstraints {
             equals: None,
             subset: Some([("tenant".to_string(), "1".to_string())].into()),
         },
@@ -903,12 +903,36 @@ const MANAGEABLE: &[KeyState] = &[KeyState::Enabled, KeyState::Disabled];
 /// No lost updates across connections: in each trial one thread disables a fresh key
 /// through store `a` while three threads rewrite its description through `a` and `b`, all
 /// released at once. Every change is acknowledged, so afterwards the key must be Disabled
-/// with one of the written descriptions. Returns the trials that lost the state change.
+/// with one of the written descriptions.
 pub fn concurrent_state_and_description_changes_lose_nothing(
     a: &dyn MetadataStore,
     b: &dyn MetadataStore,
     trials: usize,
 ) {
+    let describe = |store: &dyn MetadataStore, id: &KeyId, text: &str| {
+        store
+            .change_key(id, &KeyChange::Description(text), MANAGEABLE)
+            .unwrap()
+    };
+    let lost = lost_state_changes(a, b, trials, &describe);
+    assert!(
+        lost.is_empty(),
+        "{} of {trials} acknowledged state changes were undone: {lost:?}",
+        lost.len()
+    );
+}
+
+/// How a description is written, for [`lost_state_changes`].
+pub type DescriptionWriter = dyn Fn(&dyn MetadataStore, &KeyId, &str) -> Changed + Sync;
+
+/// The race of [`concurrent_state_and_description_changes_lose_nothing`] with descriptions
+/// written by `describe`; the trials whose key did not end Disabled, and the state it had.
+pub fn lost_state_changes(
+    a: &dyn MetadataStore,
+    b: &dyn MetadataStore,
+    trials: usize,
+    describe: &DescriptionWriter,
+) -> Vec<(usize, KeyState)> {
     let mut lost = Vec::new();
     for trial in 0..trials {
         // Key ids stay distinct across trials (and from other tests' fixed ids).
@@ -940,28 +964,24 @@ pub fn concurrent_state_and_description_changes_lose_nothing(
                     start.wait();
                     for round in 0..4 {
                         let text = &written[writer * 4 + round];
-                        match store
-                            .change_key(&id, &KeyChange::Description(text), MANAGEABLE)
-                            .unwrap()
-                        {
-                            Changed::Applied(now) => assert_eq!(&now.description, text),
+                        match describe(store, &id, text) {
+                            Changed::Applied(_) => {}
                             Changed::Refused(now) => panic!("description refused: {now:?}"),
                         }
                     }
                 });
             }
         });
-        for store in [a, b] {
-            let now = store.get_key(&id).unwrap().unwrap();
-            assert!(written.contains(&now.description), "trial {trial}: {now:?}");
-            if now.state != KeyState::Disabled {
-                lost.push((trial, now.state));
-            }
+        let now = a.get_key(&id).unwrap().unwrap();
+        assert!(written.contains(&now.description), "trial {trial}: {now:?}");
+        assert_eq!(
+            b.get_key(&id).unwrap().as_ref(),
+            Some(&now),
+            "trial {trial}"
+        );
+        if now.state != KeyState::Disabled {
+            lost.push((trial, now.state));
         }
     }
-    assert!(
-        lost.is_empty(),
-        "{} of {trials} acknowledged state changes were undone: {lost:?}",
-        lost.len()
-    );
+    lost
 }
