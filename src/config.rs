@@ -739,4 +739,60 @@ mod tests {
             check_plain_http(addr(exposed), false, true).unwrap();
         }
     }
+
+    /// Only the TOML side: the tests never set `P11KMS_*` variables (they are process-wide).
+    #[test]
+    fn store_section_selects_the_backend_and_reads_the_connection_string_from_a_file() {
+        let data = Path::new("/var/lib/p11kms");
+        match resolve_store(StoreSection::default(), data).unwrap() {
+            StoreConfig::Sqlite { path } => assert_eq!(path, data.join("p11kms.sqlite")),
+            other => panic!("{other:?}"),
+        }
+        let err = resolve_store(
+            StoreSection {
+                backend: Some("postgres".into()),
+                ..StoreSection::default()
+            },
+            data,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("P11KMS_DATABASE_URL") && err.contains("store.postgres_url_file"),
+            "{err}"
+        );
+        let dir = tempfile::TempDir::new().unwrap();
+        let file = dir.path().join("url");
+        std::fs::write(&file, "postgresql://kms:hunter2@db/kms\n").unwrap();
+        let section: FileConfig = toml::from_str(&format!(
+            "[store]\nbackend = \"postgres\"\npostgres_url_file = {:?}\n\
+             postgres_pool_size = 4\npostgres_checkout_timeout_ms = 250\n",
+            file.display().to_string()
+        ))
+        .unwrap();
+        match resolve_store(section.store, data).unwrap() {
+            StoreConfig::Postgres(settings) => {
+                assert_eq!(
+                    secrecy::ExposeSecret::expose_secret(&settings.url),
+                    "postgresql://kms:hunter2@db/kms"
+                );
+                assert_eq!(settings.pool_size, 4);
+                assert_eq!(settings.checkout_timeout, Duration::from_millis(250));
+                assert_eq!(settings.connect_timeout, Duration::from_secs(5));
+                assert_eq!(settings.statement_timeout, Duration::from_secs(5));
+                assert!(!format!("{settings:?}").contains("hunter2"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = resolve_store(
+            StoreSection {
+                backend: Some("mysql".into()),
+                ..StoreSection::default()
+            },
+            data,
+        )
+        .unwrap_err();
+        assert!(err.contains("sqlite or postgres"), "{err}");
+        // The connection string is not a TOML key: it carries the password.
+        assert!(toml::from_str::<FileConfig>("[store]\npostgres_url = \"x\"\n").is_err());
+    }
 }
