@@ -12,7 +12,7 @@ mod conformance;
 #[path = "../pg_server/mod.rs"]
 mod pg_server;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use p11kms::store::{MetadataStore, PostgresSettings, PostgresStore, SqliteStore, StoreError};
 use pg_server::PgServer;
@@ -371,17 +371,26 @@ fn postgres_pool_is_bounded_and_a_checkout_times_out() {
     );
     conformance::insert(&store, &key);
     let id = key.key_id.to_string();
-    let locker = std::thread::spawn(move || {
-        // Holds the key's row lock for 1.5 s.
-        server.try_psql(
-            &database,
-            &format!(
-                "BEGIN; SELECT 1 FROM keys WHERE key_id = '{id}' FOR UPDATE; \
-                 SELECT pg_sleep(1.5); COMMIT;"
-            ),
-        )
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let locker = {
+        let database = database.clone();
+        std::thread::spawn(move || {
+            // Holds the key's row lock for 3 s.
+            server.try_psql(
+                &database,
+                &format!(
+                    "BEGIN; SELECT 1 FROM keys WHERE key_id = '{id}' FOR UPDATE; \
+                     SELECT pg_sleep(3); COMMIT;"
+                ),
+            )
+        })
+    };
+    let held = "SELECT count(*) FROM pg_stat_activity \
+                WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.psql(&database, held) != "1" {
+        assert!(Instant::now() < deadline, "the locker never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::scope(|scope| {
         for _ in 0..2 {
             scope.spawn(|| {
@@ -389,7 +398,12 @@ fn postgres_pool_is_bounded_and_a_checkout_times_out() {
                 store.change_key(&key.key_id, &change, &[p11kms::model::KeyState::Enabled])
             });
         }
-        std::thread::sleep(Duration::from_millis(200));
+        // Both connections are now taken by writers waiting on the lock.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while store.pool_stats().unwrap().in_use < 2 {
+            assert!(Instant::now() < deadline, "{:?}", store.pool_stats());
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let stats = store.pool_stats().unwrap();
         assert_eq!(
             (stats.max_size, stats.open, stats.in_use),
