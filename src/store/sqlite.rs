@@ -1454,6 +1454,28 @@ mod tests {
         );
     }
 
+    /// Another process holding the write lock past `BUSY_TIMEOUT` is a dependency that did
+    /// not answer in time (DependencyTimeoutException), not an internal error.
+    #[test]
+    fn a_write_lock_held_past_the_busy_timeout_is_unavailable() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("meta.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let key = minimal_key(ACCOUNT, key_id(1), material_id(1));
+        let started = Instant::now();
+        let err = store
+            .insert_key(&key, &initial_material(&key), &[])
+            .unwrap_err();
+        assert!(started.elapsed() >= BUSY_TIMEOUT, "{:?}", started.elapsed());
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+        let kms: crate::error::KmsError = err.into();
+        assert_eq!(kms.wire().code, "DependencyTimeoutException");
+        other.execute_batch("ROLLBACK").unwrap();
+        insert(&store, &key);
+    }
+
     #[test]
     fn refuses_a_newer_schema() {
         let dir = TempDir::new().unwrap();
