@@ -54,7 +54,11 @@ SPY_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11-spy.so
 #   systemd         systemd-analyze verify of deploy/systemd/p11kms.service
 #   libp11-kit-dev  pkcs11.h, to build the network-HSM emulator tools/pkcs11-delay
 #   openssl         the openssl command: test CAs and certificates for tests/tls.rs and tests/e2e/test_tls.py
-APT_PACKAGES=(softhsm2 opensc-pkcs11 opensc libsqlite3-0 python3 python3-venv gcc libc6-dev make curl ca-certificates procps python3-yaml systemd libp11-kit-dev openssl)
+#   postgresql      PostgreSQL 15 on bookworm (initdb, pg_ctl, postgres, psql, pg_isready): the PostgreSQL
+#                   store's tests start a private server of their own (tests/pg_server: initdb into a
+#                   temp dir, own port, run as the postgres user when root). They never use the
+#                   package's own cluster or service, whether it runs or not.
+APT_PACKAGES=(softhsm2 opensc-pkcs11 opensc libsqlite3-0 python3 python3-venv gcc libc6-dev make curl ca-certificates procps python3-yaml systemd libp11-kit-dev openssl postgresql)
 
 mkdir -p "$LOG_DIR"
 rm -f "$LOG_DIR"/*.xml "$LOG_DIR"/*.log

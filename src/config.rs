@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::auth::Credential;
 use crate::policy::{PolicyDocument, PolicyKind};
+use crate::store::PostgresSettings;
 use crate::telemetry::audit::OnFailure;
 
 pub const DEV_ACCESS_KEY_ID: &str = "test";
@@ -111,7 +112,25 @@ pub struct HsmSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
+    /// `sqlite` (the default) or `postgres`.
+    pub backend: Option<String>,
     pub sqlite_path: Option<PathBuf>,
+    /// A file holding the PostgreSQL connection string (URL or key/value, with the
+    /// password); `P11KMS_DATABASE_URL` in the environment takes precedence.
+    pub postgres_url_file: Option<PathBuf>,
+    pub postgres_pool_size: Option<usize>,
+    pub postgres_connect_timeout_ms: Option<u64>,
+    pub postgres_checkout_timeout_ms: Option<u64>,
+    pub postgres_statement_timeout_ms: Option<u64>,
+}
+
+/// Which metadata store the gateway uses.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// The embedded default: one SQLite file.
+    Sqlite { path: PathBuf },
+    /// A PostgreSQL database shared by replicas.
+    Postgres(PostgresSettings),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,7 +229,7 @@ pub struct Config {
     pub session_wait: Duration,
     pub recycle_after_operations: u64,
     pub session_key_copies: bool,
-    pub sqlite_path: PathBuf,
+    pub store: StoreConfig,
     pub credentials: Vec<Credential>,
     /// Identity policies per principal ARN, parsed.
     pub identity_policies: HashMap<String, Vec<PolicyDocument>>,
@@ -360,10 +379,7 @@ impl Config {
         let session_key_copies = parse_bool("P11KMS_HSM_SESSION_KEY_COPIES")?
             .or(file.hsm.session_key_copies)
             .unwrap_or(embedded_softhsm);
-        let sqlite_path = env("P11KMS_SQLITE_PATH")
-            .map(PathBuf::from)
-            .or(file.store.sqlite_path)
-            .unwrap_or_else(|| data_dir.join("p11kms.sqlite"));
+        let store = resolve_store(file.store, &data_dir)?;
         let mut identity_policies: HashMap<String, Vec<PolicyDocument>> = HashMap::new();
         let (credentials, dev_credentials) = if file.credentials.is_empty() {
             (vec![dev_credential(&account)], true)
@@ -473,7 +489,7 @@ impl Config {
             recycle_after_operations,
             session_key_copies,
             session_wait,
-            sqlite_path,
+            store,
             credentials,
             identity_policies,
             dev_credentials,
@@ -489,6 +505,71 @@ impl Config {
             config_file: None,
             drain,
         })
+    }
+}
+
+/// The store section and its `P11KMS_*` overrides. The PostgreSQL connection string comes
+/// only from the environment or a file, never from the command line or the TOML file itself,
+/// because it carries the password.
+fn resolve_store(section: StoreSection, data_dir: &Path) -> Result<StoreConfig, String> {
+    let backend = env("P11KMS_STORE_BACKEND")
+        .or(section.backend)
+        .unwrap_or_else(|| "sqlite".into());
+    match backend.as_str() {
+        "sqlite" => Ok(StoreConfig::Sqlite {
+            path: env("P11KMS_SQLITE_PATH")
+                .map(PathBuf::from)
+                .or(section.sqlite_path)
+                .unwrap_or_else(|| data_dir.join("p11kms.sqlite")),
+        }),
+        "postgres" => {
+            let url = if let Some(url) = env("P11KMS_DATABASE_URL") {
+                url
+            } else if let Some(path) = env("P11KMS_DATABASE_URL_FILE")
+                .map(PathBuf::from)
+                .or(section.postgres_url_file)
+            {
+                read_secret_file(&path)?
+            } else {
+                return Err("store.backend = \"postgres\" needs a connection string: set \
+                            P11KMS_DATABASE_URL, P11KMS_DATABASE_URL_FILE or store.postgres_url_file"
+                    .into());
+            };
+            let millis =
+                |var: &str, value: Option<u64>, default: u64| -> Result<Duration, String> {
+                    Ok(Duration::from_millis(
+                        parse_env(var)?.or(value).unwrap_or(default).max(1),
+                    ))
+                };
+            let pool_size: usize = parse_env("P11KMS_POSTGRES_POOL_SIZE")?
+                .or(section.postgres_pool_size)
+                .unwrap_or(16);
+            if pool_size == 0 {
+                return Err("store.postgres_pool_size must be at least 1".into());
+            }
+            Ok(StoreConfig::Postgres(PostgresSettings {
+                url: SecretString::from(url),
+                pool_size,
+                connect_timeout: millis(
+                    "P11KMS_POSTGRES_CONNECT_TIMEOUT_MS",
+                    section.postgres_connect_timeout_ms,
+                    5_000,
+                )?,
+                checkout_timeout: millis(
+                    "P11KMS_POSTGRES_CHECKOUT_TIMEOUT_MS",
+                    section.postgres_checkout_timeout_ms,
+                    2_000,
+                )?,
+                statement_timeout: millis(
+                    "P11KMS_POSTGRES_STATEMENT_TIMEOUT_MS",
+                    section.postgres_statement_timeout_ms,
+                    5_000,
+                )?,
+            }))
+        }
+        other => Err(format!(
+            "store.backend: expected sqlite or postgres, got '{other}'"
+        )),
     }
 }
 
@@ -720,5 +801,61 @@ mod tests {
             check_plain_http(addr(exposed), true, false).unwrap();
             check_plain_http(addr(exposed), false, true).unwrap();
         }
+    }
+
+    /// Only the TOML side: the tests never set `P11KMS_*` variables (they are process-wide).
+    #[test]
+    fn store_section_selects_the_backend_and_reads_the_connection_string_from_a_file() {
+        let data = Path::new("/var/lib/p11kms");
+        match resolve_store(StoreSection::default(), data).unwrap() {
+            StoreConfig::Sqlite { path } => assert_eq!(path, data.join("p11kms.sqlite")),
+            other => panic!("{other:?}"),
+        }
+        let err = resolve_store(
+            StoreSection {
+                backend: Some("postgres".into()),
+                ..StoreSection::default()
+            },
+            data,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("P11KMS_DATABASE_URL") && err.contains("store.postgres_url_file"),
+            "{err}"
+        );
+        let dir = tempfile::TempDir::new().unwrap();
+        let file = dir.path().join("url");
+        std::fs::write(&file, "postgresql://kms:hunter2@db/kms\n").unwrap();
+        let section: FileConfig = toml::from_str(&format!(
+            "[store]\nbackend = \"postgres\"\npostgres_url_file = {:?}\n\
+             postgres_pool_size = 4\npostgres_checkout_timeout_ms = 250\n",
+            file.display().to_string()
+        ))
+        .unwrap();
+        match resolve_store(section.store, data).unwrap() {
+            StoreConfig::Postgres(settings) => {
+                assert_eq!(
+                    secrecy::ExposeSecret::expose_secret(&settings.url),
+                    "postgresql://kms:hunter2@db/kms"
+                );
+                assert_eq!(settings.pool_size, 4);
+                assert_eq!(settings.checkout_timeout, Duration::from_millis(250));
+                assert_eq!(settings.connect_timeout, Duration::from_secs(5));
+                assert_eq!(settings.statement_timeout, Duration::from_secs(5));
+                assert!(!format!("{settings:?}").contains("hunter2"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = resolve_store(
+            StoreSection {
+                backend: Some("mysql".into()),
+                ..StoreSection::default()
+            },
+            data,
+        )
+        .unwrap_err();
+        assert!(err.contains("sqlite or postgres"), "{err}");
+        // The connection string is not a TOML key: it carries the password.
+        assert!(toml::from_str::<FileConfig>("[store]\npostgres_url = \"x\"\n").is_err());
     }
 }

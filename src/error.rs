@@ -126,6 +126,10 @@ pub enum KmsError {
     /// The audit trail cannot take this request's record (`audit.on_failure = "refuse"`).
     #[error("audit: {0}")]
     AuditUnavailable(crate::telemetry::audit::AuditRefusal),
+    /// The metadata store cannot be reached or did not answer in time (message for the log
+    /// only); retryable.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
     /// Metadata store failure (message for the log only).
     #[error("store: {0}")]
     Store(String),
@@ -218,10 +222,17 @@ impl KmsError {
                 500,
                 Some("The HSM that holds the key material is currently unavailable.".into()),
             ),
+            // botocore's KMS model marks DependencyTimeoutException a server fault with no
+            // status of its own: 500, as AWS's API reference lists it.
             HsmTimeout => (
                 "DependencyTimeoutException",
-                503,
+                500,
                 Some("The HSM did not respond in time.".into()),
+            ),
+            StoreUnavailable(_) => (
+                "DependencyTimeoutException",
+                500,
+                Some("The key metadata store did not respond in time. You can retry the request.".into()),
             ),
             MechanismUnsupported(m) => (
                 "UnsupportedOperationException",

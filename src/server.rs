@@ -7,10 +7,11 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 use crate::auth::SigV4Verifier;
+use crate::config::StoreConfig;
 use crate::config::{read_secret_file, Config, LogFormat, PinSource};
 use crate::hsm::{find_softhsm_module, CallObserver, EmbeddedSoftHsm, Hsm, HsmConfig};
 use crate::kms::{reconcile, run_due_jobs, IdentityPolicies, KmsService, ServiceConfig};
-use crate::store::SqliteStore;
+use crate::store::{MetadataStore, PostgresStore, SqliteStore};
 use crate::telemetry::audit::AuditSettings;
 use crate::telemetry::{AuditLog, Metrics};
 use crate::wire::{router, AppState};
@@ -115,19 +116,14 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         },
         Some(observer),
     )?;
-    if let Some(parent) = config.sqlite_path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    }
-    let store = SqliteStore::open(&config.sqlite_path)
-        .map_err(|e| format!("cannot open {}: {e}", config.sqlite_path.display()))?;
+    let store = open_store(&config.store)?;
     let service = Arc::new(
         KmsService::new(
             ServiceConfig {
                 region: config.region.clone(),
                 day_seconds: config.day_seconds,
             },
-            Arc::new(store),
+            store,
             Arc::new(hsm),
         )
         .with_identity_policies(Arc::new(IdentityPolicies::new(
@@ -169,6 +165,31 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         metrics,
         tls,
     })
+}
+
+/// Opens the configured metadata store and brings its schema up to date.
+fn open_store(config: &StoreConfig) -> Result<Arc<dyn MetadataStore>, String> {
+    match config {
+        StoreConfig::Sqlite { path } => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            }
+            let store = SqliteStore::open(path)
+                .map_err(|e| format!("cannot open {}: {}", path.display(), e.chain()))?;
+            Ok(Arc::new(store))
+        }
+        StoreConfig::Postgres(settings) => {
+            let store = PostgresStore::connect(settings)
+                .map_err(|e| format!("cannot open the PostgreSQL store: {}", e.chain()))?;
+            tracing::info!(
+                pool_size = settings.pool_size,
+                schema_version = PostgresStore::latest_schema_version(),
+                "PostgreSQL store ready"
+            );
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// The module, token and PIN a configuration names, after preparing the embedded SoftHSM2

@@ -5,12 +5,17 @@
 //! DisableKey acknowledged while other clients were updating the key's description came back
 //! as Enabled, because every update rewrote the whole row it had read.
 //!
+//! Each test runs on the embedded SQLite store and on PostgreSQL (a fresh database in a
+//! private server, `tests/pg_server`), with the same body.
+//!
 //! `P11KMS_LOST_UPDATE_TRIALS` sets the number of trials (default 200).
 
 mod common;
+mod pg_server;
 
 use aws_sdk_kms::types::KeyState;
 use common::*;
+use pg_server::PgServer;
 
 fn trials() -> usize {
     std::env::var("P11KMS_LOST_UPDATE_TRIALS")
@@ -21,9 +26,7 @@ fn trials() -> usize {
 
 /// Three clients rewrite a key's description (and policy) while a fourth disables it; once
 /// all are answered, the key must be Disabled. Repeated `trials()` times, each on a fresh key.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_acknowledged_disable_key_is_never_undone_by_concurrent_updates() {
-    let srv = TestServer::start_with(&[("P11KMS_SESSION_POOL_SIZE", "2")]);
+async fn disable_key_survives_concurrent_updates(srv: &TestServer) {
     let kms = srv.client();
     let trials = trials();
     let mut lost = Vec::new();
@@ -74,9 +77,7 @@ async fn an_acknowledged_disable_key_is_never_undone_by_concurrent_updates() {
 /// The same with a scheduled deletion: UpdateKeyDescription racing ScheduleKeyDeletion must
 /// never bring a key back from PendingDeletion. A writer that loses the race is refused with
 /// AWS's KMSInvalidStateException, never acknowledged after the deletion was.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_acknowledged_deletion_schedule_is_never_undone_by_concurrent_updates() {
-    let srv = TestServer::start_with(&[("P11KMS_SESSION_POOL_SIZE", "2")]);
+async fn deletion_schedule_survives_concurrent_updates(srv: &TestServer) {
     let kms = srv.client();
     let trials = trials() / 4;
     for trial in 0..trials {
@@ -117,4 +118,40 @@ async fn an_acknowledged_deletion_schedule_is_never_undone_by_concurrent_updates
         let state = describe(&kms, &key_id).await.key_state().cloned();
         assert_eq!(state, Some(KeyState::PendingDeletion), "trial {trial}");
     }
+}
+
+/// A gateway with two HSM sessions (two core threads) on the embedded SQLite store.
+fn sqlite_gateway() -> TestServer {
+    TestServer::start_with(&[("P11KMS_SESSION_POOL_SIZE", "2")])
+}
+
+/// The same on a fresh PostgreSQL database.
+fn postgres_gateway() -> TestServer {
+    let server = PgServer::shared();
+    let url = server.url(&server.create_database());
+    TestServer::start_with(&[
+        ("P11KMS_SESSION_POOL_SIZE", "2"),
+        ("P11KMS_STORE_BACKEND", "postgres"),
+        ("P11KMS_DATABASE_URL", &url),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_acknowledged_disable_key_is_never_undone_by_concurrent_updates() {
+    disable_key_survives_concurrent_updates(&sqlite_gateway()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_acknowledged_deletion_schedule_is_never_undone_by_concurrent_updates() {
+    deletion_schedule_survives_concurrent_updates(&sqlite_gateway()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_an_acknowledged_disable_key_is_never_undone_by_concurrent_updates() {
+    disable_key_survives_concurrent_updates(&postgres_gateway()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_an_acknowledged_deletion_schedule_is_never_undone_by_concurrent_updates() {
+    deletion_schedule_survives_concurrent_updates(&postgres_gateway()).await;
 }

@@ -7,8 +7,10 @@
 //!
 //! Methods are synchronous: the service core runs on blocking threads.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use crate::model::{
@@ -56,6 +58,9 @@ pub struct RotationGuard<'a> {
     pub due_by: Option<EpochSeconds>,
 }
 
+/// The cause of a store failure, kept for the log.
+pub type StoreErrorSource = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A unique constraint was hit (an alias name already in use).
@@ -63,13 +68,82 @@ pub enum StoreError {
     AlreadyExists,
     #[error("not found")]
     NotFound,
-    #[error("store backend: {0}")]
-    Backend(String),
+    /// The database cannot be reached or did not answer in time: connection refused or
+    /// lost, no pooled connection free before the checkout deadline, a statement past its
+    /// timeout, SQLite's busy timeout. Nothing was written; the request can be retried.
+    #[error("store unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        source: Option<StoreErrorSource>,
+    },
+    /// Anything else: a bug, an unreadable row, a schema the build does not know.
+    #[error("store backend: {message}")]
+    Backend {
+        message: String,
+        #[source]
+        source: Option<StoreErrorSource>,
+    },
+}
+
+impl StoreError {
+    pub fn backend(message: impl Into<String>) -> Self {
+        StoreError::Backend {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn backend_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Backend {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        StoreError::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn unavailable_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Unavailable {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// The message followed by each of its causes (`a: b: c`), for the log.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            let next = e.to_string();
+            // Some errors repeat their source's text in their own.
+            if !text.ends_with(&next) {
+                text.push_str(": ");
+                text.push_str(&next);
+            }
+            cause = e.source();
+        }
+        text
+    }
 }
 
 impl From<StoreError> for crate::error::KmsError {
     fn from(e: StoreError) -> Self {
-        crate::error::KmsError::Store(e.to_string())
+        match e {
+            StoreError::Unavailable { .. } => crate::error::KmsError::StoreUnavailable(e.chain()),
+            _ => crate::error::KmsError::Store(e.chain()),
+        }
     }
 }
 
@@ -202,4 +276,25 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn count_keys_by_state(&self) -> StoreResult<Vec<(crate::model::KeyState, u64)>>;
     /// Cheap round trip, for readiness checks.
     fn ping(&self) -> StoreResult<()>;
+    /// The connection pool's occupancy and counters, for stores that pool connections.
+    fn pool_stats(&self) -> Option<StorePoolStats> {
+        None
+    }
+}
+
+/// A store's connection pool, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorePoolStats {
+    /// The most connections the pool opens.
+    pub max_size: usize,
+    /// Connections open now.
+    pub open: usize,
+    /// Connections checked out now.
+    pub in_use: usize,
+    /// Calls waiting for a connection now.
+    pub waiting: usize,
+    /// Checkouts so far that found every connection in use and had to wait.
+    pub waits: u64,
+    /// Checkouts so far that gave up (checkout or connect timeout).
+    pub timeouts: u64,
 }

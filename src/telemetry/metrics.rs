@@ -30,6 +30,10 @@ pub struct Metrics {
     pub audit_queue_depth: IntGauge,
     pub audit_queue_capacity: IntGauge,
     pub audit_healthy: IntGauge,
+    pub store_pool_connections: IntGaugeVec,
+    pub store_pool_waiters: IntGauge,
+    pub store_pool_waits: IntCounter,
+    pub store_pool_timeouts: IntCounter,
 }
 
 impl Metrics {
@@ -113,6 +117,29 @@ impl Metrics {
             "p11kms_audit_healthy",
             "1 while audit records are being written, 0 while writes fail (or the audit trail is off)",
         )?;
+        let store_pool_connections = IntGaugeVec::new(
+            Opts::new(
+                "p11kms_store_pool_connections",
+                "Metadata store connection pool (PostgreSQL): max, open and in_use connections",
+            ),
+            &["state"],
+        )?;
+        let store_pool_waiters = IntGauge::new(
+            "p11kms_store_pool_waiters",
+            "Calls waiting for a metadata store connection",
+        )?;
+        let store_pool_waits = IntCounter::new(
+            "p11kms_store_pool_waits_total",
+            "Store connection checkouts that found every connection in use and waited",
+        )?;
+        let store_pool_timeouts = IntCounter::new(
+            "p11kms_store_pool_timeouts_total",
+            "Store connection checkouts that gave up (checkout or connect timeout)",
+        )?;
+        registry.register(Box::new(store_pool_connections.clone()))?;
+        registry.register(Box::new(store_pool_waiters.clone()))?;
+        registry.register(Box::new(store_pool_waits.clone()))?;
+        registry.register(Box::new(store_pool_timeouts.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(pkcs11_calls.clone()))?;
@@ -147,6 +174,10 @@ impl Metrics {
             audit_queue_depth,
             audit_queue_capacity,
             audit_healthy,
+            store_pool_connections,
+            store_pool_waiters,
+            store_pool_waits,
+            store_pool_timeouts,
         })
     }
 
@@ -192,6 +223,27 @@ pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
     let seen = metrics.hsm_recycles.get();
     if recycles > seen {
         metrics.hsm_recycles.inc_by(recycles - seen);
+    }
+    if let Some(pool) = service.store().pool_stats() {
+        for (state, n) in [
+            ("max", pool.max_size),
+            ("open", pool.open),
+            ("in_use", pool.in_use),
+        ] {
+            metrics
+                .store_pool_connections
+                .with_label_values(&[state])
+                .set(n as i64);
+        }
+        metrics.store_pool_waiters.set(pool.waiting as i64);
+        let seen = metrics.store_pool_waits.get();
+        if pool.waits > seen {
+            metrics.store_pool_waits.inc_by(pool.waits - seen);
+        }
+        let seen = metrics.store_pool_timeouts.get();
+        if pool.timeouts > seen {
+            metrics.store_pool_timeouts.inc_by(pool.timeouts - seen);
+        }
     }
     if let Ok(counts) = service.store().count_keys_by_state() {
         for state in [
