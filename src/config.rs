@@ -122,6 +122,8 @@ pub struct StoreSection {
     pub postgres_connect_timeout_ms: Option<u64>,
     pub postgres_checkout_timeout_ms: Option<u64>,
     pub postgres_statement_timeout_ms: Option<u64>,
+    /// PEM CA bundle: TLS to PostgreSQL, verifying its certificate against this CA.
+    pub postgres_ca_file: Option<PathBuf>,
 }
 
 /// Which metadata store the gateway uses.
@@ -565,6 +567,9 @@ fn resolve_store(section: StoreSection, data_dir: &Path) -> Result<StoreConfig, 
                     section.postgres_statement_timeout_ms,
                     5_000,
                 )?,
+                ca_file: env("P11KMS_POSTGRES_CA_FILE")
+                    .map(PathBuf::from)
+                    .or(section.postgres_ca_file),
             }))
         }
         other => Err(format!(

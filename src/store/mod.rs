@@ -6,6 +6,10 @@
 //! is destroyed, so the only possible leftovers are HSM objects without a row.
 //!
 //! Methods are synchronous: the service core runs on blocking threads.
+//!
+//! Two implementations: [`SqliteStore`], the embedded default, and [`PostgresStore`], for
+//! replicas that share one database. Both pass the one conformance suite in
+//! `tests/store_suite`.
 
 mod postgres;
 mod sqlite;

@@ -32,6 +32,8 @@ pub struct PgServer {
     password: String,
     /// Who runs the server when the tests run as root.
     run_as: Option<String>,
+    /// With TLS (`ssl=on`): the CA that signed the server's certificate.
+    ca_file: Option<PathBuf>,
     databases: AtomicUsize,
 }
 
@@ -103,6 +105,16 @@ fn check(what: &str, out: Output) -> Output {
 impl PgServer {
     /// A new server of its own.
     pub fn start() -> PgServer {
+        PgServer::start_with(false)
+    }
+
+    /// A new server of its own that also accepts TLS, with a certificate for `127.0.0.1`
+    /// signed by a CA of its own ([`ca_file`](Self::ca_file)).
+    pub fn start_tls() -> PgServer {
+        PgServer::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> PgServer {
         let bin = find_bindir();
         let run_as = is_root().then(|| {
             ["postgres", "nobody"]
@@ -130,12 +142,25 @@ impl PgServer {
                 std::os::unix::fs::chown(path, uid, gid).expect("hand the directory over");
             }
         }
+        let uid_gid = run_as.as_deref().map(|u| (id_of(u, "-u"), id_of(u, "-g")));
+        let ca_file = tls.then(|| {
+            let ca = make_ca(&dir, "server-ca");
+            sign_server_certificate(&dir, "server-ca", "127.0.0.1");
+            if let Some((uid, gid)) = uid_gid {
+                for file in ["server.pem", "server.key"] {
+                    std::os::unix::fs::chown(dir.join(file), uid, gid)
+                        .expect("hand the server key over");
+                }
+            }
+            ca
+        });
         let server = PgServer {
             bin,
             dir,
             port: free_port(),
             password,
             run_as,
+            ca_file,
             databases: AtomicUsize::new(0),
         };
         server.spawn_watchdog();
@@ -223,12 +248,19 @@ impl PgServer {
     /// stop (a crash of PostgreSQL) keeps every commit, since each reached the kernel.
     /// (`synchronous_commit=off` would lose the last commits on such a stop.)
     fn try_start(&self) -> bool {
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} \
              -c max_connections=300 -c fsync=off",
             self.port,
             self.dir.display()
         );
+        if self.ca_file.is_some() {
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                self.dir.join("server.pem").display(),
+                self.dir.join("server.key").display()
+            ));
+        }
         self.command("pg_ctl")
             .arg("-D")
             .arg(self.data_dir())
@@ -353,6 +385,106 @@ impl PgServer {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// The CA of a [`start_tls`](Self::start_tls) server.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    check(
+        "openssl",
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run openssl"),
+    );
+}
+
+/// A self-signed P-256 CA, `<name>.pem` and `<name>.key` in `dir`; returns the certificate.
+pub fn make_ca(dir: &Path, name: &str) -> PathBuf {
+    let (cert, key) = (format!("{name}.pem"), format!("{name}.key"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    dir.join(cert)
+}
+
+/// `server.pem` and `server.key` (mode 0600) in `dir`, for the IP address `ip`, signed by
+/// the CA `ca`.
+fn sign_server_certificate(dir: &Path, ca: &str, ip: &str) {
+    std::fs::write(
+        dir.join("server.ext"),
+        format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\n"),
+    )
+    .expect("write extensions");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            &format!("/CN={ip}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("server key mode 0600");
 }
 
 impl Drop for PgServer {

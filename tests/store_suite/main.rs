@@ -42,6 +42,7 @@ fn pg_settings(url: String) -> PostgresSettings {
         connect_timeout: Duration::from_secs(5),
         checkout_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(10),
+        ca_file: None,
     }
 }
 
@@ -463,5 +464,60 @@ fn the_lost_update_check_catches_a_read_modify_write_store() {
     assert!(
         !lost.is_empty(),
         "a read-modify-write store lost nothing in 100 trials"
+    );
+}
+
+/// With `store.postgres_ca_file`, every connection is TLS and the server must prove itself
+/// with a certificate from that CA naming the host; nothing falls back to plain text.
+#[test]
+fn postgres_over_tls_verifies_the_server_certificate() {
+    let server = PgServer::start_tls();
+    let database = server.create_database();
+    let ca = server.ca_file().unwrap().to_path_buf();
+    let tls = |url: String, ca_file: &std::path::Path| PostgresSettings {
+        ca_file: Some(ca_file.to_path_buf()),
+        ..pg_settings(url)
+    };
+    let store = PostgresStore::connect(&tls(server.url(&database), &ca)).unwrap();
+    conformance::ping_answers(&store);
+    conformance::key_round_trip_with_optional_fields_set_and_unset(&store);
+    let count = |ssl: bool| {
+        server.psql(
+            &database,
+            &format!(
+                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+                 WHERE application_name = 'p11kms' AND ssl = {ssl}"
+            ),
+        )
+    };
+    assert_eq!(count(false), "0", "a plain-text connection");
+    assert_ne!(count(true), "0", "no TLS connection");
+
+    // A CA that did not sign the server's certificate.
+    let other = pg_server::make_ca(server.dir(), "other-ca");
+    let err = PostgresStore::connect(&tls(server.url(&database), &other)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable { .. }),
+        "{}",
+        err.chain()
+    );
+    // The right CA, but a host name the certificate does not carry (it names 127.0.0.1).
+    let by_name = server.url(&database).replace("127.0.0.1", "localhost");
+    let err = PostgresStore::connect(&tls(by_name, &ca)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable { .. }),
+        "{}",
+        err.chain()
+    );
+    // Contradictions are refused before connecting.
+    let plain = format!("{}?sslmode=disable", server.url(&database));
+    let err = PostgresStore::connect(&tls(plain, &ca)).unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }), "{}", err.chain());
+    let required = format!("{}?sslmode=require", server.url(&database));
+    let err = PostgresStore::connect(&pg_settings(required)).unwrap_err();
+    assert!(
+        err.chain().contains("store.postgres_ca_file"),
+        "{}",
+        err.chain()
     );
 }

@@ -27,8 +27,10 @@ mod grants;
 mod keys;
 mod rows;
 mod schema;
+mod tls;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +71,9 @@ pub struct PostgresSettings {
     pub checkout_timeout: Duration,
     /// The server's `statement_timeout` for every statement of the store.
     pub statement_timeout: Duration,
+    /// PEM CA bundle: connect only over TLS, to a server whose certificate chains to it and
+    /// names the host. `None`: no TLS (a local socket or a private network).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for PostgresSettings {
@@ -79,6 +84,7 @@ impl std::fmt::Debug for PostgresSettings {
             .field("connect_timeout", &self.connect_timeout)
             .field("checkout_timeout", &self.checkout_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -147,15 +153,19 @@ impl PostgresStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::backend_from("cannot start the PostgreSQL runtime", e))?;
-        let manager = Manager::from_config(
-            pg_config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                // Closed connections are dropped at checkout; a connection that broke
-                // unnoticed fails its one statement, which is then dropped too.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            // Closed connections are dropped at checkout; a connection that broke unnoticed
+            // fails its one statement, and is then dropped too.
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &settings.ca_file {
+            Some(ca_file) => Manager::from_config(
+                pg_config,
+                tls::MakeRustlsConnect::from_ca_file(ca_file)?,
+                manager_config,
+            ),
+            None => Manager::from_config(pg_config, tokio_postgres::NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
             .runtime(Runtime::Tokio1)
@@ -265,11 +275,25 @@ fn connection_config(settings: &PostgresSettings) -> StoreResult<tokio_postgres:
                 e,
             )
         })?;
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(StoreError::backend(
-            "sslmode=require: this build connects to PostgreSQL without TLS (use a local socket \
-             or a private network, or terminate TLS in front of PostgreSQL)",
-        ));
+    use tokio_postgres::config::SslMode;
+    match (&settings.ca_file, config.get_ssl_mode()) {
+        (Some(_), SslMode::Disable) => {
+            return Err(StoreError::backend(
+                "sslmode=disable contradicts store.postgres_ca_file (TLS with that CA)",
+            ))
+        }
+        // TLS or nothing: never a silent fall-back to plain text (sslmode=prefer).
+        (Some(_), _) => {
+            config.ssl_mode(SslMode::Require);
+        }
+        (None, SslMode::Require) => {
+            return Err(StoreError::backend(
+                "sslmode=require needs store.postgres_ca_file (P11KMS_POSTGRES_CA_FILE), the CA \
+                 that PostgreSQL's certificate must chain to",
+            ))
+        }
+        // prefer: the no-TLS connector only ever talks plain text.
+        (None, _) => {}
     }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(settings.connect_timeout);
@@ -542,6 +566,7 @@ mod tests {
             connect_timeout: Duration::from_millis(500),
             checkout_timeout: Duration::from_millis(500),
             statement_timeout: Duration::from_millis(1500),
+            ca_file: None,
         }
     }
 
