@@ -241,3 +241,62 @@ fn the_process_allocator_is_jemalloc_under_the_standard_names() {
         "no jemalloc statistics on stderr: {stderr:.200}"
     );
 }
+
+/// The request bodies' chunks are zeroed in the connection buffer they arrived in: every
+/// byte of every body is counted wiped once its connection has moved on or closed, none
+/// released unwiped (`p11kms_request_body_bytes_total`).
+#[tokio::test]
+async fn request_body_buffers_are_wiped_after_use() {
+    let srv = TestServer::start();
+    let kms = srv.client();
+    let key = create_key(&kms).await;
+    // A fresh server, and bodies whose lengths are known: count only raw requests from here.
+    let scrape = |srv: &TestServer| {
+        let url = format!("{}/metrics", srv.endpoint());
+        async move {
+            let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+            let value = |wiped: &str| -> u64 {
+                let series = format!("p11kms_request_body_bytes_total{{wiped=\"{wiped}\"}} ");
+                text.lines()
+                    .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+                    .unwrap_or(0)
+            };
+            (value("yes"), value("no"))
+        }
+    };
+    drop(kms);
+    let (wiped_before, _) = common::poll_until(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(100),
+        || async {
+            // The SDK's kept-alive connection closes when the client goes; its bodies count then.
+            let (yes, no) = scrape(&srv).await;
+            Some((yes, no))
+        },
+    )
+    .await
+    .unwrap();
+    let mut sent = 0u64;
+    for i in 0..20 {
+        let plaintext = b64(format!("secret number {i}").as_bytes());
+        let body = format!(
+            r#"{{"KeyId":"{}","Plaintext":"{plaintext}"}}"#,
+            key.key_id()
+        );
+        sent += body.len() as u64;
+        let response = srv.raw("TrentService.Encrypt", body).send().await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    let (wiped, unwiped) = common::poll_until(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(100),
+        || async {
+            let (yes, no) = scrape(&srv).await;
+            (yes >= wiped_before + sent).then_some((yes, no))
+        },
+    )
+    .await
+    .unwrap_or_else(|| panic!("fewer than {sent} request body bytes counted wiped"));
+    assert!(wiped >= wiped_before + sent);
+    assert_eq!(unwiped, 0, "request body bytes released unwiped");
+}
