@@ -17,7 +17,7 @@ use tokio::net::{TcpSocket, TcpStream};
 const SLOW_LORIS_CONNECTIONS: usize = 3000;
 /// The header-read timeout the slow-loris test runs with.
 /// Long enough that opening all of them fits well inside it on a loaded CI machine.
-const SLOW_LORIS_HEADER_TIMEOUT: Duration = Duration::from_secs(6);
+const SLOW_LORIS_HEADER_TIMEOUT: Duration = Duration::from_secs(8);
 /// A request line and half a header section: never completed.
 const HALF_HEADER: &[u8] = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: TrentService.Encrypt\r\nContent-Type: application/x-amz-js";
 
@@ -309,8 +309,9 @@ async fn slow_loris_neither_starves_a_good_client_nor_holds_memory_or_connection
     );
     let rss_closed = rss_kib(srv.pid());
     // jemalloc gives freed pages back after its decay time (10 s by default), on allocator
-    // activity: keep a client busy meanwhile and watch RSS come down.
-    let back_by = Instant::now() + Duration::from_secs(20);
+    // activity: keep a client busy meanwhile and report how far RSS came down. Not asserted:
+    // that is jemalloc's policy, and its timing varies with the machine's load.
+    let back_by = Instant::now() + Duration::from_secs(12);
     let mut rss_after = rss_closed;
     let mut trace = Vec::new();
     while Instant::now() < back_by {
@@ -334,7 +335,7 @@ async fn slow_loris_neither_starves_a_good_client_nor_holds_memory_or_connection
          {rss_after} KiB after"
     );
     assert!(
-        per_connection <= 24 * 1024,
+        per_connection <= 16 * 1024,
         "{per_connection} bytes of RSS per half-open connection ({rss_before} -> {rss_during} KiB)"
     );
     assert!(
