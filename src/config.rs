@@ -57,6 +57,22 @@ pub struct FileConfig {
     pub shutdown: ShutdownSection,
     #[serde(default)]
     pub tls: TlsSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// What one client can hold: connections and how long they may take (see [`ConnectionLimits`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_connections: Option<usize>,
+    /// 0: no per-address limit (behind a proxy every client has the proxy's address).
+    pub max_connections_per_address: Option<usize>,
+    pub tls_handshake_timeout_ms: Option<u64>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub max_header_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +221,46 @@ pub struct TlsConfig {
     pub client_ca_file: Option<PathBuf>,
 }
 
+/// Limits on what a client can hold: how many connections, and for how long. A connection
+/// over a count limit is closed as it is accepted; a timeout closes the connection (or, for a
+/// request past its deadline, answers it first when an answer can still be sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open connections of the whole process.
+    pub max_connections: usize,
+    /// Open connections per client address (IPv4 address, or IPv6 /64); `None`: no limit.
+    pub max_connections_per_address: Option<usize>,
+    /// From accept to a finished TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// From the start of a request (a new connection, or the first byte of the next request
+    /// on a kept-alive one) to its complete header section.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// From a request's complete headers to its response: reading the body, the work, and
+    /// handing the answer to the connection.
+    pub request_timeout: Duration,
+    /// The largest request line and header section accepted (431 beyond).
+    pub max_header_bytes: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 4096,
+            max_connections_per_address: Some(1024),
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            max_header_bytes: 8 * 1024,
+        }
+    }
+}
+
+/// The smallest `limits.max_header_bytes`: a SigV4-signed request's headers need about 1 KiB.
+pub const MIN_HEADER_BYTES: usize = 4096;
+
 /// The resolved configuration the gateway runs with.
 #[derive(Debug)]
 pub struct Config {
@@ -256,6 +312,7 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Deadline for requests in flight after SIGTERM.
     pub drain: Duration,
+    pub limits: ConnectionLimits,
 }
 
 /// Reads an environment variable, treating empty as unset.
@@ -473,6 +530,7 @@ impl Config {
                 .or(file.shutdown.drain_ms)
                 .unwrap_or(20_000),
         );
+        let limits = resolve_limits(&file.limits)?;
         Ok(Config {
             listen,
             tls,
@@ -506,6 +564,7 @@ impl Config {
             audit_sync_wait,
             config_file: None,
             drain,
+            limits,
         })
     }
 }
@@ -576,6 +635,71 @@ fn resolve_store(section: StoreSection, data_dir: &Path) -> Result<StoreConfig, 
             "store.backend: expected sqlite or postgres, got '{other}'"
         )),
     }
+}
+
+/// `[limits]` and its `P11KMS_*` overrides. Timeouts are whole milliseconds, at least 1.
+fn resolve_limits(file: &LimitsSection) -> Result<ConnectionLimits, String> {
+    let default = ConnectionLimits::default();
+    let millis =
+        |name: &str, setting: &str, value: Option<u64>, default: Duration| match parse_env::<u64>(
+            name,
+        )?
+        .or(value)
+        {
+            None => Ok(default),
+            Some(0) => Err(format!("limits.{setting} ({name}) must be at least 1 ms")),
+            Some(ms) => Ok(Duration::from_millis(ms)),
+        };
+    let max_connections = parse_env("P11KMS_MAX_CONNECTIONS")?
+        .or(file.max_connections)
+        .unwrap_or(default.max_connections);
+    if max_connections == 0 {
+        return Err("limits.max_connections (P11KMS_MAX_CONNECTIONS) must be at least 1".into());
+    }
+    let max_connections_per_address = match parse_env("P11KMS_MAX_CONNECTIONS_PER_ADDRESS")?
+        .or(file.max_connections_per_address)
+    {
+        None => default.max_connections_per_address,
+        Some(0) => None,
+        Some(n) => Some(n),
+    };
+    let max_header_bytes = parse_env("P11KMS_MAX_HEADER_BYTES")?
+        .or(file.max_header_bytes)
+        .unwrap_or(default.max_header_bytes);
+    if max_header_bytes < MIN_HEADER_BYTES {
+        return Err(format!(
+            "limits.max_header_bytes (P11KMS_MAX_HEADER_BYTES) must be at least {MIN_HEADER_BYTES}"
+        ));
+    }
+    Ok(ConnectionLimits {
+        max_connections,
+        max_connections_per_address,
+        tls_handshake_timeout: millis(
+            "P11KMS_TLS_HANDSHAKE_TIMEOUT_MS",
+            "tls_handshake_timeout_ms",
+            file.tls_handshake_timeout_ms,
+            default.tls_handshake_timeout,
+        )?,
+        header_read_timeout: millis(
+            "P11KMS_HEADER_READ_TIMEOUT_MS",
+            "header_read_timeout_ms",
+            file.header_read_timeout_ms,
+            default.header_read_timeout,
+        )?,
+        idle_timeout: millis(
+            "P11KMS_IDLE_TIMEOUT_MS",
+            "idle_timeout_ms",
+            file.idle_timeout_ms,
+            default.idle_timeout,
+        )?,
+        request_timeout: millis(
+            "P11KMS_REQUEST_TIMEOUT_MS",
+            "request_timeout_ms",
+            file.request_timeout_ms,
+            default.request_timeout,
+        )?,
+        max_header_bytes,
+    })
 }
 
 /// The TLS files: a certificate needs its key and the other way round, and a client CA

@@ -39,6 +39,9 @@ pub enum KmsError {
     /// Request body larger than the gateway accepts.
     #[error("request entity too large")]
     RequestTooLarge,
+    /// The request body did not arrive before the request's deadline (`limits.request_timeout_ms`).
+    #[error("request body not received within the deadline")]
+    RequestTimeout,
 
     // --- authentication ------------------------------------------------------------------
     #[error("missing authentication token")]
@@ -117,6 +120,9 @@ pub enum KmsError {
     /// The HSM did not answer in time.
     #[error("HSM timeout")]
     HsmTimeout,
+    /// The request's work did not finish before its deadline (`limits.request_timeout_ms`).
+    #[error("request deadline exceeded")]
+    DeadlineExceeded,
     /// The token lacks a mechanism this request needs (named).
     #[error("mechanism unsupported by the HSM: {0}")]
     MechanismUnsupported(String),
@@ -159,6 +165,13 @@ impl KmsError {
                 "RequestEntityTooLargeException",
                 413,
                 Some("Request body is too large".into()),
+            ),
+            // What AWS front ends answer a request whose body stalls (Glacier's model; botocore
+            // and the AWS SDKs retry it as a transient error).
+            RequestTimeout => (
+                "RequestTimeoutException",
+                408,
+                Some("The request body was not received within the request deadline.".into()),
             ),
             MissingAuthenticationToken => (
                 "MissingAuthenticationTokenException",
@@ -233,6 +246,11 @@ impl KmsError {
                 "DependencyTimeoutException",
                 500,
                 Some("The key metadata store did not respond in time. You can retry the request.".into()),
+            ),
+            DeadlineExceeded => (
+                "DependencyTimeoutException",
+                500,
+                Some("The request did not complete within the request deadline.".into()),
             ),
             MechanismUnsupported(m) => (
                 "UnsupportedOperationException",

@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod hsm;
 pub mod kms;
+pub mod listener;
 pub mod model;
 pub mod policy;
 pub mod server;

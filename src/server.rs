@@ -1,6 +1,5 @@
 //! Start-up and the server loop: configuration → token → store → service → HTTP.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -309,6 +308,7 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
         service.identity_policies(),
         tls.as_ref().map(crate::tls::Tls::certificate),
     );
+    let metrics_for_listener = metrics.clone();
     let app = router(AppState {
         service,
         verifier,
@@ -343,30 +343,29 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    let mut graceful = stop_rx.clone();
-    let server = async move {
-        match &tls {
-            Some(tls) => {
-                crate::tls::serve(listener, app, tls, graceful).await;
-                Ok(())
-            }
-            None => axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = graceful.wait_for(|stop| *stop).await;
-            })
-            .await
-            .map_err(|e| format!("server error: {e}")),
-        }
+    let mut limits = config.limits;
+    limits.max_connections = crate::listener::fit_open_files(limits.max_connections);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        max_connections_per_address = limits.max_connections_per_address.unwrap_or(0),
+        header_read_timeout_ms = limits.header_read_timeout.as_millis() as u64,
+        idle_timeout_ms = limits.idle_timeout.as_millis() as u64,
+        request_timeout_ms = limits.request_timeout.as_millis() as u64,
+        "connection limits"
+    );
+    let listening = crate::listener::Listening {
+        app,
+        tls: tls.as_ref().map(crate::tls::Tls::acceptor),
+        limits,
+        metrics: Some(metrics_for_listener),
     };
+    let server = crate::listener::serve(listener, listening, stop_rx.clone());
     // After the signal, requests in flight get `drain` to finish; then the gateway exits
     // anyway (an orchestrator's kill deadline is better met by us than by SIGKILL).
     let drain = config.drain;
     let mut deadline = stop_rx;
     let result = tokio::select! {
-        r = server => r,
+        () = server => Ok(()),
         _ = async move {
             let _ = deadline.wait_for(|stop| *stop).await;
             tokio::time::sleep(drain).await;

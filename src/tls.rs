@@ -1,34 +1,23 @@
 //! TLS for the gateway: rustls on the ring provider, the certificate chain and private key
 //! from PEM files (read with `rustls-pki-types`), optional client-certificate verification
-//! against a CA bundle (mTLS), and the accept loop that serves HTTP/1.1 over it.
+//! against a CA bundle (mTLS). The accept loop, shared with plain HTTP, is `crate::listener`.
 //!
 //! The certificate and key sit behind a resolver that SIGHUP can swap; the client CA and
 //! whether TLS is on at all need a restart.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::pin::pin;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{InconsistentKeys, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
-use tower_service::Service as _;
 use zeroize::Zeroizing;
 
 use crate::config::TlsConfig;
-
-/// A client that has not finished its handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The rustls server configuration and the swappable certificate it serves.
 pub struct Tls {
@@ -75,6 +64,11 @@ impl Tls {
     /// Whether clients must present a certificate.
     pub fn mutual(&self) -> bool {
         self.certificate.client_ca_file.is_some()
+    }
+
+    /// Accepts TLS connections with this configuration (`crate::listener` runs the loop).
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.config.clone())
     }
 
     /// The handle SIGHUP uses to load the certificate and key again.
@@ -204,120 +198,9 @@ fn pem_error(
     }
 }
 
-/// Serves `app` over TLS until `stop` turns true; then stops accepting, asks open
-/// connections to close after their request in flight, and returns when all have closed.
-/// A failed handshake ends that connection only.
-pub async fn serve(listener: TcpListener, app: Router, tls: &Tls, stop: watch::Receiver<bool>) {
-    let acceptor = TlsAcceptor::from(tls.config.clone());
-    // Adds `ConnectInfo<SocketAddr>` to every request, as `axum::serve` does for plain HTTP.
-    let mut make_service = app.into_make_service_with_connect_info::<SocketAddr>();
-    // Every connection task holds a sender; `recv` returns `None` once all are gone.
-    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
-    let mut stopping = pin!(stopped(stop.clone()));
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    accept_failed(e).await;
-                    continue;
-                }
-            },
-            _ = &mut stopping => break,
-        };
-        let service = match make_service.call(peer).await {
-            Ok(service) => service,
-            Err(never) => match never {},
-        };
-        let acceptor = acceptor.clone();
-        let stop = stop.clone();
-        let open = open_tx.clone();
-        tokio::spawn(async move {
-            serve_connection(acceptor, tcp, peer, service, stop).await;
-            drop(open);
-        });
-    }
-    drop(listener);
-    drop(open_tx);
-    let _ = open_rx.recv().await;
-}
-
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
-/// Per-connection errors (the peer reset before `accept` returned) are nothing; others
-/// (out of file descriptors) get a pause so the loop does not spin.
-async fn accept_failed(e: std::io::Error) {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionRefused | ConnectionReset
-    ) {
-        return;
-    }
-    tracing::error!(error = %e, "accepting a connection failed");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-}
-
-async fn serve_connection<S>(
-    acceptor: TlsAcceptor,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    service: S,
-    stop: watch::Receiver<bool>,
-) where
-    S: tower_service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let _ = tcp.set_nodelay(true);
-    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
-    let stream = tokio::select! {
-        done = handshake => match done {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                handshake_failed(peer, &e);
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        },
-        _ = stopped(stop.clone()) => return,
-    };
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    // The timer lets hyper's header-read timeout (30 s) apply.
-    builder.timer(TokioTimer::new());
-    let mut connection =
-        pin!(builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
-    let mut stopping = pin!(stopped(stop));
-    let mut draining = false;
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            _ = &mut stopping, if !draining => {
-                draining = true;
-                connection.as_mut().graceful_shutdown();
-            }
-        }
-    }
-}
-
 /// A refused client certificate is worth a warning; anything else (scanners, plain HTTP to
 /// the TLS port, clients that do not trust the server) is logged at debug.
-fn handshake_failed(peer: SocketAddr, e: &std::io::Error) {
+pub(crate) fn handshake_failed(peer: SocketAddr, e: &std::io::Error) {
     let tls_error = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());

@@ -241,3 +241,140 @@ fn the_process_allocator_is_jemalloc_under_the_standard_names() {
         "no jemalloc statistics on stderr: {stderr:.200}"
     );
 }
+
+/// The request bodies' chunks are zeroed in the connection buffer they arrived in: every
+/// byte of every body is counted wiped once its connection has moved on or closed, none
+/// released unwiped (`p11kms_request_body_bytes_total`).
+#[tokio::test]
+async fn request_body_buffers_are_wiped_after_use() {
+    let srv = TestServer::start();
+    let kms = srv.client();
+    let key = create_key(&kms).await;
+    // A fresh server, and bodies whose lengths are known: count only raw requests from here.
+    let scrape = |srv: &TestServer| {
+        let url = format!("{}/metrics", srv.endpoint());
+        async move {
+            let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+            let value = |wiped: &str| -> u64 {
+                let series = format!("p11kms_request_body_bytes_total{{wiped=\"{wiped}\"}} ");
+                text.lines()
+                    .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+                    .unwrap_or(0)
+            };
+            (value("yes"), value("no"))
+        }
+    };
+    drop(kms);
+    let (wiped_before, _) = common::poll_until(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(100),
+        || async {
+            // The SDK's kept-alive connection closes when the client goes; its bodies count then.
+            let (yes, no) = scrape(&srv).await;
+            Some((yes, no))
+        },
+    )
+    .await
+    .unwrap();
+    let mut sent = 0u64;
+    for i in 0..20 {
+        let plaintext = b64(format!("secret number {i}").as_bytes());
+        let body = format!(
+            r#"{{"KeyId":"{}","Plaintext":"{plaintext}"}}"#,
+            key.key_id()
+        );
+        sent += body.len() as u64;
+        let response = srv.raw("TrentService.Encrypt", body).send().await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    let (wiped, unwiped) = common::poll_until(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(100),
+        || async {
+            let (yes, no) = scrape(&srv).await;
+            (yes >= wiped_before + sent).then_some((yes, no))
+        },
+    )
+    .await
+    .unwrap_or_else(|| panic!("fewer than {sent} request body bytes counted wiped"));
+    assert!(wiped >= wiped_before + sent);
+    assert_eq!(unwiped, 0, "request body bytes released unwiped");
+}
+
+/// On a kept-alive connection a request's body chunks are wiped when the connection reads
+/// its next request (hyper then moves to a fresh read buffer), not only when it closes.
+#[tokio::test]
+async fn request_bodies_on_a_kept_alive_connection_are_wiped_as_it_moves_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = TestServer::start();
+    let address = srv.endpoint().trim_start_matches("http://").to_string();
+    let wiped = |srv: &TestServer| {
+        let url = format!("{}/metrics", srv.endpoint());
+        async move {
+            let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+            let value = |label: &str| -> u64 {
+                let series = format!("p11kms_request_body_bytes_total{{wiped=\"{label}\"}} ");
+                text.lines()
+                    .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+                    .unwrap_or(0)
+            };
+            (value("yes"), value("no"))
+        }
+    };
+    let (before, _) = wiped(&srv).await;
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut sizes = Vec::new();
+    for i in 0..5 {
+        // Unsigned: refused after the body was read, which is all this needs.
+        let body = format!(r#"{{"KeyId":"alias/x","Plaintext":"{}"}}"#, b64(&[i; 48]));
+        sizes.push(body.len() as u64);
+        let request = format!(
+            "POST / HTTP/1.1\r\nHost: {address}\r\nX-Amz-Target: TrentService.Encrypt\r\n\
+             Content-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // Read the whole response (headers, then Content-Length bytes).
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed");
+            response.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: ")?.trim().parse().ok())
+                    .expect("content-length");
+                if response.len() >= end + 4 + length {
+                    assert!(text.starts_with("http/1.1 400"), "{text}");
+                    break;
+                }
+            }
+        }
+    }
+    // All but the last body are wiped while the connection stays open.
+    let all_but_last: u64 = sizes[..4].iter().sum();
+    let (yes, no) = common::poll_until(
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_millis(50),
+        || async {
+            let (yes, no) = wiped(&srv).await;
+            (yes >= before + all_but_last).then_some((yes, no))
+        },
+    )
+    .await
+    .unwrap_or_else(|| panic!("bodies of a kept-alive connection not wiped"));
+    assert!(yes >= before + all_but_last);
+    assert_eq!(no, 0);
+    drop(stream);
+    let everything: u64 = sizes.iter().sum();
+    common::poll_until(
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_millis(50),
+        || async { (wiped(&srv).await.0 >= before + everything).then_some(()) },
+    )
+    .await
+    .expect("the last body wiped when its connection closed");
+}

@@ -619,3 +619,76 @@ fn sigterm_over_tls_does_not_wait_for_idle_or_handshaking_connections() {
     assert!(!log.contains("drain deadline passed"), "{log}");
     assert!(log.contains("HSM sessions closed"), "{log}");
 }
+
+/// How long until the server closes `tcp` (EOF or reset), up to `limit`.
+fn closed_after(tcp: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    tcp.set_read_timeout(Some(limit)).expect("timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
+            }
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+}
+
+#[test]
+fn tls_handshakes_and_request_headers_that_stall_are_cut_off() {
+    let pki = Pki::new();
+    let server = start_tls(
+        &pki,
+        None,
+        &[
+            ("P11KMS_TLS_HANDSHAKE_TIMEOUT_MS", "600"),
+            ("P11KMS_HEADER_READ_TIMEOUT_MS", "900"),
+        ],
+    );
+    let port = port(&server);
+
+    // Connected, but no ClientHello: closed after the handshake timeout.
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let took = closed_after(&mut silent, Duration::from_secs(5)).expect("closed within 5 s");
+    assert!(
+        took >= Duration::from_millis(550) && took <= Duration::from_millis(2500),
+        "silent connection closed after {took:?} (handshake timeout 600 ms)"
+    );
+
+    // Handshake done, half a request header: closed after the header-read timeout.
+    let name = ServerName::try_from("localhost").expect("server name");
+    let mut conn = ClientConnection::new(client(&pki, "ca.pem", None), name).expect("client");
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).expect("handshake");
+    }
+    {
+        let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+        tls.write_all(b"POST / HTTP/1.1\r\nHost: localhost\r\nX-Amz-Tar")
+            .expect("half a header");
+        tls.flush().expect("flush");
+    }
+    let took = closed_after(&mut tcp, Duration::from_secs(5)).expect("closed within 5 s");
+    assert!(
+        took >= Duration::from_millis(800) && took <= Duration::from_millis(2800),
+        "half a header over TLS closed after {took:?} (header-read timeout 900 ms)"
+    );
+
+    // Whoever finishes in time is served.
+    let (status, _) = healthz(port, client(&pki, "ca.pem", None)).expect("HTTPS request");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let log = server.log_text();
+    assert!(log.contains("TLS handshake timed out"), "{log}");
+    assert!(
+        log.contains("timeout=\"header_read\"") || log.contains("header_read"),
+        "{log}"
+    );
+}

@@ -12,6 +12,9 @@ const BUCKETS: &[f64] = &[
     2.5, 10.0,
 ];
 
+/// Label values of `p11kms_connection_timeouts_total`.
+pub const TIMEOUT_KINDS: [&str; 4] = ["tls_handshake", "header_read", "idle", "request"];
+
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
@@ -34,7 +37,17 @@ pub struct Metrics {
     pub store_pool_waiters: IntGauge,
     pub store_pool_waits: IntCounter,
     pub store_pool_timeouts: IntCounter,
+    pub connections_open: IntGauge,
+    pub connections_accepted: IntCounter,
+    pub connections_refused: IntCounterVec,
+    pub connection_timeouts: IntCounterVec,
+    pub connection_limits: IntGaugeVec,
+    pub request_body_bytes: IntCounterVec,
 }
+
+/// Label values of `p11kms_connections_refused_total` and `p11kms_connection_limit`.
+pub const LIMIT_PROCESS: &str = "process";
+pub const LIMIT_PER_ADDRESS: &str = "per_address";
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
@@ -140,6 +153,57 @@ impl Metrics {
         registry.register(Box::new(store_pool_waiters.clone()))?;
         registry.register(Box::new(store_pool_waits.clone()))?;
         registry.register(Box::new(store_pool_timeouts.clone()))?;
+        let connections_open = IntGauge::new(
+            "p11kms_connections_open",
+            "Client connections open now (TCP accepted and admitted, TLS or not)",
+        )?;
+        let connections_accepted = IntCounter::new(
+            "p11kms_connections_accepted_total",
+            "Client connections admitted",
+        )?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "p11kms_connections_refused_total",
+                "Connections closed at accept because a limit was reached (process, per_address)",
+            ),
+            &["limit"],
+        )?;
+        let connection_timeouts = IntCounterVec::new(
+            Opts::new(
+                "p11kms_connection_timeouts_total",
+                "Timeouts by kind: tls_handshake, header_read, idle (connection closed), request \
+                 (answered RequestTimeoutException or DependencyTimeoutException, or closed)",
+            ),
+            &["kind"],
+        )?;
+        let connection_limits = IntGaugeVec::new(
+            Opts::new(
+                "p11kms_connection_limit",
+                "The configured connection limits (process, per_address; 0: none)",
+            ),
+            &["limit"],
+        )?;
+        let request_body_bytes = IntCounterVec::new(
+            Opts::new(
+                "p11kms_request_body_bytes_total",
+                "Request body bytes by whether the connection buffer they arrived in was wiped \
+                 (wiped=\"yes\") or released unwiped (wiped=\"no\")",
+            ),
+            &["wiped"],
+        )?;
+        registry.register(Box::new(request_body_bytes.clone()))?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_accepted.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
+        registry.register(Box::new(connection_timeouts.clone()))?;
+        registry.register(Box::new(connection_limits.clone()))?;
+        // Every label value exists from the start, so a dashboard sees zeros, not gaps.
+        for limit in [LIMIT_PROCESS, LIMIT_PER_ADDRESS] {
+            connections_refused.with_label_values(&[limit]);
+        }
+        for kind in TIMEOUT_KINDS {
+            connection_timeouts.with_label_values(&[kind]);
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(pkcs11_calls.clone()))?;
@@ -178,7 +242,26 @@ impl Metrics {
             store_pool_waiters,
             store_pool_waits,
             store_pool_timeouts,
+            connections_open,
+            connections_accepted,
+            connections_refused,
+            connection_timeouts,
+            connection_limits,
+            request_body_bytes,
         })
+    }
+
+    /// The counters a connection's `PendingWipes` reports to.
+    pub fn wipe_counters(&self) -> crate::wire::WipeCounters {
+        crate::wire::WipeCounters {
+            wiped: self.request_body_bytes.with_label_values(&["yes"]),
+            unwiped: self.request_body_bytes.with_label_values(&["no"]),
+        }
+    }
+
+    /// Counts one timeout of `kind` (one of [`TIMEOUT_KINDS`]).
+    pub fn connection_timeout(&self, kind: &str) {
+        self.connection_timeouts.with_label_values(&[kind]).inc();
     }
 
     /// Records one PKCS#11 call.

@@ -6,16 +6,18 @@
 //! Errors from every step meet in [`rescue`], the one place that turns a [`KmsError`] into
 //! a response and decides what is logged.
 
+pub mod body;
 mod dispatch;
 mod workers;
 
+pub use body::{PendingWipes, WipeCounters};
 pub use workers::{CoreWorkers, Lanes, Scheduling};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -36,6 +38,22 @@ use crate::telemetry::{AuditLog, AuditRecord, Metrics};
 /// is well below this.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 const JSON_1_1: &str = "application/x-amz-json-1.1";
+
+/// When a request must be answered by (`limits.request_timeout_ms`), set by the listener as a
+/// request extension. Without one (a router driven directly) a request has no deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestDeadline(pub tokio::time::Instant);
+
+/// Runs `work` until `deadline`; `None` when the deadline came first.
+async fn until<T>(
+    deadline: Option<tokio::time::Instant>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, work).await.ok(),
+        None => Some(work.await),
+    }
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -165,8 +183,23 @@ async fn process(state: &AppState, request: Request, operation: Option<Operation
         facts: RequestFacts::default(),
         audit_slot: None,
     };
+    let deadline = request
+        .extensions()
+        .get::<RequestDeadline>()
+        .map(|RequestDeadline(at)| *at);
+    let wipes = request
+        .extensions()
+        .get::<PendingWipes>()
+        .cloned()
+        .unwrap_or_default();
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await;
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let read = body::read_body(body, declared, MAX_BODY_BYTES, &wipes);
+    let body = until(deadline, read).await;
     // Every request takes its record's place in the audit queue before anything else
     // happens, and once its body is in: a slow upload holds no place.
     if let Some(audit) = &state.audit {
@@ -178,10 +211,21 @@ async fn process(state: &AppState, request: Request, operation: Option<Operation
             }
         }
     }
-    let body: Bytes = match body {
-        Ok(b) => b,
-        Err(_) => {
+    let body = match body {
+        Some(Ok(body)) => body,
+        Some(Err(body::BodyError::TooLarge)) => {
             outcome.result = Err(KmsError::RequestTooLarge);
+            return outcome;
+        }
+        Some(Err(body::BodyError::Broken)) => {
+            outcome.result = Err(KmsError::Serialization(
+                "The request body could not be read.".into(),
+            ));
+            return outcome;
+        }
+        None => {
+            state.metrics.connection_timeout("request");
+            outcome.result = Err(KmsError::RequestTimeout);
             return outcome;
         }
     };
@@ -208,34 +252,37 @@ async fn process(state: &AppState, request: Request, operation: Option<Operation
             return outcome;
         }
     };
+    // The body's plaintexts now live in the decoded request's zeroizing buffers.
     drop(body);
     let service = state.service.clone();
     let secure_transport = state.secure_transport;
     let span = tracing::Span::current();
-    let joined = state
-        .lanes
-        .for_operation(operation)
-        .run(move || {
-            span.in_scope(|| {
-                let caller =
-                    Caller::new(principal).with_transport(source_ip, Some(secure_transport));
-                let result = call(&service, &caller);
-                (result, caller.facts())
-            })
+    let run = state.lanes.for_operation(operation).run(move || {
+        span.in_scope(|| {
+            let caller = Caller::new(principal).with_transport(source_ip, Some(secure_transport));
+            let result = call(&service, &caller);
+            (result, caller.facts())
         })
-        .await;
-    match joined {
-        Ok((result, facts)) => {
+    });
+    // A request that has not started on a core thread by the deadline never runs; one
+    // that has runs to its end there, but its answer is no longer waited for.
+    match until(deadline, run).await {
+        Some(Ok((result, facts))) => {
             outcome.result = result.and_then(|encode| encode());
             outcome.facts = facts;
         }
-        Err(e) => outcome.result = Err(e),
+        Some(Err(e)) => outcome.result = Err(e),
+        None => {
+            state.metrics.connection_timeout("request");
+            outcome.result = Err(KmsError::DeadlineExceeded);
+        }
     }
     outcome
 }
 
 fn success(body: Vec<u8>, request_id: &str) -> Response {
-    let mut response = (StatusCode::OK, body).into_response();
+    // It may carry plaintexts or data keys: wiped once written.
+    let mut response = (StatusCode::OK, body::wiped_after_writing(body)).into_response();
     let headers = response.headers_mut();
     headers.insert("content-type", HeaderValue::from_static(JSON_1_1));
     if let Ok(v) = HeaderValue::from_str(request_id) {
@@ -269,6 +316,10 @@ pub fn rescue(error: &KmsError, request_id: &str) -> Response {
     headers.insert("x-amzn-errortype", HeaderValue::from_static(wire.code));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert("x-amzn-requestid", v);
+    }
+    if matches!(error, KmsError::RequestTimeout) {
+        // The rest of the body is still on its way: the connection cannot be reused.
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }

@@ -791,3 +791,24 @@ pub fn open_fresh_hsm(
     )
     .unwrap()
 }
+
+// -------------------------------------------------------------------------------------------
+// The network-HSM emulator
+// -------------------------------------------------------------------------------------------
+
+/// Builds `tools/pkcs11-delay` into `out` with its script; `None` when this machine cannot
+/// (no C compiler or no pkcs11.h). Its `P11DELAY_*` variables reach it through the server's
+/// environment.
+pub fn build_delay_module(out: &Path) -> Option<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/pkcs11-delay/build.sh");
+    let result = Command::new("sh").arg(script).arg(out).output().ok()?;
+    if !result.status.success() {
+        eprintln!(
+            "cannot build tools/pkcs11-delay: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        return None;
+    }
+    let path = PathBuf::from(String::from_utf8_lossy(&result.stdout).trim());
+    path.exists().then_some(path)
+}
