@@ -366,3 +366,44 @@ async fn a_damaged_token_is_never_replaced_by_a_new_one() {
         "a second token was made"
     );
 }
+
+/// Found by the crash loop: a kill inside a key creation or rotation leaves SoftHSM2's new
+/// object file empty; SoftHSM2 skips it and no store row names it, but every such crash left
+/// one more file. The next start removes them, and only them.
+#[tokio::test]
+async fn empty_object_files_left_by_a_crash_are_removed_at_the_next_start() {
+    let mut srv = TestServer::start();
+    let kms = srv.client();
+    let key = create_key(&kms).await;
+    let blob = encrypt(&kms, key.key_id(), b"kept").await;
+    kill_server(&mut srv);
+    let token = token_dirs(srv.data_dir()).remove(0);
+    let objects_before = object_files(&token);
+    let unfinished = token.join("0c1e8f7a-1b2c-4d5e-8f90-a1b2c3d4e5f6.object");
+    std::fs::write(&unfinished, b"").unwrap();
+    std::fs::write(unfinished.with_extension("lock"), b"").unwrap();
+
+    srv.restart();
+    assert!(!unfinished.exists(), "the empty object file is still there");
+    assert!(!unfinished.with_extension("lock").exists());
+    assert_eq!(object_files(&token), objects_before);
+    let kms = srv.client();
+    assert_eq!(decrypt(&kms, &blob).await, b"kept");
+    assert!(srv
+        .log_text()
+        .contains("removed empty token object files left by a crash"));
+}
+
+/// The `*.object` files of a token directory (its own `token.object` aside).
+fn object_files(token: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(token)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "object")
+                && p.file_name().is_some_and(|n| n != "token.object")
+        })
+        .collect();
+    files.sort();
+    files
+}

@@ -77,7 +77,41 @@ impl EmbeddedSoftHsm {
                 "the token file was torn by a crash during a PKCS#11 login; it was put back from the copy taken at the last start"
             );
         }
+        let removed = embedded.remove_unfinished_objects()?;
+        if removed > 0 {
+            tracing::warn!(
+                removed,
+                "removed empty token object files left by a crash during an object's creation"
+            );
+        }
         Ok(embedded)
+    }
+
+    /// SoftHSM2's file store creates a token object's file empty and writes its attributes
+    /// when the object is complete; a process killed in between leaves an empty `<id>.object`
+    /// (and its `.lock`). Such a file holds no key and no attribute, SoftHSM2 skips it, and
+    /// no store row names it (a key's row is written only after its object is complete), but
+    /// every crash during a key creation or rotation would leave one more. They are removed
+    /// here, before the library is loaded; the token directory belongs to this gateway alone.
+    fn remove_unfinished_objects(&self) -> Result<usize, String> {
+        let mut removed = 0;
+        for token in self.token_directories()? {
+            let entries = fs::read_dir(&token)
+                .map_err(|e| format!("cannot read {}: {e}", token.display()))?;
+            for entry in entries.filter_map(|e| e.ok()) {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let empty = entry.metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
+                if name == TOKEN_FILE || !name.ends_with(".object") || !empty {
+                    continue;
+                }
+                fs::remove_file(&path)
+                    .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+                let _ = fs::remove_file(path.with_extension("lock"));
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// The token directories SoftHSM2 made (one per token), each holding a `token.object`.
