@@ -194,6 +194,7 @@ struct Summary {
     acknowledged: BTreeMap<&'static str, u64>,
     in_doubt: BTreeMap<&'static str, u64>,
     token_files_repaired: u32,
+    unfinished_objects_removed: u64,
     unreadable_object_files: Option<usize>,
 }
 
@@ -351,6 +352,7 @@ fn iterate(
             let after = Duration::from_millis(rng.random_range(5..150));
             Gateway::start_and_kill(data, &log_of(starts), &gateway_env(next), after)
                 .map_err(fail)?;
+            count_repairs(&log_of(starts), summary);
             summary.startup_kills += 1;
         }
         starts += 1;
@@ -358,13 +360,10 @@ fn iterate(
             .map_err(|e| fail(format!("restart after kill {}: {e}", i + 1)))?;
         summary.restart_ms.push(gateway.startup.as_millis() as u64);
         // The fix for a token file torn inside SoftHSM2's login (the gateway's warning).
-        summary.token_files_repaired += std::fs::read_to_string(log_of(starts))
-            .unwrap_or_default()
-            .matches("the token file was torn by a crash")
-            .count() as u32;
+        count_repairs(&log_of(starts), summary);
         // Old logs go; the last few stay for a failure's post-mortem.
-        if starts >= 4 {
-            let _ = std::fs::remove_file(log_of(starts - 4));
+        for old in starts.saturating_sub(6)..starts.saturating_sub(3) {
+            let _ = std::fs::remove_file(log_of(old));
         }
 
         // The checks.
@@ -472,6 +471,19 @@ fn iterate(
         failures.insert(0, "final check:".into());
         Err(failures)
     }
+}
+
+/// What a start repaired in the token directory (the gateway's warnings).
+fn count_repairs(log: &Path, summary: &mut Summary) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    summary.token_files_repaired +=
+        text.matches("the token file was torn by a crash").count() as u32;
+    summary.unfinished_objects_removed += text
+        .lines()
+        .filter(|l| l.contains("removed empty token object files"))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["fields"]["removed"].as_u64())
+        .sum::<u64>();
 }
 
 /// Runs the phase's workers and the crypto worker, kills the gateway `kill_after` into it,
@@ -676,8 +688,12 @@ fn print_summary(
         "token files torn by a kill and repaired at the next start: {}",
         summary.token_files_repaired
     );
+    println!(
+        "empty token object files (a kill inside an object's creation) removed at the next start: {}",
+        summary.unfinished_objects_removed
+    );
     if let Some(n) = summary.unreadable_object_files {
-        println!("token object files SoftHSM2 does not load (torn creations): {n}");
+        println!("token object files SoftHSM2 does not load, at the end: {n}");
     }
     if summary.dead_before_kill > 0 {
         println!(
