@@ -376,6 +376,9 @@ async fn check_aliases(ctx: &Ctx, failures: &mut Vec<String>, checked: &mut Chec
     journal.aliases.retain(|_, a| a.target.value.is_some());
 }
 
+/// A key's state as the check found it, with its deletion date when pending deletion.
+type KeyNow = (State, Option<f64>);
+
 /// Decrypts acknowledged ciphertexts: all not yet checked, and up to `sample` of the others
 /// (`None`: every one). A ciphertext under a disabled or pending-deletion key must be refused
 /// for that reason; one under a deleted key has left the journal.
@@ -385,9 +388,9 @@ pub async fn ciphertexts(
     sample: Option<usize>,
     failures: &mut Vec<String>,
 ) -> u64 {
-    let chosen: Vec<(usize, Cipher, Option<(State, Option<f64>)>)> = {
+    let chosen: Vec<(usize, Cipher, Option<KeyNow>)> = {
         let journal = ctx.journal();
-        let states: HashMap<&str, (State, Option<f64>)> = journal
+        let states: HashMap<&str, KeyNow> = journal
             .keys
             .iter()
             .filter(|k| !k.deleted)
@@ -450,11 +453,7 @@ pub async fn ciphertexts(
     count
 }
 
-async fn decrypt_one(
-    ctx: &Ctx,
-    cipher: &Cipher,
-    key: Option<(State, Option<f64>)>,
-) -> Result<(), String> {
+async fn decrypt_one(ctx: &Ctx, cipher: &Cipher, key: Option<KeyNow>) -> Result<(), String> {
     let state = key.map(|(s, _)| s);
     // The deletion job may remove a key pending deletion during the check; its ciphertexts
     // then name a key that does not exist, which is refused as InvalidCiphertextException.

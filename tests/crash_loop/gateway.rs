@@ -118,6 +118,29 @@ impl Gateway {
         Ok(())
     }
 
+    /// SIGTERM, and the process must exit with status 0 within `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<(), String> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .map_err(|e| format!("cannot run kill: {e}"))?;
+        if !sent.success() {
+            return Err("kill -TERM failed".into());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(format!("exited with {status} after SIGTERM")),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => return Err(format!("still running {timeout:?} after SIGTERM")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
     /// SIGKILL, then reap. Returns whether the process was still running (it must be).
     pub fn kill(&mut self) -> bool {
         let running = matches!(self.child.try_wait(), Ok(None));
