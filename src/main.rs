@@ -65,17 +65,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Bench(args) => match p11kms::bench::run(*args) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => {
-                eprintln!("p11kms bench: some requests failed");
-                ExitCode::FAILURE
+        Command::Bench(args) => {
+            let soak = args.soak_seconds.is_some();
+            match p11kms::bench::run(*args) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) if soak => {
+                    eprintln!("p11kms bench: the soak did not stay flat (or gave no verdict)");
+                    ExitCode::FAILURE
+                }
+                Ok(false) => {
+                    eprintln!("p11kms bench: some requests failed");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("p11kms bench: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("p11kms bench: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Doctor { config } => doctor(config),
         Command::Audit {
             command: AuditCommand::Verify { files },

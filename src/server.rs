@@ -100,7 +100,11 @@ impl Prepared {
 pub fn prepare(config: Config) -> Result<Prepared, String> {
     // The TLS files first: a wrong path or key fails before the token is touched.
     let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose()?;
-    let HsmTarget { module, user_pin } = resolve_hsm(&config)?;
+    let HsmTarget {
+        module,
+        user_pin,
+        embedded,
+    } = resolve_hsm(&config)?;
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     let observer: Arc<dyn CallObserver> = metrics.clone();
     let hsm = Hsm::open(
@@ -115,6 +119,13 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         },
         Some(observer),
     )?;
+    // Logged in now, and nothing else will log in before the next recycle: the token files
+    // are whole, and their copy lets the next start repair one torn by a crash.
+    if let Some(embedded) = &embedded {
+        if let Err(e) = embedded.keep_token_files() {
+            tracing::warn!(error = %e, "cannot keep a copy of the token files");
+        }
+    }
     let store = open_store(&config.store)?;
     let service = Arc::new(
         KmsService::new(
@@ -196,6 +207,7 @@ fn open_store(config: &StoreConfig) -> Result<Arc<dyn MetadataStore>, String> {
 struct HsmTarget {
     module: PathBuf,
     user_pin: SecretString,
+    embedded: Option<EmbeddedSoftHsm>,
 }
 
 fn resolve_hsm(config: &Config) -> Result<HsmTarget, String> {
@@ -227,7 +239,11 @@ fn resolve_hsm(config: &Config) -> Result<HsmTarget, String> {
             None => return Err("no PIN configured".into()),
         },
     };
-    Ok(HsmTarget { module, user_pin })
+    Ok(HsmTarget {
+        module,
+        user_pin,
+        embedded,
+    })
 }
 
 /// `p11kms doctor`: examines the configured module and token with trial operations on

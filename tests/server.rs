@@ -378,3 +378,169 @@ async fn request_bodies_on_a_kept_alive_connection_are_wiped_as_it_moves_on() {
     .await
     .expect("the last body wiped when its connection closed");
 }
+
+/// SIGKILLs the server and waits until it is gone (the data directory stays).
+fn kill_server(srv: &mut TestServer) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &srv.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -KILL failed");
+    assert!(srv.wait_exit(std::time::Duration::from_secs(10)));
+}
+
+/// The embedded token's directories under `tokens/`.
+fn token_dirs(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<_> = std::fs::read_dir(data_dir.join("tokens"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Cuts the token's `token.object` to `len` bytes, as a kill inside SoftHSM2's in-place
+/// rewrite of it (at every C_Login) leaves it.
+fn tear_token_file(data_dir: &std::path::Path, len: u64) {
+    let dirs = token_dirs(data_dir);
+    assert_eq!(dirs.len(), 1, "one token directory: {dirs:?}");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dirs[0].join("token.object"))
+        .unwrap();
+    file.set_len(len).unwrap();
+}
+
+/// Found by the crash loop (tests/crash_loop): SoftHSM2 rewrites a token's `token.object` in
+/// place at every C_Login, and a gateway killed in that window (at start-up, or in a library
+/// recycle) left it empty; the next start no longer found the token, made a new, empty one,
+/// and every key was gone. The start now puts the file back from the copy it keeps.
+#[tokio::test]
+async fn a_token_file_torn_by_a_crash_is_repaired_at_the_next_start() {
+    let mut srv = TestServer::start();
+    let kms = srv.client();
+    let key = create_key(&kms).await;
+    let blob = encrypt(&kms, key.key_id(), b"kept").await;
+    let whole = std::fs::metadata(token_dirs(srv.data_dir())[0].join("token.object"))
+        .unwrap()
+        .len();
+    for len in [0, whole / 2, whole - 1] {
+        kill_server(&mut srv);
+        tear_token_file(srv.data_dir(), len);
+        srv.restart();
+        let kms = srv.client();
+        assert_eq!(decrypt(&kms, &blob).await, b"kept", "torn to {len} bytes");
+        assert_eq!(
+            describe(&kms, key.key_id()).await.current_key_material_id(),
+            key.current_key_material_id()
+        );
+        assert_eq!(
+            token_dirs(srv.data_dir()).len(),
+            1,
+            "a second token was made"
+        );
+        assert!(srv
+            .log_text()
+            .contains("the token file was torn by a crash"));
+    }
+}
+
+/// A token SoftHSM2 cannot read, with no copy to repair it from, stops the start with an
+/// error; it is never replaced by a new token (which would silently lose every key).
+#[tokio::test]
+async fn a_damaged_token_is_never_replaced_by_a_new_one() {
+    let mut srv = TestServer::start();
+    create_key(&srv.client()).await;
+    kill_server(&mut srv);
+    // (A build without the copies has none to remove.)
+    let _ = std::fs::remove_dir_all(srv.data_dir().join("token-copies"));
+    tear_token_file(srv.data_dir(), 0);
+
+    let bin =
+        std::env::var_os("P11KMS_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_p11kms").into());
+    let mut cmd = std::process::Command::new(bin);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("P11KMS_") {
+            cmd.env_remove(&name);
+        }
+    }
+    let mut child = cmd
+        .arg("serve")
+        .env_remove("SOFTHSM2_CONF")
+        .env("P11KMS_DATA_DIR", srv.data_dir())
+        .env("P11KMS_LISTEN", "127.0.0.1:0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the gateway started on a damaged token ({status:?}); stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("not initialising a new token over it"),
+        "{stderr}"
+    );
+    assert_eq!(
+        token_dirs(srv.data_dir()).len(),
+        1,
+        "a second token was made"
+    );
+}
+
+/// Found by the crash loop: a kill inside a key creation or rotation leaves SoftHSM2's new
+/// object file empty; SoftHSM2 skips it and no store row names it, but every such crash left
+/// one more file. The next start removes them, and only them.
+#[tokio::test]
+async fn empty_object_files_left_by_a_crash_are_removed_at_the_next_start() {
+    let mut srv = TestServer::start();
+    let kms = srv.client();
+    let key = create_key(&kms).await;
+    let blob = encrypt(&kms, key.key_id(), b"kept").await;
+    kill_server(&mut srv);
+    let token = token_dirs(srv.data_dir()).remove(0);
+    let objects_before = object_files(&token);
+    let unfinished = token.join("0c1e8f7a-1b2c-4d5e-8f90-a1b2c3d4e5f6.object");
+    std::fs::write(&unfinished, b"").unwrap();
+    std::fs::write(unfinished.with_extension("lock"), b"").unwrap();
+
+    srv.restart();
+    assert!(!unfinished.exists(), "the empty object file is still there");
+    assert!(!unfinished.with_extension("lock").exists());
+    assert_eq!(object_files(&token), objects_before);
+    let kms = srv.client();
+    assert_eq!(decrypt(&kms, &blob).await, b"kept");
+    assert!(srv
+        .log_text()
+        .contains("removed empty token object files left by a crash"));
+}
+
+/// The `*.object` files of a token directory (its own `token.object` aside).
+fn object_files(token: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(token)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "object")
+                && p.file_name().is_some_and(|n| n != "token.object")
+        })
+        .collect();
+    files.sort();
+    files
+}

@@ -27,7 +27,7 @@ use super::{proc, run_bounds, BenchArgs, BenchOp, Percentiles};
 
 /// How long a signed request is reused before it is signed again (SigV4 allows 5 minutes
 /// of clock skew).
-const RESIGN_AFTER: Duration = Duration::from_secs(60);
+pub(super) const RESIGN_AFTER: Duration = Duration::from_secs(60);
 
 /// Where the gateway is and how to sign for it.
 #[derive(Clone)]
@@ -60,7 +60,11 @@ impl Endpoint {
     }
 
     /// A KMS request for `operation`, signed now.
-    fn signed(&self, operation: &str, body: &Bytes) -> Result<http::Request<Full<Bytes>>, String> {
+    pub(super) fn signed(
+        &self,
+        operation: &str,
+        body: &Bytes,
+    ) -> Result<http::Request<Full<Bytes>>, String> {
         let mut req = http::Request::builder()
             .method("POST")
             .uri("/")
@@ -112,13 +116,13 @@ impl Endpoint {
 }
 
 /// One keep-alive connection.
-struct Connection {
+pub(super) struct Connection {
     sender: SendRequest<Full<Bytes>>,
 }
 
 /// A response: status, error type and body.
-struct Reply {
-    status: u16,
+pub(super) struct Reply {
+    pub(super) status: u16,
     body: Bytes,
 }
 
@@ -127,14 +131,14 @@ impl Reply {
         serde_json::from_slice(&self.body).map_err(|e| format!("bad JSON response: {e}"))
     }
 
-    fn error_type(&self) -> String {
+    pub(super) fn error_type(&self) -> String {
         self.json()
             .ok()
             .and_then(|v| v["__type"].as_str().map(str::to_owned))
             .unwrap_or_default()
     }
 
-    fn ok(self, what: &str) -> Result<Value, String> {
+    pub(super) fn ok(self, what: &str) -> Result<Value, String> {
         if self.status != 200 {
             return Err(format!(
                 "{what}: HTTP {} {}",
@@ -147,7 +151,7 @@ impl Reply {
 }
 
 impl Connection {
-    async fn open(endpoint: &Endpoint) -> Result<Connection, String> {
+    pub(super) async fn open(endpoint: &Endpoint) -> Result<Connection, String> {
         let stream = TcpStream::connect(endpoint.addr)
             .await
             .map_err(|e| format!("connect {}: {e}", endpoint.addr))?;
@@ -161,7 +165,7 @@ impl Connection {
         Ok(Connection { sender })
     }
 
-    async fn send(&mut self, req: http::Request<Full<Bytes>>) -> Result<Reply, String> {
+    pub(super) async fn send(&mut self, req: http::Request<Full<Bytes>>) -> Result<Reply, String> {
         self.sender
             .ready()
             .await
@@ -181,7 +185,7 @@ impl Connection {
         Ok(Reply { status, body })
     }
 
-    async fn call(
+    pub(super) async fn call(
         &mut self,
         endpoint: &Endpoint,
         operation: &str,
@@ -193,10 +197,10 @@ impl Connection {
 }
 
 /// A prepared request of one (operation, payload size).
-struct Workload {
-    op: BenchOp,
+pub(super) struct Workload {
+    pub(super) op: BenchOp,
     size: usize,
-    body: Bytes,
+    pub(super) body: Bytes,
 }
 
 /// Creates the keys, checks each operation once, then runs every (op, size, concurrency).
@@ -240,7 +244,10 @@ pub async fn run_matrix(
     Ok(rows)
 }
 
-async fn create_key(conn: &mut Connection, endpoint: &Endpoint) -> Result<String, String> {
+pub(super) async fn create_key(
+    conn: &mut Connection,
+    endpoint: &Endpoint,
+) -> Result<String, String> {
     let v = conn
         .call(
             endpoint,
@@ -264,7 +271,7 @@ fn b64(v: &Value, field: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Builds the request body and checks the operation's result once, end to end.
-async fn prepare(
+pub(super) async fn prepare(
     conn: &mut Connection,
     endpoint: &Endpoint,
     op: BenchOp,

@@ -22,6 +22,7 @@ mod client;
 mod proc;
 mod raw;
 mod report;
+mod soak;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -160,6 +161,21 @@ pub struct BenchArgs {
     /// CI smoke run: small bounds, correctness checks, fails on any error; no timing checks.
     #[arg(long)]
     pub smoke: bool,
+    /// Soak instead of the matrix: a mixed workload (every --ops operation at every --sizes,
+    /// plus key, alias and grant churn) for this many seconds, sampled every
+    /// --sample-seconds, ending with a verdict on whether RSS, open descriptors, p99 latency
+    /// and the error rate stayed flat. No raw ceiling.
+    #[arg(long, value_name = "SECONDS")]
+    pub soak_seconds: Option<u64>,
+    /// Soak: seconds between two samples.
+    #[arg(long, default_value_t = 30)]
+    pub sample_seconds: u64,
+    /// Soak: samples left out of the verdict at the start (caches and pools filling).
+    #[arg(long, default_value_t = 2)]
+    pub warmup_samples: usize,
+    /// Soak: connections (one of them churns keys, aliases and grants).
+    #[arg(long, default_value_t = 8)]
+    pub soak_concurrency: usize,
 }
 
 impl BenchArgs {
@@ -180,6 +196,9 @@ pub fn run(mut args: BenchArgs) -> Result<bool, String> {
         return Err("--delay-us needs --module pointing at the network-HSM emulator".into());
     }
     println!("# p11kms bench  (load at start: {})", proc::load_average());
+    if args.soak_seconds.is_some() {
+        return run_soak(&args);
+    }
     if let Some(endpoint) = &args.endpoint {
         let endpoint = Endpoint::parse(endpoint, &args)?;
         let runtime = runtime()?;
@@ -200,6 +219,45 @@ pub fn run(mut args: BenchArgs) -> Result<bool, String> {
     };
     let result = run_local(&args, &data_dir);
     if temp && !args.keep_data {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    } else {
+        println!("# data directory kept: {}", data_dir.display());
+    }
+    result
+}
+
+/// `--soak-seconds`: against `--endpoint`, or a gateway started on a fresh data directory.
+fn run_soak(args: &BenchArgs) -> Result<bool, String> {
+    let runtime = runtime()?;
+    if let Some(endpoint) = &args.endpoint {
+        let endpoint = Endpoint::parse(endpoint, args)?;
+        return runtime.block_on(soak::run(&endpoint, args.server_pid, args));
+    }
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("p11kms-soak-{}", uuid::Uuid::new_v4())),
+    };
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let result = (|| {
+        let gateway = proc::Gateway::start(args, &data_dir, 0)?;
+        println!(
+            "# gateway pid {} ready in {:.0} ms (pool {})",
+            gateway.pid(),
+            gateway.startup.as_secs_f64() * 1000.0,
+            args.pool_size
+        );
+        let endpoint = Endpoint::parse(&gateway.url, args)?;
+        let flat = runtime.block_on(soak::run(&endpoint, Some(gateway.pid()), args));
+        if let Some(kib) = gateway.peak_rss_kib() {
+            println!("# gateway peak RSS (VmHWM) {:.1} MiB", kib as f64 / 1024.0);
+        }
+        if let Some(status) = gateway.stop() {
+            println!("# gateway exit: {status}");
+        }
+        flat
+    })();
+    if args.data_dir.is_none() && !args.keep_data {
         let _ = std::fs::remove_dir_all(&data_dir);
     } else {
         println!("# data directory kept: {}", data_dir.display());

@@ -157,3 +157,30 @@ impl Drop for Gateway {
         }
     }
 }
+
+/// A `/proc/<pid>/status` field in its first unit (kB for memory), e.g. `VmRSS`, `Threads`.
+fn status_field(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Resident set size now (VmRSS) in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_field(pid, "VmRSS")
+}
+
+/// Threads of the process now.
+pub fn threads(pid: u32) -> Option<u64> {
+    status_field(pid, "Threads")
+}
+
+/// Open file descriptors of the process now (entries of `/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|dir| dir.count())
+}

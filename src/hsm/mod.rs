@@ -809,6 +809,8 @@ impl Hsm {
             }
             *busy = true;
         }
+        // With the line that ends it, this tells from the log whether a crash hit a recycle.
+        tracing::debug!("recycling the PKCS#11 library");
         self.operations.store(0, Ordering::Relaxed);
         let taken = self
             .current

@@ -24,15 +24,24 @@ pub const SOFTHSM_MODULE_CANDIDATES: &[&str] = &[
     "/usr/lib64/pkcs11/libsofthsm2.so",
 ];
 
+/// Under the data directory: a copy of each token's `token.object` (see
+/// [`EmbeddedSoftHsm::keep_token_files`]).
+const TOKEN_FILE_COPIES: &str = "token-copies";
+/// The file in which SoftHSM2's file object store keeps a token's label, PIN blobs and flags.
+const TOKEN_FILE: &str = "token.object";
+
 /// A SoftHSM2 configuration under the data directory.
 pub struct EmbeddedSoftHsm {
     pub conf_path: PathBuf,
     pub user_pin_path: PathBuf,
     so_pin_path: PathBuf,
+    token_dir: PathBuf,
+    copies_dir: PathBuf,
 }
 
 impl EmbeddedSoftHsm {
-    /// Writes `softhsm2.conf` and the token directory if missing. The caller must export
+    /// Writes `softhsm2.conf` and the token directory if missing, and repairs token files
+    /// torn by a crash ([`EmbeddedSoftHsm::keep_token_files`]). The caller must export
     /// `SOFTHSM2_CONF` before the module is loaded.
     pub fn prepare(data_dir: &Path) -> Result<Self, String> {
         let token_dir = data_dir.join("tokens");
@@ -55,11 +64,130 @@ impl EmbeddedSoftHsm {
             fs::write(&conf_path, text)
                 .map_err(|e| format!("cannot write {}: {e}", conf_path.display()))?;
         }
-        Ok(EmbeddedSoftHsm {
+        let embedded = EmbeddedSoftHsm {
             conf_path,
             user_pin_path: data_dir.join("user.pin"),
             so_pin_path: data_dir.join("so.pin"),
-        })
+            token_dir,
+            copies_dir: data_dir.join(TOKEN_FILE_COPIES),
+        };
+        for repaired in embedded.repair_token_files()? {
+            tracing::warn!(
+                file = %repaired.display(),
+                "the token file was torn by a crash during a PKCS#11 login; it was put back from the copy taken at the last start"
+            );
+        }
+        let removed = embedded.remove_unfinished_objects()?;
+        if removed > 0 {
+            tracing::warn!(
+                removed,
+                "removed empty token object files left by a crash during an object's creation"
+            );
+        }
+        Ok(embedded)
+    }
+
+    /// SoftHSM2's file store creates a token object's file empty and writes its attributes
+    /// when the object is complete; a process killed in between leaves an empty `<id>.object`
+    /// (and its `.lock`). Such a file holds no key and no attribute, SoftHSM2 skips it, and
+    /// no store row names it (a key's row is written only after its object is complete), but
+    /// every crash during a key creation or rotation would leave one more. They are removed
+    /// here, before the library is loaded; the token directory belongs to this gateway alone.
+    fn remove_unfinished_objects(&self) -> Result<usize, String> {
+        let mut removed = 0;
+        for token in self.token_directories()? {
+            let entries = fs::read_dir(&token)
+                .map_err(|e| format!("cannot read {}: {e}", token.display()))?;
+            for entry in entries.filter_map(|e| e.ok()) {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let empty = entry.metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
+                if name == TOKEN_FILE || !name.ends_with(".object") || !empty {
+                    continue;
+                }
+                fs::remove_file(&path)
+                    .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+                let _ = fs::remove_file(path.with_extension("lock"));
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The token directories SoftHSM2 made (one per token), each holding a `token.object`.
+    fn token_directories(&self) -> Result<Vec<PathBuf>, String> {
+        let entries = fs::read_dir(&self.token_dir)
+            .map_err(|e| format!("cannot read {}: {e}", self.token_dir.display()))?;
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok())
+            .map(|entry| entry.path())
+            .filter(|path| path.join(TOKEN_FILE).exists())
+            .collect();
+        dirs.sort();
+        Ok(dirs)
+    }
+
+    fn copy_of(&self, token: &Path) -> Option<PathBuf> {
+        token
+            .file_name()
+            .map(|name| self.copies_dir.join(name).with_extension(TOKEN_FILE))
+    }
+
+    /// SoftHSM2's file object store rewrites a token's `token.object` in place (truncate,
+    /// then write) at every successful `C_Login`, to store the PIN-count flags. A process
+    /// killed inside that window leaves the file empty or short; SoftHSM2 then no longer
+    /// lists the token, and every key in it is out of reach. The gateway keeps a copy of
+    /// each token's file ([`EmbeddedSoftHsm::keep_token_files`]); here, before the library
+    /// is loaded, a file shorter than its copy is put back from it (the rewrite writes the
+    /// same attributes at the same sizes, so a whole file is never shorter). The copy may
+    /// hold older PIN-count flags, which only say whether the last login failed. Returns the
+    /// files repaired.
+    fn repair_token_files(&self) -> Result<Vec<PathBuf>, String> {
+        let mut repaired = Vec::new();
+        for token in self.token_directories()? {
+            let Some(copy) = self.copy_of(&token) else {
+                continue;
+            };
+            let Ok(kept) = fs::read(&copy) else {
+                continue;
+            };
+            let file = token.join(TOKEN_FILE);
+            let len = fs::metadata(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+                .len();
+            if len < kept.len() as u64 {
+                write_synced(&file, &kept)?;
+                repaired.push(file);
+            }
+        }
+        Ok(repaired)
+    }
+
+    /// Copies each token's `token.object` aside, for [`EmbeddedSoftHsm::repair_token_files`].
+    /// Call it after the gateway has logged in and before anything else can log in: the file
+    /// is whole then, since SoftHSM2 finished rewriting it before `C_Login` returned. The copy
+    /// is written to a temporary file, synced and renamed, so it is never torn itself.
+    pub fn keep_token_files(&self) -> Result<(), String> {
+        let fail = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
+        fs::create_dir_all(&self.copies_dir).map_err(|e| fail(&self.copies_dir, e))?;
+        let _ = fs::set_permissions(&self.copies_dir, fs::Permissions::from_mode(0o700));
+        for token in self.token_directories()? {
+            let Some(copy) = self.copy_of(&token) else {
+                continue;
+            };
+            let file = token.join(TOKEN_FILE);
+            let bytes = fs::read(&file).map_err(|e| fail(&file, e))?;
+            if fs::read(&copy).is_ok_and(|kept| kept == bytes) {
+                continue;
+            }
+            let temporary = copy.with_extension("tmp");
+            write_synced(&temporary, &bytes)?;
+            fs::rename(&temporary, &copy).map_err(|e| fail(&copy, e))?;
+            if let Ok(dir) = fs::File::open(&self.copies_dir) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
     }
 
     /// The user PIN, generated on first start.
@@ -84,6 +212,29 @@ impl EmbeddedSoftHsm {
     ) -> Result<bool, String> {
         if find_token(pkcs11, label).is_ok() {
             return Ok(false);
+        }
+        // A token SoftHSM2 cannot read any more (a damaged token file) must never be replaced
+        // by a new, empty one: its keys would be gone without a word. Only an operator can
+        // decide what to do with it.
+        let directories = self.token_directories()?;
+        let readable = pkcs11
+            .get_slots_with_token()
+            .map_err(|e| format!("C_GetSlotList: {e}"))?
+            .into_iter()
+            .filter(|slot| {
+                pkcs11
+                    .get_token_info(*slot)
+                    .is_ok_and(|info| info.token_initialized())
+            })
+            .count();
+        if readable < directories.len() {
+            return Err(format!(
+                "{} holds {} token directories but SoftHSM2 reads only {readable} tokens, and none labelled '{label}': \
+                 a token file is damaged (no copy of it was found in {}); not initialising a new token over it",
+                self.token_dir.display(),
+                directories.len(),
+                self.copies_dir.display()
+            ));
         }
         let so_pin = read_or_create_pin(&self.so_pin_path)?;
         let user_pin = self.user_pin()?;
@@ -117,6 +268,20 @@ impl EmbeddedSoftHsm {
         let _ = session.logout();
         Ok(true)
     }
+}
+
+/// Writes `bytes` to `path` (mode 0600) and syncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    file.write_all(bytes).map_err(fail)?;
+    file.sync_all().map_err(fail)
 }
 
 /// The first SoftHSM2 library found on this machine.

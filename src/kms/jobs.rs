@@ -14,6 +14,8 @@ pub fn run_due_jobs(service: &KmsService) {
     match service.store.keys_due_for_deletion(now) {
         Ok(keys) => {
             for key in keys {
+                // Begin and end lines tell from the log whether a crash hit a job's work.
+                tracing::debug!(key_id = %key.key_id, "deleting a key whose waiting period ended");
                 match delete_key_now(service, &key.key_id, now) {
                     Ok(true) => {
                         tracing::info!(key_id = %key.key_id, "key deleted after its waiting period")
@@ -32,6 +34,7 @@ pub fn run_due_jobs(service: &KmsService) {
     match service.store.keys_due_for_rotation(now) {
         Ok(keys) => {
             for key in keys {
+                tracing::debug!(key_id = %key.key_id, "rotating a key automatically");
                 match service.rotate(&key, MaterialOrigin::Automatic, Some(now)) {
                     Ok(Some(material)) => {
                         tracing::info!(key_id = %key.key_id, %material, "key rotated automatically")
