@@ -55,7 +55,10 @@ pub fn api_request(data: &[u8]) {
         if let (Err(KmsError::Validation(a)), Err(KmsError::Validation(b))) =
             (&normalised_outcome, &masked_outcome)
         {
-            assert_eq!(a, b, "{operation:?}: the message depends on the {name} value");
+            assert_eq!(
+                a, b,
+                "{operation:?}: the message depends on the {name} value"
+            );
         }
     }
 }

@@ -47,7 +47,10 @@ fn document(text: &str, request: &str) {
         key.is_err() || identity.is_err(),
         "a document is both a key and an identity policy"
     );
-    for refused in [&key, &identity].into_iter().filter_map(|r| r.as_ref().err()) {
+    for refused in [&key, &identity]
+        .into_iter()
+        .filter_map(|r| r.as_ref().err())
+    {
         let message = &refused.0;
         assert!(!message.is_empty());
         assert!(
@@ -96,9 +99,7 @@ fn document(text: &str, request: &str) {
         if kind == PolicyKind::Identity {
             assert_ne!(evaluation.allow, AllowMatch::Account);
         }
-        let normalised = normalised
-            .as_deref()
-            .expect("an accepted document is JSON");
+        let normalised = normalised.as_deref().expect("an accepted document is JSON");
         let again = PolicyDocument::parse(normalised, kind)
             .unwrap_or_else(|e| panic!("accepted, but refused once re-serialised: {e}"));
         assert_eq!(again.evaluate(&context), evaluation);

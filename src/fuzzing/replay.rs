@@ -44,7 +44,10 @@ fn replay(kind: &str, name: &str, target: Target) -> usize {
 fn corpora_replay_cleanly() {
     for (name, target) in TARGETS {
         let ran = replay("corpus", name, *target);
-        assert!(ran >= 3, "fuzz/corpus/{name} has {ran} files; the seeds are missing");
+        assert!(
+            ran >= 3,
+            "fuzz/corpus/{name} has {ran} files; the seeds are missing"
+        );
     }
 }
 

@@ -74,16 +74,16 @@ fn check_refusal(e: &KmsError, parts: &http::request::Parts) {
         other => panic!("verification gave {other:?}"),
     };
     assert_eq!(e.wire().status, 400);
-    assert!(!contains(&message, SECRET), "the message carries the secret");
+    assert!(
+        !contains(&message, SECRET),
+        "the message carries the secret"
+    );
     for value in parts.headers.get_all(AUTHORIZATION) {
         let Ok(text) = value.to_str() else { continue };
         let Some((before, signature)) = text.split_once("Signature=") else {
             continue;
         };
-        let signature = signature
-            .split([',', ' ', '\t'])
-            .next()
-            .unwrap_or_default();
+        let signature = signature.split([',', ' ', '\t']).next().unwrap_or_default();
         // A message may echo other parts of the request (the credential scope, a date); the
         // signature only counts when it occurs nowhere else.
         let echoed_elsewhere = contains(before, signature)
