@@ -127,12 +127,26 @@ fn request_from(data: &[u8]) -> Option<(http::request::Parts, &[u8])> {
 }
 
 /// The request signed by `aws-sigv4` with default settings, or `None` where it cannot sign
-/// it (header values that are not UTF-8, a URI it does not parse).
+/// it as sent (header values that are not UTF-8, a URI it does not parse) or where the two
+/// sides deliberately differ:
+/// - a request target that is not origin-form (`/path?query`): `aws-sigv4` panics on some
+///   (`adding query should not invalidate URI`, found by this target), and an HTTP/1.1 client
+///   talking to the server, as every SDK does, sends origin-form;
+/// - a query whose percent-decoded bytes are not UTF-8: `aws-sigv4` replaces them with U+FFFD
+///   before encoding, so `%9F` and `%9E` sign alike; the verifier signs the bytes as sent,
+///   which keeps distinct queries distinct. SDKs encode UTF-8 strings, so never send these.
 fn signed_like_sdk(
     parts: &http::request::Parts,
     body: &[u8],
     now: SystemTime,
 ) -> Option<http::request::Parts> {
+    let uri = &parts.uri;
+    let origin_form =
+        uri.scheme().is_none() && uri.authority().is_none() && uri.path().starts_with('/');
+    let query = uri.query().unwrap_or("");
+    if !origin_form || std::str::from_utf8(&percent_decoded(query)).is_err() {
+        return None;
+    }
     let mut request = http::Request::from_parts(parts.clone(), ());
     for name in SIGNER_HEADERS {
         request.headers_mut().remove(*name);
@@ -168,4 +182,29 @@ fn signed_like_sdk(
     };
     instructions.apply_to_request_http1x(&mut request);
     Some(request.into_parts().0)
+}
+
+/// `%XX` escapes decoded; anything else, malformed escapes included, kept as it is.
+fn percent_decoded(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let escape = bytes
+            .get(i + 1..i + 3)
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (b, escape) {
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
