@@ -270,6 +270,13 @@ cargo_test() {
     cargo test --release 2>&1 | tee "$LOG_DIR/cargo-test.log"
 }
 
+# The fuzz smoke: every committed fuzz corpus file and saved crash through the fuzz targets,
+# as a cargo test (AFL++ is not needed; see scripts/fuzz.sh and the README's "Fuzzing").
+fuzz_smoke() {
+    set -o pipefail
+    scripts/fuzz.sh replay 2>&1 | tee "$LOG_DIR/fuzz-smoke.log"
+}
+
 e2e() {
     P11KMS_BIN="$TARGET_DIR/release/p11kms" \
         "$VENV/bin/python" -m pytest tests/e2e -ra -p no:cacheprovider \

@@ -9,7 +9,8 @@
 //! - [`auth`]: SigV4 verification against the credential table;
 //! - [`config`], [`server`]: configuration and start-up;
 //! - [`tls`]: rustls, the PEM files, client certificates (mTLS) and the HTTPS accept loop;
-//! - [`bench`]: the load generator and raw-ceiling benchmark (`p11kms bench`).
+//! - [`bench`]: the load generator and raw-ceiling benchmark (`p11kms bench`);
+//! - `fuzzing` (tests and the `fuzzing` feature only): the fuzz targets that `fuzz/` runs.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -17,6 +18,10 @@ pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod error;
+/// Fuzz targets (tests and the `fuzzing` feature only; see `fuzz/`).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hsm;
 pub mod kms;
 pub mod listener;

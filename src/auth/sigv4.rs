@@ -244,14 +244,7 @@ impl SigV4Verifier {
 
         // 7. Canonical request, string to sign, signature.
         let canonical = canonical_request(parts, &signed_headers, &payload_hash);
-        let string_to_sign = format!(
-            "{ALGORITHM}\n{}\n{}/{}/{}/{TERMINATOR}\n{}",
-            request_time.amz_date(),
-            request_day,
-            self.region,
-            self.service,
-            hex::encode(Sha256::digest(&canonical))
-        );
+        let string_to_sign = string_to_sign(&request_time, &self.region, self.service, &canonical);
         let signing_key = self.signing_key(generation, &credential, &request_time)?;
         let expected = Zeroizing::new(aws_sigv4::sign::v4::calculate_signature(
             &signing_key.0[..],
@@ -681,6 +674,21 @@ fn check_skew(request: &RequestTime, now: SystemTime) -> Result<(), KmsError> {
 // ------------------------------------------------------------------------------------------
 // Canonical request
 // ------------------------------------------------------------------------------------------
+
+/// `AWS4-HMAC-SHA256 \n <amz-date> \n <scope> \n hex(SHA-256(canonical request))`.
+fn string_to_sign(
+    request_time: &RequestTime,
+    region: &str,
+    service: &str,
+    canonical_request: &[u8],
+) -> String {
+    format!(
+        "{ALGORITHM}\n{}\n{}/{region}/{service}/{TERMINATOR}\n{}",
+        request_time.amz_date(),
+        request_time.date_stamp(),
+        hex::encode(Sha256::digest(canonical_request))
+    )
+}
 
 /// The SigV4 canonical request, as bytes (header values need not be UTF-8).
 fn canonical_request(
@@ -1482,3 +1490,6 @@ mod tests {
         assert_eq!(unix_seconds(UNIX_EPOCH - Duration::from_millis(1500)), -2);
     }
 }
+
+#[cfg(test)]
+mod suite;

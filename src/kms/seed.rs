@@ -114,7 +114,18 @@ struct Planned {
 pub fn read_seed_file(path: &Path) -> Result<SeedFile, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the seed file {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("seed file {}: {e}", path.display()))
+    parse_seed(&text).map_err(|e| format!("seed file {}: {e}", path.display()))
+}
+
+/// Parses seed file text (TOML); the fields are checked by [`validate_seed`].
+pub fn parse_seed(text: &str) -> Result<SeedFile, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+/// Checks every declared key, without the store or the token: what [`apply_seed`] refuses
+/// before it creates anything.
+pub fn validate_seed(seed: &SeedFile, default_account: &str) -> Result<(), String> {
+    plan_all(seed, default_account).map(drop)
 }
 
 /// Tells the HSM layer about every adopted material the store records. Call at start-up
@@ -135,18 +146,7 @@ pub fn apply_seed(
     seed: &SeedFile,
     default_account: &str,
 ) -> Result<SeedOutcome, String> {
-    let planned = seed
-        .keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| plan(k, default_account).map_err(|e| format!("seed key #{}: {e}", i + 1)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut seen = std::collections::HashSet::new();
-    for p in &planned {
-        if !seen.insert(p.key_id) {
-            return Err(format!("seed: key {} is declared twice", p.key_id));
-        }
-    }
+    let planned = plan_all(seed, default_account)?;
     let mut outcome = SeedOutcome::default();
     for p in &planned {
         let what = format!("seed key {}", p.key_id);
@@ -181,6 +181,23 @@ pub fn apply_seed(
         }
     }
     Ok(outcome)
+}
+
+/// Every declared key validated, or the first reason the file is refused.
+fn plan_all(seed: &SeedFile, default_account: &str) -> Result<Vec<Planned>, String> {
+    let planned = seed
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| plan(k, default_account).map_err(|e| format!("seed key #{}: {e}", i + 1)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = std::collections::HashSet::new();
+    for p in &planned {
+        if !seen.insert(p.key_id) {
+            return Err(format!("seed: key {} is declared twice", p.key_id));
+        }
+    }
+    Ok(planned)
 }
 
 fn plan(k: &SeedKey, default_account: &str) -> Result<Planned, String> {

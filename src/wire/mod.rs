@@ -11,6 +11,9 @@ mod dispatch;
 mod workers;
 
 pub use body::{PendingWipes, WipeCounters};
+/// Decoding and validation of a request body, exactly as the handler does it (the fuzz
+/// target of every operation's request goes through here).
+pub use dispatch::prepare;
 pub use workers::{CoreWorkers, Lanes, Scheduling};
 
 use std::net::SocketAddr;
