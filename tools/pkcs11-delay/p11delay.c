@@ -21,7 +21,7 @@
  * (write a new one, then rename it over the old: readers never see half a file). A missing
  * file means no fault. The file holds `key=value` words; `#` starts a comment:
  *
- *   fault=none|device_error|session_invalid|token_removed|hang
+ *   fault=none|device_error|session_invalid|token_removed|hang|logout
  *   until_ms=<ms>     wall-clock end of the fault (CLOCK_REALTIME, ms since the epoch);
  *                     without it the fault lasts until the file changes
  *   rv=<ckr>          the CKR the fault returns (device_error and hang: CKR_DEVICE_ERROR,
@@ -45,14 +45,18 @@
  *                    CKF_TOKEN_PRESENT, until the token is back;
  *   hang             every call on a session, and C_OpenSession, sleeps hang_ms first (the
  *                    whole time, even if the fault ends meanwhile, as a request lost on the
- *                    network waits for its timeout).
+ *                    network waits for its timeout);
+ *   logout           once, when read: the application is logged out of the token (C_Logout
+ *                    on one live session) while its sessions stay open, as an HSM that
+ *                    dropped its login does.
  * C_Initialize, C_Finalize, C_GetInfo and C_CloseSession never fail by injection.
  *
  * Session handles: the module hands out handles of its own and maps them to the real
  * module's, so that a handle it invalidated stays invalid even after the real module
  * reuses the number. A call already inside the real module when its session is
- * invalidated may still complete (a network HSM's answer can be in flight too). One slot
- * is assumed: C_CloseAllSessions forgets every session.
+ * invalidated runs to its end, but its caller gets the invalidation's CKR (the answer is
+ * lost, as a network HSM's can be); the real session is closed once no call is inside it.
+ * One slot is assumed: C_CloseAllSessions forgets every session.
  *
  * Built by tools/pkcs11-delay/build.sh. Standard C11 plus POSIX (stat, nanosleep,
  * clock_gettime) and libdl.
@@ -140,10 +144,28 @@ struct session_slot {
     atomic_ulong generation;
     atomic_int state;
     atomic_ulong real_handle;
+    /* Calls inside the real module on this session now. An invalidated session is closed
+     * in the real module by whoever leaves it last, never under a call. */
+    atomic_int busy;
+    atomic_int real_closed;
+    /* What calls on an invalidated session return, those in flight at the time too. */
+    atomic_ulong dead_rv;
 };
 
 static struct session_slot sessions[SLOTS];
 static atomic_uint next_slot;
+
+static struct session_slot *slot_of(CK_SESSION_HANDLE handle)
+{
+    return &sessions[handle & (SLOTS - 1)];
+}
+
+static void close_real_once(struct session_slot *s)
+{
+    int open = 0;
+    if (atomic_compare_exchange_strong(&s->real_closed, &open, 1))
+        real->C_CloseSession(atomic_load(&s->real_handle));
+}
 
 /* Records a real session and returns the handle the caller gets, or 0 when full. */
 static CK_SESSION_HANDLE remember_session(CK_SESSION_HANDLE real_handle)
@@ -156,6 +178,9 @@ static CK_SESSION_HANDLE remember_session(CK_SESSION_HANDLE real_handle)
         if (!atomic_compare_exchange_strong(&s->state, &expected, SLOT_CLAIMED))
             continue;
         atomic_store(&s->real_handle, real_handle);
+        atomic_store(&s->busy, 0);
+        atomic_store(&s->real_closed, 0);
+        atomic_store(&s->dead_rv, CKR_SESSION_HANDLE_INVALID);
         unsigned long generation = atomic_fetch_add(&s->generation, 1) + 1;
         atomic_store(&s->state, SLOT_LIVE);
         return ((CK_SESSION_HANDLE)generation << SLOT_BITS) | slot;
@@ -163,25 +188,39 @@ static CK_SESSION_HANDLE remember_session(CK_SESSION_HANDLE real_handle)
     return CK_INVALID_HANDLE;
 }
 
-/* The real handle behind a live handle. */
-static CK_RV translate_session(CK_SESSION_HANDLE handle, CK_SESSION_HANDLE *real_handle)
+/* Enters a call on a live handle: its real handle, and the session counted busy. */
+static CK_RV enter_session(CK_SESSION_HANDLE handle, CK_SESSION_HANDLE *real_handle)
 {
-    struct session_slot *s = &sessions[handle & (SLOTS - 1)];
+    struct session_slot *s = slot_of(handle);
     unsigned long generation = handle >> SLOT_BITS;
-    if (atomic_load(&s->generation) != generation)
+    if (atomic_load(&s->generation) != generation || atomic_load(&s->state) != SLOT_LIVE)
         return CKR_SESSION_HANDLE_INVALID;
-    int state = atomic_load(&s->state);
-    CK_SESSION_HANDLE found = atomic_load(&s->real_handle);
-    if (state != SLOT_LIVE || atomic_load(&s->generation) != generation)
+    atomic_fetch_add(&s->busy, 1);
+    if (atomic_load(&s->generation) != generation || atomic_load(&s->state) != SLOT_LIVE) {
+        if (atomic_fetch_sub(&s->busy, 1) == 1 && atomic_load(&s->state) == SLOT_DEAD)
+            close_real_once(s);
         return CKR_SESSION_HANDLE_INVALID;
-    *real_handle = found;
+    }
+    *real_handle = atomic_load(&s->real_handle);
     return CKR_OK;
+}
+
+/* Leaves a call: the real module's answer, unless the session was invalidated meanwhile. */
+static CK_RV leave_session(CK_SESSION_HANDLE handle, CK_RV rv)
+{
+    struct session_slot *s = slot_of(handle);
+    int last = atomic_fetch_sub(&s->busy, 1) == 1;
+    if (atomic_load(&s->state) != SLOT_DEAD)
+        return rv;
+    if (last)
+        close_real_once(s);
+    return (CK_RV)atomic_load(&s->dead_rv);
 }
 
 /* Closes a handle: the real session too if it is still open. */
 static CK_RV close_session(CK_SESSION_HANDLE handle)
 {
-    struct session_slot *s = &sessions[handle & (SLOTS - 1)];
+    struct session_slot *s = slot_of(handle);
     unsigned long generation = handle >> SLOT_BITS;
     int state = SLOT_LIVE;
     int was_live = atomic_compare_exchange_strong(&s->state, &state, SLOT_CLAIMED);
@@ -195,25 +234,50 @@ static CK_RV close_session(CK_SESSION_HANDLE handle)
         return CKR_SESSION_HANDLE_INVALID;
     }
     atomic_fetch_add(&s->generation, 1);
-    CK_RV rv = was_live ? real->C_CloseSession(atomic_load(&s->real_handle))
-                        : CKR_SESSION_HANDLE_INVALID;
+    CK_RV rv = CKR_SESSION_HANDLE_INVALID;
+    int open = 0;
+    if (atomic_compare_exchange_strong(&s->real_closed, &open, 1)) {
+        CK_RV closed = real->C_CloseSession(atomic_load(&s->real_handle));
+        if (was_live)
+            rv = closed;
+    }
     atomic_store(&s->state, SLOT_FREE);
     return rv;
 }
 
-/* Closes every live session in the real module; their handles stay invalid. */
-static unsigned invalidate_sessions(void)
+/* Invalidates every live session: later calls on it, and those in flight, return `rv`; the
+ * real session is closed (with its session objects) once no call is inside it. */
+static unsigned invalidate_sessions(CK_RV rv)
 {
-    unsigned closed = 0;
+    unsigned invalidated = 0;
     for (unsigned slot = 0; slot < SLOTS; slot++) {
         struct session_slot *s = &sessions[slot];
+        if (atomic_load(&s->state) != SLOT_LIVE)
+            continue;
+        atomic_store(&s->dead_rv, rv);
         int state = SLOT_LIVE;
         if (!atomic_compare_exchange_strong(&s->state, &state, SLOT_DEAD))
             continue;
-        real->C_CloseSession(atomic_load(&s->real_handle));
-        closed++;
+        if (atomic_load(&s->busy) == 0)
+            close_real_once(s);
+        invalidated++;
     }
-    return closed;
+    return invalidated;
+}
+
+/* Logs the application out of the token through one live session; its sessions stay open.
+ * Returns whether a session was there to do it. */
+static unsigned log_out(void)
+{
+    for (unsigned slot = 0; slot < SLOTS; slot++) {
+        struct session_slot *s = &sessions[slot];
+        if (atomic_load(&s->state) != SLOT_LIVE)
+            continue;
+        CK_RV rv = real->C_Logout(atomic_load(&s->real_handle));
+        if (rv == CKR_OK || rv == CKR_USER_NOT_LOGGED_IN)
+            return 1;
+    }
+    return 0;
 }
 
 /* After C_Finalize or C_CloseAllSessions: the real module has no sessions any more. */
@@ -233,7 +297,14 @@ static void forget_sessions(void)
 
 /* === faults switched at run time (control file) === */
 
-enum fault_kind { FAULT_NONE, FAULT_DEVICE_ERROR, FAULT_SESSION_INVALID, FAULT_TOKEN_REMOVED, FAULT_HANG };
+enum fault_kind {
+    FAULT_NONE,
+    FAULT_DEVICE_ERROR,
+    FAULT_SESSION_INVALID,
+    FAULT_TOKEN_REMOVED,
+    FAULT_HANG,
+    FAULT_LOGOUT,
+};
 
 /* One reading of the control file. Published by pointer and never freed: a reader may
  * still hold the old one, and a test changes the file a few dozen times at most. */
@@ -265,6 +336,7 @@ static const char *fault_name(enum fault_kind kind)
     case FAULT_SESSION_INVALID: return "session_invalid";
     case FAULT_TOKEN_REMOVED: return "token_removed";
     case FAULT_HANG: return "hang";
+    case FAULT_LOGOUT: return "logout";
     default: return "none";
     }
 }
@@ -301,6 +373,8 @@ static void parse_control(struct fault *f, char *text)
                     f->kind = FAULT_TOKEN_REMOVED;
                 else if (strcmp(val, "hang") == 0)
                     f->kind = FAULT_HANG;
+                else if (strcmp(val, "logout") == 0)
+                    f->kind = FAULT_LOGOUT;
                 else if (strcmp(val, "none") != 0)
                     fprintf(stderr, "p11delay: control file: unknown fault '%s'\n", val);
             } else if (strcmp(key, "until_ms") == 0) {
@@ -356,9 +430,13 @@ static void apply_control(const struct stat *st)
     atomic_store(&active_fault, f);
     unsigned closed = 0;
     int running = f->until_ms == 0 || now < f->until_ms;
-    if (running && (f->kind == FAULT_SESSION_INVALID || f->kind == FAULT_TOKEN_REMOVED))
-        closed = invalidate_sessions();
-    fprintf(stderr, "p11delay: fault=%s rv=0x%lx until_ms=%llu (%s); %u sessions invalidated\n",
+    if (running && f->kind == FAULT_SESSION_INVALID)
+        closed = invalidate_sessions(CKR_SESSION_HANDLE_INVALID);
+    else if (running && f->kind == FAULT_TOKEN_REMOVED)
+        closed = invalidate_sessions(f->rv);
+    else if (running && f->kind == FAULT_LOGOUT)
+        closed = log_out(); /* none open (as after a reload of this module): nothing to do */
+    fprintf(stderr, "p11delay: fault=%s rv=0x%lx until_ms=%llu (%s); %u sessions affected\n",
             fault_name(f->kind), (unsigned long)f->rv, (unsigned long long)f->until_ms,
             running ? "in force" : "already over", closed);
 }
@@ -393,7 +471,7 @@ static void poll_control(void)
         uint64_t wall = clock_ms(CLOCK_REALTIME);
         if (wall >= f->next_invalidation_ms) {
             f->next_invalidation_ms = wall + f->every_ms;
-            unsigned closed = invalidate_sessions();
+            unsigned closed = invalidate_sessions(CKR_SESSION_HANDLE_INVALID);
             fprintf(stderr, "p11delay: session_invalid again; %u sessions invalidated\n", closed);
         }
     }
@@ -430,8 +508,8 @@ static CK_RV fault_gate(void)
     }
 }
 
-/* Everything a call on a session goes through: the network hop (cryptographic calls),
- * the run-time fault, then the handle translation. */
+/* Everything a call on a session goes through before the real module: the network hop
+ * (cryptographic calls), the run-time fault, then the handle translation. */
 static CK_RV enter(CK_SESSION_HANDLE handle, int cryptographic, CK_SESSION_HANDLE *real_handle)
 {
     CK_RV rv;
@@ -439,7 +517,7 @@ static CK_RV enter(CK_SESSION_HANDLE handle, int cryptographic, CK_SESSION_HANDL
         return rv;
     if ((rv = fault_gate()) != CKR_OK)
         return rv;
-    return translate_session(handle, real_handle);
+    return enter_session(handle, real_handle);
 }
 
 /* === the wrappers === */
@@ -452,9 +530,8 @@ static CK_RV enter(CK_SESSION_HANDLE handle, int cryptographic, CK_SESSION_HANDL
         CK_RV rv = enter(s, cryptographic, &r);                          \
         if (rv != CKR_OK)                                                \
             return rv;                                                   \
-        if (real->C_##name == NULL)                                      \
-            return CKR_FUNCTION_NOT_SUPPORTED;                           \
-        return real->C_##name ARGS;                                      \
+        rv = real->C_##name == NULL ? CKR_FUNCTION_NOT_SUPPORTED : real->C_##name ARGS; \
+        return leave_session(s, rv);                                     \
     }
 
 typedef CK_SESSION_HANDLE S;
