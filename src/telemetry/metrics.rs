@@ -22,6 +22,8 @@ pub struct Metrics {
     pub throttled: IntCounter,
     pub hsm_reinitialisations: IntCounter,
     pub hsm_recycles: IntCounter,
+    pub hsm_operation_timeouts: IntCounter,
+    pub hsm_lost_sessions: IntCounter,
     pub keys: IntGaugeVec,
 }
 
@@ -74,6 +76,14 @@ impl Metrics {
             "p11kms_hsm_recycles_total",
             "Planned reinitialisations of the PKCS#11 library (hsm.recycle_after_operations)",
         )?;
+        let hsm_operation_timeouts = IntCounter::new(
+            "p11kms_hsm_operation_timeouts_total",
+            "HSM operations cut at hsm.operation_timeout_ms (answered DependencyTimeoutException)",
+        )?;
+        let hsm_lost_sessions = IntCounter::new(
+            "p11kms_hsm_lost_sessions_total",
+            "HSM sessions the token lost (session-scope failures), each replaced by a fresh one",
+        )?;
         let keys = IntGaugeVec::new(
             Opts::new("p11kms_keys", "KMS keys by key state"),
             &["state"],
@@ -86,6 +96,8 @@ impl Metrics {
         registry.register(Box::new(throttled.clone()))?;
         registry.register(Box::new(hsm_reinitialisations.clone()))?;
         registry.register(Box::new(hsm_recycles.clone()))?;
+        registry.register(Box::new(hsm_operation_timeouts.clone()))?;
+        registry.register(Box::new(hsm_lost_sessions.clone()))?;
         registry.register(Box::new(keys.clone()))?;
         Ok(Metrics {
             registry,
@@ -97,6 +109,8 @@ impl Metrics {
             throttled,
             hsm_reinitialisations,
             hsm_recycles,
+            hsm_operation_timeouts,
+            hsm_lost_sessions,
             keys,
         })
     }
@@ -143,6 +157,16 @@ pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
     let seen = metrics.hsm_recycles.get();
     if recycles > seen {
         metrics.hsm_recycles.inc_by(recycles - seen);
+    }
+    let timeouts = service.hsm().operation_timeouts();
+    let seen = metrics.hsm_operation_timeouts.get();
+    if timeouts > seen {
+        metrics.hsm_operation_timeouts.inc_by(timeouts - seen);
+    }
+    let lost = service.hsm().lost_sessions();
+    let seen = metrics.hsm_lost_sessions.get();
+    if lost > seen {
+        metrics.hsm_lost_sessions.inc_by(lost - seen);
     }
     if let Ok(counts) = service.store().count_keys_by_state() {
         for state in [
