@@ -119,6 +119,8 @@ pub struct HsmSection {
     pub pin_file: Option<PathBuf>,
     pub session_pool_size: Option<usize>,
     pub session_wait_ms: Option<u64>,
+    /// An HSM operation makes no further PKCS#11 call after this long (0: no limit).
+    pub operation_timeout_ms: Option<u64>,
     /// Reinitialise the PKCS#11 library after this many operations (0: never).
     pub recycle_after_operations: Option<u64>,
     /// Use session copies of key materials' secret keys (see `HsmConfig::session_key_copies`).
@@ -285,6 +287,8 @@ pub struct Config {
     pub pin: PinSource,
     pub session_pool_size: usize,
     pub session_wait: Duration,
+    /// `None`: no limit.
+    pub operation_timeout: Option<Duration>,
     pub recycle_after_operations: u64,
     pub session_key_copies: bool,
     pub store: StoreConfig,
@@ -428,6 +432,15 @@ impl Config {
                 .or(file.hsm.session_wait_ms)
                 .unwrap_or(2000),
         );
+        // A network HSM that stops answering must not hold a request for a call per call
+        // of its operation; 0 turns the limit off.
+        let operation_timeout = match parse_env("P11KMS_HSM_OPERATION_TIMEOUT_MS")?
+            .or(file.hsm.operation_timeout_ms)
+            .unwrap_or(5000)
+        {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
         // SoftHSM2 frees session objects only at C_Finalize (see `HsmConfig`); the embedded
         // token is SoftHSM2, other modules free them on C_DestroyObject.
         let recycle_after_operations = parse_env("P11KMS_HSM_RECYCLE_AFTER")?
@@ -550,6 +563,7 @@ impl Config {
             session_key_copies,
             session_wait,
             store,
+            operation_timeout,
             credentials,
             identity_policies,
             dev_credentials,

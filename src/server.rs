@@ -114,6 +114,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
             user_pin,
             pool_size: config.session_pool_size,
             session_wait: config.session_wait,
+            operation_timeout: config.operation_timeout,
             recycle_after_operations: config.recycle_after_operations,
             session_key_copies: config.session_key_copies,
         },

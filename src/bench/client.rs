@@ -41,6 +41,21 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn parse(url: &str, args: &BenchArgs) -> Result<Endpoint, String> {
+        Endpoint::new(
+            url,
+            &args.access_key_id,
+            &args.secret_access_key,
+            &args.region,
+        )
+    }
+
+    /// A gateway at `url` (`http://host:port`), signed for with this credential and region.
+    pub fn new(
+        url: &str,
+        access_key_id: &str,
+        secret_access_key: &str,
+        region: &str,
+    ) -> Result<Endpoint, String> {
         let host = url
             .strip_prefix("http://")
             .ok_or_else(|| format!("only http:// endpoints are supported: {url}"))?
@@ -53,9 +68,9 @@ impl Endpoint {
         Ok(Endpoint {
             addr,
             host,
-            access_key_id: args.access_key_id.clone(),
-            secret_access_key: args.secret_access_key.clone(),
-            region: args.region.clone(),
+            access_key_id: access_key_id.to_string(),
+            secret_access_key: secret_access_key.to_string(),
+            region: region.to_string(),
         })
     }
 
@@ -115,23 +130,24 @@ impl Endpoint {
     }
 }
 
-/// One keep-alive connection.
-pub(super) struct Connection {
+/// One keep-alive connection (also the load client of the fault matrix, `tests/faults`).
+pub struct Connection {
     sender: SendRequest<Full<Bytes>>,
 }
 
 /// A response: status, error type and body.
-pub(super) struct Reply {
-    pub(super) status: u16,
-    body: Bytes,
+pub struct Reply {
+    pub status: u16,
+    pub body: Bytes,
 }
 
 impl Reply {
-    fn json(&self) -> Result<Value, String> {
+    pub fn json(&self) -> Result<Value, String> {
         serde_json::from_slice(&self.body).map_err(|e| format!("bad JSON response: {e}"))
     }
 
-    pub(super) fn error_type(&self) -> String {
+    /// The AWS error code (`__type`), or empty when the body has none.
+    pub fn error_type(&self) -> String {
         self.json()
             .ok()
             .and_then(|v| v["__type"].as_str().map(str::to_owned))
@@ -151,7 +167,7 @@ impl Reply {
 }
 
 impl Connection {
-    pub(super) async fn open(endpoint: &Endpoint) -> Result<Connection, String> {
+    pub async fn open(endpoint: &Endpoint) -> Result<Connection, String> {
         let stream = TcpStream::connect(endpoint.addr)
             .await
             .map_err(|e| format!("connect {}: {e}", endpoint.addr))?;
@@ -185,7 +201,9 @@ impl Connection {
         Ok(Reply { status, body })
     }
 
-    pub(super) async fn call(
+    /// Sends `operation` with a JSON body, signed now. `Err` means no response came
+    /// (connection refused, reset or closed).
+    pub async fn call(
         &mut self,
         endpoint: &Endpoint,
         operation: &str,

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use crate::hsm::{find_softhsm_module, EmbeddedSoftHsm};
 
-pub use client::Endpoint;
+pub use client::{Connection, Endpoint, Reply};
 pub use report::{GatewayRow, RawRow};
 
 /// The operations the harness drives.

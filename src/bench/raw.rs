@@ -67,6 +67,7 @@ pub fn run_matrix(
             pool_size: args.pool_size,
             // Threads beyond the pool size wait their turn: the ceiling never throttles.
             session_wait: Duration::from_secs(60),
+            operation_timeout: None,
             recycle_after_operations: 0,
             // As the gateway does on the embedded SoftHSM2, which every bench runs on.
             session_key_copies: true,

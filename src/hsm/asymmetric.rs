@@ -17,7 +17,8 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use zeroize::Zeroizing;
 
 use super::{
-    bad_data, Half, Hsm, HsmError, OpError, Scope, SessionObject, TimedSession, OBJECT_LABEL_PREFIX,
+    bad_data, Half, Hsm, HsmError, OnLostSession, OpError, Scope, SessionObject, TimedSession,
+    OBJECT_LABEL_PREFIX,
 };
 use crate::error::KmsError;
 use crate::model::{KeyId, MaterialId};
@@ -267,10 +268,13 @@ impl Hsm {
             Attribute::Label(label),
         ];
         let mechanism = pair_template(kind, &mut public);
-        let (public_handle, private_handle) = self.with_key_pair_session(|s| {
-            s.generate_key_pair(&mechanism, &public, &private)
-                .map_err(HsmError::from)
-        })??;
+        // Not run again on a lost session: the pair may exist already (see
+        // `create_token_secret`).
+        let (public_handle, private_handle) =
+            self.with_key_pair_session(OnLostSession::Fail, |s| {
+                s.generate_key_pair(&mechanism, &public, &private)
+                    .map_err(HsmError::from)
+            })??;
         if let Some(token) = self.current_token() {
             let mut cache = token.materials_mut();
             cache.insert((*material, Half::Public), public_handle);
@@ -362,31 +366,31 @@ impl Hsm {
         destination_hash: OaepHash,
         limit: usize,
     ) -> Result<Option<Vec<u8>>, KmsError> {
-        let token = self.token()?;
-        let private = self.object_handle(&token, source, Half::Private)?;
-        let public = self.object_handle(&token, destination, Half::Public)?;
-        self.on_token(&token, |s| {
-            let secret = SessionObject::new(
-                s,
-                unwrap_secret(s, &source_hash.mechanism(), private, ciphertext)
-                    .map_err(bad_data)?,
-            );
-            let length = s
-                .get_attributes(secret.handle, &[AttributeType::ValueLen])?
-                .into_iter()
-                .find_map(|a| match a {
-                    Attribute::ValueLen(len) => usize::try_from(u64::from(len)).ok(),
-                    _ => None,
-                });
-            if length.is_none_or(|len| len > limit) {
-                return Ok(None);
-            }
-            Ok(Some(s.wrap_key(
-                &destination_hash.mechanism(),
-                public,
-                secret.handle,
-            )?))
-        })
+        self.with_objects(
+            [(source, Half::Private), (destination, Half::Public)],
+            |s, [private, public]| {
+                let secret = SessionObject::new(
+                    s,
+                    unwrap_secret(s, &source_hash.mechanism(), private, ciphertext)
+                        .map_err(bad_data)?,
+                );
+                let length = s
+                    .get_attributes(secret.handle, &[AttributeType::ValueLen])?
+                    .into_iter()
+                    .find_map(|a| match a {
+                        Attribute::ValueLen(len) => usize::try_from(u64::from(len)).ok(),
+                        _ => None,
+                    });
+                if length.is_none_or(|len| len > limit) {
+                    return Ok(None);
+                }
+                Ok(Some(s.wrap_key(
+                    &destination_hash.mechanism(),
+                    public,
+                    secret.handle,
+                )?))
+            },
+        )
         .map_err(OpError::into_kms)
     }
 
@@ -478,7 +482,7 @@ impl Hsm {
             Attribute::Derive(false),
         ];
         let mechanism = pair_template(kind, &mut public);
-        self.with_key_pair_session(|s| {
+        self.with_key_pair_session(OnLostSession::Retry, |s| {
             let (public_handle, private_handle) =
                 s.generate_key_pair(&mechanism, &public, &private)?;
             let public_object = SessionObject::new(s, public_handle);

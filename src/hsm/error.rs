@@ -66,6 +66,12 @@ impl HsmError {
         )
     }
 
+    /// Whether the gateway cut the operation at its deadline (`TimedSession`): the HSM did
+    /// not answer in time.
+    pub fn is_deadline(&self) -> bool {
+        self.code == Some(RvError::FunctionCanceled)
+    }
+
     /// The failure as a domain error for an operation on client-supplied ciphertext.
     pub fn into_ciphertext_error(self) -> KmsError {
         if self.is_bad_data() {
@@ -87,10 +93,15 @@ impl std::fmt::Display for HsmError {
 }
 
 impl From<HsmError> for KmsError {
+    /// A lost token, or a session still lost after the retries on fresh ones, is the HSM
+    /// being unavailable (`KeyUnavailableException`), not an internal error.
     fn from(e: HsmError) -> Self {
+        if e.is_deadline() {
+            return KmsError::HsmTimeout;
+        }
         match e.scope {
-            Scope::Token => KmsError::HsmUnavailable(e.failure()),
-            _ => KmsError::Pkcs11(e.failure()),
+            Scope::Token | Scope::Session => KmsError::HsmUnavailable(e.failure()),
+            Scope::Data | Scope::Object => KmsError::Pkcs11(e.failure()),
         }
     }
 }
@@ -130,7 +141,9 @@ pub fn classify(rv: RvError) -> Scope {
         | SessionCount
         | OperationActive
         | UserNotLoggedIn
-        | OperationNotInitialized => Scope::Session,
+        | OperationNotInitialized
+        // Refused at the operation's deadline: whatever it left in the session goes with it.
+        | FunctionCanceled => Scope::Session,
         ObjectHandleInvalid
         | KeyHandleInvalid
         | WrappingKeyHandleInvalid

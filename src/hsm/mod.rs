@@ -41,9 +41,7 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::ekdf::AesCbcDeriveParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::UserType;
 use cryptoki::slot::Slot;
-use cryptoki::types::AuthPin;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
@@ -72,6 +70,10 @@ pub struct HsmConfig {
     pub user_pin: SecretString,
     pub pool_size: usize,
     pub session_wait: Duration,
+    /// An operation makes no further PKCS#11 call once it has run this long, and answers
+    /// `DependencyTimeoutException` (a call that hangs cannot be interrupted: the bound is
+    /// this plus one call). Key-pair generation, which can take seconds, has no limit.
+    pub operation_timeout: Option<Duration>,
     /// Reinitialise the library after this many operations (0: never). SoftHSM2 frees the
     /// session objects every operation creates (derived and data keys) only at
     /// `C_Finalize`, even after `C_DestroyObject`, so a long-running gateway on it grows
@@ -120,6 +122,10 @@ pub struct Hsm {
     recycling: Mutex<bool>,
     recycled: std::sync::Condvar,
     recycles: AtomicU64,
+    /// Operations cut at `operation_timeout`.
+    timeouts: AtomicU64,
+    /// Sessions the token lost (session-scope failures), each replaced by a fresh one.
+    lost_sessions: AtomicU64,
 }
 
 /// Which object of a key material a handle names: the AES or HMAC secret key, or one half
@@ -178,6 +184,8 @@ impl Hsm {
             recycling: Mutex::new(false),
             recycled: std::sync::Condvar::new(),
             recycles: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            lost_sessions: AtomicU64::new(0),
         };
         let report = match hsm.current_token() {
             Some(token) => probe_mechanisms(&token.pkcs11, token.slot),
@@ -217,6 +225,16 @@ impl Hsm {
     /// How many planned recycles of the library have run (see `recycle_after_operations`).
     pub fn recycles(&self) -> u64 {
         self.recycles.load(Ordering::Relaxed)
+    }
+
+    /// How many operations were cut at `operation_timeout`.
+    pub fn operation_timeouts(&self) -> u64 {
+        self.timeouts.load(Ordering::Relaxed)
+    }
+
+    /// How many sessions the token lost (each replaced by a fresh one).
+    pub fn lost_sessions(&self) -> u64 {
+        self.lost_sessions.load(Ordering::Relaxed)
     }
 
     /// A cheap round trip to the token, for readiness checks.
@@ -281,11 +299,29 @@ impl Hsm {
     ) -> Result<(), KmsError> {
         let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
         let token = self.token()?;
-        let made = self.on_token(&token, |s| {
-            s.generate_key(mechanism, template)
-                .map_err(|e| OpError::Hsm(e.into()))
-        });
-        let handle = outer_kms_error(made)??;
+        // Not simply run again on a lost session: the key may have been made before the
+        // answer was lost, and a second object with the same CKA_ID would be another key.
+        // Look for it first, and make it only if it is not there.
+        let mut attempts = token.pool.size() + 1;
+        let handle = loop {
+            let made = self.on_pool(&token, &token.pool, OnLostSession::Fail, |s| {
+                s.generate_key(mechanism, template)
+                    .map_err(|e| OpError::Hsm(e.into()))
+            });
+            match outer_kms_error(made)? {
+                Ok(handle) => break handle,
+                Err(e) if e.scope == Scope::Session && !e.is_deadline() && attempts > 1 => {
+                    attempts -= 1;
+                    let found = self
+                        .on_token_with(&token, |s| find_object(s, material, Half::Secret, None))?;
+                    if let Some(&handle) = found.first() {
+                        tracing::info!(%material, "a key made before its session was lost is there");
+                        break handle;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         self.cache_secret(&token, material, handle);
         Ok(())
     }
@@ -427,22 +463,24 @@ impl Hsm {
         destination: &MaterialId,
         destination_derivation: &dyn Fn(&[u8; NONCE_LEN]) -> [u8; 32],
     ) -> Result<([u8; NONCE_LEN], Vec<u8>), KmsError> {
-        let token = self.token()?;
-        let src_base = self.object_handle(&token, source, Half::Secret)?;
-        let dst_base = self.object_handle(&token, destination, Half::Secret)?;
-        self.on_token(&token, |s| {
-            let src_kek = SessionObject::new(s, derive_kek(s, src_base, source_derivation)?);
-            let dek = SessionObject::new(
-                s,
-                unwrap_dek(s, src_kek.handle, wrapped_dek, true).map_err(bad_data)?,
-            );
-            let mut nonce = [0u8; NONCE_LEN];
-            s.generate_random_slice(&mut nonce)?;
-            let dst_kek =
-                SessionObject::new(s, derive_kek(s, dst_base, &destination_derivation(&nonce))?);
-            let wrapped = s.wrap_key(&Mechanism::AesKeyWrapPad, dst_kek.handle, dek.handle)?;
-            Ok((nonce, wrapped))
-        })
+        self.with_objects(
+            [(source, Half::Secret), (destination, Half::Secret)],
+            |s, [src_base, dst_base]| {
+                let src_kek = SessionObject::new(s, derive_kek(s, src_base, source_derivation)?);
+                let dek = SessionObject::new(
+                    s,
+                    unwrap_dek(s, src_kek.handle, wrapped_dek, true).map_err(bad_data)?,
+                );
+                let mut nonce = [0u8; NONCE_LEN];
+                s.generate_random_slice(&mut nonce)?;
+                let dst_kek = SessionObject::new(
+                    s,
+                    derive_kek(s, dst_base, &destination_derivation(&nonce))?,
+                );
+                let wrapped = s.wrap_key(&Mechanism::AesKeyWrapPad, dst_kek.handle, dek.handle)?;
+                Ok((nonce, wrapped))
+            },
+        )
         .map_err(|e| e.into_kms())
     }
 
@@ -459,7 +497,7 @@ impl Hsm {
     /// is the outer `ThrottlingException`, never a PKCS#11 failure.
     fn with_session<T>(
         &self,
-        op: impl FnOnce(&Token, &TimedSession<'_>) -> Result<T, HsmError>,
+        mut op: impl FnMut(&Token, &TimedSession<'_>) -> Result<T, HsmError>,
     ) -> Result<Result<T, HsmError>, KmsError> {
         let token = self.token()?;
         let result = self.on_token(&token, |s| op(&token, s).map_err(OpError::Hsm));
@@ -470,56 +508,85 @@ impl Hsm {
     /// [`Hsm::with_session`] otherwise.
     fn with_key_pair_session<T>(
         &self,
-        op: impl FnOnce(&TimedSession<'_>) -> Result<T, HsmError>,
+        lost: OnLostSession,
+        mut op: impl FnMut(&TimedSession<'_>) -> Result<T, HsmError>,
     ) -> Result<Result<T, HsmError>, KmsError> {
         let token = self.token()?;
-        let result = self.on_pool(&token, &token.key_pairs, |s| op(s).map_err(OpError::Hsm));
+        let result = self.on_pool(&token, &token.key_pairs, lost, |s| {
+            op(s).map_err(OpError::Hsm)
+        });
         outer_kms_error(result)
     }
 
     fn on_token<T>(
         &self,
         token: &Arc<Token>,
-        op: impl FnOnce(&TimedSession<'_>) -> Result<T, OpError>,
+        op: impl FnMut(&TimedSession<'_>) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
-        self.on_pool(token, &token.pool, op)
+        self.on_pool(token, &token.pool, OnLostSession::Retry, op)
     }
 
+    /// Runs `op` with a session of `pool`. A session the token lost (a session-scope
+    /// failure) is closed, and with [`OnLostSession::Retry`] the operation runs again on
+    /// another: when an HSM fails over, every session of the pool is lost at once, so a
+    /// request may meet each of them before it gets a fresh one (logged in by the pool).
+    /// A token-scope failure retires the token (see [`Hsm::recover`]).
     fn on_pool<T>(
         &self,
         token: &Arc<Token>,
         pool: &SessionPool,
-        op: impl FnOnce(&TimedSession<'_>) -> Result<T, OpError>,
+        lost: OnLostSession,
+        mut op: impl FnMut(&TimedSession<'_>) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
-        let session = match pool.acquire(Instant::now() + self.config.session_wait) {
-            Ok(s) => s,
-            Err(AcquireError::Timeout) => return Err(OpError::Kms(KmsError::Throttled)),
-            Err(AcquireError::Open(e)) => {
-                self.recover(token, &e);
-                return Err(OpError::Hsm(e));
-            }
+        let attempts = match lost {
+            OnLostSession::Retry => pool.size() + 1,
+            OnLostSession::Fail => 1,
         };
-        self.operations.fetch_add(1, Ordering::Relaxed);
-        let timed = TimedSession::new(&session, self.observer.as_deref());
-        let result = op(&timed);
-        match &result {
-            Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope != Scope::Data => {
-                tracing::warn!(function = %e.function, rv = %e.rv, scope = ?e.scope, "PKCS#11 call failed");
-                match e.scope {
-                    Scope::Session | Scope::Token => pool.discard(session),
-                    _ => pool.release(session),
+        let mut attempt = 0;
+        let mut deadline = None;
+        loop {
+            attempt += 1;
+            let session = match pool.acquire(Instant::now() + self.config.session_wait) {
+                Ok(s) => s,
+                Err(AcquireError::Timeout) => return Err(OpError::Kms(KmsError::Throttled)),
+                Err(AcquireError::Open(e)) => {
+                    self.recover(token, &e);
+                    return Err(OpError::Hsm(e));
                 }
-                self.recover(token, e);
+            };
+            // The clock starts with the first session, and runs on across retries.
+            let deadline = *deadline
+                .get_or_insert_with(|| pool.operation_timeout().map(|t| Instant::now() + t));
+            self.operations.fetch_add(1, Ordering::Relaxed);
+            let result =
+                op(&TimedSession::new(&session, self.observer.as_deref()).with_deadline(deadline));
+            match &result {
+                Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope != Scope::Data => {
+                    tracing::warn!(function = %e.function, rv = %e.rv, scope = ?e.scope, attempt, "PKCS#11 call failed");
+                    match e.scope {
+                        Scope::Session | Scope::Token => pool.discard(session),
+                        _ => pool.release(session),
+                    }
+                    if e.is_deadline() {
+                        self.timeouts.fetch_add(1, Ordering::Relaxed);
+                    } else if e.scope == Scope::Session {
+                        self.lost_sessions.fetch_add(1, Ordering::Relaxed);
+                        if attempt < attempts {
+                            continue;
+                        }
+                    }
+                    self.recover(token, e);
+                }
+                _ => pool.release(session),
             }
-            _ => pool.release(session),
+            return result;
         }
-        result
     }
 
     fn on_token_with<T>(
         &self,
         token: &Arc<Token>,
-        op: impl FnOnce(&TimedSession<'_>) -> Result<T, HsmError>,
+        mut op: impl FnMut(&TimedSession<'_>) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
         flatten_op_error(self.on_token(token, |s| op(s).map_err(OpError::Hsm)))
     }
@@ -541,16 +608,32 @@ impl Hsm {
         half: Half,
         op: impl Fn(&TimedSession<'_>, ObjectHandle) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
+        self.with_objects([(material, half)], |s, [handle]| op(s, handle))
+    }
+
+    /// Runs `op` with a session and the handles of several material objects, once more
+    /// with handles looked up again if a cached one turned out stale (a session copy that
+    /// died with its session, an object the token forgot).
+    fn with_objects<T, const N: usize>(
+        &self,
+        objects: [(&MaterialId, Half); N],
+        op: impl Fn(&TimedSession<'_>, [ObjectHandle; N]) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
         let token = self.token().map_err(OpError::Kms)?;
-        let handle = self
-            .object_handle(&token, material, half)
-            .map_err(OpError::Kms)?;
-        match self.on_token(&token, |s| op(s, handle)) {
+        let handles = |token: &Arc<Token>| -> Result<[ObjectHandle; N], OpError> {
+            let found = objects
+                .iter()
+                .map(|(material, half)| self.object_handle(token, material, *half))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(OpError::Kms)?;
+            <[ObjectHandle; N]>::try_from(found)
+                .map_err(|_| OpError::Kms(KmsError::Internal("object handle count".into())))
+        };
+        let first = handles(&token)?;
+        match self.on_token(&token, |s| op(s, first)) {
             Err(OpError::Hsm(e)) if e.scope == Scope::Object => {
-                let handle = self
-                    .object_handle(&token, material, half)
-                    .map_err(OpError::Kms)?;
-                self.on_token(&token, |s| op(s, handle))
+                let again = handles(&token)?;
+                self.on_token(&token, |s| op(s, again))
             }
             other => other,
         }
@@ -609,7 +692,7 @@ impl Hsm {
             }
             copies.remove(material);
         }
-        let copied = self.on_pool(token, &token.copy_owner, |s| {
+        let copied = self.on_pool(token, &token.copy_owner, OnLostSession::Retry, |s| {
             s.copy_object(object, &[Attribute::Token(false)])
                 .map_err(|e| OpError::Hsm(e.into()))
         });
@@ -630,7 +713,7 @@ impl Hsm {
     /// Whether `copy` is still an object with the same `CKA_ID` as the token object
     /// `original` (a dead copy's handle may since name something else).
     fn is_copy_of(&self, token: &Arc<Token>, copy: ObjectHandle, original: ObjectHandle) -> bool {
-        let checked = self.on_pool(token, &token.copy_owner, |s| {
+        let checked = self.on_pool(token, &token.copy_owner, OnLostSession::Retry, |s| {
             let id = |handle| match s.get_attributes(handle, &[AttributeType::Id]) {
                 Ok(attributes) => attributes.into_iter().find_map(|a| match a {
                     Attribute::Id(id) => Some(id),
@@ -655,7 +738,9 @@ impl Hsm {
         let Some(&copy) = copies.get(material) else {
             return Ok(());
         };
-        let destroyed = self.on_pool(token, &token.copy_owner, |s| match s.destroy_object(copy) {
+        let destroyed = self.on_pool(token, &token.copy_owner, OnLostSession::Retry, |s| match s
+            .destroy_object(copy)
+        {
             // Already gone with its session: nothing of it is left.
             Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) | Ok(()) => Ok(()),
             Err(e) => Err(OpError::Hsm(e.into())),
@@ -670,8 +755,19 @@ impl Hsm {
     /// vanished until the library is reinitialised), so recover it; otherwise only this key
     /// is unavailable.
     fn missing_material(&self, token: &Arc<Token>, material: &MaterialId) -> KmsError {
-        // Any token object counts: a token may hold only key pairs or HMAC keys.
-        let any = self.on_token_with(token, |s| Ok(s.find_objects(&[Attribute::Token(true)])?));
+        // Any token object counts: a token may hold only key pairs or HMAC keys. A session
+        // that is not logged in sees only public objects (an HSM that dropped its login):
+        // that is the token's failure, not the key's.
+        let any = self.on_token_with(token, |s| {
+            if !is_logged_in(s.raw())? {
+                return Err(HsmError::gateway(
+                    "C_GetSessionInfo",
+                    "the session is not logged in",
+                    Scope::Token,
+                ));
+            }
+            Ok(s.find_objects(&[Attribute::Token(true)])?)
+        });
         let failure = HsmError::gateway(
             "C_FindObjects",
             &format!("key material {material} not found"),
@@ -904,10 +1000,30 @@ fn flatten_op_error<T>(result: Result<T, OpError>) -> Result<T, HsmError> {
 }
 
 impl Token {
+    /// Initialises the library, finds the token and logs in. On failure the library is
+    /// finalised again, so the next attempt starts from `C_Initialize`: SoftHSM2 reads its
+    /// tokens only then, and a module left initialised could keep a lost token lost.
     fn open(config: &HsmConfig) -> Result<Token, HsmError> {
         let pkcs11 = initialise(&config.module)?;
+        match Token::open_initialised(config, &pkcs11) {
+            Ok(token) => Ok(token),
+            Err(e) => {
+                if let Err(f) = pkcs11.finalize() {
+                    tracing::debug!(error = %HsmError::from(f), "C_Finalize after a failed open");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn open_initialised(config: &HsmConfig, pkcs11: &Pkcs11) -> Result<Token, HsmError> {
+        let pkcs11 = pkcs11.clone();
         let slot = find_token(&pkcs11, &config.token_label)?;
-        let pool = SessionPool::new(pkcs11.clone(), slot, config.pool_size);
+        let pin = &config.user_pin;
+        let timeout = config.operation_timeout;
+        let pool = SessionPool::new(pkcs11.clone(), slot, pin.clone(), config.pool_size, timeout);
+        // The first session logs in (the pool does that for every session it opens while
+        // the token shows the application logged out).
         let session = match pool.acquire(Instant::now() + config.session_wait) {
             Ok(s) => s,
             Err(AcquireError::Open(e)) => return Err(e),
@@ -915,15 +1031,10 @@ impl Token {
                 return Err(HsmError::gateway("C_OpenSession", "timeout", Scope::Token))
             }
         };
-        let pin = AuthPin::new(secrecy::ExposeSecret::expose_secret(&config.user_pin).into());
-        match session.login(UserType::User, Some(&pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(e) => return Err(e.into()),
-        }
         pool.release(session);
         Ok(Token {
-            key_pairs: SessionPool::new(pkcs11.clone(), slot, 1),
-            copy_owner: SessionPool::new(pkcs11.clone(), slot, 1),
+            key_pairs: SessionPool::new(pkcs11.clone(), slot, pin.clone(), 1, None),
+            copy_owner: SessionPool::new(pkcs11.clone(), slot, pin.clone(), 1, timeout),
             copies: Mutex::new(HashMap::new()),
             pkcs11,
             slot,
@@ -991,6 +1102,24 @@ pub(crate) fn find_token(pkcs11: &Pkcs11, label: &str) -> Result<Slot, HsmError>
     ))
 }
 
+/// Whether the application is logged in as the user on this session's token.
+fn is_logged_in(session: &cryptoki::session::Session) -> Result<bool, HsmError> {
+    use cryptoki::session::SessionState;
+    Ok(matches!(
+        session.get_session_info()?.session_state(),
+        SessionState::RoUser | SessionState::RwUser
+    ))
+}
+
+/// What to do with an operation whose session the token lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnLostSession {
+    /// Run it again on another session: it made nothing that outlives its session.
+    Retry,
+    /// Fail it: it creates token objects, and may have made one before the answer was lost.
+    Fail,
+}
+
 /// An error inside an HSM operation: a PKCS#11 failure, one on client data, or a domain error.
 enum OpError {
     Hsm(HsmError),
@@ -1039,6 +1168,10 @@ impl<'s> SessionObject<'s> {
 
 impl Drop for SessionObject<'_> {
     fn drop(&mut self) {
+        // Past the deadline the session is closed, and its objects with it.
+        if self.session.expired() {
+            return;
+        }
         if let Err(e) = self.session.destroy_object(self.handle) {
             tracing::warn!(error = %HsmError::from(e), "could not destroy a session object");
         }

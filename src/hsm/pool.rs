@@ -3,20 +3,30 @@
 //! A `cryptoki::Session` is `Send` but not `Sync`: the pool hands out owned sessions, each
 //! used by one blocking thread at a time and returned on drop. A request waits for a session
 //! up to its deadline and is then throttled, never failed with a 5xx.
+//!
+//! A session the pool opens is logged in before it is lent out when the token shows the
+//! application logged out: PKCS#11 login is per application, and a token that lost all of
+//! its sessions (an HSM restart or fail-over, or the last one closed) has logged out.
 
 use std::sync::{Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cryptoki::context::Pkcs11;
-use cryptoki::session::Session;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::error::HsmError;
 
 pub(super) struct SessionPool {
     pkcs11: Pkcs11,
     slot: Slot,
+    user_pin: SecretString,
     size: usize,
+    /// How long an operation on one of these sessions may go on making calls.
+    operation_timeout: Option<Duration>,
     state: Mutex<PoolState>,
     freed: Condvar,
 }
@@ -44,11 +54,19 @@ pub struct PoolStats {
 }
 
 impl SessionPool {
-    pub(super) fn new(pkcs11: Pkcs11, slot: Slot, size: usize) -> Self {
+    pub(super) fn new(
+        pkcs11: Pkcs11,
+        slot: Slot,
+        user_pin: SecretString,
+        size: usize,
+        operation_timeout: Option<Duration>,
+    ) -> Self {
         SessionPool {
             pkcs11,
             slot,
+            user_pin,
             size: size.max(1),
+            operation_timeout,
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
@@ -68,10 +86,10 @@ impl SessionPool {
             if state.open < self.size {
                 state.open += 1;
                 drop(state);
-                return self.pkcs11.open_rw_session(self.slot).map_err(|e| {
+                return self.open_logged_in().map_err(|e| {
                     self.lock().open -= 1;
                     self.freed.notify_one();
-                    AcquireError::Open(e.into())
+                    AcquireError::Open(e)
                 });
             }
             let now = Instant::now();
@@ -88,6 +106,33 @@ impl SessionPool {
         }
     }
 
+    /// Opens a session, logging the application in when the token shows it logged out.
+    fn open_logged_in(&self) -> Result<Session, HsmError> {
+        let session = self.pkcs11.open_rw_session(self.slot)?;
+        let logged_in = matches!(
+            session.get_session_info()?.session_state(),
+            SessionState::RoUser | SessionState::RwUser
+        );
+        if !logged_in {
+            let pin = AuthPin::new(self.user_pin.expose_secret().into());
+            match session.login(UserType::User, Some(&pin)) {
+                Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(session)
+    }
+
+    /// The most sessions this pool opens.
+    pub(super) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// How long an operation on these sessions may go on making calls.
+    pub(super) fn operation_timeout(&self) -> Option<Duration> {
+        self.operation_timeout
+    }
+
     /// Returns a healthy session.
     pub(super) fn release(&self, session: Session) {
         let mut state = self.lock();
@@ -97,7 +142,10 @@ impl SessionPool {
 
     /// Closes a broken session; its slot in the pool becomes free for a fresh one.
     pub(super) fn discard(&self, session: Session) {
-        drop(session);
+        // A lost session cannot be closed either; that is expected, not worth an error line.
+        if let Err(e) = session.close() {
+            tracing::debug!(error = %HsmError::from(e), "closing a broken session failed");
+        }
         let mut state = self.lock();
         state.open -= 1;
         self.wake_a_waiter(state);

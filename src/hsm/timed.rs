@@ -1,12 +1,18 @@
-//! A session that reports every PKCS#11 call it makes (function, CKR outcome, latency).
+//! A session that reports every PKCS#11 call it makes (function, CKR outcome, latency),
+//! and stops making them once its operation's deadline has passed.
 //!
 //! The HSM code works on `TimedSession` rather than `cryptoki::Session` so that every call
 //! is observed without a process-wide registry: the observer travels with the session.
+//!
+//! A PKCS#11 call cannot be interrupted, so the deadline cannot cut a call that hangs; it
+//! stops the operation from making the next one. A call refused for the deadline fails
+//! with `CKR_FUNCTION_CANCELED`, which the caller answers `DependencyTimeoutException`.
 
 use std::borrow::Cow;
 use std::time::Instant;
 
-use cryptoki::error::{Error as CkError, Result as CkResult};
+use cryptoki::context::Function;
+use cryptoki::error::{Error as CkError, Result as CkResult, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use cryptoki::session::Session;
@@ -25,19 +31,39 @@ impl CallObserver for crate::telemetry::Metrics {
 pub struct TimedSession<'a> {
     session: &'a Session,
     observer: Option<&'a dyn CallObserver>,
+    deadline: Option<Instant>,
 }
 
 impl<'a> TimedSession<'a> {
     pub fn new(session: &'a Session, observer: Option<&'a dyn CallObserver>) -> Self {
-        TimedSession { session, observer }
+        TimedSession {
+            session,
+            observer,
+            deadline: None,
+        }
     }
 
-    /// Runs one PKCS#11 call and reports it.
+    /// No call starts after `deadline`.
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Whether the operation's deadline has passed: its calls are refused now.
+    pub fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Runs one PKCS#11 call and reports it; refuses it once the deadline has passed.
     fn call<T>(
         &self,
         function: &'static str,
+        id: Function,
         call: impl FnOnce(&Session) -> CkResult<T>,
     ) -> CkResult<T> {
+        if self.expired() {
+            return Err(CkError::Pkcs11(RvError::FunctionCanceled, id));
+        }
         let Some(observer) = self.observer else {
             return call(self.session);
         };
@@ -53,7 +79,9 @@ impl<'a> TimedSession<'a> {
     }
 
     pub fn generate_random_slice(&self, out: &mut [u8]) -> CkResult<()> {
-        self.call("C_GenerateRandom", |s| s.generate_random_slice(out))
+        self.call("C_GenerateRandom", Function::GenerateRandom, |s| {
+            s.generate_random_slice(out)
+        })
     }
 
     pub fn generate_key(
@@ -61,7 +89,9 @@ impl<'a> TimedSession<'a> {
         mechanism: &Mechanism,
         template: &[Attribute],
     ) -> CkResult<ObjectHandle> {
-        self.call("C_GenerateKey", |s| s.generate_key(mechanism, template))
+        self.call("C_GenerateKey", Function::GenerateKey, |s| {
+            s.generate_key(mechanism, template)
+        })
     }
 
     pub fn derive_key(
@@ -70,7 +100,9 @@ impl<'a> TimedSession<'a> {
         base: ObjectHandle,
         template: &[Attribute],
     ) -> CkResult<ObjectHandle> {
-        self.call("C_DeriveKey", |s| s.derive_key(mechanism, base, template))
+        self.call("C_DeriveKey", Function::DeriveKey, |s| {
+            s.derive_key(mechanism, base, template)
+        })
     }
 
     pub fn wrap_key(
@@ -79,7 +111,9 @@ impl<'a> TimedSession<'a> {
         wrapping: ObjectHandle,
         key: ObjectHandle,
     ) -> CkResult<Vec<u8>> {
-        self.call("C_WrapKey", |s| s.wrap_key(mechanism, wrapping, key))
+        self.call("C_WrapKey", Function::WrapKey, |s| {
+            s.wrap_key(mechanism, wrapping, key)
+        })
     }
 
     pub fn unwrap_key(
@@ -89,7 +123,7 @@ impl<'a> TimedSession<'a> {
         wrapped: &[u8],
         template: &[Attribute],
     ) -> CkResult<ObjectHandle> {
-        self.call("C_UnwrapKey", |s| {
+        self.call("C_UnwrapKey", Function::UnwrapKey, |s| {
             s.unwrap_key(mechanism, unwrapping, wrapped, template)
         })
     }
@@ -100,7 +134,9 @@ impl<'a> TimedSession<'a> {
         key: ObjectHandle,
         data: &[u8],
     ) -> CkResult<Vec<u8>> {
-        self.call("C_Encrypt", |s| s.encrypt(mechanism, key, data))
+        self.call("C_Encrypt", Function::Encrypt, |s| {
+            s.encrypt(mechanism, key, data)
+        })
     }
 
     pub fn decrypt(
@@ -109,7 +145,9 @@ impl<'a> TimedSession<'a> {
         key: ObjectHandle,
         data: &[u8],
     ) -> CkResult<Vec<u8>> {
-        self.call("C_Decrypt", |s| s.decrypt(mechanism, key, data))
+        self.call("C_Decrypt", Function::Decrypt, |s| {
+            s.decrypt(mechanism, key, data)
+        })
     }
 
     pub fn generate_key_pair(
@@ -118,13 +156,13 @@ impl<'a> TimedSession<'a> {
         public: &[Attribute],
         private: &[Attribute],
     ) -> CkResult<(ObjectHandle, ObjectHandle)> {
-        self.call("C_GenerateKeyPair", |s| {
+        self.call("C_GenerateKeyPair", Function::GenerateKeyPair, |s| {
             s.generate_key_pair(mechanism, public, private)
         })
     }
 
     pub fn sign(&self, mechanism: &Mechanism, key: ObjectHandle, data: &[u8]) -> CkResult<Vec<u8>> {
-        self.call("C_Sign", |s| s.sign(mechanism, key, data))
+        self.call("C_Sign", Function::Sign, |s| s.sign(mechanism, key, data))
     }
 
     pub fn verify(
@@ -134,7 +172,9 @@ impl<'a> TimedSession<'a> {
         data: &[u8],
         signature: &[u8],
     ) -> CkResult<()> {
-        self.call("C_Verify", |s| s.verify(mechanism, key, data, signature))
+        self.call("C_Verify", Function::Verify, |s| {
+            s.verify(mechanism, key, data, signature)
+        })
     }
 
     pub fn copy_object(
@@ -142,11 +182,15 @@ impl<'a> TimedSession<'a> {
         object: ObjectHandle,
         template: &[Attribute],
     ) -> CkResult<ObjectHandle> {
-        self.call("C_CopyObject", |s| s.copy_object(object, template))
+        self.call("C_CopyObject", Function::CopyObject, |s| {
+            s.copy_object(object, template)
+        })
     }
 
     pub fn find_objects(&self, template: &[Attribute]) -> CkResult<Vec<ObjectHandle>> {
-        self.call("C_FindObjects", |s| s.find_objects(template))
+        self.call("C_FindObjects", Function::FindObjectsInit, |s| {
+            s.find_objects(template)
+        })
     }
 
     pub fn get_attributes(
@@ -154,13 +198,15 @@ impl<'a> TimedSession<'a> {
         object: ObjectHandle,
         attributes: &[AttributeType],
     ) -> CkResult<Vec<Attribute>> {
-        self.call("C_GetAttributeValue", |s| {
+        self.call("C_GetAttributeValue", Function::GetAttributeValue, |s| {
             s.get_attributes(object, attributes)
         })
     }
 
     pub fn destroy_object(&self, object: ObjectHandle) -> CkResult<()> {
-        self.call("C_DestroyObject", |s| s.destroy_object(object))
+        self.call("C_DestroyObject", Function::DestroyObject, |s| {
+            s.destroy_object(object)
+        })
     }
 
     /// The plain session, for calls that are not worth observing (login at start-up).

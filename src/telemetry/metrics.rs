@@ -25,6 +25,8 @@ pub struct Metrics {
     pub throttled: IntCounter,
     pub hsm_reinitialisations: IntCounter,
     pub hsm_recycles: IntCounter,
+    pub hsm_operation_timeouts: IntCounter,
+    pub hsm_lost_sessions: IntCounter,
     pub keys: IntGaugeVec,
     pub audit_written: IntCounter,
     pub audit_write_failures: IntCounter,
@@ -97,6 +99,14 @@ impl Metrics {
         let hsm_recycles = IntCounter::new(
             "p11kms_hsm_recycles_total",
             "Planned reinitialisations of the PKCS#11 library (hsm.recycle_after_operations)",
+        )?;
+        let hsm_operation_timeouts = IntCounter::new(
+            "p11kms_hsm_operation_timeouts_total",
+            "HSM operations cut at hsm.operation_timeout_ms (answered DependencyTimeoutException)",
+        )?;
+        let hsm_lost_sessions = IntCounter::new(
+            "p11kms_hsm_lost_sessions_total",
+            "HSM sessions the token lost (session-scope failures), each replaced by a fresh one",
         )?;
         let keys = IntGaugeVec::new(
             Opts::new("p11kms_keys", "KMS keys by key state"),
@@ -212,6 +222,8 @@ impl Metrics {
         registry.register(Box::new(throttled.clone()))?;
         registry.register(Box::new(hsm_reinitialisations.clone()))?;
         registry.register(Box::new(hsm_recycles.clone()))?;
+        registry.register(Box::new(hsm_operation_timeouts.clone()))?;
+        registry.register(Box::new(hsm_lost_sessions.clone()))?;
         registry.register(Box::new(keys.clone()))?;
         registry.register(Box::new(audit_written.clone()))?;
         registry.register(Box::new(audit_write_failures.clone()))?;
@@ -230,6 +242,8 @@ impl Metrics {
             throttled,
             hsm_reinitialisations,
             hsm_recycles,
+            hsm_operation_timeouts,
+            hsm_lost_sessions,
             keys,
             audit_written,
             audit_write_failures,
@@ -327,6 +341,16 @@ pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
         if pool.timeouts > seen {
             metrics.store_pool_timeouts.inc_by(pool.timeouts - seen);
         }
+    }
+    let timeouts = service.hsm().operation_timeouts();
+    let seen = metrics.hsm_operation_timeouts.get();
+    if timeouts > seen {
+        metrics.hsm_operation_timeouts.inc_by(timeouts - seen);
+    }
+    let lost = service.hsm().lost_sessions();
+    let seen = metrics.hsm_lost_sessions.get();
+    if lost > seen {
+        metrics.hsm_lost_sessions.inc_by(lost - seen);
     }
     if let Ok(counts) = service.store().count_keys_by_state() {
         for state in [

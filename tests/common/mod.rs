@@ -784,6 +784,7 @@ pub fn open_fresh_hsm(
             user_pin: embedded.user_pin().unwrap(),
             pool_size,
             session_wait: Duration::from_secs(5),
+            operation_timeout: None,
             recycle_after_operations,
             session_key_copies: true,
         },
