@@ -35,8 +35,8 @@ const SIGNER_HEADERS: &[&str] = &[
 ///
 /// Invariants:
 /// - verification of the request as given never panics; a refusal is one of the four
-///   authentication errors, all 400, and its message never carries the secret or the
-///   provided signature;
+///   authentication errors, all 400; its message never carries the secret and does not
+///   change when the provided signature does;
 /// - the same request (with a `Host`) signed by `aws-sigv4` as the AWS SDKs sign it, at
 ///   the verifier's clock, is accepted: both sides build the same canonical request.
 pub fn sigv4(data: &[u8]) {
@@ -57,7 +57,7 @@ pub fn sigv4(data: &[u8]) {
 
     match verifier.verify(&parts, body, now) {
         Ok(principal) => assert_eq!(principal.access_key_id, ACCESS_KEY),
-        Err(e) => check_refusal(&e, &parts),
+        Err(e) => check_refusal(&verifier, &e, &parts, body, now),
     }
 
     if let Some(signed) = signed_like_sdk(&parts, body, now) {
@@ -67,38 +67,65 @@ pub fn sigv4(data: &[u8]) {
     }
 }
 
-fn check_refusal(e: &KmsError, parts: &http::request::Parts) {
-    let message = match e {
+fn check_refusal(
+    verifier: &SigV4Verifier,
+    e: &KmsError,
+    parts: &http::request::Parts,
+    body: &[u8],
+    now: SystemTime,
+) {
+    let message = |e: &KmsError| match e {
         KmsError::MissingAuthenticationToken | KmsError::UnrecognizedClient => String::new(),
         KmsError::IncompleteSignature(m) | KmsError::InvalidSignature(m) => m.clone(),
         other => panic!("verification gave {other:?}"),
     };
+    let text = message(e);
     assert_eq!(e.wire().status, 400);
-    assert!(
-        !contains(&message, SECRET),
-        "the message carries the secret"
+    assert!(!contains(&text, SECRET), "the message carries the secret");
+    // The provided signature: the same request with another signature value of the same
+    // length and shape must be refused with the same message.
+    // (With several Authorization headers the refusal names that, whatever they hold.)
+    let mut headers = parts.headers.get_all(AUTHORIZATION).iter();
+    let (Some(header), None) = (headers.next(), headers.next()) else {
+        return;
+    };
+    let Some(other) = header.to_str().ok().and_then(other_signature) else {
+        return;
+    };
+    let mut changed = parts.clone();
+    changed.headers.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&other).expect("ASCII in, ASCII out"),
     );
-    for value in parts.headers.get_all(AUTHORIZATION) {
-        let Ok(text) = value.to_str() else { continue };
-        let Some((before, signature)) = text.split_once("Signature=") else {
-            continue;
-        };
-        let signature = signature.split([',', ' ', '\t']).next().unwrap_or_default();
-        // A message may echo other parts of the request (the credential scope, a date); the
-        // signature only counts when it occurs nowhere else.
-        let echoed_elsewhere = contains(before, signature)
-            || parts
-                .headers
-                .iter()
-                .filter(|(name, _)| *name != AUTHORIZATION)
-                .any(|(_, v)| contains(&String::from_utf8_lossy(v.as_bytes()), signature));
-        if signature.len() >= 8 && !echoed_elsewhere {
-            assert!(
-                !contains(&message, signature),
-                "the message carries the provided signature: {message}"
-            );
-        }
+    match verifier.verify(&changed, body, now) {
+        Ok(_) => panic!("a changed signature was accepted"),
+        Err(e) => assert_eq!(message(&e), text, "the message depends on the signature"),
     }
+}
+
+/// The header with the value of its first `Signature=` component (found as the verifier's
+/// parser finds components: after the algorithm, split at commas and whitespace) replaced by
+/// as many `Z`s (`Y` where the original has a `Z`); `None` if it has no such component.
+fn other_signature(header: &str) -> Option<String> {
+    let trimmed = header.trim_start();
+    let rest_at = header.len() - trimmed.len() + trimmed.find(|c: char| c.is_ascii_whitespace())?;
+    let mut at = rest_at;
+    for component in header[rest_at..].split(|c: char| c == ',' || c.is_ascii_whitespace()) {
+        if let Some(value) = component.strip_prefix("Signature=") {
+            let from = at + "Signature=".len();
+            let replaced: String = value
+                .chars()
+                .map(|c| if c == 'Z' { 'Y' } else { 'Z' })
+                .collect();
+            return Some(format!(
+                "{}{replaced}{}",
+                &header[..from],
+                &header[from + value.len()..]
+            ));
+        }
+        at += component.len() + 1;
+    }
+    None
 }
 
 fn request_from(data: &[u8]) -> Option<(http::request::Parts, &[u8])> {
