@@ -312,7 +312,8 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// The long variant, for `scripts/fault-matrix.sh`: every fault and its variants, with the
 /// lengths from `FAULT_MATRIX_FAULT_MS` / `FAULT_MATRIX_RECOVERY_MS`, on the embedded
 /// SoftHSM2 set-up and on a network-HSM set-up (no session copies, no recycle, a delay per
-/// call from `FAULT_MATRIX_DELAY_US`).
+/// call from `FAULT_MATRIX_DELAY_US`). `FAULT_MATRIX_ONLY` keeps the faults whose control
+/// words contain it (e.g. `logout`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long; run by scripts/fault-matrix.sh"]
 async fn fault_matrix_long() {
@@ -335,6 +336,9 @@ async fn fault_matrix_long() {
         ),
         fault("login dropped, sessions kept", "fault=logout"),
     ]);
+    if let Ok(only) = std::env::var("FAULT_MATRIX_ONLY") {
+        faults.retain(|f| f.words.contains(&only));
+    }
     let setups = [
         (
             "embedded SoftHSM2 defaults (session key copies, recycle)",

@@ -27,7 +27,6 @@
  *   rv=<ckr>          the CKR the fault returns (device_error and hang: CKR_DEVICE_ERROR,
  *                     token_removed: CKR_TOKEN_NOT_PRESENT; 0x32 is CKR_DEVICE_REMOVED)
  *   failures=<n>      device_error: only the first n calls fail, then the fault is over
- *                     (counted per load of this module)
  *   hang_ms=<ms>      hang: every call sleeps this long (default 5000) ...
  *   after_hang=forward|fail   ... and is then forwarded (default) or fails with rv
  *   every_ms=<ms>     session_invalid: invalidate again every <ms> while the fault lasts
@@ -57,6 +56,10 @@
  * invalidated runs to its end, but its caller gets the invalidation's CKR (the answer is
  * lost, as a network HSM's can be); the real session is closed once no call is inside it.
  * One slot is assumed: C_CloseAllSessions forgets every session.
+ *
+ * The module stays loaded once loaded (RTLD_NODELETE): a caller that unloads and loads it
+ * again (cryptoki does on every reinitialisation) finds the fault, the call counter and
+ * the session table as they were.
  *
  * Built by tools/pkcs11-delay/build.sh. Standard C11 plus POSIX (stat, nanosleep,
  * clock_gettime) and libdl.
@@ -716,6 +719,13 @@ static CK_RV load_real(void)
     fail_rv = (CK_RV)env_ulong("P11DELAY_FAIL_RV", CKR_DEVICE_ERROR);
     const char *control = getenv("P11DELAY_CONTROL");
     control_path = (control != NULL && *control != '\0') ? control : NULL;
+    /* Stay loaded when the caller unloads the module (cryptoki does on every
+     * reinitialisation): the fault in force, its failure count and the session table
+     * must outlive a reload, or a reinitialisation would restart a fault. */
+    Dl_info self;
+    if (dladdr((void *)C_GetFunctionList, &self) == 0 || self.dli_fname == NULL
+        || dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) == NULL)
+        fprintf(stderr, "p11delay: cannot pin myself in memory; a reload resets the faults\n");
 
     shim = *list;
 #define WRAP(name) shim.C_##name = d_##name
