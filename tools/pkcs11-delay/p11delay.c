@@ -46,8 +46,9 @@
  *                    whole time, even if the fault ends meanwhile, as a request lost on the
  *                    network waits for its timeout);
  *   logout           once, when read: the application is logged out of the token (C_Logout
- *                    on one live session) while its sessions stay open, as an HSM that
- *                    dropped its login does.
+ *                    on one live session, between calls: the calls inside the real module
+ *                    finish first) while its sessions stay open, as an HSM that dropped its
+ *                    login does. Private session objects die with the login.
  * C_Initialize, C_Finalize, C_GetInfo and C_CloseSession never fail by injection.
  *
  * Session handles: the module hands out handles of its own and maps them to the real
@@ -191,6 +192,29 @@ static CK_SESSION_HANDLE remember_session(CK_SESSION_HANDLE real_handle)
     return CK_INVALID_HANDLE;
 }
 
+/* Calls on sessions inside the real module now, and a gate that holds new ones back
+ * while a logout waits for those inside to finish: the HSM drops the login between calls,
+ * not under one (SoftHSM2 answers a call whose objects a logout destroyed under it with
+ * stray codes such as CKR_KEY_TYPE_INCONSISTENT). */
+static atomic_int calls_inside;
+static atomic_int gate_closed;
+
+static void gate_enter(void)
+{
+    for (;;) {
+        atomic_fetch_add(&calls_inside, 1);
+        if (!atomic_load(&gate_closed))
+            return;
+        atomic_fetch_sub(&calls_inside, 1);
+        sleep_us(100);
+    }
+}
+
+static void gate_leave(void)
+{
+    atomic_fetch_sub(&calls_inside, 1);
+}
+
 /* Enters a call on a live handle: its real handle, and the session counted busy. */
 static CK_RV enter_session(CK_SESSION_HANDLE handle, CK_SESSION_HANDLE *real_handle)
 {
@@ -198,10 +222,12 @@ static CK_RV enter_session(CK_SESSION_HANDLE handle, CK_SESSION_HANDLE *real_han
     unsigned long generation = handle >> SLOT_BITS;
     if (atomic_load(&s->generation) != generation || atomic_load(&s->state) != SLOT_LIVE)
         return CKR_SESSION_HANDLE_INVALID;
+    gate_enter();
     atomic_fetch_add(&s->busy, 1);
     if (atomic_load(&s->generation) != generation || atomic_load(&s->state) != SLOT_LIVE) {
         if (atomic_fetch_sub(&s->busy, 1) == 1 && atomic_load(&s->state) == SLOT_DEAD)
             close_real_once(s);
+        gate_leave();
         return CKR_SESSION_HANDLE_INVALID;
     }
     *real_handle = atomic_load(&s->real_handle);
@@ -212,6 +238,7 @@ static CK_RV enter_session(CK_SESSION_HANDLE handle, CK_SESSION_HANDLE *real_han
 static CK_RV leave_session(CK_SESSION_HANDLE handle, CK_RV rv)
 {
     struct session_slot *s = slot_of(handle);
+    gate_leave();
     int last = atomic_fetch_sub(&s->busy, 1) == 1;
     if (atomic_load(&s->state) != SLOT_DEAD)
         return rv;
@@ -272,15 +299,19 @@ static unsigned invalidate_sessions(CK_RV rv)
  * Returns whether a session was there to do it. */
 static unsigned log_out(void)
 {
-    for (unsigned slot = 0; slot < SLOTS; slot++) {
+    unsigned done = 0;
+    atomic_store(&gate_closed, 1);
+    for (int waited = 0; waited < 10000 && atomic_load(&calls_inside) > 0; waited++)
+        sleep_us(100);
+    for (unsigned slot = 0; slot < SLOTS && !done; slot++) {
         struct session_slot *s = &sessions[slot];
         if (atomic_load(&s->state) != SLOT_LIVE)
             continue;
         CK_RV rv = real->C_Logout(atomic_load(&s->real_handle));
-        if (rv == CKR_OK || rv == CKR_USER_NOT_LOGGED_IN)
-            return 1;
+        done = rv == CKR_OK || rv == CKR_USER_NOT_LOGGED_IN;
     }
-    return 0;
+    atomic_store(&gate_closed, 0);
+    return done;
 }
 
 /* After C_Finalize or C_CloseAllSessions: the real module has no sessions any more. */
