@@ -313,7 +313,8 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// lengths from `FAULT_MATRIX_FAULT_MS` / `FAULT_MATRIX_RECOVERY_MS`, on the embedded
 /// SoftHSM2 set-up and on a network-HSM set-up (no session copies, no recycle, a delay per
 /// call from `FAULT_MATRIX_DELAY_US`). `FAULT_MATRIX_ONLY` keeps the faults whose control
-/// words contain it (e.g. `logout`).
+/// words contain it (e.g. `logout`), `FAULT_MATRIX_SETUP` the set-ups whose title contains
+/// it (`embedded` or `network`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long; run by scripts/fault-matrix.sh"]
 async fn fault_matrix_long() {
@@ -355,7 +356,11 @@ async fn fault_matrix_long() {
         ),
     ];
     let mut runs = Vec::new();
+    let wanted = std::env::var("FAULT_MATRIX_SETUP").unwrap_or_default();
     for (title, delay_us, gateway_env) in setups {
+        if !title.contains(&wanted) {
+            continue;
+        }
         let settings = Settings {
             concurrency: 32,
             pool_size: 8,
