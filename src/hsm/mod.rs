@@ -526,7 +526,8 @@ impl Hsm {
             OnLostSession::Fail => 1,
         };
         let mut attempt = 0;
-        let mut deadline = None;
+        // The clock starts now: opening a replacement session counts, and so do retries.
+        let deadline = pool.operation_timeout().map(|t| Instant::now() + t);
         loop {
             attempt += 1;
             let session = match pool.acquire(Instant::now() + self.config.session_wait) {
@@ -537,9 +538,6 @@ impl Hsm {
                     return Err(OpError::Hsm(e));
                 }
             };
-            // The clock starts with the first session, and runs on across retries.
-            let deadline = *deadline
-                .get_or_insert_with(|| pool.operation_timeout().map(|t| Instant::now() + t));
             self.operations.fetch_add(1, Ordering::Relaxed);
             let result =
                 op(&TimedSession::new(&session, self.observer.as_deref()).with_deadline(deadline));
@@ -614,7 +612,7 @@ impl Hsm {
         };
         let first = handles(&token)?;
         match self.on_token(&token, |s| op(s, first)) {
-            Err(OpError::Hsm(e)) if e.scope == Scope::Object => {
+            Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope == Scope::Object => {
                 let again = handles(&token)?;
                 self.on_token(&token, |s| op(s, again))
             }
@@ -635,15 +633,18 @@ impl Hsm {
         let adopted = self.adopted_read().get(material).cloned();
         let found = self.on_token_with(token, |s| {
             let found = find_object(s, material, half, adopted.as_ref())?;
+            if !found.is_empty() {
+                return Ok(found);
+            }
             // A session that is not logged in sees no private object: the token dropped
             // the login (an HSM fail-over, a session timeout). Log in again (for every
-            // session of the application) and look again.
-            if found.is_empty() && !is_logged_in(s.raw())? {
+            // session of the application) and look again; look again also when another
+            // request logged in meanwhile.
+            if !is_logged_in(s.raw())? {
                 tracing::warn!("the HSM dropped the login; logging in again");
                 log_in(s.raw(), &self.config.user_pin)?;
-                return find_object(s, material, half, adopted.as_ref());
             }
-            Ok(found)
+            find_object(s, material, half, adopted.as_ref())
         })?;
         match found.first() {
             Some(&handle) => match half {

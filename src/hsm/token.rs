@@ -120,8 +120,10 @@ impl Hsm {
         if last.is_some_and(|t| t.elapsed() < REINIT_BACKOFF) {
             return Err(unavailable());
         }
-        *last = Some(Instant::now());
         {
+            // Requests still on the lost token finish (or fail) first. Waiting for them is
+            // not an attempt: the backoff is for opens that failed, and starting it here
+            // kept a token whose fault had passed in milliseconds away for a whole second.
             let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(old) = retired.take() {
                 match Arc::try_unwrap(old) {
@@ -133,6 +135,7 @@ impl Hsm {
                 }
             }
         }
+        *last = Some(Instant::now());
         match Token::open(&self.config) {
             Ok(token) => {
                 let token = Arc::new(token);
