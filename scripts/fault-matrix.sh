@@ -13,6 +13,8 @@
 #
 #   scripts/fault-matrix.sh                       # 10 s faults, 10 s recovery windows
 #   FAULT_MATRIX_FAULT_MS=30000 scripts/fault-matrix.sh
+#   FAULT_MATRIX_SETUP=network FAULT_MATRIX_ONLY=hang scripts/fault-matrix.sh
+#   FAULT_MATRIX_KEEP_LOG=/tmp/gateway.log ...   # keep the gateway's log of the last set-up
 #
 # Bounded: the run is stopped after FAULT_MATRIX_TIMEOUT_S (default 1800 s). Only
 # 127.0.0.1 is contacted. The whole output is also in target/fault-matrix.log.

@@ -147,7 +147,11 @@ pub fn classify(rv: RvError) -> Scope {
         ObjectHandleInvalid
         | KeyHandleInvalid
         | WrappingKeyHandleInvalid
-        | UnwrappingKeyHandleInvalid => Scope::Object,
+        | UnwrappingKeyHandleInvalid
+        // Every key p11kms uses may do what it is used for: a refusal means the handle no
+        // longer names that key (SoftHSM2 answers so for a session object a logout
+        // destroyed under the call).
+        | KeyFunctionNotPermitted => Scope::Object,
         _ => Scope::Data,
     }
 }
@@ -183,5 +187,42 @@ mod tests {
         ));
         assert_eq!(e.scope, Scope::Token);
         assert_eq!(KmsError::from(e).wire().code, "KeyUnavailableException");
+    }
+
+    fn failure(rv: RvError) -> HsmError {
+        HsmError::from(CkError::Pkcs11(rv, cryptoki::context::Function::DeriveKey))
+    }
+
+    #[test]
+    fn a_session_still_lost_after_the_retries_is_the_hsm_unavailable() {
+        let e = failure(RvError::SessionHandleInvalid);
+        assert_eq!(e.scope, Scope::Session);
+        let wire = KmsError::from(e).wire();
+        assert_eq!((wire.code, wire.status), ("KeyUnavailableException", 500));
+    }
+
+    #[test]
+    fn an_operation_cut_at_its_deadline_is_a_dependency_timeout() {
+        let e = failure(RvError::FunctionCanceled);
+        assert!(e.is_deadline());
+        // Its session is replaced, not reused: the operation stopped half-way.
+        assert_eq!(e.scope, Scope::Session);
+        let wire = KmsError::from(e.clone()).wire();
+        assert_eq!(
+            (wire.code, wire.status),
+            ("DependencyTimeoutException", 503)
+        );
+        assert_eq!(
+            e.into_ciphertext_error().wire().code,
+            "DependencyTimeoutException"
+        );
+    }
+
+    #[test]
+    fn a_key_refusing_its_own_function_is_a_stale_handle() {
+        assert_eq!(
+            failure(RvError::KeyFunctionNotPermitted).scope,
+            Scope::Object
+        );
     }
 }

@@ -11,12 +11,14 @@
 
 mod adopt;
 mod asymmetric;
+mod copies;
 pub mod doctor;
 mod error;
 mod pool;
 mod probe;
 mod provision;
 mod timed;
+mod token;
 
 pub use adopt::AdoptableKey;
 pub use asymmetric::{
@@ -35,19 +37,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::error::Error as CkError;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::ekdf::AesCbcDeriveParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::slot::Slot;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use crate::error::KmsError;
 use crate::model::{KeyId, MaterialId, TokenKeyRef};
 use pool::{AcquireError, SessionPool};
+pub(crate) use token::{find_token, initialise};
+use token::{is_logged_in, log_in, Token};
 
 /// Label prefix of every token object p11kms creates; reconciliation only touches these.
 pub const OBJECT_LABEL_PREFIX: &str = "p11kms:";
@@ -56,8 +58,6 @@ pub const WRAPPED_DEK_LEN: usize = 40;
 pub const NONCE_LEN: usize = 16;
 pub const IV_LEN: usize = 12;
 pub const TAG_LEN: usize = 16;
-/// How long to wait between attempts to bring a lost token back.
-const REINIT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Computes `K_wrap`'s derivation data from the nonce, IV and sealed payload.
 pub type SealDerivation<'a> = dyn Fn(&[u8; NONCE_LEN], &[u8; IV_LEN], &[u8]) -> [u8; 32] + 'a;
@@ -145,23 +145,6 @@ impl Half {
             Half::Public => ObjectClass::PUBLIC_KEY,
         }
     }
-}
-
-/// One initialised library with its logged-in sessions.
-struct Token {
-    pkcs11: Pkcs11,
-    slot: Slot,
-    pool: SessionPool,
-    /// One session of its own for key-pair generation, which can take seconds (RSA 4096
-    /// on SoftHSM2): it never holds a session that requests are waiting for.
-    key_pairs: SessionPool,
-    materials: RwLock<HashMap<(MaterialId, Half), ObjectHandle>>,
-    /// The session that owns the session copies of secret keys (`HsmConfig::session_key_copies`),
-    /// used for nothing else so that no request's failure closes it.
-    copy_owner: SessionPool,
-    /// The live session copy of each material, so that it can be destroyed with it. Held
-    /// while a copy is made, so two requests never copy the same material at once.
-    copies: Mutex<HashMap<MaterialId, ObjectHandle>>,
 }
 
 impl Hsm {
@@ -543,7 +526,8 @@ impl Hsm {
             OnLostSession::Fail => 1,
         };
         let mut attempt = 0;
-        let mut deadline = None;
+        // The clock starts now: opening a replacement session counts, and so do retries.
+        let deadline = pool.operation_timeout().map(|t| Instant::now() + t);
         loop {
             attempt += 1;
             let session = match pool.acquire(Instant::now() + self.config.session_wait) {
@@ -554,9 +538,6 @@ impl Hsm {
                     return Err(OpError::Hsm(e));
                 }
             };
-            // The clock starts with the first session, and runs on across retries.
-            let deadline = *deadline
-                .get_or_insert_with(|| pool.operation_timeout().map(|t| Instant::now() + t));
             self.operations.fetch_add(1, Ordering::Relaxed);
             let result =
                 op(&TimedSession::new(&session, self.observer.as_deref()).with_deadline(deadline));
@@ -631,7 +612,7 @@ impl Hsm {
         };
         let first = handles(&token)?;
         match self.on_token(&token, |s| op(s, first)) {
-            Err(OpError::Hsm(e)) if e.scope == Scope::Object => {
+            Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope == Scope::Object => {
                 let again = handles(&token)?;
                 self.on_token(&token, |s| op(s, again))
             }
@@ -650,8 +631,21 @@ impl Hsm {
             return Ok(*handle);
         }
         let adopted = self.adopted_read().get(material).cloned();
-        let found =
-            self.on_token_with(token, |s| find_object(s, material, half, adopted.as_ref()))?;
+        let found = self.on_token_with(token, |s| {
+            let found = find_object(s, material, half, adopted.as_ref())?;
+            if !found.is_empty() {
+                return Ok(found);
+            }
+            // A session that is not logged in sees no private object: the token dropped
+            // the login (an HSM fail-over, a session timeout). Log in again (for every
+            // session of the application) and look again; look again also when another
+            // request logged in meanwhile.
+            if !is_logged_in(s.raw())? {
+                tracing::warn!("the HSM dropped the login; logging in again");
+                log_in(s.raw(), &self.config.user_pin)?;
+            }
+            find_object(s, material, half, adopted.as_ref())
+        })?;
         match found.first() {
             Some(&handle) => match half {
                 Half::Secret => Ok(self.cache_secret(token, material, handle)),
@@ -662,92 +656,6 @@ impl Hsm {
             },
             None => Err(self.missing_material(token, material)),
         }
-    }
-
-    /// Caches and returns the handle operations use for a material's secret key: its
-    /// session copy when `session_key_copies` is on and the module makes one, else the
-    /// token object. The copy is cached under the lock that guards making it, so a request
-    /// that waited for the lock finds it rather than making another.
-    fn cache_secret(
-        &self,
-        token: &Arc<Token>,
-        material: &MaterialId,
-        object: ObjectHandle,
-    ) -> ObjectHandle {
-        let slot = (*material, Half::Secret);
-        if !self.config.session_key_copies {
-            token.materials_mut().insert(slot, object);
-            return object;
-        }
-        let mut copies = token.copies.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(cached) = token.materials_read().get(&slot) {
-            return *cached;
-        }
-        // The handle cache was cleared (after an object error) while a copy existed: keep
-        // the copy if it is still alive and still this material's, as requests may hold it.
-        if let Some(&earlier) = copies.get(material) {
-            if self.is_copy_of(token, earlier, object) {
-                token.materials_mut().insert(slot, earlier);
-                return earlier;
-            }
-            copies.remove(material);
-        }
-        let copied = self.on_pool(token, &token.copy_owner, OnLostSession::Retry, |s| {
-            s.copy_object(object, &[Attribute::Token(false)])
-                .map_err(|e| OpError::Hsm(e.into()))
-        });
-        let usable = match flatten_op_error(copied) {
-            Ok(copy) => {
-                copies.insert(*material, copy);
-                copy
-            }
-            Err(e) => {
-                tracing::warn!(%material, function = %e.function, rv = %e.rv, "cannot make a session copy of a key; using the token object");
-                object
-            }
-        };
-        token.materials_mut().insert(slot, usable);
-        usable
-    }
-
-    /// Whether `copy` is still an object with the same `CKA_ID` as the token object
-    /// `original` (a dead copy's handle may since name something else).
-    fn is_copy_of(&self, token: &Arc<Token>, copy: ObjectHandle, original: ObjectHandle) -> bool {
-        let checked = self.on_pool(token, &token.copy_owner, OnLostSession::Retry, |s| {
-            let id = |handle| match s.get_attributes(handle, &[AttributeType::Id]) {
-                Ok(attributes) => attributes.into_iter().find_map(|a| match a {
-                    Attribute::Id(id) => Some(id),
-                    _ => None,
-                }),
-                // Errors mean "no": the caller makes a new copy, which meets any real fault.
-                Err(_) => None,
-            };
-            Ok(matches!((id(copy), id(original)), (Some(a), Some(b)) if a == b))
-        });
-        checked.unwrap_or(false)
-    }
-
-    /// Destroys the session copy of a material's secret key, if there is one.
-    fn destroy_session_copy(
-        &self,
-        token: &Arc<Token>,
-        material: &MaterialId,
-    ) -> Result<(), KmsError> {
-        let mut copies = token.copies.lock().unwrap_or_else(|p| p.into_inner());
-        token.materials_mut().remove(&(*material, Half::Secret));
-        let Some(&copy) = copies.get(material) else {
-            return Ok(());
-        };
-        let destroyed = self.on_pool(token, &token.copy_owner, OnLostSession::Retry, |s| match s
-            .destroy_object(copy)
-        {
-            // Already gone with its session: nothing of it is left.
-            Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) | Ok(()) => Ok(()),
-            Err(e) => Err(OpError::Hsm(e.into())),
-        });
-        outer_kms_error(destroyed)?.map_err(KmsError::from)?;
-        copies.remove(material);
-        Ok(())
     }
 
     /// A material the store knows is not in the token. If the token shows no key objects
@@ -781,199 +689,6 @@ impl Hsm {
         }
         KmsError::HsmUnavailable(failure.failure())
     }
-
-    fn recover(&self, token: &Arc<Token>, error: &HsmError) {
-        match error.scope {
-            Scope::Object => token.materials_mut().clear(),
-            Scope::Token => {
-                tracing::error!(function = %error.function, rv = %error.rv, "HSM token lost; reinitialising");
-                let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-                if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, token)) {
-                    *self.retired.lock().unwrap_or_else(|p| p.into_inner()) = current.take();
-                }
-            }
-            Scope::Data | Scope::Session => {}
-        }
-    }
-
-    fn current_token(&self) -> Option<Arc<Token>> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Closes the idle sessions (logging them out) and finalises the library, at exit after
-    /// requests drained. Returns `false` when a request still held the token: its sessions
-    /// then close with the process. The token is not reopened afterwards.
-    pub fn shutdown(&self) -> bool {
-        self.closed.store(true, Ordering::SeqCst);
-        let current = self
-            .current
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let retired = self
-            .retired
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let mut clean = true;
-        for token in [current, retired].into_iter().flatten() {
-            match Arc::try_unwrap(token) {
-                Ok(token) => token.finalize(),
-                Err(in_use) => {
-                    in_use.pool.close_idle();
-                    in_use.key_pairs.close_idle();
-                    clean = false;
-                }
-            }
-        }
-        clean
-    }
-
-    /// The current token, reopening a lost one with backoff.
-    fn token(&self) -> Result<Arc<Token>, KmsError> {
-        let limit = self.config.recycle_after_operations;
-        if limit > 0 && self.operations.load(Ordering::Relaxed) >= limit {
-            self.recycle();
-        }
-        if let Some(token) = self.current_token() {
-            return Ok(token);
-        }
-        if let Some(token) = self.wait_for_recycle() {
-            return Ok(token);
-        }
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(KmsError::HsmUnavailable(crate::error::Pkcs11Failure {
-                function: "C_Finalize".into(),
-                rv: "the gateway is shutting down".into(),
-            }));
-        }
-        let unavailable = || {
-            KmsError::HsmUnavailable(crate::error::Pkcs11Failure {
-                function: "C_Initialize".into(),
-                rv: "token not yet reinitialised".into(),
-            })
-        };
-        let mut last = self.last_attempt.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(token) = self.current_token() {
-            return Ok(token);
-        }
-        if last.is_some_and(|t| t.elapsed() < REINIT_BACKOFF) {
-            return Err(unavailable());
-        }
-        *last = Some(Instant::now());
-        {
-            let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(old) = retired.take() {
-                match Arc::try_unwrap(old) {
-                    Ok(old) => old.finalize(),
-                    Err(in_use) => {
-                        *retired = Some(in_use);
-                        return Err(unavailable());
-                    }
-                }
-            }
-        }
-        match Token::open(&self.config) {
-            Ok(token) => {
-                let token = Arc::new(token);
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(token.clone());
-                self.reinitialisations.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("HSM token reinitialised");
-                Ok(token)
-            }
-            Err(e) => {
-                tracing::warn!(function = %e.function, rv = %e.rv, "HSM still unavailable");
-                Err(KmsError::HsmUnavailable(e.failure()))
-            }
-        }
-    }
-}
-
-impl Hsm {
-    /// The planned recycle: take the token out of service, let the requests holding it
-    /// finish (new ones wait in `wait_for_recycle`), then `C_Finalize` and open it again.
-    /// If requests still hold it after the session deadline, it goes back into service
-    /// and the recycle is tried again later. One thread recycles; the others carry on.
-    fn recycle(&self) {
-        {
-            let mut busy = self.recycling.lock().unwrap_or_else(|p| p.into_inner());
-            if *busy {
-                return;
-            }
-            *busy = true;
-        }
-        // With the line that ends it, this tells from the log whether a crash hit a recycle.
-        tracing::debug!("recycling the PKCS#11 library");
-        self.operations.store(0, Ordering::Relaxed);
-        let taken = self
-            .current
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(mut old) = taken {
-            let started = Instant::now();
-            let deadline = started + self.config.session_wait;
-            loop {
-                match Arc::try_unwrap(old) {
-                    Ok(token) => {
-                        token.finalize();
-                        match Token::open(&self.config) {
-                            Ok(token) => {
-                                *self.current.write().unwrap_or_else(|p| p.into_inner()) =
-                                    Some(Arc::new(token));
-                                self.recycles.fetch_add(1, Ordering::Relaxed);
-                                tracing::debug!(
-                                    pause_us = started.elapsed().as_micros() as u64,
-                                    "PKCS#11 library recycled to free session objects"
-                                );
-                            }
-                            Err(e) => {
-                                // The lost-token path (with backoff) takes over from here.
-                                tracing::error!(function = %e.function, rv = %e.rv, "HSM did not come back after a planned recycle");
-                            }
-                        }
-                        break;
-                    }
-                    Err(in_use) if Instant::now() < deadline => {
-                        old = in_use;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(in_use) => {
-                        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(in_use);
-                        tracing::warn!(
-                            "planned HSM recycle skipped: requests held the token too long"
-                        );
-                        break;
-                    }
-                }
-            }
-        }
-        *self.recycling.lock().unwrap_or_else(|p| p.into_inner()) = false;
-        self.recycled.notify_all();
-    }
-
-    /// While a planned recycle runs, waits for it (up to the session deadline) and returns
-    /// the reopened token. `None` when no recycle runs or it left no token.
-    fn wait_for_recycle(&self) -> Option<Arc<Token>> {
-        let deadline = Instant::now() + self.config.session_wait;
-        let mut busy = self.recycling.lock().unwrap_or_else(|p| p.into_inner());
-        while *busy {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            busy = self
-                .recycled
-                .wait_timeout(busy, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        drop(busy);
-        self.current_token()
-    }
 }
 
 /// Splits an operation's outcome: the gateway's own refusals (a session wait that ran out)
@@ -997,118 +712,6 @@ fn flatten_op_error<T>(result: Result<T, OpError>) -> Result<T, HsmError> {
         )),
         Err(OpError::Kms(_)) => Err(HsmError::gateway("pool", "unavailable", Scope::Token)),
     }
-}
-
-impl Token {
-    /// Initialises the library, finds the token and logs in. On failure the library is
-    /// finalised again, so the next attempt starts from `C_Initialize`: SoftHSM2 reads its
-    /// tokens only then, and a module left initialised could keep a lost token lost.
-    fn open(config: &HsmConfig) -> Result<Token, HsmError> {
-        let pkcs11 = initialise(&config.module)?;
-        match Token::open_initialised(config, &pkcs11) {
-            Ok(token) => Ok(token),
-            Err(e) => {
-                if let Err(f) = pkcs11.finalize() {
-                    tracing::debug!(error = %HsmError::from(f), "C_Finalize after a failed open");
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn open_initialised(config: &HsmConfig, pkcs11: &Pkcs11) -> Result<Token, HsmError> {
-        let pkcs11 = pkcs11.clone();
-        let slot = find_token(&pkcs11, &config.token_label)?;
-        let pin = &config.user_pin;
-        let timeout = config.operation_timeout;
-        let pool = SessionPool::new(pkcs11.clone(), slot, pin.clone(), config.pool_size, timeout);
-        // The first session logs in (the pool does that for every session it opens while
-        // the token shows the application logged out).
-        let session = match pool.acquire(Instant::now() + config.session_wait) {
-            Ok(s) => s,
-            Err(AcquireError::Open(e)) => return Err(e),
-            Err(AcquireError::Timeout) => {
-                return Err(HsmError::gateway("C_OpenSession", "timeout", Scope::Token))
-            }
-        };
-        pool.release(session);
-        Ok(Token {
-            key_pairs: SessionPool::new(pkcs11.clone(), slot, pin.clone(), 1, None),
-            copy_owner: SessionPool::new(pkcs11.clone(), slot, pin.clone(), 1, timeout),
-            copies: Mutex::new(HashMap::new()),
-            pkcs11,
-            slot,
-            pool,
-            materials: RwLock::new(HashMap::new()),
-        })
-    }
-
-    fn materials_read(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<(MaterialId, Half), ObjectHandle>> {
-        self.materials.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn materials_mut(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<(MaterialId, Half), ObjectHandle>> {
-        self.materials.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn finalize(self) {
-        self.pool.close_idle();
-        self.key_pairs.close_idle();
-        self.copy_owner.close_idle();
-        let Token {
-            pkcs11,
-            pool,
-            key_pairs,
-            copy_owner,
-            ..
-        } = self;
-        drop(pool);
-        drop(key_pairs);
-        drop(copy_owner);
-        if let Err(e) = pkcs11.finalize() {
-            tracing::warn!(error = %HsmError::from(e), "C_Finalize failed");
-        }
-    }
-}
-
-/// Loads and initialises a PKCS#11 module with OS locking (SoftHSM runs without mutexes
-/// otherwise and crashes under threads).
-pub(crate) fn initialise(module: &std::path::Path) -> Result<Pkcs11, HsmError> {
-    let pkcs11 = Pkcs11::new(module).map_err(|e| {
-        tracing::error!(module = %module.display(), error = %e, "cannot load the PKCS#11 module");
-        HsmError::from(e)
-    })?;
-    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(pkcs11),
-        Err(e) => Err(e.into()),
-    }
-}
-
-pub(crate) fn find_token(pkcs11: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
-    for slot in pkcs11.get_slots_with_token()? {
-        let info = pkcs11.get_token_info(slot)?;
-        if info.token_initialized() && info.label().trim_end() == label {
-            return Ok(slot);
-        }
-    }
-    Err(HsmError::gateway(
-        "C_GetTokenInfo",
-        &format!("no token labelled '{label}'"),
-        Scope::Token,
-    ))
-}
-
-/// Whether the application is logged in as the user on this session's token.
-fn is_logged_in(session: &cryptoki::session::Session) -> Result<bool, HsmError> {
-    use cryptoki::session::SessionState;
-    Ok(matches!(
-        session.get_session_info()?.session_state(),
-        SessionState::RoUser | SessionState::RwUser
-    ))
 }
 
 /// What to do with an operation whose session the token lost.

@@ -12,11 +12,9 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use cryptoki::context::Pkcs11;
-use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::session::{Session, SessionState, UserType};
+use cryptoki::session::Session;
 use cryptoki::slot::Slot;
-use cryptoki::types::AuthPin;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use super::error::HsmError;
 
@@ -109,16 +107,8 @@ impl SessionPool {
     /// Opens a session, logging the application in when the token shows it logged out.
     fn open_logged_in(&self) -> Result<Session, HsmError> {
         let session = self.pkcs11.open_rw_session(self.slot)?;
-        let logged_in = matches!(
-            session.get_session_info()?.session_state(),
-            SessionState::RoUser | SessionState::RwUser
-        );
-        if !logged_in {
-            let pin = AuthPin::new(self.user_pin.expose_secret().into());
-            match session.login(UserType::User, Some(&pin)) {
-                Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-                Err(e) => return Err(e.into()),
-            }
+        if !super::token::is_logged_in(&session)? {
+            super::token::log_in(&session, &self.user_pin)?;
         }
         Ok(session)
     }

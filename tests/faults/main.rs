@@ -312,7 +312,9 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// The long variant, for `scripts/fault-matrix.sh`: every fault and its variants, with the
 /// lengths from `FAULT_MATRIX_FAULT_MS` / `FAULT_MATRIX_RECOVERY_MS`, on the embedded
 /// SoftHSM2 set-up and on a network-HSM set-up (no session copies, no recycle, a delay per
-/// call from `FAULT_MATRIX_DELAY_US`).
+/// call from `FAULT_MATRIX_DELAY_US`). `FAULT_MATRIX_ONLY` keeps the faults whose control
+/// words contain it (e.g. `logout`), `FAULT_MATRIX_SETUP` the set-ups whose title contains
+/// it (`embedded` or `network`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long; run by scripts/fault-matrix.sh"]
 async fn fault_matrix_long() {
@@ -335,6 +337,9 @@ async fn fault_matrix_long() {
         ),
         fault("login dropped, sessions kept", "fault=logout"),
     ]);
+    if let Ok(only) = std::env::var("FAULT_MATRIX_ONLY") {
+        faults.retain(|f| f.words.contains(&only));
+    }
     let setups = [
         (
             "embedded SoftHSM2 defaults (session key copies, recycle)",
@@ -351,7 +356,11 @@ async fn fault_matrix_long() {
         ),
     ];
     let mut runs = Vec::new();
+    let wanted = std::env::var("FAULT_MATRIX_SETUP").unwrap_or_default();
     for (title, delay_us, gateway_env) in setups {
+        if !title.contains(&wanted) {
+            continue;
+        }
         let settings = Settings {
             concurrency: 32,
             pool_size: 8,

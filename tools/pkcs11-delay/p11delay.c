@@ -27,7 +27,6 @@
  *   rv=<ckr>          the CKR the fault returns (device_error and hang: CKR_DEVICE_ERROR,
  *                     token_removed: CKR_TOKEN_NOT_PRESENT; 0x32 is CKR_DEVICE_REMOVED)
  *   failures=<n>      device_error: only the first n calls fail, then the fault is over
- *                     (counted per load of this module)
  *   hang_ms=<ms>      hang: every call sleeps this long (default 5000) ...
  *   after_hang=forward|fail   ... and is then forwarded (default) or fails with rv
  *   every_ms=<ms>     session_invalid: invalidate again every <ms> while the fault lasts
@@ -47,8 +46,9 @@
  *                    whole time, even if the fault ends meanwhile, as a request lost on the
  *                    network waits for its timeout);
  *   logout           once, when read: the application is logged out of the token (C_Logout
- *                    on one live session) while its sessions stay open, as an HSM that
- *                    dropped its login does.
+ *                    on one live session, between calls: the calls inside the real module
+ *                    finish first) while its sessions stay open, as an HSM that dropped its
+ *                    login does. Private session objects die with the login.
  * C_Initialize, C_Finalize, C_GetInfo and C_CloseSession never fail by injection.
  *
  * Session handles: the module hands out handles of its own and maps them to the real
@@ -57,6 +57,10 @@
  * invalidated runs to its end, but its caller gets the invalidation's CKR (the answer is
  * lost, as a network HSM's can be); the real session is closed once no call is inside it.
  * One slot is assumed: C_CloseAllSessions forgets every session.
+ *
+ * The module stays loaded once loaded (RTLD_NODELETE): a caller that unloads and loads it
+ * again (cryptoki does on every reinitialisation) finds the fault, the call counter and
+ * the session table as they were.
  *
  * Built by tools/pkcs11-delay/build.sh. Standard C11 plus POSIX (stat, nanosleep,
  * clock_gettime) and libdl.
@@ -188,6 +192,29 @@ static CK_SESSION_HANDLE remember_session(CK_SESSION_HANDLE real_handle)
     return CK_INVALID_HANDLE;
 }
 
+/* Calls on sessions inside the real module now, and a gate that holds new ones back
+ * while a logout waits for those inside to finish: the HSM drops the login between calls,
+ * not under one (SoftHSM2 answers a call whose objects a logout destroyed under it with
+ * stray codes such as CKR_KEY_TYPE_INCONSISTENT). */
+static atomic_int calls_inside;
+static atomic_int gate_closed;
+
+static void gate_enter(void)
+{
+    for (;;) {
+        atomic_fetch_add(&calls_inside, 1);
+        if (!atomic_load(&gate_closed))
+            return;
+        atomic_fetch_sub(&calls_inside, 1);
+        sleep_us(100);
+    }
+}
+
+static void gate_leave(void)
+{
+    atomic_fetch_sub(&calls_inside, 1);
+}
+
 /* Enters a call on a live handle: its real handle, and the session counted busy. */
 static CK_RV enter_session(CK_SESSION_HANDLE handle, CK_SESSION_HANDLE *real_handle)
 {
@@ -195,10 +222,12 @@ static CK_RV enter_session(CK_SESSION_HANDLE handle, CK_SESSION_HANDLE *real_han
     unsigned long generation = handle >> SLOT_BITS;
     if (atomic_load(&s->generation) != generation || atomic_load(&s->state) != SLOT_LIVE)
         return CKR_SESSION_HANDLE_INVALID;
+    gate_enter();
     atomic_fetch_add(&s->busy, 1);
     if (atomic_load(&s->generation) != generation || atomic_load(&s->state) != SLOT_LIVE) {
         if (atomic_fetch_sub(&s->busy, 1) == 1 && atomic_load(&s->state) == SLOT_DEAD)
             close_real_once(s);
+        gate_leave();
         return CKR_SESSION_HANDLE_INVALID;
     }
     *real_handle = atomic_load(&s->real_handle);
@@ -209,6 +238,7 @@ static CK_RV enter_session(CK_SESSION_HANDLE handle, CK_SESSION_HANDLE *real_han
 static CK_RV leave_session(CK_SESSION_HANDLE handle, CK_RV rv)
 {
     struct session_slot *s = slot_of(handle);
+    gate_leave();
     int last = atomic_fetch_sub(&s->busy, 1) == 1;
     if (atomic_load(&s->state) != SLOT_DEAD)
         return rv;
@@ -269,15 +299,19 @@ static unsigned invalidate_sessions(CK_RV rv)
  * Returns whether a session was there to do it. */
 static unsigned log_out(void)
 {
-    for (unsigned slot = 0; slot < SLOTS; slot++) {
+    unsigned done = 0;
+    atomic_store(&gate_closed, 1);
+    for (int waited = 0; waited < 10000 && atomic_load(&calls_inside) > 0; waited++)
+        sleep_us(100);
+    for (unsigned slot = 0; slot < SLOTS && !done; slot++) {
         struct session_slot *s = &sessions[slot];
         if (atomic_load(&s->state) != SLOT_LIVE)
             continue;
         CK_RV rv = real->C_Logout(atomic_load(&s->real_handle));
-        if (rv == CKR_OK || rv == CKR_USER_NOT_LOGGED_IN)
-            return 1;
+        done = rv == CKR_OK || rv == CKR_USER_NOT_LOGGED_IN;
     }
-    return 0;
+    atomic_store(&gate_closed, 0);
+    return done;
 }
 
 /* After C_Finalize or C_CloseAllSessions: the real module has no sessions any more. */
@@ -716,6 +750,13 @@ static CK_RV load_real(void)
     fail_rv = (CK_RV)env_ulong("P11DELAY_FAIL_RV", CKR_DEVICE_ERROR);
     const char *control = getenv("P11DELAY_CONTROL");
     control_path = (control != NULL && *control != '\0') ? control : NULL;
+    /* Stay loaded when the caller unloads the module (cryptoki does on every
+     * reinitialisation): the fault in force, its failure count and the session table
+     * must outlive a reload, or a reinitialisation would restart a fault. */
+    Dl_info self;
+    if (dladdr((void *)C_GetFunctionList, &self) == 0 || self.dli_fname == NULL
+        || dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) == NULL)
+        fprintf(stderr, "p11delay: cannot pin myself in memory; a reload resets the faults\n");
 
     shim = *list;
 #define WRAP(name) shim.C_##name = d_##name
