@@ -217,7 +217,7 @@ impl Connection {
 /// A prepared request of one (operation, payload size).
 pub(super) struct Workload {
     pub(super) op: BenchOp,
-    size: usize,
+    pub(super) size: usize,
     pub(super) body: Bytes,
 }
 

@@ -126,7 +126,10 @@ pub async fn run(
         return Err("--ops names no operation".into());
     }
     let workloads = Arc::new(workloads);
-    let names: Vec<&str> = workloads.iter().map(|w| w.op.short()).collect();
+    let names: Vec<String> = workloads
+        .iter()
+        .map(|w| format!("{} {} B", w.op.short(), w.size))
+        .collect();
     println!(
         "# soak: {} s, a sample every {} s ({} warm-up), {} connections: {crypto_workers} cycling through {} and 1 churning keys, aliases and grants",
         duration.as_secs(),
@@ -427,7 +430,12 @@ fn median(mut values: Vec<f64>) -> f64 {
         return 0.0;
     }
     values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
+    let mid = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
 }
 
 /// Least-squares slope of `y` over `x`.
