@@ -267,7 +267,7 @@ trap 'exit 143' TERM
 # --------------------------------------------------------------------------
 cargo_test() {
     set -o pipefail
-    cargo test --release 2>&1 | tee "$LOG_DIR/cargo-test.log"
+    cargo test --release --no-fail-fast 2>&1 | tee "$LOG_DIR/cargo-test.log"
 }
 
 # The fuzz smoke: every committed fuzz corpus file and saved crash through the fuzz targets,
