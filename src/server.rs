@@ -9,7 +9,8 @@ use crate::auth::SigV4Verifier;
 use crate::config::StoreConfig;
 use crate::config::{read_secret_file, Config, LogFormat, PinSource};
 use crate::hsm::{find_softhsm_module, CallObserver, EmbeddedSoftHsm, Hsm, HsmConfig};
-use crate::kms::{reconcile, run_due_jobs, IdentityPolicies, KmsService, ServiceConfig};
+use crate::kms::leases::JobLeases;
+use crate::kms::{reconcile, run_leased_jobs, IdentityPolicies, KmsService, ServiceConfig};
 use crate::store::{MetadataStore, PostgresStore, SqliteStore};
 use crate::telemetry::audit::AuditSettings;
 use crate::telemetry::{AuditLog, Metrics};
@@ -84,6 +85,9 @@ pub struct Prepared {
     service: Arc<KmsService>,
     metrics: Arc<Metrics>,
     tls: Option<crate::tls::Tls>,
+    /// The adopted token keys could not be read at start (PostgreSQL down): the job loop
+    /// reads them once the store answers.
+    adoptions_pending: bool,
 }
 
 impl Prepared {
@@ -143,11 +147,20 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
     );
     // Adopted token keys first: reconciliation and the seed must know which objects are
     // not p11kms's own.
-    let adopted = crate::kms::seed::load_adoptions(&service)
-        .map_err(|e| format!("cannot load adopted keys: {e}"))?;
-    if adopted > 0 {
-        tracing::info!(adopted, "adopted token keys registered");
-    }
+    let adoptions_pending = match crate::kms::seed::load_adoptions(&service) {
+        Ok(adopted) => {
+            if adopted > 0 {
+                tracing::info!(adopted, "adopted token keys registered");
+            }
+            false
+        }
+        // A replica starts while PostgreSQL is down: it serves typed errors meanwhile.
+        Err(e @ crate::error::KmsError::StoreUnavailable(_)) => {
+            tracing::warn!(error = %e, "the store is unavailable: adopted token keys will be read once it answers");
+            true
+        }
+        Err(e) => return Err(format!("cannot load adopted keys: {e}")),
+    };
     if let Some(path) = &config.seed_file {
         let seed = crate::kms::seed::read_seed_file(path)?;
         let outcome = crate::kms::seed::apply_seed(&service, &seed, &config.account)?;
@@ -160,9 +173,12 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
             "seed file applied"
         );
     }
-    // Only the embedded token is ours alone; on a shared HSM, orphans are reported by
-    // `reconcile` only when an operator runs it.
-    if config.embedded_softhsm {
+    // Only the embedded token with the embedded store is ours alone. On a shared HSM, or
+    // with replicas sharing PostgreSQL (and so perhaps the token), an object without a row
+    // may be material another replica is creating right now (material is made before its
+    // row is written): it is never destroyed here.
+    let sole_owner = config.embedded_softhsm && matches!(config.store, StoreConfig::Sqlite { .. });
+    if sole_owner && !adoptions_pending {
         match reconcile(&service) {
             Ok(0) => {}
             Ok(n) => tracing::warn!(destroyed = n, "removed orphan key objects from the token"),
@@ -175,6 +191,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         service,
         metrics,
         tls,
+        adoptions_pending,
     })
 }
 
@@ -191,13 +208,21 @@ fn open_store(config: &StoreConfig) -> Result<Arc<dyn MetadataStore>, String> {
             Ok(Arc::new(store))
         }
         StoreConfig::Postgres(settings) => {
-            let store = PostgresStore::connect(settings)
+            let (store, unavailable) = PostgresStore::open(settings)
                 .map_err(|e| format!("cannot open the PostgreSQL store: {}", e.chain()))?;
-            tracing::info!(
-                pool_size = settings.pool_size,
-                schema_version = PostgresStore::latest_schema_version(),
-                "PostgreSQL store ready"
-            );
+            match unavailable {
+                None => tracing::info!(
+                    pool_size = settings.pool_size,
+                    schema_version = PostgresStore::latest_schema_version(),
+                    "PostgreSQL store ready"
+                ),
+                // Not fatal: /readyz says 503 and requests get DependencyTimeoutException
+                // until PostgreSQL answers; the schema is migrated then.
+                Some(e) => tracing::warn!(
+                    error = %e.chain(),
+                    "PostgreSQL is unavailable; serving typed errors until it answers"
+                ),
+            }
             Ok(Arc::new(store))
         }
     }
@@ -271,6 +296,7 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
         service,
         metrics,
         tls,
+        adoptions_pending,
     } = prepared;
     let verifier = Arc::new(SigV4Verifier::new(
         config.region.clone(),
@@ -283,14 +309,40 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
     let address = listener.local_addr().map_err(|e| e.to_string())?;
 
     let jobs_service = service.clone();
+    let jobs_metrics = metrics.clone();
     let interval = config.job_interval;
+    let leases = Arc::new(JobLeases::new(interval));
+    tracing::info!(holder = %leases.holder(), lease_ms = leases.ttl().as_millis() as u64, "periodic jobs run under leases");
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut adoptions_pending = adoptions_pending;
         loop {
             ticker.tick().await;
             let service = jobs_service.clone();
-            let _ = tokio::task::spawn_blocking(move || run_due_jobs(&service)).await;
+            let leases = leases.clone();
+            let load_adoptions = adoptions_pending;
+            let done = tokio::task::spawn_blocking(move || {
+                let adopted = load_adoptions.then(|| crate::kms::seed::load_adoptions(&service));
+                let rounds = run_leased_jobs(&service, &leases);
+                (adopted, rounds)
+            })
+            .await;
+            let Ok((adopted, rounds)) = done else { continue };
+            match adopted {
+                Some(Ok(n)) => {
+                    tracing::info!(adopted = n, "adopted token keys registered");
+                    adoptions_pending = false;
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "adopted token keys still unreadable"),
+                None => {}
+            }
+            for (job, round) in rounds {
+                jobs_metrics
+                    .job_rounds
+                    .with_label_values(&[job.as_str(), round.as_str()])
+                    .inc();
+            }
         }
     });
 

@@ -290,8 +290,8 @@ fn grafana_dashboard_uses_only_registered_metrics() {
 
 // === kubernetes ===
 
-fn kubernetes() -> Vec<Value> {
-    let dir = deploy("kubernetes");
+fn kubernetes(subdir: &str) -> Vec<Value> {
+    let dir = deploy(subdir);
     let kustomization = &yaml(&dir.join("kustomization.yaml"))[0];
     let mut docs = Vec::new();
     for file in strings(&kustomization["resources"]) {
@@ -308,7 +308,105 @@ fn of_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 
 #[test]
 fn kubernetes_manifests_parse_and_reference_real_things() {
-    let docs = kubernetes();
+    check_kubernetes("kubernetes");
+}
+
+/// The cluster variant: N replicas rolled one at a time, the store on PostgreSQL with its
+/// connection string from a file the Secret mounts, nothing persistent in the pod.
+#[test]
+fn kubernetes_cluster_manifests_parse_and_reference_real_things() {
+    let (docs, file) = check_kubernetes("kubernetes/cluster");
+    let deployment = of_kind(&docs, "Deployment");
+    let replicas = deployment["spec"]["replicas"].as_u64().expect("replicas");
+    assert!(replicas >= 2, "{replicas}");
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    let min_available = of_kind(&docs, "PodDisruptionBudget")["spec"]["minAvailable"]
+        .as_u64()
+        .expect("minAvailable");
+    assert!(min_available < replicas);
+    assert_eq!(file.store.backend.as_deref(), Some("postgres"));
+    let url_file = file.store.postgres_url_file.as_ref().expect("postgres_url_file");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["mountPath"]
+                .as_str()
+                .is_some_and(|mp| url_file.starts_with(mp))
+        })
+        .expect("the connection string's file is mounted");
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("volume");
+    let secret = of_kind(&docs, "Secret");
+    assert_eq!(volume["secret"]["secretName"], secret["metadata"]["name"]);
+    let item = volume["secret"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| url_file.ends_with(i["path"].as_str().unwrap()))
+        .expect("the Secret's item at that path");
+    let key = item["key"].as_str().unwrap();
+    assert!(secret["stringData"][key]
+        .as_str()
+        .is_some_and(|u| u.starts_with("postgresql://")));
+    assert!(
+        !pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v.get("persistentVolumeClaim").is_some()),
+        "replicas keep nothing on a volume"
+    );
+}
+
+/// The compose cluster: PostgreSQL, a one-shot token maker and two replicas sharing the
+/// token volume and the connection string secret.
+#[test]
+fn cluster_compose_parses_and_references_real_things() {
+    let compose = &yaml(&deploy("docker-compose.cluster.yml"))[0];
+    let services = compose["services"].as_object().expect("services");
+    assert_real_command_line(&strings(&services["token"]["command"]), "token.command");
+    let token_dir = services["token"]["environment"]["P11KMS_DATA_DIR"]
+        .as_str()
+        .expect("token data dir");
+    let mut ports = BTreeSet::new();
+    for name in ["replica-1", "replica-2"] {
+        let replica = &services[name];
+        assert_real_command_line(&strings(&replica["command"]), name);
+        let env = replica["environment"].as_object().expect("environment");
+        assert_known_env(env.keys().filter(|k| k.starts_with("P11KMS_")).cloned(), name);
+        assert_eq!(env["P11KMS_STORE_BACKEND"], "postgres");
+        assert_eq!(env["P11KMS_EMBEDDED_SOFTHSM"], "false");
+        for var in ["SOFTHSM2_CONF", "P11KMS_PIN_FILE"] {
+            assert!(
+                env[var].as_str().unwrap().starts_with(token_dir),
+                "{name}: {var} is in the shared token"
+            );
+        }
+        assert!(strings(&replica["volumes"])
+            .iter()
+            .any(|v| v.ends_with(&format!(":{token_dir}"))));
+        let url_file = env["P11KMS_DATABASE_URL_FILE"].as_str().unwrap();
+        let secret = url_file.strip_prefix("/run/secrets/").expect("a secret");
+        assert!(strings(&replica["secrets"]).contains(&secret.to_string()));
+        let source = compose["secrets"][secret]["file"].as_str().unwrap();
+        assert!(read(&deploy(source)).starts_with("postgresql://"));
+        ports.insert(strings(&replica["ports"]).join(","));
+    }
+    assert_eq!(ports.len(), 2, "each replica has its own port");
+    let password = compose["secrets"]["pg-password"]["file"].as_str().unwrap();
+    assert!(deploy(password).exists());
+}
+
+/// Checks a Kubernetes manifest set; returns its documents and the ConfigMap's parsed file.
+fn check_kubernetes(subdir: &str) -> (Vec<Value>, p11kms::config::FileConfig) {
+    let docs = kubernetes(subdir);
     let deployment = of_kind(&docs, "Deployment");
     let pod = &deployment["spec"]["template"];
     let labels = &pod["metadata"]["labels"];
@@ -431,6 +529,7 @@ fn kubernetes_manifests_parse_and_reference_real_things() {
         .expect("grace");
     let drain_ms = file.shutdown.drain_ms.expect("shutdown.drain_ms");
     assert!(grace * 1000 > drain_ms);
+    (docs, file)
 }
 
 // === systemd ===

@@ -1,16 +1,50 @@
 //! Background work: deleting keys whose waiting period ended, automatic rotation, and
-//! reconciling the token with the store at start-up.
+//! reconciling the token with the store at start-up. With a shared store each job round
+//! runs under a lease ([`super::leases`]), on one replica at a time.
 
 use std::collections::HashSet;
 
 use crate::error::KmsError;
 use crate::model::{now_epoch, EpochSeconds, MaterialOrigin};
 
+use super::leases::{Job, JobLeases, Round};
 use super::KmsService;
 
-/// Runs whatever is due now. Errors are logged per key so one bad key does not stall the rest.
+/// Runs whatever is due now, in this process alone (no lease): for a store that only this
+/// process uses.
 pub fn run_due_jobs(service: &KmsService) {
     let now = now_epoch();
+    delete_due_keys(service, now);
+    rotate_due_keys(service, now);
+}
+
+/// Runs each job whose lease this process holds or can take now, so that replicas sharing
+/// a store run each round once. Returns what each job did.
+pub fn run_leased_jobs(service: &KmsService, leases: &JobLeases) -> Vec<(Job, Round)> {
+    Job::ALL
+        .into_iter()
+        .map(|job| {
+            let round = match leases.hold(service.store.as_ref(), job) {
+                Ok(true) => {
+                    let now = now_epoch();
+                    match job {
+                        Job::Deletion => delete_due_keys(service, now),
+                        Job::Rotation => rotate_due_keys(service, now),
+                    }
+                    Round::Ran
+                }
+                Ok(false) => Round::Skipped,
+                Err(e) => {
+                    tracing::warn!(job = job.as_str(), error = %e.chain(), "cannot take the job's lease; the job waits for the next round");
+                    Round::Failed
+                }
+            };
+            (job, round)
+        })
+        .collect()
+}
+
+fn delete_due_keys(service: &KmsService, now: EpochSeconds) {
     match service.store.keys_due_for_deletion(now) {
         Ok(keys) => {
             for key in keys {
@@ -31,6 +65,9 @@ pub fn run_due_jobs(service: &KmsService) {
         }
         Err(e) => tracing::error!(error = %e, "cannot list keys due for deletion"),
     }
+}
+
+fn rotate_due_keys(service: &KmsService, now: EpochSeconds) {
     match service.store.keys_due_for_rotation(now) {
         Ok(keys) => {
             for key in keys {

@@ -12,6 +12,7 @@ mod grants;
 mod jobs;
 mod keyformat;
 mod keys;
+pub mod leases;
 pub mod seed;
 
 use std::cell::RefCell;
@@ -26,7 +27,7 @@ use crate::model::{KeyId, KeyRecord, KeyState};
 use crate::store::{Changed, KeyChange, MetadataStore, StoreError};
 
 pub use access::IdentityPolicies;
-pub use jobs::{reconcile, run_due_jobs};
+pub use jobs::{reconcile, run_due_jobs, run_leased_jobs};
 
 use access::{Access, KeyPolicyCache};
 

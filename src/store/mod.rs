@@ -280,6 +280,18 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn count_keys_by_state(&self) -> StoreResult<Vec<(crate::model::KeyState, u64)>>;
     /// Cheap round trip, for readiness checks.
     fn ping(&self) -> StoreResult<()>;
+    /// Takes or renews, for `holder`, the lease on the periodic job `job` for `ttl`, unless
+    /// another holder's lease is still running: whether `holder` holds it now. Replicas
+    /// sharing a store run each job round on one replica only. A store that only one
+    /// process uses (SQLite) always grants it.
+    fn acquire_job_lease(
+        &self,
+        _job: &str,
+        _holder: &str,
+        _ttl: std::time::Duration,
+    ) -> StoreResult<bool> {
+        Ok(true)
+    }
     /// The connection pool's occupancy and counters, for stores that pool connections.
     fn pool_stats(&self) -> Option<StorePoolStats> {
         None

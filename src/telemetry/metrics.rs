@@ -39,6 +39,7 @@ pub struct Metrics {
     pub store_pool_waiters: IntGauge,
     pub store_pool_waits: IntCounter,
     pub store_pool_timeouts: IntCounter,
+    pub job_rounds: IntCounterVec,
     pub connections_open: IntGauge,
     pub connections_accepted: IntCounter,
     pub connections_refused: IntCounterVec,
@@ -163,6 +164,15 @@ impl Metrics {
         registry.register(Box::new(store_pool_waiters.clone()))?;
         registry.register(Box::new(store_pool_waits.clone()))?;
         registry.register(Box::new(store_pool_timeouts.clone()))?;
+        let job_rounds = IntCounterVec::new(
+            Opts::new(
+                "p11kms_job_rounds_total",
+                "Rounds of the periodic jobs by job and outcome: ran (this replica held the \
+                 job's lease), skipped (another replica holds it), failed (store unavailable)",
+            ),
+            &["job", "outcome"],
+        )?;
+        registry.register(Box::new(job_rounds.clone()))?;
         let connections_open = IntGauge::new(
             "p11kms_connections_open",
             "Client connections open now (TCP accepted and admitted, TLS or not)",
@@ -256,6 +266,7 @@ impl Metrics {
             store_pool_waiters,
             store_pool_waits,
             store_pool_timeouts,
+            job_rounds,
             connections_open,
             connections_accepted,
             connections_refused,

@@ -19,12 +19,18 @@
 //!
 //! **No row cache.** The SQLite store keeps key rows for up to a second; several replicas
 //! on one database cannot do that without invalidation, so every read here goes to
-//! PostgreSQL (coherent replicas through LISTEN/NOTIFY are a later step).
+//! PostgreSQL, and a change made through one replica is seen by the next request on every
+//! other (README, Cluster: measured, and why no cache was added).
+//!
+//! **Start-up without PostgreSQL.** [`PostgresStore::open`] does not need the server: the
+//! schema is brought up to date before the first statement that reaches it, so a replica
+//! started while PostgreSQL is down serves typed errors and recovers without a restart.
 
 mod aliases;
 mod errors;
 mod grants;
 mod keys;
+mod leases;
 mod rows;
 mod schema;
 mod tls;
@@ -33,7 +39,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,6 +125,8 @@ pub struct PostgresStore {
     statement_timeout: Duration,
     checkout_timeout: Duration,
     connect_timeout: Duration,
+    /// The schema is known to be up to date (migrations ran on this process's behalf).
+    migrated: Arc<AtomicBool>,
     runtime: StoreRuntime,
 }
 
@@ -135,8 +143,21 @@ impl PostgresStore {
     /// build). Fails if PostgreSQL cannot be reached now.
     pub fn connect(settings: &PostgresSettings) -> StoreResult<Self> {
         let store = Self::with_pool(settings)?;
-        store.run(|client| Box::pin(schema::migrate(client)))?;
+        store.ping()?;
         Ok(store)
+    }
+
+    /// Like [`PostgresStore::connect`], but PostgreSQL being unreachable now is no error:
+    /// the store is returned (with the cause) and migrates the schema on its first call
+    /// that reaches the server. Other failures (a bad connection string, a database newer
+    /// than this build) still fail.
+    pub fn open(settings: &PostgresSettings) -> StoreResult<(Self, Option<StoreError>)> {
+        let store = Self::with_pool(settings)?;
+        match store.ping() {
+            Ok(()) => Ok((store, None)),
+            Err(e @ StoreError::Unavailable { .. }) => Ok((store, Some(e))),
+            Err(e) => Err(e),
+        }
     }
 
     /// The pool and runtime, without touching the database.
@@ -182,6 +203,7 @@ impl PostgresStore {
             statement_timeout: settings.statement_timeout,
             checkout_timeout: settings.checkout_timeout,
             connect_timeout: settings.connect_timeout,
+            migrated: Arc::new(AtomicBool::new(false)),
             runtime: StoreRuntime(Some(runtime)),
         })
     }
@@ -209,10 +231,20 @@ impl PostgresStore {
         let pool = self.pool.clone();
         let counters = self.counters.clone();
         let deadline = self.statement_timeout + CLIENT_DEADLINE_GRACE;
+        let migrated = self.migrated.clone();
         runtime.spawn(async move {
             let outcome = async {
                 let mut client = checkout(&pool, &counters).await?;
-                match tokio::time::timeout(deadline, work(&mut client)).await {
+                let work = async {
+                    // Idempotent and serialised across replicas (an advisory lock), so
+                    // callers racing here before the first success are harmless.
+                    if !migrated.load(Ordering::Acquire) {
+                        schema::migrate(&mut client).await?;
+                        migrated.store(true, Ordering::Release);
+                    }
+                    work(&mut client).await
+                };
+                match tokio::time::timeout(deadline, work).await {
                     Ok(outcome) => {
                         if client.is_closed() {
                             // Not back into the pool: the next call opens a new one.
@@ -540,6 +572,12 @@ impl MetadataStore for PostgresStore {
                 Ok(())
             })
         })
+    }
+
+    fn acquire_job_lease(&self, job: &str, holder: &str, ttl: Duration) -> StoreResult<bool> {
+        let (job, holder) = (job.to_string(), holder.to_string());
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.run(move |c| Box::pin(leases::acquire(c, job, holder, ttl_ms)))
     }
 
     fn pool_stats(&self) -> Option<StorePoolStats> {

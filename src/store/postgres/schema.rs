@@ -109,6 +109,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX grants_by_grantee ON grants (key_id, grantee_principal);
     CREATE INDEX grants_by_retiring ON grants (retiring_principal, grant_id);
     "#,
+    // 2: leases on the periodic jobs, so that one replica at a time runs each.
+    r#"
+    CREATE TABLE job_leases (
+        job     TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+        holder  TEXT             NOT NULL,
+        expires TIMESTAMPTZ      NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the schema up to date in one transaction under [`MIGRATION_LOCK`]: PostgreSQL's
