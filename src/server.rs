@@ -328,7 +328,9 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
                 (adopted, rounds)
             })
             .await;
-            let Ok((adopted, rounds)) = done else { continue };
+            let Ok((adopted, rounds)) = done else {
+                continue;
+            };
             match adopted {
                 Some(Ok(n)) => {
                     tracing::info!(adopted = n, "adopted token keys registered");

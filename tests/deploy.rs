@@ -325,7 +325,11 @@ fn kubernetes_cluster_manifests_parse_and_reference_real_things() {
         .expect("minAvailable");
     assert!(min_available < replicas);
     assert_eq!(file.store.backend.as_deref(), Some("postgres"));
-    let url_file = file.store.postgres_url_file.as_ref().expect("postgres_url_file");
+    let url_file = file
+        .store
+        .postgres_url_file
+        .as_ref()
+        .expect("postgres_url_file");
     let pod = &deployment["spec"]["template"]["spec"];
     let mount = pod["containers"][0]["volumeMounts"]
         .as_array()
@@ -380,7 +384,10 @@ fn cluster_compose_parses_and_references_real_things() {
         let replica = &services[name];
         assert_real_command_line(&strings(&replica["command"]), name);
         let env = replica["environment"].as_object().expect("environment");
-        assert_known_env(env.keys().filter(|k| k.starts_with("P11KMS_")).cloned(), name);
+        assert_known_env(
+            env.keys().filter(|k| k.starts_with("P11KMS_")).cloned(),
+            name,
+        );
         assert_eq!(env["P11KMS_STORE_BACKEND"], "postgres");
         assert_eq!(env["P11KMS_EMBEDDED_SOFTHSM"], "false");
         for var in ["SOFTHSM2_CONF", "P11KMS_PIN_FILE"] {

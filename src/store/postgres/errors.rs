@@ -44,6 +44,22 @@ fn is_unavailable_state(code: &SqlState) -> bool {
         || *code == SqlState::LOCK_NOT_AVAILABLE
 }
 
+/// Whether PostgreSQL refused the credentials (SQLSTATE class 28) somewhere in `e`'s causes:
+/// unavailable while serving (a password rotated under a running replica), but a
+/// configuration error at start-up.
+pub(super) fn is_credentials_refused(e: &StoreError) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        if let Some(pg) = inner.downcast_ref::<tokio_postgres::Error>() {
+            if pg.code().is_some_and(|code| code.code().starts_with("28")) {
+                return true;
+            }
+        }
+        cause = inner.source();
+    }
+    false
+}
+
 /// A failure of the connection itself rather than of a statement: tokio-postgres reports
 /// these without a SQLSTATE, as I/O errors, a closed connection, a failed connect or a
 /// connect timeout (its error kinds are not public; their texts are stable).

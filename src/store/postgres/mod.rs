@@ -149,13 +149,15 @@ impl PostgresStore {
 
     /// Like [`PostgresStore::connect`], but PostgreSQL being unreachable now is no error:
     /// the store is returned (with the cause) and migrates the schema on its first call
-    /// that reaches the server. Other failures (a bad connection string, a database newer
-    /// than this build) still fail.
+    /// that reaches the server. Other failures (a bad connection string, credentials the
+    /// server refuses, a database newer than this build) still fail.
     pub fn open(settings: &PostgresSettings) -> StoreResult<(Self, Option<StoreError>)> {
         let store = Self::with_pool(settings)?;
         match store.ping() {
             Ok(()) => Ok((store, None)),
-            Err(e @ StoreError::Unavailable { .. }) => Ok((store, Some(e))),
+            Err(e @ StoreError::Unavailable { .. }) if !errors::is_credentials_refused(&e) => {
+                Ok((store, Some(e)))
+            }
             Err(e) => Err(e),
         }
     }
