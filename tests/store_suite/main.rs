@@ -193,6 +193,59 @@ fn postgres_replicas_starting_at_once_migrate_exactly_once() {
     );
 }
 
+/// A job lease: one holder at a time across pools (replicas), renewed by its holder, taken
+/// over by another only once it ran out; racing takers get it exactly once. SQLite (one
+/// process) always grants it.
+#[test]
+fn postgres_job_leases_have_one_holder_until_they_run_out() {
+    let url = {
+        let server = PgServer::shared();
+        server.url(&server.create_database())
+    };
+    let a = PostgresStore::connect(&pg_settings(url.clone())).unwrap();
+    let b = PostgresStore::connect(&pg_settings(url)).unwrap();
+    let long = Duration::from_secs(60);
+    assert!(a.acquire_job_lease("deletion", "a", long).unwrap());
+    assert!(!b.acquire_job_lease("deletion", "b", long).unwrap());
+    assert!(
+        a.acquire_job_lease("deletion", "a", long).unwrap(),
+        "renewed"
+    );
+    assert!(
+        b.acquire_job_lease("rotation", "b", long).unwrap(),
+        "per job"
+    );
+    // A short lease, not renewed: another holder takes it once it ran out.
+    let short = Duration::from_millis(300);
+    assert!(a.acquire_job_lease("short", "a", short).unwrap());
+    assert!(!b.acquire_job_lease("short", "b", short).unwrap());
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(b.acquire_job_lease("short", "b", short).unwrap());
+    assert!(!a.acquire_job_lease("short", "a", short).unwrap());
+    // Eight takers at once on a fresh job: exactly one wins.
+    let winners = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let store = if i % 2 == 0 { &a } else { &b };
+                scope.spawn(move || {
+                    store
+                        .acquire_job_lease("race", &format!("holder-{i}"), long)
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|won| *won)
+            .count()
+    });
+    assert_eq!(winners, 1);
+    let (_dir, sqlite) = sqlite_stores();
+    assert!(sqlite[0].acquire_job_lease("deletion", "x", long).unwrap());
+    assert!(sqlite[1].acquire_job_lease("deletion", "y", long).unwrap());
+}
+
 #[test]
 fn postgres_refuses_a_newer_schema() {
     let server = PgServer::shared();
