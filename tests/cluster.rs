@@ -565,7 +565,10 @@ struct Acknowledged {
 /// once restarted (it catches up with what B did meanwhile).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_under_load_loses_nothing_acknowledged() {
-    let mut cluster = Cluster::start(2, &[]);
+    // All 16 clients on one replica after the kill: requests queue for an HSM session
+    // rather than being throttled after the default wait (the SDK clients here do not
+    // retry, and this 2-core machine runs other builds too).
+    let mut cluster = Cluster::start(2, &[("P11KMS_SESSION_WAIT_MS", "20000")]);
     let key = create_key(&cluster.client(0)).await.key_id().to_string();
     let endpoints = [cluster.client(0), cluster.client(1)];
     let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
