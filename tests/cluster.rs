@@ -643,7 +643,9 @@ async fn a_replica_killed_under_load_loses_nothing_acknowledged() {
     assert!(acked.keys.len() > 5 && acked.ciphertexts.len() > 50);
     let b = cluster.client(1);
     for key in &acked.keys {
+        // Keys made on A before the kill: B finds their material in the shared token.
         assert_eq!(describe(&b, key).await.key_id(), key);
+        encrypt(&b, key, b"on the survivor").await;
     }
     for (blob, plaintext) in &acked.ciphertexts {
         assert_eq!(&decrypt(&b, blob).await, plaintext);
