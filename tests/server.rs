@@ -201,14 +201,11 @@ fn core_threads_run_under_sched_batch_unless_turned_off() {
     const SCHED_OTHER: u32 = 0;
     const SCHED_BATCH: u32 = 3;
     let batch = TestServer::start_with(&[("P11KMS_SESSION_POOL_SIZE", "3")]);
-    // Each thread sets its own policy as it starts; give the last one a moment.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut core = thread_policies(batch.pid(), "p11kms-core");
-    while core != vec![SCHED_BATCH; 3] && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        core = thread_policies(batch.pid(), "p11kms-core");
-    }
-    assert_eq!(core, vec![SCHED_BATCH; 3], "one per session");
+    assert_eq!(
+        settled_policies(batch.pid(), "p11kms-core", &[SCHED_BATCH; 3]),
+        vec![SCHED_BATCH; 3],
+        "one per session"
+    );
     let keygen = thread_policies(batch.pid(), "p11kms-keygen");
     assert!(!keygen.is_empty() && keygen.iter().all(|&p| p == SCHED_BATCH));
     let tokio = thread_policies(batch.pid(), "tokio");
@@ -219,9 +216,21 @@ fn core_threads_run_under_sched_batch_unless_turned_off() {
         ("P11KMS_BATCH_SCHEDULING", "false"),
     ]);
     assert_eq!(
-        thread_policies(normal.pid(), "p11kms-core"),
+        settled_policies(normal.pid(), "p11kms-core", &[SCHED_OTHER; 3]),
         vec![SCHED_OTHER; 3]
     );
+}
+
+/// The policies of the threads named `name`, polled for up to 5 s until they are `expected`:
+/// each thread sets its own policy as it starts, and a loaded machine starts them late.
+fn settled_policies(pid: u32, name: &str, expected: &[u32]) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut policies = thread_policies(pid, name);
+    while policies != expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        policies = thread_policies(pid, name);
+    }
+    policies
 }
 
 /// jemalloc replaces `malloc` for the whole process, the PKCS#11 library included: only the

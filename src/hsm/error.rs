@@ -210,7 +210,7 @@ mod tests {
         let wire = KmsError::from(e.clone()).wire();
         assert_eq!(
             (wire.code, wire.status),
-            ("DependencyTimeoutException", 503)
+            ("DependencyTimeoutException", 500)
         );
         assert_eq!(
             e.into_ciphertext_error().wire().code,

@@ -30,7 +30,7 @@ pub fn acceptable(outcome: &Outcome) -> bool {
             (*status, code.as_str()),
             (400, "ThrottlingException")
                 | (500, "KeyUnavailableException")
-                | (503, "DependencyTimeoutException")
+                | (500, "DependencyTimeoutException")
                 | (500, "KMSInternalException")
         ),
         _ => false,
