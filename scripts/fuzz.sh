@@ -12,6 +12,12 @@
 #                                          one long run: stops at EXECS executions (afl-fuzz -E)
 #                                          or after MAX_SECONDS (default 7200), then prints the
 #                                          figures; output in fuzz/out/TARGET
+#   scripts/fuzz.sh resume TARGET EXECS [MAX_SECONDS]
+#                                          continues the last run of TARGET in place (afl-fuzz
+#                                          -i -): its corpus, and its execs_done and run_time
+#                                          counters, carry on; stops when the run's total reaches
+#                                          EXECS or after MAX_SECONDS more. Only for an unchanged
+#                                          binary: rebuild the target, and start a new run
 #   scripts/fuzz.sh stats TARGET           the figures of the last run of TARGET
 #   scripts/fuzz.sh list                   the target names
 #
@@ -20,12 +26,13 @@
 # CPU binding. A crash is saved in fuzz/out/TARGET/default/crashes/; copy it to
 # fuzz/regressions/TARGET/ (cargo test then replays it) and fix the cause.
 #
-# Environment: P11KMS_FUZZ_NICE (default 10), CARGO_AFL_VERSION (default 0.18.2).
+# Environment: P11KMS_FUZZ_NICE (default 10), CARGO_AFL_VERSION (default 0.18.2),
+# P11KMS_FUZZ_DIR (default fuzz/ beside this script: the harness crate, its build and out/).
 
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-FUZZ_DIR="$ROOT/fuzz"
+FUZZ_DIR="${P11KMS_FUZZ_DIR:-$ROOT/fuzz}"
 OUT_DIR="$FUZZ_DIR/out"
 TARGETS=(ciphertext api_request sigv4 policy seed)
 NICE="${P11KMS_FUZZ_NICE:-10}"
@@ -60,18 +67,25 @@ build() {
 binary() { echo "$FUZZ_DIR/target/release/$1"; }
 
 # afl_fuzz TARGET ARGS...: one afl-fuzz instance on TARGET's corpus, output in fuzz/out/TARGET.
+# With P11KMS_FUZZ_RESUME=1 it continues the run already in fuzz/out/TARGET instead.
 afl_fuzz() {
-    local target="$1"
+    local target="$1" input
     shift
     [[ -x "$(binary "$target")" ]] || die "$(binary "$target") is missing: run scripts/fuzz.sh build"
-    rm -rf "${OUT_DIR:?}/$target"
-    mkdir -p "$OUT_DIR"
+    if [[ "${P11KMS_FUZZ_RESUME:-0}" == 1 ]]; then
+        [[ -f "$OUT_DIR/$target/default/fuzzer_stats" ]] || die "no run of $target to resume"
+        input=-
+    else
+        rm -rf "${OUT_DIR:?}/$target"
+        mkdir -p "$OUT_DIR"
+        input="$FUZZ_DIR/corpus/$target"
+    fi
     # No UI (logs stay readable), no CPU binding (the cores are shared), no core-dump check
     # (core_pattern belongs to the machine), no CPU-frequency check.
     AFL_NO_UI=1 AFL_NO_AFFINITY=1 AFL_SKIP_CPUFREQ=1 \
     AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 \
         nice -n "$NICE" cargo afl fuzz -m none -t 1000 \
-        -i "$FUZZ_DIR/corpus/$target" -o "$OUT_DIR/$target" "$@" -- "$(binary "$target")"
+        -i "$input" -o "$OUT_DIR/$target" "$@" -- "$(binary "$target")"
 }
 
 stat_value() { sed -nE "s/^$2 +: (.*)$/\1/p" "$OUT_DIR/$1/default/fuzzer_stats"; }
@@ -115,8 +129,10 @@ run() {
     is_target "$target" || die "unknown target $target (targets: ${TARGETS[*]})"
     local start
     start=$(date +%s)
-    # AFL_NO_UI prints a line per test case: keep the log's tail only.
-    afl_fuzz "$target" -E "$execs" -V "$max_seconds" 2>&1 | tail -n 200 >"$OUT_DIR.$target.log" ||
+    # AFL_NO_UI prints a line per test case: keep the log's tail only (a resumed run's after
+    # the earlier session's).
+    [[ "${P11KMS_FUZZ_RESUME:-0}" == 1 ]] || : >"$OUT_DIR.$target.log"
+    afl_fuzz "$target" -E "$execs" -V "$max_seconds" 2>&1 | tail -n 200 >>"$OUT_DIR.$target.log" ||
         { tail -n 20 "$OUT_DIR.$target.log" >&2; die "afl-fuzz failed on $target"; }
     echo "wall time: $(( $(date +%s) - start ))s"
     stats "$target"
@@ -128,7 +144,10 @@ case "${1:-}" in
     build) build ;;
     smoke) build && smoke "${2:-20}" ;;
     run) [[ $# -ge 3 ]] || die "usage: scripts/fuzz.sh run TARGET EXECS [MAX_SECONDS]"; run "$2" "$3" "${4:-7200}" ;;
+    resume)
+        [[ $# -ge 3 ]] || die "usage: scripts/fuzz.sh resume TARGET EXECS [MAX_SECONDS]"
+        P11KMS_FUZZ_RESUME=1 run "$2" "$3" "${4:-7200}" ;;
     stats) [[ $# -ge 2 ]] || die "usage: scripts/fuzz.sh stats TARGET"; stats "$2" ;;
     list) printf '%s\n' "${TARGETS[@]}" ;;
-    *) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

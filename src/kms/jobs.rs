@@ -100,6 +100,7 @@ fn delete_key_now(
     if !service.store.delete_key(key_id, Some(now))? {
         return Ok(false);
     }
+    service.key_policies.forget(key_id);
     for material in materials {
         service.hsm.destroy_material(&material.material_id)?;
     }
