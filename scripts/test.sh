@@ -58,7 +58,10 @@ SPY_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11-spy.so
 #                   store's tests start a private server of their own (tests/pg_server: initdb into a
 #                   temp dir, own port, run as the postgres user when root). They never use the
 #                   package's own cluster or service, whether it runs or not.
-APT_PACKAGES=(softhsm2 opensc-pkcs11 opensc libsqlite3-0 python3 python3-venv gcc libc6-dev make curl ca-certificates procps python3-yaml systemd libp11-kit-dev openssl postgresql)
+#   libssl-dev, pkg-config, libsqlite3-dev, libclang-dev
+#                   the second embedded token, Kryoptic (tokens/kryoptic): it links the system's
+#                   OpenSSL 3 and SQLite, and its build generates OpenSSL bindings with libclang
+APT_PACKAGES=(softhsm2 opensc-pkcs11 opensc libsqlite3-0 python3 python3-venv gcc libc6-dev make curl ca-certificates procps python3-yaml systemd libp11-kit-dev openssl postgresql libssl-dev pkg-config libsqlite3-dev libclang-dev)
 
 mkdir -p "$LOG_DIR"
 rm -f "$LOG_DIR"/*.xml "$LOG_DIR"/*.log
