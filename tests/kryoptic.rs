@@ -149,7 +149,9 @@ async fn every_reencrypt_direction_runs_on_kryoptic() {
             resp.destination_encryption_algorithm(),
             Some(&EncryptionAlgorithmSpec::SymmetricDefault)
         );
-        assert!(resp.destination_key_material_id().is_some_and(is_material_id));
+        assert!(resp
+            .destination_key_material_id()
+            .is_some_and(is_material_id));
         let blob = resp.ciphertext_blob().expect("blob").as_ref().to_vec();
         let opened = kms
             .decrypt()
@@ -161,10 +163,7 @@ async fn every_reencrypt_direction_runs_on_kryoptic() {
         assert_eq!(opened.plaintext().expect("plaintext").as_ref(), MESSAGE);
         // The context is bound to the new blob.
         expect_error(
-            kms.decrypt()
-                .ciphertext_blob(Blob::new(blob))
-                .send()
-                .await,
+            kms.decrypt().ciphertext_blob(Blob::new(blob)).send().await,
             "InvalidCiphertextException",
         );
 
@@ -261,7 +260,10 @@ async fn oaep_sha256_encrypts_and_decrypts_on_kryoptic_and_keys_survive_a_restar
     let sha256 = EncryptionAlgorithmSpec::RsaesOaepSha256;
     let public = public_key(&kms, &key).await;
     let offline = encrypt_offline(&public, &sha256, MESSAGE);
-    assert_eq!(decrypt_rsa(&kms, &key, &sha256, offline.clone()).await, MESSAGE);
+    assert_eq!(
+        decrypt_rsa(&kms, &key, &sha256, offline.clone()).await,
+        MESSAGE
+    );
     let online = kms
         .encrypt()
         .key_id(&key)

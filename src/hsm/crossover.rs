@@ -82,7 +82,8 @@ impl Hsm {
             |s, [private, base]| {
                 let secret = SessionObject::new(
                     s,
-                    unwrap_secret(s, &hash.mechanism(), private, ciphertext).map_err(|e| bad_data(s, e))?,
+                    unwrap_secret(s, &hash.mechanism(), private, ciphertext)
+                        .map_err(|e| bad_data(s, e))?,
                 );
                 let mut random = [0u8; NONCE_LEN + IV_LEN];
                 s.generate_random_slice(&mut random)?;
@@ -94,10 +95,8 @@ impl Hsm {
                 let mut iv_param = iv;
                 let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
                 let payload = s.wrap_key(&Mechanism::AesGcm(gcm), dek.handle, secret.handle)?;
-                let kek = SessionObject::new(
-                    s,
-                    derive_kek(s, base, &derivation(&nonce, &iv, &payload))?,
-                );
+                let kek =
+                    SessionObject::new(s, derive_kek(s, base, &derivation(&nonce, &iv, &payload))?);
                 let wrapped_dek = s.wrap_key(&self.key_wrap.mechanism(), kek.handle, dek.handle)?;
                 Ok(Sealed {
                     nonce,

@@ -452,7 +452,10 @@ fn trial_kwp(s: &TimedSession<'_>, key_wrap: KeyWrap) -> TrialResult {
         ));
     }
     let _back = SessionObject::new(s, unwrap_dek(s, key_wrap, kek.handle, &wrapped, false)?);
-    Ok(format!("32-byte key -> 40 bytes and back ({})", key_wrap.name()))
+    Ok(format!(
+        "32-byte key -> 40 bytes and back ({})",
+        key_wrap.name()
+    ))
 }
 
 fn derive_base(s: &TimedSession<'_>) -> Result<ObjectHandle, CkError> {

@@ -56,17 +56,17 @@ impl HsmError {
     pub fn is_bad_data(&self) -> bool {
         (self.code == Some(RvError::DeviceError) && self.scope == Scope::Data)
             || matches!(
-            self.code,
-            Some(
-                RvError::GeneralError
-                    | RvError::EncryptedDataInvalid
-                    | RvError::EncryptedDataLenRange
-                    | RvError::WrappedKeyInvalid
-                    | RvError::WrappedKeyLenRange
-                    | RvError::DataInvalid
-                    | RvError::DataLenRange
+                self.code,
+                Some(
+                    RvError::GeneralError
+                        | RvError::EncryptedDataInvalid
+                        | RvError::EncryptedDataLenRange
+                        | RvError::WrappedKeyInvalid
+                        | RvError::WrappedKeyLenRange
+                        | RvError::DataInvalid
+                        | RvError::DataLenRange
+                )
             )
-        )
     }
 
     /// Whether the gateway cut the operation at its deadline (`TimedSession`): the HSM did

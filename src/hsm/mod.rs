@@ -27,10 +27,10 @@ pub use asymmetric::{
     AsymmetricCapabilities, Curve, EcPrivateParts, MacHash, OaepHash, PairKind, PairUse,
     PrivateKeyParts, PublicKeyParts, RsaPrivateParts, SignMechanism,
 };
+pub use crossover::SealedParts;
 pub use embedded::{
     find_kryoptic_module, EmbeddedKryoptic, EmbeddedToken, EmbeddedTokenKind, KRYOPTIC_LIBRARY,
 };
-pub use crossover::SealedParts;
 pub use error::{HsmError, Scope};
 pub use pool::PoolStats;
 pub use probe::{probe_mechanisms, KeyWrap, MechanismReport};
@@ -437,7 +437,8 @@ impl Hsm {
             let kek = SessionObject::new(s, derive_kek(s, base, derivation)?);
             let dek = SessionObject::new(
                 s,
-                unwrap_dek(s, self.key_wrap, kek.handle, wrapped_dek, false).map_err(|e| bad_data(s, e))?,
+                unwrap_dek(s, self.key_wrap, kek.handle, wrapped_dek, false)
+                    .map_err(|e| bad_data(s, e))?,
             );
             let mut iv_param = *iv;
             let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
@@ -475,8 +476,7 @@ impl Hsm {
                     s,
                     derive_kek(s, dst_base, &destination_derivation(&nonce))?,
                 );
-                let wrapped =
-                    s.wrap_key(&self.key_wrap.mechanism(), dst_kek.handle, dek.handle)?;
+                let wrapped = s.wrap_key(&self.key_wrap.mechanism(), dst_kek.handle, dek.handle)?;
                 Ok((nonce, wrapped))
             },
         )

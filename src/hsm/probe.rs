@@ -106,9 +106,9 @@ pub fn probe_mechanisms(pkcs11: &Pkcs11, slot: Slot) -> MechanismReport {
         ..MechanismReport::default()
     };
     if report.key_wrap.is_none() {
-        report.missing_symmetric.push(
-            "CKM_AES_KEY_WRAP_KWP or CKM_AES_KEY_WRAP_PAD (wrap, unwrap)".into(),
-        );
+        report
+            .missing_symmetric
+            .push("CKM_AES_KEY_WRAP_KWP or CKM_AES_KEY_WRAP_PAD (wrap, unwrap)".into());
     }
     for need in SYMMETRIC_SCHEME {
         match pkcs11.get_mechanism_info(slot, need.mechanism) {

@@ -92,6 +92,11 @@ def _token_module(p11kms_binary) -> str:
 
 @pytest.fixture(scope="module")
 def spy_server(p11kms_binary, tmp_path_factory):
+    if E2E_TOKEN == "kryoptic":
+        # The gateway runs behind the spy on Kryoptic too, but Debian 12's pkcs11-spy (OpenSC
+        # 0.23) logs only C_GetInterface: it hands out Kryoptic's PKCS#11 3.x interface
+        # without wrapping it, so every later call bypasses the trace.
+        pytest.skip("pkcs11-spy (OpenSC 0.23) does not trace calls through Kryoptic's C_GetInterface")
     spy = _first_existing("P11KMS_SPY_MODULE", SPY_CANDIDATES)
     token_module = _token_module(p11kms_binary)
     workdir = tmp_path_factory.mktemp("spy")
