@@ -8,13 +8,17 @@
 #
 #   1. cargo fmt --check
 #   2. cargo clippy --all-targets -- -D warnings
-#   3. cargo build --release
+#   3. cargo build --release, and the Kryoptic token library (tokens/kryoptic, its own
+#      workspace, into the same target dir)
 #   4. cargo test --release            (Rust integration tests start the binary themselves)
-#   5. starts target/release/p11kms serve on a fresh temp data dir and a free port
-#   6. pytest tests/e2e                (AWS CLI, boto3, PKCS#11 trace, log secrecy)
+#   then once per embedded token, SoftHSM2 first, then Kryoptic:
+#   5. starts target/release/p11kms serve on a fresh temp data dir and a free port, with
+#      P11KMS_EMBEDDED_TOKEN=<token>
+#   6. pytest tests/e2e                (AWS CLI, boto3, PKCS#11 trace, log secrecy), every
+#      server it starts on the same token (P11KMS_E2E_TOKEN)
 #   7. the boto3 conformance suite in $P11KMS_CONFORMANCE_DIR (default ../shared/conformance),
 #      every area (reencrypt crypto datakeys keys misc sign mac grants policy), minus the node ids listed in
-#      tests/conformance-deselect.txt
+#      tests/conformance-deselect.txt (SoftHSM2) or tests/conformance-deselect-kryoptic.txt
 #
 # and stops the server at the end.  Exit status is non-zero if anything failed;
 # a summary is printed last.  Logs and JUnit files go to target/test-logs/.
@@ -24,6 +28,7 @@
 #   CARGO_TARGET_DIR        honoured as usual (the binary is taken from there)
 #   PYTHON                  interpreter for the virtualenv (default: python3)
 #   P11KMS_TEST_SKIP        space-separated stages to skip: fmt clippy cargo-test e2e conformance
+#                           build-kryoptic e2e-kryoptic conformance-kryoptic, or kryoptic (all three)
 #   P11KMS_NO_INSTALL=1     never install packages, only check for them
 #   PYTEST_ADDOPTS          passed through to both pytest runs (e.g. "-x" or "-k reencrypt")
 
@@ -37,8 +42,10 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 VENV="$ROOT/target/venv"
 LOG_DIR="$ROOT/target/test-logs"
 DESELECT_FILE="$ROOT/tests/conformance-deselect.txt"
+DESELECT_FILE_KRYOPTIC="$ROOT/tests/conformance-deselect-kryoptic.txt"
 CONFORMANCE_MARKERS="reencrypt or crypto or datakeys or keys or misc or sign or mac or grants or policy"
 SKIP=" ${P11KMS_TEST_SKIP:-} "
+[[ "$SKIP" == *" kryoptic "* ]] && SKIP="$SKIP build-kryoptic e2e-kryoptic conformance-kryoptic "
 SPY_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11-spy.so
 
 # Debian packages the run needs (binary -> package):
@@ -58,7 +65,10 @@ SPY_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11-spy.so
 #                   store's tests start a private server of their own (tests/pg_server: initdb into a
 #                   temp dir, own port, run as the postgres user when root). They never use the
 #                   package's own cluster or service, whether it runs or not.
-APT_PACKAGES=(softhsm2 opensc-pkcs11 opensc libsqlite3-0 python3 python3-venv gcc libc6-dev make curl ca-certificates procps python3-yaml systemd libp11-kit-dev openssl postgresql)
+#   libssl-dev, pkg-config, libsqlite3-dev, libclang-dev
+#                   the second embedded token, Kryoptic (tokens/kryoptic): it links the system's
+#                   OpenSSL 3 and SQLite, and its build generates OpenSSL bindings with libclang
+APT_PACKAGES=(softhsm2 opensc-pkcs11 opensc libsqlite3-0 python3 python3-venv gcc libc6-dev make curl ca-certificates procps python3-yaml systemd libp11-kit-dev openssl postgresql libssl-dev pkg-config libsqlite3-dev libclang-dev)
 
 mkdir -p "$LOG_DIR"
 rm -f "$LOG_DIR"/*.xml "$LOG_DIR"/*.log
@@ -205,14 +215,17 @@ server_env_unset() {
     done
 }
 
+# start_server TOKEN: a server on a fresh embedded token of that kind (softhsm2, kryoptic).
 start_server() {
+    local token="$1"
     SERVER_DIR="$(mktemp -d "${TMPDIR:-/tmp}/p11kms-test.XXXXXX")"
-    local out="$LOG_DIR/server.stdout.log" err="$LOG_DIR/server.stderr.log"
+    local out="$LOG_DIR/server-$token.stdout.log" err="$LOG_DIR/server-$token.stderr.log"
     local -a unset_args
     mapfile -t unset_args < <(server_env_unset)
     env "${unset_args[@]}" -u SOFTHSM2_CONF \
         P11KMS_LISTEN=127.0.0.1:0 \
         P11KMS_DATA_DIR="$SERVER_DIR/data" \
+        P11KMS_EMBEDDED_TOKEN="$token" \
         P11KMS_LOG=info \
         "$TARGET_DIR/release/p11kms" serve </dev/null >"$out" 2>"$err" &
     SERVER_PID=$!
@@ -222,7 +235,7 @@ start_server() {
         if [[ -n "$line" ]]; then
             KMS_ENDPOINT_URL="${line#p11kms listening on }"
             export KMS_ENDPOINT_URL
-            echo "server pid $SERVER_PID at $KMS_ENDPOINT_URL (data dir $SERVER_DIR/data)"
+            echo "server pid $SERVER_PID at $KMS_ENDPOINT_URL on $token (data dir $SERVER_DIR/data)"
             return 0
         fi
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -277,23 +290,26 @@ fuzz_smoke() {
     scripts/fuzz.sh replay 2>&1 | tee "$LOG_DIR/fuzz-smoke.log"
 }
 
+# e2e TOKEN JUNIT
 e2e() {
-    P11KMS_BIN="$TARGET_DIR/release/p11kms" \
+    P11KMS_BIN="$TARGET_DIR/release/p11kms" P11KMS_E2E_TOKEN="$1" \
         "$VENV/bin/python" -m pytest tests/e2e -ra -p no:cacheprovider \
-        --junitxml="$LOG_DIR/e2e.xml"
+        --junitxml="$LOG_DIR/$2"
 }
 
+# conformance DESELECT_FILE JUNIT
 conformance() {
+    local deselect="$1" junit="$2"
     cd "$CONF_DIR"
     # The folder is read-only: no cache, no bytecode.  Deselection is by exact
     # node id (tests/conformance_deselect.py); pytest's --deselect would match
     # prefixes and drop e.g. test_create_hmac_key_without_key_usage as well.
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONPATH="$ROOT/tests${PYTHONPATH:+:$PYTHONPATH}" \
-    P11KMS_DESELECT_FILE="$DESELECT_FILE" \
+    P11KMS_DESELECT_FILE="$deselect" \
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 \
         "$VENV/bin/python" -m pytest -p no:cacheprovider -p conformance_deselect \
-        -m "$CONFORMANCE_MARKERS" --junitxml="$LOG_DIR/conformance.xml"
+        -m "$CONFORMANCE_MARKERS" --junitxml="$LOG_DIR/$junit"
 }
 
 # --------------------------------------------------------------------------
@@ -318,22 +334,37 @@ else
     run_stage fmt cargo fmt --all -- --check
     run_stage clippy cargo clippy --all-targets -- -D warnings
     run_stage build cargo build --release
+    # The second embedded token: its own workspace (tokens/kryoptic), built into the same
+    # target dir so that the gateway and tests/kryoptic.rs find it next to the binary.
+    run_stage build-kryoptic cargo build --release --manifest-path tokens/kryoptic/Cargo.toml \
+        --target-dir "$TARGET_DIR"
     if stage_failed build; then
         SUMMARY+=("SKIP  cargo-test, e2e, conformance (no binary)")
     else
         run_stage cargo-test cargo_test
-        if [[ "$SKIP" == *" e2e "* && "$SKIP" == *" conformance "* ]]; then
-            :
-        else
-            run_stage --inline server start_server
-            if stage_failed server; then
-                SUMMARY+=("SKIP  e2e, conformance (server did not start)")
+        for token in softhsm2 kryoptic; do
+            if [[ "$token" == softhsm2 ]]; then
+                e2e_stage=e2e conformance_stage=conformance deselect="$DESELECT_FILE"
             else
-                run_stage e2e e2e
-                run_stage conformance conformance
+                e2e_stage=e2e-kryoptic conformance_stage=conformance-kryoptic
+                deselect="$DESELECT_FILE_KRYOPTIC"
+            fi
+            if [[ "$SKIP" == *" $e2e_stage "* && "$SKIP" == *" $conformance_stage "* ]]; then
+                continue
+            fi
+            if [[ "$token" == kryoptic ]] && stage_failed build-kryoptic; then
+                SUMMARY+=("SKIP  $e2e_stage, $conformance_stage (no Kryoptic library)")
+                continue
+            fi
+            run_stage --inline "server-$token" start_server "$token"
+            if stage_failed "server-$token"; then
+                SUMMARY+=("SKIP  $e2e_stage, $conformance_stage (server did not start)")
+            else
+                run_stage "$e2e_stage" e2e "$token" "$e2e_stage.xml"
+                run_stage "$conformance_stage" conformance "$deselect" "$conformance_stage.xml"
             fi
             stop_server
-        fi
+        done
     fi
 fi
 
@@ -371,15 +402,14 @@ printf '\n==================== p11kms test summary ====================\n'
 for line in "${SUMMARY[@]}"; do printf '  %s\n' "$line"; done
 printf '  ------------------------------------------------------------\n'
 read -r p f s < <(count_cargo)
-printf '  cargo test:   %4d passed, %4d failed, %4d ignored\n' "$p" "$f" "$s"
+printf '  %-21s %4d passed, %4d failed, %4d ignored\n' "cargo test:" "$p" "$f" "$s"
 TOTAL_P=$((TOTAL_P + p)); TOTAL_F=$((TOTAL_F + f)); TOTAL_S=$((TOTAL_S + s))
 if [[ -x "$VENV/bin/python" ]]; then
-    read -r p f s < <(count_junit "$LOG_DIR/e2e.xml")
-    printf '  e2e:          %4d passed, %4d failed, %4d skipped\n' "$p" "$f" "$s"
-    TOTAL_P=$((TOTAL_P + p)); TOTAL_F=$((TOTAL_F + f)); TOTAL_S=$((TOTAL_S + s))
-    read -r p f s < <(count_junit "$LOG_DIR/conformance.xml")
-    printf '  conformance:  %4d passed, %4d failed, %4d skipped\n' "$p" "$f" "$s"
-    TOTAL_P=$((TOTAL_P + p)); TOTAL_F=$((TOTAL_F + f)); TOTAL_S=$((TOTAL_S + s))
+    for junit in e2e conformance e2e-kryoptic conformance-kryoptic; do
+        read -r p f s < <(count_junit "$LOG_DIR/$junit.xml")
+        printf '  %-21s %4d passed, %4d failed, %4d skipped\n' "$junit:" "$p" "$f" "$s"
+        TOTAL_P=$((TOTAL_P + p)); TOTAL_F=$((TOTAL_F + f)); TOTAL_S=$((TOTAL_S + s))
+    done
 fi
 printf '  logs: %s   time: %ss\n' "$LOG_DIR" "$(( $(date +%s) - START ))"
 if (( ${#FAILED_STAGES[@]} > 0 )); then

@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::auth::Credential;
+use crate::hsm::EmbeddedTokenKind;
 use crate::policy::{PolicyDocument, PolicyKind};
 use crate::store::PostgresSettings;
 use crate::telemetry::audit::OnFailure;
@@ -113,6 +114,10 @@ pub struct AuditSection {
 pub struct HsmSection {
     pub module: Option<PathBuf>,
     pub embedded_softhsm: Option<bool>,
+    /// `softhsm2` (the default) or `kryoptic`.
+    pub embedded_token: Option<String>,
+    /// The Kryoptic library, when `embedded_token = "kryoptic"` and it is not found.
+    pub kryoptic_module: Option<PathBuf>,
     pub token_label: Option<String>,
     /// Name of the environment variable holding the user PIN.
     pub pin_env: Option<String>,
@@ -282,7 +287,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub seed_file: Option<PathBuf>,
     pub module: Option<PathBuf>,
+    /// Whether the gateway runs its own embedded token (under the data directory), of kind
+    /// `embedded_token`. (The name predates the second embedded token.)
     pub embedded_softhsm: bool,
+    pub embedded_token: EmbeddedTokenKind,
+    /// The Kryoptic library (`P11KMS_KRYOPTIC_MODULE`); `None`: looked for.
+    pub kryoptic_module: Option<PathBuf>,
     pub token_label: String,
     pub pin: PinSource,
     pub session_pool_size: usize,
@@ -405,6 +415,13 @@ impl Config {
         let embedded_softhsm = parse_bool("P11KMS_EMBEDDED_SOFTHSM")?
             .or(file.hsm.embedded_softhsm)
             .unwrap_or(module.is_none());
+        let embedded_token = match env("P11KMS_EMBEDDED_TOKEN").or(file.hsm.embedded_token) {
+            Some(name) => EmbeddedTokenKind::parse(&name)?,
+            None => EmbeddedTokenKind::default(),
+        };
+        let kryoptic_module = env("P11KMS_KRYOPTIC_MODULE")
+            .map(PathBuf::from)
+            .or(file.hsm.kryoptic_module);
         let token_label = env("P11KMS_TOKEN_LABEL")
             .or(file.hsm.token_label)
             .unwrap_or_else(|| DEFAULT_TOKEN_LABEL.into());
@@ -441,11 +458,17 @@ impl Config {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         };
-        // SoftHSM2 frees session objects only at C_Finalize (see `HsmConfig`); the embedded
-        // token is SoftHSM2, other modules free them on C_DestroyObject.
+        // SoftHSM2 frees session objects only at C_Finalize (see `HsmConfig`); other modules,
+        // Kryoptic among them, free them on C_DestroyObject (README, Embedded tokens).
         let recycle_after_operations = parse_env("P11KMS_HSM_RECYCLE_AFTER")?
             .or(file.hsm.recycle_after_operations)
-            .unwrap_or(if embedded_softhsm { 20_000 } else { 0 });
+            .unwrap_or(
+                if embedded_softhsm && embedded_token == EmbeddedTokenKind::SoftHsm2 {
+                    20_000
+                } else {
+                    0
+                },
+            );
         // Only SoftHSM2 re-reads a token object's file on every use; other HSMs keep token
         // objects in memory, and their copies would take up object slots for nothing.
         let session_key_copies = parse_bool("P11KMS_HSM_SESSION_KEY_COPIES")?
@@ -556,6 +579,8 @@ impl Config {
             seed_file,
             module,
             embedded_softhsm,
+            embedded_token,
+            kryoptic_module,
             token_label,
             pin,
             session_pool_size,

@@ -8,7 +8,10 @@ use secrecy::SecretString;
 use crate::auth::SigV4Verifier;
 use crate::config::StoreConfig;
 use crate::config::{read_secret_file, Config, LogFormat, PinSource};
-use crate::hsm::{find_softhsm_module, CallObserver, EmbeddedSoftHsm, Hsm, HsmConfig};
+use crate::hsm::{
+    find_kryoptic_module, find_softhsm_module, CallObserver, EmbeddedToken, EmbeddedTokenKind, Hsm,
+    HsmConfig, KRYOPTIC_LIBRARY,
+};
 use crate::kms::leases::JobLeases;
 use crate::kms::{reconcile, run_leased_jobs, IdentityPolicies, KmsService, ServiceConfig};
 use crate::store::{MetadataStore, PostgresStore, SqliteStore};
@@ -228,28 +231,41 @@ fn open_store(config: &StoreConfig) -> Result<Arc<dyn MetadataStore>, String> {
     }
 }
 
-/// The module, token and PIN a configuration names, after preparing the embedded SoftHSM2
-/// token when the configuration asks for it (shared by `serve` and `doctor`).
+/// The module, token and PIN a configuration names, after preparing the embedded token
+/// when the configuration asks for it (shared by `serve` and `doctor`).
 struct HsmTarget {
     module: PathBuf,
     user_pin: SecretString,
-    embedded: Option<EmbeddedSoftHsm>,
+    embedded: Option<EmbeddedToken>,
 }
 
 fn resolve_hsm(config: &Config) -> Result<HsmTarget, String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
-    let module = match &config.module {
-        Some(m) => m.clone(),
-        None => find_softhsm_module().ok_or(
+    // `hsm.module` wins even with an embedded token: it may be a shim (pkcs11-spy) in front
+    // of the token's library.
+    let module = match (&config.module, config.embedded_softhsm, config.embedded_token) {
+        (Some(m), _, _) => m.clone(),
+        (None, true, EmbeddedTokenKind::Kryoptic) => match &config.kryoptic_module {
+            Some(m) => m.clone(),
+            None => find_kryoptic_module().ok_or(format!(
+                "the Kryoptic library ({KRYOPTIC_LIBRARY}) was not found next to p11kms or in target/release: \
+                 build it with `cargo build --release --manifest-path tokens/kryoptic/Cargo.toml --target-dir target`, \
+                 or set P11KMS_KRYOPTIC_MODULE"
+            ))?,
+        },
+        (None, _, _) => find_softhsm_module().ok_or(
             "SoftHSM2 is not installed (apt-get install softhsm2), and hsm.module is not set",
         )?,
     };
     let embedded = if config.embedded_softhsm {
-        let embedded = EmbeddedSoftHsm::prepare(&config.data_dir)?;
-        std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
+        let embedded = EmbeddedToken::prepare(config.embedded_token, &config.data_dir)?;
         if embedded.ensure_token(&module, &config.token_label)? {
-            tracing::info!(label = %config.token_label, "initialised a new SoftHSM2 token");
+            tracing::info!(
+                label = %config.token_label,
+                token = config.embedded_token.name(),
+                "initialised a new embedded token"
+            );
         }
         Some(embedded)
     } else {

@@ -48,6 +48,27 @@ impl Curve {
         }
     }
 
+    pub const ALL: [Curve; 4] = [Curve::P256, Curve::P384, Curve::P521, Curve::Secp256k1];
+
+    /// The curve's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Curve::P256 => "P-256",
+            Curve::P384 => "P-384",
+            Curve::P521 => "P-521",
+            Curve::Secp256k1 => "secp256k1",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Curve::P256 => 0,
+            Curve::P384 => 1,
+            Curve::P521 => 2,
+            Curve::Secp256k1 => 3,
+        }
+    }
+
     /// Bytes of a field element (and of each half of a raw ECDSA signature).
     pub fn field_len(self) -> usize {
         match self {
@@ -80,7 +101,7 @@ pub enum OaepHash {
 }
 
 impl OaepHash {
-    fn mechanism(self) -> Mechanism<'static> {
+    pub(super) fn mechanism(self) -> Mechanism<'static> {
         let (hash, mgf) = match self {
             OaepHash::Sha1 => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
             OaepHash::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
@@ -180,6 +201,8 @@ pub struct AsymmetricCapabilities {
     /// `CKM_AES_GCM` usable with `C_UnwrapKey` (opening a symmetric payload into a key object
     /// in the token).
     pub gcm_unwrap: bool,
+    /// `CKM_EC_KEY_PAIR_GEN` per curve, in [`Curve::ALL`]'s order (Kryoptic lacks secp256k1).
+    pub curves: [bool; 4],
 }
 
 impl AsymmetricCapabilities {
@@ -187,6 +210,20 @@ impl AsymmetricCapabilities {
         match hash {
             OaepHash::Sha1 => self.oaep_sha1,
             OaepHash::Sha256 => self.oaep_sha256,
+        }
+    }
+
+    pub fn curve(&self, curve: Curve) -> bool {
+        self.curves[curve.index()]
+    }
+
+    /// `Err` naming the mechanism when the token cannot make a pair of `kind`.
+    pub fn require_pair(&self, kind: PairKind) -> Result<(), KmsError> {
+        match kind {
+            PairKind::Ec(curve) if !self.curve(curve) => Err(KmsError::MechanismUnsupported(
+                format!("CKM_EC_KEY_PAIR_GEN on {}", curve.name()),
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -226,6 +263,23 @@ impl Hsm {
             Ok(Err(e)) => tracing::warn!(error = %e, "the token cannot make an RSA key pair"),
             Err(e) => tracing::warn!(error = %e, "asymmetric probe failed"),
         }
+        for curve in Curve::ALL {
+            // A throwaway session pair on each curve: a token may list CKM_EC_KEY_PAIR_GEN
+            // and still refuse a curve (Kryoptic on secp256k1: CKR_GENERAL_ERROR).
+            let made = self.with_session(|_, s| {
+                let mut public = vec![Attribute::Token(false), Attribute::Verify(true)];
+                let mechanism = pair_template(PairKind::Ec(curve), &mut public);
+                let private = [Attribute::Token(false), Attribute::Sign(true)];
+                let (public, private) = s.generate_key_pair(&mechanism, &public, &private)?;
+                drop(SessionObject::new(s, public));
+                drop(SessionObject::new(s, private));
+                Ok(())
+            });
+            caps.curves[curve.index()] = matches!(made, Ok(Ok(())));
+            if let Ok(Err(e)) = made {
+                tracing::info!(curve = curve.name(), error = %e, "the token cannot make key pairs on this curve");
+            }
+        }
         caps
     }
 
@@ -240,6 +294,7 @@ impl Hsm {
         kind: PairKind,
         usage: PairUse,
     ) -> Result<(), KmsError> {
+        self.capabilities.require_pair(kind)?;
         let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
         let label = format!("{OBJECT_LABEL_PREFIX}{key_id}").into_bytes();
         let id = material.0.to_vec();
@@ -348,7 +403,7 @@ impl Hsm {
         self.with_object(material, Half::Private, |s, handle| {
             s.decrypt(&hash.mechanism(), handle, ciphertext)
                 .map(Zeroizing::new)
-                .map_err(bad_data)
+                .map_err(|e| bad_data(s, e))
         })
         .map_err(OpError::into_kms)
     }
@@ -372,7 +427,7 @@ impl Hsm {
                 let secret = SessionObject::new(
                     s,
                     unwrap_secret(s, &source_hash.mechanism(), private, ciphertext)
-                        .map_err(bad_data)?,
+                        .map_err(|e| bad_data(s, e))?,
                 );
                 let length = s
                     .get_attributes(secret.handle, &[AttributeType::ValueLen])?
@@ -465,6 +520,7 @@ impl Hsm {
         &self,
         kind: PairKind,
     ) -> Result<(PublicKeyParts, PrivateKeyParts), KmsError> {
+        self.capabilities.require_pair(kind)?;
         let mut public = vec![
             Attribute::Token(false),
             Attribute::Encrypt(false),
@@ -550,7 +606,7 @@ fn verdict(result: Result<(), CkError>) -> Result<bool, OpError> {
 
 /// Unwraps a secret (a plaintext) into a sensitive session object that can only be wrapped
 /// again.
-fn unwrap_secret(
+pub(super) fn unwrap_secret(
     s: &TimedSession<'_>,
     mechanism: &Mechanism,
     key: ObjectHandle,

@@ -50,20 +50,23 @@ impl HsmError {
 
     /// Whether the module reported an authentication-style failure on client data:
     /// SoftHSM answers every failed GCM tag, KWP integrity check or wrong derived key with
-    /// CKR_GENERAL_ERROR; other HSMs use the specific codes.
+    /// CKR_GENERAL_ERROR; other HSMs use the specific codes. A device error the token
+    /// survived (scope narrowed to `Data` by the caller) counts too: Kryoptic answers a
+    /// failed KWP integrity check with CKR_DEVICE_ERROR.
     pub fn is_bad_data(&self) -> bool {
-        matches!(
-            self.code,
-            Some(
-                RvError::GeneralError
-                    | RvError::EncryptedDataInvalid
-                    | RvError::EncryptedDataLenRange
-                    | RvError::WrappedKeyInvalid
-                    | RvError::WrappedKeyLenRange
-                    | RvError::DataInvalid
-                    | RvError::DataLenRange
+        (self.code == Some(RvError::DeviceError) && self.scope == Scope::Data)
+            || matches!(
+                self.code,
+                Some(
+                    RvError::GeneralError
+                        | RvError::EncryptedDataInvalid
+                        | RvError::EncryptedDataLenRange
+                        | RvError::WrappedKeyInvalid
+                        | RvError::WrappedKeyLenRange
+                        | RvError::DataInvalid
+                        | RvError::DataLenRange
+                )
             )
-        )
     }
 
     /// Whether the gateway cut the operation at its deadline (`TimedSession`): the HSM did

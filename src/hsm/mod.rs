@@ -12,7 +12,9 @@
 mod adopt;
 mod asymmetric;
 mod copies;
+mod crossover;
 pub mod doctor;
+mod embedded;
 mod error;
 mod pool;
 mod probe;
@@ -25,9 +27,13 @@ pub use asymmetric::{
     AsymmetricCapabilities, Curve, EcPrivateParts, MacHash, OaepHash, PairKind, PairUse,
     PrivateKeyParts, PublicKeyParts, RsaPrivateParts, SignMechanism,
 };
+pub use crossover::SealedParts;
+pub use embedded::{
+    find_kryoptic_module, EmbeddedKryoptic, EmbeddedToken, EmbeddedTokenKind, KRYOPTIC_LIBRARY,
+};
 pub use error::{HsmError, Scope};
 pub use pool::PoolStats;
-pub use probe::{probe_mechanisms, MechanismReport};
+pub use probe::{probe_mechanisms, KeyWrap, MechanismReport};
 pub use provision::{find_softhsm_module, EmbeddedSoftHsm};
 pub use timed::{CallObserver, TimedSession};
 
@@ -109,6 +115,8 @@ pub struct Hsm {
     observer: Option<Arc<dyn CallObserver>>,
     /// Serialises token-object creation and deletion (SoftHSM fails them under concurrency).
     token_writes: Mutex<()>,
+    /// The RFC 5649 key wrap the token offers (probed at start-up).
+    key_wrap: KeyWrap,
     /// Adopted materials: token objects p11kms did not create, found by their own `CKA_ID`
     /// or label instead of `CKA_ID` = material id, and never destroyed.
     adopted: RwLock<HashMap<MaterialId, TokenKeyRef>>,
@@ -160,6 +168,7 @@ impl Hsm {
             reinitialisations: AtomicU64::new(0),
             observer,
             token_writes: Mutex::new(()),
+            key_wrap: KeyWrap::Pad,
             adopted: RwLock::new(HashMap::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
             capabilities: AsymmetricCapabilities::default(),
@@ -174,18 +183,23 @@ impl Hsm {
             Some(token) => probe_mechanisms(&token.pkcs11, token.slot),
             None => return Err("the token went away during start-up".into()),
         };
-        if let Some(missing) = report.missing_for_symmetric() {
-            return Err(format!(
-                "the token cannot run the p11kms symmetric ciphertext scheme; missing: {missing}"
-            ));
-        }
+        let key_wrap = match (report.missing_for_symmetric(), report.key_wrap) {
+            (None, Some(key_wrap)) => key_wrap,
+            (missing, _) => {
+                return Err(format!(
+                    "the token cannot run the p11kms symmetric ciphertext scheme; missing: {}",
+                    missing.unwrap_or_default()
+                ))
+            }
+        };
+        hsm.key_wrap = key_wrap;
         // A trial of the whole construction on a throwaway session key proves the parameters
         // (IV handling, tag length, derivation data) work, not just that mechanisms exist.
-        hsm.with_session(|_, s| trial_run(s))
+        hsm.with_session(|_, s| trial_run(s, key_wrap))
             .map_err(|e| format!("trial run failed: {e}"))?
             .map_err(|e| format!("trial run of the ciphertext scheme failed: {e}"))?;
         hsm.capabilities = hsm.probe_asymmetric();
-        tracing::info!(capabilities = ?hsm.capabilities, "asymmetric capabilities of the token");
+        tracing::info!(capabilities = ?hsm.capabilities, key_wrap = key_wrap.name(), "capabilities of the token");
         Ok(hsm)
     }
 
@@ -398,7 +412,7 @@ impl Hsm {
                 s,
                 derive_kek(s, base, &derivation(&nonce, &iv, &ciphertext))?,
             );
-            let wrapped_dek = s.wrap_key(&Mechanism::AesKeyWrapPad, kek.handle, dek.handle)?;
+            let wrapped_dek = s.wrap_key(&self.key_wrap.mechanism(), kek.handle, dek.handle)?;
             Ok(Sealed {
                 nonce,
                 wrapped_dek,
@@ -423,13 +437,14 @@ impl Hsm {
             let kek = SessionObject::new(s, derive_kek(s, base, derivation)?);
             let dek = SessionObject::new(
                 s,
-                unwrap_dek(s, kek.handle, wrapped_dek, false).map_err(bad_data)?,
+                unwrap_dek(s, self.key_wrap, kek.handle, wrapped_dek, false)
+                    .map_err(|e| bad_data(s, e))?,
             );
             let mut iv_param = *iv;
             let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
             let plaintext = s
                 .decrypt(&Mechanism::AesGcm(gcm), dek.handle, ciphertext)
-                .map_err(bad_data)?;
+                .map_err(|e| bad_data(s, e))?;
             Ok(Zeroizing::new(plaintext))
         })
         .map_err(|e| e.into_kms())
@@ -452,7 +467,8 @@ impl Hsm {
                 let src_kek = SessionObject::new(s, derive_kek(s, src_base, source_derivation)?);
                 let dek = SessionObject::new(
                     s,
-                    unwrap_dek(s, src_kek.handle, wrapped_dek, true).map_err(bad_data)?,
+                    unwrap_dek(s, self.key_wrap, src_kek.handle, wrapped_dek, true)
+                        .map_err(|e| bad_data(s, e))?,
                 );
                 let mut nonce = [0u8; NONCE_LEN];
                 s.generate_random_slice(&mut nonce)?;
@@ -460,7 +476,7 @@ impl Hsm {
                     s,
                     derive_kek(s, dst_base, &destination_derivation(&nonce))?,
                 );
-                let wrapped = s.wrap_key(&Mechanism::AesKeyWrapPad, dst_kek.handle, dek.handle)?;
+                let wrapped = s.wrap_key(&self.key_wrap.mechanism(), dst_kek.handle, dek.handle)?;
                 Ok((nonce, wrapped))
             },
         )
@@ -753,8 +769,21 @@ impl OpError {
     }
 }
 
-fn bad_data(e: CkError) -> OpError {
-    OpError::BadData(e.into())
+/// A failure of an operation on client-supplied data (`OpError::BadData`).
+///
+/// Some tokens answer data that does not authenticate with `CKR_DEVICE_ERROR` (Kryoptic, for
+/// an RFC 5649 integrity failure: OpenSSL's unwrap fails and the token reports that). A
+/// device error after which the token still answers on the same session is the data's
+/// failure; one after which it does not is the token's, as everywhere else.
+fn bad_data(s: &TimedSession<'_>, e: CkError) -> OpError {
+    let mut error = HsmError::from(e);
+    if error.code == Some(cryptoki::error::RvError::DeviceError)
+        && !s.expired()
+        && s.generate_random_slice(&mut [0u8; 1]).is_ok()
+    {
+        error.scope = Scope::Data;
+    }
+    OpError::BadData(error)
 }
 
 /// A session object destroyed when it goes out of scope, on every path.
@@ -846,12 +875,13 @@ fn generate_dek(s: &TimedSession<'_>) -> Result<ObjectHandle, CkError> {
 /// `for_rewrap`) only to be wrapped again.
 fn unwrap_dek(
     s: &TimedSession<'_>,
+    key_wrap: KeyWrap,
     kek: ObjectHandle,
     wrapped: &[u8],
     for_rewrap: bool,
 ) -> Result<ObjectHandle, CkError> {
     s.unwrap_key(
-        &Mechanism::AesKeyWrapPad,
+        &key_wrap.mechanism(),
         kek,
         wrapped,
         &[
@@ -867,7 +897,7 @@ fn unwrap_dek(
 }
 
 /// Seal, open and rewrap once with a throwaway session key standing in for a material.
-fn trial_run(s: &TimedSession<'_>) -> Result<(), HsmError> {
+fn trial_run(s: &TimedSession<'_>, key_wrap: KeyWrap) -> Result<(), HsmError> {
     let base = SessionObject::new(
         s,
         s.generate_key(
@@ -892,7 +922,7 @@ fn trial_run(s: &TimedSession<'_>) -> Result<(), HsmError> {
         dek.handle,
         probe,
     )?;
-    let wrapped = s.wrap_key(&Mechanism::AesKeyWrapPad, kek.handle, dek.handle)?;
+    let wrapped = s.wrap_key(&key_wrap.mechanism(), kek.handle, dek.handle)?;
     if wrapped.len() != WRAPPED_DEK_LEN {
         return Err(HsmError::gateway(
             "C_WrapKey",
@@ -900,10 +930,10 @@ fn trial_run(s: &TimedSession<'_>) -> Result<(), HsmError> {
             Scope::Token,
         ));
     }
-    let moved = SessionObject::new(s, unwrap_dek(s, kek.handle, &wrapped, true)?);
+    let moved = SessionObject::new(s, unwrap_dek(s, key_wrap, kek.handle, &wrapped, true)?);
     let kek2 = SessionObject::new(s, derive_kek(s, base.handle, &[2u8; 32])?);
-    let rewrapped = s.wrap_key(&Mechanism::AesKeyWrapPad, kek2.handle, moved.handle)?;
-    let opened = SessionObject::new(s, unwrap_dek(s, kek2.handle, &rewrapped, false)?);
+    let rewrapped = s.wrap_key(&key_wrap.mechanism(), kek2.handle, moved.handle)?;
+    let opened = SessionObject::new(s, unwrap_dek(s, key_wrap, kek2.handle, &rewrapped, false)?);
     let mut iv = [7u8; IV_LEN];
     let pt = Zeroizing::new(s.decrypt(
         &Mechanism::AesGcm(GcmParams::new(&mut iv, b"aad", 128.into())?),
@@ -919,7 +949,7 @@ fn trial_run(s: &TimedSession<'_>) -> Result<(), HsmError> {
     }
     // A wrong derivation must fail at the unwrap: that is what binds the context.
     let kek3 = SessionObject::new(s, derive_kek(s, base.handle, &[3u8; 32])?);
-    if let Ok(h) = unwrap_dek(s, kek3.handle, &rewrapped, false) {
+    if let Ok(h) = unwrap_dek(s, key_wrap, kek3.handle, &rewrapped, false) {
         let _ = s.destroy_object(h);
         return Err(HsmError::gateway(
             "C_UnwrapKey",

@@ -250,24 +250,37 @@ impl EmbeddedSoftHsm {
                     .unwrap_or(false)
             })
             .ok_or("SoftHSM2 offers no free slot for a new token")?;
-        let so = AuthPin::new(so_pin.expose_secret().into());
-        pkcs11
-            .init_token(free, &so, label)
-            .map_err(|e| format!("C_InitToken: {}", super::HsmError::from(e)))?;
-        // SoftHSM renumbers slots after C_InitToken: look the token up again by label.
-        let slot = find_token(pkcs11, label).map_err(|e| e.to_string())?;
-        let session = pkcs11
-            .open_rw_session(slot)
-            .map_err(|e| format!("C_OpenSession: {}", super::HsmError::from(e)))?;
-        session
-            .login(UserType::So, Some(&so))
-            .map_err(|e| format!("C_Login(SO): {}", super::HsmError::from(e)))?;
-        session
-            .init_pin(&AuthPin::new(user_pin.expose_secret().into()))
-            .map_err(|e| format!("C_InitPIN: {}", super::HsmError::from(e)))?;
-        let _ = session.logout();
+        initialise_token(pkcs11, free, label, &so_pin, &user_pin)?;
         Ok(true)
     }
+}
+
+/// `C_InitToken` on `slot` with the SO PIN, then `C_InitPIN` for the user PIN, as an operator
+/// would with a real HSM's tools.
+pub(super) fn initialise_token(
+    pkcs11: &cryptoki::context::Pkcs11,
+    slot: cryptoki::slot::Slot,
+    label: &str,
+    so_pin: &SecretString,
+    user_pin: &SecretString,
+) -> Result<(), String> {
+    let so = AuthPin::new(so_pin.expose_secret().into());
+    pkcs11
+        .init_token(slot, &so, label)
+        .map_err(|e| format!("C_InitToken: {}", super::HsmError::from(e)))?;
+    // SoftHSM renumbers slots after C_InitToken: look the token up again by label.
+    let slot = find_token(pkcs11, label).map_err(|e| e.to_string())?;
+    let session = pkcs11
+        .open_rw_session(slot)
+        .map_err(|e| format!("C_OpenSession: {}", super::HsmError::from(e)))?;
+    session
+        .login(UserType::So, Some(&so))
+        .map_err(|e| format!("C_Login(SO): {}", super::HsmError::from(e)))?;
+    session
+        .init_pin(&AuthPin::new(user_pin.expose_secret().into()))
+        .map_err(|e| format!("C_InitPIN: {}", super::HsmError::from(e)))?;
+    let _ = session.logout();
+    Ok(())
 }
 
 /// Writes `bytes` to `path` (mode 0600) and syncs it.
@@ -292,7 +305,7 @@ pub fn find_softhsm_module() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn read_or_create_pin(path: &Path) -> Result<SecretString, String> {
+pub(super) fn read_or_create_pin(path: &Path) -> Result<SecretString, String> {
     if let Ok(text) = fs::read_to_string(path) {
         let pin = text.trim().to_string();
         if !pin.is_empty() {

@@ -12,6 +12,8 @@ use crate::hsm::{Curve, MacHash, OaepHash, PairKind, PairUse, SignMechanism};
 use crate::model::{KeyId, KeyRecord, MaterialId};
 
 use super::access::Access;
+use super::ciphertext::{self, PAYLOAD_AAD};
+use super::crypto::context_of;
 use super::keyformat::{self, SigHash};
 use super::{dry_run, reject_recipient, required, Caller, KmsService, ENCRYPT_DECRYPT};
 
@@ -288,22 +290,17 @@ impl KmsService {
         Ok(hash)
     }
 
-    /// The error for a ReEncrypt direction that cannot run inside the token: it names the
-    /// mechanism the token lacks, or says the gateway has no such path yet.
-    pub(super) fn in_token_gap(&self, available: bool, mechanism: &str, what: &str) -> KmsError {
-        if available {
-            KmsError::UnsupportedOperation(format!(
-                "Re-encrypting {what} is not supported by this gateway yet."
-            ))
-        } else {
-            KmsError::MechanismUnsupported(format!(
-                "{mechanism}, which re-encrypting {what} inside the HSM needs"
-            ))
-        }
+    /// The error for a ReEncrypt direction that cannot run inside this token: it names the
+    /// mechanism the token lacks.
+    pub(super) fn in_token_gap(&self, mechanism: &str, what: &str) -> KmsError {
+        KmsError::MechanismUnsupported(format!(
+            "{mechanism}, which re-encrypting {what} inside the HSM needs"
+        ))
     }
 
-    /// ReEncrypt of an RSA ciphertext (the caller named its key). RSA to RSA runs in the
-    /// token: OAEP unwrap into a sensitive session secret, OAEP wrap under the destination.
+    /// ReEncrypt of an RSA ciphertext (the caller named its key), in the token: OAEP unwrap
+    /// into a sensitive session secret, then OAEP wrap under an RSA destination, or GCM wrap
+    /// into a new symmetric ciphertext (`Hsm::rsa_to_sealed`).
     pub(super) fn re_encrypt_from_rsa(
         &self,
         source: &KeyRecord,
@@ -325,14 +322,7 @@ impl KmsService {
             req.destination_encryption_algorithm.as_deref(),
         )?;
         let Encryption::Rsa { bits, hash } = encryption else {
-            // (A symmetric destination may take a context; the direction is refused anyway.)
-            // The symmetric payload is GCM under a data key: moving a plaintext key object
-            // into it in the token takes GCM as a wrapping mechanism.
-            return Err(self.in_token_gap(
-                self.hsm.capabilities().gcm_wrap,
-                "CKM_AES_GCM with C_WrapKey",
-                "an RSA ciphertext under a symmetric key",
-            ));
+            return self.re_encrypt_rsa_to_symmetric(source, source_hash, blob, destination, req);
         };
         require_no_context(
             &req.destination_encryption_context,
@@ -360,6 +350,53 @@ impl KmsService {
             destination_encryption_algorithm: Some(oaep_algorithm(hash).into()),
             source_key_material_id: None,
             destination_key_material_id: None,
+        })
+    }
+
+    /// RSA → symmetric: the symmetric payload is GCM under a data key, so moving the secret
+    /// into it in the token takes GCM as a wrapping mechanism.
+    fn re_encrypt_rsa_to_symmetric(
+        &self,
+        source: &KeyRecord,
+        source_hash: OaepHash,
+        blob: &[u8],
+        destination: &KeyRecord,
+        req: &ReEncryptRequest,
+    ) -> Result<ReEncryptResponse, KmsError> {
+        if !self.hsm.capabilities().gcm_wrap {
+            return Err(self.in_token_gap(
+                "CKM_AES_GCM with C_WrapKey",
+                "an RSA ciphertext under a symmetric key",
+            ));
+        }
+        let context = context_of(&req.destination_encryption_context);
+        let material = destination.current_material;
+        let sealed = self.hsm.rsa_to_sealed(
+            &source.current_material,
+            source_hash,
+            blob,
+            &material,
+            &|nonce, iv, payload| {
+                ciphertext::derivation(
+                    &destination.key_id,
+                    &material,
+                    &context,
+                    nonce,
+                    &ciphertext::payload_digest(iv, payload),
+                )
+            },
+            PAYLOAD_AAD,
+        )?;
+        dry_run(req.dry_run)?;
+        let ciphertext = ciphertext::assemble_sealed(&destination.key_id, &material, &sealed)?;
+        Ok(ReEncryptResponse {
+            ciphertext_blob: Some(Blob(ciphertext)),
+            source_key_id: Some(self.arn_of(source)),
+            key_id: Some(self.arn_of(destination)),
+            source_encryption_algorithm: Some(oaep_algorithm(source_hash).into()),
+            destination_encryption_algorithm: Some(super::SYMMETRIC_DEFAULT.into()),
+            source_key_material_id: None,
+            destination_key_material_id: Some(material.to_hex()),
         })
     }
 

@@ -6,7 +6,7 @@ use zeroize::Zeroizing;
 
 use crate::api::*;
 use crate::error::KmsError;
-use crate::hsm::TAG_LEN;
+use crate::hsm::{SealedParts, TAG_LEN};
 use crate::model::{KeyId, KeyRecord, MaterialId};
 
 use super::access::Access;
@@ -244,11 +244,36 @@ impl KmsService {
                 "DestinationEncryptionContext",
             )?;
             self.require_oaep(hash)?;
-            return Err(self.in_token_gap(
-                self.hsm.capabilities().gcm_unwrap,
-                "CKM_AES_GCM with C_UnwrapKey",
-                "a symmetric ciphertext under an RSA key",
-            ));
+            if !self.hsm.capabilities().gcm_unwrap {
+                return Err(self.in_token_gap(
+                    "CKM_AES_GCM with C_UnwrapKey",
+                    "a symmetric ciphertext under an RSA key",
+                ));
+            }
+            // In the token: the payload opens into a secret (GCM unwrap), which the
+            // destination's public half wraps (OAEP).
+            let ciphertext = self.hsm.sealed_to_rsa(
+                &SealedParts {
+                    material: &source.envelope.material,
+                    derivation: &source.derivation,
+                    wrapped_dek: source.envelope.wrapped_dek,
+                    iv: &source.envelope.iv,
+                    aad: PAYLOAD_AAD,
+                    payload: source.envelope.payload,
+                },
+                &destination.current_material,
+                hash,
+            )?;
+            dry_run(req.dry_run)?;
+            return Ok(ReEncryptResponse {
+                ciphertext_blob: Some(Blob(ciphertext)),
+                source_key_id: Some(self.arn_of(&source.key)),
+                key_id: Some(self.arn_of(&destination)),
+                source_encryption_algorithm: Some(SYMMETRIC_DEFAULT.into()),
+                destination_encryption_algorithm: Some(oaep_algorithm(hash).into()),
+                source_key_material_id: Some(source.envelope.material.to_hex()),
+                destination_key_material_id: None,
+            });
         }
 
         let destination_material = destination.current_material;
@@ -474,7 +499,7 @@ impl KmsService {
     }
 }
 
-fn context_of(context: &Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
+pub(super) fn context_of(context: &Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
     context.clone().unwrap_or_default()
 }
 

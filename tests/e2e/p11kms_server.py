@@ -30,6 +30,10 @@ DEV_ACCESS_KEY = "test"
 DEV_SECRET_KEY = "test"
 REGION = "us-east-1"
 
+# The embedded token every server runs on unless a test names another module:
+# `softhsm2` (the default) or `kryoptic` (scripts/test.sh runs the suite once per token).
+E2E_TOKEN = os.environ.get("P11KMS_E2E_TOKEN", "softhsm2")
+
 # Variables from the caller's environment that would silently change how the
 # server under test is configured; every test states its own configuration.
 _SCRUBBED_PREFIXES = ("P11KMS_", "PKCS11SPY", "SOFTHSM2_CONF")
@@ -110,6 +114,7 @@ class Server:
                 # No background deletion/rotation job between requests unless a
                 # test asks for one (it would add PKCS#11 calls to traces).
                 "P11KMS_JOB_INTERVAL_MS": "3600000",
+                "P11KMS_EMBEDDED_TOKEN": E2E_TOKEN,
             }
         )
         env.update(self.extra_env)

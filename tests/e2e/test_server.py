@@ -16,7 +16,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from p11kms_server import DEV_ACCESS_KEY, Server, ServerError, kms_client
+from p11kms_server import DEV_ACCESS_KEY, E2E_TOKEN, Server, ServerError, kms_client
 
 READY_LINE = re.compile(r"^p11kms listening on http://127\.0\.0\.1:(\d+)$")
 
@@ -57,14 +57,20 @@ def test_embedded_default_survives_restart(p11kms_binary, tmp_path):
         assert sum(1 for line in lines if READY_LINE.match(line)) == 1
 
         data = first.data_dir
-        for name in ("user.pin", "softhsm2.conf", "p11kms.sqlite"):
+        conf_name = "kryoptic.conf" if E2E_TOKEN == "kryoptic" else "softhsm2.conf"
+        for name in ("user.pin", conf_name, "p11kms.sqlite"):
             assert (data / name).is_file(), f"embedded default wrote no <data>/{name}"
         assert _mode(data / "user.pin") & 0o077 == 0, "user.pin is readable by group/others"
         if (data / "so.pin").exists():
             assert _mode(data / "so.pin") & 0o077 == 0, "so.pin is readable by group/others"
-        conf = (data / "softhsm2.conf").read_text()
-        assert re.search(rf"^directories\.tokendir\s*=\s*{re.escape(str(data / 'tokens'))}/?\s*$", conf, re.M), conf
-        assert (data / "tokens").is_dir() and any((data / "tokens").iterdir()), "no token under <data>/tokens"
+        conf = (data / conf_name).read_text()
+        if E2E_TOKEN == "kryoptic":
+            database = (data / "kryoptic" / "token.sql").resolve()
+            assert f'dbargs = "{database}"' in conf, conf
+            assert database.is_file(), "no token at <data>/kryoptic/token.sql"
+        else:
+            assert re.search(rf"^directories\.tokendir\s*=\s*{re.escape(str(data / 'tokens'))}/?\s*$", conf, re.M), conf
+            assert (data / "tokens").is_dir() and any((data / "tokens").iterdir()), "no token under <data>/tokens"
         pin_before = (data / "user.pin").read_bytes()
 
         kms = first.client()

@@ -18,7 +18,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from p11kms_server import Server, ServerError
+from p11kms_server import E2E_TOKEN, Server, ServerError, find_binary
 
 SOFTHSM_CANDIDATES = (
     "/usr/lib/softhsm/libsofthsm2.so",
@@ -34,15 +34,21 @@ def _softhsm_module() -> str:
 
 
 class Token:
-    """pkcs11-tool against the server's embedded SoftHSM2 token."""
+    """pkcs11-tool against the server's embedded token (SoftHSM2 or Kryoptic)."""
 
     def __init__(self, data_dir):
         tool = shutil.which("pkcs11-tool")
         if not tool:
             pytest.fail("pkcs11-tool not found (Debian package opensc); scripts/test.sh installs it", pytrace=False)
         self.tool = tool
-        self.module = _softhsm_module()
-        self.env = dict(os.environ, SOFTHSM2_CONF=str(data_dir / "softhsm2.conf"))
+        if E2E_TOKEN == "kryoptic":
+            self.module = os.environ.get("P11KMS_KRYOPTIC_MODULE") or str(
+                find_binary().parent / "libkryoptic_pkcs11.so"
+            )
+            self.env = dict(os.environ, KRYOPTIC_CONF=str(data_dir / "kryoptic.conf"))
+        else:
+            self.module = _softhsm_module()
+            self.env = dict(os.environ, SOFTHSM2_CONF=str(data_dir / "softhsm2.conf"))
         self.pin = (data_dir / "user.pin").read_text().strip()
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
