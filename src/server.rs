@@ -284,8 +284,9 @@ pub fn domain_admin(config: &Config, action: DomainAction) -> Result<String, Str
     )?;
     let store = open_store(&config.store)?;
     let outcome = match action {
-        DomainAction::Create => crate::kms::domain::create_domain_key(store.as_ref(), &hsm)
-            .map(|id| format!("{id}\n")),
+        DomainAction::Create => {
+            crate::kms::domain::create_domain_key(store.as_ref(), &hsm).map(|id| format!("{id}\n"))
+        }
         DomainAction::Rotate => {
             // Rewrapping needs the domain-mode handle cache of the HSM.
             let materials = crate::kms::domain::StoreMaterials(store.clone());

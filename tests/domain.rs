@@ -330,7 +330,14 @@ async fn the_cache_counts_hits_misses_and_evictions_within_its_capacity() {
     let kms = srv.client();
     let mut keys = Vec::new();
     for _ in 0..3 {
-        keys.push(create(&kms, KeySpec::SymmetricDefault, KeyUsageType::EncryptDecrypt).await);
+        keys.push(
+            create(
+                &kms,
+                KeySpec::SymmetricDefault,
+                KeyUsageType::EncryptDecrypt,
+            )
+            .await,
+        );
     }
     let before = metrics(&srv).await;
     assert_eq!(sample(&before, "p11kms_domain_cache_capacity"), 2);

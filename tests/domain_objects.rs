@@ -51,7 +51,10 @@ fn token_objects(data_dir: &std::path::Path) -> usize {
             Some(&cryptoki::types::AuthPin::new(pin.expose_secret().into())),
         )
         .unwrap();
-    let count = session.find_objects(&[Attribute::Token(true)]).unwrap().len();
+    let count = session
+        .find_objects(&[Attribute::Token(true)])
+        .unwrap()
+        .len();
     drop(session);
     pkcs11.finalize().unwrap();
     count

@@ -583,7 +583,10 @@ fn unwrap_secret(
     )
 }
 
-pub(super) fn read_public(s: &TimedSession<'_>, handle: ObjectHandle) -> Result<PublicKeyParts, HsmError> {
+pub(super) fn read_public(
+    s: &TimedSession<'_>,
+    handle: ObjectHandle,
+) -> Result<PublicKeyParts, HsmError> {
     let attrs = s.get_attributes(
         handle,
         &[

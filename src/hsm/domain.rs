@@ -158,12 +158,7 @@ impl<H: Copy + PartialEq> DomainCache<H> {
 
     /// Caches `handle` unless another request cached the slot first. Returns the handle
     /// to use and the objects to destroy (evicted ones, or `handle` if it lost the race).
-    fn insert(
-        &mut self,
-        slot: (MaterialId, Half),
-        handle: H,
-        capacity: usize,
-    ) -> (H, Vec<H>) {
+    fn insert(&mut self, slot: (MaterialId, Half), handle: H, capacity: usize) -> (H, Vec<H>) {
         if let Some(existing) = self.get(&slot) {
             return (existing, vec![handle]);
         }
@@ -211,10 +206,12 @@ impl Hsm {
             .map(|info| info.wrap() && info.unwrap())
             .unwrap_or(false);
         if !kwp {
-            return Err("domain mode needs CKM_AES_KEY_WRAP_PAD (0x210A) for wrap and unwrap, \
+            return Err(
+                "domain mode needs CKM_AES_KEY_WRAP_PAD (0x210A) for wrap and unwrap, \
                  which this token lacks (Kryoptic's CKM_AES_KEY_WRAP_KWP, 0x210B, is not yet \
                  supported)"
-                .into());
+                    .into(),
+            );
         }
         let active = source
             .active_domain_key()
@@ -256,9 +253,7 @@ impl Hsm {
     /// The cache's counters, in domain mode.
     pub fn domain_cache_stats(&self) -> Option<DomainCacheStats> {
         let mode = self.domain.get()?;
-        let size = self
-            .current_token()
-            .map_or(0, |t| t.domain_cache().len());
+        let size = self.current_token().map_or(0, |t| t.domain_cache().len());
         Some(DomainCacheStats {
             hits: mode.hits.load(Ordering::Relaxed),
             misses: mode.misses.load(Ordering::Relaxed),
@@ -347,7 +342,12 @@ impl Hsm {
                         len,
                         KeyType::GENERIC_SECRET,
                     ),
-                    _ => (WrappedKind::AesDerive, Mechanism::AesKeyGen, 32, KeyType::AES),
+                    _ => (
+                        WrappedKind::AesDerive,
+                        Mechanism::AesKeyGen,
+                        32,
+                        KeyType::AES,
+                    ),
                 };
                 let mut template = vec![
                     Attribute::Class(ObjectClass::SECRET_KEY),
@@ -441,12 +441,17 @@ impl Hsm {
         };
         let kwp = Mechanism::AesKeyWrapPad;
         // Owned by the session that owns the session copies: no request's failure closes it.
-        let made = self.on_pool(token, &token.copy_owner, OnLostSession::Retry, |s| match d {
-            Some(d) => s
-                .unwrap_key(&kwp, d, &wrapped.blob, &template)
-                .map_err(OpError::from),
-            None => s.create_object(&template).map_err(OpError::from),
-        });
+        let made = self.on_pool(
+            token,
+            &token.copy_owner,
+            OnLostSession::Retry,
+            |s| match d {
+                Some(d) => s
+                    .unwrap_key(&kwp, d, &wrapped.blob, &template)
+                    .map_err(OpError::from),
+                None => s.create_object(&template).map_err(OpError::from),
+            },
+        );
         let handle = outer_kms_error(made)?.map_err(KmsError::from)?;
         let (kept, discard) = token.domain_cache().insert(slot, handle, mode.capacity);
         if kept == handle {
@@ -711,7 +716,9 @@ mod tests {
             point: vec![4; 65],
         };
         let decoded = decode_public(&encode_public(&parts));
-        assert!(matches!(decoded, Some(PublicKeyParts::Ec { params, point }) if params == vec![6, 8, 1, 2] && point == vec![4; 65]));
+        assert!(
+            matches!(decoded, Some(PublicKeyParts::Ec { params, point }) if params == vec![6, 8, 1, 2] && point == vec![4; 65])
+        );
         assert!(decode_public(&[1, 0, 0, 0, 9]).is_none());
         assert!(decode_public(&[]).is_none());
     }

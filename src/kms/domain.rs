@@ -20,9 +20,8 @@ pub struct StoreMaterials(pub Arc<dyn MetadataStore>);
 
 impl WrappedMaterials for StoreMaterials {
     fn active_domain_key(&self) -> Result<DomainKeyId, KmsError> {
-        active_domain_key(self.0.as_ref())?.ok_or_else(|| {
-            KmsError::Internal("the store names no active domain key".into())
-        })
+        active_domain_key(self.0.as_ref())?
+            .ok_or_else(|| KmsError::Internal("the store names no active domain key".into()))
     }
 
     fn save(&self, wrapped: &WrappedMaterial) -> Result<bool, KmsError> {
@@ -55,9 +54,11 @@ pub fn start(service: &KmsService, may_create: bool, capacity: usize) -> Result<
         .is_none()
     {
         if !may_create {
-            return Err("hsm.key_storage is \"domain\" but the store names no active domain \
+            return Err(
+                "hsm.key_storage is \"domain\" but the store names no active domain \
                  key; run `p11kms domain create` first"
-                .into());
+                    .into(),
+            );
         }
         let id = create_domain_key(store.as_ref(), &service.hsm)?;
         tracing::warn!(domain_key = %id, "created the domain key in the embedded token");
@@ -89,9 +90,11 @@ pub fn create_domain_key(store: &dyn MetadataStore, hsm: &Hsm) -> Result<DomainK
         .insert_domain_key(&record)
         .map_err(|e| format!("cannot record the domain key: {}", e.chain()))?
     {
-        return Err("another domain key became active meanwhile; the new key in the token \
+        return Err(
+            "another domain key became active meanwhile; the new key in the token \
              is unused"
-            .into());
+                .into(),
+        );
     }
     tracing::info!(domain_key = %id, trusted, "domain key created");
     Ok(id)

@@ -291,8 +291,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Starts a domain-key rotation in one transaction: `old` goes from active to
     /// retiring and `new` is recorded as active; `false` (nothing written) if `old` is not
     /// the active key any more.
-    fn begin_domain_rotation(&self, old: &DomainKeyId, new: &DomainKeyRecord)
-        -> StoreResult<bool>;
+    fn begin_domain_rotation(&self, old: &DomainKeyId, new: &DomainKeyRecord) -> StoreResult<bool>;
     /// Ends one: `id` goes from retiring to retired, only if no wrapped material names it
     /// any more (`false` otherwise).
     fn retire_domain_key(&self, id: &DomainKeyId) -> StoreResult<bool>;

@@ -1303,11 +1303,7 @@ impl MetadataStore for SqliteStore {
         domain::domain_keys(&self.conn())
     }
 
-    fn begin_domain_rotation(
-        &self,
-        old: &DomainKeyId,
-        new: &DomainKeyRecord,
-    ) -> StoreResult<bool> {
+    fn begin_domain_rotation(&self, old: &DomainKeyId, new: &DomainKeyRecord) -> StoreResult<bool> {
         domain::begin_domain_rotation(&mut self.conn(), old, new)
     }
 

@@ -1023,7 +1023,10 @@ pub fn domain_keys_rotate_and_blobs_move_by_conditional_writes(store: &dyn Metad
         assert!(store.insert_wrapped_material(&wrapped(n, d1)).unwrap());
     }
     assert_eq!(
-        store.insert_wrapped_material(&wrapped(1, d1)).unwrap_err().to_string(),
+        store
+            .insert_wrapped_material(&wrapped(1, d1))
+            .unwrap_err()
+            .to_string(),
         StoreError::AlreadyExists.to_string()
     );
     assert_eq!(
@@ -1072,12 +1075,18 @@ pub fn domain_keys_rotate_and_blobs_move_by_conditional_writes(store: &dyn Metad
     assert!(!store
         .rewrap_material(&material_id(1), &d1, &d2, 0x210A, &[0xff; 40])
         .unwrap());
-    let moved = store.get_wrapped_material(&material_id(1)).unwrap().unwrap();
+    let moved = store
+        .get_wrapped_material(&material_id(1))
+        .unwrap()
+        .unwrap();
     assert_eq!((moved.domain_key_id, moved.blob), (d2, vec![0xee; 40]));
     assert!(store.wrapped_under(&d1, None, 10).unwrap().is_empty());
     assert!(store.retire_domain_key(&d1).unwrap());
     assert!(!store.retire_domain_key(&d1).unwrap());
-    assert_eq!(store.domain_keys().unwrap()[0].state, DomainKeyState::Retired);
+    assert_eq!(
+        store.domain_keys().unwrap()[0].state,
+        DomainKeyState::Retired
+    );
 
     store.delete_wrapped_material(&material_id(1)).unwrap();
     store.delete_wrapped_material(&material_id(1)).unwrap();

@@ -57,7 +57,8 @@ fn wrapped_record(row: &Row) -> StoreResult<WrappedMaterial> {
         key_id: key
             .parse()
             .map_err(|()| unreadable("wrapped_materials.key_id", &key))?,
-        kind: WrappedKind::parse(&kind).ok_or_else(|| unreadable("wrapped_materials.kind", &kind))?,
+        kind: WrappedKind::parse(&kind)
+            .ok_or_else(|| unreadable("wrapped_materials.kind", &kind))?,
         domain_key_id: parse_domain_key_id("wrapped_materials.domain_key_id", &domain)?,
         mechanism: u64::try_from(mechanism)
             .map_err(|_| unreadable("wrapped_materials.mechanism", &mechanism.to_string()))?,
@@ -80,7 +81,10 @@ pub(super) async fn insert_domain_key(
         .await
         .map_err(pg_err)?;
     match client
-        .execute(&stmt, &[&key.id.to_hex(), &key.state.as_str(), &key.created])
+        .execute(
+            &stmt,
+            &[&key.id.to_hex(), &key.state.as_str(), &key.created],
+        )
         .await
         .map_err(pg_err)
     {
@@ -140,7 +144,10 @@ pub(super) async fn begin_domain_rotation(
     Ok(true)
 }
 
-pub(super) async fn retire_domain_key(client: &ClientWrapper, id: DomainKeyId) -> StoreResult<bool> {
+pub(super) async fn retire_domain_key(
+    client: &ClientWrapper,
+    id: DomainKeyId,
+) -> StoreResult<bool> {
     let changed = client
         .execute(
             "UPDATE domain_keys SET state = 'retired' WHERE id = $1 AND state = 'retiring' \

@@ -543,11 +543,7 @@ impl MetadataStore for PostgresStore {
         self.run(|c| Box::pin(domain::domain_keys(c)))
     }
 
-    fn begin_domain_rotation(
-        &self,
-        old: &DomainKeyId,
-        new: &DomainKeyRecord,
-    ) -> StoreResult<bool> {
+    fn begin_domain_rotation(&self, old: &DomainKeyId, new: &DomainKeyRecord) -> StoreResult<bool> {
         let (old, new) = (*old, new.clone());
         self.run(move |c| Box::pin(domain::begin_domain_rotation(c, old, new)))
     }
@@ -587,7 +583,9 @@ impl MetadataStore for PostgresStore {
     ) -> StoreResult<bool> {
         let (material, from, to, blob) = (*material, *from, *to, blob.to_vec());
         self.run(move |c| {
-            Box::pin(domain::rewrap_material(c, material, from, to, mechanism, blob))
+            Box::pin(domain::rewrap_material(
+                c, material, from, to, mechanism, blob,
+            ))
         })
     }
 

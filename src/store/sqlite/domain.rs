@@ -58,7 +58,8 @@ fn wrapped_record(row: WrappedRow) -> StoreResult<WrappedMaterial> {
         key_id: key
             .parse()
             .map_err(|()| unreadable("wrapped_materials.key_id", &key))?,
-        kind: WrappedKind::parse(&kind).ok_or_else(|| unreadable("wrapped_materials.kind", &kind))?,
+        kind: WrappedKind::parse(&kind)
+            .ok_or_else(|| unreadable("wrapped_materials.kind", &kind))?,
         domain_key_id: domain
             .parse()
             .map_err(|()| unreadable("wrapped_materials.domain_key_id", &domain))?,
@@ -106,9 +107,7 @@ pub(super) fn domain_keys(conn: &Connection) -> StoreResult<Vec<DomainKeyRecord>
     rows.into_iter()
         .map(|(id, state, created)| {
             Ok(DomainKeyRecord {
-                id: id
-                    .parse()
-                    .map_err(|()| unreadable("domain_keys.id", &id))?,
+                id: id.parse().map_err(|()| unreadable("domain_keys.id", &id))?,
                 state: DomainKeyState::parse(&state)
                     .ok_or_else(|| unreadable("domain_keys.state", &state))?,
                 created,
@@ -155,10 +154,7 @@ pub(super) fn retire_domain_key(conn: &Connection, id: &DomainKeyId) -> StoreRes
     Ok(changed > 0)
 }
 
-pub(super) fn insert_wrapped_material(
-    conn: &Connection,
-    w: &WrappedMaterial,
-) -> StoreResult<bool> {
+pub(super) fn insert_wrapped_material(conn: &Connection, w: &WrappedMaterial) -> StoreResult<bool> {
     let mechanism = mechanism_param(w.mechanism)?;
     let inserted = conn
         .prepare_cached(
