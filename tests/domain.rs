@@ -352,6 +352,11 @@ async fn the_cache_counts_hits_misses_and_evictions_within_its_capacity() {
     assert_eq!(delta("p11kms_domain_cache_hits_total"), 1);
     assert_eq!(delta("p11kms_domain_cache_evictions_total"), 2);
     assert_eq!(sample(&after, "p11kms_domain_cache_objects"), 2);
+    // Readiness looks for the domain key the cache used.
+    let ready = reqwest::get(format!("{}/readyz", srv.endpoint()))
+        .await
+        .expect("GET /readyz");
+    assert_eq!(ready.status().as_u16(), 200);
 }
 
 #[tokio::test]

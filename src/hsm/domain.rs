@@ -504,6 +504,30 @@ impl Hsm {
         mode.source.forget(material)
     }
 
+    /// Readiness in domain mode: a domain key this token generation has used is still
+    /// findable (SoftHSM2 answers `C_GenerateRandom` even after its token directory
+    /// vanished, and no material is a token object to look for). A token that lost it is
+    /// recovered.
+    pub(super) fn check_domain_key(&self, token: &Arc<Token>) -> Result<(), KmsError> {
+        let known = token.domain_cache().domain_keys.keys().next().copied();
+        let Some(id) = known else {
+            return Ok(());
+        };
+        if self
+            .on_token_with(token, |s| Ok(find_domain_key(s.raw(), &id.0)?))?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let failure = HsmError::gateway(
+            "C_FindObjects",
+            &format!("domain key {id} not found"),
+            Scope::Token,
+        );
+        self.recover(token, &failure);
+        Err(KmsError::HsmUnavailable(failure.failure()))
+    }
+
     /// The handle of domain key `id` in `token`, found once per token generation.
     fn domain_key_handle(
         &self,

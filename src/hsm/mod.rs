@@ -234,6 +234,9 @@ impl Hsm {
         self.on_token_with(&token, |s| {
             s.generate_random_slice(&mut byte).map_err(HsmError::from)
         })?;
+        if self.domain.get().is_some() {
+            return self.check_domain_key(&token);
+        }
         let known = token.materials_read().keys().next().copied();
         if let Some((material, half)) = known {
             let adopted = self.adopted_read().get(&material).cloned();
