@@ -130,6 +130,11 @@ pub struct HsmSection {
     pub recycle_after_operations: Option<u64>,
     /// Use session copies of key materials' secret keys (see `HsmConfig::session_key_copies`).
     pub session_key_copies: Option<bool>,
+    /// `token` (each key's material is a token object) or `domain` (wrapped under the
+    /// domain key, kept in the store); see `KeyStorage`.
+    pub key_storage: Option<String>,
+    /// Unwrapped materials kept as session objects in domain mode.
+    pub domain_cache_capacity: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +213,20 @@ pub enum LogFormat {
     Pretty,
     Json,
 }
+
+/// Where key material lives (`hsm.key_storage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStorage {
+    /// Each key's material is a sensitive, non-extractable token object (the default).
+    Token,
+    /// Each key's material leaves the token only wrapped under the domain key, is kept in
+    /// the store, and is unwrapped on demand into a cached session object.
+    Domain,
+}
+
+/// Default capacity of the domain-mode cache of unwrapped materials: SoftHSM2 holds about
+/// 8.4 KB per session object (design §8), so 10,000 is about 84 MB at most.
+pub const DEFAULT_DOMAIN_CACHE_CAPACITY: usize = 10_000;
 
 /// Where the user PIN comes from.
 #[derive(Debug, Clone)]
@@ -301,6 +320,8 @@ pub struct Config {
     pub operation_timeout: Option<Duration>,
     pub recycle_after_operations: u64,
     pub session_key_copies: bool,
+    pub key_storage: KeyStorage,
+    pub domain_cache_capacity: usize,
     pub store: StoreConfig,
     pub credentials: Vec<Credential>,
     /// Identity policies per principal ARN, parsed.
@@ -474,6 +495,25 @@ impl Config {
         let session_key_copies = parse_bool("P11KMS_HSM_SESSION_KEY_COPIES")?
             .or(file.hsm.session_key_copies)
             .unwrap_or(embedded_softhsm);
+        let key_storage = match env("P11KMS_KEY_STORAGE")
+            .or(file.hsm.key_storage.clone())
+            .as_deref()
+        {
+            None | Some("token") => KeyStorage::Token,
+            Some("domain") => KeyStorage::Domain,
+            Some(other) => {
+                return Err(format!(
+                    "hsm.key_storage: expected \"token\" or \"domain\", got '{other}'"
+                ))
+            }
+        };
+        let domain_cache_capacity = parse_env("P11KMS_DOMAIN_CACHE_CAPACITY")?
+            .or(file.hsm.domain_cache_capacity)
+            .unwrap_or(DEFAULT_DOMAIN_CACHE_CAPACITY);
+        // An operation can hold two materials' objects at once (ReEncrypt between keys).
+        if domain_cache_capacity < 2 {
+            return Err("hsm.domain_cache_capacity must be at least 2".into());
+        }
         let store = resolve_store(file.store, &data_dir)?;
         let mut identity_policies: HashMap<String, Vec<PolicyDocument>> = HashMap::new();
         let (credentials, dev_credentials) = if file.credentials.is_empty() {
@@ -586,6 +626,8 @@ impl Config {
             session_pool_size,
             recycle_after_operations,
             session_key_copies,
+            key_storage,
+            domain_cache_capacity,
             session_wait,
             store,
             operation_timeout,

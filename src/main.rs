@@ -37,6 +37,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Domain-key mode (`hsm.key_storage = "domain"`): the domain key that wraps every
+    /// key's material.
+    Domain {
+        #[command(subcommand)]
+        command: DomainCommand,
+    },
     /// Audit-trail tools.
     Audit {
         #[command(subcommand)]
@@ -51,6 +57,24 @@ enum Command {
 /// per-thread pages. `MALLOC_CONF` tunes it.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Subcommand)]
+enum DomainCommand {
+    /// Generate the domain key in the configured token, record it in the store as the
+    /// active one and print its id.
+    Create {
+        /// TOML configuration file; P11KMS_* environment variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Make a new domain key, rewrap every stored key material under it in the token,
+    /// then retire the old one. Prints the new id, the retired ids and the count.
+    Rotate {
+        /// TOML configuration file; P11KMS_* environment variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
 
 #[derive(Subcommand)]
 enum AuditCommand {
@@ -84,6 +108,14 @@ fn main() -> ExitCode {
             }
         }
         Command::Doctor { config } => doctor(config),
+        Command::Domain { command } => match command {
+            DomainCommand::Create { config } => {
+                domain(config, p11kms::server::DomainAction::Create)
+            }
+            DomainCommand::Rotate { config } => {
+                domain(config, p11kms::server::DomainAction::Rotate)
+            }
+        },
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => match p11kms::telemetry::audit::verify_files(&files) {
@@ -122,6 +154,27 @@ fn doctor(config_path: Option<PathBuf>) -> ExitCode {
         Err(e) => {
             eprintln!("p11kms doctor: {e}");
             ExitCode::from(3)
+        }
+    }
+}
+
+fn domain(config_path: Option<PathBuf>, action: p11kms::server::DomainAction) -> ExitCode {
+    let config = match p11kms::config::Config::load(config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("p11kms: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    p11kms::server::init_logging(&config);
+    match p11kms::server::domain_admin(&config, action) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("p11kms domain: {e}");
+            ExitCode::FAILURE
         }
     }
 }

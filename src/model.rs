@@ -356,3 +356,136 @@ mod tests {
         assert!(!subset_ab.at_least_as_strict_as(&equals_ab));
     }
 }
+
+/// The id of a domain key: 16 random bytes, its `CKA_ID` in every token of the domain,
+/// kept as hex in the store.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DomainKeyId(pub [u8; 16]);
+
+impl DomainKeyId {
+    pub fn new_random() -> Self {
+        DomainKeyId(rand::random())
+    }
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for DomainKeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DomainKeyId({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for DomainKeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl FromStr for DomainKeyId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(s, &mut out).map_err(|_| ())?;
+        Ok(DomainKeyId(out))
+    }
+}
+
+/// A domain key's place in its life: `active` wraps new material (at most one is);
+/// `retiring` was active until a rotation began and still opens blobs not yet rewrapped;
+/// `retired` wraps nothing any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainKeyState {
+    Active,
+    Retiring,
+    Retired,
+}
+
+impl DomainKeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DomainKeyState::Active => "active",
+            DomainKeyState::Retiring => "retiring",
+            DomainKeyState::Retired => "retired",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(DomainKeyState::Active),
+            "retiring" => Some(DomainKeyState::Retiring),
+            "retired" => Some(DomainKeyState::Retired),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainKeyRecord {
+    pub id: DomainKeyId,
+    pub state: DomainKeyState,
+    pub created: EpochSeconds,
+}
+
+/// What a wrapped material unwraps into, so that the unwrap template gives the object
+/// exactly the attributes its key needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrappedKind {
+    /// The AES-256 derive-only key of a symmetric encryption key.
+    AesDerive,
+    /// The generic secret of an HMAC key (sign and verify).
+    Hmac,
+    RsaDecrypt,
+    RsaSign,
+    EcSign,
+}
+
+impl WrappedKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WrappedKind::AesDerive => "aes-derive",
+            WrappedKind::Hmac => "hmac",
+            WrappedKind::RsaDecrypt => "rsa-decrypt",
+            WrappedKind::RsaSign => "rsa-sign",
+            WrappedKind::EcSign => "ec-sign",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "aes-derive" => Some(WrappedKind::AesDerive),
+            "hmac" => Some(WrappedKind::Hmac),
+            "rsa-decrypt" => Some(WrappedKind::RsaDecrypt),
+            "rsa-sign" => Some(WrappedKind::RsaSign),
+            "ec-sign" => Some(WrappedKind::EcSign),
+            _ => None,
+        }
+    }
+}
+
+/// A key material as domain mode keeps it: `C_WrapKey` output under a domain key. The
+/// blob is ciphertext under a key that never leaves a token; the public half of a pair is
+/// public and kept in the clear.
+#[derive(Clone, PartialEq)]
+pub struct WrappedMaterial {
+    pub material_id: MaterialId,
+    pub key_id: KeyId,
+    pub kind: WrappedKind,
+    /// The domain key that wrapped `blob`.
+    pub domain_key_id: DomainKeyId,
+    /// The PKCS#11 mechanism (`CKM_*`) that wrapped it.
+    pub mechanism: u64,
+    pub blob: Vec<u8>,
+    /// A key pair's public half (see `crate::hsm::domain::encode_public`); empty for secrets.
+    pub public: Vec<u8>,
+}
+
+impl fmt::Debug for WrappedMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WrappedMaterial")
+            .field("material_id", &self.material_id)
+            .field("kind", &self.kind)
+            .field("domain_key_id", &self.domain_key_id)
+            .field("blob_len", &self.blob.len())
+            .finish()
+    }
+}

@@ -148,6 +148,13 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
             config.identity_policies.clone(),
         ))),
     );
+    if config.key_storage == crate::config::KeyStorage::Domain {
+        crate::kms::domain::start(
+            &service,
+            config.embedded_softhsm,
+            config.domain_cache_capacity,
+        )?;
+    }
     // Adopted token keys first: reconciliation and the seed must know which objects are
     // not p11kms's own.
     let adoptions_pending = match crate::kms::seed::load_adoptions(&service) {
@@ -286,6 +293,58 @@ fn resolve_hsm(config: &Config) -> Result<HsmTarget, String> {
         user_pin,
         embedded,
     })
+}
+
+/// What `p11kms domain` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainAction {
+    Create,
+    Rotate,
+}
+
+/// `p11kms domain create|rotate`: opens the configured token and store (as `serve` does)
+/// and creates or rotates the domain key. Returns what to print.
+///
+/// Runs before any thread is started, like `prepare` (it may export `SOFTHSM2_CONF`).
+pub fn domain_admin(config: &Config, action: DomainAction) -> Result<String, String> {
+    let HsmTarget {
+        module, user_pin, ..
+    } = resolve_hsm(config)?;
+    let hsm = Hsm::open(
+        HsmConfig {
+            module,
+            token_label: config.token_label.clone(),
+            user_pin,
+            pool_size: 1,
+            session_wait: config.session_wait,
+            operation_timeout: None,
+            recycle_after_operations: 0,
+            session_key_copies: false,
+        },
+        None,
+    )?;
+    let store = open_store(&config.store)?;
+    let outcome = match action {
+        DomainAction::Create => {
+            crate::kms::domain::create_domain_key(store.as_ref(), &hsm).map(|id| format!("{id}\n"))
+        }
+        DomainAction::Rotate => {
+            // Rewrapping needs the domain-mode handle cache of the HSM.
+            let materials = crate::kms::domain::StoreMaterials(store.clone());
+            hsm.enable_domain_mode(Arc::new(materials), 2)?;
+            crate::kms::domain::rotate_domain_key(store.as_ref(), &hsm).map(|report| {
+                let retired: Vec<String> = report.retired.iter().map(|k| k.to_hex()).collect();
+                format!(
+                    "active {}\nretired {}\nrewrapped {}\n",
+                    report.new_key,
+                    retired.join(","),
+                    report.rewrapped
+                )
+            })
+        }
+    };
+    hsm.shutdown();
+    outcome
 }
 
 /// `p11kms doctor`: examines the configured module and token with trial operations on

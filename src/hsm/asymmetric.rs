@@ -295,6 +295,10 @@ impl Hsm {
         usage: PairUse,
     ) -> Result<(), KmsError> {
         self.capabilities.require_pair(kind)?;
+        if let Some(mode) = self.domain.get() {
+            let spec = super::domain::MaterialSpec::Pair(kind, usage);
+            return self.create_wrapped(mode, key_id, material, spec);
+        }
         let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
         let label = format!("{OBJECT_LABEL_PREFIX}{key_id}").into_bytes();
         let id = material.0.to_vec();
@@ -346,6 +350,10 @@ impl Hsm {
         material: &MaterialId,
         len: usize,
     ) -> Result<(), KmsError> {
+        if let Some(mode) = self.domain.get() {
+            let spec = super::domain::MaterialSpec::Hmac(len);
+            return self.create_wrapped(mode, key_id, material, spec);
+        }
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::GENERIC_SECRET),
@@ -552,7 +560,7 @@ impl Hsm {
 }
 
 /// The generation mechanism for `kind`, with its key-size attributes added to `public`.
-fn pair_template(kind: PairKind, public: &mut Vec<Attribute>) -> Mechanism<'static> {
+pub(super) fn pair_template(kind: PairKind, public: &mut Vec<Attribute>) -> Mechanism<'static> {
     match kind {
         PairKind::Rsa { bits } => {
             public.push(Attribute::ModulusBits(u64::from(bits).into()));
@@ -631,7 +639,10 @@ pub(super) fn unwrap_secret(
     )
 }
 
-fn read_public(s: &TimedSession<'_>, handle: ObjectHandle) -> Result<PublicKeyParts, HsmError> {
+pub(super) fn read_public(
+    s: &TimedSession<'_>,
+    handle: ObjectHandle,
+) -> Result<PublicKeyParts, HsmError> {
     let attrs = s.get_attributes(
         handle,
         &[

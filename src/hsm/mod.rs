@@ -15,6 +15,7 @@ mod copies;
 mod crossover;
 pub mod doctor;
 mod embedded;
+pub mod domain;
 mod error;
 mod pool;
 mod probe;
@@ -134,6 +135,8 @@ pub struct Hsm {
     timeouts: AtomicU64,
     /// Sessions the token lost (session-scope failures), each replaced by a fresh one.
     lost_sessions: AtomicU64,
+    /// Set once at start-up in domain-key mode (see [`domain`]).
+    domain: std::sync::OnceLock<domain::DomainMode>,
 }
 
 /// Which object of a key material a handle names: the AES or HMAC secret key, or one half
@@ -178,6 +181,7 @@ impl Hsm {
             recycles: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             lost_sessions: AtomicU64::new(0),
+            domain: std::sync::OnceLock::new(),
         };
         let report = match hsm.current_token() {
             Some(token) => probe_mechanisms(&token.pkcs11, token.slot),
@@ -244,6 +248,9 @@ impl Hsm {
         self.on_token_with(&token, |s| {
             s.generate_random_slice(&mut byte).map_err(HsmError::from)
         })?;
+        if self.domain.get().is_some() {
+            return self.check_domain_key(&token);
+        }
         let known = token.materials_read().keys().next().copied();
         if let Some((material, half)) = known {
             let adopted = self.adopted_read().get(&material).cloned();
@@ -264,6 +271,9 @@ impl Hsm {
     /// Generates a new key material in the token: AES-256, derive-only, sensitive,
     /// non-extractable, `CKA_ID` = the material id.
     pub fn create_material(&self, key_id: &KeyId, material: &MaterialId) -> Result<(), KmsError> {
+        if let Some(mode) = self.domain.get() {
+            return self.create_wrapped(mode, key_id, material, domain::MaterialSpec::Aes);
+        }
         let label = format!("{OBJECT_LABEL_PREFIX}{key_id}");
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -326,6 +336,9 @@ impl Hsm {
     /// Destroys a key material's token object; absent objects are not an error. An adopted
     /// object is only forgotten: it belongs to whoever put it in the token.
     pub fn destroy_material(&self, material: &MaterialId) -> Result<(), KmsError> {
+        if let Some(mode) = self.domain.get() {
+            return self.destroy_wrapped(mode, material);
+        }
         if let Some(token) = self.current_token() {
             self.destroy_session_copy(&token, material)?;
         }
@@ -629,6 +642,10 @@ impl Hsm {
         let first = handles(&token)?;
         match self.on_token(&token, |s| op(s, first)) {
             Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope == Scope::Object => {
+                if self.domain.get().is_some() {
+                    let slots = objects.map(|(material, half)| (*material, half));
+                    self.forget_domain_handles(&token, &slots);
+                }
                 let again = handles(&token)?;
                 self.on_token(&token, |s| op(s, again))
             }
@@ -643,6 +660,9 @@ impl Hsm {
         material: &MaterialId,
         half: Half,
     ) -> Result<ObjectHandle, KmsError> {
+        if let Some(mode) = self.domain.get() {
+            return self.domain_handle(mode, token, material, half);
+        }
         if let Some(handle) = token.materials_read().get(&(*material, half)) {
             return Ok(*handle);
         }

@@ -187,6 +187,12 @@ impl<'a> TimedSession<'a> {
         })
     }
 
+    pub fn create_object(&self, template: &[Attribute]) -> CkResult<ObjectHandle> {
+        self.call("C_CreateObject", Function::CreateObject, |s| {
+            s.create_object(template)
+        })
+    }
+
     pub fn find_objects(&self, template: &[Attribute]) -> CkResult<Vec<ObjectHandle>> {
         self.call("C_FindObjects", Function::FindObjectsInit, |s| {
             s.find_objects(template)

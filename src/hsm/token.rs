@@ -36,6 +36,9 @@ pub(super) struct Token {
     /// The live session copy of each material, so that it can be destroyed with it. Held
     /// while a copy is made, so two requests never copy the same material at once.
     pub(super) copies: Mutex<HashMap<MaterialId, ObjectHandle>>,
+    /// Domain mode's unwrapped materials: session objects of `copy_owner`, so they live
+    /// exactly as long as this library initialisation.
+    pub(super) domain: Mutex<super::domain::DomainCache>,
 }
 
 impl Hsm {
@@ -273,6 +276,7 @@ impl Token {
             key_pairs: SessionPool::new(pkcs11.clone(), slot, pin.clone(), 1, None),
             copy_owner: SessionPool::new(pkcs11.clone(), slot, pin.clone(), 1, timeout),
             copies: Mutex::new(HashMap::new()),
+            domain: Mutex::new(super::domain::DomainCache::default()),
             pkcs11,
             slot,
             pool,

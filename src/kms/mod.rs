@@ -8,6 +8,7 @@ mod access;
 mod asymmetric;
 pub mod ciphertext;
 mod crypto;
+pub mod domain;
 mod grants;
 mod jobs;
 mod keyformat;

@@ -18,8 +18,8 @@ pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    AliasRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialRecord,
-    Tag, TokenKeyRef,
+    AliasRecord, DomainKeyId, DomainKeyRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord,
+    KeyState, MaterialId, MaterialRecord, Tag, TokenKeyRef, WrappedMaterial,
 };
 
 /// One change to a key's row, named by its intent. Each sets only the columns it is about.
@@ -292,6 +292,45 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> StoreResult<bool> {
         Ok(true)
     }
+
+    // === domain mode (`hsm.key_storage = "domain"`) ===
+
+    /// Records a domain key. An `active` one is recorded only if no domain key is active
+    /// yet (`false` otherwise): there is at most one.
+    fn insert_domain_key(&self, key: &DomainKeyRecord) -> StoreResult<bool>;
+    /// Every domain key, oldest first.
+    fn domain_keys(&self) -> StoreResult<Vec<DomainKeyRecord>>;
+    /// Starts a domain-key rotation in one transaction: `old` goes from active to
+    /// retiring and `new` is recorded as active; `false` (nothing written) if `old` is not
+    /// the active key any more.
+    fn begin_domain_rotation(&self, old: &DomainKeyId, new: &DomainKeyRecord) -> StoreResult<bool>;
+    /// Ends one: `id` goes from retiring to retired, only if no wrapped material names it
+    /// any more (`false` otherwise).
+    fn retire_domain_key(&self, id: &DomainKeyId) -> StoreResult<bool>;
+    /// Stores a wrapped material, only if its domain key is active at the time of the
+    /// write (`false`, nothing written, if a rotation began meanwhile). Written before the
+    /// material's row, like a token object: a crash in between leaves only an orphan blob.
+    fn insert_wrapped_material(&self, wrapped: &WrappedMaterial) -> StoreResult<bool>;
+    fn get_wrapped_material(&self, material: &MaterialId) -> StoreResult<Option<WrappedMaterial>>;
+    /// Wrapped materials under `domain_key`, by material id, strictly after `after`.
+    fn wrapped_under(
+        &self,
+        domain_key: &DomainKeyId,
+        after: Option<&MaterialId>,
+        limit: usize,
+    ) -> StoreResult<Vec<WrappedMaterial>>;
+    /// Replaces a material's blob by one wrapped under `to`, only if it is still wrapped
+    /// under `from` (a conditional write per blob); whether it was replaced.
+    fn rewrap_material(
+        &self,
+        material: &MaterialId,
+        from: &DomainKeyId,
+        to: &DomainKeyId,
+        mechanism: u64,
+        blob: &[u8],
+    ) -> StoreResult<bool>;
+    /// Removes a material's blob; absent is not an error.
+    fn delete_wrapped_material(&self, material: &MaterialId) -> StoreResult<()>;
     /// The connection pool's occupancy and counters, for stores that pool connections.
     fn pool_stats(&self) -> Option<StorePoolStats> {
         None

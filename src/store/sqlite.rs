@@ -22,10 +22,12 @@ use rusqlite::{
     ffi, params, Connection, OptionalExtension, Params, Row, Statement, TransactionBehavior,
 };
 
+mod domain;
+
 use super::{Changed, KeyChange, MetadataStore, RotationGuard, StoreError, StoreResult};
 use crate::model::{
-    AliasRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin,
-    MaterialRecord, Tag, TokenKeyRef,
+    AliasRecord, DomainKeyId, DomainKeyRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord,
+    KeyState, MaterialId, MaterialOrigin, MaterialRecord, Tag, TokenKeyRef, WrappedMaterial,
 };
 
 /// How long a call waits for another process's write lock before failing.
@@ -131,6 +133,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX grants_by_grantee ON grants (key_id, grantee_principal);
     CREATE INDEX grants_by_retiring ON grants (retiring_principal, grant_id);
     ",
+    // 4: domain mode: domain keys and wrapped materials.
+    domain::MIGRATION,
 ];
 
 /// Column list of every `SELECT` that yields a [`KeyRecord`]; order matches [`KeyRow::read`].
@@ -1289,6 +1293,54 @@ impl MetadataStore for SqliteStore {
             out.push((state, u64::try_from(count).unwrap_or(0)));
         }
         Ok(out)
+    }
+
+    fn insert_domain_key(&self, key: &DomainKeyRecord) -> StoreResult<bool> {
+        domain::insert_domain_key(&self.conn(), key)
+    }
+
+    fn domain_keys(&self) -> StoreResult<Vec<DomainKeyRecord>> {
+        domain::domain_keys(&self.conn())
+    }
+
+    fn begin_domain_rotation(&self, old: &DomainKeyId, new: &DomainKeyRecord) -> StoreResult<bool> {
+        domain::begin_domain_rotation(&mut self.conn(), old, new)
+    }
+
+    fn retire_domain_key(&self, id: &DomainKeyId) -> StoreResult<bool> {
+        domain::retire_domain_key(&self.conn(), id)
+    }
+
+    fn insert_wrapped_material(&self, wrapped: &WrappedMaterial) -> StoreResult<bool> {
+        domain::insert_wrapped_material(&self.conn(), wrapped)
+    }
+
+    fn get_wrapped_material(&self, material: &MaterialId) -> StoreResult<Option<WrappedMaterial>> {
+        domain::get_wrapped_material(&self.conn(), material)
+    }
+
+    fn wrapped_under(
+        &self,
+        domain_key: &DomainKeyId,
+        after: Option<&MaterialId>,
+        limit: usize,
+    ) -> StoreResult<Vec<WrappedMaterial>> {
+        domain::wrapped_under(&self.conn(), domain_key, after, limit)
+    }
+
+    fn rewrap_material(
+        &self,
+        material: &MaterialId,
+        from: &DomainKeyId,
+        to: &DomainKeyId,
+        mechanism: u64,
+        blob: &[u8],
+    ) -> StoreResult<bool> {
+        domain::rewrap_material(&self.conn(), material, from, to, mechanism, blob)
+    }
+
+    fn delete_wrapped_material(&self, material: &MaterialId) -> StoreResult<()> {
+        domain::delete_wrapped_material(&self.conn(), material)
     }
 
     fn ping(&self) -> StoreResult<()> {

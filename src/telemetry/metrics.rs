@@ -27,6 +27,8 @@ pub struct Metrics {
     pub hsm_recycles: IntCounter,
     pub hsm_operation_timeouts: IntCounter,
     pub hsm_lost_sessions: IntCounter,
+    /// Domain-key mode's cache of unwrapped materials (zero in token mode).
+    pub domain_cache: DomainCacheMetrics,
     pub keys: IntGaugeVec,
     pub audit_written: IntCounter,
     pub audit_write_failures: IntCounter,
@@ -242,6 +244,7 @@ impl Metrics {
         registry.register(Box::new(audit_queue_depth.clone()))?;
         registry.register(Box::new(audit_queue_capacity.clone()))?;
         registry.register(Box::new(audit_healthy.clone()))?;
+        let domain_cache = DomainCacheMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
             requests,
@@ -254,6 +257,7 @@ impl Metrics {
             hsm_recycles,
             hsm_operation_timeouts,
             hsm_lost_sessions,
+            domain_cache,
             keys,
             audit_written,
             audit_write_failures,
@@ -301,6 +305,63 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Domain-key mode's cache of unwrapped key materials (session objects).
+pub struct DomainCacheMetrics {
+    pub hits: IntCounter,
+    pub misses: IntCounter,
+    pub evictions: IntCounter,
+    pub objects: IntGauge,
+    pub capacity: IntGauge,
+}
+
+impl DomainCacheMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = DomainCacheMetrics {
+            hits: IntCounter::new(
+                "p11kms_domain_cache_hits_total",
+                "Uses of a key material found unwrapped in the domain cache",
+            )?,
+            misses: IntCounter::new(
+                "p11kms_domain_cache_misses_total",
+                "Uses of a key material that had to be unwrapped from its stored blob",
+            )?,
+            evictions: IntCounter::new(
+                "p11kms_domain_cache_evictions_total",
+                "Unwrapped key materials destroyed to keep the cache within its capacity",
+            )?,
+            objects: IntGauge::new(
+                "p11kms_domain_cache_objects",
+                "Unwrapped key-material session objects the domain cache holds now",
+            )?,
+            capacity: IntGauge::new(
+                "p11kms_domain_cache_capacity",
+                "Most session objects the domain cache holds (hsm.domain_cache_capacity)",
+            )?,
+        };
+        registry.register(Box::new(metrics.hits.clone()))?;
+        registry.register(Box::new(metrics.misses.clone()))?;
+        registry.register(Box::new(metrics.evictions.clone()))?;
+        registry.register(Box::new(metrics.objects.clone()))?;
+        registry.register(Box::new(metrics.capacity.clone()))?;
+        Ok(metrics)
+    }
+
+    fn refresh(&self, stats: &crate::hsm::domain::DomainCacheStats) {
+        for (counter, value) in [
+            (&self.hits, stats.hits),
+            (&self.misses, stats.misses),
+            (&self.evictions, stats.evictions),
+        ] {
+            let seen = counter.get();
+            if value > seen {
+                counter.inc_by(value - seen);
+            }
+        }
+        self.objects.set(stats.size as i64);
+        self.capacity.set(stats.capacity as i64);
     }
 }
 
@@ -362,6 +423,9 @@ pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
     let seen = metrics.hsm_lost_sessions.get();
     if lost > seen {
         metrics.hsm_lost_sessions.inc_by(lost - seen);
+    }
+    if let Some(stats) = service.hsm().domain_cache_stats() {
+        metrics.domain_cache.refresh(&stats);
     }
     if let Ok(counts) = service.store().count_keys_by_state() {
         for state in [

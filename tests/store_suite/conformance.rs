@@ -985,3 +985,110 @@ pub fn lost_state_changes(
     }
     lost
 }
+
+// === domain mode ===
+
+fn wrapped(n: u8, domain_key: p11kms::model::DomainKeyId) -> p11kms::model::WrappedMaterial {
+    p11kms::model::WrappedMaterial {
+        material_id: material_id(n),
+        key_id: key_id(n),
+        kind: p11kms::model::WrappedKind::AesDerive,
+        domain_key_id: domain_key,
+        mechanism: 0x210A,
+        blob: vec![n; 40],
+        public: Vec::new(),
+    }
+}
+
+pub fn domain_keys_rotate_and_blobs_move_by_conditional_writes(store: &dyn MetadataStore) {
+    use p11kms::model::{DomainKeyId, DomainKeyRecord, DomainKeyState};
+    let d1 = DomainKeyId([1; 16]);
+    let d2 = DomainKeyId([2; 16]);
+    let record = |id, state| DomainKeyRecord {
+        id,
+        state,
+        created: 1_700_000_000.0,
+    };
+    assert!(store.domain_keys().unwrap().is_empty());
+    // A blob under a domain key that is not active is refused.
+    assert!(!store.insert_wrapped_material(&wrapped(1, d1)).unwrap());
+    assert!(store
+        .insert_domain_key(&record(d1, DomainKeyState::Active))
+        .unwrap());
+    // At most one active domain key.
+    assert!(!store
+        .insert_domain_key(&record(d2, DomainKeyState::Active))
+        .unwrap());
+    for n in 1..=3 {
+        assert!(store.insert_wrapped_material(&wrapped(n, d1)).unwrap());
+    }
+    assert_eq!(
+        store
+            .insert_wrapped_material(&wrapped(1, d1))
+            .unwrap_err()
+            .to_string(),
+        StoreError::AlreadyExists.to_string()
+    );
+    assert_eq!(
+        store.get_wrapped_material(&material_id(2)).unwrap(),
+        Some(wrapped(2, d1))
+    );
+    assert_eq!(store.get_wrapped_material(&material_id(9)).unwrap(), None);
+
+    // Rotation: d1 retiring, d2 active; a rotation from a key that is not active is refused.
+    assert!(!store
+        .begin_domain_rotation(&d2, &record(DomainKeyId([3; 16]), DomainKeyState::Active))
+        .unwrap());
+    assert!(store
+        .begin_domain_rotation(&d1, &record(d2, DomainKeyState::Active))
+        .unwrap());
+    let states: Vec<_> = store
+        .domain_keys()
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.id, k.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![(d1, DomainKeyState::Retiring), (d2, DomainKeyState::Active)]
+    );
+    // New blobs go only under the active key now.
+    assert!(!store.insert_wrapped_material(&wrapped(4, d1)).unwrap());
+    assert!(store.insert_wrapped_material(&wrapped(4, d2)).unwrap());
+
+    // Paging through the blobs of d1.
+    let first = store.wrapped_under(&d1, None, 2).unwrap();
+    assert_eq!(
+        first.iter().map(|w| w.material_id).collect::<Vec<_>>(),
+        vec![material_id(1), material_id(2)]
+    );
+    let rest = store.wrapped_under(&d1, Some(&material_id(2)), 2).unwrap();
+    assert_eq!(rest.len(), 1);
+    // The old key cannot retire while a blob names it.
+    assert!(!store.retire_domain_key(&d1).unwrap());
+    for n in 1..=3 {
+        assert!(store
+            .rewrap_material(&material_id(n), &d1, &d2, 0x210A, &[0xee; 40])
+            .unwrap());
+    }
+    // Conditional: a blob already moved is not moved again.
+    assert!(!store
+        .rewrap_material(&material_id(1), &d1, &d2, 0x210A, &[0xff; 40])
+        .unwrap());
+    let moved = store
+        .get_wrapped_material(&material_id(1))
+        .unwrap()
+        .unwrap();
+    assert_eq!((moved.domain_key_id, moved.blob), (d2, vec![0xee; 40]));
+    assert!(store.wrapped_under(&d1, None, 10).unwrap().is_empty());
+    assert!(store.retire_domain_key(&d1).unwrap());
+    assert!(!store.retire_domain_key(&d1).unwrap());
+    assert_eq!(
+        store.domain_keys().unwrap()[0].state,
+        DomainKeyState::Retired
+    );
+
+    store.delete_wrapped_material(&material_id(1)).unwrap();
+    store.delete_wrapped_material(&material_id(1)).unwrap();
+    assert_eq!(store.get_wrapped_material(&material_id(1)).unwrap(), None);
+}

@@ -27,6 +27,7 @@
 //! started while PostgreSQL is down serves typed errors and recovers without a restart.
 
 mod aliases;
+mod domain;
 mod errors;
 mod grants;
 mod keys;
@@ -52,8 +53,8 @@ use super::{
     Changed, KeyChange, MetadataStore, RotationGuard, StoreError, StorePoolStats, StoreResult,
 };
 use crate::model::{
-    AliasRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialRecord,
-    Tag, TokenKeyRef,
+    AliasRecord, DomainKeyId, DomainKeyRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord,
+    KeyState, MaterialId, MaterialRecord, Tag, TokenKeyRef, WrappedMaterial,
 };
 use errors::{pg_err, pool_err};
 
@@ -565,6 +566,66 @@ impl MetadataStore for PostgresStore {
 
     fn count_keys_by_state(&self) -> StoreResult<Vec<(KeyState, u64)>> {
         self.run(|c| Box::pin(keys::count_keys_by_state(c)))
+    }
+
+    fn insert_domain_key(&self, key: &DomainKeyRecord) -> StoreResult<bool> {
+        let key = key.clone();
+        self.run(move |c| Box::pin(domain::insert_domain_key(c, key)))
+    }
+
+    fn domain_keys(&self) -> StoreResult<Vec<DomainKeyRecord>> {
+        self.run(|c| Box::pin(domain::domain_keys(c)))
+    }
+
+    fn begin_domain_rotation(&self, old: &DomainKeyId, new: &DomainKeyRecord) -> StoreResult<bool> {
+        let (old, new) = (*old, new.clone());
+        self.run(move |c| Box::pin(domain::begin_domain_rotation(c, old, new)))
+    }
+
+    fn retire_domain_key(&self, id: &DomainKeyId) -> StoreResult<bool> {
+        let id = *id;
+        self.run(move |c| Box::pin(domain::retire_domain_key(c, id)))
+    }
+
+    fn insert_wrapped_material(&self, wrapped: &WrappedMaterial) -> StoreResult<bool> {
+        let wrapped = wrapped.clone();
+        self.run(move |c| Box::pin(domain::insert_wrapped_material(c, wrapped)))
+    }
+
+    fn get_wrapped_material(&self, material: &MaterialId) -> StoreResult<Option<WrappedMaterial>> {
+        let material = *material;
+        self.run(move |c| Box::pin(domain::get_wrapped_material(c, material)))
+    }
+
+    fn wrapped_under(
+        &self,
+        domain_key: &DomainKeyId,
+        after: Option<&MaterialId>,
+        limit: usize,
+    ) -> StoreResult<Vec<WrappedMaterial>> {
+        let (domain_key, after) = (*domain_key, after.copied());
+        self.run(move |c| Box::pin(domain::wrapped_under(c, domain_key, after, limit)))
+    }
+
+    fn rewrap_material(
+        &self,
+        material: &MaterialId,
+        from: &DomainKeyId,
+        to: &DomainKeyId,
+        mechanism: u64,
+        blob: &[u8],
+    ) -> StoreResult<bool> {
+        let (material, from, to, blob) = (*material, *from, *to, blob.to_vec());
+        self.run(move |c| {
+            Box::pin(domain::rewrap_material(
+                c, material, from, to, mechanism, blob,
+            ))
+        })
+    }
+
+    fn delete_wrapped_material(&self, material: &MaterialId) -> StoreResult<()> {
+        let material = *material;
+        self.run(move |c| Box::pin(domain::delete_wrapped_material(c, material)))
     }
 
     fn ping(&self) -> StoreResult<()> {

@@ -117,6 +117,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         expires TIMESTAMPTZ      NOT NULL
     );
     "#,
+    // 3: domain mode: domain keys and wrapped materials.
+    super::domain::MIGRATION,
 ];
 
 /// Brings the schema up to date in one transaction under [`MIGRATION_LOCK`]: PostgreSQL's
