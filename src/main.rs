@@ -37,6 +37,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// The domain ceremony: enrol another token in a domain, list a domain's members
+    /// (see README, "Domain ceremony").
+    Domain {
+        #[command(subcommand)]
+        command: p11kms::cli::domain_ceremony::CeremonyCommand,
+    },
     /// Audit-trail tools.
     Audit {
         #[command(subcommand)]
@@ -84,6 +90,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Doctor { config } => doctor(config),
+        Command::Domain { command } => p11kms::cli::domain_ceremony::run(command),
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => match p11kms::telemetry::audit::verify_files(&files) {

@@ -22,6 +22,9 @@ use rusqlite::{
     ffi, params, Connection, OptionalExtension, Params, Row, Statement, TransactionBehavior,
 };
 
+mod members;
+
+use super::members::DomainMember;
 use super::{Changed, KeyChange, MetadataStore, RotationGuard, StoreError, StoreResult};
 use crate::model::{
     AliasRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin,
@@ -131,6 +134,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX grants_by_grantee ON grants (key_id, grantee_principal);
     CREATE INDEX grants_by_retiring ON grants (retiring_principal, grant_id);
     ",
+    // 2: domain members (the ceremony's record).
+    members::MIGRATION,
 ];
 
 /// Column list of every `SELECT` that yields a [`KeyRecord`]; order matches [`KeyRow::read`].
@@ -1289,6 +1294,14 @@ impl MetadataStore for SqliteStore {
             out.push((state, u64::try_from(count).unwrap_or(0)));
         }
         Ok(out)
+    }
+
+    fn insert_domain_member(&self, member: &DomainMember) -> StoreResult<bool> {
+        members::insert(&self.conn(), member)
+    }
+
+    fn domain_members(&self, domain_id: Option<&str>) -> StoreResult<Vec<DomainMember>> {
+        members::list(&self.conn(), domain_id)
     }
 
     fn ping(&self) -> StoreResult<()> {

@@ -99,6 +99,7 @@ conformance_suite!(
     adopted_keys_record_their_token_object_and_cascade,
     grants_round_trip_list_filter_and_cascade,
     ping_answers,
+    domain_members_are_recorded_once_and_listed_per_domain,
 );
 
 // === Two stores on one database ===

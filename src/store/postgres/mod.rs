@@ -25,6 +25,7 @@ mod aliases;
 mod errors;
 mod grants;
 mod keys;
+mod members;
 mod rows;
 mod schema;
 mod tls;
@@ -42,6 +43,7 @@ use deadpool_postgres::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+use super::members::DomainMember;
 use super::{
     Changed, KeyChange, MetadataStore, RotationGuard, StoreError, StorePoolStats, StoreResult,
 };
@@ -531,6 +533,16 @@ impl MetadataStore for PostgresStore {
 
     fn count_keys_by_state(&self) -> StoreResult<Vec<(KeyState, u64)>> {
         self.run(|c| Box::pin(keys::count_keys_by_state(c)))
+    }
+
+    fn insert_domain_member(&self, member: &DomainMember) -> StoreResult<bool> {
+        let member = member.clone();
+        self.run(move |c| Box::pin(members::insert(c, member)))
+    }
+
+    fn domain_members(&self, domain_id: Option<&str>) -> StoreResult<Vec<DomainMember>> {
+        let domain_id = domain_id.map(str::to_owned);
+        self.run(move |c| Box::pin(members::list(c, domain_id)))
     }
 
     fn ping(&self) -> StoreResult<()> {

@@ -109,6 +109,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX grants_by_grantee ON grants (key_id, grantee_principal);
     CREATE INDEX grants_by_retiring ON grants (retiring_principal, grant_id);
     "#,
+    // 2: domain members (the ceremony's record).
+    super::members::MIGRATION,
 ];
 
 /// Brings the schema up to date in one transaction under [`MIGRATION_LOCK`]: PostgreSQL's
