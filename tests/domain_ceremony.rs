@@ -60,11 +60,13 @@ impl Lab {
             .env("P11KMS_DATA_DIR", &data)
             .env("P11KMS_SQLITE_PATH", self.path("shared.sqlite"))
             .env("P11KMS_LOG", "warn");
+        let started = std::time::Instant::now();
         let out = cmd.output().expect("run p11kms domain");
         eprintln!(
-            "$ p11kms domain {} ({label}) -> {:?}\n{}{}",
+            "$ p11kms domain {} ({label}) -> {:?} in {} ms\n{}{}",
             args.join(" "),
             out.status.code(),
+            started.elapsed().as_millis(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -260,6 +262,29 @@ fn the_ceremony_moves_the_domain_key_between_tokens_and_keeps_it_protected() {
         ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!package_path.exists());
+
+    // On SoftHSM2 the user cannot make the trusted key: an enrolment without the SO fails.
+    let out = lab.domain(
+        HOLDER,
+        &[
+            "enrol",
+            "--request",
+            request_path.to_str().unwrap(),
+            "--fingerprint",
+            &fp,
+            "--trusted-by",
+            "user",
+            "--out",
+            package_path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("C_CreateObject (trusted key, as the user)"),
+        "{}",
+        text(&out)
+    );
     assert!(!package_path.exists());
 
     // 3. The holder wraps D under the (SO-trusted) transport key; the operator types the
