@@ -406,24 +406,7 @@ pub fn join_request(target: &CeremonyTarget) -> Result<JoinRequestOutcome, Strin
                 ],
             )
             .map_err(ck("C_GenerateKeyPair"))?;
-        let made: Result<JoinRequest, String> = (|| {
-            let oaep_hashes = unwrap_hashes(&session, public, private)?;
-            if oaep_hashes.is_empty() {
-                return Err("the token cannot unwrap with RSA-OAEP (SHA-256 or SHA-1)".into());
-            }
-            let modulus = read_bytes(&session, public, AttributeType::Modulus)?;
-            let exponent = read_bytes(&session, public, AttributeType::PublicExponent)?;
-            let spki = rsa_spki(&modulus, &exponent)?;
-            Ok(JoinRequest {
-                format: REQUEST_FORMAT.into(),
-                token,
-                transport_key_id: hex::encode(id),
-                fingerprint: fingerprint(&spki),
-                transport_public_key: to_base64(&spki),
-                key_bits: modulus.len() * 8,
-                oaep_hashes,
-            })
-        })();
+        let made = describe_pair(&session, token, &id, public, private);
         if made.is_err() {
             let _ = session.destroy_object(private);
             let _ = session.destroy_object(public);
@@ -432,6 +415,32 @@ pub fn join_request(target: &CeremonyTarget) -> Result<JoinRequestOutcome, Strin
             request: made?,
             replaced: stale.len(),
         })
+    })
+}
+
+/// The request for a new transport pair.
+fn describe_pair(
+    session: &Session,
+    token: TokenIdentity,
+    id: &[u8],
+    public: ObjectHandle,
+    private: ObjectHandle,
+) -> Result<JoinRequest, String> {
+    let oaep_hashes = unwrap_hashes(session, public, private)?;
+    if oaep_hashes.is_empty() {
+        return Err("the token cannot unwrap with RSA-OAEP (SHA-256 or SHA-1)".into());
+    }
+    let modulus = read_bytes(session, public, AttributeType::Modulus)?;
+    let exponent = read_bytes(session, public, AttributeType::PublicExponent)?;
+    let spki = rsa_spki(&modulus, &exponent)?;
+    Ok(JoinRequest {
+        format: REQUEST_FORMAT.into(),
+        token,
+        transport_key_id: hex::encode(id),
+        fingerprint: fingerprint(&spki),
+        transport_public_key: to_base64(&spki),
+        key_bits: modulus.len() * 8,
+        oaep_hashes,
     })
 }
 
@@ -559,11 +568,8 @@ pub fn enrol(
         }
         match trusted_by {
             TrustedBy::User => {
-                for stale in find(&user, &find_trusted)? {
-                    user.destroy_object(stale).map_err(ck("C_DestroyObject"))?;
-                }
-                user.create_object(&trusted_template)
-                    .map_err(ck("C_CreateObject (trusted key, as the user)"))?;
+                create_trusted(&user, &find_trusted, &trusted_template)
+                    .map_err(|e| format!("C_CreateObject (trusted key, as the user): {e}"))?;
             }
             TrustedBy::SecurityOfficer(so_pin) => {
                 // One login state per application: the user leaves, the SO creates the key
@@ -571,13 +577,8 @@ pub fn enrol(
                 let _ = user.logout();
                 drop(user);
                 let so = log_in(pkcs11, slot, UserType::So, so_pin)?;
-                let created = (|| {
-                    for stale in find(&so, &find_trusted)? {
-                        so.destroy_object(stale).map_err(ck("C_DestroyObject"))?;
-                    }
-                    so.create_object(&trusted_template)
-                        .map_err(ck("C_CreateObject (trusted key, as the SO)"))
-                })();
+                let created = create_trusted(&so, &find_trusted, &trusted_template)
+                    .map_err(|e| format!("C_CreateObject (trusted key, as the SO): {e}"));
                 let _ = so.logout();
                 drop(so);
                 created?;
@@ -603,6 +604,22 @@ pub fn enrol(
             cleanup_warning,
         })
     })
+}
+
+/// Creates the trusted copy of the transport key, replacing one a crashed run left.
+fn create_trusted(
+    session: &Session,
+    find_template: &[Attribute],
+    template: &[Attribute],
+) -> Result<ObjectHandle, String> {
+    for stale in find(session, find_template)? {
+        session
+            .destroy_object(stale)
+            .map_err(ck("C_DestroyObject"))?;
+    }
+    session
+        .create_object(template)
+        .map_err(|e| HsmError::from(e).to_string())
 }
 
 /// The domain key with `id`, or the only one the token holds.
@@ -833,25 +850,7 @@ pub fn join(target: &CeremonyTarget, package: &EnrolPackage) -> Result<JoinOutco
                 &domain_key_template(&domain_id),
             )
             .map_err(ck("C_UnwrapKey (domain key)"))?;
-        let checked: Result<(), String> = (|| {
-            if wrap_known_key(&session, domain, &known)? != expected_check {
-                return Err(
-                    "the unwrapped key fails the holder's check value: it is not the \
-                            holder's domain key"
-                        .to_string(),
-                );
-            }
-            for kind in [
-                AttributeType::Token,
-                AttributeType::Sensitive,
-                AttributeType::WrapWithTrusted,
-            ] {
-                if !read_bool(&session, domain, kind)? {
-                    return Err(format!("the token did not keep {kind:?} on the domain key"));
-                }
-            }
-            Ok(())
-        })();
+        let checked = check_joined(&session, domain, &known, &expected_check);
         if let Err(e) = checked {
             let _ = session.destroy_object(domain);
             return Err(e);
@@ -867,6 +866,30 @@ pub fn join(target: &CeremonyTarget, package: &EnrolPackage) -> Result<JoinOutco
             token,
         })
     })
+}
+
+/// The joined key gives the holder's check value and kept its protections.
+fn check_joined(
+    session: &Session,
+    domain: ObjectHandle,
+    known: &[u8],
+    expected: &[u8],
+) -> Result<(), String> {
+    if wrap_known_key(session, domain, known)? != expected {
+        return Err("the unwrapped key fails the holder's check value: \
+                    it is not the holder's domain key"
+            .to_string());
+    }
+    for kind in [
+        AttributeType::Token,
+        AttributeType::Sensitive,
+        AttributeType::WrapWithTrusted,
+    ] {
+        if !read_bool(session, domain, kind)? {
+            return Err(format!("the token did not keep {kind:?} on the domain key"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
