@@ -1,9 +1,11 @@
 //! The domain ceremony between replicas on the embedded default, each with its own SoftHSM2
 //! token under its own data directory (as `scripts/cluster.sh` replicas have), sharing one
-//! SQLite store for the membership record. No PIN is configured: the commands use the
+//! PostgreSQL database (a private server, `tests/pg_server`) for the membership record. No PIN is configured: the commands use the
 //! embedded token's generated PINs (`user.pin`, and `so.pin` for `enrol`), and a replica that
 //! never ran gets its token made by `join-request`. The chain holder → second → third shows
 //! that a joined token can enrol the next one.
+
+mod pg_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -15,10 +17,11 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use p11kms::hsm::ceremony::domain_key_template;
 use p11kms::hsm::{find_softhsm_module, EmbeddedSoftHsm};
+use pg_server::PgServer;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-fn domain(dir: &Path, store: &Path, args: &[&str]) -> Output {
+fn domain(dir: &Path, store: &str, args: &[&str]) -> Output {
     let bin =
         std::env::var_os("P11KMS_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_p11kms").into());
     let mut cmd = Command::new(bin);
@@ -31,7 +34,8 @@ fn domain(dir: &Path, store: &Path, args: &[&str]) -> Output {
     let out = cmd
         .env_remove("SOFTHSM2_CONF")
         .env("P11KMS_DATA_DIR", dir)
-        .env("P11KMS_SQLITE_PATH", store)
+        .env("P11KMS_STORE_BACKEND", "postgres")
+        .env("P11KMS_DATABASE_URL", store)
         .env("P11KMS_LOG", "warn")
         .output()
         .expect("run p11kms domain");
@@ -48,7 +52,7 @@ fn domain(dir: &Path, store: &Path, args: &[&str]) -> Output {
 }
 
 /// `join-request` on `joiner`, `enrol` on `holder`, `join` on `joiner`.
-fn enrol(holder: &Path, joiner: &Path, store: &Path, work: &Path, name: &str) {
+fn enrol(holder: &Path, joiner: &Path, store: &str, work: &Path, name: &str) {
     let request = work.join(format!("{name}-request.json"));
     let package = work.join(format!("{name}-package.json"));
     domain(
@@ -88,7 +92,8 @@ fn replicas_on_embedded_tokens_join_one_after_another() {
         .iter()
         .map(|n| work.path().join(n))
         .collect();
-    let store = work.path().join("shared.sqlite");
+    let server = PgServer::shared();
+    let store = server.url(&server.create_database());
 
     // The first replica's embedded token, with a domain key made in this process.
     std::fs::create_dir_all(&dirs[0]).unwrap();
