@@ -317,6 +317,28 @@ fn the_ceremony_moves_the_domain_key_between_tokens_and_keeps_it_protected() {
     assert_eq!(package["holder"]["label"], HOLDER);
     assert_eq!(package["joiner"]["label"], JOINER);
 
+    // A package whose check value is not D's: the joiner unwraps, finds the mismatch, and
+    // destroys what it unwrapped (the real join below then finds no D there yet).
+    let mut forged = package.clone();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut check = b64
+        .decode(forged["check"]["wrapped"].as_str().unwrap())
+        .unwrap();
+    check[10] ^= 0x80;
+    forged["check"]["wrapped"] = Value::String(b64.encode(&check));
+    let forged_path = lab.path("forged-package.json");
+    std::fs::write(&forged_path, forged.to_string()).unwrap();
+    let out = lab.domain(
+        JOINER,
+        &["join", "--package", forged_path.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("fails the holder's check value"),
+        "{}",
+        text(&out)
+    );
+
     // 4. The joiner unwraps and checks D.
     let out = lab.domain(
         JOINER,
