@@ -9,6 +9,7 @@
 //! - [`auth`]: SigV4 verification against the credential table;
 //! - [`config`], [`server`]: configuration and start-up;
 //! - [`tls`]: rustls, the PEM files, client certificates (mTLS) and the HTTPS accept loop;
+//! - [`cli`]: command groups beyond `serve` (the domain ceremony);
 //! - [`bench`]: the load generator and raw-ceiling benchmark (`p11kms bench`);
 //! - `fuzzing` (tests and the `fuzzing` feature only): the fuzz targets that `fuzz/` runs.
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod auth;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod error;
 /// Fuzz targets (tests and the `fuzzing` feature only; see `fuzz/`).

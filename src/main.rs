@@ -38,7 +38,8 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Domain-key mode (`hsm.key_storage = "domain"`): the domain key that wraps every
-    /// key's material.
+    /// key's material, and the ceremony that enrols another token in the domain (see
+    /// README, "Domain-key mode" and "Domain ceremony").
     Domain {
         #[command(subcommand)]
         command: DomainCommand,
@@ -74,6 +75,8 @@ enum DomainCommand {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Ceremony(p11kms::cli::domain_ceremony::CeremonyCommand),
 }
 
 #[derive(Subcommand)]
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
             DomainCommand::Rotate { config } => {
                 domain(config, p11kms::server::DomainAction::Rotate)
             }
+            DomainCommand::Ceremony(command) => p11kms::cli::domain_ceremony::run(command),
         },
         Command::Audit {
             command: AuditCommand::Verify { files },

@@ -206,7 +206,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
 }
 
 /// Opens the configured metadata store and brings its schema up to date.
-fn open_store(config: &StoreConfig) -> Result<Arc<dyn MetadataStore>, String> {
+pub(crate) fn open_store(config: &StoreConfig) -> Result<Arc<dyn MetadataStore>, String> {
     match config {
         StoreConfig::Sqlite { path } => {
             if let Some(parent) = path.parent() {
@@ -239,14 +239,14 @@ fn open_store(config: &StoreConfig) -> Result<Arc<dyn MetadataStore>, String> {
 }
 
 /// The module, token and PIN a configuration names, after preparing the embedded token
-/// when the configuration asks for it (shared by `serve` and `doctor`).
-struct HsmTarget {
-    module: PathBuf,
-    user_pin: SecretString,
-    embedded: Option<EmbeddedToken>,
+/// when the configuration asks for it (shared by `serve`, `doctor` and the ceremony).
+pub(crate) struct HsmTarget {
+    pub(crate) module: PathBuf,
+    pub(crate) user_pin: SecretString,
+    pub(crate) embedded: Option<EmbeddedToken>,
 }
 
-fn resolve_hsm(config: &Config) -> Result<HsmTarget, String> {
+pub(crate) fn resolve_hsm(config: &Config) -> Result<HsmTarget, String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
     // `hsm.module` wins even with an embedded token: it may be a shim (pkcs11-spy) in front

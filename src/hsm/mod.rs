@@ -11,6 +11,7 @@
 
 mod adopt;
 mod asymmetric;
+pub mod ceremony;
 mod copies;
 mod crossover;
 pub mod doctor;

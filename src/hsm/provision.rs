@@ -190,6 +190,12 @@ impl EmbeddedSoftHsm {
         Ok(())
     }
 
+    /// The SO PIN file written when the token was initialised (the ceremony's `enrol`
+    /// reads it to create a trusted key; it is never generated here).
+    pub fn so_pin_path(&self) -> &Path {
+        &self.so_pin_path
+    }
+
     /// The user PIN, generated on first start.
     pub fn user_pin(&self) -> Result<SecretString, String> {
         read_or_create_pin(&self.user_pin_path)

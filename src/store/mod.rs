@@ -11,9 +11,11 @@
 //! replicas that share one database. Both pass the one conformance suite in
 //! `tests/store_suite`.
 
+pub mod members;
 mod postgres;
 mod sqlite;
 
+pub use members::DomainMember;
 pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -278,6 +280,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn keys_due_for_rotation(&self, now: EpochSeconds) -> StoreResult<Vec<KeyRecord>>;
     /// How many keys are in each state (for metrics).
     fn count_keys_by_state(&self) -> StoreResult<Vec<(crate::model::KeyState, u64)>>;
+    /// Records that a token holds a domain's key (the ceremony's `enrol` and `join`), in
+    /// one conditional insert: a token already recorded in that domain keeps its first row.
+    /// Whether a row was added.
+    fn insert_domain_member(&self, member: &DomainMember) -> StoreResult<bool>;
+    /// The members of `domain_id` (of every domain when `None`), by domain, then in
+    /// enrolment order.
+    fn domain_members(&self, domain_id: Option<&str>) -> StoreResult<Vec<DomainMember>>;
     /// Cheap round trip, for readiness checks.
     fn ping(&self) -> StoreResult<()>;
     /// Takes or renews, for `holder`, the lease on the periodic job `job` for `ttl`, unless

@@ -24,6 +24,9 @@ use rusqlite::{
 
 mod domain;
 
+mod members;
+
+use super::members::DomainMember;
 use super::{Changed, KeyChange, MetadataStore, RotationGuard, StoreError, StoreResult};
 use crate::model::{
     AliasRecord, DomainKeyId, DomainKeyRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord,
@@ -135,6 +138,8 @@ const MIGRATIONS: &[&str] = &[
     ",
     // 4: domain mode: domain keys and wrapped materials.
     domain::MIGRATION,
+    // 5: domain members (the ceremony's record).
+    members::MIGRATION,
 ];
 
 /// Column list of every `SELECT` that yields a [`KeyRecord`]; order matches [`KeyRow::read`].
@@ -1341,6 +1346,12 @@ impl MetadataStore for SqliteStore {
 
     fn delete_wrapped_material(&self, material: &MaterialId) -> StoreResult<()> {
         domain::delete_wrapped_material(&self.conn(), material)
+    fn insert_domain_member(&self, member: &DomainMember) -> StoreResult<bool> {
+        members::insert(&self.conn(), member)
+    }
+
+    fn domain_members(&self, domain_id: Option<&str>) -> StoreResult<Vec<DomainMember>> {
+        members::list(&self.conn(), domain_id)
     }
 
     fn ping(&self) -> StoreResult<()> {

@@ -6,7 +6,7 @@ use p11kms::model::{
     AliasRecord, GrantRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin,
     MaterialRecord, Tag, TokenKeyRef,
 };
-use p11kms::store::{Changed, KeyChange, MetadataStore, RotationGuard, StoreError};
+use p11kms::store::{Changed, DomainMember, KeyChange, MetadataStore, RotationGuard, StoreError};
 
 pub const ACCOUNT: &str = "111122223333";
 
@@ -875,6 +875,52 @@ pub fn grants_round_trip_list_filter_and_cascade(store: &dyn MetadataStore) {
 
 pub fn ping_answers(store: &dyn MetadataStore) {
     store.ping().unwrap();
+}
+
+fn member(domain: &str, serial: &str, at: f64, fingerprint: Option<&str>) -> DomainMember {
+    DomainMember {
+        domain_id: domain.into(),
+        token_label: format!("replica-{serial}"),
+        token_manufacturer: "SoftHSM project".into(),
+        token_model: "SoftHSM v2".into(),
+        token_serial: serial.into(),
+        transport_fingerprint: fingerprint.map(str::to_owned),
+        enrolled_at: at,
+        enrolled_by: "holder".into(),
+    }
+}
+
+/// A token is recorded once per domain (its first row stays), members list in enrolment
+/// order, and one domain's list holds none of another's.
+pub fn domain_members_are_recorded_once_and_listed_per_domain(store: &dyn MetadataStore) {
+    let (d1, d2) = (
+        "00112233445566778899aabbccddeeff",
+        "ffeeddccbbaa99887766554433221100",
+    );
+    assert!(store.domain_members(None).unwrap().is_empty());
+    let first = member(d1, "aaaa", 1_700_000_000.5, None);
+    let second = member(d1, "bbbb", 1_700_000_100.25, Some(&"ab".repeat(32)));
+    assert!(store.insert_domain_member(&second).unwrap());
+    assert!(store.insert_domain_member(&first).unwrap());
+    // The same token again, with other details: refused, the first row stays.
+    let mut again = second.clone();
+    again.enrolled_by = "someone else".into();
+    again.enrolled_at = 1_800_000_000.0;
+    assert!(!store.insert_domain_member(&again).unwrap());
+    // The same token in another domain is another membership.
+    let other = member(d2, "aaaa", 1_600_000_000.0, None);
+    assert!(store.insert_domain_member(&other).unwrap());
+
+    assert_eq!(
+        store.domain_members(Some(d1)).unwrap(),
+        vec![first.clone(), second.clone()]
+    );
+    assert_eq!(store.domain_members(Some(d2)).unwrap(), vec![other.clone()]);
+    assert_eq!(
+        store.domain_members(None).unwrap(),
+        vec![first, second, other]
+    );
+    assert!(store.domain_members(Some("00")).unwrap().is_empty());
 }
 
 /// Two stores (two connections, or two pools) on one database, each inserting every other

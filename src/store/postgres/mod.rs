@@ -32,6 +32,7 @@ mod errors;
 mod grants;
 mod keys;
 mod leases;
+mod members;
 mod rows;
 mod schema;
 mod tls;
@@ -49,6 +50,7 @@ use deadpool_postgres::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+use super::members::DomainMember;
 use super::{
     Changed, KeyChange, MetadataStore, RotationGuard, StoreError, StorePoolStats, StoreResult,
 };
@@ -626,6 +628,14 @@ impl MetadataStore for PostgresStore {
     fn delete_wrapped_material(&self, material: &MaterialId) -> StoreResult<()> {
         let material = *material;
         self.run(move |c| Box::pin(domain::delete_wrapped_material(c, material)))
+    fn insert_domain_member(&self, member: &DomainMember) -> StoreResult<bool> {
+        let member = member.clone();
+        self.run(move |c| Box::pin(members::insert(c, member)))
+    }
+
+    fn domain_members(&self, domain_id: Option<&str>) -> StoreResult<Vec<DomainMember>> {
+        let domain_id = domain_id.map(str::to_owned);
+        self.run(move |c| Box::pin(members::list(c, domain_id)))
     }
 
     fn ping(&self) -> StoreResult<()> {

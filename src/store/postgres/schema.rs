@@ -119,6 +119,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "#,
     // 3: domain mode: domain keys and wrapped materials.
     super::domain::MIGRATION,
+    // 4: domain members (the ceremony's record).
+    super::members::MIGRATION,
 ];
 
 /// Brings the schema up to date in one transaction under [`MIGRATION_LOCK`]: PostgreSQL's
