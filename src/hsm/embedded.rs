@@ -91,6 +91,14 @@ impl EmbeddedToken {
         }
     }
 
+    /// The SO PIN file, generated on first start (the domain ceremony reads it).
+    pub fn so_pin_path(&self) -> &Path {
+        match self {
+            EmbeddedToken::SoftHsm2(embedded) => embedded.so_pin_path(),
+            EmbeddedToken::Kryoptic(embedded) => &embedded.so_pin_path,
+        }
+    }
+
     /// See [`EmbeddedSoftHsm::keep_token_files`]. Kryoptic writes its SQLite file in
     /// transactions, so there is nothing to keep a copy of.
     pub fn keep_token_files(&self) -> Result<(), String> {

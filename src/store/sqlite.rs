@@ -1346,6 +1346,8 @@ impl MetadataStore for SqliteStore {
 
     fn delete_wrapped_material(&self, material: &MaterialId) -> StoreResult<()> {
         domain::delete_wrapped_material(&self.conn(), material)
+    }
+
     fn insert_domain_member(&self, member: &DomainMember) -> StoreResult<bool> {
         members::insert(&self.conn(), member)
     }

@@ -628,6 +628,8 @@ impl MetadataStore for PostgresStore {
     fn delete_wrapped_material(&self, material: &MaterialId) -> StoreResult<()> {
         let material = *material;
         self.run(move |c| Box::pin(domain::delete_wrapped_material(c, material)))
+    }
+
     fn insert_domain_member(&self, member: &DomainMember) -> StoreResult<bool> {
         let member = member.clone();
         self.run(move |c| Box::pin(members::insert(c, member)))
