@@ -609,3 +609,76 @@ def test_create_key_metadata(kms, create_key):
         assert described[field] == value, field
     for field in ("AWSAccountId", "Arn", "CreationDate", "CurrentKeyMaterialId", "KeyId"):
         assert field in described, field
+
+
+def test_import_operations_on_aws_kms_key(kms, raw, create_key):
+    # awsfact: TestKMS::test_get_parameters_for_import_raises_for_non_external_kms_keys
+    #          / get-import-parameters-error, TestKMS::test_get_parameters_for_import / response-error
+    for md in (create_key(), create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")):
+        refusal = f"{md['Arn']} origin is AWS_KMS which is not valid for this operation."
+        expect_error(
+            lambda: kms.get_parameters_for_import(
+                KeyId=md["KeyId"], WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+            ),
+            "UnsupportedOperationException",
+            refusal,
+        )
+        expect_error(
+            lambda: kms.import_key_material(
+                KeyId=md["KeyId"], ImportToken=b"token", EncryptedKeyMaterial=b"material",
+                ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+            ),
+            "UnsupportedOperationException",
+            refusal,
+        )
+        expect_error(lambda: kms.delete_imported_key_material(KeyId=md["KeyId"]), "UnsupportedOperationException", refusal)
+    expect_error(
+        lambda: kms.get_parameters_for_import(
+            KeyId=str(uuid.uuid4()), WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+        ),
+        "NotFoundException",
+    )
+    expect_error(
+        lambda: raw.get_parameters_for_import(KeyId=str(uuid.uuid4()), WrappingAlgorithm="X", WrappingKeySpec="RSA_2048"),
+        "ValidationException",
+        message_re=r"1 validation error detected: Value 'X' at 'wrappingAlgorithm' failed to satisfy constraint: "
+        r"Member must satisfy enum value set: \[.*\]",
+    )
+
+
+def test_alias_where_only_a_key_is_accepted(kms, create_key, alias_name):
+    # awsreport: "InvalidArnException ... when calling the GetKeyPolicy operation: Key Aliases are
+    # not supported for this operation." (real AWS CLI output quoted in public repositories'
+    # notes), and the same for CreateGrant (boto/boto#3202, https://github.com/boto/boto/pull/3202).
+    md = create_key()
+    kms.create_alias(AliasName=alias_name, TargetKeyId=md["KeyId"])
+    alias_arn = re.sub(r"key/.*$", alias_name, md["Arn"])
+    msg = "Key Aliases are not supported for this operation."
+    principal = f"arn:aws:iam::{md['AWSAccountId']}:root"
+    for name in (alias_name, alias_arn):
+        expect_error(lambda: kms.get_key_policy(KeyId=name, PolicyName="default"), "InvalidArnException", msg)
+        expect_error(
+            lambda: kms.create_grant(KeyId=name, GranteePrincipal=principal, Operations=["Decrypt"]),
+            "InvalidArnException",
+            msg,
+        )
+        expect_error(lambda: kms.list_resource_tags(KeyId=name), "InvalidArnException", msg)
+        expect_error(lambda: kms.disable_key(KeyId=name), "InvalidArnException", msg)
+    # Operations that take aliases still do.
+    assert kms.describe_key(KeyId=alias_name)["KeyMetadata"]["KeyId"] == md["KeyId"]
+
+
+def test_on_demand_rotation_limit(kms, create_key):
+    # awsfact: TestKMS::test_key_rotations_limits / error-response (10 on-demand rotations per key)
+    md = create_key()
+    for _ in range(10):
+        assert kms.rotate_key_on_demand(KeyId=md["KeyId"])["KeyId"] == md["Arn"]
+    expect_error(
+        lambda: kms.rotate_key_on_demand(KeyId=md["KeyId"]),
+        "LimitExceededException",
+        "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations "
+        f"can be performed for this key: {md['Arn']}",
+    )
+    # The key still works, and its earlier material still decrypts.
+    blob = kms.encrypt(KeyId=md["KeyId"], Plaintext=MESSAGE)["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == MESSAGE
