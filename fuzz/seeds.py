@@ -46,7 +46,8 @@ ListResourceTags EnableKeyRotation DisableKeyRotation GetKeyRotationStatus Rotat
 ListKeyRotations Encrypt Decrypt ReEncrypt GenerateDataKey GenerateDataKeyWithoutPlaintext
 GenerateRandom GetPublicKey Sign Verify GenerateMac VerifyMac GenerateDataKeyPair
 GenerateDataKeyPairWithoutPlaintext CreateGrant ListGrants ListRetirableGrants RetireGrant
-RevokeGrant GetKeyPolicy PutKeyPolicy ListKeyPolicies""".split()
+RevokeGrant GetKeyPolicy PutKeyPolicy ListKeyPolicies GetParametersForImport ImportKeyMaterial
+DeleteImportedKeyMaterial""".split()
 KEY = "arn:aws:kms:us-east-1:111122223333:key/0b3e8a52-6f0c-4c1e-9d55-2f6f3f2d9a10"
 
 

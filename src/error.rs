@@ -65,6 +65,10 @@ pub enum KmsError {
     NotFound(String),
     #[error("already exists: {0}")]
     AlreadyExists(String),
+    /// An ARN or name of a kind the operation does not take, e.g. an alias where only a key
+    /// id or key ARN is accepted.
+    #[error("invalid ARN: {0}")]
+    InvalidArn(String),
 
     // --- key state and usage -------------------------------------------------------------
     /// `<key-arn> is disabled.`
@@ -188,6 +192,7 @@ impl KmsError {
             AccessDenied(m) => ("AccessDeniedException", 400, Some(m.clone())),
             NotFound(m) => ("NotFoundException", 400, Some(m.clone())),
             AlreadyExists(m) => ("AlreadyExistsException", 400, Some(m.clone())),
+            InvalidArn(m) => ("InvalidArnException", 400, Some(m.clone())),
             Disabled { arn } => ("DisabledException", 400, Some(format!("{arn} is disabled."))),
             InvalidState(m) => ("KMSInvalidStateException", 400, Some(m.clone())),
             InvalidKeyUsage(m) => ("InvalidKeyUsageException", 400, Some(m.clone())),

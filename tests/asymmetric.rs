@@ -1007,6 +1007,11 @@ async fn key_usage_is_enforced_everywhere() {
         )
         .assert_message_contains("which is not valid for ReEncrypt.");
     }
+    // A key of another usage named as the source of a symmetric ciphertext is not the key
+    // that encrypted it: IncorrectKeyException, as recorded against AWS
+    // (test_re_encrypt_incorrect_source_key, test_error_messaging_for_invalid_keys).
+    let incorrect =
+        "The key ID in the request does not identify a CMK that can perform this operation.";
     expect_error(
         kms.re_encrypt()
             .ciphertext_blob(Blob::new(blob.clone()))
@@ -1014,19 +1019,18 @@ async fn key_usage_is_enforced_everywhere() {
             .destination_key_id(sym.key_id())
             .send()
             .await,
-        "InvalidKeyUsageException",
-    );
+        "IncorrectKeyException",
+    )
+    .assert_message(incorrect);
     expect_error(
         kms.decrypt()
             .ciphertext_blob(Blob::new(blob))
             .key_id(mac_key.key_id())
             .send()
             .await,
-        "InvalidKeyUsageException",
+        "IncorrectKeyException",
     )
-    .assert_message(&format!(
-        "{mac_arn} key usage is GENERATE_VERIFY_MAC which is not valid for Decrypt."
-    ));
+    .assert_message(incorrect);
     // Disabled keys.
     kms.disable_key()
         .key_id(mac_key.key_id())

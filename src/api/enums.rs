@@ -149,3 +149,16 @@ pub const KEY_MATERIAL_STATE_VALUES: &[&str] = &[
     "PENDING_ROTATION",
     "PENDING_MULTI_REGION_IMPORT_AND_ROTATION",
 ];
+/// `AlgorithmSpec` (GetParametersForImport's wrapping algorithms).
+pub const WRAPPING_ALGORITHM_VALUES: &[&str] = &[
+    "RSAES_PKCS1_V1_5",
+    "RSAES_OAEP_SHA_1",
+    "RSAES_OAEP_SHA_256",
+    "RSA_AES_KEY_WRAP_SHA_1",
+    "RSA_AES_KEY_WRAP_SHA_256",
+    "SM2PKE",
+];
+/// `WrappingKeySpec`.
+pub const WRAPPING_KEY_SPEC_VALUES: &[&str] = &["RSA_2048", "RSA_3072", "RSA_4096", "SM2"];
+/// `ImportType`.
+pub const IMPORT_TYPE_VALUES: &[&str] = &["NEW_KEY_MATERIAL", "EXISTING_KEY_MATERIAL"];

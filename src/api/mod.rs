@@ -100,6 +100,9 @@ operations!(
     GetKeyPolicy,
     PutKeyPolicy,
     ListKeyPolicies,
+    GetParametersForImport,
+    ImportKeyMaterial,
+    DeleteImportedKeyMaterial,
 );
 
 impl Operation {

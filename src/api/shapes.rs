@@ -881,3 +881,65 @@ request! {
     }
 }
 shape!(ListKeyPoliciesResponse { policy_names: Vec<String>, next_marker: String, truncated: bool });
+
+// ---- imported key material ------------------------------------------------------------------
+// Every key here has origin AWS_KMS, so these only ever answer AWS's refusal; the requests are
+// still checked against the model first, as AWS does.
+
+request! {
+    GetParametersForImportRequest { key_id: String, wrapping_algorithm: String, wrapping_key_spec: String }
+    |r, v| {
+        v.string("keyId", &r.key_id, &KEY_ID, REQUIRED);
+        v.one_of("wrappingAlgorithm", &r.wrapping_algorithm, WRAPPING_ALGORITHM_VALUES, REQUIRED);
+        v.one_of("wrappingKeySpec", &r.wrapping_key_spec, WRAPPING_KEY_SPEC_VALUES, REQUIRED);
+    }
+}
+shape!(GetParametersForImportResponse {
+    key_id: String,
+    import_token: Blob,
+    public_key: Blob,
+    parameters_valid_to: f64,
+});
+
+request! {
+    ImportKeyMaterialRequest {
+        key_id: String,
+        import_token: Blob,
+        encrypted_key_material: Blob,
+        valid_to: f64,
+        expiration_model: String,
+        import_type: String,
+        key_material_description: String,
+        key_material_id: String,
+    }
+    |r, v| {
+        v.string("keyId", &r.key_id, &KEY_ID, REQUIRED);
+        v.blob("importToken", &r.import_token, &CIPHERTEXT, REQUIRED);
+        v.blob("encryptedKeyMaterial", &r.encrypted_key_material, &CIPHERTEXT, REQUIRED);
+        v.one_of("expirationModel", &r.expiration_model, EXPIRATION_MODEL_VALUES, OPTIONAL);
+        v.one_of("importType", &r.import_type, IMPORT_TYPE_VALUES, OPTIONAL);
+        v.string(
+            "keyMaterialDescription",
+            &r.key_material_description,
+            &KEY_MATERIAL_DESCRIPTION,
+            OPTIONAL,
+        );
+        v.string("keyMaterialId", &r.key_material_id, &KEY_MATERIAL_ID, OPTIONAL);
+    }
+}
+shape!(ImportKeyMaterialResponse {
+    key_id: String,
+    key_material_id: String
+});
+
+request! {
+    DeleteImportedKeyMaterialRequest { key_id: String, key_material_id: String }
+    |r, v| {
+        v.string("keyId", &r.key_id, &KEY_ID, REQUIRED);
+        v.string("keyMaterialId", &r.key_material_id, &KEY_MATERIAL_ID, OPTIONAL);
+    }
+}
+shape!(DeleteImportedKeyMaterialResponse {
+    key_id: String,
+    key_material_id: String
+});

@@ -97,6 +97,8 @@ pub(crate) const TAG_KEY: StrShape = s(1, 128, None);
 pub(crate) const TAG_VALUE: StrShape = s(0, 256, None);
 pub(crate) const CUSTOM_KEY_STORE_ID: StrShape = s(1, 64, None);
 pub(crate) const XKS_KEY_ID: StrShape = s(1, 128, Some(&XKS_KEY_ID_PATTERN));
+pub(crate) const KEY_MATERIAL_ID: StrShape = s(64, 64, None);
+pub(crate) const KEY_MATERIAL_DESCRIPTION: StrShape = s(0, 256, None);
 
 // Blob shapes (byte lengths).
 pub(crate) const PLAINTEXT: Bounds<usize> = Bounds { min: 1, max: 4096 };
@@ -114,11 +116,6 @@ pub(crate) const ROTATION_PERIOD_IN_DAYS: Bounds<i64> = Bounds { min: 90, max: 2
 
 /// `GrantTokenList`: at most 10 tokens.
 const GRANT_TOKEN_LIST: Bounds<usize> = Bounds { min: 0, max: 10 };
-
-/// How AWS shows a blob in a message: only its length, as Java's `ByteBuffer.toString()`.
-pub(crate) fn render_blob(len: usize) -> String {
-    format!("java.nio.HeapByteBuffer[pos=0 lim={len} cap={len}]")
-}
 
 /// Java's `List.toString()`: `[a, b, c]`.
 fn render_list(items: &[String]) -> String {
@@ -185,15 +182,23 @@ impl Violations {
         let mut part = String::from("Value ");
         match value {
             Some(v) => {
-                let _ = write!(part, "'{v}'");
+                let _ = write!(part, "'{v}' ");
             }
-            None => part.push_str("null"),
+            None => part.push_str("null "),
         }
         let _ = write!(
             part,
-            " at '{path}' failed to satisfy constraint: {constraint}"
+            "at '{path}' failed to satisfy constraint: {constraint}"
         );
         self.0.push(part);
+    }
+
+    /// Records a violation of a member whose value KMS never prints (every blob: recorded
+    /// as `Value at 'plaintext' failed to satisfy constraint: ...`).
+    fn push_redacted(&mut self, path: &str, constraint: &str) {
+        self.0.push(format!(
+            "Value at '{path}' failed to satisfy constraint: {constraint}"
+        ));
     }
 
     /// The null check; returns the value when present.
@@ -234,9 +239,8 @@ impl Violations {
         let Some(b) = self.present(path, value, required) else {
             return;
         };
-        let len = b.byte_len();
-        if let Some(c) = length_violation(len, shape.min, shape.max) {
-            self.push(Some(&render_blob(len)), path, &c);
+        if let Some(c) = length_violation(b.byte_len(), shape.min, shape.max) {
+            self.push_redacted(path, &c);
         }
     }
 

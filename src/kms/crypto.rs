@@ -12,7 +12,9 @@ use crate::model::{KeyId, KeyRecord, MaterialId};
 use super::access::Access;
 use super::asymmetric::{oaep_algorithm, require_no_context, Encryption};
 use super::ciphertext::{self, Envelope, PAYLOAD_AAD};
-use super::{dry_run, reject_recipient, required, Caller, KmsService, SYMMETRIC_DEFAULT};
+use super::{
+    dry_run, reject_recipient, required, Caller, KmsService, ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT,
+};
 
 const IGNORE_CIPHERTEXT: &str = "IGNORE_CIPHERTEXT";
 
@@ -92,7 +94,10 @@ impl KmsService {
             Some(name) => Some(self.find(caller, name)?),
             None => None,
         };
-        if let Some(key) = named.as_ref().filter(|k| k.key_spec != SYMMETRIC_DEFAULT) {
+        if let Some(key) = named
+            .as_ref()
+            .filter(|k| opens_bare_ciphertext(k, blob.as_bytes()))
+        {
             self.authorize(
                 caller,
                 key,
@@ -209,7 +214,10 @@ impl KmsService {
             Some(name) => Some(self.find(caller, name)?),
             None => None,
         };
-        if let Some(key) = named.as_ref().filter(|k| k.key_spec != SYMMETRIC_DEFAULT) {
+        if let Some(key) = named
+            .as_ref()
+            .filter(|k| opens_bare_ciphertext(k, blob.as_bytes()))
+        {
             self.authorize(
                 caller,
                 key,
@@ -497,6 +505,19 @@ impl KmsService {
         }
         Ok(self.store.get_material(&key.key_id, material)?.is_some())
     }
+}
+
+/// Whether the key a Decrypt/ReEncrypt names takes the asymmetric path (bare OAEP). A key
+/// that cannot decrypt at all (HMAC, signing) named against one of our symmetric ciphertexts,
+/// which names its own key, takes the symmetric path instead: there AWS answers
+/// IncorrectKeyException (recorded: test_error_messaging_for_invalid_keys /
+/// decrypt-invalid-key-id, test_re_encrypt_incorrect_source_key / incorrect-source-key).
+fn opens_bare_ciphertext(key: &KeyRecord, blob: &[u8]) -> bool {
+    if key.key_spec == SYMMETRIC_DEFAULT {
+        return false;
+    }
+    key.key_usage == ENCRYPT_DECRYPT
+        || Envelope::peek_key_id(blob).is_none_or(|named| named == key.key_id)
 }
 
 pub(super) fn context_of(context: &Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {

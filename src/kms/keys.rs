@@ -655,6 +655,20 @@ impl KmsService {
             &Access::to("RotateKeyOnDemand"),
         )?;
         self.require_rotatable(&key)?;
+        let on_demand = self
+            .store
+            .list_materials(&key.key_id)?
+            .iter()
+            .filter(|m| m.origin == MaterialOrigin::OnDemand)
+            .count();
+        if on_demand >= MAX_ON_DEMAND_ROTATIONS {
+            // awsfact: TestKMS::test_key_rotations_limits / error-response. Like the grant limit,
+            // a check before the write: concurrent rotations of one key may pass it together.
+            return Err(KmsError::LimitExceeded(format!(
+                "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: {}",
+                self.arn_of(&key)
+            )));
+        }
         self.rotate(&key, MaterialOrigin::OnDemand, None)?;
         Ok(RotateKeyOnDemandResponse {
             key_id: Some(self.arn_of(&key)),
@@ -753,7 +767,16 @@ impl KmsService {
     }
 }
 
-/// Request tags as records; a key given twice is AWS's `TagException`.
+/// On-demand rotations AWS allows per key over its lifetime.
+const MAX_ON_DEMAND_ROTATIONS: usize = 10;
+
+/// Most tags one CreateKey or TagResource request may carry (AWS's per-key tag quota).
+const MAX_TAGS_PER_REQUEST: usize = 50;
+
+/// Request tags as records, after AWS's `TagException` checks. The model's length limits were
+/// checked when the request was decoded; then, as recorded against AWS: a key given twice
+/// (`Duplicate tag keys`), more than 50 tags (`Too many tags`), a key in the reserved `aws:`
+/// namespace in any case (`Tags beginning with aws: are reserved`).
 fn tag_records(tags: &[Tag]) -> Result<Vec<TagRecord>, KmsError> {
     let mut out: Vec<TagRecord> = Vec::with_capacity(tags.len());
     for tag in tags {
@@ -766,5 +789,68 @@ fn tag_records(tags: &[Tag]) -> Result<Vec<TagRecord>, KmsError> {
             value: tag.tag_value.clone().unwrap_or_default(),
         });
     }
+    if out.len() > MAX_TAGS_PER_REQUEST {
+        return Err(KmsError::Tag("Too many tags".into()));
+    }
+    if out.iter().any(|t| is_reserved_tag_key(&t.key)) {
+        return Err(KmsError::Tag(
+            "Tags beginning with aws: are reserved".into(),
+        ));
+    }
     Ok(out)
+}
+
+/// `aws:` in any letter case starts AWS's reserved tag namespace.
+fn is_reserved_tag_key(key: &str) -> bool {
+    key.get(..4)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("aws:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(keys: &[&str]) -> Vec<Tag> {
+        keys.iter().map(|k| Tag::new(*k, "v")).collect()
+    }
+
+    fn tag_error(keys: &[&str]) -> Option<String> {
+        match tag_records(&tags(keys)) {
+            Err(KmsError::Tag(m)) => Some(m),
+            Err(other) => panic!("not a TagException: {other:?}"),
+            Ok(_) => None,
+        }
+    }
+
+    #[test]
+    fn reserved_prefix_in_any_case() {
+        for key in ["aws:key1", "AWS:key1", "Aws:x", "aWs:"] {
+            assert_eq!(
+                tag_error(&[key]).as_deref(),
+                Some("Tags beginning with aws: are reserved"),
+                "{key}"
+            );
+        }
+        for key in ["aws", "awskey", "my-aws:key", "ä", "aw"] {
+            assert_eq!(tag_error(&[key]), None, "{key}");
+        }
+    }
+
+    #[test]
+    fn at_most_fifty_tags() {
+        let names: Vec<String> = (0..=MAX_TAGS_PER_REQUEST)
+            .map(|i| format!("key{i}"))
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(tag_error(&refs[..MAX_TAGS_PER_REQUEST]), None);
+        assert_eq!(tag_error(&refs).as_deref(), Some("Too many tags"));
+    }
+
+    #[test]
+    fn duplicates_are_reported_first() {
+        assert_eq!(
+            tag_error(&["aws:a", "aws:a"]).as_deref(),
+            Some("Duplicate tag keys")
+        );
+    }
 }

@@ -10,6 +10,7 @@ pub mod ciphertext;
 mod crypto;
 pub mod domain;
 mod grants;
+mod import;
 mod jobs;
 mod keyformat;
 mod keys;
@@ -324,11 +325,15 @@ impl KmsService {
         Ok(key)
     }
 
-    /// Finds a key named by key id or key ARN only, without authorizing anything yet.
+    /// Finds a key named by key id or key ARN only, without authorizing anything yet. An alias
+    /// name or alias ARN is AWS's InvalidArnException (awsreport: GetKeyPolicy and CreateGrant
+    /// with an alias answer "Key Aliases are not supported for this operation.").
     fn find_key_only(&self, caller: &Caller, input: &str) -> Result<KeyRecord, KmsError> {
         match self.parse_key_name(caller, input)? {
             KeyName::Key { account, key_id } => self.load_key_for(caller, &account, &key_id),
-            KeyName::Alias { .. } => Err(KmsError::NotFound(format!("Invalid keyId '{input}'"))),
+            KeyName::Alias { .. } => Err(KmsError::InvalidArn(
+                "Key Aliases are not supported for this operation.".into(),
+            )),
         }
     }
 

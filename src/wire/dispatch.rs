@@ -68,5 +68,8 @@ pub fn prepare(operation: Operation, body: &[u8]) -> Result<CoreCall, KmsError> 
         GetKeyPolicy => call!(get_key_policy),
         PutKeyPolicy => call!(put_key_policy),
         ListKeyPolicies => call!(list_key_policies),
+        GetParametersForImport => call!(get_parameters_for_import),
+        ImportKeyMaterial => call!(import_key_material),
+        DeleteImportedKeyMaterial => call!(delete_imported_key_material),
     })
 }

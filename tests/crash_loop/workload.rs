@@ -251,6 +251,9 @@ fn now_epoch() -> f64 {
 }
 
 /// The error an unexpected refusal is reported as.
+/// On-demand rotations the gateway allows per key, as AWS does.
+const ON_DEMAND_ROTATION_LIMIT: u32 = 10;
+
 fn refused(ctx: &Ctx, operation: &str, key: &str, code: &str, message: &str) -> Flow {
     ctx.error(format!("{operation} on {key} refused: {code}: {message}"));
     Flow::Continue
@@ -489,9 +492,15 @@ async fn rotation(ctx: &Ctx, rng: &mut StdRng) -> Flow {
     let Some(index) = claimed else {
         return Flow::Idle;
     };
-    let id = ctx.journal().keys[index].id.clone();
+    let (id, on_demand_left) = {
+        let journal = ctx.journal();
+        let key = &journal.keys[index];
+        // AWS allows 10 on-demand rotations per key; the gateway refuses the 11th.
+        let used = key.on_demand + key.on_demand_in_doubt;
+        (key.id.clone(), used < ON_DEMAND_ROTATION_LIMIT)
+    };
     let r: f64 = rng.random();
-    let flow = if r < 0.5 {
+    let flow = if r < 0.5 && on_demand_left {
         match call(
             ctx,
             "RotateKeyOnDemand",
