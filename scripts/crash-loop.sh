@@ -16,7 +16,9 @@
 #   P11KMS_CRASH_MAX_SECONDS     bound of the whole run (default 3600)
 #   P11KMS_CRASH_KILL_WITHIN_MS  the kill lands uniformly within this long of the load (1200)
 #   P11KMS_CRASH_WORKERS         workers on the phase's operations, plus one on crypto (4)
-#   P11KMS_CRASH_REQUIRE_AUDIT=1 fail when an acknowledged request has no audit record
+#   P11KMS_CRASH_REQUIRE_AUDIT=1 fail when an acknowledged request has no audit record; the
+#                                gateway then runs with audit.wait_for_sync (without it the
+#                                records of the last few ms of answers die with the process)
 #   P11KMS_CRASH_KEEP=1          keep the data directory of a passing run
 set -euo pipefail
 

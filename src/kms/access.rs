@@ -181,7 +181,6 @@ impl KeyPolicyCache {
     pub(super) fn forget(&self, key_id: &KeyId) {
         self.lock().remove(key_id);
     }
-
 }
 
 /// Why a request was refused, for AWS's message.

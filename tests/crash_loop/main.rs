@@ -137,7 +137,7 @@ fn gateway_env(phase: Phase) -> Vec<(String, String)> {
     } else {
         "5000"
     };
-    [
+    let mut env = [
         (
             "P11KMS_LOG",
             "info,p11kms::hsm=debug,p11kms::kms::jobs=debug",
@@ -151,7 +151,13 @@ fn gateway_env(phase: Phase) -> Vec<(String, String)> {
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+    .collect::<Vec<_>>();
+    // A record survives a kill only if its answer waited for its sync: demanding one for
+    // every acknowledged request is demanding `audit.wait_for_sync`.
+    if std::env::var("P11KMS_CRASH_REQUIRE_AUDIT").is_ok_and(|v| v == "1") {
+        env.push(("P11KMS_AUDIT_WAIT_FOR_SYNC".into(), "1".into()));
+    }
+    env
 }
 
 fn client(endpoint: &str) -> aws_sdk_kms::Client {
