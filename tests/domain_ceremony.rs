@@ -17,9 +17,9 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use p11kms::hsm::ceremony::{
-    domain_key_template, fingerprint, parse_rsa_spki, rsa_spki, DOMAIN_KEY_LABEL,
-    TRANSPORT_KEY_LABEL, TRUSTED_TRANSPORT_LABEL,
+    fingerprint, parse_rsa_spki, rsa_spki, TRANSPORT_KEY_LABEL, TRUSTED_TRANSPORT_LABEL,
 };
+use p11kms::hsm::domain::{domain_key_template, DOMAIN_KEY_LABEL};
 use serde_json::Value;
 
 const HOLDER: &str = "holder";

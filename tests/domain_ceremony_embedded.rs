@@ -15,7 +15,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::Attribute;
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use p11kms::hsm::ceremony::domain_key_template;
+use p11kms::hsm::domain::domain_key_template;
 use p11kms::hsm::{find_softhsm_module, EmbeddedSoftHsm};
 use pg_server::PgServer;
 use secrecy::ExposeSecret;

@@ -33,10 +33,9 @@ use sha2::{Digest, Sha256};
 use spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
 use zeroize::Zeroizing;
 
+use super::domain::{domain_key_template, DOMAIN_KEY_LABEL};
 use super::{find_token, initialise, HsmError};
 
-/// `CKA_LABEL` of a domain key.
-pub const DOMAIN_KEY_LABEL: &str = "p11kms-domain";
 /// `CKA_LABEL` of a joining token's transport key pair.
 pub const TRANSPORT_KEY_LABEL: &str = "p11kms-transport";
 /// `CKA_LABEL` of the holder's short-lived trusted copy of a transport public key.
@@ -50,31 +49,6 @@ const PREFERRED_TRANSPORT_BITS: usize = 3072;
 const DOMAIN_KEY_ID_LEN: usize = 16;
 /// rsaEncryption (RFC 8017).
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-
-/// The D template, less `CKA_VALUE_LEN` (SoftHSM2 refuses it in an unwrap template):
-/// a sensitive AES token key that can wrap and unwrap and nothing else, extractable only
-/// under a trusted key.
-// merged with hsm::domain at merge
-pub fn domain_key_template(id: &[u8]) -> Vec<Attribute> {
-    vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
-        Attribute::Token(true),
-        Attribute::Label(DOMAIN_KEY_LABEL.as_bytes().to_vec()),
-        Attribute::Id(id.to_vec()),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(true),
-        Attribute::WrapWithTrusted(true),
-        Attribute::Wrap(true),
-        Attribute::Unwrap(true),
-        Attribute::Encrypt(false),
-        Attribute::Decrypt(false),
-        Attribute::Sign(false),
-        Attribute::Verify(false),
-        Attribute::Derive(false),
-    ]
-}
 
 /// Which token, through which module, with which user PIN.
 pub struct CeremonyTarget {

@@ -49,12 +49,12 @@ pub const CKM_AES_KEY_WRAP_PAD: u64 = 0x210A;
 /// after login), sensitive, extractable only under a trusted wrapping key (so that it can
 /// join other tokens of the domain, and nothing else), and can only wrap and unwrap.
 /// `CKA_TRUSTED` is not in it: only some tokens let the user set it (see
-/// [`Hsm::create_domain_key`]).
+/// [`Hsm::create_domain_key`]). Neither is `CKA_VALUE_LEN`, which SoftHSM2 refuses in an
+/// unwrap template (the ceremony unwraps D with this template); generation adds it.
 pub fn domain_key_template(id: &[u8]) -> Vec<Attribute> {
     vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
-        Attribute::ValueLen(32.into()),
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
@@ -277,7 +277,9 @@ impl Hsm {
                     Scope::Data,
                 ));
             }
-            let mut trusted = domain_key_template(&id.0);
+            let mut untrusted = domain_key_template(&id.0);
+            untrusted.push(Attribute::ValueLen(32.into()));
+            let mut trusted = untrusted.clone();
             trusted.push(Attribute::Trusted(true));
             match s.generate_key(&Mechanism::AesKeyGen, &trusted) {
                 Ok(_) => return Ok(true),
@@ -285,7 +287,7 @@ impl Hsm {
                     tracing::info!(error = %HsmError::from(e), "the token does not let the user make a trusted key; the domain key is not trusted");
                 }
             }
-            s.generate_key(&Mechanism::AesKeyGen, &domain_key_template(&id.0))?;
+            s.generate_key(&Mechanism::AesKeyGen, &untrusted)?;
             Ok(false)
         })?;
         made.map_err(KmsError::from)
