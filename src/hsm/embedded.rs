@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 
-use super::provision::{initialise_token, read_or_create_pin};
-use super::{find_token, initialise, EmbeddedSoftHsm};
+use super::provision::{initialise_token, read_or_create_pin, with_library};
+use super::{find_token, EmbeddedSoftHsm};
 
 /// The Kryoptic library's file name, as `tokens/kryoptic` builds it.
 pub const KRYOPTIC_LIBRARY: &str = "libkryoptic_pkcs11.so";
@@ -160,11 +160,7 @@ impl EmbeddedKryoptic {
     /// A token initialised under another label is never initialised again: `C_InitToken`
     /// would erase its keys.
     pub fn ensure_token(&self, module: &Path, label: &str) -> Result<bool, String> {
-        let pkcs11 = initialise(module).map_err(|e| e.to_string())?;
-        let result = self.ensure_token_with(&pkcs11, label);
-        // Leave the library as we found it: the gateway initialises it again for real.
-        let _ = pkcs11.finalize();
-        result
+        with_library(module, |pkcs11| self.ensure_token_with(pkcs11, label))
     }
 
     fn ensure_token_with(

@@ -204,11 +204,7 @@ impl EmbeddedSoftHsm {
     /// Initialises a token labelled `label` through PKCS#11 unless one exists.
     /// Returns whether a token was created.
     pub fn ensure_token(&self, module: &Path, label: &str) -> Result<bool, String> {
-        let pkcs11 = initialise(module).map_err(|e| e.to_string())?;
-        let result = self.ensure_token_with(&pkcs11, label);
-        // Leave the library as we found it: the gateway initialises it again for real.
-        let _ = pkcs11.finalize();
-        result
+        with_library(module, |pkcs11| self.ensure_token_with(pkcs11, label))
     }
 
     fn ensure_token_with(
@@ -259,6 +255,18 @@ impl EmbeddedSoftHsm {
         initialise_token(pkcs11, free, label, &so_pin, &user_pin)?;
         Ok(true)
     }
+}
+
+/// Runs `f` on the PKCS#11 library `module`, initialised for it alone, and finalises the
+/// library afterwards, leaving it as it was found: the gateway initialises it again for real.
+pub(super) fn with_library<T>(
+    module: &Path,
+    f: impl FnOnce(&cryptoki::context::Pkcs11) -> Result<T, String>,
+) -> Result<T, String> {
+    let pkcs11 = initialise(module).map_err(|e| e.to_string())?;
+    let result = f(&pkcs11);
+    let _ = pkcs11.finalize();
+    result
 }
 
 /// `C_InitToken` on `slot` with the SO PIN, then `C_InitPIN` for the user PIN, as an operator
