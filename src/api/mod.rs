@@ -9,7 +9,7 @@
 mod blob;
 pub mod enums;
 pub mod shapes;
-mod validate;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod tests;
