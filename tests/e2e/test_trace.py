@@ -1,8 +1,9 @@
 """Proof, from a PKCS#11 call trace, that ReEncrypt keeps the plaintext in the token.
 
 A dedicated server is started with OpenSC's pkcs11-spy.so as its PKCS#11
-module, in front of SoftHSM2 (P11KMS_EMBEDDED_SOFTHSM=1 so the server still
-manages the SoftHSM2 token under its data dir).  The spy logs every PKCS#11
+module, in front of the embedded token (P11KMS_EMBEDDED_SOFTHSM=1 so the server still
+manages the token under its data dir; on Kryoptic, tools/pkcs11-delay sits between
+the spy and the token, see spy_server).  The spy logs every PKCS#11
 call with its in/out buffers.  We then run
 
     Encrypt(64 random bytes)  ->  ReEncrypt to key B  ->  ReEncrypt (key B,
@@ -21,6 +22,7 @@ the plaintext to the host, so it passes through C_Decrypt's output buffer).
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -90,29 +92,39 @@ def _token_module(p11kms_binary) -> str:
     return _first_existing("P11KMS_SOFTHSM_MODULE", SOFTHSM_CANDIDATES)
 
 
+def _p11delay(workdir: Path) -> str:
+    """tools/pkcs11-delay built into workdir: a forwarding module with no delay set."""
+    script = Path(__file__).resolve().parents[2] / "tools" / "pkcs11-delay" / "build.sh"
+    try:
+        out = subprocess.run([str(script), str(workdir / "p11delay")], check=True,
+                             capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        pytest.fail(f"tools/pkcs11-delay must build (cc, libp11-kit-dev): {err}", pytrace=False)
+    return out.stdout.strip().splitlines()[-1]
+
+
 @pytest.fixture(scope="module")
 def spy_server(p11kms_binary, tmp_path_factory):
-    if E2E_TOKEN == "kryoptic":
-        # The gateway runs behind the spy on Kryoptic too, but Debian 12's pkcs11-spy (OpenSC
-        # 0.23) logs only C_GetInterface: it hands out Kryoptic's PKCS#11 3.x interface
-        # without wrapping it, so every later call bypasses the trace.
-        pytest.skip("pkcs11-spy (OpenSC 0.23) does not trace calls through Kryoptic's C_GetInterface")
     spy = _first_existing("P11KMS_SPY_MODULE", SPY_CANDIDATES)
     token_module = _token_module(p11kms_binary)
     workdir = tmp_path_factory.mktemp("spy")
     trace_path = workdir / "pkcs11-spy.log"
-    server = Server(
-        p11kms_binary,
-        workdir=workdir,
-        env={
-            "P11KMS_PKCS11_MODULE": spy,
-            "P11KMS_EMBEDDED_SOFTHSM": "1",
-            "P11KMS_EMBEDDED_TOKEN": E2E_TOKEN,
-            "PKCS11SPY": token_module,
-            "PKCS11SPY_OUTPUT": str(trace_path),
-        },
-        name="spy",
-    )
+    env = {
+        "P11KMS_PKCS11_MODULE": spy,
+        "P11KMS_EMBEDDED_SOFTHSM": "1",
+        "P11KMS_EMBEDDED_TOKEN": E2E_TOKEN,
+        "PKCS11SPY": token_module,
+        "PKCS11SPY_OUTPUT": str(trace_path),
+    }
+    if E2E_TOKEN == "kryoptic":
+        # Debian 12's pkcs11-spy (OpenSC 0.23) hands out a PKCS#11 3.x module's own
+        # interface from C_GetInterface without wrapping it, so it would log nothing after
+        # that call. tools/pkcs11-delay (no delay set) sits between the spy and Kryoptic:
+        # it offers only C_GetFunctionList, so the spy wraps every call.
+        env["PKCS11SPY"] = _p11delay(workdir)
+        env["P11DELAY_MODULE"] = token_module
+        env["P11DELAY_US"] = "0"
+    server = Server(p11kms_binary, workdir=workdir, env=env, name="spy")
     try:
         server.start()
     except ServerError as err:
