@@ -10,7 +10,7 @@ use crate::model::{
 use super::access::Access;
 use super::asymmetric::{self, KeyKind};
 use super::{required, Caller, KmsService, ENCRYPT_DECRYPT, MANAGEABLE, SYMMETRIC_DEFAULT, USABLE};
-use crate::store::{Changed, KeyChange, RotationGuard};
+use crate::store::{Changed, KeyChange, RotationGuard, TagWrite};
 
 const DEFAULT_LIST_LIMIT: i64 = 100;
 const DEFAULT_PENDING_WINDOW_DAYS: i64 = 30;
@@ -516,8 +516,12 @@ impl KmsService {
         )?;
         let tags = tag_records(required(&req.tags, "tags")?)?;
         self.require_not_pending_deletion(&key)?;
-        self.store.put_tags(&key.key_id, &tags)?;
-        Ok(TagResourceResponse {})
+        match self.store.put_tags(&key.key_id, &tags, MAX_TAGS_PER_KEY)? {
+            TagWrite::Written => Ok(TagResourceResponse {}),
+            // AWS's per-key quota counts the tags already there; the message is the one it
+            // gives for a request over the quota.
+            TagWrite::OverQuota => Err(KmsError::Tag("Too many tags".into())),
+        }
     }
 
     pub fn untag_resource(
@@ -770,8 +774,9 @@ impl KmsService {
 /// On-demand rotations AWS allows per key over its lifetime.
 const MAX_ON_DEMAND_ROTATIONS: usize = 10;
 
-/// Most tags one CreateKey or TagResource request may carry (AWS's per-key tag quota).
-const MAX_TAGS_PER_REQUEST: usize = 50;
+/// AWS's per-key tag quota: what a key may hold, so also what one CreateKey or TagResource
+/// request may carry.
+const MAX_TAGS_PER_KEY: usize = 50;
 
 /// Request tags as records, after AWS's `TagException` checks. The model's length limits were
 /// checked when the request was decoded; then, as recorded against AWS: a key given twice
@@ -789,7 +794,7 @@ fn tag_records(tags: &[Tag]) -> Result<Vec<TagRecord>, KmsError> {
             value: tag.tag_value.clone().unwrap_or_default(),
         });
     }
-    if out.len() > MAX_TAGS_PER_REQUEST {
+    if out.len() > MAX_TAGS_PER_KEY {
         return Err(KmsError::Tag("Too many tags".into()));
     }
     if out.iter().any(|t| is_reserved_tag_key(&t.key)) {
@@ -838,11 +843,9 @@ mod tests {
 
     #[test]
     fn at_most_fifty_tags() {
-        let names: Vec<String> = (0..=MAX_TAGS_PER_REQUEST)
-            .map(|i| format!("key{i}"))
-            .collect();
+        let names: Vec<String> = (0..=MAX_TAGS_PER_KEY).map(|i| format!("key{i}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        assert_eq!(tag_error(&refs[..MAX_TAGS_PER_REQUEST]), None);
+        assert_eq!(tag_error(&refs[..MAX_TAGS_PER_KEY]), None);
         assert_eq!(tag_error(&refs).as_deref(), Some("Too many tags"));
     }
 

@@ -67,6 +67,21 @@ pub struct RotationGuard<'a> {
 /// The cause of a store failure, kept for the log.
 pub type StoreErrorSource = Box<dyn std::error::Error + Send + Sync>;
 
+/// How many tags a key holding `existing` has after `tags` are put on it.
+pub(crate) fn tag_count_after(existing: &[String], tags: &[Tag]) -> usize {
+    let mut keys: std::collections::BTreeSet<&str> = existing.iter().map(String::as_str).collect();
+    keys.extend(tags.iter().map(|t| t.key.as_str()));
+    keys.len()
+}
+
+/// What a conditional `put_tags` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagWrite {
+    Written,
+    /// Nothing was written: the key would have had more tags than allowed.
+    OverQuota,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A unique constraint was hit (an alias name already in use).
@@ -241,8 +256,10 @@ pub trait MetadataStore: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Vec<AliasRecord>>;
 
-    /// Sets tags, replacing the value of keys already present.
-    fn put_tags(&self, key_id: &KeyId, tags: &[Tag]) -> StoreResult<()>;
+    /// Sets tags, replacing the value of keys already present, only if the key then has at
+    /// most `max_tags` tags; the count and the write are one atomic step, so two concurrent
+    /// requests cannot together pass the quota.
+    fn put_tags(&self, key_id: &KeyId, tags: &[Tag], max_tags: usize) -> StoreResult<TagWrite>;
     fn remove_tags(&self, key_id: &KeyId, tag_keys: &[String]) -> StoreResult<()>;
     /// Tags of a key ordered by tag key, strictly after `after` when given.
     fn list_tags(&self, key_id: &KeyId, after: Option<&str>, limit: usize)

@@ -27,7 +27,10 @@ mod domain;
 mod members;
 
 use super::members::DomainMember;
-use super::{Changed, KeyChange, MetadataStore, RotationGuard, StoreError, StoreResult};
+use super::{
+    tag_count_after, Changed, KeyChange, MetadataStore, RotationGuard, StoreError, StoreResult,
+    TagWrite,
+};
 use crate::model::{
     AliasRecord, DomainKeyId, DomainKeyRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord,
     KeyState, MaterialId, MaterialOrigin, MaterialRecord, Tag, TokenKeyRef, WrappedMaterial,
@@ -1044,13 +1047,28 @@ impl MetadataStore for SqliteStore {
     }
 
     /// `NotFound` if the key does not exist.
-    fn put_tags(&self, key_id: &KeyId, tags: &[Tag]) -> StoreResult<()> {
+    fn put_tags(&self, key_id: &KeyId, tags: &[Tag], max_tags: usize) -> StoreResult<TagWrite> {
         let mut conn = self.conn();
+        // IMMEDIATE takes the write lock first, so no other writer changes the count between
+        // the read below and the upsert.
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err)?;
+        let existing: Vec<String> = {
+            let mut stmt = tx
+                .prepare_cached("SELECT tag_key FROM tags WHERE key_id = ?1")
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![key_id.to_string()], |row| row.get(0))
+                .map_err(db_err)?;
+            rows.collect::<Result<_, _>>().map_err(db_err)?
+        };
+        if tag_count_after(&existing, tags) > max_tags {
+            return Ok(TagWrite::OverQuota);
+        }
         upsert_tags(&tx, key_id, tags)?;
-        tx.commit().map_err(db_err)
+        tx.commit().map_err(db_err)?;
+        Ok(TagWrite::Written)
     }
 
     /// Tag keys that are not present are ignored, as AWS `UntagResource` does.

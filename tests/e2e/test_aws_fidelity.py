@@ -106,6 +106,31 @@ def test_tag_resource_too_many_tags(kms, create_key):
     assert list_tags(kms, key_id) == {}
 
 
+def test_tag_resource_counts_the_tags_a_key_already_has(kms, create_key):
+    # The quota is per key (awsdoc: a KMS key has at most 50 tags), so tags already on the key
+    # count; tags whose keys it already holds only change their values.
+    held = {f"held{i}": "v" for i in range(45)}
+    key_id = create_key(Tags=tag_list(held))["KeyId"]
+    expect_error(
+        lambda: kms.tag_resource(KeyId=key_id, Tags=tag_list({f"new{i}": "v" for i in range(6)})),
+        "TagException",
+        "Too many tags",
+    )
+    assert list_tags(kms, key_id) == held, "a refused TagResource wrote some of its tags"
+    changed = {"held0": "changed", **{f"new{i}": "v" for i in range(5)}}
+    kms.tag_resource(KeyId=key_id, Tags=tag_list(changed))
+    assert list_tags(kms, key_id) == {**held, **changed}
+    kms.tag_resource(KeyId=key_id, Tags=tag_list({"held1": "again"}))
+    expect_error(
+        lambda: kms.tag_resource(KeyId=key_id, Tags=tag_list({"one-more": "v"})),
+        "TagException",
+        "Too many tags",
+    )
+    kms.untag_resource(KeyId=key_id, TagKeys=["held2"])
+    kms.tag_resource(KeyId=key_id, Tags=tag_list({"one-more": "v"}))
+    assert len(list_tags(kms, key_id)) == 50
+
+
 def test_tag_resource_duplicate_keys(kms, create_key):
     # awsfact: TestKMS::test_tag_key_with_duplicate_tag_keys_raises_error / duplicate-tag-keys
     key_id = create_key()["KeyId"]

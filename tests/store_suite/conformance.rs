@@ -6,7 +6,9 @@ use p11kms::model::{
     AliasRecord, GrantRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin,
     MaterialRecord, Tag, TokenKeyRef,
 };
-use p11kms::store::{Changed, DomainMember, KeyChange, MetadataStore, RotationGuard, StoreError};
+use p11kms::store::{
+    Changed, DomainMember, KeyChange, MetadataStore, RotationGuard, StoreError, TagWrite,
+};
 
 pub const ACCOUNT: &str = "111122223333";
 
@@ -591,7 +593,10 @@ pub fn tags_put_replace_remove_and_paginate(store: &dyn MetadataStore) {
     let tags: Vec<Tag> = (0..7)
         .map(|n| tag(&format!("k{n}"), &format!("v{n}")))
         .collect();
-    store.put_tags(&key.key_id, &tags).unwrap();
+    assert_eq!(
+        store.put_tags(&key.key_id, &tags, 50).unwrap(),
+        TagWrite::Written
+    );
 
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
@@ -618,11 +623,48 @@ pub fn tags_put_replace_remove_and_paginate(store: &dyn MetadataStore) {
     assert_eq!(keys, ["k0", "k2", "k4", "k5", "k6"]);
 
     assert!(matches!(
-        store.put_tags(&key_id(9), &tags),
+        store.put_tags(&key_id(9), &tags, 50),
         Err(StoreError::NotFound)
     ));
     // A failed put leaves nothing behind, even partially.
     assert!(store.list_tags(&key_id(9), None, 100).unwrap().is_empty());
+}
+
+/// The tag quota counts what the key already holds, and a refused put writes nothing.
+pub fn tags_over_the_quota_are_refused_whole(store: &dyn MetadataStore) {
+    let key = minimal_key(ACCOUNT, key_id(1), material_id(1));
+    store
+        .insert_key(
+            &key,
+            &initial_material(&key),
+            &[tag("a", "1"), tag("b", "1")],
+        )
+        .unwrap();
+    let listed = |store: &dyn MetadataStore| -> Vec<(String, String)> {
+        let tags = store.list_tags(&key.key_id, None, 100).unwrap();
+        tags.into_iter().map(|t| (t.key, t.value)).collect()
+    };
+    // a and b held, c and d new: 4 > 3. Nothing changes, not even a's value.
+    let over = [tag("a", "2"), tag("c", "1"), tag("d", "1")];
+    assert_eq!(
+        store.put_tags(&key.key_id, &over, 3).unwrap(),
+        TagWrite::OverQuota
+    );
+    assert_eq!(
+        listed(store),
+        [("a".into(), "1".into()), ("b".into(), "1".into())]
+    );
+    // Replacing held tags and adding one fits exactly.
+    let fits = [tag("a", "2"), tag("b", "2"), tag("c", "1")];
+    assert_eq!(
+        store.put_tags(&key.key_id, &fits, 3).unwrap(),
+        TagWrite::Written
+    );
+    assert_eq!(listed(store).len(), 3);
+    assert_eq!(
+        store.put_tags(&key.key_id, &[tag("d", "1")], 3).unwrap(),
+        TagWrite::OverQuota
+    );
 }
 
 pub fn delete_key_cascades_to_everything_of_the_key(store: &dyn MetadataStore) {

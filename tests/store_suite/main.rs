@@ -93,6 +93,7 @@ conformance_suite!(
     keys_paginate_per_account,
     aliases_paginate_and_filter_by_target,
     tags_put_replace_remove_and_paginate,
+    tags_over_the_quota_are_refused_whole,
     delete_key_cascades_to_everything_of_the_key,
     due_for_deletion,
     due_for_rotation,

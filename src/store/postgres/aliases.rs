@@ -7,7 +7,7 @@ use super::errors::pg_err;
 use super::keys::upsert_tags;
 use super::rows::{col, parse_key_id, sql_limit};
 use crate::model::{AliasRecord, EpochSeconds, KeyId, Tag};
-use crate::store::{StoreError, StoreResult};
+use crate::store::{tag_count_after, StoreError, StoreResult, TagWrite};
 
 /// Column list of every query that yields an [`AliasRecord`]; order matches [`alias_record`].
 macro_rules! alias_columns {
@@ -145,12 +145,36 @@ pub(super) async fn list_aliases(
 }
 
 /// `NotFound` if the key does not exist; one statement, so a failed put leaves nothing.
+/// The key's row is locked first (`FOR UPDATE`), so concurrent taggers of one key, on any
+/// replica, count and write one after another and cannot together pass the quota.
 pub(super) async fn put_tags(
-    client: &ClientWrapper,
+    client: &mut ClientWrapper,
     key_id: KeyId,
     tags: Vec<Tag>,
-) -> StoreResult<()> {
-    upsert_tags(&**client, &key_id, &tags).await
+    max_tags: usize,
+) -> StoreResult<TagWrite> {
+    let tx = client.transaction().await.map_err(pg_err)?;
+    let id = key_id.to_string();
+    let locked = tx
+        .query_opt("SELECT 1 FROM keys WHERE key_id = $1 FOR UPDATE", &[&id])
+        .await
+        .map_err(pg_err)?;
+    if locked.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    let existing: Vec<String> = tx
+        .query("SELECT tag_key FROM tags WHERE key_id = $1", &[&id])
+        .await
+        .map_err(pg_err)?
+        .iter()
+        .map(|row| col(row, 0))
+        .collect::<StoreResult<_>>()?;
+    if tag_count_after(&existing, &tags) > max_tags {
+        return Ok(TagWrite::OverQuota);
+    }
+    upsert_tags(&*tx, &key_id, &tags).await?;
+    tx.commit().await.map_err(pg_err)?;
+    Ok(TagWrite::Written)
 }
 
 /// Tag keys that are not present are ignored, as AWS `UntagResource` does.

@@ -53,6 +53,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::members::DomainMember;
 use super::{
     Changed, KeyChange, MetadataStore, RotationGuard, StoreError, StorePoolStats, StoreResult,
+    TagWrite,
 };
 use crate::model::{
     AliasRecord, DomainKeyId, DomainKeyRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord,
@@ -488,9 +489,9 @@ impl MetadataStore for PostgresStore {
         self.run(move |c| Box::pin(aliases::list_aliases(c, account, target, after, limit)))
     }
 
-    fn put_tags(&self, key_id: &KeyId, tags: &[Tag]) -> StoreResult<()> {
+    fn put_tags(&self, key_id: &KeyId, tags: &[Tag], max_tags: usize) -> StoreResult<TagWrite> {
         let (key_id, tags) = (*key_id, tags.to_vec());
-        self.run(move |c| Box::pin(aliases::put_tags(c, key_id, tags)))
+        self.run(move |c| Box::pin(aliases::put_tags(c, key_id, tags, max_tags)))
     }
 
     fn remove_tags(&self, key_id: &KeyId, tag_keys: &[String]) -> StoreResult<()> {
