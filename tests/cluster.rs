@@ -430,7 +430,7 @@ async fn a_key_made_on_one_replica_works_on_the_other_for_every_operation() {
         .encrypt()
         .key_id(&rsa)
         .plaintext(Blob::new(b"rsa on A".to_vec()))
-        .encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha256)
+        .encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha1)
         .send()
         .await
         .expect("RSA Encrypt on A")
@@ -440,7 +440,7 @@ async fn a_key_made_on_one_replica_works_on_the_other_for_every_operation() {
         .decrypt()
         .key_id(&rsa)
         .ciphertext_blob(sealed)
-        .encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha256)
+        .encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha1)
         .send()
         .await
         .expect("RSA Decrypt on B")

@@ -101,7 +101,7 @@ async fn make_everything(a: &Client, b: &Client, extra: usize) -> Made {
         .encrypt()
         .key_id(&rsa_encrypt)
         .plaintext(Blob::new(b"rsa before the backup".to_vec()))
-        .encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha256)
+        .encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha1)
         .send()
         .await
         .unwrap()
@@ -200,7 +200,7 @@ async fn check_everything(kms: &Client, made: &Made) {
         .decrypt()
         .key_id(&made.rsa_encrypt)
         .ciphertext_blob(Blob::new(made.rsa_ciphertext.clone()))
-        .encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha256)
+        .encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha1)
         .send()
         .await
         .expect("RSA Decrypt")
