@@ -54,6 +54,13 @@ impl ScriptCluster {
         ScriptCluster::from_output(dir, run_script(&all))
     }
 
+    /// `cluster.sh restore DIR FILE` on this (running) cluster: the replicas restart on
+    /// new ports.
+    pub fn restore_again(mut self, file: &Path) -> ScriptCluster {
+        self.running = false;
+        ScriptCluster::restore(&self.dir, file, &[])
+    }
+
     fn from_output(dir: &Path, out: Output) -> ScriptCluster {
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         if !out.status.success() {
