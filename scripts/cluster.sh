@@ -252,10 +252,30 @@ make_shared_token() {
     fi
 }
 
+# Waits for replica $1 (pid $2) to print its address; prints it, or stops everything.
+wait_ready() {
+    local i=$1 pid=$2 url=""
+    for _ in $(seq 600); do
+        url=$(sed -n 's/^p11kms listening on \(http[s]*:\/\/[^ ]*\).*/\1/p' "$DIR/replica-$i/stdout.log" | head -1)
+        [[ -n $url ]] && break
+        if ! kill -0 "$pid" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    if [[ -z $url ]]; then
+        echo "replica $i did not start; see $DIR/replica-$i/stderr.log" >&2
+        tail -5 "$DIR/replica-$i/stderr.log" >&2 || true
+        stop_cluster
+        exit 1
+    fi
+    echo "$url"
+}
+
 start_replicas() {
-    local n=$1 storage i
+    local n=$1 storage i pid
     storage=$(cat "$DIR/key-storage")
+    local urls=()
     : >"$DIR/pids"
+    echo "$n" >"$DIR/replicas"
     for i in $(seq 1 "$n"); do
         mkdir -p "$DIR/replica-$i"
         if [[ $storage == token ]]; then
@@ -268,6 +288,12 @@ start_replicas() {
                 P11KMS_DATA_DIR="$DIR/replica-$i" \
                 P11KMS_LISTEN="${P11KMS_CLUSTER_LISTEN:-127.0.0.1}:0" \
                 setsid "$BIN" serve >"$DIR/replica-$i/stdout.log" 2>"$DIR/replica-$i/stderr.log" </dev/null &
+            pid=$!
+            echo "$pid" >>"$DIR/pids"
+            # One at a time on the shared token: SoftHSM2 rewrites its token file at every
+            # login, and two replicas logging in at once were seen to fail
+            # (C_GetTokenInfo: CKR_GENERAL_ERROR).
+            urls[i]=$(wait_ready "$i" "$pid") || exit 1
         else
             # The embedded default on the replica's own token (its start-up repair of a torn
             # token file is right here: the token is this process's alone).
@@ -278,28 +304,14 @@ start_replicas() {
                 P11KMS_DATA_DIR="$DIR/replica-$i" \
                 P11KMS_LISTEN="${P11KMS_CLUSTER_LISTEN:-127.0.0.1}:0" \
                 setsid "$BIN" serve >"$DIR/replica-$i/stdout.log" 2>"$DIR/replica-$i/stderr.log" </dev/null &
+            echo $! >>"$DIR/pids"
         fi
-        echo $! >>"$DIR/pids"
     done
-    echo "$n" >"$DIR/replicas"
-    # Each replica prints its address once it listens.
     i=0
     while read -r pid; do
         i=$((i + 1))
-        local url=""
-        for _ in $(seq 600); do
-            url=$(sed -n 's/^p11kms listening on \(http[s]*:\/\/[^ ]*\).*/\1/p' "$DIR/replica-$i/stdout.log" | head -1)
-            [[ -n $url ]] && break
-            if ! kill -0 "$pid" 2>/dev/null; then break; fi
-            sleep 0.1
-        done
-        if [[ -z $url ]]; then
-            echo "replica $i did not start; see $DIR/replica-$i/stderr.log" >&2
-            tail -5 "$DIR/replica-$i/stderr.log" >&2 || true
-            stop_cluster
-            exit 1
-        fi
-        echo "replica $i $url pid $pid"
+        [[ -n ${urls[i]:-} ]] || urls[i]=$(wait_ready "$i" "$pid") || exit 1
+        echo "replica $i ${urls[i]} pid $pid"
     done <"$DIR/pids"
 }
 

@@ -1126,6 +1126,39 @@ async fn the_cluster_script_starts_and_stops_a_working_cluster() {
     }
 }
 
+/// `P11KMS_CLUSTER_KEY_STORAGE=token`: the former layout, one token under DIR/hsm shared by
+/// every replica in token mode; a key made on replica 1 works on replica 2, before and after a
+/// stop and start (the mode is kept; the replicas start one at a time on the shared token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_script_keeps_token_mode_behind_a_switch() {
+    let dir = tempfile::Builder::new()
+        .prefix("p11kms-cluster-token-")
+        .tempdir()
+        .unwrap();
+    let token_mode = [("P11KMS_CLUSTER_KEY_STORAGE", "token")];
+    let mut cluster = ScriptCluster::start_with(dir.path(), &["2"], &token_mode);
+    assert!(dir.path().join("hsm/user.pin").exists());
+    assert!(!dir.path().join("replica-1/tokens").exists());
+    let key = create_key(&cluster.client(0)).await.key_id().to_string();
+    let blob = encrypt(&cluster.client(0), &key, b"t").await;
+    assert_eq!(decrypt(&cluster.client(1), &blob).await, b"t");
+    cluster.stop();
+    // No switch this time: the DIR's mode is kept.
+    let cluster = ScriptCluster::start(dir.path(), &["2"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("key-storage")).unwrap(),
+        "token\n"
+    );
+    for i in 0..2 {
+        assert_eq!(
+            decrypt(&cluster.client(i), &blob).await,
+            b"t",
+            "replica {i}"
+        );
+    }
+    assert!(!dir.path().join("replica-1/tokens").exists());
+}
+
 /// Keys of every kind made and used through both replicas: each replica's token still holds
 /// one object, its copy of the domain key, with the domain's id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,11 @@ use aws_sdk_kms::Client;
 /// Runs `scripts/cluster.sh ARGS` with the test build of p11kms and nothing of the caller's
 /// P11KMS_* environment.
 pub fn run_script(args: &[&str]) -> Output {
+    run_script_with(args, &[])
+}
+
+/// `run_script` with extra environment variables.
+pub fn run_script_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster.sh");
     let mut cmd = Command::new("bash");
     cmd.arg(&script).args(args);
@@ -25,6 +30,7 @@ pub fn run_script(args: &[&str]) -> Output {
     }
     cmd.env("P11KMS_BIN", env!("CARGO_BIN_EXE_p11kms"))
         .env_remove("SOFTHSM2_CONF")
+        .envs(env.iter().copied())
         .output()
         .expect("run scripts/cluster.sh")
 }
@@ -40,10 +46,15 @@ pub struct ScriptCluster {
 impl ScriptCluster {
     /// `cluster.sh start DIR ARGS...`; panics with the script's output if it fails.
     pub fn start(dir: &Path, args: &[&str]) -> ScriptCluster {
+        ScriptCluster::start_with(dir, args, &[])
+    }
+
+    /// `start` with extra environment variables (e.g. `P11KMS_CLUSTER_KEY_STORAGE`).
+    pub fn start_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> ScriptCluster {
         let dir_arg = dir.display().to_string();
         let mut all = vec!["start", dir_arg.as_str()];
         all.extend_from_slice(args);
-        ScriptCluster::from_output(dir, run_script(&all))
+        ScriptCluster::from_output(dir, run_script_with(&all, env))
     }
 
     /// `cluster.sh restore DIR FILE ARGS...`
