@@ -1,13 +1,17 @@
-//! Replicas on one PostgreSQL database and one shared SoftHSM2 token (token-resident key
-//! storage): a key made on one replica works on the others, a change through one replica
-//! takes effect on the others within a second, periodic jobs run once across replicas, a
-//! replica killed under load loses nothing acknowledged, and PostgreSQL outages (at start
-//! or mid-load) give typed errors and recovery without a restart.
+//! Replicas on one PostgreSQL database, each with its own SoftHSM2 token enrolled in one
+//! domain (domain-key mode, as `scripts/cluster.sh` starts them): a key made on one replica
+//! works on the others, a change through one replica takes effect on the others within a
+//! second, periodic jobs run once across replicas, a replica killed under load loses nothing
+//! acknowledged, PostgreSQL outages (at start or mid-load) give typed errors and recovery
+//! without a restart, and each token holds its domain key and nothing else.
 //!
-//! Replicas are real `p11kms serve` processes started the way `scripts/cluster.sh` starts
-//! them (one test runs the script itself). Longer variants: `P11KMS_CLUSTER_TRIALS=50`
-//! (DisableKey propagation trials, default 10).
+//! Replicas are real `p11kms serve` processes on the embedded default (a SoftHSM2 token under
+//! their own data directory): the first token makes the domain key (`p11kms domain create`),
+//! each further one joins by the ceremony (`join-request`, `enrol` on the first, `join`), as
+//! `scripts/cluster.sh` does; one test runs the script itself. Longer variants:
+//! `P11KMS_CLUSTER_TRIALS=50` (DisableKey propagation trials, default 10).
 
+mod cluster_script;
 mod common;
 mod pg_server;
 
@@ -19,14 +23,117 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{
-    KeySpec, KeyUsageType, MacAlgorithmSpec, MessageType, SigningAlgorithmSpec,
+    EncryptionAlgorithmSpec, KeySpec, KeyUsageType, MacAlgorithmSpec, MessageType,
+    SigningAlgorithmSpec,
 };
 use aws_sdk_kms::Client;
+use cluster_script::ScriptCluster;
 use common::*;
 use pg_server::PgServer;
 
+/// Runs `p11kms ARGS` on the embedded token under `data_dir` with the store at `url`;
+/// asserts success and returns stdout.
+fn on_token(data_dir: &Path, url: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_p11kms"));
+    cmd.args(args);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("P11KMS_") {
+            cmd.env_remove(&name);
+        }
+    }
+    let out = cmd
+        .env_remove("SOFTHSM2_CONF")
+        .env("P11KMS_DATA_DIR", data_dir)
+        .env("P11KMS_STORE_BACKEND", "postgres")
+        .env("P11KMS_DATABASE_URL", url)
+        .env("P11KMS_LOG", "warn")
+        .output()
+        .expect("run p11kms");
+    assert!(
+        out.status.success(),
+        "p11kms {} on {} failed:\n{}{}",
+        args.join(" "),
+        data_dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One embedded SoftHSM2 token per replica, under `replica-<i>` of one directory, all in one
+/// domain: the first makes the domain key, each further one joins with the first as holder
+/// (before any replica on it serves: the ceremony never runs inside a serving gateway).
+struct DomainTokens {
+    dir: tempfile::TempDir,
+    domain_id: String,
+    count: usize,
+}
+
+impl DomainTokens {
+    fn make(url: &str) -> DomainTokens {
+        let dir = tempfile::Builder::new()
+            .prefix("p11kms-cluster-tokens-")
+            .tempdir()
+            .unwrap();
+        let first = dir.path().join("replica-0");
+        std::fs::create_dir_all(&first).unwrap();
+        let domain_id = on_token(&first, url, &["domain", "create"])
+            .trim()
+            .to_string();
+        assert_eq!(domain_id.len(), 32, "{domain_id}");
+        DomainTokens {
+            dir,
+            domain_id,
+            count: 1,
+        }
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("replica-{i}"))
+    }
+
+    /// Enrols tokens until there are `n`.
+    fn ensure(&mut self, n: usize, url: &str) {
+        while self.count < n {
+            let (holder, joiner) = (self.data_dir(0), self.data_dir(self.count));
+            std::fs::create_dir_all(&joiner).unwrap();
+            let request = joiner.join("join-request.json");
+            let package = joiner.join("join-package.json");
+            on_token(
+                &joiner,
+                url,
+                &["domain", "join-request", "--out", request.to_str().unwrap()],
+            );
+            let parsed: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&request).unwrap()).unwrap();
+            let fingerprint = parsed["fingerprint"].as_str().unwrap();
+            on_token(
+                &holder,
+                url,
+                &[
+                    "domain",
+                    "enrol",
+                    "--request",
+                    request.to_str().unwrap(),
+                    "--fingerprint",
+                    fingerprint,
+                    "--out",
+                    package.to_str().unwrap(),
+                ],
+            );
+            let joined = on_token(
+                &joiner,
+                url,
+                &["domain", "join", "--package", package.to_str().unwrap()],
+            );
+            assert!(joined.contains(&self.domain_id), "{joined}");
+            self.count += 1;
+        }
+    }
+}
+
 /// One token made the way the embedded default makes it (`p11kms doctor` on a data
-/// directory), used by every replica as an external token.
+/// directory), used by every replica as an external token (token-resident key storage).
 struct SharedToken {
     dir: tempfile::TempDir,
 }
@@ -57,23 +164,50 @@ impl SharedToken {
     }
 }
 
-/// PostgreSQL, the token and the replicas.
+enum Tokens {
+    /// A token per replica, one domain (what `scripts/cluster.sh` starts).
+    Domain(DomainTokens),
+    /// One token for all (`P11KMS_CLUSTER_KEY_STORAGE=token`).
+    Shared(SharedToken),
+}
+
+/// PostgreSQL, the tokens and the replicas.
 struct Cluster {
     pg: PgServer,
     url: String,
-    token: SharedToken,
+    tokens: Tokens,
     extra: Vec<(String, String)>,
     replicas: Vec<TestServer>,
 }
 
 impl Cluster {
+    /// `n` replicas, each on its own token, in one domain.
     fn start(n: usize, extra: &[(&str, &str)]) -> Cluster {
         let pg = PgServer::start();
         let url = pg.url(&pg.create_database());
+        let mut tokens = DomainTokens::make(&url);
+        tokens.ensure(n, &url);
+        Cluster::with_tokens(pg, url, Tokens::Domain(tokens), n, extra)
+    }
+
+    /// `n` replicas on one shared token in token-resident mode.
+    fn start_token_mode(n: usize, extra: &[(&str, &str)]) -> Cluster {
+        let pg = PgServer::start();
+        let url = pg.url(&pg.create_database());
+        Cluster::with_tokens(pg, url, Tokens::Shared(SharedToken::make()), n, extra)
+    }
+
+    fn with_tokens(
+        pg: PgServer,
+        url: String,
+        tokens: Tokens,
+        n: usize,
+        extra: &[(&str, &str)],
+    ) -> Cluster {
         let mut cluster = Cluster {
             pg,
             url,
-            token: SharedToken::make(),
+            tokens,
             extra: extra
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -87,22 +221,38 @@ impl Cluster {
         cluster
     }
 
-    fn replica_env(&self) -> Vec<(String, String)> {
-        let mut env = vec![
-            ("SOFTHSM2_CONF".into(), self.token.path("softhsm2.conf")),
-            ("P11KMS_EMBEDDED_SOFTHSM".into(), "false".into()),
-            ("P11KMS_PIN_FILE".into(), self.token.path("user.pin")),
+    /// The environment of replica `i`.
+    fn replica_env(&self, i: usize) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = match &self.tokens {
+            Tokens::Domain(tokens) => {
+                assert!(i < tokens.count, "replica {i} has no enrolled token");
+                vec![
+                    (
+                        "P11KMS_DATA_DIR".into(),
+                        tokens.data_dir(i).display().to_string(),
+                    ),
+                    ("P11KMS_KEY_STORAGE".into(), "domain".into()),
+                ]
+            }
+            Tokens::Shared(token) => vec![
+                ("SOFTHSM2_CONF".into(), token.path("softhsm2.conf")),
+                ("P11KMS_EMBEDDED_SOFTHSM".into(), "false".into()),
+                ("P11KMS_PIN_FILE".into(), token.path("user.pin")),
+            ],
+        };
+        env.extend([
             ("P11KMS_STORE_BACKEND".into(), "postgres".into()),
             ("P11KMS_DATABASE_URL".into(), self.url.clone()),
             ("P11KMS_POSTGRES_CONNECT_TIMEOUT_MS".into(), "1000".into()),
             ("P11KMS_POSTGRES_CHECKOUT_TIMEOUT_MS".into(), "1000".into()),
-        ];
+        ]);
         env.extend(self.extra.iter().cloned());
         env
     }
 
+    /// Starts the next replica (index `replicas.len()`).
     fn start_replica(&self) -> TestServer {
-        let env = self.replica_env();
+        let env = self.replica_env(self.replicas.len());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         TestServer::start_with(&env)
     }
@@ -137,9 +287,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-/// Keys of every kind made on A after B started (B's token view must pick up objects
-/// another process created), used on B for every cryptographic operation; a rotation and
-/// an alias made on A are in force on B at once.
+/// Keys of every kind made on A after B started, used on B for every cryptographic
+/// operation (B unwraps each material from the store with its own token's copy of the domain
+/// key); a rotation and an alias made on A are in force on B at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_made_on_one_replica_works_on_the_other_for_every_operation() {
     let cluster = Cluster::start(2, &[]);
@@ -227,6 +377,77 @@ async fn a_key_made_on_one_replica_works_on_the_other_for_every_operation() {
         .expect("Verify on A")
         .signature_valid;
     assert!(valid);
+
+    // EC: signed on B, verified on A.
+    let ec = a
+        .create_key()
+        .key_spec(KeySpec::EccNistP256)
+        .key_usage(KeyUsageType::SignVerify)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id()
+        .to_string();
+    let signature = b
+        .sign()
+        .key_id(&ec)
+        .message(Blob::new(b"message".to_vec()))
+        .message_type(MessageType::Raw)
+        .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+        .send()
+        .await
+        .expect("ECDSA Sign on B")
+        .signature
+        .unwrap();
+    assert!(
+        a.verify()
+            .key_id(&ec)
+            .message(Blob::new(b"message".to_vec()))
+            .message_type(MessageType::Raw)
+            .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+            .signature(signature)
+            .send()
+            .await
+            .expect("ECDSA Verify on A")
+            .signature_valid
+    );
+
+    // RSA encryption: encrypted on A, decrypted on B (B unwraps the private half).
+    let rsa = a
+        .create_key()
+        .key_spec(KeySpec::Rsa2048)
+        .key_usage(KeyUsageType::EncryptDecrypt)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id()
+        .to_string();
+    let sealed = a
+        .encrypt()
+        .key_id(&rsa)
+        .plaintext(Blob::new(b"rsa on A".to_vec()))
+        .encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha1)
+        .send()
+        .await
+        .expect("RSA Encrypt on A")
+        .ciphertext_blob
+        .unwrap();
+    let opened = b
+        .decrypt()
+        .key_id(&rsa)
+        .ciphertext_blob(sealed)
+        .encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha1)
+        .send()
+        .await
+        .expect("RSA Decrypt on B")
+        .plaintext
+        .unwrap()
+        .into_inner();
+    assert_eq!(opened, b"rsa on A");
 
     let mac_key = a
         .create_key()
@@ -643,7 +864,7 @@ async fn a_replica_killed_under_load_loses_nothing_acknowledged() {
     assert!(acked.keys.len() > 5 && acked.ciphertexts.len() > 50);
     let b = cluster.client(1);
     for key in &acked.keys {
-        // Keys made on A before the kill: B finds their material in the shared token.
+        // Keys made on A before the kill: B unwraps their material from the store.
         assert_eq!(describe(&b, key).await.key_id(), key);
         encrypt(&b, key, b"on the survivor").await;
     }
@@ -751,9 +972,49 @@ async fn a_postgres_restart_mid_load_gives_typed_errors_then_recovery() {
 /// A replica started while PostgreSQL is down starts anyway: /readyz is 503, requests get
 /// DependencyTimeoutException; once PostgreSQL is up it migrates the schema and serves,
 /// without a restart.
+///
+/// Token mode, because that is the mode in which it holds: a domain-mode replica must read
+/// the active domain key from the store before it serves, so while PostgreSQL is down it
+/// refuses to start (checked first here) and its supervisor starts it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_started_while_postgres_is_down_serves_once_it_is_up() {
-    let mut cluster = Cluster::start(0, &[("P11KMS_JOB_INTERVAL_MS", "200")]);
+    let domain = Cluster::start(0, &[]);
+    domain.pg.stop_immediate();
+    let env = domain.replica_env(0);
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_p11kms"));
+    serve.arg("serve").env_remove("SOFTHSM2_CONF");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("P11KMS_") {
+            serve.env_remove(&name);
+        }
+    }
+    let mut child = serve
+        .envs(env)
+        .env("P11KMS_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let refused_at = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if refused_at.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("a domain-mode replica kept running with PostgreSQL down");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("cannot read the domain keys from the store"),
+        "{stderr}"
+    );
+
+    let mut cluster = Cluster::start_token_mode(0, &[("P11KMS_JOB_INTERVAL_MS", "200")]);
     cluster.pg.stop_immediate();
     cluster.replicas.push(cluster.start_replica());
     let srv = &cluster.replicas[0];
@@ -799,70 +1060,41 @@ async fn a_replica_started_while_postgres_is_down_serves_once_it_is_up() {
     assert!(ran.is_some(), "no job round ran");
 }
 
-/// `scripts/cluster.sh start DIR 2` prints one line per replica; a key made on replica 1
-/// works on replica 2; `stop` ends every process it started, PostgreSQL too.
+/// `scripts/cluster.sh start DIR 2` prints one line per replica; each replica has a token of
+/// its own in one domain; a key made on replica 1 works on replica 2; `stop` ends every
+/// process it started, PostgreSQL too; `start` again on the same DIR reuses the database and
+/// tokens (no second domain key, no ceremony again), so the key still works, and a third
+/// replica asked for is enrolled then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_script_starts_and_stops_a_working_cluster() {
     let dir = tempfile::Builder::new()
         .prefix("p11kms-cluster-")
         .tempdir()
         .unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster.sh");
-    let mut start = Command::new("bash");
-    start
-        .arg(&script)
-        .args(["start"])
-        .arg(dir.path())
-        .arg("2")
-        .env("P11KMS_BIN", env!("CARGO_BIN_EXE_p11kms"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("P11KMS_") && name != "P11KMS_BIN" {
-            start.env_remove(&name);
-        }
-    }
-    let out = start.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stop = || {
-        Command::new("bash")
-            .arg(&script)
-            .arg("stop")
-            .arg(dir.path())
-            .status()
+    let started = Instant::now();
+    let mut cluster = ScriptCluster::start(dir.path(), &["2"]);
+    println!(
+        "cluster.sh start DIR 2 (new DIR): {} ms",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(cluster.replicas.len(), 2);
+    let domain = |i: usize| {
+        std::fs::read_to_string(dir.path().join(format!("replica-{i}/domain-member"))).unwrap()
+    };
+    assert_eq!(domain(1), domain(2));
+    let serial = |i: usize| {
+        std::fs::read_dir(dir.path().join(format!("replica-{i}/tokens")))
             .unwrap()
+            .count()
     };
-    if !out.status.success() {
-        stop();
-        panic!(
-            "cluster.sh start failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let replicas: Vec<(String, u32)> = stdout
-        .lines()
-        .map(|line| {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            assert_eq!(words.len(), 5, "{line}");
-            assert_eq!((words[0], words[3]), ("replica", "pid"), "{line}");
-            (words[2].to_string(), words[4].parse().unwrap())
-        })
-        .collect();
-    assert_eq!(replicas.len(), 2, "{stdout}");
-    let client = |endpoint: &str| {
-        let config = aws_sdk_kms::Config::builder()
-            .endpoint_url(endpoint)
-            .region(aws_sdk_kms::config::Region::new(REGION))
-            .credentials_provider(aws_sdk_kms::config::Credentials::new(
-                DEV_AKID, DEV_SECRET, None, None, "test",
-            ))
-            .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
-            .build();
-        Client::from_conf(config)
-    };
-    let (one, two) = (client(&replicas[0].0), client(&replicas[1].0));
+    assert_eq!((serial(1), serial(2)), (1, 1), "one token directory each");
+    let (one, two) = (cluster.client(0), cluster.client(1));
     let key = create_key(&one).await.key_id().to_string();
-    assert_eq!(decrypt(&two, &encrypt(&one, &key, b"s").await).await, b"s");
-    assert!(stop().success());
-    for (_, pid) in &replicas {
+    let blob = encrypt(&one, &key, b"s").await;
+    assert_eq!(decrypt(&two, &blob).await, b"s");
+    let pids: Vec<u32> = cluster.replicas.iter().map(|r| r.1).collect();
+    cluster.stop();
+    for pid in &pids {
         assert!(
             !PathBuf::from(format!("/proc/{pid}")).exists(),
             "replica {pid} still runs"
@@ -872,4 +1104,186 @@ async fn the_cluster_script_starts_and_stops_a_working_cluster() {
         !dir.path().join("pg/data/postmaster.pid").exists(),
         "PostgreSQL still runs"
     );
+
+    let before = domain(1);
+    let started = Instant::now();
+    let cluster = ScriptCluster::start(dir.path(), &["3"]);
+    println!(
+        "cluster.sh start DIR 3 (stopped DIR of 2): {} ms",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(domain(1), before);
+    assert_eq!(domain(3), before);
+    let log = std::fs::read_to_string(dir.path().join("ceremony/ceremony.log")).unwrap();
+    assert_eq!(log.matches("== domain create").count(), 1, "{log}");
+    assert_eq!(log.matches("== join on").count(), 2, "{log}");
+    for i in 0..3 {
+        assert_eq!(
+            decrypt(&cluster.client(i), &blob).await,
+            b"s",
+            "replica {i}"
+        );
+    }
+}
+
+/// `P11KMS_CLUSTER_KEY_STORAGE=token`: the former layout, one token under DIR/hsm shared by
+/// every replica in token mode; a key made on replica 1 works on replica 2, before and after a
+/// stop and start (the mode is kept; the replicas start one at a time on the shared token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_script_keeps_token_mode_behind_a_switch() {
+    let dir = tempfile::Builder::new()
+        .prefix("p11kms-cluster-token-")
+        .tempdir()
+        .unwrap();
+    let token_mode = [("P11KMS_CLUSTER_KEY_STORAGE", "token")];
+    let mut cluster = ScriptCluster::start_with(dir.path(), &["2"], &token_mode);
+    assert!(dir.path().join("hsm/user.pin").exists());
+    assert!(!dir.path().join("replica-1/tokens").exists());
+    let key = create_key(&cluster.client(0)).await.key_id().to_string();
+    let blob = encrypt(&cluster.client(0), &key, b"t").await;
+    assert_eq!(decrypt(&cluster.client(1), &blob).await, b"t");
+    cluster.stop();
+    // No switch this time: the DIR's mode is kept.
+    let cluster = ScriptCluster::start(dir.path(), &["2"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("key-storage")).unwrap(),
+        "token\n"
+    );
+    for i in 0..2 {
+        assert_eq!(
+            decrypt(&cluster.client(i), &blob).await,
+            b"t",
+            "replica {i}"
+        );
+    }
+    assert!(!dir.path().join("replica-1/tokens").exists());
+}
+
+/// Keys of every kind made and used through both replicas: each replica's token still holds
+/// one object, its copy of the domain key, with the domain's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_token_holds_only_its_domain_key_whatever_the_keys() {
+    let mut cluster = Cluster::start(2, &[]);
+    let (a, b) = (cluster.client(0), cluster.client(1));
+    let specs = [
+        (KeySpec::SymmetricDefault, KeyUsageType::EncryptDecrypt),
+        (KeySpec::Rsa2048, KeyUsageType::EncryptDecrypt),
+        (KeySpec::Rsa2048, KeyUsageType::SignVerify),
+        (KeySpec::EccNistP256, KeyUsageType::SignVerify),
+        (KeySpec::Hmac256, KeyUsageType::GenerateVerifyMac),
+    ];
+    let mut made = 0;
+    for round in 0..6 {
+        for (spec, usage) in &specs {
+            let (maker, user) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            let key = maker
+                .create_key()
+                .key_spec(spec.clone())
+                .key_usage(usage.clone())
+                .send()
+                .await
+                .unwrap()
+                .key_metadata
+                .unwrap()
+                .key_id()
+                .to_string();
+            made += 1;
+            // Used on the other replica, which unwraps it into a session object.
+            match usage {
+                KeyUsageType::EncryptDecrypt if *spec == KeySpec::SymmetricDefault => {
+                    assert_eq!(decrypt(user, &encrypt(maker, &key, b"k").await).await, b"k");
+                }
+                KeyUsageType::EncryptDecrypt => {
+                    user.get_public_key().key_id(&key).send().await.unwrap();
+                }
+                KeyUsageType::SignVerify => {
+                    let algorithm = if *spec == KeySpec::Rsa2048 {
+                        SigningAlgorithmSpec::RsassaPssSha256
+                    } else {
+                        SigningAlgorithmSpec::EcdsaSha256
+                    };
+                    user.sign()
+                        .key_id(&key)
+                        .message(Blob::new(b"m".to_vec()))
+                        .signing_algorithm(algorithm)
+                        .send()
+                        .await
+                        .unwrap();
+                }
+                _ => {
+                    user.generate_mac()
+                        .key_id(&key)
+                        .message(Blob::new(b"m".to_vec()))
+                        .mac_algorithm(MacAlgorithmSpec::HmacSha256)
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
+            if round == 5 {
+                maker.rotate_key_on_demand().key_id(&key).send().await.ok();
+            }
+        }
+    }
+    // The replicas stop first: a login from another process rewrites SoftHSM2's token file.
+    cluster.replicas.clear();
+    let Tokens::Domain(tokens) = &cluster.tokens else {
+        unreachable!()
+    };
+    for i in 0..2 {
+        let objects = token_objects(&tokens.data_dir(i));
+        println!("after {made} keys, token {i}: {objects:?}");
+        assert_eq!(
+            objects,
+            vec![(
+                "p11kms-domain".to_string(),
+                hex::decode(&tokens.domain_id).unwrap()
+            )],
+            "token {i}"
+        );
+    }
+}
+
+/// The label and id of every token object in the embedded token under `data_dir`, logged
+/// in as the user (private objects count too).
+fn token_objects(data_dir: &Path) -> Vec<(String, Vec<u8>)> {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::object::{Attribute, AttributeType};
+    use cryptoki::session::UserType;
+    use secrecy::ExposeSecret;
+    let embedded = p11kms::hsm::EmbeddedSoftHsm::prepare(data_dir).unwrap();
+    std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
+    let module = p11kms::hsm::find_softhsm_module().expect("SoftHSM2 is installed");
+    let pkcs11 = Pkcs11::new(module).unwrap();
+    pkcs11
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = pkcs11.get_slots_with_initialized_token().unwrap()[0];
+    let session = pkcs11.open_ro_session(slot).unwrap();
+    let pin = embedded.user_pin().unwrap();
+    session
+        .login(
+            UserType::User,
+            Some(&cryptoki::types::AuthPin::new(pin.expose_secret().into())),
+        )
+        .unwrap();
+    let mut objects = Vec::new();
+    for handle in session.find_objects(&[Attribute::Token(true)]).unwrap() {
+        let mut label = String::new();
+        let mut id = Vec::new();
+        for attribute in session
+            .get_attributes(handle, &[AttributeType::Label, AttributeType::Id])
+            .unwrap()
+        {
+            match attribute {
+                Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
+                Attribute::Id(i) => id = i,
+                _ => {}
+            }
+        }
+        objects.push((label, id));
+    }
+    drop(session);
+    pkcs11.finalize().unwrap();
+    objects
 }
