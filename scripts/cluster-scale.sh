@@ -3,8 +3,10 @@
 #
 #   scripts/cluster-scale.sh [ROUNDS]      (default 3)
 #
-# Starts `scripts/cluster.sh start DIR 2` with every replica's token behind the network-HSM
-# emulator (tools/pkcs11-delay, P11DELAY_US per cryptographic call, default 2000), then per
+# Starts `scripts/cluster.sh start DIR 2` (its default: each replica on its own SoftHSM2 token,
+# enrolled in one domain; P11KMS_CLUSTER_KEY_STORAGE=token for one shared token) with every
+# token behind the network-HSM emulator (tools/pkcs11-delay, P11DELAY_US per cryptographic
+# call, default 2000; the ceremony's calls go through it too), then per
 # round: `p11kms bench` against replica 1 alone, then one bench per replica at once. It prints
 # each round's one-replica and two-replica req/s and their ratio, then the range over rounds.
 # The replicas' token calls wait on the emulated network, not the CPU, so two replicas
@@ -34,8 +36,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The emulator forwards to SoftHSM2; P11KMS_EMBEDDED_SOFTHSM lets cluster.sh make the shared
-# token through it, and the replicas then use that token as an external one.
+# The emulator forwards to SoftHSM2; P11KMS_EMBEDDED_SOFTHSM keeps each token embedded (made
+# and managed by p11kms under the replica's data directory) with the emulator in front.
 mapfile -t replicas < <(
     P11KMS_EMBEDDED_SOFTHSM=1 P11KMS_PKCS11_MODULE="$EMULATOR" P11DELAY_MODULE="$SOFTHSM" \
         P11DELAY_US="$DELAY_US" P11KMS_SESSION_POOL_SIZE="$POOL" \
