@@ -33,6 +33,26 @@ pub(super) const MIGRATION: &str = "
     CREATE INDEX wrapped_by_domain_key ON wrapped_materials (domain_key_id, material_id);
 ";
 
+/// Migration 6: a domain key may be `pending`, at most one at a time. SQLite cannot alter
+/// a CHECK constraint, so the table is rebuilt; foreign-key checks are deferred to the
+/// commit, when `wrapped_materials` references the rebuilt table's same rows.
+pub(super) const PENDING_MIGRATION: &str = "
+    PRAGMA defer_foreign_keys = ON;
+    CREATE TABLE domain_keys_previous AS SELECT id, state, created_at FROM domain_keys;
+    DROP TABLE domain_keys;
+    CREATE TABLE domain_keys (
+        id         TEXT NOT NULL PRIMARY KEY,
+        state      TEXT NOT NULL
+                   CHECK (state IN ('pending', 'active', 'retiring', 'retired')),
+        created_at REAL NOT NULL
+    ) STRICT;
+    INSERT INTO domain_keys (id, state, created_at)
+        SELECT id, state, created_at FROM domain_keys_previous;
+    DROP TABLE domain_keys_previous;
+    CREATE UNIQUE INDEX domain_keys_one_active ON domain_keys (state) WHERE state = 'active';
+    CREATE UNIQUE INDEX domain_keys_one_pending ON domain_keys (state) WHERE state = 'pending';
+";
+
 const WRAPPED_COLUMNS: &str = "material_id, key_id, kind, domain_key_id, mechanism, blob, public";
 
 type WrappedRow = (String, String, String, String, i64, Vec<u8>, Vec<u8>);
@@ -139,6 +159,34 @@ pub(super) fn begin_domain_rotation(
         params![new.id.to_hex(), new.created],
     )
     .map_err(db_err)?;
+    tx.commit().map_err(db_err)?;
+    Ok(true)
+}
+
+pub(super) fn activate_domain_key(
+    conn: &mut Connection,
+    old: &DomainKeyId,
+    new: &DomainKeyId,
+) -> StoreResult<bool> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let demoted = tx
+        .execute(
+            "UPDATE domain_keys SET state = 'retiring' WHERE id = ?1 AND state = 'active'",
+            params![old.to_hex()],
+        )
+        .map_err(db_err)?;
+    let promoted = tx
+        .execute(
+            "UPDATE domain_keys SET state = 'active' WHERE id = ?1 AND state = 'pending'",
+            params![new.to_hex()],
+        )
+        .map_err(db_err)?;
+    if demoted == 0 || promoted == 0 {
+        tx.rollback().map_err(db_err)?;
+        return Ok(false);
+    }
     tx.commit().map_err(db_err)?;
     Ok(true)
 }
