@@ -302,3 +302,49 @@ pub(super) fn delete_wrapped_material(conn: &Connection, material: &MaterialId) 
         .map_err(db_err)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{Connection, OptionalExtension};
+
+    #[test]
+    fn the_pending_migration_keeps_the_rows_and_the_foreign_key() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        for sql in &super::super::MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        conn.execute_batch(
+            "INSERT INTO domain_keys VALUES ('aa', 'active', 1.0), ('bb', 'retired', 0.5);
+             INSERT INTO wrapped_materials VALUES ('m1', 'k1', 'aes', 'aa', 8458, x'00', x'');",
+        )
+        .unwrap();
+        super::super::migrate(&mut conn).unwrap();
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM domain_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 2);
+        conn.execute("INSERT INTO domain_keys VALUES ('cc', 'pending', 2.0)", [])
+            .unwrap();
+        // One pending key at most; no unknown state.
+        assert!(conn
+            .execute("INSERT INTO domain_keys VALUES ('dd', 'pending', 2.0)", [])
+            .is_err());
+        assert!(conn
+            .execute("INSERT INTO domain_keys VALUES ('ee', 'bogus', 2.0)", [])
+            .is_err());
+        // wrapped_materials still references the rebuilt table.
+        assert!(conn
+            .execute(
+                "INSERT INTO wrapped_materials VALUES ('m2', 'k1', 'aes', 'zz', 8458, x'00', x'')",
+                [],
+            )
+            .is_err());
+        let violation = conn
+            .query_row("PRAGMA foreign_key_check", [], |_| Ok(()))
+            .optional()
+            .unwrap();
+        assert!(violation.is_none());
+    }
+}
