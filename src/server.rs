@@ -333,8 +333,8 @@ pub fn domain_admin(config: &Config, action: DomainAction) -> Result<String, Str
         DomainAction::Create => {
             crate::kms::domain::create_domain_key(store.as_ref(), &hsm).map(|id| format!("{id}\n"))
         }
-        DomainAction::PrepareRotation => {
-            crate::kms::domain::prepare_rotation(store.as_ref(), &hsm).map(|prepared| {
+        DomainAction::PrepareRotation => crate::kms::domain::prepare_rotation(store.as_ref(), &hsm)
+            .map(|prepared| {
                 let mut out = format!("pending {}\nactive {}\n", prepared.pending, prepared.active);
                 for member in &prepared.to_enrol {
                     out.push_str(&format!(
@@ -344,8 +344,7 @@ pub fn domain_admin(config: &Config, action: DomainAction) -> Result<String, Str
                     ));
                 }
                 out
-            })
-        }
+            }),
         DomainAction::Rotate | DomainAction::ActivateRotation => {
             // Rewrapping needs the domain-mode handle cache of the HSM.
             let materials = crate::kms::domain::StoreMaterials(store.clone());

@@ -457,7 +457,10 @@ async fn rotate_two_tokens_under_load(store: SharedStore, work: &Path) {
     }
     let failures = load.failures.lock().unwrap().clone();
     let requests = load.requests.load(Ordering::Relaxed);
-    eprintln!("{requests} requests during the rotation, {} failed", failures.len());
+    eprintln!(
+        "{requests} requests during the rotation, {} failed",
+        failures.len()
+    );
     assert!(
         failures.is_empty(),
         "{} of {requests} requests failed: {:#?}",
@@ -473,10 +476,7 @@ async fn rotate_two_tokens_under_load(store: SharedStore, work: &Path) {
             decrypt_to(kms, ct, MESSAGE).await.unwrap();
         }
         // Keys made after the activation, and those made before, are under the new key.
-        assert_eq!(
-            wrapping_key(kms, shared.as_ref(), &after[g]).await,
-            new_id
-        );
+        assert_eq!(wrapping_key(kms, shared.as_ref(), &after[g]).await, new_id);
         assert_eq!(
             wrapping_key(kms, shared.as_ref(), &fixture.symmetric[g]).await,
             new_id
@@ -541,9 +541,13 @@ async fn a_domain_key_missing_from_the_token_is_a_typed_error_after_one_refind()
     let store = SharedStore::Sqlite(work.path().join("shared.sqlite"));
     let srv = gateway(&dir, &store);
     let kms = srv.client();
-    let before = create(&kms, KeySpec::SymmetricDefault, KeyUsageType::EncryptDecrypt)
-        .await
-        .unwrap();
+    let before = create(
+        &kms,
+        KeySpec::SymmetricDefault,
+        KeyUsageType::EncryptDecrypt,
+    )
+    .await
+    .unwrap();
     let ct = encrypt_with(&kms, &before, MESSAGE).await.unwrap();
 
     // Activate, in the store only, a domain key no token holds.
@@ -565,10 +569,7 @@ async fn a_domain_key_missing_from_the_token_is_a_typed_error_after_one_refind()
         .unwrap());
     assert!(shared.activate_domain_key(&active, &absent).unwrap());
 
-    let err = expect_error(
-        kms.create_key().send().await,
-        "KMSInvalidStateException",
-    );
+    let err = expect_error(kms.create_key().send().await, "KMSInvalidStateException");
     err.assert_message_contains(&absent.to_hex());
     assert_eq!(metric(&srv, "p11kms_domain_key_refinds_total").await, 1);
     expect_error(kms.create_key().send().await, "KMSInvalidStateException");
@@ -580,11 +581,19 @@ async fn a_domain_key_missing_from_the_token_is_a_typed_error_after_one_refind()
     // same gateway makes keys under it: no restart.
     put_domain_key(&dir, &absent);
     let client = &kms;
-    let made = poll_until(Duration::from_secs(15), Duration::from_millis(500), || async move {
-        create(client, KeySpec::SymmetricDefault, KeyUsageType::EncryptDecrypt)
+    let made = poll_until(
+        Duration::from_secs(15),
+        Duration::from_millis(500),
+        || async move {
+            create(
+                client,
+                KeySpec::SymmetricDefault,
+                KeyUsageType::EncryptDecrypt,
+            )
             .await
             .ok()
-    })
+        },
+    )
     .await
     .expect("CreateKey works once the token holds the domain key");
     assert_eq!(wrapping_key(&kms, shared.as_ref(), &made).await, absent);

@@ -563,7 +563,11 @@ impl Hsm {
 
     /// The handle of domain key `id` in `token`, found once per token generation;
     /// [`OpError::MissingDomainKey`] if the token does not show it.
-    fn domain_key_handle(&self, token: &Arc<Token>, id: &DomainKeyId) -> Result<ObjectHandle, OpError> {
+    fn domain_key_handle(
+        &self,
+        token: &Arc<Token>,
+        id: &DomainKeyId,
+    ) -> Result<ObjectHandle, OpError> {
         if let Some(handle) = token.domain_cache().domain_keys.get(id) {
             return Ok(*handle);
         }

@@ -146,9 +146,12 @@ fn record_this_token(
         enrolled_at: now_epoch(),
         enrolled_by: enrolled_by.into(),
     };
-    store
-        .insert_domain_member(&member)
-        .map_err(|e| format!("cannot record this token as a member of {id}: {}", e.chain()))?;
+    store.insert_domain_member(&member).map_err(|e| {
+        format!(
+            "cannot record this token as a member of {id}: {}",
+            e.chain()
+        )
+    })?;
     Ok(member)
 }
 
