@@ -14,7 +14,9 @@
 //!   token drops it with the sessions that owned its objects.
 //! - Rotation: [`Hsm::rewrap_material`] unwraps a blob under the old D into an extractable
 //!   session object and wraps it under the new one; the store writes each blob
-//!   conditionally.
+//!   conditionally. A D that another process put in the token while this library was
+//!   initialised is looked for again after one library recycle, at most once per
+//!   [`DOMAIN_KEY_REFIND_INTERVAL`] ([`Hsm::refinding_domain_keys`]).
 //!
 //! The cache relies on the module not handing out a destroyed object's handle to the next
 //! object at once (SoftHSM2's handle counter only grows): a request that read a handle
