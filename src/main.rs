@@ -68,12 +68,22 @@ enum DomainCommand {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Make a new domain key, rewrap every stored key material under it in the token,
-    /// then retire the old one. Prints the new id, the retired ids and the count.
+    /// Rotate the domain key. In a domain of several tokens: `--prepare` (a new key in
+    /// this token, recorded as pending), enrol it into every member with the ceremony
+    /// (`enrol --domain ID`, `join`), then `--activate` (refused while a recorded member
+    /// lacks it; then every stored key material is rewrapped under it and the old key is
+    /// retired). Without a flag: both in one step, only where this token is the domain's
+    /// only recorded member. Prints the new id, the retired ids and the count.
     Rotate {
         /// TOML configuration file; P11KMS_* environment variables override it.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Stage one: make the new domain key in this token and record it as pending.
+        #[arg(long, conflicts_with = "activate")]
+        prepare: bool,
+        /// Stage two: switch to the pending key, rewrap every material, retire the old key.
+        #[arg(long)]
+        activate: bool,
     },
     #[command(flatten)]
     Ceremony(p11kms::cli::domain_ceremony::CeremonyCommand),
@@ -115,8 +125,17 @@ fn main() -> ExitCode {
             DomainCommand::Create { config } => {
                 domain(config, p11kms::server::DomainAction::Create)
             }
-            DomainCommand::Rotate { config } => {
-                domain(config, p11kms::server::DomainAction::Rotate)
+            DomainCommand::Rotate {
+                config,
+                prepare,
+                activate,
+            } => {
+                let action = match (prepare, activate) {
+                    (true, _) => p11kms::server::DomainAction::PrepareRotation,
+                    (_, true) => p11kms::server::DomainAction::ActivateRotation,
+                    _ => p11kms::server::DomainAction::Rotate,
+                };
+                domain(config, action)
             }
             DomainCommand::Ceremony(command) => p11kms::cli::domain_ceremony::run(command),
         },

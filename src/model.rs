@@ -392,11 +392,13 @@ impl FromStr for DomainKeyId {
     }
 }
 
-/// A domain key's place in its life: `active` wraps new material (at most one is);
-/// `retiring` was active until a rotation began and still opens blobs not yet rewrapped;
-/// `retired` wraps nothing any more.
+/// A domain key's place in its life: `pending` was made for a rotation and is being
+/// enrolled into the domain's tokens, but wraps nothing yet (at most one is); `active`
+/// wraps new material (at most one is); `retiring` was active until a rotation began and
+/// still opens blobs not yet rewrapped; `retired` wraps nothing any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DomainKeyState {
+    Pending,
     Active,
     Retiring,
     Retired,
@@ -405,6 +407,7 @@ pub enum DomainKeyState {
 impl DomainKeyState {
     pub fn as_str(self) -> &'static str {
         match self {
+            DomainKeyState::Pending => "pending",
             DomainKeyState::Active => "active",
             DomainKeyState::Retiring => "retiring",
             DomainKeyState::Retired => "retired",
@@ -412,6 +415,7 @@ impl DomainKeyState {
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
+            "pending" => Some(DomainKeyState::Pending),
             "active" => Some(DomainKeyState::Active),
             "retiring" => Some(DomainKeyState::Retiring),
             "retired" => Some(DomainKeyState::Retired),

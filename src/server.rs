@@ -299,10 +299,15 @@ pub(crate) fn resolve_hsm(config: &Config) -> Result<HsmTarget, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DomainAction {
     Create,
+    /// The one-step rotation (a domain whose only member is this token).
     Rotate,
+    /// Stage one of a rotation: a new key in this token, recorded `pending`.
+    PrepareRotation,
+    /// Stage two: switch to the pending key once every member holds it, rewrap, retire.
+    ActivateRotation,
 }
 
-/// `p11kms domain create|rotate`: opens the configured token and store (as `serve` does)
+/// `p11kms domain create|rotate [--prepare|--activate]`: opens the configured token and store (as `serve` does)
 /// and creates or rotates the domain key. Returns what to print.
 ///
 /// Runs before any thread is started, like `prepare` (it may export `SOFTHSM2_CONF`).
@@ -328,11 +333,27 @@ pub fn domain_admin(config: &Config, action: DomainAction) -> Result<String, Str
         DomainAction::Create => {
             crate::kms::domain::create_domain_key(store.as_ref(), &hsm).map(|id| format!("{id}\n"))
         }
-        DomainAction::Rotate => {
+        DomainAction::PrepareRotation => crate::kms::domain::prepare_rotation(store.as_ref(), &hsm)
+            .map(|prepared| {
+                let mut out = format!("pending {}\nactive {}\n", prepared.pending, prepared.active);
+                for member in &prepared.to_enrol {
+                    out.push_str(&format!(
+                        "enrol {} into {}\n",
+                        prepared.pending,
+                        crate::kms::domain::describe_member(member)
+                    ));
+                }
+                out
+            }),
+        DomainAction::Rotate | DomainAction::ActivateRotation => {
             // Rewrapping needs the domain-mode handle cache of the HSM.
             let materials = crate::kms::domain::StoreMaterials(store.clone());
             hsm.enable_domain_mode(Arc::new(materials), 2)?;
-            crate::kms::domain::rotate_domain_key(store.as_ref(), &hsm).map(|report| {
+            let report = match action {
+                DomainAction::Rotate => crate::kms::domain::rotate_domain_key(store.as_ref(), &hsm),
+                _ => crate::kms::domain::activate_rotation(store.as_ref(), &hsm),
+            };
+            report.map(|report| {
                 let retired: Vec<String> = report.retired.iter().map(|k| k.to_hex()).collect();
                 format!(
                     "active {}\nretired {}\nrewrapped {}\n",

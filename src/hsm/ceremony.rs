@@ -256,7 +256,7 @@ fn with_token<T>(
     result
 }
 
-fn identity(pkcs11: &Pkcs11, slot: Slot) -> Result<TokenIdentity, String> {
+pub(super) fn identity(pkcs11: &Pkcs11, slot: Slot) -> Result<TokenIdentity, String> {
     let info = pkcs11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
     Ok(TokenIdentity {
         label: info.label().trim_end().to_string(),

@@ -14,7 +14,9 @@
 //!   token drops it with the sessions that owned its objects.
 //! - Rotation: [`Hsm::rewrap_material`] unwraps a blob under the old D into an extractable
 //!   session object and wraps it under the new one; the store writes each blob
-//!   conditionally.
+//!   conditionally. A D that another process put in the token while this library was
+//!   initialised is looked for again after one library recycle, at most once per
+//!   [`DOMAIN_KEY_REFIND_INTERVAL`] ([`Hsm::refinding_domain_keys`]).
 //!
 //! The cache relies on the module not handing out a destroyed object's handle to the next
 //! object at once (SoftHSM2's handle counter only grows): a request that read a handle
@@ -23,7 +25,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -37,6 +40,12 @@ use super::{
 };
 use crate::error::KmsError;
 use crate::model::{DomainKeyId, KeyId, MaterialId, WrappedKind, WrappedMaterial};
+
+/// The least time between two library reinitialisations to find a domain key the token
+/// does not show (metric `p11kms_domain_key_refinds_total`). A key that is really absent
+/// (a token not enrolled in a new domain key) costs one reinitialisation per interval,
+/// and its requests fail in between.
+pub const DOMAIN_KEY_REFIND_INTERVAL: Duration = Duration::from_secs(5);
 
 /// `CKA_LABEL` of every domain key.
 pub const DOMAIN_KEY_LABEL: &str = "p11kms-domain";
@@ -111,6 +120,9 @@ pub(super) struct DomainMode {
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
+    /// When the library was last reinitialised to find a domain key.
+    last_refind: Mutex<Option<Instant>>,
+    refinds: AtomicU64,
 }
 
 /// The cache's counters, for metrics.
@@ -119,6 +131,8 @@ pub struct DomainCacheStats {
     pub hits: u64,
     pub misses: u64,
     pub evictions: u64,
+    /// Library reinitialisations to find a domain key (see [`DOMAIN_KEY_REFIND_INTERVAL`]).
+    pub key_refinds: u64,
     /// Session objects the cache holds now (a key pair counts two).
     pub size: usize,
     pub capacity: usize,
@@ -242,6 +256,8 @@ impl Hsm {
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
+                last_refind: Mutex::new(None),
+                refinds: AtomicU64::new(0),
             })
             .map_err(|_| "domain mode was enabled twice".to_string())
     }
@@ -258,6 +274,7 @@ impl Hsm {
             hits: mode.hits.load(Ordering::Relaxed),
             misses: mode.misses.load(Ordering::Relaxed),
             evictions: mode.evictions.load(Ordering::Relaxed),
+            key_refinds: mode.refinds.load(Ordering::Relaxed),
             size,
             capacity: mode.capacity,
         })
@@ -293,6 +310,12 @@ impl Hsm {
         made.map_err(KmsError::from)
     }
 
+    /// The token's identity as `C_GetTokenInfo` gives it (for the membership record).
+    pub fn token_identity(&self) -> Result<super::ceremony::TokenIdentity, String> {
+        let token = self.token().map_err(|e| e.to_string())?;
+        super::ceremony::identity(&token.pkcs11, token.slot)
+    }
+
     /// Whether the token holds the domain key `id`.
     pub fn has_domain_key(&self, id: &DomainKeyId) -> Result<bool, KmsError> {
         let found = self.with_session(|_, s| Ok(find_domain_key(s.raw(), &id.0)?))?;
@@ -311,8 +334,14 @@ impl Hsm {
         spec: MaterialSpec,
     ) -> Result<(), KmsError> {
         for _ in 0..3 {
+            // Read each time: a rotation activated by another process takes effect on the
+            // next key made here.
             let active = mode.source.active_domain_key()?;
-            let wrapped = self.generate_wrapped(mode, key_id, material, spec, &active)?;
+            let wrapped = self
+                .refinding_domain_keys(|| {
+                    self.generate_wrapped(mode, key_id, material, spec, &active)
+                })
+                .map_err(OpError::into_kms)?;
             if mode.source.save(&wrapped)? {
                 return Ok(());
             }
@@ -330,8 +359,8 @@ impl Hsm {
         material: &MaterialId,
         spec: MaterialSpec,
         domain_key: &DomainKeyId,
-    ) -> Result<WrappedMaterial, KmsError> {
-        let token = self.token()?;
+    ) -> Result<WrappedMaterial, OpError> {
+        let token = self.token().map_err(OpError::Kms)?;
         let d = self.domain_key_handle(&token, domain_key)?;
         let wwt = mode.wrap_with_trusted;
         let kwp = Mechanism::AesKeyWrapPad;
@@ -362,7 +391,7 @@ impl Hsm {
                     let key = SessionObject::new(s, s.generate_key(&mechanism, &template)?);
                     Ok(s.wrap_key(&kwp, d, key.handle)?)
                 });
-                (kind, blob.map_err(OpError::into_kms)?, Vec::new())
+                (kind, blob?, Vec::new())
             }
             MaterialSpec::Pair(pair, usage) => {
                 let kind = match (pair, usage) {
@@ -387,7 +416,8 @@ impl Hsm {
                     let priv_object = SessionObject::new(s, priv_handle);
                     let blob = s.wrap_key(&kwp, d, priv_object.handle)?;
                     Ok((blob, encode_public(&read_public(s, pub_object.handle)?)))
-                })??;
+                });
+                let made = made.map_err(OpError::Kms)?.map_err(OpError::Hsm)?;
                 (kind, made.0, made.1)
             }
         };
@@ -412,25 +442,26 @@ impl Hsm {
         token: &Arc<Token>,
         material: &MaterialId,
         half: Half,
-    ) -> Result<ObjectHandle, KmsError> {
+    ) -> Result<ObjectHandle, OpError> {
         let slot = (*material, half);
         if let Some(handle) = token.domain_cache().get(&slot) {
             mode.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(handle);
         }
         mode.misses.fetch_add(1, Ordering::Relaxed);
-        let wrapped = mode.source.load(material)?.ok_or_else(|| {
-            KmsError::HsmUnavailable(
+        let wrapped = mode.source.load(material).map_err(OpError::Kms)?;
+        let wrapped = wrapped.ok_or_else(|| {
+            OpError::Kms(KmsError::HsmUnavailable(
                 HsmError::gateway(
                     "C_UnwrapKey",
                     &format!("no wrapped material {material} in the store"),
                     Scope::Object,
                 )
                 .failure(),
-            )
+            ))
         })?;
         let template = match half {
-            Half::Public => public_template(&wrapped)?,
+            Half::Public => public_template(&wrapped).map_err(OpError::Kms)?,
             Half::Secret | Half::Private => {
                 let mut template = usage_attributes(wrapped.kind);
                 template.push(Attribute::Extractable(false));
@@ -454,7 +485,9 @@ impl Hsm {
                 None => s.create_object(&template).map_err(OpError::from),
             },
         );
-        let handle = outer_kms_error(made)?.map_err(KmsError::from)?;
+        let handle = outer_kms_error(made)
+            .map_err(OpError::Kms)?
+            .map_err(OpError::Hsm)?;
         let (kept, discard) = token.domain_cache().insert(slot, handle, mode.capacity);
         if kept == handle {
             // Otherwise `discard` is only our own object: another request cached it first.
@@ -530,28 +563,61 @@ impl Hsm {
         Err(KmsError::HsmUnavailable(failure.failure()))
     }
 
-    /// The handle of domain key `id` in `token`, found once per token generation.
+    /// The handle of domain key `id` in `token`, found once per token generation;
+    /// [`OpError::MissingDomainKey`] if the token does not show it.
     fn domain_key_handle(
         &self,
         token: &Arc<Token>,
         id: &DomainKeyId,
-    ) -> Result<ObjectHandle, KmsError> {
+    ) -> Result<ObjectHandle, OpError> {
         if let Some(handle) = token.domain_cache().domain_keys.get(id) {
             return Ok(*handle);
         }
         let found = self.on_token_with(token, |s| Ok(find_domain_key(s.raw(), &id.0)?))?;
-        let handle = found.ok_or_else(|| {
-            KmsError::HsmUnavailable(
-                HsmError::gateway(
-                    "C_FindObjects",
-                    &format!("domain key {id} is not in the token"),
-                    Scope::Token,
-                )
-                .failure(),
-            )
-        })?;
+        let handle = found.ok_or(OpError::MissingDomainKey(*id))?;
         token.domain_cache().domain_keys.insert(*id, handle);
         Ok(handle)
+    }
+
+    /// Runs `run`; if it met a domain key the token does not show, reinitialises the
+    /// library once and runs it again. SoftHSM2 does not reliably show an initialised
+    /// library the token objects another process made (design §3): a domain key made by
+    /// `p11kms domain rotate --prepare` or brought in by `join` while this gateway runs.
+    /// `run` must take the token itself (not hold one across the call): the recycle waits
+    /// for every holder. Rate-limited to one reinitialisation per
+    /// [`DOMAIN_KEY_REFIND_INTERVAL`]; requests that failed before a reinitialisation
+    /// another request ran are retried without one.
+    pub(super) fn refinding_domain_keys<T>(
+        &self,
+        mut run: impl FnMut() -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
+        let started = Instant::now();
+        match run() {
+            Err(OpError::MissingDomainKey(id)) => match self.domain.get() {
+                Some(mode) if self.refind_domain_keys(mode, &id, started) => run(),
+                _ => Err(OpError::MissingDomainKey(id)),
+            },
+            other => other,
+        }
+    }
+
+    /// Whether the library was reinitialised after `started` (by this call or another).
+    fn refind_domain_keys(&self, mode: &DomainMode, id: &DomainKeyId, started: Instant) -> bool {
+        let mut last = mode.last_refind.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = *last {
+            if at >= started {
+                return true;
+            }
+            if at.elapsed() < DOMAIN_KEY_REFIND_INTERVAL {
+                tracing::warn!(domain_key = %id, "domain key still not in the token");
+                return false;
+            }
+        }
+        tracing::warn!(domain_key = %id, "domain key not in the token; reinitialising the PKCS#11 library to see the token's objects again");
+        self.recycle();
+        mode.refinds.fetch_add(1, Ordering::Relaxed);
+        *last = Some(Instant::now());
+        true
     }
 
     // === rotation ===
@@ -569,8 +635,12 @@ impl Hsm {
             .get()
             .ok_or_else(|| KmsError::Internal("domain mode is off".into()))?;
         let token = self.token()?;
-        let from = self.domain_key_handle(&token, &wrapped.domain_key_id)?;
-        let to = self.domain_key_handle(&token, to)?;
+        let from = self
+            .domain_key_handle(&token, &wrapped.domain_key_id)
+            .map_err(OpError::into_kms)?;
+        let to = self
+            .domain_key_handle(&token, to)
+            .map_err(OpError::into_kms)?;
         let mut template = usage_attributes(wrapped.kind);
         template.extend(wrappable(mode.wrap_with_trusted));
         let kwp = Mechanism::AesKeyWrapPad;
@@ -580,6 +650,17 @@ impl Hsm {
         })
         .map_err(OpError::into_kms)
     }
+}
+
+/// What a request meets when its key's blob names a domain key this replica's token does
+/// not hold, even after a reinitialisation: `KMSInvalidStateException`, which AWS uses for
+/// a key in a custom key store that its HSMs cannot serve. The message names the domain key
+/// (an identifier, not a secret) and what to do.
+pub(super) fn missing_domain_key(id: &DomainKeyId) -> KmsError {
+    KmsError::InvalidState(format!(
+        "the domain key {id} that wraps this key's material is not in this replica's HSM \
+         token; enrol the token in it (p11kms domain enrol --domain {id})"
+    ))
 }
 
 impl Token {

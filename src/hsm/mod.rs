@@ -630,28 +630,31 @@ impl Hsm {
         objects: [(&MaterialId, Half); N],
         op: impl Fn(&TimedSession<'_>, [ObjectHandle; N]) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
-        let token = self.token().map_err(OpError::Kms)?;
-        let handles = |token: &Arc<Token>| -> Result<[ObjectHandle; N], OpError> {
-            let found = objects
-                .iter()
-                .map(|(material, half)| self.object_handle(token, material, *half))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(OpError::Kms)?;
-            <[ObjectHandle; N]>::try_from(found)
-                .map_err(|_| OpError::Kms(KmsError::Internal("object handle count".into())))
-        };
-        let first = handles(&token)?;
-        match self.on_token(&token, |s| op(s, first)) {
-            Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope == Scope::Object => {
-                if self.domain.get().is_some() {
-                    let slots = objects.map(|(material, half)| (*material, half));
-                    self.forget_domain_handles(&token, &slots);
+        // The token is taken inside, so that a library recycle to find a new domain key
+        // (which waits for every holder of the token) can run between the two attempts.
+        self.refinding_domain_keys(|| {
+            let token = self.token().map_err(OpError::Kms)?;
+            let handles = |token: &Arc<Token>| -> Result<[ObjectHandle; N], OpError> {
+                let found = objects
+                    .iter()
+                    .map(|(material, half)| self.object_handle(token, material, *half))
+                    .collect::<Result<Vec<_>, _>>()?;
+                <[ObjectHandle; N]>::try_from(found)
+                    .map_err(|_| OpError::Kms(KmsError::Internal("object handle count".into())))
+            };
+            let first = handles(&token)?;
+            match self.on_token(&token, |s| op(s, first)) {
+                Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope == Scope::Object => {
+                    if self.domain.get().is_some() {
+                        let slots = objects.map(|(material, half)| (*material, half));
+                        self.forget_domain_handles(&token, &slots);
+                    }
+                    let again = handles(&token)?;
+                    self.on_token(&token, |s| op(s, again))
                 }
-                let again = handles(&token)?;
-                self.on_token(&token, |s| op(s, again))
+                other => other,
             }
-            other => other,
-        }
+        })
     }
 
     /// The cached handle of a material object, found by `CKA_ID` and class on first use.
@@ -660,10 +663,21 @@ impl Hsm {
         token: &Arc<Token>,
         material: &MaterialId,
         half: Half,
-    ) -> Result<ObjectHandle, KmsError> {
+    ) -> Result<ObjectHandle, OpError> {
         if let Some(mode) = self.domain.get() {
             return self.domain_handle(mode, token, material, half);
         }
+        self.token_object_handle(token, material, half)
+            .map_err(OpError::Kms)
+    }
+
+    /// [`Hsm::object_handle`] in token mode.
+    fn token_object_handle(
+        &self,
+        token: &Arc<Token>,
+        material: &MaterialId,
+        half: Half,
+    ) -> Result<ObjectHandle, KmsError> {
         if let Some(handle) = token.materials_read().get(&(*material, half)) {
             return Ok(*handle);
         }
@@ -733,6 +747,7 @@ impl Hsm {
 fn outer_kms_error<T>(result: Result<T, OpError>) -> Result<Result<T, HsmError>, KmsError> {
     match result {
         Err(OpError::Kms(e)) => Err(e),
+        Err(OpError::MissingDomainKey(id)) => Err(domain::missing_domain_key(&id)),
         other => Ok(flatten_op_error(other)),
     }
 }
@@ -748,6 +763,11 @@ fn flatten_op_error<T>(result: Result<T, OpError>) -> Result<T, HsmError> {
             Scope::Data,
         )),
         Err(OpError::Kms(_)) => Err(HsmError::gateway("pool", "unavailable", Scope::Token)),
+        Err(OpError::MissingDomainKey(id)) => Err(HsmError::gateway(
+            "C_FindObjects",
+            &format!("domain key {id} is not in the token"),
+            Scope::Data,
+        )),
     }
 }
 
@@ -766,6 +786,9 @@ enum OpError {
     /// The module rejected client-supplied data (wrong context, tampered blob).
     BadData(HsmError),
     Kms(KmsError),
+    /// A blob names a domain key this token generation cannot find (see
+    /// [`Hsm::refinding_domain_keys`]).
+    MissingDomainKey(crate::model::DomainKeyId),
 }
 
 impl From<CkError> for OpError {
@@ -786,6 +809,7 @@ impl OpError {
             OpError::Hsm(e) => e.into(),
             OpError::BadData(e) => e.into_ciphertext_error(),
             OpError::Kms(e) => e,
+            OpError::MissingDomainKey(id) => domain::missing_domain_key(&id),
         }
     }
 }

@@ -160,7 +160,8 @@ impl Hsm {
     /// finish (new ones wait in `wait_for_recycle`), then `C_Finalize` and open it again.
     /// If requests still hold it after the session deadline, it goes back into service
     /// and the recycle is tried again later. One thread recycles; the others carry on.
-    fn recycle(&self) {
+    /// Also run to find a domain key another process put in the token (see `domain`).
+    pub(super) fn recycle(&self) {
         {
             let mut busy = self.recycling.lock().unwrap_or_else(|p| p.into_inner());
             if *busy {

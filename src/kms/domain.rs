@@ -1,5 +1,11 @@
 //! Domain-key mode's service side: the store behind the HSM's wrapped materials, start-up
-//! checks, and the `p11kms domain create` / `rotate` commands.
+//! checks, and the `p11kms domain create` / `rotate [--prepare | --activate]` commands.
+//!
+//! A rotation in a domain of several tokens has two stages: `--prepare` makes the new key
+//! in this token and records it `pending` (it wraps nothing yet); the ceremony enrols it
+//! into every other member; `--activate` checks the membership record (every member of the
+//! old key holds the new one), then switches, rewraps every blob and retires the old key.
+//! The one-step `rotate` is kept for a domain whose only recorded member is this token.
 
 use std::sync::Arc;
 
@@ -10,7 +16,7 @@ use crate::hsm::Hsm;
 use crate::model::{
     now_epoch, DomainKeyId, DomainKeyRecord, DomainKeyState, MaterialId, WrappedMaterial,
 };
-use crate::store::MetadataStore;
+use crate::store::{DomainMember, MetadataStore};
 
 /// Blobs rewrapped per store page during a rotation.
 const ROTATION_PAGE: usize = 500;
@@ -100,6 +106,216 @@ pub fn create_domain_key(store: &dyn MetadataStore, hsm: &Hsm) -> Result<DomainK
     Ok(id)
 }
 
+/// How the store records a token: by manufacturer, model and serial (as the ceremony does).
+fn member_identity(m: &DomainMember) -> (&str, &str, &str) {
+    (&m.token_manufacturer, &m.token_model, &m.token_serial)
+}
+
+/// A member as operators read it.
+pub fn describe_member(m: &DomainMember) -> String {
+    format!(
+        "'{}' ({} {}, serial {})",
+        m.token_label, m.token_manufacturer, m.token_model, m.token_serial
+    )
+}
+
+fn members_of(store: &dyn MetadataStore, id: &DomainKeyId) -> Result<Vec<DomainMember>, String> {
+    store
+        .domain_members(Some(&id.to_hex()))
+        .map_err(|e| format!("cannot read the domain members: {}", e.chain()))
+}
+
+/// Records this process's token as a member of domain key `id` (once: a recorded token
+/// keeps its first row); returns the record.
+fn record_this_token(
+    store: &dyn MetadataStore,
+    hsm: &Hsm,
+    id: &DomainKeyId,
+    enrolled_by: &str,
+) -> Result<DomainMember, String> {
+    let token = hsm
+        .token_identity()
+        .map_err(|e| format!("cannot read the token's identity: {e}"))?;
+    let member = DomainMember {
+        domain_id: id.to_hex(),
+        token_label: token.label,
+        token_manufacturer: token.manufacturer,
+        token_model: token.model,
+        token_serial: token.serial,
+        transport_fingerprint: None,
+        enrolled_at: now_epoch(),
+        enrolled_by: enrolled_by.into(),
+    };
+    store.insert_domain_member(&member).map_err(|e| {
+        format!(
+            "cannot record this token as a member of {id}: {}",
+            e.chain()
+        )
+    })?;
+    Ok(member)
+}
+
+/// The recorded members of `old` that are not recorded as members of `new`.
+pub fn members_lacking(
+    store: &dyn MetadataStore,
+    old: &DomainKeyId,
+    new: &DomainKeyId,
+) -> Result<Vec<DomainMember>, String> {
+    let holders = members_of(store, new)?;
+    Ok(members_of(store, old)?
+        .into_iter()
+        .filter(|m| {
+            !holders
+                .iter()
+                .any(|h| member_identity(h) == member_identity(m))
+        })
+        .collect())
+}
+
+fn list_members(members: &[DomainMember]) -> String {
+    members
+        .iter()
+        .map(describe_member)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn keys_in(keys: &[DomainKeyRecord], state: DomainKeyState) -> Vec<DomainKeyId> {
+    keys.iter()
+        .filter(|k| k.state == state)
+        .map(|k| k.id)
+        .collect()
+}
+
+fn read_domain_keys(store: &dyn MetadataStore) -> Result<Vec<DomainKeyRecord>, String> {
+    store
+        .domain_keys()
+        .map_err(|e| format!("cannot read the domain keys: {}", e.chain()))
+}
+
+/// What `rotate --prepare` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedRotation {
+    pub pending: DomainKeyId,
+    pub active: DomainKeyId,
+    /// Recorded members of the active key that must be enrolled in the pending one
+    /// before `--activate`.
+    pub to_enrol: Vec<DomainMember>,
+}
+
+/// Stage one of a rotation: a new domain key in this token, recorded `pending` (it wraps
+/// nothing yet), and this token recorded as a member of both keys. Refused while another
+/// rotation is prepared or unfinished, or when this token lacks the active key.
+pub fn prepare_rotation(store: &dyn MetadataStore, hsm: &Hsm) -> Result<PreparedRotation, String> {
+    let keys = read_domain_keys(store)?;
+    let active = *keys_in(&keys, DomainKeyState::Active)
+        .first()
+        .ok_or("the store names no active domain key; run `p11kms domain create`")?;
+    if let Some(pending) = keys_in(&keys, DomainKeyState::Pending).first() {
+        return Err(format!(
+            "domain key {pending} is already pending: enrol it into every member token \
+             (`p11kms domain enrol --domain {pending}`), then run `p11kms domain rotate --activate`"
+        ));
+    }
+    let retiring = keys_in(&keys, DomainKeyState::Retiring);
+    if !retiring.is_empty() {
+        return Err(format!(
+            "a rotation is unfinished (retiring: {}); finish it with `p11kms domain rotate \
+             --activate` first",
+            retiring
+                .iter()
+                .map(|k| k.to_hex())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !hsm
+        .has_domain_key(&active)
+        .map_err(|e| format!("cannot look for the active domain key: {e}"))?
+    {
+        return Err(format!(
+            "this token does not hold the active domain key {active}; prepare the rotation \
+             on a member of the domain"
+        ));
+    }
+    let pending = DomainKeyId::new_random();
+    hsm.create_domain_key(&pending)
+        .map_err(|e| format!("cannot create the new domain key in the token: {e}"))?;
+    let record = DomainKeyRecord {
+        id: pending,
+        state: DomainKeyState::Pending,
+        created: now_epoch(),
+    };
+    if !store
+        .insert_domain_key(&record)
+        .map_err(|e| format!("cannot record the new domain key: {}", e.chain()))?
+    {
+        return Err(format!(
+            "another rotation was prepared meanwhile; the new key {pending} in this token is \
+             unused"
+        ));
+    }
+    // The domain's first token may never have been recorded (no enrolment yet).
+    record_this_token(store, hsm, &active, "holder")?;
+    record_this_token(store, hsm, &pending, "holder")?;
+    tracing::info!(%active, %pending, "domain key rotation prepared");
+    Ok(PreparedRotation {
+        pending,
+        active,
+        to_enrol: members_lacking(store, &active, &pending)?,
+    })
+}
+
+/// Stage two: refused unless every recorded member of the active key is recorded as
+/// holding the pending one (the refusal names the missing members); then the pending key
+/// becomes active and the old one retiring (one conditional write), every blob is
+/// rewrapped and the old key retired. With nothing pending, finishes an interrupted
+/// rotation.
+pub fn activate_rotation(store: &dyn MetadataStore, hsm: &Hsm) -> Result<RotationReport, String> {
+    let keys = read_domain_keys(store)?;
+    let active = *keys_in(&keys, DomainKeyState::Active)
+        .first()
+        .ok_or("the store names no active domain key; run `p11kms domain create`")?;
+    let mut retiring = keys_in(&keys, DomainKeyState::Retiring);
+    let Some(&pending) = keys_in(&keys, DomainKeyState::Pending).first() else {
+        if retiring.is_empty() {
+            return Err(
+                "no rotation is prepared; run `p11kms domain rotate --prepare` first".into(),
+            );
+        }
+        tracing::info!(new = %active, "finishing an interrupted domain key rotation");
+        return finish_rotation(store, hsm, active, retiring);
+    };
+    let missing = members_lacking(store, &active, &pending)?;
+    if !missing.is_empty() {
+        return Err(format!(
+            "refusing to activate domain key {pending}: {} member(s) of the active domain key \
+             {active} do not hold it yet: {}; enrol it into each (`p11kms domain enrol \
+             --domain {pending}` on a holder, `join` on the member), then activate again",
+            missing.len(),
+            list_members(&missing)
+        ));
+    }
+    if !hsm
+        .has_domain_key(&pending)
+        .map_err(|e| format!("cannot look for the pending domain key: {e}"))?
+    {
+        return Err(format!(
+            "this token does not hold the pending domain key {pending}; activate on a member \
+             that does"
+        ));
+    }
+    if !store
+        .activate_domain_key(&active, &pending)
+        .map_err(|e| format!("cannot activate {pending}: {}", e.chain()))?
+    {
+        return Err("the domain keys changed meanwhile (another activation?); run again".into());
+    }
+    tracing::info!(old = %active, new = %pending, "domain key rotation activated");
+    retiring.push(active);
+    finish_rotation(store, hsm, pending, retiring)
+}
+
 /// What a domain-key rotation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationReport {
@@ -108,29 +324,56 @@ pub struct RotationReport {
     pub rewrapped: u64,
 }
 
-/// Rotates the domain key: a new D becomes active (new material is wrapped under it from
-/// then on), every blob under the old D is rewrapped under the new one in the token (one
-/// conditional write per blob), then the old D is marked retired. An interrupted rotation
-/// (a `retiring` key left) is finished instead of starting another. Blobs name the D that
-/// wrapped them, so every key works throughout.
+/// Rotates the domain key in one step, for a domain whose only recorded member is this
+/// token: a new D becomes active (new material is wrapped under it from then on), every
+/// blob under the old D is rewrapped under the new one in the token (one conditional write
+/// per blob), then the old D is marked retired. An interrupted rotation (a `retiring` key
+/// left) is finished instead of starting another. Blobs name the D that wrapped them, so
+/// every key works throughout. Refused when other tokens are recorded as members (they
+/// would not hold the new D) or a prepared rotation is pending.
 pub fn rotate_domain_key(store: &dyn MetadataStore, hsm: &Hsm) -> Result<RotationReport, String> {
-    let keys = store
-        .domain_keys()
-        .map_err(|e| format!("cannot read the domain keys: {}", e.chain()))?;
-    let active = keys
-        .iter()
-        .find(|k| k.state == DomainKeyState::Active)
-        .map(|k| k.id)
+    let keys = read_domain_keys(store)?;
+    let active = *keys_in(&keys, DomainKeyState::Active)
+        .first()
         .ok_or("the store names no active domain key; run `p11kms domain create`")?;
-    let mut retiring: Vec<DomainKeyId> = keys
-        .iter()
-        .filter(|k| k.state == DomainKeyState::Retiring)
-        .map(|k| k.id)
+    if let Some(pending) = keys_in(&keys, DomainKeyState::Pending).first() {
+        return Err(format!(
+            "domain key {pending} is pending (a prepared rotation); enrol it into every member \
+             and run `p11kms domain rotate --activate`"
+        ));
+    }
+    let retiring = keys_in(&keys, DomainKeyState::Retiring);
+    if !retiring.is_empty() {
+        tracing::info!(new = %active, "finishing an interrupted domain key rotation");
+        return finish_rotation(store, hsm, active, retiring);
+    }
+    let me = hsm
+        .token_identity()
+        .map_err(|e| format!("cannot read the token's identity: {e}"))?;
+    let others: Vec<DomainMember> = members_of(store, &active)?
+        .into_iter()
+        .filter(|m| {
+            member_identity(m)
+                != (
+                    me.manufacturer.as_str(),
+                    me.model.as_str(),
+                    me.serial.as_str(),
+                )
+        })
         .collect();
-    let new_key = if retiring.is_empty() {
+    if !others.is_empty() {
+        return Err(format!(
+            "domain key {active} has other members ({}): a one-step rotation would leave them \
+             unable to open any key. Run `p11kms domain rotate --prepare`, enrol the new key \
+             into each member, then `p11kms domain rotate --activate`",
+            list_members(&others)
+        ));
+    }
+    let new_key = {
         let new_key = DomainKeyId::new_random();
         hsm.create_domain_key(&new_key)
             .map_err(|e| format!("cannot create the new domain key in the token: {e}"))?;
+        record_this_token(store, hsm, &new_key, "holder")?;
         let record = DomainKeyRecord {
             id: new_key,
             state: DomainKeyState::Active,
@@ -143,12 +386,18 @@ pub fn rotate_domain_key(store: &dyn MetadataStore, hsm: &Hsm) -> Result<Rotatio
             return Err("another rotation started meanwhile".into());
         }
         tracing::info!(old = %active, new = %new_key, "domain key rotation started");
-        retiring.push(active);
         new_key
-    } else {
-        tracing::info!(new = %active, "finishing an interrupted domain key rotation");
-        active
     };
+    finish_rotation(store, hsm, new_key, vec![active])
+}
+
+/// Rewraps every blob under the `retiring` keys under `new_key` and retires them.
+fn finish_rotation(
+    store: &dyn MetadataStore,
+    hsm: &Hsm,
+    new_key: DomainKeyId,
+    retiring: Vec<DomainKeyId>,
+) -> Result<RotationReport, String> {
     let mut rewrapped = 0;
     for old in &retiring {
         // A blob stored just before the rotation began can commit after a page was read:

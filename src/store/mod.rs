@@ -321,8 +321,8 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     // === domain mode (`hsm.key_storage = "domain"`) ===
 
-    /// Records a domain key. An `active` one is recorded only if no domain key is active
-    /// yet (`false` otherwise): there is at most one.
+    /// Records a domain key. An `active` (or `pending`) one is recorded only if no domain
+    /// key is active (pending) yet (`false` otherwise): there is at most one of each.
     fn insert_domain_key(&self, key: &DomainKeyRecord) -> StoreResult<bool>;
     /// Every domain key, oldest first.
     fn domain_keys(&self) -> StoreResult<Vec<DomainKeyRecord>>;
@@ -330,6 +330,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// retiring and `new` is recorded as active; `false` (nothing written) if `old` is not
     /// the active key any more.
     fn begin_domain_rotation(&self, old: &DomainKeyId, new: &DomainKeyRecord) -> StoreResult<bool>;
+    /// Starts a prepared rotation in one transaction: `old` goes from active to retiring
+    /// and `new` from pending to active; `false` (nothing written) unless `old` is active
+    /// and `new` pending at that moment.
+    fn activate_domain_key(&self, old: &DomainKeyId, new: &DomainKeyId) -> StoreResult<bool>;
     /// Ends one: `id` goes from retiring to retired, only if no wrapped material names it
     /// any more (`false` otherwise).
     fn retire_domain_key(&self, id: &DomainKeyId) -> StoreResult<bool>;

@@ -143,6 +143,8 @@ const MIGRATIONS: &[&str] = &[
     domain::MIGRATION,
     // 5: domain members (the ceremony's record).
     members::MIGRATION,
+    // 6: domain keys may be `pending` (a prepared rotation).
+    domain::PENDING_MIGRATION,
 ];
 
 /// Column list of every `SELECT` that yields a [`KeyRecord`]; order matches [`KeyRow::read`].
@@ -1328,6 +1330,10 @@ impl MetadataStore for SqliteStore {
 
     fn begin_domain_rotation(&self, old: &DomainKeyId, new: &DomainKeyRecord) -> StoreResult<bool> {
         domain::begin_domain_rotation(&mut self.conn(), old, new)
+    }
+
+    fn activate_domain_key(&self, old: &DomainKeyId, new: &DomainKeyId) -> StoreResult<bool> {
+        domain::activate_domain_key(&mut self.conn(), old, new)
     }
 
     fn retire_domain_key(&self, id: &DomainKeyId) -> StoreResult<bool> {

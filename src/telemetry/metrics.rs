@@ -313,6 +313,7 @@ pub struct DomainCacheMetrics {
     pub hits: IntCounter,
     pub misses: IntCounter,
     pub evictions: IntCounter,
+    pub key_refinds: IntCounter,
     pub objects: IntGauge,
     pub capacity: IntGauge,
 }
@@ -332,6 +333,11 @@ impl DomainCacheMetrics {
                 "p11kms_domain_cache_evictions_total",
                 "Unwrapped key materials destroyed to keep the cache within its capacity",
             )?,
+            key_refinds: IntCounter::new(
+                "p11kms_domain_key_refinds_total",
+                "Library reinitialisations to find a domain key another process put in the \
+                 token (at most one per 5 s)",
+            )?,
             objects: IntGauge::new(
                 "p11kms_domain_cache_objects",
                 "Unwrapped key-material session objects the domain cache holds now",
@@ -344,6 +350,7 @@ impl DomainCacheMetrics {
         registry.register(Box::new(metrics.hits.clone()))?;
         registry.register(Box::new(metrics.misses.clone()))?;
         registry.register(Box::new(metrics.evictions.clone()))?;
+        registry.register(Box::new(metrics.key_refinds.clone()))?;
         registry.register(Box::new(metrics.objects.clone()))?;
         registry.register(Box::new(metrics.capacity.clone()))?;
         Ok(metrics)
@@ -354,6 +361,7 @@ impl DomainCacheMetrics {
             (&self.hits, stats.hits),
             (&self.misses, stats.misses),
             (&self.evictions, stats.evictions),
+            (&self.key_refinds, stats.key_refinds),
         ] {
             let seen = counter.get();
             if value > seen {

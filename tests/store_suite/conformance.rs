@@ -1088,6 +1088,62 @@ fn wrapped(n: u8, domain_key: p11kms::model::DomainKeyId) -> p11kms::model::Wrap
     }
 }
 
+/// A prepared rotation: the new key is `pending` (at most one), takes no blob, and
+/// becomes active only together with the old one's demotion, by one conditional write.
+pub fn a_pending_domain_key_wraps_nothing_until_activated(store: &dyn MetadataStore) {
+    use p11kms::model::{DomainKeyId, DomainKeyRecord, DomainKeyState};
+    let (d1, d2, d3) = (
+        DomainKeyId([1; 16]),
+        DomainKeyId([2; 16]),
+        DomainKeyId([3; 16]),
+    );
+    let record = |id, state| DomainKeyRecord {
+        id,
+        state,
+        created: 1_700_000_000.0,
+    };
+    assert!(store
+        .insert_domain_key(&record(d1, DomainKeyState::Active))
+        .unwrap());
+    assert!(store.insert_wrapped_material(&wrapped(1, d1)).unwrap());
+    assert!(store
+        .insert_domain_key(&record(d2, DomainKeyState::Pending))
+        .unwrap());
+    // At most one pending key.
+    assert!(!store
+        .insert_domain_key(&record(d3, DomainKeyState::Pending))
+        .unwrap());
+    // A pending key wraps nothing.
+    assert!(!store.insert_wrapped_material(&wrapped(2, d2)).unwrap());
+    // Activation needs the old key active and the new one pending.
+    assert!(!store.activate_domain_key(&d2, &d1).unwrap());
+    assert!(!store.activate_domain_key(&d1, &d3).unwrap());
+    let states = |store: &dyn MetadataStore| -> Vec<(DomainKeyId, DomainKeyState)> {
+        store
+            .domain_keys()
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.id, k.state))
+            .collect()
+    };
+    assert_eq!(
+        states(store),
+        vec![(d1, DomainKeyState::Active), (d2, DomainKeyState::Pending)]
+    );
+    assert!(store.activate_domain_key(&d1, &d2).unwrap());
+    assert!(!store.activate_domain_key(&d1, &d2).unwrap());
+    assert_eq!(
+        states(store),
+        vec![(d1, DomainKeyState::Retiring), (d2, DomainKeyState::Active)]
+    );
+    assert!(!store.insert_wrapped_material(&wrapped(3, d1)).unwrap());
+    assert!(store.insert_wrapped_material(&wrapped(3, d2)).unwrap());
+    assert!(store
+        .rewrap_material(&material_id(1), &d1, &d2, 0x210A, &[0xee; 40])
+        .unwrap());
+    assert!(store.retire_domain_key(&d1).unwrap());
+}
+
 pub fn domain_keys_rotate_and_blobs_move_by_conditional_writes(store: &dyn MetadataStore) {
     use p11kms::model::{DomainKeyId, DomainKeyRecord, DomainKeyState};
     let d1 = DomainKeyId([1; 16]);

@@ -101,6 +101,7 @@ conformance_suite!(
     grants_round_trip_list_filter_and_cascade,
     ping_answers,
     domain_keys_rotate_and_blobs_move_by_conditional_writes,
+    a_pending_domain_key_wraps_nothing_until_activated,
     domain_members_are_recorded_once_and_listed_per_domain,
 );
 

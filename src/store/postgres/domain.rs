@@ -37,6 +37,14 @@ pub(super) const MIGRATION: &str = r#"
     CREATE INDEX wrapped_by_domain_key ON wrapped_materials (domain_key_id, material_id);
 "#;
 
+/// Migration 5: a domain key may be `pending`, at most one at a time.
+pub(super) const PENDING_MIGRATION: &str = r#"
+    ALTER TABLE domain_keys DROP CONSTRAINT domain_keys_state_check;
+    ALTER TABLE domain_keys ADD CONSTRAINT domain_keys_state_check
+        CHECK (state IN ('pending', 'active', 'retiring', 'retired'));
+    CREATE UNIQUE INDEX domain_keys_one_pending ON domain_keys (state) WHERE state = 'pending';
+"#;
+
 const WRAPPED_COLUMNS: &str = "material_id, key_id, kind, domain_key_id, mechanism, blob, public";
 
 fn parse_domain_key_id(column: &str, text: &str) -> StoreResult<DomainKeyId> {
@@ -140,6 +148,36 @@ pub(super) async fn begin_domain_rotation(
     )
     .await
     .map_err(pg_err)?;
+    tx.commit().await.map_err(pg_err)?;
+    Ok(true)
+}
+
+pub(super) async fn activate_domain_key(
+    client: &mut ClientWrapper,
+    old: DomainKeyId,
+    new: DomainKeyId,
+) -> StoreResult<bool> {
+    let tx = client.transaction().await.map_err(pg_err)?;
+    // As in `begin_domain_rotation`: the demotion's row lock waits for blobs being
+    // inserted under the old key, so the rewrap's listing sees every one of them.
+    let demoted = tx
+        .execute(
+            "UPDATE domain_keys SET state = 'retiring' WHERE id = $1 AND state = 'active'",
+            &[&old.to_hex()],
+        )
+        .await
+        .map_err(pg_err)?;
+    let promoted = tx
+        .execute(
+            "UPDATE domain_keys SET state = 'active' WHERE id = $1 AND state = 'pending'",
+            &[&new.to_hex()],
+        )
+        .await
+        .map_err(pg_err)?;
+    if demoted == 0 || promoted == 0 {
+        tx.rollback().await.map_err(pg_err)?;
+        return Ok(false);
+    }
     tx.commit().await.map_err(pg_err)?;
     Ok(true)
 }

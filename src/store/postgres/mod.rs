@@ -585,6 +585,11 @@ impl MetadataStore for PostgresStore {
         self.run(move |c| Box::pin(domain::begin_domain_rotation(c, old, new)))
     }
 
+    fn activate_domain_key(&self, old: &DomainKeyId, new: &DomainKeyId) -> StoreResult<bool> {
+        let (old, new) = (*old, *new);
+        self.run(move |c| Box::pin(domain::activate_domain_key(c, old, new)))
+    }
+
     fn retire_domain_key(&self, id: &DomainKeyId) -> StoreResult<bool> {
         let id = *id;
         self.run(move |c| Box::pin(domain::retire_domain_key(c, id)))

@@ -121,6 +121,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     super::domain::MIGRATION,
     // 4: domain members (the ceremony's record).
     super::members::MIGRATION,
+    // 5: domain keys may be `pending` (a prepared rotation).
+    super::domain::PENDING_MIGRATION,
 ];
 
 /// Brings the schema up to date in one transaction under [`MIGRATION_LOCK`]: PostgreSQL's

@@ -33,6 +33,26 @@ pub(super) const MIGRATION: &str = "
     CREATE INDEX wrapped_by_domain_key ON wrapped_materials (domain_key_id, material_id);
 ";
 
+/// Migration 6: a domain key may be `pending`, at most one at a time. SQLite cannot alter
+/// a CHECK constraint, so the table is rebuilt; foreign-key checks are deferred to the
+/// commit, when `wrapped_materials` references the rebuilt table's same rows.
+pub(super) const PENDING_MIGRATION: &str = "
+    PRAGMA defer_foreign_keys = ON;
+    CREATE TABLE domain_keys_previous AS SELECT id, state, created_at FROM domain_keys;
+    DROP TABLE domain_keys;
+    CREATE TABLE domain_keys (
+        id         TEXT NOT NULL PRIMARY KEY,
+        state      TEXT NOT NULL
+                   CHECK (state IN ('pending', 'active', 'retiring', 'retired')),
+        created_at REAL NOT NULL
+    ) STRICT;
+    INSERT INTO domain_keys (id, state, created_at)
+        SELECT id, state, created_at FROM domain_keys_previous;
+    DROP TABLE domain_keys_previous;
+    CREATE UNIQUE INDEX domain_keys_one_active ON domain_keys (state) WHERE state = 'active';
+    CREATE UNIQUE INDEX domain_keys_one_pending ON domain_keys (state) WHERE state = 'pending';
+";
+
 const WRAPPED_COLUMNS: &str = "material_id, key_id, kind, domain_key_id, mechanism, blob, public";
 
 type WrappedRow = (String, String, String, String, i64, Vec<u8>, Vec<u8>);
@@ -139,6 +159,34 @@ pub(super) fn begin_domain_rotation(
         params![new.id.to_hex(), new.created],
     )
     .map_err(db_err)?;
+    tx.commit().map_err(db_err)?;
+    Ok(true)
+}
+
+pub(super) fn activate_domain_key(
+    conn: &mut Connection,
+    old: &DomainKeyId,
+    new: &DomainKeyId,
+) -> StoreResult<bool> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let demoted = tx
+        .execute(
+            "UPDATE domain_keys SET state = 'retiring' WHERE id = ?1 AND state = 'active'",
+            params![old.to_hex()],
+        )
+        .map_err(db_err)?;
+    let promoted = tx
+        .execute(
+            "UPDATE domain_keys SET state = 'active' WHERE id = ?1 AND state = 'pending'",
+            params![new.to_hex()],
+        )
+        .map_err(db_err)?;
+    if demoted == 0 || promoted == 0 {
+        tx.rollback().map_err(db_err)?;
+        return Ok(false);
+    }
     tx.commit().map_err(db_err)?;
     Ok(true)
 }
@@ -253,4 +301,50 @@ pub(super) fn delete_wrapped_material(conn: &Connection, material: &MaterialId) 
         .and_then(|mut stmt| stmt.execute(params![material.to_hex()]))
         .map_err(db_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{Connection, OptionalExtension};
+
+    #[test]
+    fn the_pending_migration_keeps_the_rows_and_the_foreign_key() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        for sql in &super::super::MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        conn.execute_batch(
+            "INSERT INTO domain_keys VALUES ('aa', 'active', 1.0), ('bb', 'retired', 0.5);
+             INSERT INTO wrapped_materials VALUES ('m1', 'k1', 'aes', 'aa', 8458, x'00', x'');",
+        )
+        .unwrap();
+        super::super::migrate(&mut conn).unwrap();
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM domain_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 2);
+        conn.execute("INSERT INTO domain_keys VALUES ('cc', 'pending', 2.0)", [])
+            .unwrap();
+        // One pending key at most; no unknown state.
+        assert!(conn
+            .execute("INSERT INTO domain_keys VALUES ('dd', 'pending', 2.0)", [])
+            .is_err());
+        assert!(conn
+            .execute("INSERT INTO domain_keys VALUES ('ee', 'bogus', 2.0)", [])
+            .is_err());
+        // wrapped_materials still references the rebuilt table.
+        assert!(conn
+            .execute(
+                "INSERT INTO wrapped_materials VALUES ('m2', 'k1', 'aes', 'zz', 8458, x'00', x'')",
+                [],
+            )
+            .is_err());
+        let violation = conn
+            .query_row("PRAGMA foreign_key_check", [], |_| Ok(()))
+            .optional()
+            .unwrap();
+        assert!(violation.is_none());
+    }
 }
