@@ -17,6 +17,9 @@
 #       HOLDER (a stopped cluster's DIR, whose replica-1 token is the holder, or a replica's
 #       data directory) instead of making a new D. Needs --restore (the store must name D).
 #   scripts/cluster.sh stop DIR          stops the replicas and PostgreSQL it started
+#   scripts/cluster.sh rotate DIR        rotates the domain key while the replicas serve: a new
+#       D pending in replica 1's token (`domain rotate --prepare`), enrolled into every other
+#       replica's token by the ceremony, then `domain rotate --activate`; no replica restarts
 #   scripts/cluster.sh backup DIR FILE   pg_dump (custom format) of a running cluster's database
 #   scripts/cluster.sh restore DIR FILE [N] [--join-from HOLDER]
 #       DIR new: the same as `start DIR N --restore FILE --join-from HOLDER`.
@@ -41,6 +44,7 @@ usage() {
     cat >&2 <<EOF
 usage: $0 start DIR [N] [--join-from HOLDER] [--restore FILE]
        $0 stop DIR
+       $0 rotate DIR
        $0 backup DIR FILE
        $0 restore DIR FILE [N] [--join-from HOLDER]
 EOF
@@ -174,7 +178,7 @@ on_token() {
 # The ceremony: join-request on the joiner $2, enrol on the holder $1 with the fingerprint
 # the request printed, join on the joiner. Writes the joiner's domain-member marker.
 enrol_token() {
-    local holder=$1 joiner=$2 name
+    local holder=$1 joiner=$2 domain=${3:-} name
     name=$(basename "$joiner")-$(date +%s%N)
     local request="$DIR/ceremony/$name-request.json" package="$DIR/ceremony/$name-package.json"
     mkdir -p "$joiner"
@@ -185,7 +189,7 @@ enrol_token() {
     fingerprint=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["fingerprint"])' "$request")
     echo "== enrol on $holder" >>"$DIR/ceremony/ceremony.log"
     on_token "$holder" domain enrol --request "$request" --fingerprint "$fingerprint" \
-        --out "$package" >/dev/null ||
+        --out "$package" ${domain:+--domain "$domain"} >/dev/null ||
         fail "enrol on $holder failed; see $DIR/ceremony/ceremony.log"
     echo "== join on $joiner" >>"$DIR/ceremony/ceremony.log"
     local joined
@@ -398,6 +402,30 @@ backup_cluster() {
     echo "backup $file: $(stat -c %s "$file") bytes in $((SECONDS - started)) s; domain keys: ${domains:-none}"
 }
 
+# A domain-key rotation while the replicas serve: a new D made in replica 1's token and
+# recorded as pending, enrolled into every other replica's token by the ceremony, then
+# activated (the store's blobs rewrapped under it, the old D retired). No replica restarts.
+rotate_cluster() {
+    [[ $(cat "$DIR/key-storage" 2>/dev/null) == domain ]] || fail "$DIR is not a domain-mode cluster"
+    BIN=$(p11kms_bin)
+    DIR=$(cd "$DIR" && pwd)
+    local n i prepared pending started=$SECONDS
+    n=$(cat "$DIR/replicas" 2>/dev/null || echo 2)
+    echo "== rotate --prepare on $DIR/replica-1" >>"$DIR/ceremony/ceremony.log"
+    prepared=$(on_token "$DIR/replica-1" domain rotate --prepare) ||
+        fail "rotate --prepare failed; see $DIR/ceremony/ceremony.log"
+    pending=$(sed -n 's/^pending //p' <<<"$prepared")
+    [[ -n $pending ]] || fail "rotate --prepare named no pending domain key"
+    for i in $(seq 2 "$n"); do
+        enrol_token "$DIR/replica-1" "$DIR/replica-$i" "$pending"
+    done
+    echo "== rotate --activate on $DIR/replica-1" >>"$DIR/ceremony/ceremony.log"
+    on_token "$DIR/replica-1" domain rotate --activate ||
+        fail "rotate --activate failed; see $DIR/ceremony/ceremony.log"
+    echo "$pending" >"$DIR/replica-1/domain-member"
+    echo "rotated to $pending in $((SECONDS - started)) s"
+}
+
 restore_cluster() {
     local file=${1:-}
     [[ -n $file ]] || usage
@@ -430,5 +458,9 @@ backup)
     backup_cluster "$@"
     ;;
 restore) restore_cluster "$@" ;;
+rotate)
+    [[ -d $DIR ]] || fail "$DIR does not exist"
+    rotate_cluster
+    ;;
 *) usage ;;
 esac

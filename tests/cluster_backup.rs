@@ -371,3 +371,102 @@ async fn a_backup_restored_into_a_new_cluster_of_the_same_domain_gives_back_ever
     check_everything(&kms, &made).await;
     new.stop();
 }
+
+/// `cluster.sh rotate DIR` while both replicas serve: the new domain key is prepared in
+/// replica 1's token, enrolled into replica 2's by the ceremony and activated; no replica
+/// restarts, no request fails, and every key made before works on both replicas afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_script_rotates_the_domain_key_while_the_replicas_serve() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let work = tempfile::Builder::new()
+        .prefix("p11kms-rotate-")
+        .tempdir()
+        .unwrap();
+    let dir = work.path().join("cluster");
+    let cluster = ScriptCluster::start(&dir, &["2"]);
+    let (a, b) = (cluster.client(0), cluster.client(1));
+    let made = make_everything(&a, &b, 10).await;
+    let old_domain = std::fs::read_to_string(dir.join("replica-1/domain-member")).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+        let clients = [a.clone(), b.clone()];
+        let (key, blob) = made.extra[0].clone();
+        tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let kms = &clients[n % 2];
+                let ok = kms
+                    .decrypt()
+                    .ciphertext_blob(Blob::new(blob.clone()))
+                    .send()
+                    .await
+                    .is_ok()
+                    && kms
+                        .re_encrypt()
+                        .ciphertext_blob(Blob::new(blob.clone()))
+                        .destination_key_id(&key)
+                        .send()
+                        .await
+                        .is_ok();
+                let counter = if ok { &served } else { &failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+        })
+    };
+
+    let dir_arg = dir.display().to_string();
+    let out = tokio::task::spawn_blocking(move || run_script(&["rotate", &dir_arg]))
+        .await
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(
+        out.status.success(),
+        "cluster.sh rotate failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!(
+        "{}; {} requests served during it, {} failed",
+        stdout.lines().last().unwrap_or_default(),
+        served.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during the rotation"
+    );
+    assert!(served.load(Ordering::Relaxed) > 0);
+
+    let new_domain = std::fs::read_to_string(dir.join("replica-1/domain-member")).unwrap();
+    assert_ne!(new_domain.trim(), old_domain.trim(), "no new domain key");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("replica-2/domain-member")).unwrap(),
+        new_domain,
+        "replica 2's token did not join the new domain key"
+    );
+    assert!(
+        stdout.contains(&format!("retired {}", old_domain.trim())),
+        "{stdout}"
+    );
+    // The same processes serve everything made before, and new keys, on both replicas.
+    check_everything(&a, &made).await;
+    check_everything(&b, &made).await;
+    let fresh = make_key(&b, KeySpec::SymmetricDefault, KeyUsageType::EncryptDecrypt).await;
+    let blob = encrypt(&b, &fresh, b"after the rotation").await;
+    let plain = a
+        .decrypt()
+        .ciphertext_blob(Blob::new(blob))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.plaintext.unwrap().as_ref(), b"after the rotation");
+}
