@@ -86,14 +86,23 @@ fn bench_smoke_on_kryoptic() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "p11kms bench --smoke --token kryoptic failed:\n{text}");
+    assert!(
+        out.status.success(),
+        "p11kms bench --smoke --token kryoptic failed:\n{text}"
+    );
     assert!(text.contains("# token: kryoptic"), "{text}");
     // The same chain as the gateway's, with Kryoptic's RFC 5649 mechanism (0x210B).
     assert!(
         text.contains("probed key wrap CKM_AES_KEY_WRAP_KWP"),
         "{text}"
     );
-    for op in ["Encrypt", "Decrypt", "ReEncrypt", "GenDataKey", "GenDataKeyNoPt"] {
+    for op in [
+        "Encrypt",
+        "Decrypt",
+        "ReEncrypt",
+        "GenDataKey",
+        "GenDataKeyNoPt",
+    ] {
         assert!(text.contains(op), "no row for {op}:\n{text}");
     }
     for chain in ["seal", "open", "rewrap", "random+seal"] {
@@ -175,7 +184,10 @@ fn bench_smoke_through_the_network_hsm_emulator() {
             String::from_utf8_lossy(&run.stdout),
             String::from_utf8_lossy(&run.stderr)
         );
-        assert!(run.status.success(), "bench on Kryoptic through the emulator failed:\n{text}");
+        assert!(
+            run.status.success(),
+            "bench on Kryoptic through the emulator failed:\n{text}"
+        );
         assert!(text.contains("# delayed: gateway"), "{text}");
         assert!(
             text.contains("probed key wrap CKM_AES_KEY_WRAP_KWP"),
