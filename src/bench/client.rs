@@ -545,8 +545,10 @@ async fn run_one(
         _ => None,
     };
     let requests = total.samples.len() as u64;
+    // Refused requests make no PKCS#11 call: per request served.
+    let served = requests.saturating_sub(total.errors + total.throttled);
     let calls = match (calls_before, calls::scrape(endpoint).await) {
-        (Some(before), Some(after)) => after.per_request(&before, requests),
+        (Some(before), Some(after)) => after.per_request(&before, served),
         _ => None,
     };
     Ok(GatewayRow {

@@ -35,8 +35,10 @@ pub struct GatewayRow {
 }
 
 impl GatewayRow {
+    /// Requests answered 200 per second. Refusals (throttling under the audit trail's or the
+    /// session pool's back-pressure) come back fast, and counting them would inflate it.
     pub fn rate(&self) -> f64 {
-        self.requests as f64 / self.seconds.max(1e-9)
+        self.requests.saturating_sub(self.errors + self.throttled) as f64 / self.seconds.max(1e-9)
     }
 }
 
@@ -394,8 +396,18 @@ fn print_round_rows(rounds: &[(Vec<RawRow>, Vec<GatewayRow>)]) {
         rounds.len()
     );
     println!(
-        "{:<15} {:>5} {:>4} {:>13} {:>13} {:>16} {:>9} {:>9} {:>11} {:>5}",
-        "operation", "bytes", "conc", "req/s", "raw/s", "ratio", "cpu", "rawcpu", "p50ms", "calls"
+        "{:<15} {:>5} {:>4} {:>13} {:>13} {:>16} {:>9} {:>9} {:>11} {:>5} {:>6}",
+        "operation",
+        "bytes",
+        "conc",
+        "req/s",
+        "raw/s",
+        "ratio",
+        "cpu",
+        "rawcpu",
+        "p50ms",
+        "calls",
+        "thrtl"
     );
     let range = |v: &[f64], digits: usize| match (
         v.iter().copied().reduce(f64::min),
@@ -412,6 +424,7 @@ fn print_round_rows(rounds: &[(Vec<RawRow>, Vec<GatewayRow>)]) {
         let mut raw_cpu = Vec::new();
         let mut p50 = Vec::new();
         let mut calls = Vec::new();
+        let mut throttled = 0;
         for (raw, gateway) in rounds {
             let Some(row) = gateway
                 .iter()
@@ -420,6 +433,7 @@ fn print_round_rows(rounds: &[(Vec<RawRow>, Vec<GatewayRow>)]) {
                 continue;
             };
             rate.push(row.rate());
+            throttled += row.throttled;
             p50.push(row.latency.p50 as f64 / 1000.0);
             cpu.extend(row.cpu_per_request_us);
             calls.extend(row.calls.as_ref().map(CallCounts::wire_calls));
@@ -430,7 +444,7 @@ fn print_round_rows(rounds: &[(Vec<RawRow>, Vec<GatewayRow>)]) {
             }
         }
         println!(
-            "{:<15} {:>5} {:>4} {:>13} {:>13} {:>16} {:>9} {:>9} {:>11} {:>5}",
+            "{:<15} {:>5} {:>4} {:>13} {:>13} {:>16} {:>9} {:>9} {:>11} {:>5} {:>6}",
             key.op.short(),
             key.size,
             key.concurrency,
@@ -445,6 +459,7 @@ fn print_round_rows(rounds: &[(Vec<RawRow>, Vec<GatewayRow>)]) {
             median(&calls)
                 .map(|c| format!("{c:.1}"))
                 .unwrap_or_else(|| "-".into()),
+            throttled,
         );
     }
 }
