@@ -35,6 +35,83 @@ fn bench_smoke_runs_every_operation_without_errors() {
     for chain in ["seal", "open", "rewrap", "random+seal"] {
         assert!(text.contains(chain), "no raw row for {chain}:\n{text}");
     }
+    // The raw ceiling uses the key wrap the probe found on SoftHSM2.
+    assert!(text.contains("# token: softhsm2"), "{text}");
+    assert!(
+        text.contains("probed key wrap CKM_AES_KEY_WRAP_PAD"),
+        "{text}"
+    );
+    // PKCS#11 calls per request, read from the gateway's metrics.
+    assert!(
+        text.contains("# PKCS#11 per request, ReEncrypt 32 B"),
+        "{text}"
+    );
+}
+
+/// The Kryoptic library: `P11KMS_KRYOPTIC_MODULE`, else next to the p11kms binary under test;
+/// `None` (with a message) outside CI when it was not built.
+fn kryoptic_module() -> Option<String> {
+    let module = std::env::var_os("P11KMS_KRYOPTIC_MODULE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let bin = PathBuf::from(env!("CARGO_BIN_EXE_p11kms"));
+            Some(bin.parent()?.join("libkryoptic_pkcs11.so"))
+        })
+        .filter(|m| m.is_file());
+    if module.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must build the Kryoptic library (tokens/kryoptic) before these tests"
+        );
+        eprintln!(
+            "SKIPPED: no libkryoptic_pkcs11.so next to the p11kms binary; build it with \
+             `cargo build --release --manifest-path tokens/kryoptic/Cargo.toml --target-dir target`"
+        );
+    }
+    module.map(|m| m.to_string_lossy().into_owned())
+}
+
+#[test]
+fn bench_smoke_on_kryoptic() {
+    let Some(module) = kryoptic_module() else {
+        return;
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_p11kms"))
+        .args(["bench", "--smoke", "--token", "kryoptic"])
+        .env("P11KMS_KRYOPTIC_MODULE", &module)
+        .output()
+        .expect("run p11kms bench");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "p11kms bench --smoke --token kryoptic failed:\n{text}"
+    );
+    assert!(text.contains("# token: kryoptic"), "{text}");
+    // The same chain as the gateway's, with Kryoptic's RFC 5649 mechanism (0x210B).
+    assert!(
+        text.contains("probed key wrap CKM_AES_KEY_WRAP_KWP"),
+        "{text}"
+    );
+    for op in [
+        "Encrypt",
+        "Decrypt",
+        "ReEncrypt",
+        "GenDataKey",
+        "GenDataKeyNoPt",
+    ] {
+        assert!(text.contains(op), "no row for {op}:\n{text}");
+    }
+    for chain in ["seal", "open", "rewrap", "random+seal"] {
+        assert!(text.contains(chain), "no raw row for {chain}:\n{text}");
+    }
+    assert!(
+        text.contains("# PKCS#11 per request, ReEncrypt 32 B"),
+        "{text}"
+    );
 }
 
 /// Builds the network-HSM emulator with its script; `None` when this machine cannot
@@ -73,9 +150,49 @@ fn bench_smoke_through_the_network_hsm_emulator() {
         "--sizes",
         "32",
     ]);
-    let _ = std::fs::remove_dir_all(&out);
     assert!(ok, "p11kms bench through the delay module failed:\n{text}");
     assert!(text.contains("# delayed: gateway"), "{text}");
     // The raw ceiling runs too, through the emulator with the same delay.
     assert!(text.contains("## raw ceiling"), "{text}");
+
+    // The emulator in front of Kryoptic: the bench points it at Kryoptic's library, and the
+    // probe through it finds Kryoptic's key wrap.
+    if let Some(kryoptic) = kryoptic_module() {
+        let run = Command::new(env!("CARGO_BIN_EXE_p11kms"))
+            .args([
+                "bench",
+                "--smoke",
+                "--token",
+                "kryoptic",
+                "--module",
+                &module,
+                "--delay-us",
+                "200",
+                "--pool-size",
+                "4",
+                "--ops",
+                "encrypt,decrypt,re-encrypt",
+                "--sizes",
+                "32",
+            ])
+            .env("P11KMS_KRYOPTIC_MODULE", &kryoptic)
+            .env_remove("P11DELAY_MODULE")
+            .output()
+            .expect("run p11kms bench");
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(
+            run.status.success(),
+            "bench on Kryoptic through the emulator failed:\n{text}"
+        );
+        assert!(text.contains("# delayed: gateway"), "{text}");
+        assert!(
+            text.contains("probed key wrap CKM_AES_KEY_WRAP_KWP"),
+            "{text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -328,6 +328,15 @@ fn kryoptic_checks_wrap_with_trusted_but_lets_a_user_make_a_trusted_key() {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must build the Kryoptic library"
+/// `p11kms doctor` on a fresh embedded Kryoptic token: it prepares the token as `serve`
+/// would, finds the key wrap by asking (0x210B, not SoftHSM2's 0x210A), every trial passes
+/// but secp256k1, and its verdict is that the gateway can serve.
+#[test]
+fn doctor_on_kryoptic_passes_every_trial_but_secp256k1() {
+    let Some(module) = kryoptic_module() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must build the Kryoptic library (tokens/kryoptic) before these tests"
         );
         eprintln!("SKIPPED: no libkryoptic_pkcs11.so next to the p11kms binary");
         return;
@@ -373,4 +382,74 @@ fn kryoptic_checks_wrap_with_trusted_but_lets_a_user_make_a_trusted_key() {
         .expect("a user's trusted key wraps the domain key");
     assert_eq!(wrapped.len(), 40, "RFC 3394 of 32 bytes");
     session.logout().unwrap();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("P11KMS_") {
+            command.env_remove(&name);
+        }
+    }
+    let out = command
+        .arg("doctor")
+        .env("P11KMS_DATA_DIR", dir.path().join("data"))
+        .env("P11KMS_EMBEDDED_TOKEN", "kryoptic")
+        .env("P11KMS_KRYOPTIC_MODULE", &module)
+        .env_remove("KRYOPTIC_CONF")
+        .current_dir(dir.path())
+        .output()
+        .expect("run p11kms doctor");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "doctor failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |first: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .find(|l| l.split('|').nth(1).is_some_and(|cell| cell.trim() == first))
+            .unwrap_or_else(|| panic!("no row '{first}' in:\n{stdout}"))
+            .split('|')
+            .skip(1)
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    assert!(stdout.contains("token:   'p11kms' Kryoptic"), "{stdout}");
+    // Mechanisms: RFC 5649 under its PKCS#11 3.0 number, GCM for wrapping too.
+    assert!(row("CKM_AES_KEY_WRAP_KWP")[1].contains("wrap unwrap"));
+    assert_eq!(row("CKM_AES_KEY_WRAP_PAD")[1], "not offered");
+    assert!(row("CKM_AES_GCM")[1].contains("wrap unwrap"));
+    // Trials: the key wrap the gateway picks, and every one passes but secp256k1.
+    assert!(row("kwp")[2].contains("CKM_AES_KEY_WRAP_KWP"));
+    let trials: Vec<Vec<String>> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("TRIALS"))
+        .skip(3)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| l.split('|').skip(1).map(|c| c.trim().to_string()).collect())
+        .collect();
+    assert!(trials.len() >= 20, "trials table:\n{stdout}");
+    for trial in &trials {
+        let expected = if trial[0] == "ecdsa-secp256k1" {
+            "FAILED"
+        } else {
+            "ok"
+        };
+        assert_eq!(trial[1], expected, "trial {}: {}", trial[0], trial[2]);
+    }
+    for (feature, supported) in [
+        ("symmetric envelope scheme (SYMMETRIC_DEFAULT)", "yes"),
+        ("ReEncrypt in token", "yes"),
+        ("RSAES_OAEP_SHA_256 encrypt/decrypt", "yes"),
+        ("RSA OAEP SHA-256 wrap/unwrap", "yes"),
+        ("ECDSA_SHA_256 (ECC_SECG_P256K1)", "no"),
+    ] {
+        assert_eq!(row(feature)[1], supported, "{feature}");
+    }
+    assert!(stdout.contains("verdict: p11kms can serve symmetric keys"));
+    assert!(
+        dir.path().join("data/kryoptic/token.sql").is_file(),
+        "doctor prepares the token under the data directory, as serve does"
+    );
 }

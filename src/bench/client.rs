@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
 use super::report::GatewayRow;
-use super::{proc, run_bounds, BenchArgs, BenchOp, Percentiles};
+use super::{calls, proc, run_bounds, BenchArgs, BenchOp, Percentiles};
 
 /// How long a signed request is reused before it is signed again (SigV4 allows 5 minutes
 /// of clock skew).
@@ -72,6 +72,11 @@ impl Endpoint {
             secret_access_key: secret_access_key.to_string(),
             region: region.to_string(),
         })
+    }
+
+    /// The `host:port` requests are sent to.
+    pub(super) fn host(&self) -> &str {
+        &self.host
     }
 
     /// A KMS request for `operation`, signed now.
@@ -516,6 +521,9 @@ async fn run_one(
         }));
     }
     ready.wait().await;
+    // Every worker's warm-up request is answered by now, so the difference counts only
+    // the measured requests.
+    let calls_before = calls::scrape(endpoint).await;
     let cpu_before = server_pid.and_then(proc::cpu_seconds);
     let started = Instant::now();
     let _ = start.set(started);
@@ -537,6 +545,12 @@ async fn run_one(
         _ => None,
     };
     let requests = total.samples.len() as u64;
+    // Refused requests make no PKCS#11 call: per request served.
+    let served = requests.saturating_sub(total.errors + total.throttled);
+    let calls = match (calls_before, calls::scrape(endpoint).await) {
+        (Some(before), Some(after)) => after.per_request(&before, served),
+        _ => None,
+    };
     Ok(GatewayRow {
         op: workload.op,
         size: workload.size,
@@ -551,6 +565,7 @@ async fn run_one(
         cpu_per_request_us: cpu
             .filter(|_| requests > 0)
             .map(|c| c * 1e6 / requests as f64),
+        calls,
         load: proc::load_average(),
     })
 }

@@ -2,8 +2,9 @@
 //! and the table that compares them.
 //!
 //! One run:
-//! 1. prepares a fresh data directory with an initialised SoftHSM2 token (so the gateway
-//!    always starts on an *existing* token, and its start-up time is comparable);
+//! 1. prepares a fresh data directory with an initialised embedded token, SoftHSM2 or
+//!    Kryoptic (`--token`), so the gateway always starts on an *existing* token and its
+//!    start-up time is comparable;
 //! 2. measures the raw ceiling in this process: the ciphertext construction through the
 //!    library's [`Hsm`](crate::hsm::Hsm) API, with the same thread counts and the same
 //!    pool size, no HTTP, and this process's CPU time per operation;
@@ -18,6 +19,7 @@
 //!
 //! Measurements are never asserted: `--smoke` only checks correctness and zero errors.
 
+mod calls;
 mod client;
 mod proc;
 mod raw;
@@ -28,7 +30,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::hsm::{find_softhsm_module, EmbeddedSoftHsm};
+use crate::hsm::{
+    find_kryoptic_module, find_softhsm_module, EmbeddedToken, EmbeddedTokenKind, KRYOPTIC_LIBRARY,
+};
 
 pub use client::{Connection, Endpoint, Reply};
 pub use report::{GatewayRow, RawRow};
@@ -131,8 +135,19 @@ pub struct BenchArgs {
     /// P11KMS_SESSION_WAIT_MS for the gateway.
     #[arg(long)]
     pub session_wait_ms: Option<u64>,
-    /// PKCS#11 module for the gateway and the raw ceiling, in front of the embedded
-    /// SoftHSM2 token (e.g. the network-HSM emulator built by tools/pkcs11-delay/build.sh).
+    /// The embedded token the data directory gets, the gateway serves from and the raw
+    /// ceiling runs on: softhsm2 or kryoptic. Both sides use the mechanisms the gateway's
+    /// start-up probe picks on that token.
+    #[arg(
+        long,
+        env = "P11KMS_EMBEDDED_TOKEN",
+        default_value = "softhsm2",
+        value_parser = EmbeddedTokenKind::parse
+    )]
+    pub token: EmbeddedTokenKind,
+    /// PKCS#11 module for the gateway and the raw ceiling, in front of the embedded token
+    /// (e.g. the network-HSM emulator built by tools/pkcs11-delay/build.sh; with
+    /// --token kryoptic it forwards to Kryoptic unless P11DELAY_MODULE says otherwise).
     #[arg(long)]
     pub module: Option<PathBuf>,
     /// Microseconds the emulator adds to each cryptographic call (sets P11DELAY_US); the
@@ -265,15 +280,52 @@ fn run_soak(args: &BenchArgs) -> Result<bool, String> {
     result
 }
 
+/// The library of the embedded token `kind`: SoftHSM2's, or Kryoptic's
+/// (`P11KMS_KRYOPTIC_MODULE`, else where the gateway looks for it).
+pub fn token_library(kind: EmbeddedTokenKind) -> Result<PathBuf, String> {
+    match kind {
+        EmbeddedTokenKind::SoftHsm2 => {
+            find_softhsm_module().ok_or_else(|| "SoftHSM2 is not installed".into())
+        }
+        EmbeddedTokenKind::Kryoptic => std::env::var_os("P11KMS_KRYOPTIC_MODULE")
+            .map(PathBuf::from)
+            .or_else(find_kryoptic_module)
+            .ok_or_else(|| {
+                format!(
+                    "the Kryoptic library ({KRYOPTIC_LIBRARY}) was not found next to p11kms or in \
+                     target/release: build it with `cargo build --release --manifest-path \
+                     tokens/kryoptic/Cargo.toml --target-dir target`, or set P11KMS_KRYOPTIC_MODULE"
+                )
+            }),
+    }
+}
+
 fn run_local(args: &BenchArgs, data_dir: &Path) -> Result<bool, String> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-    let softhsm = find_softhsm_module().ok_or("SoftHSM2 is not installed")?;
-    // The token is created once, up front, with SoftHSM2 itself: every gateway start below is
-    // then a start on an existing token.
-    let embedded = EmbeddedSoftHsm::prepare(data_dir)?;
-    std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
-    embedded.ensure_token(&softhsm, crate::config::DEFAULT_TOKEN_LABEL)?;
+    let library = token_library(args.token)?;
+    if args.module.is_some()
+        && args.token == EmbeddedTokenKind::Kryoptic
+        && std::env::var_os("P11DELAY_MODULE").is_none()
+    {
+        // The emulator forwards to SoftHSM2 unless told otherwise; this process and the
+        // gateway it starts both read this before loading it. Other shims ignore it.
+        std::env::set_var("P11DELAY_MODULE", &library);
+    }
+    // The token is created once, up front, with the token's own library: every gateway start
+    // below is then a start on an existing token. `prepare` also points this process at the
+    // token's configuration (SOFTHSM2_CONF or KRYOPTIC_CONF) for the raw ceiling.
+    let embedded = EmbeddedToken::prepare(args.token, data_dir)?;
+    embedded.ensure_token(&library, crate::config::DEFAULT_TOKEN_LABEL)?;
+    println!(
+        "# token: {} ({}){}",
+        args.token.name(),
+        library.display(),
+        args.module
+            .as_ref()
+            .map(|m| format!(", module in front: {}", m.display()))
+            .unwrap_or_default()
+    );
 
     let rounds = if args.delay_us > 0 {
         1
@@ -302,7 +354,7 @@ fn run_local(args: &BenchArgs, data_dir: &Path) -> Result<bool, String> {
         let mut raw_rows = Vec::new();
         let mut gateway_rows = Vec::new();
         for part in &parts {
-            let (raw, gateway, part_clean) = run_round(part, data_dir, &softhsm, &embedded)?;
+            let (raw, gateway, part_clean) = run_round(part, data_dir, &library, &embedded)?;
             clean &= part_clean;
             raw_rows.extend(raw);
             gateway_rows.extend(gateway);
@@ -321,17 +373,17 @@ fn run_local(args: &BenchArgs, data_dir: &Path) -> Result<bool, String> {
 fn run_round(
     args: &BenchArgs,
     data_dir: &Path,
-    softhsm: &Path,
-    embedded: &EmbeddedSoftHsm,
+    library: &Path,
+    embedded: &EmbeddedToken,
 ) -> Result<(Vec<RawRow>, Vec<GatewayRow>, bool), String> {
     let raw_rows = if args.no_raw {
         Vec::new()
     } else {
-        let module = args.module.clone().unwrap_or_else(|| softhsm.to_path_buf());
+        let module = args.module.clone().unwrap_or_else(|| library.to_path_buf());
         if args.delay_us > 0 {
             // With the emulator the raw ceiling runs delayed, to set beside the delayed
             // gateway. The emulator reads its delay when it is loaded, and this is its first
-            // load in this process (the token was made with SoftHSM2 itself).
+            // load in this process (the token was made with the token's own library).
             std::env::set_var("P11DELAY_US", args.delay_us.to_string());
         }
         raw::run_matrix(args, &module, embedded.user_pin()?)?

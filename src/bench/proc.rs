@@ -6,6 +6,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::BenchArgs;
+use crate::hsm::EmbeddedTokenKind;
 
 /// Clock ticks per second of `/proc/<pid>/stat` times. Linux has reported `USER_HZ` = 100
 /// to user space on every architecture for decades; reading `sysconf` would need FFI.
@@ -72,10 +73,16 @@ impl Gateway {
             .env("P11KMS_SESSION_POOL_SIZE", args.pool_size.to_string())
             .env("P11KMS_LOG", "warn")
             .env("P11DELAY_US", delay_us.to_string())
+            .env("P11KMS_EMBEDDED_TOKEN", args.token.name())
+            // The gateway points its token library at its own data directory.
             .env_remove("SOFTHSM2_CONF")
+            .env_remove("KRYOPTIC_CONF")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
+        if args.token == EmbeddedTokenKind::Kryoptic {
+            command.env("P11KMS_KRYOPTIC_MODULE", super::token_library(args.token)?);
+        }
         if let Some(module) = &args.module {
             command
                 .env("P11KMS_PKCS11_MODULE", module)

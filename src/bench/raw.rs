@@ -69,11 +69,16 @@ pub fn run_matrix(
             session_wait: Duration::from_secs(60),
             operation_timeout: None,
             recycle_after_operations: 0,
-            // As the gateway does on the embedded SoftHSM2, which every bench runs on.
+            // As the gateway does on either embedded token, which every bench runs on.
             session_key_copies: true,
         },
         None,
     )?;
+    println!(
+        "# raw ceiling: {} (probed key wrap {})",
+        module.display(),
+        hsm.key_wrap().name()
+    );
     let key = KeyId::new_random();
     let material = MaterialId::new_random();
     hsm.create_material(&key, &material)

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::calls::CallCounts;
 use super::raw::RawOp;
 use super::{BenchOp, Percentiles};
 
@@ -28,12 +29,16 @@ pub struct GatewayRow {
     pub first_error: String,
     pub latency: Percentiles,
     pub cpu_per_request_us: Option<f64>,
+    /// PKCS#11 operations per request, from the gateway's metrics.
+    pub calls: Option<CallCounts>,
     pub load: String,
 }
 
 impl GatewayRow {
+    /// Requests answered 200 per second. Refusals (throttling under the audit trail's or the
+    /// session pool's back-pressure) come back fast, and counting them would inflate it.
     pub fn rate(&self) -> f64 {
-        self.requests as f64 / self.seconds.max(1e-9)
+        self.requests.saturating_sub(self.errors + self.throttled) as f64 / self.seconds.max(1e-9)
     }
 }
 
@@ -117,7 +122,7 @@ pub fn print_gateway(rows: &[GatewayRow], raw: &[RawRow]) {
     println!();
     println!("## gateway (HTTP/1.1 keep-alive, SigV4; cpu = server CPU us per request)");
     println!(
-        "{:<15} {:>5} {:>4} {:>6} {:>7} {:>6} {:>6} {:>6} {:>7} {:>4} {:>4} {:>5} {:>6} {:>7} {:>6} {:>5}  load",
+        "{:<15} {:>5} {:>4} {:>6} {:>7} {:>6} {:>6} {:>6} {:>7} {:>4} {:>4} {:>5} {:>6} {:>7} {:>6} {:>5} {:>5}  load",
         "operation",
         "bytes",
         "conc",
@@ -133,12 +138,13 @@ pub fn print_gateway(rows: &[GatewayRow], raw: &[RawRow]) {
         "cpu",
         "raw/s",
         "rawcpu",
-        "ratio"
+        "ratio",
+        "calls"
     );
     for r in rows {
         let raw_row = raw_for(raw, r);
         println!(
-            "{:<15} {:>5} {:>4} {:>6} {:>7.0} {:>6} {:>6} {:>6} {:>7} {:>4} {:>4} {:>5} {:>6} {:>7} {:>6} {:>5}  {}",
+            "{:<15} {:>5} {:>4} {:>6} {:>7.0} {:>6} {:>6} {:>6} {:>7} {:>4} {:>4} {:>5} {:>6} {:>7} {:>6} {:>5} {:>5}  {}",
             r.op.short(),
             r.size,
             r.concurrency,
@@ -157,9 +163,14 @@ pub fn print_gateway(rows: &[GatewayRow], raw: &[RawRow]) {
             raw_row
                 .map(|x| format!("{:.2}", r.rate() / x.rate().max(1e-9)))
                 .unwrap_or_else(|| "-".into()),
+            r.calls
+                .as_ref()
+                .map(|c| format!("{:.1}", c.wire_calls()))
+                .unwrap_or_else(|| "-".into()),
             r.load
         );
     }
+    print_calls(rows);
     for r in rows.iter().filter(|r| r.errors > 0) {
         println!(
             "# errors in {} {} B c{}: first: {}",
@@ -167,6 +178,29 @@ pub fn print_gateway(rows: &[GatewayRow], raw: &[RawRow]) {
             r.size,
             r.concurrency,
             r.first_error
+        );
+    }
+}
+
+/// The PKCS#11 operations behind each (operation, payload), from its first row.
+fn print_calls(rows: &[GatewayRow]) {
+    let mut seen = Vec::new();
+    for r in rows {
+        let Some(calls) = &r.calls else {
+            continue;
+        };
+        if seen.contains(&(r.op, r.size)) {
+            continue;
+        }
+        seen.push((r.op, r.size));
+        println!(
+            "# PKCS#11 per request, {} {} B (c{}): {:.1} calls ({:.1} counted: {})",
+            r.op.target(),
+            r.size,
+            r.concurrency,
+            calls.wire_calls(),
+            calls.counted(),
+            calls.describe()
         );
     }
 }
@@ -346,6 +380,87 @@ pub fn print_rounds(rounds: &[(Vec<RawRow>, Vec<GatewayRow>)]) {
                 verdict(delta <= TARGET_CPU_OVERHEAD_US)
             );
         }
+    }
+    print_round_rows(rounds);
+}
+
+/// Every gateway row over the rounds, beside the raw row of the same round: ranges
+/// (min-max) of throughput, the paired ratio and CPU per request.
+fn print_round_rows(rounds: &[(Vec<RawRow>, Vec<GatewayRow>)]) {
+    let Some((_, first)) = rounds.first() else {
+        return;
+    };
+    println!();
+    println!(
+        "## every row over {} rounds (min-max; ratio = gateway / raw of the same round, median)",
+        rounds.len()
+    );
+    println!(
+        "{:<15} {:>5} {:>4} {:>13} {:>13} {:>16} {:>9} {:>9} {:>11} {:>5} {:>6}",
+        "operation",
+        "bytes",
+        "conc",
+        "req/s",
+        "raw/s",
+        "ratio",
+        "cpu",
+        "rawcpu",
+        "p50ms",
+        "calls",
+        "thrtl"
+    );
+    let range = |v: &[f64], digits: usize| match (
+        v.iter().copied().reduce(f64::min),
+        v.iter().copied().reduce(f64::max),
+    ) {
+        (Some(lo), Some(hi)) => format!("{lo:.digits$}-{hi:.digits$}"),
+        _ => "-".into(),
+    };
+    for key in first {
+        let mut rate = Vec::new();
+        let mut raw_rate = Vec::new();
+        let mut ratio = Vec::new();
+        let mut cpu = Vec::new();
+        let mut raw_cpu = Vec::new();
+        let mut p50 = Vec::new();
+        let mut calls = Vec::new();
+        let mut throttled = 0;
+        for (raw, gateway) in rounds {
+            let Some(row) = gateway
+                .iter()
+                .find(|r| r.op == key.op && r.size == key.size && r.concurrency == key.concurrency)
+            else {
+                continue;
+            };
+            rate.push(row.rate());
+            throttled += row.throttled;
+            p50.push(row.latency.p50 as f64 / 1000.0);
+            cpu.extend(row.cpu_per_request_us);
+            calls.extend(row.calls.as_ref().map(CallCounts::wire_calls));
+            if let Some(raw_row) = raw_for(raw, row) {
+                raw_rate.push(raw_row.rate());
+                ratio.push(row.rate() / raw_row.rate().max(1e-9));
+                raw_cpu.extend(raw_row.cpu_per_op_us);
+            }
+        }
+        println!(
+            "{:<15} {:>5} {:>4} {:>13} {:>13} {:>16} {:>9} {:>9} {:>11} {:>5} {:>6}",
+            key.op.short(),
+            key.size,
+            key.concurrency,
+            range(&rate, 0),
+            range(&raw_rate, 0),
+            median(&ratio)
+                .map(|m| format!("{} ({m:.2})", range(&ratio, 2)))
+                .unwrap_or_else(|| "-".into()),
+            range(&cpu, 0),
+            range(&raw_cpu, 0),
+            range(&p50, 2),
+            median(&calls)
+                .map(|c| format!("{c:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            throttled,
+        );
     }
 }
 

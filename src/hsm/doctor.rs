@@ -205,12 +205,20 @@ fn examine_with(pkcs11: &Pkcs11, target: &DoctorTarget) -> Result<DoctorReport, 
         .get_mechanism_list(slot)
         .map(|l| l.len())
         .unwrap_or(0);
+    // cryptoki has no named type for CKM_AES_KEY_WRAP_KWP (0x210B), so it cannot sit in the
+    // constant list; it is asked next to CKM_AES_KEY_WRAP_PAD.
     let mechanisms = MECHANISMS
         .iter()
+        .copied()
+        .flat_map(|row| {
+            let kwp = (row.1 == MechanismType::AES_KEY_WRAP_PAD)
+                .then(|| (KeyWrap::Kwp.name(), KeyWrap::Kwp.mechanism_type()));
+            std::iter::once(row).chain(kwp)
+        })
         .map(|(name, mechanism)| MechanismRow {
             name,
             info: pkcs11
-                .get_mechanism_info(slot, *mechanism)
+                .get_mechanism_info(slot, mechanism)
                 .ok()
                 .map(|i| summarise(&i)),
         })

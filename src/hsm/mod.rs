@@ -208,6 +208,11 @@ impl Hsm {
         Ok(hsm)
     }
 
+    /// The RFC 5649 key wrap the start-up probe picked.
+    pub fn key_wrap(&self) -> KeyWrap {
+        self.key_wrap
+    }
+
     /// How many session copies of key materials the current token holds
     /// (`HsmConfig::session_key_copies`).
     pub fn session_key_copies(&self) -> usize {
