@@ -311,23 +311,6 @@ async fn oaep_sha256_encrypts_and_decrypts_on_kryoptic_and_keys_survive_a_restar
     );
 }
 
-/// What Kryoptic enforces for a domain key (README, Domain ceremony): it will not wrap a key
-/// marked `CKA_WRAP_WITH_TRUSTED` under an untrusted key, but an ordinary user may make a
-/// trusted key, which then takes the domain key out. So on Kryoptic trust stops nothing a
-/// holder of the user PIN wants to do.
-#[test]
-fn kryoptic_checks_wrap_with_trusted_but_lets_a_user_make_a_trusted_key() {
-    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-    use cryptoki::error::{Error, RvError};
-    use cryptoki::mechanism::Mechanism;
-    use cryptoki::object::{Attribute, KeyType, ObjectClass};
-    use cryptoki::session::UserType;
-    use p11kms::hsm::{EmbeddedToken, EmbeddedTokenKind};
-
-    let Some(module) = kryoptic_module() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must build the Kryoptic library"
 /// `p11kms doctor` on a fresh embedded Kryoptic token: it prepares the token as `serve`
 /// would, finds the key wrap by asking (0x210B, not SoftHSM2's 0x210A), every trial passes
 /// but secp256k1, and its verdict is that the gateway can serve.
@@ -341,47 +324,6 @@ fn doctor_on_kryoptic_passes_every_trial_but_secp256k1() {
         eprintln!("SKIPPED: no libkryoptic_pkcs11.so next to the p11kms binary");
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let token = EmbeddedToken::prepare(EmbeddedTokenKind::Kryoptic, dir.path()).unwrap();
-    token.ensure_token(&module, "p11kms-trust").unwrap();
-    let pin = token.user_pin().unwrap();
-
-    let pkcs11 = Pkcs11::new(&module).unwrap();
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .unwrap();
-    let slot = pkcs11.get_slots_with_token().unwrap()[0];
-    let session = pkcs11.open_rw_session(slot).unwrap();
-    session.login(UserType::User, Some(&pin)).unwrap();
-    let aes_key = |extra: &[Attribute]| {
-        let mut template = vec![
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(32.into()),
-            Attribute::Token(false),
-        ];
-        template.extend_from_slice(extra);
-        session.generate_key(&Mechanism::AesKeyGen, &template)
-    };
-
-    let domain = aes_key(&[
-        Attribute::Sensitive(true),
-        Attribute::Extractable(true),
-        Attribute::WrapWithTrusted(true),
-    ])
-    .unwrap();
-    let untrusted = aes_key(&[Attribute::Wrap(true)]).unwrap();
-    match session.wrap_key(&Mechanism::AesKeyWrap, untrusted, domain) {
-        Err(Error::Pkcs11(rv, _)) => assert_eq!(rv, RvError::WrappingKeyHandleInvalid),
-        other => panic!("an untrusted key wrapped a WRAP_WITH_TRUSTED key: {other:?}"),
-    }
-    let trusted = aes_key(&[Attribute::Wrap(true), Attribute::Trusted(true)])
-        .expect("Kryoptic 1.5.4 lets a user make a trusted key");
-    let wrapped = session
-        .wrap_key(&Mechanism::AesKeyWrap, trusted, domain)
-        .expect("a user's trusted key wraps the domain key");
-    assert_eq!(wrapped.len(), 40, "RFC 3394 of 32 bytes");
-    session.logout().unwrap();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"));
     for (name, _) in std::env::vars_os() {
@@ -452,4 +394,68 @@ fn doctor_on_kryoptic_passes_every_trial_but_secp256k1() {
         dir.path().join("data/kryoptic/token.sql").is_file(),
         "doctor prepares the token under the data directory, as serve does"
     );
+}
+
+/// What Kryoptic enforces for a domain key (README, Domain ceremony): it will not wrap a key
+/// marked `CKA_WRAP_WITH_TRUSTED` under an untrusted key, but an ordinary user may make a
+/// trusted key, which then takes the domain key out. So on Kryoptic trust stops nothing a
+/// holder of the user PIN wants to do.
+#[test]
+fn kryoptic_checks_wrap_with_trusted_but_lets_a_user_make_a_trusted_key() {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::error::{Error, RvError};
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, KeyType, ObjectClass};
+    use cryptoki::session::UserType;
+    use p11kms::hsm::{EmbeddedToken, EmbeddedTokenKind};
+
+    let Some(module) = kryoptic_module() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must build the Kryoptic library"
+        );
+        eprintln!("SKIPPED: no libkryoptic_pkcs11.so next to the p11kms binary");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let token = EmbeddedToken::prepare(EmbeddedTokenKind::Kryoptic, dir.path()).unwrap();
+    token.ensure_token(&module, "p11kms-trust").unwrap();
+    let pin = token.user_pin().unwrap();
+
+    let pkcs11 = Pkcs11::new(&module).unwrap();
+    pkcs11
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = pkcs11.get_slots_with_token().unwrap()[0];
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    session.login(UserType::User, Some(&pin)).unwrap();
+    let aes_key = |extra: &[Attribute]| {
+        let mut template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(false),
+        ];
+        template.extend_from_slice(extra);
+        session.generate_key(&Mechanism::AesKeyGen, &template)
+    };
+
+    let domain = aes_key(&[
+        Attribute::Sensitive(true),
+        Attribute::Extractable(true),
+        Attribute::WrapWithTrusted(true),
+    ])
+    .unwrap();
+    let untrusted = aes_key(&[Attribute::Wrap(true)]).unwrap();
+    match session.wrap_key(&Mechanism::AesKeyWrap, untrusted, domain) {
+        Err(Error::Pkcs11(rv, _)) => assert_eq!(rv, RvError::WrappingKeyHandleInvalid),
+        other => panic!("an untrusted key wrapped a WRAP_WITH_TRUSTED key: {other:?}"),
+    }
+    let trusted = aes_key(&[Attribute::Wrap(true), Attribute::Trusted(true)])
+        .expect("Kryoptic 1.5.4 lets a user make a trusted key");
+    let wrapped = session
+        .wrap_key(&Mechanism::AesKeyWrap, trusted, domain)
+        .expect("a user's trusted key wraps the domain key");
+    assert_eq!(wrapped.len(), 40, "RFC 3394 of 32 bytes");
+    session.logout().unwrap();
 }
