@@ -43,8 +43,13 @@ use cryptoki_sys::{
 use zeroize::Zeroize;
 
 type InitFn = unsafe extern "C" fn(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE) -> CK_RV;
-type SinglePartFn =
-    unsafe extern "C" fn(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG) -> CK_RV;
+type SinglePartFn = unsafe extern "C" fn(
+    CK_SESSION_HANDLE,
+    *mut CK_BYTE,
+    CK_ULONG,
+    *mut CK_BYTE,
+    *mut CK_ULONG,
+) -> CK_RV;
 type WrapFn = unsafe extern "C" fn(
     CK_SESSION_HANDLE,
     *mut CK_MECHANISM,
@@ -256,7 +261,13 @@ impl DirectModule {
     }
 
     /// One call of an initialised operation into a buffer of `out_len` bytes.
-    fn call(&self, op: Operation, session: &Session, data: &[u8], out_len: usize) -> Result<Vec<u8>> {
+    fn call(
+        &self,
+        op: Operation,
+        session: &Session,
+        data: &[u8],
+        out_len: usize,
+    ) -> Result<Vec<u8>> {
         let mut out = vec![0u8; out_len.max(1)];
         let mut len = ck_len(out.len())?;
         // SAFETY: the module reads `data` (it does not write through the input pointer, which
@@ -307,9 +318,8 @@ fn function_list(library: &cryptoki_sys::Pkcs11) -> Result<CK_FUNCTION_LIST> {
         let mut interface: *mut CK_INTERFACE = ptr::null_mut();
         // SAFETY: the default interface is requested; the module returns a pointer to a
         // static CK_INTERFACE or NULL.
-        let rv = unsafe {
-            library.C_GetInterface(ptr::null_mut(), ptr::null_mut(), &mut interface, 0)
-        };
+        let rv =
+            unsafe { library.C_GetInterface(ptr::null_mut(), ptr::null_mut(), &mut interface, 0) };
         Rv::from(rv).into_result(Function::GetInterface)?;
         if !interface.is_null() {
             // SAFETY: checked non-NULL; a CK_INTERFACE's list starts with the 2.40 layout.
