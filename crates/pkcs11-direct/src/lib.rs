@@ -85,11 +85,13 @@ impl std::fmt::Debug for DirectModule {
 }
 
 impl DirectModule {
-    /// Loads `path`, the module cryptoki loaded for the sessions this will be used with.
-    /// Fails (and callers keep cryptoki's path) if the module lacks an entry point.
+    /// Loads `path`, the module cryptoki loaded for the sessions this will be used with:
+    /// every session passed in later must come from a cryptoki context on the same path, or
+    /// its handle would name nothing (or another session) in this module. Fails (and callers
+    /// keep cryptoki's path) if the module lacks an entry point.
     pub fn load(path: impl AsRef<OsStr>) -> Result<DirectModule> {
-        // SAFETY: loading the module cryptoki already loaded from this path runs no new
-        // initialisers (dlopen returns the same instance).
+        // SAFETY: the same load cryptoki makes (libloading, the same flags); for a path
+        // cryptoki already loaded, dlopen returns that instance and runs no initialiser again.
         let library = unsafe { cryptoki_sys::Pkcs11::new(path) }.map_err(Error::LibraryLoading)?;
         let list = function_list(&library)?;
         let missing = |name| Error::MissingSymbol(name);
