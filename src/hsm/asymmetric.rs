@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use super::{
     bad_data, Half, Hsm, HsmError, OnLostSession, OpError, Scope, SessionObject, TimedSession,
-    OBJECT_LABEL_PREFIX,
+    OBJECT_LABEL_PREFIX, RSA_OUTPUT_BOUND,
 };
 use crate::error::KmsError;
 use crate::model::{KeyId, MaterialId};
@@ -395,7 +395,7 @@ impl Hsm {
         plaintext: &[u8],
     ) -> Result<Vec<u8>, KmsError> {
         self.with_object(material, Half::Public, |s, handle| {
-            Ok(s.encrypt(&hash.mechanism(), handle, plaintext)?)
+            Ok(s.encrypt_sized(&hash.mechanism(), handle, plaintext, RSA_OUTPUT_BOUND)?)
         })
         .map_err(OpError::into_kms)
     }
@@ -409,7 +409,8 @@ impl Hsm {
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         self.with_object(material, Half::Private, |s, handle| {
-            s.decrypt(&hash.mechanism(), handle, ciphertext)
+            // The OAEP plaintext is shorter than its ciphertext.
+            s.decrypt_sized(&hash.mechanism(), handle, ciphertext, ciphertext.len())
                 .map(Zeroizing::new)
                 .map_err(|e| bad_data(s, e))
         })
@@ -447,10 +448,11 @@ impl Hsm {
                 if length.is_none_or(|len| len > limit) {
                     return Ok(None);
                 }
-                Ok(Some(s.wrap_key(
+                Ok(Some(s.wrap_key_sized(
                     &destination_hash.mechanism(),
                     public,
                     secret.handle,
+                    RSA_OUTPUT_BOUND,
                 )?))
             },
         )
@@ -468,7 +470,7 @@ impl Hsm {
     ) -> Result<Vec<u8>, KmsError> {
         let mechanism = sign_mechanism(mechanism, data.len())?;
         self.with_object(material, Half::Private, |s, handle| {
-            Ok(s.sign(&mechanism, handle, data)?)
+            Ok(s.sign_sized(&mechanism, handle, data, RSA_OUTPUT_BOUND)?)
         })
         .map_err(OpError::into_kms)
     }
@@ -497,7 +499,7 @@ impl Hsm {
         message: &[u8],
     ) -> Result<Vec<u8>, KmsError> {
         self.with_object(material, Half::Secret, |s, handle| {
-            Ok(s.sign(&hash.mechanism(), handle, message)?)
+            Ok(s.sign_sized(&hash.mechanism(), handle, message, RSA_OUTPUT_BOUND)?)
         })
         .map_err(OpError::into_kms)
     }

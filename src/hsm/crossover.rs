@@ -18,7 +18,7 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use super::asymmetric::unwrap_secret;
 use super::{
     bad_data, derive_kek, Half, Hsm, KeyWrap, OaepHash, OpError, SealDerivation, Sealed,
-    SessionObject, TimedSession, IV_LEN, NONCE_LEN,
+    SessionObject, TimedSession, IV_LEN, NONCE_LEN, RSA_OUTPUT_BOUND, TAG_LEN, WRAPPED_DEK_LEN,
 };
 use crate::error::KmsError;
 use crate::model::MaterialId;
@@ -59,7 +59,7 @@ impl Hsm {
                     unwrap_secret(s, &Mechanism::AesGcm(gcm), dek.handle, source.payload)
                         .map_err(|e| bad_data(s, e))?,
                 );
-                Ok(s.wrap_key(&hash.mechanism(), public, secret.handle)?)
+                Ok(s.wrap_key_sized(&hash.mechanism(), public, secret.handle, RSA_OUTPUT_BOUND)?)
             },
         )
         .map_err(OpError::into_kms)
@@ -94,10 +94,21 @@ impl Hsm {
                 let dek = SessionObject::new(s, generate_wrapping_dek(s)?);
                 let mut iv_param = iv;
                 let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
-                let payload = s.wrap_key(&Mechanism::AesGcm(gcm), dek.handle, secret.handle)?;
+                // The secret is the OAEP plaintext, shorter than its ciphertext.
+                let payload = s.wrap_key_sized(
+                    &Mechanism::AesGcm(gcm),
+                    dek.handle,
+                    secret.handle,
+                    ciphertext.len() + TAG_LEN,
+                )?;
                 let kek =
                     SessionObject::new(s, derive_kek(s, base, &derivation(&nonce, &iv, &payload))?);
-                let wrapped_dek = s.wrap_key(&self.key_wrap.mechanism(), kek.handle, dek.handle)?;
+                let wrapped_dek = s.wrap_key_sized(
+                    &self.key_wrap.mechanism(),
+                    kek.handle,
+                    dek.handle,
+                    WRAPPED_DEK_LEN,
+                )?;
                 Ok(Sealed {
                     nonce,
                     wrapped_dek,

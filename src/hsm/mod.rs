@@ -66,6 +66,9 @@ pub const WRAPPED_DEK_LEN: usize = 40;
 pub const NONCE_LEN: usize = 16;
 pub const IV_LEN: usize = 12;
 pub const TAG_LEN: usize = 16;
+/// Room for any RSA output (ciphertext or signature) of the key sizes KMS offers (4096-bit
+/// modulus), and for any ECDSA or HMAC output. A larger adopted key costs a length query.
+pub(crate) const RSA_OUTPUT_BOUND: usize = 512;
 
 /// Computes `K_wrap`'s derivation data from the nonce, IV and sealed payload.
 pub type SealDerivation<'a> = dyn Fn(&[u8; NONCE_LEN], &[u8; IV_LEN], &[u8]) -> [u8; 32] + 'a;
@@ -426,12 +429,22 @@ impl Hsm {
             let dek = SessionObject::new(s, generate_dek(s)?);
             let mut iv_param = iv;
             let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
-            let ciphertext = s.encrypt(&Mechanism::AesGcm(gcm), dek.handle, plaintext)?;
+            let ciphertext = s.encrypt_sized(
+                &Mechanism::AesGcm(gcm),
+                dek.handle,
+                plaintext,
+                plaintext.len() + TAG_LEN,
+            )?;
             let kek = SessionObject::new(
                 s,
                 derive_kek(s, base, &derivation(&nonce, &iv, &ciphertext))?,
             );
-            let wrapped_dek = s.wrap_key(&self.key_wrap.mechanism(), kek.handle, dek.handle)?;
+            let wrapped_dek = s.wrap_key_sized(
+                &self.key_wrap.mechanism(),
+                kek.handle,
+                dek.handle,
+                WRAPPED_DEK_LEN,
+            )?;
             Ok(Sealed {
                 nonce,
                 wrapped_dek,
@@ -461,8 +474,14 @@ impl Hsm {
             );
             let mut iv_param = *iv;
             let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
+            // GCM's plaintext is 16 bytes shorter; SoftHSM2 asks for room for the whole input.
             let plaintext = s
-                .decrypt(&Mechanism::AesGcm(gcm), dek.handle, ciphertext)
+                .decrypt_sized(
+                    &Mechanism::AesGcm(gcm),
+                    dek.handle,
+                    ciphertext,
+                    ciphertext.len(),
+                )
                 .map_err(|e| bad_data(s, e))?;
             Ok(Zeroizing::new(plaintext))
         })
@@ -495,7 +514,12 @@ impl Hsm {
                     s,
                     derive_kek(s, dst_base, &destination_derivation(&nonce))?,
                 );
-                let wrapped = s.wrap_key(&self.key_wrap.mechanism(), dst_kek.handle, dek.handle)?;
+                let wrapped = s.wrap_key_sized(
+                    &self.key_wrap.mechanism(),
+                    dst_kek.handle,
+                    dek.handle,
+                    WRAPPED_DEK_LEN,
+                )?;
                 Ok((nonce, wrapped))
             },
         )
@@ -574,8 +598,9 @@ impl Hsm {
                 }
             };
             self.operations.fetch_add(1, Ordering::Relaxed);
-            let result =
-                op(&TimedSession::new(&session, self.observer.as_deref()).with_deadline(deadline));
+            let result = op(&TimedSession::new(&session, self.observer.as_deref())
+                .with_deadline(deadline)
+                .with_direct(token.direct.as_ref()));
             match &result {
                 Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope != Scope::Data => {
                     tracing::warn!(function = %e.function, rv = %e.rv, scope = ?e.scope, attempt, "PKCS#11 call failed");
@@ -967,12 +992,19 @@ fn trial_run(s: &TimedSession<'_>, key_wrap: KeyWrap) -> Result<(), HsmError> {
     let mut iv = [7u8; IV_LEN];
     let kek = SessionObject::new(s, derive_kek(s, base.handle, &[1u8; 32])?);
     let dek = SessionObject::new(s, generate_dek(s)?);
-    let ct = s.encrypt(
+    // The sized calls the requests make, so the start-up proves them too.
+    let ct = s.encrypt_sized(
         &Mechanism::AesGcm(GcmParams::new(&mut iv, b"aad", 128.into())?),
         dek.handle,
         probe,
+        probe.len() + TAG_LEN,
     )?;
-    let wrapped = s.wrap_key(&key_wrap.mechanism(), kek.handle, dek.handle)?;
+    let wrapped = s.wrap_key_sized(
+        &key_wrap.mechanism(),
+        kek.handle,
+        dek.handle,
+        WRAPPED_DEK_LEN,
+    )?;
     if wrapped.len() != WRAPPED_DEK_LEN {
         return Err(HsmError::gateway(
             "C_WrapKey",
@@ -982,13 +1014,19 @@ fn trial_run(s: &TimedSession<'_>, key_wrap: KeyWrap) -> Result<(), HsmError> {
     }
     let moved = SessionObject::new(s, unwrap_dek(s, key_wrap, kek.handle, &wrapped, true)?);
     let kek2 = SessionObject::new(s, derive_kek(s, base.handle, &[2u8; 32])?);
-    let rewrapped = s.wrap_key(&key_wrap.mechanism(), kek2.handle, moved.handle)?;
+    let rewrapped = s.wrap_key_sized(
+        &key_wrap.mechanism(),
+        kek2.handle,
+        moved.handle,
+        WRAPPED_DEK_LEN,
+    )?;
     let opened = SessionObject::new(s, unwrap_dek(s, key_wrap, kek2.handle, &rewrapped, false)?);
     let mut iv = [7u8; IV_LEN];
-    let pt = Zeroizing::new(s.decrypt(
+    let pt = Zeroizing::new(s.decrypt_sized(
         &Mechanism::AesGcm(GcmParams::new(&mut iv, b"aad", 128.into())?),
         opened.handle,
         &ct,
+        ct.len(),
     )?);
     if pt.as_slice() != probe {
         return Err(HsmError::gateway(

@@ -16,6 +16,7 @@ use cryptoki::error::{Error as CkError, Result as CkResult, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use cryptoki::session::Session;
+use pkcs11_direct::DirectModule;
 
 /// Receives one observation per PKCS#11 call.
 pub trait CallObserver: Send + Sync {
@@ -32,6 +33,9 @@ pub struct TimedSession<'a> {
     session: &'a Session,
     observer: Option<&'a dyn CallObserver>,
     deadline: Option<Instant>,
+    /// Single-call entry points of the same module (`pkcs11_direct`); without them the
+    /// `*_sized` calls take cryptoki's path (a length query first).
+    direct: Option<&'a DirectModule>,
 }
 
 impl<'a> TimedSession<'a> {
@@ -40,7 +44,15 @@ impl<'a> TimedSession<'a> {
             session,
             observer,
             deadline: None,
+            direct: None,
         }
+    }
+
+    /// Makes the `*_sized` calls single calls through `direct`, which must be the module
+    /// this session's cryptoki context loaded (same path).
+    pub fn with_direct(mut self, direct: Option<&'a DirectModule>) -> Self {
+        self.direct = direct;
+        self
     }
 
     /// No call starts after `deadline`.
@@ -116,6 +128,21 @@ impl<'a> TimedSession<'a> {
         })
     }
 
+    /// `wrap_key` in one `C_WrapKey` into `out_len` bytes (the exact output length or an
+    /// upper bound of it; a token that needs more gets cryptoki's path, never truncation).
+    pub fn wrap_key_sized(
+        &self,
+        mechanism: &Mechanism,
+        wrapping: ObjectHandle,
+        key: ObjectHandle,
+        out_len: usize,
+    ) -> CkResult<Vec<u8>> {
+        self.call("C_WrapKey", Function::WrapKey, |s| match self.direct {
+            Some(direct) => direct.wrap_key(s, mechanism, wrapping, key, out_len),
+            None => s.wrap_key(mechanism, wrapping, key),
+        })
+    }
+
     pub fn unwrap_key(
         &self,
         mechanism: &Mechanism,
@@ -147,6 +174,48 @@ impl<'a> TimedSession<'a> {
     ) -> CkResult<Vec<u8>> {
         self.call("C_Decrypt", Function::Decrypt, |s| {
             s.decrypt(mechanism, key, data)
+        })
+    }
+
+    /// `encrypt` with one `C_Encrypt` into `out_len` bytes (see [`Self::wrap_key_sized`]).
+    pub fn encrypt_sized(
+        &self,
+        mechanism: &Mechanism,
+        key: ObjectHandle,
+        data: &[u8],
+        out_len: usize,
+    ) -> CkResult<Vec<u8>> {
+        self.call("C_Encrypt", Function::Encrypt, |s| match self.direct {
+            Some(direct) => direct.encrypt(s, mechanism, key, data, out_len),
+            None => s.encrypt(mechanism, key, data),
+        })
+    }
+
+    /// `decrypt` with one `C_Decrypt` into `out_len` bytes (see [`Self::wrap_key_sized`]).
+    pub fn decrypt_sized(
+        &self,
+        mechanism: &Mechanism,
+        key: ObjectHandle,
+        data: &[u8],
+        out_len: usize,
+    ) -> CkResult<Vec<u8>> {
+        self.call("C_Decrypt", Function::Decrypt, |s| match self.direct {
+            Some(direct) => direct.decrypt(s, mechanism, key, data, out_len),
+            None => s.decrypt(mechanism, key, data),
+        })
+    }
+
+    /// `sign` with one `C_Sign` into `out_len` bytes (see [`Self::wrap_key_sized`]).
+    pub fn sign_sized(
+        &self,
+        mechanism: &Mechanism,
+        key: ObjectHandle,
+        data: &[u8],
+        out_len: usize,
+    ) -> CkResult<Vec<u8>> {
+        self.call("C_Sign", Function::Sign, |s| match self.direct {
+            Some(direct) => direct.sign(s, mechanism, key, data, out_len),
+            None => s.sign(mechanism, key, data),
         })
     }
 

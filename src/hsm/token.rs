@@ -39,6 +39,9 @@ pub(super) struct Token {
     /// Domain mode's unwrapped materials: session objects of `copy_owner`, so they live
     /// exactly as long as this library initialisation.
     pub(super) domain: Mutex<super::domain::DomainCache>,
+    /// The same module's raw entry points, for single-call encrypt, decrypt, sign and wrap;
+    /// `None` (cryptoki's two calls) if they could not be loaded.
+    pub(super) direct: Option<pkcs11_direct::DirectModule>,
 }
 
 impl Hsm {
@@ -278,6 +281,7 @@ impl Token {
             copy_owner: SessionPool::new(pkcs11.clone(), slot, pin.clone(), 1, timeout),
             copies: Mutex::new(HashMap::new()),
             domain: Mutex::new(super::domain::DomainCache::default()),
+            direct: load_direct(&config.module),
             pkcs11,
             slot,
             pool,
@@ -327,6 +331,18 @@ pub(crate) fn initialise(module: &std::path::Path) -> Result<Pkcs11, HsmError> {
     match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(pkcs11),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The raw entry points of `module`, loaded again from the path cryptoki loaded (the same
+/// instance). A failure only costs the length queries, so it is logged, not fatal.
+fn load_direct(module: &std::path::Path) -> Option<pkcs11_direct::DirectModule> {
+    match pkcs11_direct::DirectModule::load(module) {
+        Ok(direct) => Some(direct),
+        Err(e) => {
+            tracing::warn!(module = %module.display(), error = %HsmError::from(e), "single-call PKCS#11 entry points unavailable; using cryptoki's length queries");
+            None
+        }
     }
 }
 
