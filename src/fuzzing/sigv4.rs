@@ -159,9 +159,15 @@ fn request_from(data: &[u8]) -> Option<(http::request::Parts, &[u8])> {
 /// - a request target that is not origin-form (`/path?query`): `aws-sigv4` panics on some
 ///   (`adding query should not invalidate URI`, found by this target), and an HTTP/1.1 client
 ///   talking to the server, as every SDK does, sends origin-form;
+/// - a request target longer than a third of what `http::Uri` holds: `aws-sigv4` re-encodes the
+///   query, which can triple it, and panics (`InvalidUri(TooLong)`, found by this target) when
+///   that passes the limit. KMS requests carry `/` and no query;
 /// - a query whose percent-decoded bytes are not UTF-8: `aws-sigv4` replaces them with U+FFFD
 ///   before encoding, so `%9F` and `%9E` sign alike; the verifier signs the bytes as sent,
 ///   which keeps distinct queries distinct. SDKs encode UTF-8 strings, so never send these.
+/// `http::Uri` refuses more than `u16::MAX - 1` bytes; percent-encoding at most triples a query.
+const MAX_URI_FOR_SDK_SIGNER: usize = (u16::MAX as usize - 1) / 3;
+
 fn signed_like_sdk(
     parts: &http::request::Parts,
     body: &[u8],
@@ -171,7 +177,10 @@ fn signed_like_sdk(
     let origin_form =
         uri.scheme().is_none() && uri.authority().is_none() && uri.path().starts_with('/');
     let query = uri.query().unwrap_or("");
-    if !origin_form || std::str::from_utf8(&percent_decoded(query)).is_err() {
+    if !origin_form
+        || uri.to_string().len() > MAX_URI_FOR_SDK_SIGNER
+        || std::str::from_utf8(&percent_decoded(query)).is_err()
+    {
         return None;
     }
     let mut request = http::Request::from_parts(parts.clone(), ());
