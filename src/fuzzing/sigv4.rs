@@ -153,6 +153,9 @@ fn request_from(data: &[u8]) -> Option<(http::request::Parts, &[u8])> {
     Some((parts, body))
 }
 
+/// `http::Uri` refuses more than `u16::MAX - 1` bytes; percent-encoding at most triples a query.
+const MAX_URI_FOR_SDK_SIGNER: usize = (u16::MAX as usize - 1) / 3;
+
 /// The request signed by `aws-sigv4` with default settings, or `None` where it cannot sign
 /// it as sent (header values that are not UTF-8, a URI it does not parse) or where the two
 /// sides deliberately differ:
@@ -165,9 +168,6 @@ fn request_from(data: &[u8]) -> Option<(http::request::Parts, &[u8])> {
 /// - a query whose percent-decoded bytes are not UTF-8: `aws-sigv4` replaces them with U+FFFD
 ///   before encoding, so `%9F` and `%9E` sign alike; the verifier signs the bytes as sent,
 ///   which keeps distinct queries distinct. SDKs encode UTF-8 strings, so never send these.
-/// `http::Uri` refuses more than `u16::MAX - 1` bytes; percent-encoding at most triples a query.
-const MAX_URI_FOR_SDK_SIGNER: usize = (u16::MAX as usize - 1) / 3;
-
 fn signed_like_sdk(
     parts: &http::request::Parts,
     body: &[u8],
