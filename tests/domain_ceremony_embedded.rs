@@ -5,20 +5,14 @@
 //! never ran gets its token made by `join-request`. The chain holder → second → third shows
 //! that a joined token can enrol the next one.
 
+mod common;
 mod pg_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::mechanism::Mechanism;
-use cryptoki::object::Attribute;
-use cryptoki::session::UserType;
-use cryptoki::types::AuthPin;
-use p11kms::hsm::domain::domain_key_template;
-use p11kms::hsm::{find_softhsm_module, EmbeddedSoftHsm};
+use common::put_domain_key_in_embedded_token;
 use pg_server::PgServer;
-use secrecy::ExposeSecret;
 use serde_json::Value;
 
 fn domain(dir: &Path, store: &str, args: &[&str]) -> Output {
@@ -97,39 +91,8 @@ fn replicas_on_embedded_tokens_join_one_after_another() {
 
     // The first replica's embedded token, with a domain key made in this process.
     std::fs::create_dir_all(&dirs[0]).unwrap();
-    let embedded = EmbeddedSoftHsm::prepare(&dirs[0]).unwrap();
-    std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
-    let module = find_softhsm_module().expect("SoftHSM2 is installed");
-    embedded.ensure_token(&module, "p11kms").unwrap();
     let domain_id: [u8; 16] = rand::random();
-    let pkcs11 = Pkcs11::new(&module).unwrap();
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .unwrap();
-    let slot = pkcs11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| {
-            let info = pkcs11.get_token_info(*s).unwrap();
-            info.token_initialized() && info.label().trim_end() == "p11kms"
-        })
-        .unwrap();
-    let session = pkcs11.open_rw_session(slot).unwrap();
-    let pin = embedded.user_pin().unwrap();
-    session
-        .login(
-            UserType::User,
-            Some(&AuthPin::new(pin.expose_secret().into())),
-        )
-        .unwrap();
-    let mut template = domain_key_template(&domain_id);
-    template.push(Attribute::ValueLen(32.into()));
-    session
-        .generate_key(&Mechanism::AesKeyGen, &template)
-        .unwrap();
-    drop(session);
-    pkcs11.finalize().unwrap();
+    put_domain_key_in_embedded_token(&dirs[0], &domain_id);
 
     // The second replica has never run: join-request makes its token.
     std::fs::create_dir_all(&dirs[1]).unwrap();

@@ -579,7 +579,7 @@ async fn a_domain_key_missing_from_the_token_is_a_typed_error_after_one_refind()
 
     // Once the token holds the key (made here by another process than the gateway), the
     // same gateway makes keys under it: no restart.
-    put_domain_key(&dir, &absent);
+    put_domain_key_in_embedded_token(&dir, &absent.0);
     let client = &kms;
     let made = poll_until(
         Duration::from_secs(15),
@@ -603,48 +603,4 @@ async fn a_domain_key_missing_from_the_token_is_a_typed_error_after_one_refind()
         "library reinitialisations to find a domain key: {}",
         metric(&srv, "p11kms_domain_key_refinds_total").await
     );
-}
-
-/// Generates domain key `id` in the embedded token under `dir`, in this process (not the
-/// gateway's), as `join` would put it there.
-fn put_domain_key(dir: &Path, id: &DomainKeyId) {
-    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-    use cryptoki::mechanism::Mechanism;
-    use cryptoki::object::Attribute;
-    use cryptoki::session::UserType;
-    use cryptoki::types::AuthPin;
-    use secrecy::ExposeSecret;
-
-    let embedded = p11kms::hsm::EmbeddedSoftHsm::prepare(dir).unwrap();
-    // Gateways export their own SOFTHSM2_CONF and commands here run without it.
-    std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
-    let module = p11kms::hsm::find_softhsm_module().expect("SoftHSM2 is installed");
-    let pkcs11 = Pkcs11::new(&module).unwrap();
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .unwrap();
-    let slot = pkcs11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| {
-            let info = pkcs11.get_token_info(*s).unwrap();
-            info.token_initialized() && info.label().trim_end() == "p11kms"
-        })
-        .unwrap();
-    let session = pkcs11.open_rw_session(slot).unwrap();
-    let pin = embedded.user_pin().unwrap();
-    session
-        .login(
-            UserType::User,
-            Some(&AuthPin::new(pin.expose_secret().into())),
-        )
-        .unwrap();
-    let mut template = p11kms::hsm::domain::domain_key_template(&id.0);
-    template.push(Attribute::ValueLen(32.into()));
-    session
-        .generate_key(&Mechanism::AesKeyGen, &template)
-        .unwrap();
-    drop(session);
-    pkcs11.finalize().unwrap();
 }

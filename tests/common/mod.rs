@@ -813,3 +813,49 @@ pub fn build_delay_module(out: &Path) -> Option<PathBuf> {
     let path = PathBuf::from(String::from_utf8_lossy(&result.stdout).trim());
     path.exists().then_some(path)
 }
+
+/// Generates the domain key `domain_id` in the embedded SoftHSM2 token under `data_dir` (made
+/// first if missing), in this process rather than a gateway's, as `domain create` or `join`
+/// would put it there.
+pub fn put_domain_key_in_embedded_token(data_dir: &Path, domain_id: &[u8; 16]) {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::Attribute;
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+    use secrecy::ExposeSecret;
+
+    let embedded = p11kms::hsm::EmbeddedSoftHsm::prepare(data_dir).unwrap();
+    // Gateways export their own SOFTHSM2_CONF; the library loaded here needs this token's.
+    std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
+    let module = p11kms::hsm::find_softhsm_module().expect("SoftHSM2 is installed");
+    embedded.ensure_token(&module, "p11kms").unwrap();
+    let pkcs11 = Pkcs11::new(&module).unwrap();
+    pkcs11
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = pkcs11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| {
+            let info = pkcs11.get_token_info(*s).unwrap();
+            info.token_initialized() && info.label().trim_end() == "p11kms"
+        })
+        .unwrap();
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    let pin = embedded.user_pin().unwrap();
+    session
+        .login(
+            UserType::User,
+            Some(&AuthPin::new(pin.expose_secret().into())),
+        )
+        .unwrap();
+    let mut template = p11kms::hsm::domain::domain_key_template(domain_id);
+    template.push(Attribute::ValueLen(32.into()));
+    session
+        .generate_key(&Mechanism::AesKeyGen, &template)
+        .unwrap();
+    drop(session);
+    pkcs11.finalize().unwrap();
+}
