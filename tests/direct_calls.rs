@@ -4,19 +4,18 @@
 //! bad inputs (cryptoki's error, function and CKR code). One token per binary: SoftHSM2
 //! reads `SOFTHSM2_CONF` once per process.
 
+mod common;
+
 use std::sync::OnceLock;
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
+use cryptoki::context::{Function, Pkcs11};
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::Session;
 use cryptoki::slot::Slot;
-use cryptoki::types::AuthPin;
-use p11kms::hsm::{find_softhsm_module, EmbeddedSoftHsm};
 use pkcs11_direct::DirectModule;
-use secrecy::ExposeSecret;
 
 struct Fixture {
     pkcs11: Pkcs11,
@@ -29,30 +28,10 @@ fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let embedded = EmbeddedSoftHsm::prepare(dir.path()).unwrap();
-        std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
-        let module = find_softhsm_module().expect("SoftHSM2 is installed");
-        embedded.ensure_token(&module, "direct").unwrap();
-        let pkcs11 = Pkcs11::new(&module).unwrap();
-        pkcs11
-            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .unwrap();
-        let slot = pkcs11
-            .get_slots_with_token()
-            .unwrap()
-            .into_iter()
-            .find(|s| pkcs11.get_token_info(*s).unwrap().label().trim_end() == "direct")
-            .unwrap();
-        let session = pkcs11.open_rw_session(slot).unwrap();
-        let pin = embedded.user_pin().unwrap();
-        session
-            .login(
-                UserType::User,
-                Some(&AuthPin::new(pin.expose_secret().into())),
-            )
-            .unwrap();
-        // Login is per application: every later session of this library is logged in.
+        let (pkcs11, slot, session) = common::open_embedded_softhsm(dir.path(), "direct");
+        // Kept open: closing the last session would log the application out.
         std::mem::forget(session);
+        let module = p11kms::hsm::find_softhsm_module().expect("SoftHSM2 is installed");
         let direct = DirectModule::load(&module).unwrap();
         Fixture {
             pkcs11,

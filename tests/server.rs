@@ -180,13 +180,20 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[cfg(target_os = "linux")]
 fn thread_policies(pid: u32, prefix: &str) -> Vec<u32> {
     let mut policies = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let dir = task.unwrap().path();
+    // A thread may end between the listing and the reads (tokio's blocking pool lets idle
+    // threads go): such a thread is skipped, not a failure.
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let dir = task.path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         if !comm.starts_with(prefix) {
             continue;
         }
-        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
         // The name in parentheses may hold spaces; fields are counted after it (state is 3).
         let after_name = &stat[stat.rfind(')').unwrap() + 1..];
         let policy = after_name.split_whitespace().nth(41 - 3).unwrap();
@@ -206,10 +213,16 @@ fn core_threads_run_under_sched_batch_unless_turned_off() {
         vec![SCHED_BATCH; 3],
         "one per session"
     );
-    let keygen = thread_policies(batch.pid(), "p11kms-keygen");
-    assert!(!keygen.is_empty() && keygen.iter().all(|&p| p == SCHED_BATCH));
+    let keygen = settled_all(batch.pid(), "p11kms-keygen", SCHED_BATCH);
+    assert!(
+        !keygen.is_empty() && keygen.iter().all(|&p| p == SCHED_BATCH),
+        "key-pair threads: {keygen:?}"
+    );
     let tokio = thread_policies(batch.pid(), "tokio");
-    assert!(!tokio.is_empty() && tokio.iter().all(|&p| p == SCHED_OTHER));
+    assert!(
+        !tokio.is_empty() && tokio.iter().all(|&p| p == SCHED_OTHER),
+        "tokio threads: {tokio:?}"
+    );
 
     let normal = TestServer::start_with(&[
         ("P11KMS_SESSION_POOL_SIZE", "3"),
@@ -231,6 +244,20 @@ fn settled_policies(pid: u32, name: &str, expected: &[u32]) -> Vec<u32> {
         policies = thread_policies(pid, name);
     }
     policies
+}
+
+/// Like `settled_policies` when the number of threads is not fixed: polls until there is at
+/// least one thread named `name` and every one of them runs under `expected`.
+fn settled_all(pid: u32, name: &str, expected: u32) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let policies = thread_policies(pid, name);
+        let settled = !policies.is_empty() && policies.iter().all(|&p| p == expected);
+        if settled || std::time::Instant::now() >= deadline {
+            return policies;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// jemalloc replaces `malloc` for the whole process, the PKCS#11 library included: only the

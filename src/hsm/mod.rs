@@ -37,7 +37,7 @@ pub use error::{HsmError, Scope};
 pub use pool::PoolStats;
 pub use probe::{probe_mechanisms, KeyWrap, MechanismReport};
 pub use provision::{find_softhsm_module, EmbeddedSoftHsm};
-pub use timed::{CallObserver, TimedSession};
+pub use timed::{CallObserver, ObjectScanLock, TimedSession};
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -207,7 +207,15 @@ impl Hsm {
             .map_err(|e| format!("trial run failed: {e}"))?
             .map_err(|e| format!("trial run of the ciphertext scheme failed: {e}"))?;
         hsm.capabilities = hsm.probe_asymmetric();
-        tracing::info!(capabilities = ?hsm.capabilities, key_wrap = key_wrap.name(), "capabilities of the token");
+        let finds_wait_for_creations = hsm
+            .current_token()
+            .is_some_and(|t| t.object_scans.is_some());
+        tracing::info!(
+            capabilities = ?hsm.capabilities,
+            key_wrap = key_wrap.name(),
+            finds_wait_for_creations,
+            "capabilities of the token"
+        );
         Ok(hsm)
     }
 
@@ -600,7 +608,8 @@ impl Hsm {
             self.operations.fetch_add(1, Ordering::Relaxed);
             let result = op(&TimedSession::new(&session, self.observer.as_deref())
                 .with_deadline(deadline)
-                .with_direct(token.direct.as_ref()));
+                .with_direct(token.direct.as_ref())
+                .with_object_scans(token.object_scans.as_ref()));
             match &result {
                 Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope != Scope::Data => {
                     tracing::warn!(function = %e.function, rv = %e.rv, scope = ?e.scope, attempt, "PKCS#11 call failed");

@@ -9,6 +9,7 @@
 //! with `CKR_FUNCTION_CANCELED`, which the caller answers `DependencyTimeoutException`.
 
 use std::borrow::Cow;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use cryptoki::context::Function;
@@ -29,6 +30,44 @@ impl CallObserver for crate::telemetry::Metrics {
     }
 }
 
+/// SoftHSM2 before 2.7 (upstream issue 573, fixed by its commit 07f0b98): a `C_FindObjects`
+/// that runs while another session creates a token object can catch the object's file
+/// empty and mark the object invalid, and the creation then fails with CKR_GENERAL_ERROR.
+/// On such a library a token object's creation excludes finds; finds share.
+#[derive(Default)]
+pub struct ObjectScanLock(RwLock<()>);
+
+impl ObjectScanLock {
+    /// Whether `pkcs11` is a library with that race: SoftHSM2 older than 2.7.
+    pub fn needed_by(pkcs11: &cryptoki::context::Pkcs11) -> bool {
+        pkcs11.get_library_info().is_ok_and(|info| {
+            let version = info.library_version();
+            info.manufacturer_id().trim_end() == "SoftHSM"
+                && (version.major(), version.minor()) < (2, 7)
+        })
+    }
+
+    fn creating(&self) -> RwLockWriteGuard<'_, ()> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn scanning(&self) -> RwLockReadGuard<'_, ()> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether a template makes a token object: `CKA_TOKEN` defaults to false, except for a
+/// copy, which keeps its source's (`inherits` true).
+fn makes_token_object(template: &[Attribute], inherits: bool) -> bool {
+    template
+        .iter()
+        .find_map(|a| match a {
+            Attribute::Token(token) => Some(*token),
+            _ => None,
+        })
+        .unwrap_or(inherits)
+}
+
 pub struct TimedSession<'a> {
     session: &'a Session,
     observer: Option<&'a dyn CallObserver>,
@@ -36,6 +75,8 @@ pub struct TimedSession<'a> {
     /// Single-call entry points of the same module (`pkcs11_direct`); without them the
     /// `*_sized` calls take cryptoki's path (a length query first).
     direct: Option<&'a DirectModule>,
+    /// Set on a library whose finds race token-object creation ([`ObjectScanLock`]).
+    scans: Option<&'a ObjectScanLock>,
 }
 
 impl<'a> TimedSession<'a> {
@@ -45,7 +86,24 @@ impl<'a> TimedSession<'a> {
             observer,
             deadline: None,
             direct: None,
+            scans: None,
         }
+    }
+
+    /// Keeps finds and token-object creations apart through `scans` (see [`ObjectScanLock`]).
+    pub fn with_object_scans(mut self, scans: Option<&'a ObjectScanLock>) -> Self {
+        self.scans = scans;
+        self
+    }
+
+    /// Held across one call that makes a token object, when the library needs it.
+    fn creation_guard(
+        &self,
+        template: &[Attribute],
+        inherits: bool,
+    ) -> Option<RwLockWriteGuard<'a, ()>> {
+        let scans = self.scans?;
+        makes_token_object(template, inherits).then(|| scans.creating())
     }
 
     /// Makes the `*_sized` calls single calls through `direct`, which must be the module
@@ -101,6 +159,7 @@ impl<'a> TimedSession<'a> {
         mechanism: &Mechanism,
         template: &[Attribute],
     ) -> CkResult<ObjectHandle> {
+        let _creating = self.creation_guard(template, false);
         self.call("C_GenerateKey", Function::GenerateKey, |s| {
             s.generate_key(mechanism, template)
         })
@@ -112,6 +171,7 @@ impl<'a> TimedSession<'a> {
         base: ObjectHandle,
         template: &[Attribute],
     ) -> CkResult<ObjectHandle> {
+        let _creating = self.creation_guard(template, false);
         self.call("C_DeriveKey", Function::DeriveKey, |s| {
             s.derive_key(mechanism, base, template)
         })
@@ -150,6 +210,7 @@ impl<'a> TimedSession<'a> {
         wrapped: &[u8],
         template: &[Attribute],
     ) -> CkResult<ObjectHandle> {
+        let _creating = self.creation_guard(template, false);
         self.call("C_UnwrapKey", Function::UnwrapKey, |s| {
             s.unwrap_key(mechanism, unwrapping, wrapped, template)
         })
@@ -225,6 +286,9 @@ impl<'a> TimedSession<'a> {
         public: &[Attribute],
         private: &[Attribute],
     ) -> CkResult<(ObjectHandle, ObjectHandle)> {
+        let _creating = self
+            .creation_guard(public, false)
+            .or_else(|| self.creation_guard(private, false));
         self.call("C_GenerateKeyPair", Function::GenerateKeyPair, |s| {
             s.generate_key_pair(mechanism, public, private)
         })
@@ -251,18 +315,21 @@ impl<'a> TimedSession<'a> {
         object: ObjectHandle,
         template: &[Attribute],
     ) -> CkResult<ObjectHandle> {
+        let _creating = self.creation_guard(template, true);
         self.call("C_CopyObject", Function::CopyObject, |s| {
             s.copy_object(object, template)
         })
     }
 
     pub fn create_object(&self, template: &[Attribute]) -> CkResult<ObjectHandle> {
+        let _creating = self.creation_guard(template, false);
         self.call("C_CreateObject", Function::CreateObject, |s| {
             s.create_object(template)
         })
     }
 
     pub fn find_objects(&self, template: &[Attribute]) -> CkResult<Vec<ObjectHandle>> {
+        let _scanning = self.scans.map(ObjectScanLock::scanning);
         self.call("C_FindObjects", Function::FindObjectsInit, |s| {
             s.find_objects(template)
         })

@@ -42,6 +42,8 @@ pub(super) struct Token {
     /// The same module's raw entry points, for single-call encrypt, decrypt, sign and wrap;
     /// `None` (cryptoki's two calls) if they could not be loaded.
     pub(super) direct: Option<pkcs11_direct::DirectModule>,
+    /// `Some` on a library whose finds race token-object creation (SoftHSM2 before 2.7).
+    pub(super) object_scans: Option<super::timed::ObjectScanLock>,
 }
 
 impl Hsm {
@@ -282,6 +284,8 @@ impl Token {
             copies: Mutex::new(HashMap::new()),
             domain: Mutex::new(super::domain::DomainCache::default()),
             direct: load_direct(&config.module),
+            object_scans: super::timed::ObjectScanLock::needed_by(&pkcs11)
+                .then(super::timed::ObjectScanLock::default),
             pkcs11,
             slot,
             pool,

@@ -814,13 +814,19 @@ pub fn build_delay_module(out: &Path) -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-/// Generates the domain key `domain_id` in the embedded SoftHSM2 token under `data_dir` (made
-/// first if missing), in this process rather than a gateway's, as `domain create` or `join`
-/// would put it there.
-pub fn put_domain_key_in_embedded_token(data_dir: &Path, domain_id: &[u8; 16]) {
+/// An embedded SoftHSM2 token `label` under `data_dir` (made first if missing), opened in
+/// this process: the library initialised for it, the token's slot and a logged-in R/W
+/// session (login is per application, so every later session of the library is logged in).
+/// SoftHSM2 reads `SOFTHSM2_CONF` once per process: one such token per test binary at a time.
+pub fn open_embedded_softhsm(
+    data_dir: &Path,
+    label: &str,
+) -> (
+    cryptoki::context::Pkcs11,
+    cryptoki::slot::Slot,
+    cryptoki::session::Session,
+) {
     use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-    use cryptoki::mechanism::Mechanism;
-    use cryptoki::object::Attribute;
     use cryptoki::session::UserType;
     use cryptoki::types::AuthPin;
     use secrecy::ExposeSecret;
@@ -829,7 +835,7 @@ pub fn put_domain_key_in_embedded_token(data_dir: &Path, domain_id: &[u8; 16]) {
     // Gateways export their own SOFTHSM2_CONF; the library loaded here needs this token's.
     std::env::set_var("SOFTHSM2_CONF", &embedded.conf_path);
     let module = p11kms::hsm::find_softhsm_module().expect("SoftHSM2 is installed");
-    embedded.ensure_token(&module, "p11kms").unwrap();
+    embedded.ensure_token(&module, label).unwrap();
     let pkcs11 = Pkcs11::new(&module).unwrap();
     pkcs11
         .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
@@ -840,7 +846,7 @@ pub fn put_domain_key_in_embedded_token(data_dir: &Path, domain_id: &[u8; 16]) {
         .into_iter()
         .find(|s| {
             let info = pkcs11.get_token_info(*s).unwrap();
-            info.token_initialized() && info.label().trim_end() == "p11kms"
+            info.token_initialized() && info.label().trim_end() == label
         })
         .unwrap();
     let session = pkcs11.open_rw_session(slot).unwrap();
@@ -851,6 +857,17 @@ pub fn put_domain_key_in_embedded_token(data_dir: &Path, domain_id: &[u8; 16]) {
             Some(&AuthPin::new(pin.expose_secret().into())),
         )
         .unwrap();
+    (pkcs11, slot, session)
+}
+
+/// Generates the domain key `domain_id` in the embedded SoftHSM2 token under `data_dir` (made
+/// first if missing), in this process rather than a gateway's, as `domain create` or `join`
+/// would put it there.
+pub fn put_domain_key_in_embedded_token(data_dir: &Path, domain_id: &[u8; 16]) {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::Attribute;
+
+    let (pkcs11, _, session) = open_embedded_softhsm(data_dir, "p11kms");
     let mut template = p11kms::hsm::domain::domain_key_template(domain_id);
     template.push(Attribute::ValueLen(32.into()));
     session
