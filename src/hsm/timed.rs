@@ -24,12 +24,6 @@ pub trait CallObserver: Send + Sync {
     fn observe(&self, function: &'static str, outcome: &str, seconds: f64);
 }
 
-impl CallObserver for crate::telemetry::Metrics {
-    fn observe(&self, function: &'static str, outcome: &str, seconds: f64) {
-        self.pkcs11_call(function, outcome, seconds);
-    }
-}
-
 /// SoftHSM2 before 2.7 (upstream issue 573, fixed by its commit 07f0b98): a `C_FindObjects`
 /// that runs while another session creates a token object can catch the object's file
 /// empty and mark the object invalid, and the creation then fails with CKR_GENERAL_ERROR.

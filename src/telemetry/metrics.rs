@@ -25,6 +25,7 @@ pub struct Metrics {
     pub throttled: IntCounter,
     pub hsm_reinitialisations: IntCounter,
     pub hsm_recycles: IntCounter,
+    pub pkcs11_buffers_too_small: IntCounter,
     pub hsm_operation_timeouts: IntCounter,
     pub hsm_lost_sessions: IntCounter,
     /// Domain-key mode's cache of unwrapped materials (zero in token mode).
@@ -102,6 +103,10 @@ impl Metrics {
         let hsm_recycles = IntCounter::new(
             "p11kms_hsm_recycles_total",
             "Planned reinitialisations of the PKCS#11 library (hsm.recycle_after_operations)",
+        )?;
+        let pkcs11_buffers_too_small = IntCounter::new(
+            "p11kms_pkcs11_buffer_too_small_total",
+            "Single-call PKCS#11 outputs whose buffer the token found too small (each took a length query and a second call)",
         )?;
         let hsm_operation_timeouts = IntCounter::new(
             "p11kms_hsm_operation_timeouts_total",
@@ -234,6 +239,7 @@ impl Metrics {
         registry.register(Box::new(throttled.clone()))?;
         registry.register(Box::new(hsm_reinitialisations.clone()))?;
         registry.register(Box::new(hsm_recycles.clone()))?;
+        registry.register(Box::new(pkcs11_buffers_too_small.clone()))?;
         registry.register(Box::new(hsm_operation_timeouts.clone()))?;
         registry.register(Box::new(hsm_lost_sessions.clone()))?;
         registry.register(Box::new(keys.clone()))?;
@@ -255,6 +261,7 @@ impl Metrics {
             throttled,
             hsm_reinitialisations,
             hsm_recycles,
+            pkcs11_buffers_too_small,
             hsm_operation_timeouts,
             hsm_lost_sessions,
             domain_cache,
@@ -401,6 +408,11 @@ pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
     if recycles > seen {
         metrics.hsm_recycles.inc_by(recycles - seen);
     }
+    let too_small = pkcs11_direct::buffers_too_small();
+    let seen = metrics.pkcs11_buffers_too_small.get();
+    if too_small > seen {
+        metrics.pkcs11_buffers_too_small.inc_by(too_small - seen);
+    }
     if let Some(pool) = service.store().pool_stats() {
         for (state, n) in [
             ("max", pool.max_size),
@@ -451,5 +463,13 @@ pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
                 .unwrap_or(0);
             metrics.keys.with_label_values(&[state]).set(n as i64);
         }
+    }
+}
+
+/// Every PKCS#11 call the HSM layer makes is observed through its own small trait, so the
+/// `hsm` module needs nothing from `telemetry`.
+impl crate::hsm::CallObserver for Metrics {
+    fn observe(&self, function: &'static str, outcome: &str, seconds: f64) {
+        self.pkcs11_call(function, outcome, seconds);
     }
 }

@@ -30,6 +30,7 @@
 
 use std::ffi::OsStr;
 use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cryptoki::context::Function;
 use cryptoki::error::{Error, Result, Rv, RvError};
@@ -58,6 +59,16 @@ type WrapFn = unsafe extern "C" fn(
     *mut CK_BYTE,
     *mut CK_ULONG,
 ) -> CK_RV;
+
+/// Calls the module found a buffer too small for, in this process (every `DirectModule`).
+static BUFFERS_TOO_SMALL: AtomicU64 = AtomicU64::new(0);
+
+/// How many calls in this process met `CKR_BUFFER_TOO_SMALL` and took the longer way (a
+/// length query and the call again): each is a guess of the output length that was wrong,
+/// and on a network HSM two round trips more. Never decreases.
+pub fn buffers_too_small() -> u64 {
+    BUFFERS_TOO_SMALL.load(Ordering::Relaxed)
+}
 
 /// One single-part operation: its init and its call, with the names errors carry.
 #[derive(Clone, Copy)]
@@ -198,7 +209,10 @@ impl DirectModule {
             )
         };
         match Rv::from(rv) {
-            Rv::Error(RvError::BufferTooSmall) => session.wrap_key(mechanism, wrapping, key),
+            Rv::Error(RvError::BufferTooSmall) => {
+                BUFFERS_TOO_SMALL.fetch_add(1, Ordering::Relaxed);
+                session.wrap_key(mechanism, wrapping, key)
+            }
             other => {
                 other.into_result(Function::WrapKey)?;
                 fit(out, len)
@@ -224,7 +238,9 @@ impl DirectModule {
         let rv = unsafe { (op.init)(session.handle(), &mut raw, key.handle()) };
         Rv::from(rv).into_result(op.init_id)?;
         match self.call(op, session, data, out_len) {
-            Err(Error::Pkcs11(RvError::BufferTooSmall, _)) => {}
+            Err(Error::Pkcs11(RvError::BufferTooSmall, _)) => {
+                BUFFERS_TOO_SMALL.fetch_add(1, Ordering::Relaxed);
+            }
             done => return done,
         }
         let mut needed: CK_ULONG = 0;

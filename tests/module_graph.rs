@@ -1,0 +1,48 @@
+//! The seams between modules, read from the source: the HSM layer is a provider beneath the
+//! core and must not reach up into it. `hsm` imports neither `kms` (the KMS decisions and the
+//! ciphertext format) nor `telemetry` nor the HTTP edge (`wire`, `api`, `listener`): metrics
+//! observe its calls through `hsm::CallObserver`, implemented on the telemetry side.
+
+use std::path::Path;
+
+/// Every `crate::<module>` path in code (not in comments) of the files under `dir`.
+fn crate_paths_under(dir: &Path, module: &str) -> Vec<String> {
+    let needle = format!("crate::{module}");
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                let uses =
+                    code.contains(&format!("{needle}::")) || code.contains(&format!("{needle};"));
+                if uses || code.trim_start().starts_with(&format!("use {needle}")) {
+                    found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_hsm_layer_imports_nothing_from_the_core_telemetry_or_the_http_edge() {
+    let hsm = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/hsm");
+    for module in ["kms", "telemetry", "wire", "api", "listener", "server"] {
+        let found = crate_paths_under(&hsm, module);
+        assert!(
+            found.is_empty(),
+            "src/hsm uses crate::{module}:\n{}",
+            found.join("\n")
+        );
+    }
+}
