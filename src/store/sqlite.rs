@@ -22,15 +22,14 @@ use rusqlite::{
     ffi, params, Connection, OptionalExtension, Params, Row, Statement, TransactionBehavior,
 };
 
+mod aliases;
 mod domain;
-
+mod grants;
 mod members;
+mod schema;
 
 use super::members::DomainMember;
-use super::{
-    tag_count_after, Changed, KeyChange, MetadataStore, RotationGuard, StoreError, StoreResult,
-    TagWrite,
-};
+use super::{Changed, KeyChange, MetadataStore, RotationGuard, StoreError, StoreResult, TagWrite};
 use crate::model::{
     AliasRecord, DomainKeyId, DomainKeyRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord,
     KeyState, MaterialId, MaterialOrigin, MaterialRecord, Tag, TokenKeyRef, WrappedMaterial,
@@ -47,106 +46,6 @@ const KEY_CACHE_CAPACITY: usize = 4096;
 /// How long a cached key row is used before it is read again.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 
-/// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
-/// Append only: a released entry must never change.
-const MIGRATIONS: &[&str] = &[
-    // 1: initial schema.
-    "
-    CREATE TABLE keys (
-        key_id               TEXT    NOT NULL PRIMARY KEY,
-        account              TEXT    NOT NULL,
-        description          TEXT    NOT NULL,
-        key_spec             TEXT    NOT NULL,
-        key_usage            TEXT    NOT NULL,
-        origin               TEXT    NOT NULL,
-        state                TEXT    NOT NULL,
-        creation_date        REAL    NOT NULL,
-        deletion_date        REAL,
-        pending_window_days  INTEGER,
-        rotation_enabled     INTEGER NOT NULL CHECK (rotation_enabled IN (0, 1)),
-        rotation_period_days INTEGER,
-        next_rotation_date   REAL,
-        current_material     TEXT    NOT NULL,
-        policy               TEXT    NOT NULL,
-        FOREIGN KEY (key_id, current_material)
-            REFERENCES key_materials (key_id, material_id)
-            DEFERRABLE INITIALLY DEFERRED
-    ) STRICT;
-
-    -- Unique so that aliases can reference (account, key_id); also serves list_keys.
-    CREATE UNIQUE INDEX keys_by_account ON keys (account, key_id);
-    CREATE INDEX keys_by_deletion ON keys (state, deletion_date, key_id);
-    CREATE INDEX keys_by_rotation ON keys (state, rotation_enabled, next_rotation_date, key_id);
-
-    CREATE TABLE key_materials (
-        key_id      TEXT NOT NULL REFERENCES keys (key_id) ON DELETE CASCADE,
-        material_id TEXT NOT NULL UNIQUE,
-        created     REAL NOT NULL,
-        origin      TEXT NOT NULL,
-        PRIMARY KEY (key_id, material_id)
-    ) STRICT;
-
-    CREATE INDEX key_materials_by_created ON key_materials (key_id, created);
-
-    CREATE TABLE aliases (
-        account       TEXT NOT NULL,
-        name          TEXT NOT NULL,
-        target_key_id TEXT NOT NULL,
-        creation_date REAL NOT NULL,
-        last_updated  REAL NOT NULL,
-        PRIMARY KEY (account, name),
-        FOREIGN KEY (account, target_key_id)
-            REFERENCES keys (account, key_id) ON DELETE CASCADE
-    ) STRICT;
-
-    -- Serves list_aliases by target and the cascade from keys.
-    CREATE INDEX aliases_by_target ON aliases (account, target_key_id, name);
-
-    CREATE TABLE tags (
-        key_id  TEXT NOT NULL REFERENCES keys (key_id) ON DELETE CASCADE,
-        tag_key TEXT NOT NULL,
-        value   TEXT NOT NULL,
-        PRIMARY KEY (key_id, tag_key)
-    ) STRICT;
-    ",
-    // 2: adopted token keys (seed files): the HSM object a material id stands for, when
-    // p11kms did not create it. Exactly one of CKA_ID (hex) or CKA_LABEL locates it.
-    "
-    CREATE TABLE adopted_materials (
-        material_id  TEXT NOT NULL PRIMARY KEY
-                     REFERENCES key_materials (material_id) ON DELETE CASCADE,
-        object_id    TEXT UNIQUE,
-        object_label TEXT UNIQUE,
-        CHECK ((object_id IS NULL) <> (object_label IS NULL))
-    ) STRICT;
-    ",
-    // 3: grants. Operations and constraints are JSON; they are only ever read whole.
-    "
-    CREATE TABLE grants (
-        grant_id           TEXT NOT NULL PRIMARY KEY,
-        key_id             TEXT NOT NULL REFERENCES keys (key_id) ON DELETE CASCADE,
-        name               TEXT,
-        grantee_principal  TEXT NOT NULL,
-        retiring_principal TEXT,
-        issuing_account    TEXT NOT NULL,
-        operations         TEXT NOT NULL,
-        constraints        TEXT NOT NULL,
-        creation_date      REAL NOT NULL,
-        token_secret       TEXT NOT NULL
-    ) STRICT;
-
-    CREATE INDEX grants_by_key ON grants (key_id, grant_id);
-    CREATE INDEX grants_by_grantee ON grants (key_id, grantee_principal);
-    CREATE INDEX grants_by_retiring ON grants (retiring_principal, grant_id);
-    ",
-    // 4: domain mode: domain keys and wrapped materials.
-    domain::MIGRATION,
-    // 5: domain members (the ceremony's record).
-    members::MIGRATION,
-    // 6: domain keys may be `pending` (a prepared rotation).
-    domain::PENDING_MIGRATION,
-];
-
 /// Column list of every `SELECT` that yields a [`KeyRecord`]; order matches [`KeyRow::read`].
 macro_rules! key_columns {
     () => {
@@ -156,26 +55,11 @@ macro_rules! key_columns {
     };
 }
 
-/// Column list of every `SELECT` that yields an [`AliasRecord`]; order matches [`read_alias`].
-macro_rules! alias_columns {
-    () => {
-        "account, name, target_key_id, creation_date, last_updated"
-    };
-}
-
 /// Column list of every `SELECT` that yields a [`MaterialRecord`]; order matches
 /// [`read_material`].
 macro_rules! material_columns {
     () => {
         "key_id, material_id, created, origin"
-    };
-}
-
-/// Column list of every `SELECT` that yields a [`GrantRecord`]; order matches [`GrantRow::read`].
-macro_rules! grant_columns {
-    () => {
-        "grant_id, key_id, name, grantee_principal, retiring_principal, issuing_account, \
-         operations, constraints, creation_date, token_secret"
     };
 }
 
@@ -233,7 +117,7 @@ impl SqliteStore {
             .map_err(db_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
-        migrate(&mut conn)?;
+        schema::migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             keys: RwLock::new(HashMap::new()),
@@ -262,37 +146,6 @@ impl SqliteStore {
         self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// Applies the migrations the file has not seen yet, each in its own transaction together
-/// with its `user_version` bump, so a crash leaves the file at a whole version. `IMMEDIATE`
-/// makes two processes opening a fresh file at once run the migration exactly once.
-fn migrate(conn: &mut Connection) -> StoreResult<()> {
-    let latest = MIGRATIONS.len();
-    loop {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err)?;
-        let current: i64 = tx
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(db_err)?;
-        let current = usize::try_from(current)
-            .map_err(|_| StoreError::backend(format!("invalid schema version {current}")))?;
-        if current > latest {
-            return Err(StoreError::backend(format!(
-                "database schema version {current} is newer than this build supports ({latest})"
-            )));
-        }
-        let Some(sql) = MIGRATIONS.get(current) else {
-            return Ok(());
-        };
-        tx.execute_batch(sql).map_err(|e| {
-            StoreError::backend_from(format!("schema migration {}", current + 1), e)
-        })?;
-        tx.pragma_update(None, "user_version", current + 1)
-            .map_err(db_err)?;
-        tx.commit().map_err(db_err)?;
     }
 }
 
@@ -419,57 +272,6 @@ impl KeyRow {
     }
 }
 
-/// A `grants` row as SQLite hands it back, before domain parsing.
-struct GrantRow {
-    grant_id: String,
-    key_id: String,
-    name: Option<String>,
-    grantee_principal: String,
-    retiring_principal: Option<String>,
-    issuing_account: String,
-    operations: String,
-    constraints: String,
-    creation_date: f64,
-    token_secret: String,
-}
-
-impl GrantRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(GrantRow {
-            grant_id: row.get(0)?,
-            key_id: row.get(1)?,
-            name: row.get(2)?,
-            grantee_principal: row.get(3)?,
-            retiring_principal: row.get(4)?,
-            issuing_account: row.get(5)?,
-            operations: row.get(6)?,
-            constraints: row.get(7)?,
-            creation_date: row.get(8)?,
-            token_secret: row.get(9)?,
-        })
-    }
-
-    fn into_record(self) -> StoreResult<GrantRecord> {
-        let mut token_secret = [0u8; 16];
-        hex::decode_to_slice(&self.token_secret, &mut token_secret)
-            .map_err(|_| unreadable("grants.token_secret", "(not shown)"))?;
-        Ok(GrantRecord {
-            key_id: parse_key_id("grants.key_id", &self.key_id)?,
-            operations: serde_json::from_str(&self.operations)
-                .map_err(|_| unreadable("grants.operations", &self.operations))?,
-            constraints: serde_json::from_str(&self.constraints)
-                .map_err(|_| unreadable("grants.constraints", &self.constraints))?,
-            grant_id: self.grant_id,
-            name: self.name,
-            grantee_principal: self.grantee_principal,
-            retiring_principal: self.retiring_principal,
-            issuing_account: self.issuing_account,
-            creation_date: self.creation_date,
-            token_secret,
-        })
-    }
-}
-
 /// The key's row as stored now, bypassing the cache.
 fn read_key(conn: &Connection, key_id: &KeyId) -> StoreResult<Option<KeyRecord>> {
     conn.prepare_cached(concat!(
@@ -509,35 +311,6 @@ fn material_record(
         created,
         origin: MaterialOrigin::parse(&origin)
             .ok_or_else(|| unreadable("key_materials.origin", &origin))?,
-    })
-}
-
-fn read_alias(row: &Row<'_>) -> rusqlite::Result<(String, String, String, f64, f64)> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-    ))
-}
-
-fn alias_record(
-    (account, name, target, creation_date, last_updated): (String, String, String, f64, f64),
-) -> StoreResult<AliasRecord> {
-    Ok(AliasRecord {
-        target: parse_key_id("aliases.target_key_id", &target)?,
-        account,
-        name,
-        creation_date,
-        last_updated,
-    })
-}
-
-fn read_tag(row: &Row<'_>) -> rusqlite::Result<Tag> {
-    Ok(Tag {
-        key: row.get(0)?,
-        value: row.get(1)?,
     })
 }
 
@@ -931,44 +704,14 @@ impl MetadataStore for SqliteStore {
         )
     }
 
-    /// `NotFound` if the target key does not exist in the alias's account.
     fn insert_alias(&self, alias: &AliasRecord) -> StoreResult<()> {
-        let conn = self.conn();
-        conn.prepare_cached(concat!(
-            "INSERT INTO aliases (",
-            alias_columns!(),
-            ") VALUES (?1, ?2, ?3, ?4, ?5)"
-        ))
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                alias.account,
-                alias.name,
-                alias.target.to_string(),
-                alias.creation_date,
-                alias.last_updated,
-            ])
-        })
-        .map_err(db_err)?;
-        Ok(())
+        aliases::insert_alias(&self.conn(), alias)
     }
 
     fn get_alias(&self, account: &str, name: &str) -> StoreResult<Option<AliasRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(concat!(
-                "SELECT ",
-                alias_columns!(),
-                " FROM aliases WHERE account = ?1 AND name = ?2"
-            ))
-            .map_err(db_err)?;
-        let row = stmt
-            .query_row(params![account, name], read_alias)
-            .optional()
-            .map_err(db_err)?;
-        row.map(alias_record).transpose()
+        aliases::get_alias(&self.conn(), account, name)
     }
 
-    /// Also `NotFound` if `target` does not exist in the account.
     fn update_alias(
         &self,
         account: &str,
@@ -976,27 +719,11 @@ impl MetadataStore for SqliteStore {
         target: &KeyId,
         now: EpochSeconds,
     ) -> StoreResult<()> {
-        let conn = self.conn();
-        let changed = conn
-            .prepare_cached("UPDATE aliases SET target_key_id = ?3, last_updated = ?4 WHERE account = ?1 AND name = ?2")
-            .and_then(|mut stmt| stmt.execute(params![account, name, target.to_string(), now]))
-            .map_err(db_err)?;
-        if changed == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        aliases::update_alias(&self.conn(), account, name, target, now)
     }
 
     fn delete_alias(&self, account: &str, name: &str) -> StoreResult<()> {
-        let conn = self.conn();
-        let changed = conn
-            .prepare_cached("DELETE FROM aliases WHERE account = ?1 AND name = ?2")
-            .and_then(|mut stmt| stmt.execute(params![account, name]))
-            .map_err(db_err)?;
-        if changed == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        aliases::delete_alias(&self.conn(), account, name)
     }
 
     fn list_aliases(
@@ -1006,89 +733,15 @@ impl MetadataStore for SqliteStore {
         after: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<AliasRecord>> {
-        let conn = self.conn();
-        let limit = sql_limit(limit);
-        let target = target.map(KeyId::to_string);
-        let (sql, params): (&str, Vec<&dyn rusqlite::ToSql>) = match (&target, &after) {
-            (None, None) => (
-                concat!(
-                    "SELECT ",
-                    alias_columns!(),
-                    " FROM aliases WHERE account = ?1 ORDER BY name LIMIT ?2"
-                ),
-                vec![&account, &limit],
-            ),
-            (None, Some(after)) => (
-                concat!(
-                    "SELECT ",
-                    alias_columns!(),
-                    " FROM aliases WHERE account = ?1 AND name > ?2 ORDER BY name LIMIT ?3"
-                ),
-                vec![&account, after, &limit],
-            ),
-            (Some(target), None) => (
-                concat!(
-                    "SELECT ",
-                    alias_columns!(),
-                    " FROM aliases WHERE account = ?1 AND target_key_id = ?2 ORDER BY name LIMIT ?3"
-                ),
-                vec![&account, target, &limit],
-            ),
-            (Some(target), Some(after)) => (
-                concat!(
-                    "SELECT ",
-                    alias_columns!(),
-                    " FROM aliases WHERE account = ?1 AND target_key_id = ?2 AND name > ?3 \
-                     ORDER BY name LIMIT ?4"
-                ),
-                vec![&account, target, after, &limit],
-            ),
-        };
-        let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
-        query_all(&mut stmt, params.as_slice(), read_alias, alias_record)
+        aliases::list_aliases(&self.conn(), account, target, after, limit)
     }
 
-    /// `NotFound` if the key does not exist.
     fn put_tags(&self, key_id: &KeyId, tags: &[Tag], max_tags: usize) -> StoreResult<TagWrite> {
-        let mut conn = self.conn();
-        // IMMEDIATE takes the write lock first, so no other writer changes the count between
-        // the read below and the upsert.
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err)?;
-        let existing: Vec<String> = {
-            let mut stmt = tx
-                .prepare_cached("SELECT tag_key FROM tags WHERE key_id = ?1")
-                .map_err(db_err)?;
-            let rows = stmt
-                .query_map(params![key_id.to_string()], |row| row.get(0))
-                .map_err(db_err)?;
-            rows.collect::<Result<_, _>>().map_err(db_err)?
-        };
-        if tag_count_after(&existing, tags) > max_tags {
-            return Ok(TagWrite::OverQuota);
-        }
-        upsert_tags(&tx, key_id, tags)?;
-        tx.commit().map_err(db_err)?;
-        Ok(TagWrite::Written)
+        aliases::put_tags(&mut self.conn(), key_id, tags, max_tags)
     }
 
-    /// Tag keys that are not present are ignored, as AWS `UntagResource` does.
     fn remove_tags(&self, key_id: &KeyId, tag_keys: &[String]) -> StoreResult<()> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err)?;
-        {
-            let mut stmt = tx
-                .prepare_cached("DELETE FROM tags WHERE key_id = ?1 AND tag_key = ?2")
-                .map_err(db_err)?;
-            let key_id = key_id.to_string();
-            for tag_key in tag_keys {
-                stmt.execute(params![key_id, tag_key]).map_err(db_err)?;
-            }
-        }
-        tx.commit().map_err(db_err)
+        aliases::remove_tags(&mut self.conn(), key_id, tag_keys)
     }
 
     fn list_tags(
@@ -1097,71 +750,15 @@ impl MetadataStore for SqliteStore {
         after: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<Tag>> {
-        let conn = self.conn();
-        let limit = sql_limit(limit);
-        let key_id = key_id.to_string();
-        match after {
-            None => {
-                let mut stmt = conn
-                    .prepare_cached("SELECT tag_key, value FROM tags WHERE key_id = ?1 ORDER BY tag_key LIMIT ?2")
-                    .map_err(db_err)?;
-                query_all(&mut stmt, params![key_id, limit], read_tag, Ok)
-            }
-            Some(after) => {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT tag_key, value FROM tags WHERE key_id = ?1 AND tag_key > ?2 \
-                         ORDER BY tag_key LIMIT ?3",
-                    )
-                    .map_err(db_err)?;
-                query_all(&mut stmt, params![key_id, after, limit], read_tag, Ok)
-            }
-        }
+        aliases::list_tags(&self.conn(), key_id, after, limit)
     }
 
     fn insert_grant(&self, grant: &GrantRecord) -> StoreResult<()> {
-        let operations = serde_json::to_string(&grant.operations)
-            .map_err(|e| StoreError::backend_from("grants.operations", e))?;
-        let constraints = serde_json::to_string(&grant.constraints)
-            .map_err(|e| StoreError::backend_from("grants.constraints", e))?;
-        let conn = self.conn();
-        conn.prepare_cached(concat!(
-            "INSERT INTO grants (",
-            grant_columns!(),
-            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-        ))
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                grant.grant_id,
-                grant.key_id.to_string(),
-                grant.name,
-                grant.grantee_principal,
-                grant.retiring_principal,
-                grant.issuing_account,
-                operations,
-                constraints,
-                grant.creation_date,
-                hex::encode(grant.token_secret),
-            ])
-        })
-        .map_err(db_err)?;
-        Ok(())
+        grants::insert_grant(&self.conn(), grant)
     }
 
     fn get_grant(&self, grant_id: &str) -> StoreResult<Option<GrantRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(concat!(
-                "SELECT ",
-                grant_columns!(),
-                " FROM grants WHERE grant_id = ?1"
-            ))
-            .map_err(db_err)?;
-        let row = stmt
-            .query_row(params![grant_id], GrantRow::read)
-            .optional()
-            .map_err(db_err)?;
-        row.map(GrantRow::into_record).transpose()
+        grants::get_grant(&self.conn(), grant_id)
     }
 
     fn list_grants(
@@ -1170,63 +767,19 @@ impl MetadataStore for SqliteStore {
         after: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<GrantRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(concat!(
-                "SELECT ",
-                grant_columns!(),
-                " FROM grants WHERE key_id = ?1 AND grant_id > ?2 ORDER BY grant_id LIMIT ?3"
-            ))
-            .map_err(db_err)?;
-        query_all(
-            &mut stmt,
-            params![key_id.to_string(), after.unwrap_or(""), sql_limit(limit)],
-            GrantRow::read,
-            GrantRow::into_record,
-        )
+        grants::list_grants(&self.conn(), key_id, after, limit)
     }
 
     fn count_grants(&self, key_id: &KeyId) -> StoreResult<u64> {
-        let conn = self.conn();
-        let count: i64 = conn
-            .prepare_cached("SELECT COUNT(*) FROM grants WHERE key_id = ?1")
-            .and_then(|mut stmt| stmt.query_row(params![key_id.to_string()], |row| row.get(0)))
-            .map_err(db_err)?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        grants::count_grants(&self.conn(), key_id)
     }
 
     fn grants_for_grantee(&self, key_id: &KeyId, grantee: &str) -> StoreResult<Vec<GrantRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(concat!(
-                "SELECT ",
-                grant_columns!(),
-                " FROM grants WHERE key_id = ?1 AND grantee_principal = ?2 ORDER BY grant_id"
-            ))
-            .map_err(db_err)?;
-        query_all(
-            &mut stmt,
-            params![key_id.to_string(), grantee],
-            GrantRow::read,
-            GrantRow::into_record,
-        )
+        grants::grants_for_grantee(&self.conn(), key_id, grantee)
     }
 
     fn grants_named(&self, key_id: &KeyId, name: &str) -> StoreResult<Vec<GrantRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(concat!(
-                "SELECT ",
-                grant_columns!(),
-                " FROM grants WHERE key_id = ?1 AND name = ?2 ORDER BY grant_id"
-            ))
-            .map_err(db_err)?;
-        query_all(
-            &mut stmt,
-            params![key_id.to_string(), name],
-            GrantRow::read,
-            GrantRow::into_record,
-        )
+        grants::grants_named(&self.conn(), key_id, name)
     }
 
     fn list_retirable_grants(
@@ -1235,33 +788,11 @@ impl MetadataStore for SqliteStore {
         after: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<GrantRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(concat!(
-                "SELECT ",
-                grant_columns!(),
-                " FROM grants WHERE retiring_principal = ?1 AND grant_id > ?2 \
-                 ORDER BY grant_id LIMIT ?3"
-            ))
-            .map_err(db_err)?;
-        query_all(
-            &mut stmt,
-            params![principal, after.unwrap_or(""), sql_limit(limit)],
-            GrantRow::read,
-            GrantRow::into_record,
-        )
+        grants::list_retirable_grants(&self.conn(), principal, after, limit)
     }
 
     fn delete_grant(&self, grant_id: &str) -> StoreResult<()> {
-        let conn = self.conn();
-        let changed = conn
-            .prepare_cached("DELETE FROM grants WHERE grant_id = ?1")
-            .and_then(|mut stmt| stmt.execute(params![grant_id]))
-            .map_err(db_err)?;
-        if changed == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        grants::delete_grant(&self.conn(), grant_id)
     }
 
     fn keys_due_for_deletion(&self, now: EpochSeconds) -> StoreResult<Vec<KeyRecord>> {
@@ -1390,266 +921,4 @@ impl MetadataStore for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
-    //! What only the SQLite store has: its file, pragmas and migrations. What every store
-    //! must do is the shared suite in `tests/store_suite` (run against SQLite and PostgreSQL).
-
-    use super::*;
-    use tempfile::TempDir;
-
-    const ACCOUNT: &str = "111122223333";
-
-    fn key_id(n: u8) -> KeyId {
-        KeyId::from_bytes([n; 16])
-    }
-
-    fn material_id(n: u8) -> MaterialId {
-        MaterialId([n; 32])
-    }
-
-    /// A key with every optional field unset.
-    fn minimal_key(account: &str, id: KeyId, material: MaterialId) -> KeyRecord {
-        KeyRecord {
-            key_id: id,
-            account: account.to_string(),
-            description: String::new(),
-            key_spec: "SYMMETRIC_DEFAULT".into(),
-            key_usage: "ENCRYPT_DECRYPT".into(),
-            origin: "AWS_KMS".into(),
-            state: KeyState::Enabled,
-            creation_date: 1_700_000_000.0,
-            deletion_date: None,
-            pending_window_days: None,
-            rotation_enabled: false,
-            rotation_period_days: None,
-            next_rotation_date: None,
-            current_material: material,
-            policy: "{}".into(),
-        }
-    }
-
-    /// A key with every optional field set.
-    fn full_key(account: &str, id: KeyId, material: MaterialId) -> KeyRecord {
-        KeyRecord {
-            description: "full key – ünïcode".into(),
-            state: KeyState::PendingDeletion,
-            creation_date: 1_700_000_000.125,
-            deletion_date: Some(1_700_600_000.5),
-            pending_window_days: Some(7),
-            rotation_enabled: true,
-            rotation_period_days: Some(365),
-            next_rotation_date: Some(1_731_536_000.25),
-            policy: r#"{"Version":"2012-10-17","Statement":[]}"#.into(),
-            ..minimal_key(account, id, material)
-        }
-    }
-
-    fn initial_material(key: &KeyRecord) -> MaterialRecord {
-        MaterialRecord {
-            key_id: key.key_id,
-            material_id: key.current_material,
-            created: key.creation_date,
-            origin: MaterialOrigin::Initial,
-        }
-    }
-
-    fn tag(k: &str, v: &str) -> Tag {
-        Tag {
-            key: k.into(),
-            value: v.into(),
-        }
-    }
-
-    fn insert(store: &SqliteStore, key: &KeyRecord) {
-        store.insert_key(key, &initial_material(key), &[]).unwrap();
-    }
-
-    #[test]
-    fn store_is_send_and_sync() {
-        fn assert_send_sync<T: Send + Sync + 'static>() {}
-        assert_send_sync::<SqliteStore>();
-    }
-
-    #[test]
-    fn open_sets_pragmas_and_schema_version() {
-        let dir = TempDir::new().unwrap();
-        let store = SqliteStore::open(&dir.path().join("meta.db")).unwrap();
-        assert_eq!(store.schema_version().unwrap() as usize, MIGRATIONS.len());
-        let conn = store.conn();
-        let mode: String = conn
-            .pragma_query_value(None, "journal_mode", |r| r.get(0))
-            .unwrap();
-        assert_eq!(mode, "wal");
-        let sync: i64 = conn
-            .pragma_query_value(None, "synchronous", |r| r.get(0))
-            .unwrap();
-        assert_eq!(sync, 1, "synchronous=NORMAL");
-        let fk: bool = conn
-            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
-            .unwrap();
-        assert!(fk);
-        let timeout: i64 = conn
-            .pragma_query_value(None, "busy_timeout", |r| r.get(0))
-            .unwrap();
-        assert_eq!(timeout, 5000);
-    }
-
-    #[test]
-    fn open_fails_when_parent_dir_is_missing() {
-        let dir = TempDir::new().unwrap();
-        let err = SqliteStore::open(&dir.path().join("missing").join("meta.db")).unwrap_err();
-        assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
-    }
-
-    #[test]
-    fn reopening_keeps_data_and_does_not_rerun_migration() {
-        let dir = TempDir::new().unwrap();
-        let path = dir.path().join("meta.db");
-        let key = full_key(ACCOUNT, key_id(1), material_id(1));
-        {
-            let store = SqliteStore::open(&path).unwrap();
-            store
-                .insert_key(&key, &initial_material(&key), &[tag("a", "1")])
-                .unwrap();
-            store
-                .insert_alias(&AliasRecord {
-                    account: ACCOUNT.into(),
-                    name: "alias/keep".into(),
-                    target: key.key_id,
-                    creation_date: 1.0,
-                    last_updated: 2.0,
-                })
-                .unwrap();
-        }
-        // The migrations have no IF NOT EXISTS: re-running one would fail the open.
-        let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap() as usize, MIGRATIONS.len());
-        assert_eq!(store.get_key(&key.key_id).unwrap(), Some(key.clone()));
-        assert_eq!(
-            store.list_tags(&key.key_id, None, 10).unwrap(),
-            vec![tag("a", "1")]
-        );
-        assert_eq!(
-            store
-                .get_alias(ACCOUNT, "alias/keep")
-                .unwrap()
-                .unwrap()
-                .last_updated,
-            2.0
-        );
-        assert_eq!(
-            store.list_materials(&key.key_id).unwrap(),
-            vec![initial_material(&key)]
-        );
-    }
-
-    /// Another process holding the write lock past `BUSY_TIMEOUT` is a dependency that did
-    /// not answer in time (DependencyTimeoutException), not an internal error.
-    #[test]
-    fn a_write_lock_held_past_the_busy_timeout_is_unavailable() {
-        let dir = TempDir::new().unwrap();
-        let path = dir.path().join("meta.db");
-        let store = SqliteStore::open(&path).unwrap();
-        let other = Connection::open(&path).unwrap();
-        other.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let key = minimal_key(ACCOUNT, key_id(1), material_id(1));
-        let started = Instant::now();
-        let err = store
-            .insert_key(&key, &initial_material(&key), &[])
-            .unwrap_err();
-        assert!(started.elapsed() >= BUSY_TIMEOUT, "{:?}", started.elapsed());
-        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
-        let kms: crate::error::KmsError = err.into();
-        assert_eq!(kms.wire().code, "DependencyTimeoutException");
-        other.execute_batch("ROLLBACK").unwrap();
-        insert(&store, &key);
-    }
-
-    #[test]
-    fn refuses_a_newer_schema() {
-        let dir = TempDir::new().unwrap();
-        let path = dir.path().join("meta.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.pragma_update(None, "user_version", 99).unwrap();
-        }
-        let err = SqliteStore::open(&path).unwrap_err();
-        assert!(
-            matches!(&err, StoreError::Backend { message, .. } if message.contains("newer")),
-            "{err:?}"
-        );
-    }
-
-    /// Writes bypassing the schema's checks, to simulate a damaged or foreign file.
-    fn corrupt(store: &SqliteStore, sql: &str) {
-        let conn = store.conn();
-        conn.pragma_update(None, "foreign_keys", false).unwrap();
-        conn.execute_batch(sql).unwrap();
-        conn.pragma_update(None, "foreign_keys", true).unwrap();
-    }
-
-    fn assert_names_column(result: StoreResult<impl std::fmt::Debug>, column: &str) {
-        match result {
-            Err(StoreError::Backend { message, .. }) => {
-                assert!(message.contains(column), "{message}")
-            }
-            other => panic!("expected a Backend error naming {column}, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn unreadable_rows_are_backend_errors_naming_the_column() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        // Hex letters in the id, so that upper-casing it below changes it.
-        let key = minimal_key(ACCOUNT, key_id(0xab), material_id(0xab));
-        insert(&store, &key);
-        let id = key.key_id.to_string();
-
-        corrupt(
-            &store,
-            &format!("UPDATE keys SET state = 'Melted' WHERE key_id = '{id}'"),
-        );
-        assert_names_column(store.get_key(&key.key_id), "keys.state");
-        assert_names_column(store.list_keys(ACCOUNT, None, 10), "keys.state");
-        corrupt(
-            &store,
-            &format!("UPDATE keys SET state = 'Enabled' WHERE key_id = '{id}'"),
-        );
-
-        corrupt(
-            &store,
-            &format!("UPDATE keys SET pending_window_days = -1 WHERE key_id = '{id}'"),
-        );
-        assert_names_column(store.get_key(&key.key_id), "keys.pending_window_days");
-        corrupt(
-            &store,
-            &format!("UPDATE keys SET pending_window_days = NULL WHERE key_id = '{id}'"),
-        );
-
-        corrupt(
-            &store,
-            &format!("UPDATE key_materials SET origin = 'STOLEN' WHERE key_id = '{id}'"),
-        );
-        assert_names_column(store.list_materials(&key.key_id), "key_materials.origin");
-
-        corrupt(&store, "UPDATE key_materials SET material_id = 'zz'");
-        assert_names_column(store.all_material_ids(), "key_materials.material_id");
-
-        corrupt(
-            &store,
-            "INSERT INTO aliases VALUES ('111122223333', 'alias/bad', 'not-a-uuid', 1.0, 1.0)",
-        );
-        assert_names_column(
-            store.get_alias(ACCOUNT, "alias/bad"),
-            "aliases.target_key_id",
-        );
-
-        // Upper-case ids are not canonical: the store never writes them.
-        let upper = id.to_uppercase();
-        corrupt(
-            &store,
-            &format!("UPDATE keys SET key_id = '{upper}' WHERE key_id = '{id}'"),
-        );
-        assert_names_column(store.list_keys(ACCOUNT, None, 10), "keys.key_id");
-    }
-}
+mod tests;

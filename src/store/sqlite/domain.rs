@@ -311,7 +311,7 @@ mod tests {
     fn the_pending_migration_keeps_the_rows_and_the_foreign_key() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "foreign_keys", true).unwrap();
-        for sql in &super::super::MIGRATIONS[..5] {
+        for sql in &super::super::schema::MIGRATIONS[..5] {
             conn.execute_batch(sql).unwrap();
         }
         conn.pragma_update(None, "user_version", 5).unwrap();
@@ -320,7 +320,7 @@ mod tests {
              INSERT INTO wrapped_materials VALUES ('m1', 'k1', 'aes', 'aa', 8458, x'00', x'');",
         )
         .unwrap();
-        super::super::migrate(&mut conn).unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
         let kept: i64 = conn
             .query_row("SELECT count(*) FROM domain_keys", [], |r| r.get(0))
             .unwrap();
