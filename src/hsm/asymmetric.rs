@@ -28,6 +28,59 @@ const RSA_PUBLIC_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
 /// Key size of the throwaway pair the start-up probe uses: big enough for OAEP-SHA-256.
 const PROBE_RSA_BITS: u64 = 1024;
 
+/// Hash functions of the signing algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigHash {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl SigHash {
+    /// Bytes of the digest.
+    pub fn digest_len(self) -> usize {
+        match self {
+            SigHash::Sha256 => 32,
+            SigHash::Sha384 => 48,
+            SigHash::Sha512 => 64,
+        }
+    }
+
+    pub fn digest(self, message: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
+        match self {
+            SigHash::Sha256 => sha2::Sha256::digest(message).to_vec(),
+            SigHash::Sha384 => sha2::Sha384::digest(message).to_vec(),
+            SigHash::Sha512 => sha2::Sha512::digest(message).to_vec(),
+        }
+    }
+
+    /// PKCS #1 v1.5 DigestInfo prefix (RFC 8017 §9.2 note 1).
+    fn digest_info_prefix(self) -> &'static [u8] {
+        match self {
+            SigHash::Sha256 => &[
+                0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x01, 0x05, 0x00, 0x04, 0x20,
+            ],
+            SigHash::Sha384 => &[
+                0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x02, 0x05, 0x00, 0x04, 0x30,
+            ],
+            SigHash::Sha512 => &[
+                0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x03, 0x05, 0x00, 0x04, 0x40,
+            ],
+        }
+    }
+
+    /// The DER DigestInfo that `CKM_RSA_PKCS` signs for PKCS #1 v1.5.
+    pub fn digest_info(self, digest: &[u8]) -> Vec<u8> {
+        let mut out = self.digest_info_prefix().to_vec();
+        out.extend_from_slice(digest);
+        out
+    }
+}
+
 /// Elliptic curves of KMS key specs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Curve {

@@ -18,9 +18,10 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256, Sha384, Sha512};
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use super::asymmetric::{Curve, SigHash};
 use super::timed::TimedSession;
 use super::{
     derive_kek, find_token, generate_dek, initialise, trial_run, unwrap_dek, HsmError, KeyWrap,
@@ -369,8 +370,8 @@ fn run_trials(s: &TimedSession<'_>, key_wrap: KeyWrap) -> Vec<Trial> {
         trial_rewrap(s, key_wrap),
     );
     rsa_trials(s, &mut t);
-    for (id, description, name, oid, digest) in CURVES {
-        record(&mut t, id, description, trial_ecdsa(s, name, oid, *digest));
+    for (id, description, curve, digest) in CURVES {
+        record(&mut t, id, description, trial_ecdsa(s, *curve, *digest));
     }
     for (id, description, mechanism, bytes) in HMACS {
         record(&mut t, id, description, trial_hmac(s, mechanism, *bytes));
@@ -610,7 +611,7 @@ fn rsa_trials(s: &TimedSession<'_>, t: &mut Vec<Trial>) {
         p512.1,
         sign_verify(s, &Mechanism::Sha512RsaPkcs, pubk, privk, message, 256),
     );
-    let digest_info = sha256_digest_info(message);
+    let digest_info = SigHash::Sha256.digest_info(&SigHash::Sha256.digest(message));
     record(
         t,
         pdig.0,
@@ -774,82 +775,44 @@ fn sign_verify(
     ))
 }
 
-/// DER DigestInfo for SHA-256 (RFC 8017 §9.2 note 1) followed by the digest.
-fn sha256_digest_info(message: &[u8]) -> Vec<u8> {
-    const PREFIX: [u8; 19] = [
-        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
-        0x05, 0x00, 0x04, 0x20,
-    ];
-    let mut out = PREFIX.to_vec();
-    out.extend_from_slice(&Sha256::digest(message));
-    out
-}
-
 // --- ECDSA ---
 
-#[derive(Clone, Copy)]
-enum Hash {
-    Sha256,
-    Sha384,
-    Sha512,
-}
+/// (trial id, description, curve, digest).
+type CurveTrial = (&'static str, &'static str, Curve, SigHash);
 
-impl Hash {
-    fn digest(self, data: &[u8]) -> Vec<u8> {
-        match self {
-            Hash::Sha256 => Sha256::digest(data).to_vec(),
-            Hash::Sha384 => Sha384::digest(data).to_vec(),
-            Hash::Sha512 => Sha512::digest(data).to_vec(),
-        }
-    }
-}
-
-/// (trial id, description, curve, DER OID of the named curve for CKA_EC_PARAMS, digest).
-type Curve = (
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static [u8],
-    Hash,
-);
-
-const CURVES: &[Curve] = &[
+const CURVES: &[CurveTrial] = &[
     (
         "ecdsa-p256",
         "EC P-256 key pair, CKM_ECDSA over SHA-256",
-        "P-256",
-        &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
-        Hash::Sha256,
+        Curve::P256,
+        SigHash::Sha256,
     ),
     (
         "ecdsa-p384",
         "EC P-384 key pair, CKM_ECDSA over SHA-384",
-        "P-384",
-        &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22],
-        Hash::Sha384,
+        Curve::P384,
+        SigHash::Sha384,
     ),
     (
         "ecdsa-p521",
         "EC P-521 key pair, CKM_ECDSA over SHA-512",
-        "P-521",
-        &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23],
-        Hash::Sha512,
+        Curve::P521,
+        SigHash::Sha512,
     ),
     (
         "ecdsa-secp256k1",
         "EC secp256k1 key pair, CKM_ECDSA over SHA-256",
-        "secp256k1",
-        &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a],
-        Hash::Sha256,
+        Curve::Secp256k1,
+        SigHash::Sha256,
     ),
 ];
 
-fn trial_ecdsa(s: &TimedSession<'_>, curve: &str, oid: &[u8], hash: Hash) -> TrialResult {
+fn trial_ecdsa(s: &TimedSession<'_>, curve: Curve, hash: SigHash) -> TrialResult {
     let (public, private) = s.raw().generate_key_pair(
         &Mechanism::EccKeyPairGen,
         &[
             Attribute::Token(false),
-            Attribute::EcParams(oid.to_vec()),
+            Attribute::EcParams(curve.params_der().to_vec()),
             Attribute::Verify(true),
         ],
         &[
@@ -867,7 +830,8 @@ fn trial_ecdsa(s: &TimedSession<'_>, curve: &str, oid: &[u8], hash: Hash) -> Tri
     s.raw()
         .verify(&Mechanism::Ecdsa, public.handle, &digest, &signature)?;
     Ok(format!(
-        "{curve}: raw r||s of {} bytes (the gateway DER-encodes it)",
+        "{}: raw r||s of {} bytes (the gateway DER-encodes it)",
+        curve.name(),
         signature.len()
     ))
 }

@@ -27,7 +27,7 @@ mod token;
 pub use adopt::AdoptableKey;
 pub use asymmetric::{
     AsymmetricCapabilities, Curve, EcPrivateParts, MacHash, OaepHash, PairKind, PairUse,
-    PrivateKeyParts, PublicKeyParts, RsaPrivateParts, SignMechanism,
+    PrivateKeyParts, PublicKeyParts, RsaPrivateParts, SigHash, SignMechanism,
 };
 pub use crossover::SealedParts;
 pub use embedded::{

@@ -499,7 +499,7 @@ impl KmsService {
         };
         let digest = match message_type.unwrap_or("RAW") {
             "RAW" => hash.digest(message),
-            "DIGEST" if message.len() == hash.len() => message.to_vec(),
+            "DIGEST" if message.len() == hash.digest_len() => message.to_vec(),
             "DIGEST" => {
                 return Err(KmsError::Validation(format!(
                     "Digest is invalid length for algorithm {algorithm}."

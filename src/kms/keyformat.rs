@@ -8,64 +8,13 @@ use spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
 use zeroize::Zeroizing;
 
 use crate::error::KmsError;
+pub use crate::hsm::SigHash;
 use crate::hsm::{Curve, PrivateKeyParts, PublicKeyParts};
 
 /// rsaEncryption (RFC 8017).
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 /// id-ecPublicKey (RFC 5480).
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-
-/// Hash functions of the signing algorithms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SigHash {
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-impl SigHash {
-    pub fn len(self) -> usize {
-        match self {
-            SigHash::Sha256 => 32,
-            SigHash::Sha384 => 48,
-            SigHash::Sha512 => 64,
-        }
-    }
-
-    pub fn digest(self, message: &[u8]) -> Vec<u8> {
-        use sha2::Digest;
-        match self {
-            SigHash::Sha256 => sha2::Sha256::digest(message).to_vec(),
-            SigHash::Sha384 => sha2::Sha384::digest(message).to_vec(),
-            SigHash::Sha512 => sha2::Sha512::digest(message).to_vec(),
-        }
-    }
-
-    /// PKCS #1 v1.5 DigestInfo prefix (RFC 8017 §9.2 note 1).
-    fn digest_info_prefix(self) -> &'static [u8] {
-        match self {
-            SigHash::Sha256 => &[
-                0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-                0x01, 0x05, 0x00, 0x04, 0x20,
-            ],
-            SigHash::Sha384 => &[
-                0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-                0x02, 0x05, 0x00, 0x04, 0x30,
-            ],
-            SigHash::Sha512 => &[
-                0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-                0x03, 0x05, 0x00, 0x04, 0x40,
-            ],
-        }
-    }
-
-    /// The DER DigestInfo that `CKM_RSA_PKCS` signs for PKCS #1 v1.5.
-    pub fn digest_info(self, digest: &[u8]) -> Vec<u8> {
-        let mut out = self.digest_info_prefix().to_vec();
-        out.extend_from_slice(digest);
-        out
-    }
-}
 
 fn encoding_error(what: &str, e: der::Error) -> KmsError {
     KmsError::Internal(format!("cannot encode {what}: {e}"))
