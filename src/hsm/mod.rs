@@ -17,6 +17,7 @@ mod crossover;
 pub mod doctor;
 pub mod domain;
 mod embedded;
+mod envelope;
 mod error;
 mod pool;
 mod probe;
@@ -47,7 +48,6 @@ use std::time::{Duration, Instant};
 
 use cryptoki::error::Error as CkError;
 use cryptoki::mechanism::aead::GcmParams;
-use cryptoki::mechanism::ekdf::AesCbcDeriveParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use secrecy::SecretString;
@@ -55,6 +55,7 @@ use zeroize::Zeroizing;
 
 use crate::error::KmsError;
 use crate::model::{KeyId, MaterialId, TokenKeyRef};
+use envelope::{derive_kek, generate_dek, trial_run, unwrap_dek};
 use pool::{AcquireError, SessionPool};
 pub(crate) use token::{find_token, initialise};
 use token::{is_logged_in, log_in, Token};
@@ -911,148 +912,4 @@ fn find_object(
             Some(TokenKeyRef::Label(label)) => Attribute::Label(label.clone().into_bytes()),
         },
     ])?)
-}
-
-/// K_wrap = AES-CBC-ENCRYPT-DATA(material, IV 0, data): a wrap/unwrap-only session key.
-fn derive_kek(
-    s: &TimedSession<'_>,
-    base: ObjectHandle,
-    data: &[u8; 32],
-) -> Result<ObjectHandle, CkError> {
-    let params = AesCbcDeriveParams::new([0u8; 16], data);
-    s.derive_key(
-        &Mechanism::AesCbcEncryptData(params),
-        base,
-        &[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(32.into()),
-            Attribute::Token(false),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Wrap(true),
-            Attribute::Unwrap(true),
-            Attribute::Encrypt(false),
-            Attribute::Decrypt(false),
-        ],
-    )
-}
-
-/// A fresh AES-256 data key: sensitive, extractable only by wrapping, encrypt-only.
-fn generate_dek(s: &TimedSession<'_>) -> Result<ObjectHandle, CkError> {
-    s.generate_key(
-        &Mechanism::AesKeyGen,
-        &[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(32.into()),
-            Attribute::Token(false),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(true),
-            Attribute::Encrypt(true),
-            Attribute::Decrypt(false),
-        ],
-    )
-}
-
-/// Unwraps a data key into a sensitive session object: for decryption, or (when
-/// `for_rewrap`) only to be wrapped again.
-fn unwrap_dek(
-    s: &TimedSession<'_>,
-    key_wrap: KeyWrap,
-    kek: ObjectHandle,
-    wrapped: &[u8],
-    for_rewrap: bool,
-) -> Result<ObjectHandle, CkError> {
-    s.unwrap_key(
-        &key_wrap.mechanism(),
-        kek,
-        wrapped,
-        &[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::Token(false),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(for_rewrap),
-            Attribute::Encrypt(false),
-            Attribute::Decrypt(!for_rewrap),
-        ],
-    )
-}
-
-/// Seal, open and rewrap once with a throwaway session key standing in for a material.
-fn trial_run(s: &TimedSession<'_>, key_wrap: KeyWrap) -> Result<(), HsmError> {
-    let base = SessionObject::new(
-        s,
-        s.generate_key(
-            &Mechanism::AesKeyGen,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(32.into()),
-                Attribute::Token(false),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Derive(true),
-            ],
-        )?,
-    );
-    let probe = b"p11kms start-up probe";
-    let mut iv = [7u8; IV_LEN];
-    let kek = SessionObject::new(s, derive_kek(s, base.handle, &[1u8; 32])?);
-    let dek = SessionObject::new(s, generate_dek(s)?);
-    // The sized calls the requests make, so the start-up proves them too.
-    let ct = s.encrypt_sized(
-        &Mechanism::AesGcm(GcmParams::new(&mut iv, b"aad", 128.into())?),
-        dek.handle,
-        probe,
-        probe.len() + TAG_LEN,
-    )?;
-    let wrapped = s.wrap_key_sized(
-        &key_wrap.mechanism(),
-        kek.handle,
-        dek.handle,
-        WRAPPED_DEK_LEN,
-    )?;
-    if wrapped.len() != WRAPPED_DEK_LEN {
-        return Err(HsmError::gateway(
-            "C_WrapKey",
-            "unexpected KWP output length",
-            Scope::Token,
-        ));
-    }
-    let moved = SessionObject::new(s, unwrap_dek(s, key_wrap, kek.handle, &wrapped, true)?);
-    let kek2 = SessionObject::new(s, derive_kek(s, base.handle, &[2u8; 32])?);
-    let rewrapped = s.wrap_key_sized(
-        &key_wrap.mechanism(),
-        kek2.handle,
-        moved.handle,
-        WRAPPED_DEK_LEN,
-    )?;
-    let opened = SessionObject::new(s, unwrap_dek(s, key_wrap, kek2.handle, &rewrapped, false)?);
-    let mut iv = [7u8; IV_LEN];
-    let pt = Zeroizing::new(s.decrypt_sized(
-        &Mechanism::AesGcm(GcmParams::new(&mut iv, b"aad", 128.into())?),
-        opened.handle,
-        &ct,
-        ct.len(),
-    )?);
-    if pt.as_slice() != probe {
-        return Err(HsmError::gateway(
-            "C_Decrypt",
-            "trial round trip mismatch",
-            Scope::Token,
-        ));
-    }
-    // A wrong derivation must fail at the unwrap: that is what binds the context.
-    let kek3 = SessionObject::new(s, derive_kek(s, base.handle, &[3u8; 32])?);
-    if let Ok(h) = unwrap_dek(s, key_wrap, kek3.handle, &rewrapped, false) {
-        let _ = s.destroy_object(h);
-        return Err(HsmError::gateway(
-            "C_UnwrapKey",
-            "unwrap under a wrong key succeeded",
-            Scope::Token,
-        ));
-    }
-    Ok(())
 }
