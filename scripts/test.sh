@@ -7,7 +7,7 @@
 # sudo.  It installs what is missing, then runs, in order:
 #
 #   1. cargo fmt --check
-#   2. cargo clippy --all-targets -- -D warnings
+#   2. cargo clippy --all-targets -- -D warnings (the library and its two FFI crates)
 #   3. cargo build --release, and the Kryoptic token library (tokens/kryoptic, its own
 #      workspace, into the same target dir)
 #   4. cargo test --release            (Rust integration tests start the binary themselves)
@@ -334,7 +334,7 @@ if stage_failed prerequisites; then
 else
     export PATH="$HOME/.cargo/bin:$PATH"
     run_stage fmt cargo fmt --all -- --check
-    run_stage clippy cargo clippy --all-targets -- -D warnings
+    run_stage clippy cargo clippy --all-targets -p p11kms -p pkcs11-direct -p pkcs11-unnamed -- -D warnings
     run_stage build cargo build --release
     # The second embedded token: its own workspace (tokens/kryoptic), built into the same
     # target dir so that the gateway and tests/kryoptic.rs find it next to the binary.

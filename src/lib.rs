@@ -13,6 +13,8 @@
 //! - [`bench`]: the load generator and raw-ceiling benchmark (`p11kms bench`);
 //! - `fuzzing` (tests and the `fuzzing` feature only): the fuzz targets that `fuzz/` runs.
 #![forbid(unsafe_code)]
+// A panic in the service is a bug: failures are typed errors. Unit tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod api;
 pub mod auth;

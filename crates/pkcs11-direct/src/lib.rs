@@ -28,6 +28,9 @@
 //! guess costs calls, never bytes. Errors are cryptoki's own `Error::Pkcs11(rv, function)`,
 //! so every mapping of cryptoki errors applies unchanged.
 
+// A panic here would be a bug: failures are cryptoki errors. Unit tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::ffi::OsStr;
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};

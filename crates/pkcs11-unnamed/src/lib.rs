@@ -5,6 +5,9 @@
 //! (0x210B) in PKCS#11 3.0, and some tokens (Kryoptic) offer only that value, so this crate
 //! holds the one conversion that needs `unsafe`, for named constants only.
 
+// A panic here would be a bug: failures are cryptoki errors. Unit tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki_sys::CK_MECHANISM_TYPE;
