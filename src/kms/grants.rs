@@ -6,7 +6,7 @@ use base64::Engine;
 
 use crate::api::*;
 use crate::error::KmsError;
-use crate::model::{now_epoch, GrantConstraints as ConstraintsRecord, GrantRecord, KeyRecord};
+use crate::model::{GrantConstraints as ConstraintsRecord, GrantRecord, KeyRecord};
 use crate::policy::{PolicyDocument, PolicyKind};
 
 use super::access::{Access, NewGrant};
@@ -134,7 +134,7 @@ impl KmsService {
             issuing_account: key.account.clone(),
             operations,
             constraints,
-            creation_date: now_epoch(),
+            creation_date: self.now(),
             token_secret: rand::random(),
         };
         self.store.insert_grant(&grant)?;

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use crate::error::KmsError;
-use crate::model::{now_epoch, EpochSeconds, MaterialOrigin};
+use crate::model::{EpochSeconds, MaterialOrigin};
 
 use super::leases::{Job, JobLeases, Round};
 use super::KmsService;
@@ -13,7 +13,7 @@ use super::KmsService;
 /// Runs whatever is due now, in this process alone (no lease): for a store that only this
 /// process uses.
 pub fn run_due_jobs(service: &KmsService) {
-    let now = now_epoch();
+    let now = service.now();
     delete_due_keys(service, now);
     rotate_due_keys(service, now);
 }
@@ -26,7 +26,7 @@ pub fn run_leased_jobs(service: &KmsService, leases: &JobLeases) -> Vec<(Job, Ro
         .map(|job| {
             let round = match leases.hold(service.store.as_ref(), job) {
                 Ok(true) => {
-                    let now = now_epoch();
+                    let now = service.now();
                     match job {
                         Job::Deletion => delete_due_keys(service, now),
                         Job::Rotation => rotate_due_keys(service, now),

@@ -3,7 +3,7 @@
 use crate::api::*;
 use crate::error::KmsError;
 use crate::model::{
-    now_epoch, AliasRecord, EpochSeconds, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin,
+    AliasRecord, EpochSeconds, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin,
     MaterialRecord, Tag as TagRecord,
 };
 
@@ -126,7 +126,7 @@ impl KmsService {
             ],
         )?;
 
-        let now = now_epoch();
+        let now = self.now();
         let key_id = KeyId::new_random();
         if let Some(policy) = &req.policy {
             self.check_key_policy(
@@ -292,7 +292,7 @@ impl KmsService {
             ));
         }
         let days = days as u32;
-        let deletion_date = now_epoch() + self.days(days);
+        let deletion_date = self.now() + self.days(days);
         let key = self.change_key(
             &key,
             KeyChange::ScheduleDeletion {
@@ -380,7 +380,7 @@ impl KmsService {
         self.check_alias_name(name)?;
         let key = self.resolve_key_only(caller, target, &Access::to("CreateAlias"))?;
         self.require_not_pending_deletion(&key)?;
-        let now = now_epoch();
+        let now = self.now();
         let alias = AliasRecord {
             account: caller.account().to_string(),
             name: name.clone(),
@@ -423,7 +423,7 @@ impl KmsService {
         }
         match self
             .store
-            .update_alias(caller.account(), name, &key.key_id, now_epoch())
+            .update_alias(caller.account(), name, &key.key_id, self.now())
         {
             Ok(()) => Ok(UpdateAliasResponse {}),
             Err(crate::store::StoreError::NotFound) => {
@@ -592,7 +592,7 @@ impl KmsService {
             &key,
             KeyChange::EnableRotation {
                 period_days: period,
-                next_rotation: now_epoch() + self.days(period),
+                next_rotation: self.now() + self.days(period),
             },
             USABLE,
             Self::require_rotatable,
@@ -691,7 +691,7 @@ impl KmsService {
     ) -> Result<Option<MaterialId>, KmsError> {
         let material_id = MaterialId::new_random();
         self.hsm.create_material(&key.key_id, &material_id)?;
-        let now = now_epoch();
+        let now = self.now();
         let next = match (key.rotation_enabled, key.rotation_period_days) {
             (true, Some(days)) => Some(now + self.days(days)),
             _ => None,

@@ -7,6 +7,7 @@
 mod access;
 mod asymmetric;
 pub mod ciphertext;
+pub mod clock;
 mod crypto;
 pub mod domain;
 mod grants;
@@ -169,6 +170,7 @@ pub struct KmsService {
     hsm: Arc<Hsm>,
     identity: Arc<IdentityPolicies>,
     key_policies: KeyPolicyCache,
+    clock: Arc<dyn clock::Clock>,
 }
 
 /// How a request named a key.
@@ -186,7 +188,19 @@ impl KmsService {
             hsm,
             identity: Arc::new(IdentityPolicies::default()),
             key_policies: KeyPolicyCache::default(),
+            clock: Arc::new(clock::SystemClock),
         }
+    }
+
+    /// Reads "now" from `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: Arc<dyn clock::Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, by the service's clock.
+    pub fn now(&self) -> crate::model::EpochSeconds {
+        self.clock.now()
     }
 
     /// Identity policies per principal, shared with whoever reloads the configuration.

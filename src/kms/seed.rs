@@ -34,8 +34,8 @@ use serde::Deserialize;
 
 use crate::error::KmsError;
 use crate::model::{
-    now_epoch, AliasRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin, MaterialRecord,
-    Tag, TokenKeyRef,
+    AliasRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin, MaterialRecord, Tag,
+    TokenKeyRef,
 };
 use crate::store::StoreError;
 
@@ -293,7 +293,7 @@ fn check_alias(name: &str) -> Result<(), String> {
 }
 
 fn create(service: &KmsService, p: &Planned) -> Result<(), String> {
-    let now = now_epoch();
+    let now = service.now();
     let (material_id, adoption) = match &p.adopt {
         None => {
             let material_id = MaterialId::new_random();
@@ -395,7 +395,7 @@ fn ensure_alias(service: &KmsService, p: &Planned, name: &str) -> Result<bool, S
             Ok(false)
         }
         None => {
-            let now = now_epoch();
+            let now = service.now();
             service
                 .store
                 .insert_alias(&AliasRecord {
