@@ -129,4 +129,8 @@ fn token_object_creations_never_fail_beside_finds_with_the_scan_lock() {
         failed, 0,
         "{failed} of {tried} creations failed with the lock"
     );
+    // The waits it cost are counted (`p11kms_hsm_object_scan_waits_total`).
+    let waits = ObjectScanLock::waits();
+    eprintln!("waits: {waits:?}");
+    assert!(waits.searches + waits.creations > 0, "no wait counted");
 }

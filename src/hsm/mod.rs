@@ -38,7 +38,7 @@ pub use error::{HsmError, Scope};
 pub use pool::PoolStats;
 pub use probe::{probe_mechanisms, KeyWrap, MechanismReport};
 pub use provision::{find_softhsm_module, EmbeddedSoftHsm};
-pub use timed::{CallObserver, ObjectScanLock, TimedSession};
+pub use timed::{CallObserver, ObjectScanLock, ObjectScanWaits, TimedSession};
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -9,6 +9,7 @@
 //! with `CKR_FUNCTION_CANCELED`, which the caller answers `DependencyTimeoutException`.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
@@ -42,12 +43,39 @@ impl ObjectScanLock {
     }
 
     fn creating(&self) -> RwLockWriteGuard<'_, ()> {
+        if let Ok(guard) = self.0.try_write() {
+            return guard;
+        }
+        CREATIONS_WAITED.fetch_add(1, Ordering::Relaxed);
         self.0.write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn scanning(&self) -> RwLockReadGuard<'_, ()> {
+        if let Ok(guard) = self.0.try_read() {
+            return guard;
+        }
+        SEARCHES_WAITED.fetch_add(1, Ordering::Relaxed);
         self.0.read().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// How many searches and token-object creations had to wait for the other kind, in
+    /// this process (every library initialisation): the price of the workaround.
+    pub fn waits() -> ObjectScanWaits {
+        ObjectScanWaits {
+            searches: SEARCHES_WAITED.load(Ordering::Relaxed),
+            creations: CREATIONS_WAITED.load(Ordering::Relaxed),
+        }
+    }
+}
+
+static SEARCHES_WAITED: AtomicU64 = AtomicU64::new(0);
+static CREATIONS_WAITED: AtomicU64 = AtomicU64::new(0);
+
+/// See [`ObjectScanLock::waits`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ObjectScanWaits {
+    pub searches: u64,
+    pub creations: u64,
 }
 
 /// Whether a template makes a token object: `CKA_TOKEN` defaults to false, except for a

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub hsm_reinitialisations: IntCounter,
     pub hsm_recycles: IntCounter,
     pub pkcs11_buffers_too_small: IntCounter,
+    pub hsm_object_scan_waits: IntCounterVec,
     pub hsm_operation_timeouts: IntCounter,
     pub hsm_lost_sessions: IntCounter,
     /// Domain-key mode's cache of unwrapped materials (zero in token mode).
@@ -107,6 +108,13 @@ impl Metrics {
         let pkcs11_buffers_too_small = IntCounter::new(
             "p11kms_pkcs11_buffer_too_small_total",
             "Single-call PKCS#11 outputs whose buffer the token found too small (each took a length query and a second call)",
+        )?;
+        let hsm_object_scan_waits = IntCounterVec::new(
+            Opts::new(
+                "p11kms_hsm_object_scan_waits_total",
+                "Token searches and token-object creations that waited for each other (SoftHSM2 before 2.7 only: its searches race creations)",
+            ),
+            &["side"],
         )?;
         let hsm_operation_timeouts = IntCounter::new(
             "p11kms_hsm_operation_timeouts_total",
@@ -240,6 +248,7 @@ impl Metrics {
         registry.register(Box::new(hsm_reinitialisations.clone()))?;
         registry.register(Box::new(hsm_recycles.clone()))?;
         registry.register(Box::new(pkcs11_buffers_too_small.clone()))?;
+        registry.register(Box::new(hsm_object_scan_waits.clone()))?;
         registry.register(Box::new(hsm_operation_timeouts.clone()))?;
         registry.register(Box::new(hsm_lost_sessions.clone()))?;
         registry.register(Box::new(keys.clone()))?;
@@ -262,6 +271,7 @@ impl Metrics {
             hsm_reinitialisations,
             hsm_recycles,
             pkcs11_buffers_too_small,
+            hsm_object_scan_waits,
             hsm_operation_timeouts,
             hsm_lost_sessions,
             domain_cache,
@@ -407,6 +417,14 @@ pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
     let seen = metrics.hsm_recycles.get();
     if recycles > seen {
         metrics.hsm_recycles.inc_by(recycles - seen);
+    }
+    let waits = crate::hsm::ObjectScanLock::waits();
+    for (side, total) in [("search", waits.searches), ("creation", waits.creations)] {
+        let counter = metrics.hsm_object_scan_waits.with_label_values(&[side]);
+        let seen = counter.get();
+        if total > seen {
+            counter.inc_by(total - seen);
+        }
     }
     let too_small = pkcs11_direct::buffers_too_small();
     let seen = metrics.pkcs11_buffers_too_small.get();
