@@ -378,3 +378,37 @@ impl<'a> TimedSession<'a> {
         self.session
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_makes_a_token_object_only_when_it_says_so_or_its_source_is_one() {
+        let token = [Attribute::Sensitive(true), Attribute::Token(true)];
+        let session = [Attribute::Token(false), Attribute::Sensitive(true)];
+        let silent = [Attribute::Sensitive(true)];
+        for inherits in [false, true] {
+            assert!(makes_token_object(&token, inherits));
+            assert!(!makes_token_object(&session, inherits));
+        }
+        // CKA_TOKEN defaults to false for a new object; a copy keeps its source's.
+        assert!(!makes_token_object(&silent, false));
+        assert!(makes_token_object(&silent, true));
+    }
+
+    #[test]
+    fn creations_exclude_searches_and_searches_share() {
+        let lock = ObjectScanLock::default();
+        let first = lock.scanning();
+        let second = lock.scanning();
+        assert!(
+            lock.0.try_write().is_err(),
+            "a creation ran beside a search"
+        );
+        drop((first, second));
+        let creating = lock.creating();
+        assert!(lock.0.try_read().is_err(), "a search ran beside a creation");
+        drop(creating);
+    }
+}
