@@ -17,8 +17,8 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 
 use super::asymmetric::unwrap_secret;
 use super::{
-    bad_data, derive_kek, Half, Hsm, KeyWrap, OaepHash, OpError, SealDerivation, Sealed,
-    SessionObject, TimedSession, IV_LEN, NONCE_LEN, RSA_OUTPUT_BOUND, TAG_LEN, WRAPPED_DEK_LEN,
+    bad_data, derive_kek, draw_nonce_and_iv, wrap_dek, Half, Hsm, KeyWrap, OaepHash, OpError,
+    SealDerivation, Sealed, SessionObject, TimedSession, IV_LEN, RSA_OUTPUT_BOUND, TAG_LEN,
 };
 use crate::error::KmsError;
 use crate::model::MaterialId;
@@ -85,12 +85,7 @@ impl Hsm {
                     unwrap_secret(s, &hash.mechanism(), private, ciphertext)
                         .map_err(|e| bad_data(s, e))?,
                 );
-                let mut random = [0u8; NONCE_LEN + IV_LEN];
-                s.generate_random_slice(&mut random)?;
-                let mut nonce = [0u8; NONCE_LEN];
-                let mut iv = [0u8; IV_LEN];
-                nonce.copy_from_slice(&random[..NONCE_LEN]);
-                iv.copy_from_slice(&random[NONCE_LEN..]);
+                let (nonce, iv) = draw_nonce_and_iv(s)?;
                 let dek = SessionObject::new(s, generate_wrapping_dek(s)?);
                 let mut iv_param = iv;
                 let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
@@ -101,13 +96,12 @@ impl Hsm {
                     secret.handle,
                     ciphertext.len() + TAG_LEN,
                 )?;
-                let kek =
-                    SessionObject::new(s, derive_kek(s, base, &derivation(&nonce, &iv, &payload))?);
-                let wrapped_dek = s.wrap_key_sized(
-                    &self.key_wrap.mechanism(),
-                    kek.handle,
+                let wrapped_dek = wrap_dek(
+                    s,
+                    self.key_wrap,
+                    base,
+                    &derivation(&nonce, &iv, &payload),
                     dek.handle,
-                    WRAPPED_DEK_LEN,
                 )?;
                 Ok(Sealed {
                     nonce,

@@ -10,7 +10,7 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use zeroize::Zeroizing;
 
 use super::timed::TimedSession;
-use super::{HsmError, KeyWrap, Scope, SessionObject, IV_LEN, TAG_LEN, WRAPPED_DEK_LEN};
+use super::{HsmError, KeyWrap, Scope, SessionObject, IV_LEN, NONCE_LEN, TAG_LEN, WRAPPED_DEK_LEN};
 
 /// K_wrap = AES-CBC-ENCRYPT-DATA(material, IV 0, data): a wrap/unwrap-only session key.
 pub(super) fn derive_kek(
@@ -35,6 +35,31 @@ pub(super) fn derive_kek(
             Attribute::Decrypt(false),
         ],
     )
+}
+
+/// The nonce and the GCM IV of a new ciphertext, from one call to the token's generator.
+pub(super) fn draw_nonce_and_iv(
+    s: &TimedSession<'_>,
+) -> Result<([u8; NONCE_LEN], [u8; IV_LEN]), CkError> {
+    let mut random = [0u8; NONCE_LEN + IV_LEN];
+    s.generate_random_slice(&mut random)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    let mut iv = [0u8; IV_LEN];
+    nonce.copy_from_slice(&random[..NONCE_LEN]);
+    iv.copy_from_slice(&random[NONCE_LEN..]);
+    Ok((nonce, iv))
+}
+
+/// Wraps `dek` under the `K_wrap` that `base` and `derivation` give (destroyed after).
+pub(super) fn wrap_dek(
+    s: &TimedSession<'_>,
+    key_wrap: KeyWrap,
+    base: ObjectHandle,
+    derivation: &[u8; 32],
+    dek: ObjectHandle,
+) -> Result<Vec<u8>, CkError> {
+    let kek = SessionObject::new(s, derive_kek(s, base, derivation)?);
+    s.wrap_key_sized(&key_wrap.mechanism(), kek.handle, dek, WRAPPED_DEK_LEN)
 }
 
 /// A fresh AES-256 data key: sensitive, extractable only by wrapping, encrypt-only.

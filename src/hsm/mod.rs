@@ -55,7 +55,7 @@ use zeroize::Zeroizing;
 
 use crate::error::KmsError;
 use crate::model::{KeyId, MaterialId, TokenKeyRef};
-use envelope::{derive_kek, generate_dek, trial_run, unwrap_dek};
+use envelope::{derive_kek, draw_nonce_and_iv, generate_dek, trial_run, unwrap_dek, wrap_dek};
 use pool::{AcquireError, SessionPool};
 pub(crate) use token::{find_token, initialise};
 use token::{is_logged_in, log_in, Token};
@@ -429,12 +429,7 @@ impl Hsm {
         plaintext: &[u8],
     ) -> Result<Sealed, KmsError> {
         self.with_material(material, |s, base| {
-            let mut random = [0u8; NONCE_LEN + IV_LEN];
-            s.generate_random_slice(&mut random)?;
-            let mut nonce = [0u8; NONCE_LEN];
-            let mut iv = [0u8; IV_LEN];
-            nonce.copy_from_slice(&random[..NONCE_LEN]);
-            iv.copy_from_slice(&random[NONCE_LEN..]);
+            let (nonce, iv) = draw_nonce_and_iv(s)?;
             let dek = SessionObject::new(s, generate_dek(s)?);
             let mut iv_param = iv;
             let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
@@ -444,15 +439,12 @@ impl Hsm {
                 plaintext,
                 plaintext.len() + TAG_LEN,
             )?;
-            let kek = SessionObject::new(
+            let wrapped_dek = wrap_dek(
                 s,
-                derive_kek(s, base, &derivation(&nonce, &iv, &ciphertext))?,
-            );
-            let wrapped_dek = s.wrap_key_sized(
-                &self.key_wrap.mechanism(),
-                kek.handle,
+                self.key_wrap,
+                base,
+                &derivation(&nonce, &iv, &ciphertext),
                 dek.handle,
-                WRAPPED_DEK_LEN,
             )?;
             Ok(Sealed {
                 nonce,
@@ -519,15 +511,12 @@ impl Hsm {
                 );
                 let mut nonce = [0u8; NONCE_LEN];
                 s.generate_random_slice(&mut nonce)?;
-                let dst_kek = SessionObject::new(
+                let wrapped = wrap_dek(
                     s,
-                    derive_kek(s, dst_base, &destination_derivation(&nonce))?,
-                );
-                let wrapped = s.wrap_key_sized(
-                    &self.key_wrap.mechanism(),
-                    dst_kek.handle,
+                    self.key_wrap,
+                    dst_base,
+                    &destination_derivation(&nonce),
                     dek.handle,
-                    WRAPPED_DEK_LEN,
                 )?;
                 Ok((nonce, wrapped))
             },
