@@ -135,6 +135,10 @@ pub struct HsmSection {
     pub key_storage: Option<String>,
     /// Unwrapped materials kept as session objects in domain mode.
     pub domain_cache_capacity: Option<usize>,
+    /// Context keys of ciphertext schemes 2 and 3 cached per library initialisation.
+    pub context_key_cache: Option<usize>,
+    /// `auto` (the best the token runs) or a scheme number to write new ciphertexts with.
+    pub ciphertext_scheme: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +324,9 @@ pub struct Config {
     pub operation_timeout: Option<Duration>,
     pub recycle_after_operations: u64,
     pub session_key_copies: bool,
+    pub context_key_cache: usize,
+    /// `None`: the best scheme the token runs.
+    pub ciphertext_scheme: Option<u8>,
     pub key_storage: KeyStorage,
     pub domain_cache_capacity: usize,
     pub store: StoreConfig,
@@ -495,6 +502,21 @@ impl Config {
         let session_key_copies = parse_bool("P11KMS_HSM_SESSION_KEY_COPIES")?
             .or(file.hsm.session_key_copies)
             .unwrap_or(embedded_softhsm);
+        let context_key_cache = parse_env("P11KMS_CONTEXT_KEY_CACHE")?
+            .or(file.hsm.context_key_cache)
+            .unwrap_or(crate::hsm::DEFAULT_CONTEXT_KEY_CACHE);
+        let ciphertext_scheme = match env("P11KMS_CIPHERTEXT_SCHEME")
+            .or(file.hsm.ciphertext_scheme.clone())
+            .as_deref()
+        {
+            None | Some("auto") => None,
+            Some(n @ ("1" | "2" | "3")) => n.parse().ok(),
+            Some(other) => {
+                return Err(format!(
+                    "ciphertext scheme must be auto, 1, 2 or 3, not {other:?}"
+                ))
+            }
+        };
         let key_storage = match env("P11KMS_KEY_STORAGE")
             .or(file.hsm.key_storage.clone())
             .as_deref()
@@ -626,6 +648,8 @@ impl Config {
             session_pool_size,
             recycle_after_operations,
             session_key_copies,
+            context_key_cache,
+            ciphertext_scheme,
             key_storage,
             domain_cache_capacity,
             session_wait,

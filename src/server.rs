@@ -124,6 +124,8 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
             operation_timeout: config.operation_timeout,
             recycle_after_operations: config.recycle_after_operations,
             session_key_copies: config.session_key_copies,
+            context_key_cache: config.context_key_cache,
+            ciphertext_scheme: config.ciphertext_scheme,
         },
         Some(observer),
     )?;
@@ -325,6 +327,8 @@ pub fn domain_admin(config: &Config, action: DomainAction) -> Result<String, Str
             operation_timeout: None,
             recycle_after_operations: 0,
             session_key_copies: false,
+            context_key_cache: 0,
+            ciphertext_scheme: None,
         },
         None,
     )?;

@@ -44,6 +44,8 @@ fn fixture() -> Fixture {
             operation_timeout: None,
             recycle_after_operations: 0,
             session_key_copies: false,
+            context_key_cache: p11kms::hsm::DEFAULT_CONTEXT_KEY_CACHE,
+            ciphertext_scheme: None,
         },
         None,
     )

@@ -7,29 +7,41 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::open_fresh_hsm;
 use p11kms::hsm::Hsm;
+use p11kms::kms::ciphertext::{self, Envelope, Plan};
 use p11kms::model::{KeyId, MaterialId};
 
-const AAD: &[u8] = b"aad";
+fn context(n: u8) -> BTreeMap<String, String> {
+    [("n".to_string(), n.to_string())].into()
+}
+
+fn seal(hsm: &Hsm, material: &MaterialId, n: u8, data: &[u8]) -> Vec<u8> {
+    ciphertext::seal(
+        hsm,
+        &KeyId::from_bytes([n; 16]),
+        material,
+        &context(n),
+        data,
+    )
+    .unwrap()
+}
+
+fn open(hsm: &Hsm, blob: &[u8], n: u8) -> Result<Vec<u8>, p11kms::error::KmsError> {
+    let envelope = Envelope::parse(blob)?;
+    Ok(ciphertext::open(hsm, &envelope, &context(n))?.to_vec())
+}
 
 /// Seals `data` under `from`, rewraps it to `to` and opens it there: the plaintext.
 fn seal_rewrap_open(hsm: &Hsm, from: &MaterialId, to: &MaterialId, data: &[u8], n: u8) -> Vec<u8> {
-    let sealed = hsm.seal(from, &|_, _, _| [n; 32], AAD, data).unwrap();
-    let (_, rewrapped) = hsm
-        .rewrap(from, &[n; 32], &sealed.wrapped_dek, to, &|_| [!n; 32])
-        .unwrap();
-    let opened = hsm
-        .open_sealed(
-            to,
-            &[!n; 32],
-            &rewrapped,
-            &sealed.iv,
-            AAD,
-            &sealed.ciphertext,
-        )
-        .unwrap();
-    opened.to_vec()
+    let sealed = seal(hsm, from, n, data);
+    let destination_context = context(!n);
+    let plan = Plan::new(hsm, &KeyId::from_bytes([!n; 16]), to, &destination_context).unwrap();
+    let envelope = Envelope::parse(&sealed).unwrap();
+    let rewrapped = ciphertext::rewrap(hsm, &envelope, &context(n), &plan).unwrap();
+    open(hsm, &rewrapped, !n).unwrap()
 }
 
 #[test]
@@ -64,7 +76,7 @@ fn a_material_is_used_through_one_session_copy_that_dies_with_it() {
             seal_rewrap_open(&hsm, &first, &second, b"moved", 1),
             b"moved"
         );
-        let sealed = hsm.seal(&first, &|_, _, _| [1; 32], AAD, b"gone").unwrap();
+        let sealed = seal(&hsm, &first, 1, b"gone");
         if hsm.recycles() == recycles {
             assert_eq!(hsm.session_key_copies(), 2, "one copy per material");
             break sealed;
@@ -74,20 +86,13 @@ fn a_material_is_used_through_one_session_copy_that_dies_with_it() {
     hsm.destroy_material(&first).unwrap();
     // Using the other material makes its copy again if a recycle dropped it; the destroyed
     // material's copy must not be there either way.
-    hsm.seal(&second, &|_, _, _| [2; 32], AAD, b"kept").unwrap();
+    seal(&hsm, &second, 2, b"kept");
     assert_eq!(
         hsm.session_key_copies(),
         1,
         "the copy went with its material"
     );
-    let after = hsm.open_sealed(
-        &first,
-        &[1; 32],
-        &sealed.wrapped_dek,
-        &sealed.iv,
-        AAD,
-        &sealed.ciphertext,
-    );
+    let after = open(&hsm, &sealed, 1);
     assert!(
         after.is_err(),
         "a destroyed material still opened a ciphertext"

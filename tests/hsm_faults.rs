@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use p11kms::error::KmsError;
 use p11kms::hsm::{Curve, EmbeddedSoftHsm, Hsm, HsmConfig, PairKind, PairUse};
+use p11kms::kms::ciphertext::{self, Envelope};
 use p11kms::model::{KeyId, MaterialId, TokenKeyRef};
 
 fn build_emulator(out: &Path) -> PathBuf {
@@ -34,15 +35,10 @@ fn control(path: &Path, words: &str) {
 }
 
 fn seal(hsm: &Hsm, material: &MaterialId) -> Result<(), KmsError> {
-    let sealed = hsm.seal(material, &|_, _, _| [7u8; 32], b"aad", b"payload")?;
-    let opened = hsm.open_sealed(
-        material,
-        &[7u8; 32],
-        &sealed.wrapped_dek,
-        &sealed.iv,
-        b"aad",
-        &sealed.ciphertext,
-    )?;
+    let key = KeyId::from_bytes([7; 16]);
+    let context = std::collections::BTreeMap::new();
+    let sealed = ciphertext::seal(hsm, &key, material, &context, b"payload")?;
+    let opened = ciphertext::open(hsm, &Envelope::parse(&sealed)?, &context)?;
     assert_eq!(opened.as_slice(), b"payload");
     Ok(())
 }
@@ -81,6 +77,8 @@ fn lost_sessions_logins_and_hung_calls_are_recovered() {
             operation_timeout: Some(Duration::from_millis(500)),
             recycle_after_operations: 0,
             session_key_copies: true,
+            context_key_cache: p11kms::hsm::DEFAULT_CONTEXT_KEY_CACHE,
+            ciphertext_scheme: None,
         },
         None,
     )

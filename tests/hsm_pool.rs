@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::open_fresh_hsm;
+use p11kms::kms::ciphertext;
 use p11kms::model::{KeyId, MaterialId};
 
 #[test]
@@ -24,8 +25,8 @@ fn a_released_session_goes_to_a_waiting_thread_at_once() {
             let (hsm, material) = (&hsm, &material);
             scope.spawn(move || {
                 for _ in 0..50 {
-                    hsm.seal(material, &|_, _, _| [n; 32], b"aad", b"data")
-                        .unwrap();
+                    let key = KeyId::from_bytes([n; 16]);
+                    ciphertext::seal(hsm, &key, material, &Default::default(), b"data").unwrap();
                 }
             });
         }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use secrecy::SecretString;
 
 use crate::hsm::{Hsm, HsmConfig};
-use crate::kms::ciphertext::{self, Envelope, PAYLOAD_AAD};
+use crate::kms::ciphertext::{self, Envelope};
 use crate::model::{KeyId, MaterialId};
 
 use super::report::RawRow;
@@ -21,12 +21,11 @@ use super::{proc, run_bounds, BenchArgs, Percentiles};
 /// A raw chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RawOp {
-    /// Encrypt: random nonce+IV, generate DEK, GCM encrypt, derive K_wrap, wrap, destroy.
+    /// Encrypt: generate DEK, GCM encrypt, lock the DEK (the token's scheme), destroy.
     Seal,
-    /// Decrypt: derive K_wrap, unwrap DEK, GCM decrypt, destroy.
+    /// Decrypt: unlock the DEK, GCM decrypt, destroy.
     Open,
-    /// ReEncrypt: derive source K_wrap, unwrap, random nonce, derive destination K_wrap,
-    /// wrap, destroy.
+    /// ReEncrypt: unlock the DEK for rewrapping, lock it under the destination, destroy.
     Rewrap,
     /// GenerateDataKey: random bytes, then Seal.
     RandomSeal,
@@ -71,13 +70,22 @@ pub fn run_matrix(
             recycle_after_operations: 0,
             // As the gateway does on either embedded token, which every bench runs on.
             session_key_copies: true,
+            // The gateway's defaults, or what the bench's environment pins for both.
+            context_key_cache: std::env::var("P11KMS_CONTEXT_KEY_CACHE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(crate::hsm::DEFAULT_CONTEXT_KEY_CACHE),
+            ciphertext_scheme: std::env::var("P11KMS_CIPHERTEXT_SCHEME")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         },
         None,
     )?;
     println!(
-        "# raw ceiling: {} (probed key wrap {})",
+        "# raw ceiling: {} (probed key wrap {}, ciphertext scheme {})",
         module.display(),
-        hsm.key_wrap().name()
+        hsm.key_wrap().name(),
+        hsm.ciphertext_scheme()
     );
     let key = KeyId::new_random();
     let material = MaterialId::new_random();
@@ -227,68 +235,23 @@ fn seal(
     context: &BTreeMap<String, String>,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, String> {
-    let sealed = hsm
-        .seal(
-            material,
-            &|nonce, iv, payload| {
-                ciphertext::derivation(
-                    key,
-                    material,
-                    context,
-                    nonce,
-                    &ciphertext::payload_digest(iv, payload),
-                )
-            },
-            PAYLOAD_AAD,
-            plaintext,
-        )
-        .map_err(|e| e.to_string())?;
-    ciphertext::assemble_sealed(key, material, &sealed).map_err(|e| e.to_string())
+    ciphertext::seal(hsm, key, material, context, plaintext).map_err(|e| e.to_string())
 }
 
 fn open(
     hsm: &Hsm,
-    key: &KeyId,
+    _key: &KeyId,
     context: &BTreeMap<String, String>,
     blob: &[u8],
 ) -> Result<Vec<u8>, String> {
     let env = Envelope::parse(blob).map_err(|e| e.to_string())?;
-    let digest = ciphertext::payload_digest(&env.iv, env.payload);
-    let derivation = ciphertext::derivation(key, &env.material, context, &env.nonce, &digest);
-    let plaintext = hsm
-        .open_sealed(
-            &env.material,
-            &derivation,
-            env.wrapped_dek,
-            &env.iv,
-            PAYLOAD_AAD,
-            env.payload,
-        )
-        .map_err(|e| e.to_string())?;
+    let plaintext = ciphertext::open(hsm, &env, context).map_err(|e| e.to_string())?;
     Ok(plaintext.to_vec())
 }
 
 fn rewrap(hsm: &Hsm, f: &Fixture) -> Result<Vec<u8>, String> {
     let env = Envelope::parse(&f.blob).map_err(|e| e.to_string())?;
-    let digest = ciphertext::payload_digest(&env.iv, env.payload);
-    let derivation = ciphertext::derivation(
-        &f.key,
-        &env.material,
-        &f.source_context,
-        &env.nonce,
-        &digest,
-    );
-    let (nonce, wrapped) = hsm
-        .rewrap(
-            &env.material,
-            &derivation,
-            env.wrapped_dek,
-            &f.material,
-            &|nonce| {
-                ciphertext::derivation(&f.key, &f.material, &f.destination_context, nonce, &digest)
-            },
-        )
+    let plan = ciphertext::Plan::new(hsm, &f.key, &f.material, &f.destination_context)
         .map_err(|e| e.to_string())?;
-    ciphertext::assemble(&f.key, &f.material, &nonce, &wrapped, &env.iv, env.payload)
-        .map_err(|e| e.to_string())
+    ciphertext::rewrap(hsm, &env, &f.source_context, &plan).map_err(|e| e.to_string())
 }

@@ -17,17 +17,17 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 
 use super::asymmetric::unwrap_secret;
 use super::{
-    bad_data, derive_kek, draw_nonce_and_iv, wrap_dek, Half, Hsm, KeyWrap, OaepHash, OpError,
-    SealDerivation, Sealed, SessionObject, TimedSession, IV_LEN, RSA_OUTPUT_BOUND, TAG_LEN,
+    bad_data, DekLock, DekUnlock, DekUse, Half, Hsm, LockedDek, OaepHash, OpError, SessionObject,
+    Site, TimedSession, IV_LEN, RSA_OUTPUT_BOUND, TAG_LEN,
 };
 use crate::error::KmsError;
 use crate::model::MaterialId;
 
-/// The symmetric ciphertext's parts ReEncrypt reads: where its data key is, and its payload.
+/// The symmetric ciphertext's parts ReEncrypt reads: how to unlock its data key, and its
+/// payload.
 pub struct SealedParts<'a> {
     pub material: &'a MaterialId,
-    pub derivation: &'a [u8; 32],
-    pub wrapped_dek: &'a [u8],
+    pub unlock: &'a DekUnlock<'a>,
     pub iv: &'a [u8; IV_LEN],
     pub aad: &'a [u8],
     pub payload: &'a [u8],
@@ -43,15 +43,16 @@ impl Hsm {
         destination: &MaterialId,
         hash: OaepHash,
     ) -> Result<Vec<u8>, KmsError> {
-        self.with_objects(
+        self.with_objects_on(
             [(source.material, Half::Secret), (destination, Half::Public)],
-            |s, [base, public]| {
-                let kek = SessionObject::new(s, derive_kek(s, base, source.derivation)?);
-                let dek = SessionObject::new(
+            |token, s, [base, public]| {
+                let at = Site {
+                    token,
                     s,
-                    unwrap_payload_key(s, self.key_wrap, kek.handle, source.wrapped_dek)
-                        .map_err(|e| bad_data(s, e))?,
-                );
+                    base,
+                    material: source.material,
+                };
+                let dek = self.unlock_dek(&at, source.unlock, DekUse::OpenPayload)?;
                 let mut iv = *source.iv;
                 let gcm = GcmParams::new(&mut iv, source.aad, 128.into())?;
                 let secret = SessionObject::new(
@@ -66,28 +67,30 @@ impl Hsm {
     }
 
     /// RSA → symmetric: the plaintext of an OAEP ciphertext under `source`'s private half,
-    /// sealed under `destination` as [`Hsm::seal`] seals, without leaving the token. A
-    /// ciphertext that does not decode is `InvalidCiphertext`.
+    /// sealed under `destination` as [`Hsm::seal`] seals (payload IV `iv`, data key locked
+    /// as `lock` says), without leaving the token. A ciphertext that does not decode is
+    /// `InvalidCiphertext`.
+    #[allow(clippy::too_many_arguments)]
     pub fn rsa_to_sealed(
         &self,
         source: &MaterialId,
         hash: OaepHash,
         ciphertext: &[u8],
         destination: &MaterialId,
-        derivation: &SealDerivation<'_>,
+        iv: &[u8; IV_LEN],
         aad: &[u8],
-    ) -> Result<Sealed, KmsError> {
-        self.with_objects(
+        lock: &DekLock<'_>,
+    ) -> Result<(Vec<u8>, LockedDek), KmsError> {
+        self.with_objects_on(
             [(source, Half::Private), (destination, Half::Secret)],
-            |s, [private, base]| {
+            |token, s, [private, base]| {
                 let secret = SessionObject::new(
                     s,
                     unwrap_secret(s, &hash.mechanism(), private, ciphertext)
                         .map_err(|e| bad_data(s, e))?,
                 );
-                let (nonce, iv) = draw_nonce_and_iv(s)?;
                 let dek = SessionObject::new(s, generate_wrapping_dek(s)?);
-                let mut iv_param = iv;
+                let mut iv_param = *iv;
                 let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
                 // The secret is the OAEP plaintext, shorter than its ciphertext.
                 let payload = s.wrap_key_sized(
@@ -96,49 +99,18 @@ impl Hsm {
                     secret.handle,
                     ciphertext.len() + TAG_LEN,
                 )?;
-                let wrapped_dek = wrap_dek(
+                let at = Site {
+                    token,
                     s,
-                    self.key_wrap,
                     base,
-                    &derivation(&nonce, &iv, &payload),
-                    dek.handle,
-                )?;
-                Ok(Sealed {
-                    nonce,
-                    wrapped_dek,
-                    iv,
-                    ciphertext: payload,
-                })
+                    material: destination,
+                };
+                let locked = self.lock_dek(&at, lock, dek.handle, &payload)?;
+                Ok((payload, locked))
             },
         )
         .map_err(OpError::into_kms)
     }
-}
-
-/// A ciphertext's data key, unwrapped to open its payload into a key object (GCM unwrap):
-/// it can unwrap and nothing else.
-fn unwrap_payload_key(
-    s: &TimedSession<'_>,
-    key_wrap: KeyWrap,
-    kek: ObjectHandle,
-    wrapped: &[u8],
-) -> Result<ObjectHandle, CkError> {
-    s.unwrap_key(
-        &key_wrap.mechanism(),
-        kek,
-        wrapped,
-        &[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::Token(false),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Encrypt(false),
-            Attribute::Decrypt(false),
-            Attribute::Unwrap(true),
-            Attribute::Wrap(false),
-        ],
-    )
 }
 
 /// A fresh AES-256 data key that seals a secret by GCM wrap: sensitive, extractable only by

@@ -509,6 +509,16 @@ impl Hsm {
     }
 
     fn destroy_domain_objects(&self, token: &Arc<Token>, handles: &[ObjectHandle]) {
+        self.destroy_owned_objects(token, handles, "unwrapped key objects");
+    }
+
+    /// Destroys session objects of the `copy_owner` session; ones already gone are fine.
+    pub(super) fn destroy_owned_objects(
+        &self,
+        token: &Arc<Token>,
+        handles: &[ObjectHandle],
+        what: &str,
+    ) {
         if handles.is_empty() {
             return;
         }
@@ -522,7 +532,7 @@ impl Hsm {
             Ok(())
         });
         if let Err(e) = outer_kms_error(destroyed).and_then(|r| r.map_err(KmsError::from)) {
-            tracing::warn!(error = %e, "could not destroy unwrapped key objects");
+            tracing::warn!(error = %e, "could not destroy {what}");
         }
     }
 

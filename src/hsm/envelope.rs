@@ -10,7 +10,7 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use zeroize::Zeroizing;
 
 use super::timed::TimedSession;
-use super::{HsmError, KeyWrap, Scope, SessionObject, IV_LEN, NONCE_LEN, TAG_LEN, WRAPPED_DEK_LEN};
+use super::{HsmError, KeyWrap, Scope, SessionObject, IV_LEN, TAG_LEN, WRAPPED_DEK_LEN};
 
 /// K_wrap = AES-CBC-ENCRYPT-DATA(material, IV 0, data): a wrap/unwrap-only session key.
 pub(super) fn derive_kek(
@@ -37,31 +37,6 @@ pub(super) fn derive_kek(
     )
 }
 
-/// The nonce and the GCM IV of a new ciphertext, from one call to the token's generator.
-pub(super) fn draw_nonce_and_iv(
-    s: &TimedSession<'_>,
-) -> Result<([u8; NONCE_LEN], [u8; IV_LEN]), CkError> {
-    let mut random = [0u8; NONCE_LEN + IV_LEN];
-    s.generate_random_slice(&mut random)?;
-    let mut nonce = [0u8; NONCE_LEN];
-    let mut iv = [0u8; IV_LEN];
-    nonce.copy_from_slice(&random[..NONCE_LEN]);
-    iv.copy_from_slice(&random[NONCE_LEN..]);
-    Ok((nonce, iv))
-}
-
-/// Wraps `dek` under the `K_wrap` that `base` and `derivation` give (destroyed after).
-pub(super) fn wrap_dek(
-    s: &TimedSession<'_>,
-    key_wrap: KeyWrap,
-    base: ObjectHandle,
-    derivation: &[u8; 32],
-    dek: ObjectHandle,
-) -> Result<Vec<u8>, CkError> {
-    let kek = SessionObject::new(s, derive_kek(s, base, derivation)?);
-    s.wrap_key_sized(&key_wrap.mechanism(), kek.handle, dek, WRAPPED_DEK_LEN)
-}
-
 /// A fresh AES-256 data key: sensitive, extractable only by wrapping, encrypt-only.
 pub(super) fn generate_dek(s: &TimedSession<'_>) -> Result<ObjectHandle, CkError> {
     s.generate_key(
@@ -79,17 +54,27 @@ pub(super) fn generate_dek(s: &TimedSession<'_>) -> Result<ObjectHandle, CkError
     )
 }
 
-/// Unwraps a data key into a sensitive session object: for decryption, or (when
-/// `for_rewrap`) only to be wrapped again.
-pub(super) fn unwrap_dek(
+/// What an unwrapped data key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DekUse {
+    /// Decrypt the payload (Decrypt).
+    Decrypt,
+    /// Be wrapped again and nothing else (ReEncrypt).
+    Rewrap,
+    /// Open the payload into a key object by GCM unwrap (ReEncrypt to an RSA key).
+    OpenPayload,
+}
+
+/// Unwraps a data key with `mechanism` into a sensitive session object for `use_`.
+pub(super) fn unwrap_dek_as(
     s: &TimedSession<'_>,
-    key_wrap: KeyWrap,
+    mechanism: &Mechanism,
     kek: ObjectHandle,
     wrapped: &[u8],
-    for_rewrap: bool,
+    use_: DekUse,
 ) -> Result<ObjectHandle, CkError> {
     s.unwrap_key(
-        &key_wrap.mechanism(),
+        mechanism,
         kek,
         wrapped,
         &[
@@ -97,30 +82,50 @@ pub(super) fn unwrap_dek(
             Attribute::KeyType(KeyType::AES),
             Attribute::Token(false),
             Attribute::Sensitive(true),
-            Attribute::Extractable(for_rewrap),
+            Attribute::Extractable(use_ == DekUse::Rewrap),
             Attribute::Encrypt(false),
-            Attribute::Decrypt(!for_rewrap),
+            Attribute::Decrypt(use_ == DekUse::Decrypt),
+            Attribute::Unwrap(use_ == DekUse::OpenPayload),
+            Attribute::Wrap(false),
+        ],
+    )
+}
+
+/// [`unwrap_dek_as`] with the token's RFC 5649 key wrap (scheme 1).
+pub(super) fn unwrap_dek(
+    s: &TimedSession<'_>,
+    key_wrap: KeyWrap,
+    kek: ObjectHandle,
+    wrapped: &[u8],
+    for_rewrap: bool,
+) -> Result<ObjectHandle, CkError> {
+    let use_ = if for_rewrap {
+        DekUse::Rewrap
+    } else {
+        DekUse::Decrypt
+    };
+    unwrap_dek_as(s, &key_wrap.mechanism(), kek, wrapped, use_)
+}
+
+/// A throwaway session key standing in for a material (derive-only).
+pub(super) fn generate_trial_base(s: &TimedSession<'_>) -> Result<ObjectHandle, CkError> {
+    s.generate_key(
+        &Mechanism::AesKeyGen,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Derive(true),
         ],
     )
 }
 
 /// Seal, open and rewrap once with a throwaway session key standing in for a material.
 pub(super) fn trial_run(s: &TimedSession<'_>, key_wrap: KeyWrap) -> Result<(), HsmError> {
-    let base = SessionObject::new(
-        s,
-        s.generate_key(
-            &Mechanism::AesKeyGen,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(32.into()),
-                Attribute::Token(false),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Derive(true),
-            ],
-        )?,
-    );
+    let base = SessionObject::new(s, generate_trial_base(s)?);
     let probe = b"p11kms start-up probe";
     let mut iv = [7u8; IV_LEN];
     let kek = SessionObject::new(s, derive_kek(s, base.handle, &[1u8; 32])?);

@@ -52,7 +52,8 @@ impl HsmError {
     /// SoftHSM answers every failed GCM tag, KWP integrity check or wrong derived key with
     /// CKR_GENERAL_ERROR; other HSMs use the specific codes. A device error the token
     /// survived (scope narrowed to `Data` by the caller) counts too: Kryoptic answers a
-    /// failed KWP integrity check with CKR_DEVICE_ERROR.
+    /// failed KWP integrity check with CKR_DEVICE_ERROR. A ciphertext's HMAC tag that does
+    /// not verify (scheme 2) is `CKR_SIGNATURE_INVALID`.
     pub fn is_bad_data(&self) -> bool {
         (self.code == Some(RvError::DeviceError) && self.scope == Scope::Data)
             || matches!(
@@ -65,6 +66,8 @@ impl HsmError {
                         | RvError::WrappedKeyLenRange
                         | RvError::DataInvalid
                         | RvError::DataLenRange
+                        | RvError::SignatureInvalid
+                        | RvError::SignatureLenRange
                 )
             )
     }

@@ -12,6 +12,7 @@
 mod adopt;
 mod asymmetric;
 pub mod ceremony;
+mod context_keys;
 mod copies;
 mod crossover;
 pub mod doctor;
@@ -19,6 +20,7 @@ pub mod domain;
 mod embedded;
 mod envelope;
 mod error;
+mod locks;
 mod pool;
 mod probe;
 mod provision;
@@ -30,11 +32,14 @@ pub use asymmetric::{
     AsymmetricCapabilities, Curve, EcPrivateParts, MacHash, OaepHash, PairKind, PairUse,
     PrivateKeyParts, PublicKeyParts, RsaPrivateParts, SigHash, SignMechanism,
 };
+pub use context_keys::{ContextKeyStats, RESERVOIR_BYTES, WRITES_PER_SALT};
 pub use crossover::SealedParts;
 pub use embedded::{
     find_kryoptic_module, EmbeddedKryoptic, EmbeddedToken, EmbeddedTokenKind, KRYOPTIC_LIBRARY,
 };
 pub use error::{HsmError, Scope};
+use locks::Site;
+pub use locks::{DekLock, DekUnlock, LockedDek, MacInput, GCM_WRAPPED_DEK_LEN, MAC_TAG_LEN};
 pub use pool::PoolStats;
 pub use probe::{probe_mechanisms, KeyWrap, MechanismReport};
 pub use provision::{find_softhsm_module, EmbeddedSoftHsm};
@@ -55,13 +60,15 @@ use zeroize::Zeroizing;
 
 use crate::error::KmsError;
 use crate::model::{KeyId, MaterialId, TokenKeyRef};
-use envelope::{derive_kek, draw_nonce_and_iv, generate_dek, trial_run, unwrap_dek, wrap_dek};
+use envelope::{derive_kek, generate_dek, trial_run, unwrap_dek, DekUse};
 use pool::{AcquireError, SessionPool};
 pub(crate) use token::{find_token, initialise};
 use token::{is_logged_in, log_in, Token};
 
 /// Label prefix of every token object p11kms creates; reconciliation only touches these.
 pub const OBJECT_LABEL_PREFIX: &str = "p11kms:";
+/// Context keys cached per library initialisation unless configured otherwise.
+pub const DEFAULT_CONTEXT_KEY_CACHE: usize = 1024;
 /// Length of a KWP-wrapped 32-byte data key (RFC 5649: 32 rounded to 8, plus 8).
 pub const WRAPPED_DEK_LEN: usize = 40;
 pub const NONCE_LEN: usize = 16;
@@ -70,9 +77,6 @@ pub const TAG_LEN: usize = 16;
 /// Room for any RSA output (ciphertext or signature) of the key sizes KMS offers (4096-bit
 /// modulus), and for any ECDSA or HMAC output. A larger adopted key costs a length query.
 pub(crate) const RSA_OUTPUT_BOUND: usize = 512;
-
-/// Computes `K_wrap`'s derivation data from the nonce, IV and sealed payload.
-pub type SealDerivation<'a> = dyn Fn(&[u8; NONCE_LEN], &[u8; IV_LEN], &[u8]) -> [u8; 32] + 'a;
 
 /// How to reach the token.
 #[derive(Clone)]
@@ -98,15 +102,13 @@ pub struct HsmConfig {
     /// originals, die with the library, and are destroyed with their material. A module
     /// that refuses `C_CopyObject` gets its token objects used directly.
     pub session_key_copies: bool,
-}
-
-/// A payload sealed under a key material: the parts of a symmetric ciphertext the HSM makes.
-pub struct Sealed {
-    pub nonce: [u8; NONCE_LEN],
-    pub wrapped_dek: Vec<u8>,
-    pub iv: [u8; IV_LEN],
-    /// GCM ciphertext with the tag appended.
-    pub ciphertext: Vec<u8>,
+    /// Context keys cached per library initialisation (0: no cache, and every ciphertext
+    /// is written with the per-message scheme 1).
+    pub context_key_cache: usize,
+    /// The ciphertext scheme new ciphertexts are written with: `None` picks the best the
+    /// token's probe allows (3 with GCM key wrap, else 2 with HMAC, else 1); a number pins
+    /// it, e.g. for a cluster whose tokens differ. Every scheme is read whatever this says.
+    pub ciphertext_scheme: Option<u8>,
 }
 
 /// The gateway's handle on the HSM.
@@ -142,6 +144,12 @@ pub struct Hsm {
     lost_sessions: AtomicU64,
     /// Set once at start-up in domain-key mode (see [`domain`]).
     domain: std::sync::OnceLock<domain::DomainMode>,
+    /// The scheme new ciphertexts are written with (see `HsmConfig::ciphertext_scheme`).
+    writer_scheme: u8,
+    /// What the token can read: 1 always, 2 with HMAC, 3 with GCM key wrap.
+    readable_schemes: [bool; 4],
+    reservoir: context_keys::SharedReservoir,
+    context_counters: context_keys::ContextKeyCounters,
 }
 
 /// Which object of a key material a handle names: the AES or HMAC secret key, or one half
@@ -187,6 +195,10 @@ impl Hsm {
             timeouts: AtomicU64::new(0),
             lost_sessions: AtomicU64::new(0),
             domain: std::sync::OnceLock::new(),
+            writer_scheme: 1,
+            readable_schemes: [false, true, false, false],
+            reservoir: Default::default(),
+            context_counters: Default::default(),
         };
         let report = match hsm.current_token() {
             Some(token) => probe_mechanisms(&token.pkcs11, token.slot),
@@ -208,16 +220,33 @@ impl Hsm {
             .map_err(|e| format!("trial run failed: {e}"))?
             .map_err(|e| format!("trial run of the ciphertext scheme failed: {e}"))?;
         hsm.capabilities = hsm.probe_asymmetric();
+        hsm.readable_schemes = hsm.probe_context_schemes();
+        hsm.writer_scheme = hsm.choose_writer_scheme()?;
         let finds_wait_for_creations = hsm
             .current_token()
             .is_some_and(|t| t.object_scans.is_some());
         tracing::info!(
             capabilities = ?hsm.capabilities,
             key_wrap = key_wrap.name(),
+            ciphertext_scheme = hsm.writer_scheme,
+            context_key_cache = hsm.config.context_key_cache,
             finds_wait_for_creations,
             "capabilities of the token"
         );
         Ok(hsm)
+    }
+
+    /// The scheme new symmetric ciphertexts are written with (1, 2 or 3).
+    pub fn ciphertext_scheme(&self) -> u8 {
+        self.writer_scheme
+    }
+
+    /// Whether this token can open ciphertexts of `scheme`.
+    pub fn reads_scheme(&self, scheme: u8) -> bool {
+        self.readable_schemes
+            .get(usize::from(scheme))
+            .copied()
+            .unwrap_or(false)
     }
 
     /// The RFC 5649 key wrap the start-up probe picked.
@@ -354,6 +383,9 @@ impl Hsm {
     /// Destroys a key material's token object; absent objects are not an error. An adopted
     /// object is only forgotten: it belongs to whoever put it in the token.
     pub fn destroy_material(&self, material: &MaterialId) -> Result<(), KmsError> {
+        if let Some(token) = self.current_token() {
+            self.purge_context_keys(&token, material);
+        }
         if let Some(mode) = self.domain.get() {
             return self.destroy_wrapped(mode, material);
         }
@@ -418,107 +450,93 @@ impl Hsm {
 
     // === the symmetric ciphertext primitives ===
 
-    /// Encrypts `plaintext` under a fresh data key, then wraps that key under a wrapping key
-    /// derived from the material and `derivation(nonce, iv, ciphertext)`. Nonce and IV come
-    /// from the token's generator.
+    /// Encrypts `plaintext` with AES-GCM (`iv`, `aad`) under a fresh data key, then locks
+    /// that key as `lock` says. Returns the payload (ciphertext and tag) and the locked key.
     pub fn seal(
         &self,
         material: &MaterialId,
-        derivation: &SealDerivation<'_>,
+        iv: &[u8; IV_LEN],
         aad: &[u8],
         plaintext: &[u8],
-    ) -> Result<Sealed, KmsError> {
-        self.with_material(material, |s, base| {
-            let (nonce, iv) = draw_nonce_and_iv(s)?;
+        lock: &DekLock<'_>,
+    ) -> Result<(Vec<u8>, LockedDek), KmsError> {
+        self.with_objects_on([(material, Half::Secret)], |token, s, [base]| {
             let dek = SessionObject::new(s, generate_dek(s)?);
-            let mut iv_param = iv;
+            let mut iv_param = *iv;
             let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
-            let ciphertext = s.encrypt_sized(
+            let payload = s.encrypt_sized(
                 &Mechanism::AesGcm(gcm),
                 dek.handle,
                 plaintext,
                 plaintext.len() + TAG_LEN,
             )?;
-            let wrapped_dek = wrap_dek(
+            let at = Site {
+                token,
                 s,
-                self.key_wrap,
                 base,
-                &derivation(&nonce, &iv, &ciphertext),
-                dek.handle,
-            )?;
-            Ok(Sealed {
-                nonce,
-                wrapped_dek,
-                iv,
-                ciphertext,
-            })
+                material,
+            };
+            let locked = self.lock_dek(&at, lock, dek.handle, &payload)?;
+            Ok((payload, locked))
         })
         .map_err(|e| e.into_kms())
     }
 
-    /// Unwraps the data key in the token and decrypts the payload with it.
+    /// Checks and unlocks the data key in the token and decrypts the payload with it.
     pub fn open_sealed(
         &self,
         material: &MaterialId,
-        derivation: &[u8; 32],
-        wrapped_dek: &[u8],
+        unlock: &DekUnlock<'_>,
         iv: &[u8; IV_LEN],
         aad: &[u8],
-        ciphertext: &[u8],
+        payload: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-        self.with_material(material, |s, base| {
-            let kek = SessionObject::new(s, derive_kek(s, base, derivation)?);
-            let dek = SessionObject::new(
+        self.with_objects_on([(material, Half::Secret)], |token, s, [base]| {
+            let at = Site {
+                token,
                 s,
-                unwrap_dek(s, self.key_wrap, kek.handle, wrapped_dek, false)
-                    .map_err(|e| bad_data(s, e))?,
-            );
+                base,
+                material,
+            };
+            let dek = self.unlock_dek(&at, unlock, DekUse::Decrypt)?;
             let mut iv_param = *iv;
             let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
             // GCM's plaintext is 16 bytes shorter; SoftHSM2 asks for room for the whole input.
             let plaintext = s
-                .decrypt_sized(
-                    &Mechanism::AesGcm(gcm),
-                    dek.handle,
-                    ciphertext,
-                    ciphertext.len(),
-                )
+                .decrypt_sized(&Mechanism::AesGcm(gcm), dek.handle, payload, payload.len())
                 .map_err(|e| bad_data(s, e))?;
             Ok(Zeroizing::new(plaintext))
         })
         .map_err(|e| e.into_kms())
     }
 
-    /// Moves a wrapped data key from one material/context to another inside the token:
-    /// unwrap into a sensitive session object, wrap under the destination, destroy.
-    /// Neither the data key nor the payload ever reaches host memory.
+    /// Moves a data key from one material/context to another inside the token: unlock
+    /// into a sensitive session object that can only be wrapped, lock under the
+    /// destination, destroy. Neither the data key nor the payload reaches host memory.
     pub fn rewrap(
         &self,
         source: &MaterialId,
-        source_derivation: &[u8; 32],
-        wrapped_dek: &[u8],
+        unlock: &DekUnlock<'_>,
         destination: &MaterialId,
-        destination_derivation: &dyn Fn(&[u8; NONCE_LEN]) -> [u8; 32],
-    ) -> Result<([u8; NONCE_LEN], Vec<u8>), KmsError> {
-        self.with_objects(
+        lock: &DekLock<'_>,
+        payload: &[u8],
+    ) -> Result<LockedDek, KmsError> {
+        self.with_objects_on(
             [(source, Half::Secret), (destination, Half::Secret)],
-            |s, [src_base, dst_base]| {
-                let src_kek = SessionObject::new(s, derive_kek(s, src_base, source_derivation)?);
-                let dek = SessionObject::new(
+            |token, s, [src_base, dst_base]| {
+                let from = Site {
+                    token,
                     s,
-                    unwrap_dek(s, self.key_wrap, src_kek.handle, wrapped_dek, true)
-                        .map_err(|e| bad_data(s, e))?,
-                );
-                let mut nonce = [0u8; NONCE_LEN];
-                s.generate_random_slice(&mut nonce)?;
-                let wrapped = wrap_dek(
-                    s,
-                    self.key_wrap,
-                    dst_base,
-                    &destination_derivation(&nonce),
-                    dek.handle,
-                )?;
-                Ok((nonce, wrapped))
+                    base: src_base,
+                    material: source,
+                };
+                let dek = self.unlock_dek(&from, unlock, DekUse::Rewrap)?;
+                let to = Site {
+                    base: dst_base,
+                    material: destination,
+                    ..from
+                };
+                self.lock_dek(&to, lock, dek.handle, payload)
             },
         )
         .map_err(|e| e.into_kms())
@@ -631,17 +649,8 @@ impl Hsm {
         flatten_op_error(self.on_token(token, |s| op(s).map_err(OpError::Hsm)))
     }
 
-    /// Runs `op` with a session and the handle of `material`, retrying once if the cached
-    /// handle turned out stale.
-    fn with_material<T>(
-        &self,
-        material: &MaterialId,
-        op: impl Fn(&TimedSession<'_>, ObjectHandle) -> Result<T, OpError>,
-    ) -> Result<T, OpError> {
-        self.with_object(material, Half::Secret, op)
-    }
-
-    /// Like [`Hsm::with_material`], for any object of a material.
+    /// Runs `op` with a session and the handle of a material's object, retrying once if
+    /// the cached handle turned out stale.
     fn with_object<T>(
         &self,
         material: &MaterialId,
@@ -659,6 +668,15 @@ impl Hsm {
         objects: [(&MaterialId, Half); N],
         op: impl Fn(&TimedSession<'_>, [ObjectHandle; N]) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
+        self.with_objects_on(objects, |_, s, handles| op(s, handles))
+    }
+
+    /// [`Hsm::with_objects`], handing `op` the token too (for its context-key cache).
+    fn with_objects_on<T, const N: usize>(
+        &self,
+        objects: [(&MaterialId, Half); N],
+        op: impl Fn(&Arc<Token>, &TimedSession<'_>, [ObjectHandle; N]) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
         // The token is taken inside, so that a library recycle to find a new domain key
         // (which waits for every holder of the token) can run between the two attempts.
         self.refinding_domain_keys(|| {
@@ -672,14 +690,14 @@ impl Hsm {
                     .map_err(|_| OpError::Kms(KmsError::Internal("object handle count".into())))
             };
             let first = handles(&token)?;
-            match self.on_token(&token, |s| op(s, first)) {
+            match self.on_token(&token, |s| op(&token, s, first)) {
                 Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope == Scope::Object => {
                     if self.domain.get().is_some() {
                         let slots = objects.map(|(material, half)| (*material, half));
                         self.forget_domain_handles(&token, &slots);
                     }
                     let again = handles(&token)?;
-                    self.on_token(&token, |s| op(s, again))
+                    self.on_token(&token, |s| op(&token, s, again))
                 }
                 other => other,
             }

@@ -39,6 +39,8 @@ pub(super) struct Token {
     /// Domain mode's unwrapped materials: session objects of `copy_owner`, so they live
     /// exactly as long as this library initialisation.
     pub(super) domain: Mutex<super::domain::DomainCache>,
+    /// Context keys of schemes 2 and 3 (session objects of `copy_owner`).
+    pub(super) context_keys: Mutex<super::context_keys::ContextKeys>,
     /// The same module's raw entry points, for single-call encrypt, decrypt, sign and wrap;
     /// `None` (cryptoki's two calls) if they could not be loaded.
     pub(super) direct: Option<pkcs11_direct::DirectModule>,
@@ -49,7 +51,12 @@ pub(super) struct Token {
 impl Hsm {
     pub(super) fn recover(&self, token: &Arc<Token>, error: &HsmError) {
         match error.scope {
-            Scope::Object => token.materials_mut().clear(),
+            Scope::Object => {
+                token.materials_mut().clear();
+                // A context key may have died with its owner session too.
+                let stale = token.context_keys().clear();
+                self.destroy_context_keys(token, &stale);
+            }
             Scope::Token => {
                 tracing::error!(function = %error.function, rv = %error.rv, "HSM token lost; reinitialising");
                 let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
@@ -283,6 +290,9 @@ impl Token {
             copy_owner: SessionPool::new(pkcs11.clone(), slot, pin.clone(), 1, timeout),
             copies: Mutex::new(HashMap::new()),
             domain: Mutex::new(super::domain::DomainCache::default()),
+            context_keys: Mutex::new(super::context_keys::ContextKeys::new(
+                config.context_key_cache,
+            )),
             direct: load_direct(&config.module),
             object_scans: super::timed::ObjectScanLock::needed_by(&pkcs11)
                 .then(super::timed::ObjectScanLock::default),
@@ -297,6 +307,12 @@ impl Token {
         &self,
     ) -> std::sync::RwLockReadGuard<'_, HashMap<(MaterialId, Half), ObjectHandle>> {
         self.materials.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn context_keys(
+        &self,
+    ) -> std::sync::MutexGuard<'_, super::context_keys::ContextKeys> {
+        self.context_keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(super) fn materials_mut(

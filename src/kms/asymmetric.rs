@@ -12,7 +12,7 @@ use crate::hsm::{Curve, MacHash, OaepHash, PairKind, PairUse, SignMechanism};
 use crate::model::{KeyId, KeyRecord, MaterialId};
 
 use super::access::Access;
-use super::ciphertext::{self, PAYLOAD_AAD};
+use super::ciphertext;
 use super::crypto::context_of;
 use super::keyformat::{self, SigHash};
 use super::{dry_run, reject_recipient, required, Caller, KmsService, ENCRYPT_DECRYPT};
@@ -371,24 +371,15 @@ impl KmsService {
         }
         let context = context_of(&req.destination_encryption_context);
         let material = destination.current_material;
-        let sealed = self.hsm.rsa_to_sealed(
+        let plan = ciphertext::Plan::new(&self.hsm, &destination.key_id, &material, &context)?;
+        let ciphertext = ciphertext::seal_from_rsa(
+            &self.hsm,
             &source.current_material,
             source_hash,
             blob,
-            &material,
-            &|nonce, iv, payload| {
-                ciphertext::derivation(
-                    &destination.key_id,
-                    &material,
-                    &context,
-                    nonce,
-                    &ciphertext::payload_digest(iv, payload),
-                )
-            },
-            PAYLOAD_AAD,
+            &plan,
         )?;
         dry_run(req.dry_run)?;
-        let ciphertext = ciphertext::assemble_sealed(&destination.key_id, &material, &sealed)?;
         Ok(ReEncryptResponse {
             ciphertext_blob: Some(Blob(ciphertext)),
             source_key_id: Some(self.arn_of(source)),

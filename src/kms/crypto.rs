@@ -6,12 +6,12 @@ use zeroize::Zeroizing;
 
 use crate::api::*;
 use crate::error::KmsError;
-use crate::hsm::{SealedParts, TAG_LEN};
+use crate::hsm::TAG_LEN;
 use crate::model::{KeyId, KeyRecord, MaterialId};
 
 use super::access::Access;
 use super::asymmetric::{oaep_algorithm, require_no_context, Encryption};
-use super::ciphertext::{self, Envelope, PAYLOAD_AAD};
+use super::ciphertext::{self, Envelope};
 use super::{
     dry_run, reject_recipient, required, Caller, KmsService, ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT,
 };
@@ -30,8 +30,7 @@ enum SourceUse {
 struct SourceCiphertext<'a> {
     key: KeyRecord,
     envelope: Envelope<'a>,
-    derivation: [u8; 32],
-    payload_digest: [u8; 32],
+    context: BTreeMap<String, String>,
 }
 
 impl KmsService {
@@ -133,14 +132,7 @@ impl KmsService {
             &context_of(&req.encryption_context),
             SourceUse::Decrypt,
         )?;
-        let plaintext = self.hsm.open_sealed(
-            &source.envelope.material,
-            &source.derivation,
-            source.envelope.wrapped_dek,
-            &source.envelope.iv,
-            PAYLOAD_AAD,
-            source.envelope.payload,
-        )?;
+        let plaintext = ciphertext::open(&self.hsm, &source.envelope, &source.context)?;
         dry_run(req.dry_run)?;
         Ok(DecryptResponse {
             key_id: Some(self.arn_of(&source.key)),
@@ -260,15 +252,10 @@ impl KmsService {
             }
             // In the token: the payload opens into a secret (GCM unwrap), which the
             // destination's public half wraps (OAEP).
-            let ciphertext = self.hsm.sealed_to_rsa(
-                &SealedParts {
-                    material: &source.envelope.material,
-                    derivation: &source.derivation,
-                    wrapped_dek: source.envelope.wrapped_dek,
-                    iv: &source.envelope.iv,
-                    aad: PAYLOAD_AAD,
-                    payload: source.envelope.payload,
-                },
+            let ciphertext = ciphertext::rewrap_to_rsa(
+                &self.hsm,
+                &source.envelope,
+                &source.context,
                 &destination.current_material,
                 hash,
             )?;
@@ -287,30 +274,14 @@ impl KmsService {
         let destination_material = destination.current_material;
         caller.note_material(&destination_material);
         caller.note_context(&destination_context, true);
-        let (nonce, wrapped) = self.hsm.rewrap(
-            &source.envelope.material,
-            &source.derivation,
-            source.envelope.wrapped_dek,
-            &destination_material,
-            &|nonce| {
-                ciphertext::derivation(
-                    &destination.key_id,
-                    &destination_material,
-                    &destination_context,
-                    nonce,
-                    &source.payload_digest,
-                )
-            },
-        )?;
-        dry_run(req.dry_run)?;
-        let blob = ciphertext::assemble(
+        let plan = ciphertext::Plan::new(
+            &self.hsm,
             &destination.key_id,
             &destination_material,
-            &nonce,
-            &wrapped,
-            &source.envelope.iv,
-            source.envelope.payload,
+            &destination_context,
         )?;
+        let blob = ciphertext::rewrap(&self.hsm, &source.envelope, &source.context, &plan)?;
+        dry_run(req.dry_run)?;
         Ok(ReEncryptResponse {
             ciphertext_blob: Some(Blob(blob)),
             source_key_id: Some(self.arn_of(&source.key)),
@@ -418,21 +389,7 @@ impl KmsService {
         let material = key.current_material;
         caller.note_material(&material);
         caller.note_context(context, false);
-        let sealed = self.hsm.seal(
-            &material,
-            &|nonce, iv, payload| {
-                ciphertext::derivation(
-                    &key.key_id,
-                    &material,
-                    context,
-                    nonce,
-                    &ciphertext::payload_digest(iv, payload),
-                )
-            },
-            PAYLOAD_AAD,
-            plaintext,
-        )?;
-        ciphertext::assemble_sealed(&key.key_id, &material, &sealed)
+        ciphertext::seal(&self.hsm, &key.key_id, &material, context, plaintext)
     }
 
     /// Parses a symmetric ciphertext and checks it against the key the request names (if
@@ -483,19 +440,10 @@ impl KmsService {
         caller.note_key(self.arn_of(&key));
         caller.note_material(&envelope.material);
         caller.note_context(context, false);
-        let payload_digest = ciphertext::payload_digest(&envelope.iv, envelope.payload);
-        let derivation = ciphertext::derivation(
-            &key.key_id,
-            &envelope.material,
-            context,
-            &envelope.nonce,
-            &payload_digest,
-        );
         Ok(SourceCiphertext {
             key,
             envelope,
-            derivation,
-            payload_digest,
+            context: context.clone(),
         })
     }
 

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub hsm_lost_sessions: IntCounter,
     /// Domain-key mode's cache of unwrapped materials (zero in token mode).
     pub domain_cache: DomainCacheMetrics,
+    pub context_keys: ContextKeyMetrics,
     pub keys: IntGaugeVec,
     pub audit_written: IntCounter,
     pub audit_write_failures: IntCounter,
@@ -260,6 +261,7 @@ impl Metrics {
         registry.register(Box::new(audit_queue_capacity.clone()))?;
         registry.register(Box::new(audit_healthy.clone()))?;
         let domain_cache = DomainCacheMetrics::new(&registry)?;
+        let context_keys = ContextKeyMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
             requests,
@@ -275,6 +277,7 @@ impl Metrics {
             hsm_operation_timeouts,
             hsm_lost_sessions,
             domain_cache,
+            context_keys,
             keys,
             audit_written,
             audit_write_failures,
@@ -390,6 +393,93 @@ impl DomainCacheMetrics {
     }
 }
 
+/// Reads one counter of the context-key cache's figures.
+type StatRead = fn(&crate::hsm::ContextKeyStats) -> u64;
+
+/// The context-key cache of ciphertext schemes 2 and 3, and the reservoir of token
+/// randomness new ciphertexts draw nonces and IVs from.
+pub struct ContextKeyMetrics {
+    counters: Vec<(IntCounter, StatRead)>,
+    pub keys: IntGauge,
+    pub capacity: IntGauge,
+    pub scheme: IntGauge,
+}
+
+impl ContextKeyMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let specs: [(&str, &str, StatRead); 6] = [
+            (
+                "p11kms_context_key_cache_hits_total",
+                "Uses of a (material, context) key found in the cache",
+                |s| s.hits,
+            ),
+            (
+                "p11kms_context_key_cache_misses_total",
+                "Uses of a context key that derived a transient one (a context seen once)",
+                |s| s.misses,
+            ),
+            (
+                "p11kms_context_key_cache_admissions_total",
+                "Context keys derived into the cache (second use of a context, or a MAC key)",
+                |s| s.admissions,
+            ),
+            (
+                "p11kms_context_key_cache_evictions_total",
+                "Cached context keys destroyed to keep the cache within its capacity",
+                |s| s.evictions,
+            ),
+            (
+                "p11kms_ciphertext_cold_writes_total",
+                "Ciphertexts written with the per-message scheme 1 because their context was cold",
+                |s| s.cold_writes,
+            ),
+            (
+                "p11kms_random_reservoir_refills_total",
+                "C_GenerateRandom calls that refilled the reservoir of nonces and IVs",
+                |s| s.reservoir_refills,
+            ),
+        ];
+        let mut counters = Vec::new();
+        for (name, help, read) in specs {
+            let counter = IntCounter::new(name, help)?;
+            registry.register(Box::new(counter.clone()))?;
+            counters.push((counter, read));
+        }
+        let metrics = ContextKeyMetrics {
+            counters,
+            keys: IntGauge::new(
+                "p11kms_context_key_cache_keys",
+                "Context keys the cache holds now (session objects)",
+            )?,
+            capacity: IntGauge::new(
+                "p11kms_context_key_cache_capacity",
+                "Most context keys the cache holds (hsm.context_key_cache; 0: no cache)",
+            )?,
+            scheme: IntGauge::new(
+                "p11kms_ciphertext_scheme",
+                "The scheme new symmetric ciphertexts of warm contexts are written with",
+            )?,
+        };
+        registry.register(Box::new(metrics.keys.clone()))?;
+        registry.register(Box::new(metrics.capacity.clone()))?;
+        registry.register(Box::new(metrics.scheme.clone()))?;
+        Ok(metrics)
+    }
+
+    fn refresh(&self, stats: &crate::hsm::ContextKeyStats, scheme: u8) {
+        for (counter, read) in &self.counters {
+            let value = read(stats);
+            let seen = counter.get();
+            if value > seen {
+                counter.inc_by(value - seen);
+            }
+        }
+        self.keys.set(stats.size as i64);
+        self.capacity.set(stats.capacity as i64);
+        self.scheme.set(i64::from(scheme));
+    }
+}
+
 /// Copies pool occupancy, reinitialisations and key counts into their gauges.
 pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
     if let Some(stats) = service.hsm().pool_stats() {
@@ -465,6 +555,10 @@ pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
     if let Some(stats) = service.hsm().domain_cache_stats() {
         metrics.domain_cache.refresh(&stats);
     }
+    metrics.context_keys.refresh(
+        &service.hsm().context_key_stats(),
+        service.hsm().ciphertext_scheme(),
+    );
     if let Ok(counts) = service.store().count_keys_by_state() {
         for state in [
             "Enabled",

@@ -787,6 +787,8 @@ pub fn open_fresh_hsm(
             operation_timeout: None,
             recycle_after_operations,
             session_key_copies: true,
+            context_key_cache: p11kms::hsm::DEFAULT_CONTEXT_KEY_CACHE,
+            ciphertext_scheme: None,
         },
         None,
     )
