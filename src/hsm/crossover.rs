@@ -2,10 +2,10 @@
 //!
 //! Both directions move the plaintext as a sensitive session secret that can only be
 //! wrapped again, so neither the message nor a data key reaches host memory:
-//! - symmetric → RSA: unwrap the data key (KWP), GCM-*unwrap* the payload into a secret,
-//!   OAEP-wrap the secret under the destination's public half;
+//! - symmetric → RSA: unlock the data key (as its scheme says), GCM-*unwrap* the payload into
+//!   a secret, OAEP-wrap the secret under the destination's public half;
 //! - RSA → symmetric: OAEP-unwrap the ciphertext into a secret, GCM-*wrap* it under a fresh
-//!   data key (the payload of a new symmetric ciphertext), KWP-wrap the data key.
+//!   data key (the payload of a new symmetric ciphertext), lock the data key.
 //!
 //! They need `CKM_AES_GCM` with `C_UnwrapKey` / `C_WrapKey`, which the start-up probe
 //! measures (`AsymmetricCapabilities::gcm_unwrap` / `gcm_wrap`); SoftHSM 2.6.1 has neither.

@@ -6,8 +6,9 @@
 //!
 //! Key material objects are AES-256 token keys that can only derive (`CKA_DERIVE`); they are
 //! sensitive and non-extractable, and their `CKA_ID` is the key-material id. Everything else
-//! (context wrapping keys, data keys) is a short-lived sensitive session object destroyed
-//! before the call returns. See `crate::kms::ciphertext` for the construction.
+//! is a sensitive session object: data keys and per-message wrapping keys are destroyed
+//! before the call returns; cached context keys (`context_keys.rs`) live in a bounded cache.
+//! See `crate::kms::ciphertext` for the construction.
 
 mod adopt;
 mod asymmetric;
