@@ -210,6 +210,15 @@ impl Hsm {
                 admit == Admit::Now || cache.seen_before(name)
             };
             if admitted {
+                // A step of the request's operation, on another session: past the request's
+                // deadline it is not started (its own deadline would refuse the call only by
+                // discarding the session that owns every cached key).
+                if s.expired() {
+                    return Err(OpError::from(CkError::Pkcs11(
+                        cryptoki::error::RvError::FunctionCanceled,
+                        cryptoki::context::Function::DeriveKey,
+                    )));
+                }
                 let made = self.on_pool(token, &token.copy_owner, OnLostSession::Retry, |owner| {
                     derive_context_key(owner, base, name, role).map_err(OpError::from)
                 });
