@@ -3,7 +3,8 @@
  *
  * It loads the real module named by P11DELAY_MODULE (default: SoftHSM2), hands out a copy
  * of that module's function list with every entry point replaced by a wrapper, and
- * forwards. The cryptographic entry points sleep P11DELAY_US microseconds first. The sleep
+ * forwards. The cryptographic entry points (every call on a session with
+ * P11DELAY_EVERY_CALL=1) sleep P11DELAY_US microseconds first. The sleep
  * happens outside the real module, so calls on different sessions overlap, as round trips
  * to a network HSM do.
  *
@@ -108,6 +109,10 @@ static void sleep_us(unsigned long us)
 /* === faults fixed at load time (environment) === */
 
 static unsigned long delay_us;
+/* P11DELAY_EVERY_CALL=1: every call on a session is a round trip (C_DestroyObject,
+ * C_FindObjects*, C_GetAttributeValue, ...), as on a network HSM; by default only the
+ * cryptographic entry points are. */
+static int every_call;
 static unsigned long fail_at;
 static unsigned long fail_count = 1;
 static CK_RV fail_rv = CKR_DEVICE_ERROR;
@@ -547,7 +552,7 @@ static CK_RV fault_gate(void)
 static CK_RV enter(CK_SESSION_HANDLE handle, int cryptographic, CK_SESSION_HANDLE *real_handle)
 {
     CK_RV rv;
-    if (cryptographic && (rv = network_hop()) != CKR_OK)
+    if ((cryptographic || every_call) && (rv = network_hop()) != CKR_OK)
         return rv;
     if ((rv = fault_gate()) != CKR_OK)
         return rv;
@@ -745,6 +750,7 @@ static CK_RV load_real(void)
         return CKR_GENERAL_ERROR;
     }
     delay_us = env_ulong("P11DELAY_US", 0);
+    every_call = env_ulong("P11DELAY_EVERY_CALL", 0) != 0;
     fail_at = env_ulong("P11DELAY_FAIL_AT", 0);
     fail_count = env_ulong("P11DELAY_FAIL_COUNT", 1);
     fail_rv = (CK_RV)env_ulong("P11DELAY_FAIL_RV", CKR_DEVICE_ERROR);
