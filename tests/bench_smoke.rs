@@ -2,8 +2,12 @@
 //! its correctness checks and a few bounded closed-loop rounds, with zero errors.
 //! Nothing here looks at timing.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::kryoptic_module_or_skip;
 
 fn bench(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_p11kms"))
@@ -48,27 +52,9 @@ fn bench_smoke_runs_every_operation_without_errors() {
     );
 }
 
-/// The Kryoptic library: `P11KMS_KRYOPTIC_MODULE`, else next to the p11kms binary under test;
-/// `None` (with a message) outside CI when it was not built.
+/// The Kryoptic library as a string, or `None` (see [`kryoptic_module_or_skip`]).
 fn kryoptic_module() -> Option<String> {
-    let module = std::env::var_os("P11KMS_KRYOPTIC_MODULE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let bin = PathBuf::from(env!("CARGO_BIN_EXE_p11kms"));
-            Some(bin.parent()?.join("libkryoptic_pkcs11.so"))
-        })
-        .filter(|m| m.is_file());
-    if module.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must build the Kryoptic library (tokens/kryoptic) before these tests"
-        );
-        eprintln!(
-            "SKIPPED: no libkryoptic_pkcs11.so next to the p11kms binary; build it with \
-             `cargo build --release --manifest-path tokens/kryoptic/Cargo.toml --target-dir target`"
-        );
-    }
-    module.map(|m| m.to_string_lossy().into_owned())
+    kryoptic_module_or_skip().map(|m| m.to_string_lossy().into_owned())
 }
 
 #[test]

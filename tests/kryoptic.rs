@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{EncryptionAlgorithmSpec, KeySpec, KeyUsageType};
 use aws_sdk_kms::Client;
@@ -19,30 +17,10 @@ use rsa::pkcs8::DecodePublicKey;
 
 const MESSAGE: &[u8] = b"kryoptic: a message that never leaves the token in clear";
 
-/// The Kryoptic library: `P11KMS_KRYOPTIC_MODULE`, else next to the p11kms binary under test.
-fn kryoptic_module() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("P11KMS_KRYOPTIC_MODULE") {
-        return Some(PathBuf::from(path));
-    }
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_p11kms"));
-    let module = bin.parent()?.join("libkryoptic_pkcs11.so");
-    module.is_file().then_some(module)
-}
-
 /// A gateway on a fresh Kryoptic token, or `None` (with a message) when the library was not
 /// built outside CI.
 fn start_on_kryoptic() -> Option<TestServer> {
-    let Some(module) = kryoptic_module() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must build the Kryoptic library (tokens/kryoptic) before these tests"
-        );
-        eprintln!(
-            "SKIPPED: no libkryoptic_pkcs11.so next to the p11kms binary; build it with \
-             `cargo build --release --manifest-path tokens/kryoptic/Cargo.toml --target-dir target`"
-        );
-        return None;
-    };
+    let module = kryoptic_module_or_skip()?;
     let module = module.display().to_string();
     Some(TestServer::start_with(&[
         ("P11KMS_EMBEDDED_TOKEN", "kryoptic"),
@@ -316,12 +294,7 @@ async fn oaep_sha256_encrypts_and_decrypts_on_kryoptic_and_keys_survive_a_restar
 /// but secp256k1, and its verdict is that the gateway can serve.
 #[test]
 fn doctor_on_kryoptic_passes_every_trial_but_secp256k1() {
-    let Some(module) = kryoptic_module() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must build the Kryoptic library (tokens/kryoptic) before these tests"
-        );
-        eprintln!("SKIPPED: no libkryoptic_pkcs11.so next to the p11kms binary");
+    let Some(module) = kryoptic_module_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
@@ -409,12 +382,7 @@ fn kryoptic_checks_wrap_with_trusted_but_lets_a_user_make_a_trusted_key() {
     use cryptoki::session::UserType;
     use p11kms::hsm::{EmbeddedToken, EmbeddedTokenKind};
 
-    let Some(module) = kryoptic_module() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must build the Kryoptic library"
-        );
-        eprintln!("SKIPPED: no libkryoptic_pkcs11.so next to the p11kms binary");
+    let Some(module) = kryoptic_module_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -23,9 +23,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kms::config::http::HttpResponse;
-use aws_sdk_kms::config::retry::RetryConfig;
-use aws_sdk_kms::config::timeout::TimeoutConfig;
-use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::EncryptionAlgorithmSpec;
@@ -306,19 +303,7 @@ impl OldServer {
     }
 
     fn client(&self) -> Client {
-        let config = aws_sdk_kms::Config::builder()
-            .endpoint_url(self.endpoint.clone())
-            .region(Region::new(REGION))
-            .credentials_provider(Credentials::new(DEV_AKID, DEV_SECRET, None, None, "test"))
-            .behavior_version(BehaviorVersion::latest())
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_timeout(Duration::from_secs(60))
-                    .build(),
-            )
-            .build();
-        Client::from_conf(config)
+        client_of(&self.endpoint, DEV_AKID, DEV_SECRET)
     }
 }
 
@@ -337,17 +322,6 @@ impl Drop for OldServer {
             );
         }
     }
-}
-
-/// The Kryoptic library: `P11KMS_KRYOPTIC_MODULE`, else next to the p11kms binary under test
-/// (as in tests/kryoptic.rs).
-fn kryoptic_module() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("P11KMS_KRYOPTIC_MODULE") {
-        return Some(PathBuf::from(path));
-    }
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_p11kms"));
-    let module = bin.parent()?.join("libkryoptic_pkcs11.so");
-    module.is_file().then_some(module)
 }
 
 // -------------------------------------------------------------------------------------------
@@ -645,15 +619,7 @@ async fn old_blobs_open_on_kryoptic() {
         return;
     };
     check_corpus(&manifest);
-    let Some(module) = kryoptic_module() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must build the Kryoptic library (tokens/kryoptic) before these tests"
-        );
-        eprintln!(
-            "SKIPPED: no libkryoptic_pkcs11.so next to the p11kms binary; build it with \
-             `cargo build --release --manifest-path tokens/kryoptic/Cargo.toml --target-dir target`"
-        );
+    let Some(module) = kryoptic_module_or_skip() else {
         return;
     };
     let module = module.display().to_string();

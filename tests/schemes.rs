@@ -8,28 +8,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::Client;
 use common::*;
 
-/// The Kryoptic library beside the binary under test (as `tests/kryoptic.rs` finds it).
+/// The environment of a gateway on Kryoptic, or `None` (see `kryoptic_module_or_skip`).
 fn kryoptic_env() -> Option<Vec<(&'static str, String)>> {
-    let module = match std::env::var_os("P11KMS_KRYOPTIC_MODULE") {
-        Some(path) => PathBuf::from(path),
-        None => PathBuf::from(env!("CARGO_BIN_EXE_p11kms"))
-            .parent()?
-            .join("libkryoptic_pkcs11.so"),
-    };
-    if !module.is_file() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must build the Kryoptic library (tokens/kryoptic) before these tests"
-        );
-        eprintln!("SKIPPED: no libkryoptic_pkcs11.so next to the p11kms binary");
-        return None;
-    }
+    let module = kryoptic_module_or_skip()?;
     Some(vec![
         ("P11KMS_EMBEDDED_TOKEN", "kryoptic".to_string()),
         ("P11KMS_KRYOPTIC_MODULE", module.display().to_string()),

@@ -227,19 +227,7 @@ impl TestServer {
 
     /// An SDK client signing with the given credential.
     pub fn client_with(&self, akid: &str, secret: &str) -> Client {
-        let config = aws_sdk_kms::Config::builder()
-            .endpoint_url(self.endpoint.clone())
-            .region(Region::new(REGION))
-            .credentials_provider(Credentials::new(akid, secret, None, None, "test"))
-            .behavior_version(BehaviorVersion::latest())
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_timeout(Duration::from_secs(60))
-                    .build(),
-            )
-            .build();
-        Client::from_conf(config)
+        client_of(&self.endpoint, akid, secret)
     }
 
     /// A hand-built request to this server (see [`RawRequest`]).
@@ -289,6 +277,48 @@ impl Drop for TestServer {
             );
         }
     }
+}
+
+/// An SDK client of `endpoint` signing with the given credential: region us-east-1, retries
+/// disabled, a 60 s operation timeout.
+pub fn client_of(endpoint: &str, akid: &str, secret: &str) -> Client {
+    let config = aws_sdk_kms::Config::builder()
+        .endpoint_url(endpoint)
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new(akid, secret, None, None, "test"))
+        .behavior_version(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .build();
+    Client::from_conf(config)
+}
+
+/// The Kryoptic library the tests use: `P11KMS_KRYOPTIC_MODULE`, else next to the p11kms
+/// binary under test. When it was not built: `None` with a SKIPPED line, except in CI (`CI`
+/// set), which builds it, where that is a failure.
+pub fn kryoptic_module_or_skip() -> Option<PathBuf> {
+    let module = std::env::var_os("P11KMS_KRYOPTIC_MODULE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let bin = PathBuf::from(env!("CARGO_BIN_EXE_p11kms"));
+            Some(bin.parent()?.join("libkryoptic_pkcs11.so"))
+        })
+        .filter(|m| m.is_file());
+    if module.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must build the Kryoptic library (tokens/kryoptic) before these tests"
+        );
+        eprintln!(
+            "SKIPPED: no libkryoptic_pkcs11.so next to the p11kms binary; build it with \
+             `cargo build --release --manifest-path tokens/kryoptic/Cargo.toml --target-dir target`"
+        );
+    }
+    module
 }
 
 pub fn key_arn(key_id: &str) -> String {
