@@ -15,12 +15,8 @@ mod common;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_sdk_kms::config::http::HttpResponse;
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -54,9 +50,6 @@ const TAMPERS: &[(Option<usize>, u8, &str)] = &[
     (Some(PAYLOAD_AT), 0x01, "payload's first byte"),
     (None, 0x01, "last byte"),
 ];
-
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-const READY_PREFIX: &str = "p11kms listening on ";
 
 #[derive(Deserialize)]
 struct Manifest {
@@ -201,15 +194,6 @@ fn check_corpus(manifest: &Manifest) {
 // A gateway on a copy of the fixture's data directory
 // -------------------------------------------------------------------------------------------
 
-/// `p11kms serve` on a temporary copy of a fixture's data directory.
-struct OldServer {
-    child: Child,
-    endpoint: String,
-    log_path: PathBuf,
-    // Removed after the child has been killed (Drop kills the child first).
-    _dir: tempfile::TempDir,
-}
-
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create directory");
     for entry in std::fs::read_dir(from).expect("read fixture directory") {
@@ -223,105 +207,18 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-impl OldServer {
-    fn start(token: &str, env: &[(&str, &str)]) -> OldServer {
-        let dir = tempfile::Builder::new()
-            .prefix("p11kms-old-blobs-")
-            .tempdir()
-            .expect("create temporary directory");
-        let data_dir = dir.path().join("data");
-        copy_tree(&fixture(token).join("data"), &data_dir);
+/// `p11kms serve` on a temporary copy of a fixture's data directory.
+fn start_on_corpus(token: &str, env: &[(&str, &str)]) -> TestServer {
+    let mut env = env.to_vec();
+    env.push(("P11KMS_EMBEDDED_TOKEN", token));
+    TestServer::start_prepared(&env, |data_dir| {
+        copy_tree(&fixture(token).join("data"), data_dir);
         // These hold the absolute path of the directory they were written in, and the
         // gateway writes them only when missing: never take them from the fixture.
         for conf in ["softhsm2.conf", "kryoptic.conf"] {
             let _ = std::fs::remove_file(data_dir.join(conf));
         }
-        let log_path = dir.path().join("server-stderr.log");
-        let log_file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("open server log file");
-
-        // As in tests/common: P11KMS_TEST_BIN runs the test against another build.
-        let bin = std::env::var_os("P11KMS_TEST_BIN")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_p11kms").into());
-        let mut cmd = Command::new(bin);
-        cmd.arg("serve");
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("P11KMS_") {
-                cmd.env_remove(&name);
-            }
-        }
-        cmd.env_remove("SOFTHSM2_CONF")
-            .env_remove("KRYOPTIC_CONF")
-            .env("P11KMS_DATA_DIR", &data_dir)
-            .env("P11KMS_LISTEN", "127.0.0.1:0")
-            .env("P11KMS_LOG", "debug")
-            .env("P11KMS_EMBEDDED_TOKEN", token)
-            .envs(env.iter().copied())
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file));
-        let mut child = cmd.spawn().expect("spawn p11kms serve");
-
-        let stdout = child.stdout.take().expect("child stdout");
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(url) = line.trim_end().strip_prefix(READY_PREFIX) {
-                        return OldServer {
-                            child,
-                            endpoint: url.to_string(),
-                            log_path,
-                            _dir: dir,
-                        };
-                    }
-                }
-                Err(err) => {
-                    let status = child.try_wait().ok().flatten();
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    panic!(
-                        "p11kms did not start on the {token} corpus ({err:?}; exit status \
-                         {status:?})\n--- stderr ---\n{log}"
-                    );
-                }
-            }
-        }
-    }
-
-    fn client(&self) -> Client {
-        client_of(&self.endpoint, DEV_AKID, DEV_SECRET)
-    }
-}
-
-impl Drop for OldServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(80).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            eprintln!(
-                "--- last lines of the p11kms log ({}) ---\n{}",
-                self.endpoint,
-                tail.join("\n")
-            );
-        }
-    }
+    })
 }
 
 // -------------------------------------------------------------------------------------------
@@ -572,7 +469,7 @@ async fn check_entry(
 
 async fn run_corpus(token: &str, manifest: &Manifest, env: &[(&str, &str)]) {
     let started = Instant::now();
-    let srv = OldServer::start(token, env);
+    let srv = start_on_corpus(token, env);
     let kms = srv.client();
 
     // The store came through with every key and its current material.

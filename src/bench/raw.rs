@@ -200,14 +200,14 @@ fn once(hsm: &Hsm, f: &Fixture, op: RawOp, check: bool) -> Result<(), String> {
         RawOp::Seal => {
             let blob = seal(hsm, &f.key, &f.material, &f.source_context, &f.plaintext)?;
             if check {
-                let opened = open(hsm, &f.key, &f.source_context, &blob)?;
+                let opened = open(hsm, &f.source_context, &blob)?;
                 if opened != f.plaintext {
                     return Err("seal/open round trip mismatch".into());
                 }
             }
         }
         RawOp::Open => {
-            let opened = open(hsm, &f.key, &f.source_context, &f.blob)?;
+            let opened = open(hsm, &f.source_context, &f.blob)?;
             if check && opened != f.plaintext {
                 return Err("open returned the wrong plaintext".into());
             }
@@ -215,7 +215,7 @@ fn once(hsm: &Hsm, f: &Fixture, op: RawOp, check: bool) -> Result<(), String> {
         RawOp::Rewrap => {
             let blob = rewrap(hsm, f)?;
             if check {
-                let opened = open(hsm, &f.key, &f.destination_context, &blob)?;
+                let opened = open(hsm, &f.destination_context, &blob)?;
                 if opened != f.plaintext {
                     return Err("rewrap round trip mismatch".into());
                 }
@@ -224,7 +224,7 @@ fn once(hsm: &Hsm, f: &Fixture, op: RawOp, check: bool) -> Result<(), String> {
         RawOp::RandomSeal => {
             let data_key = hsm.generate_random(32).map_err(|e| e.to_string())?;
             let blob = seal(hsm, &f.key, &f.material, &f.source_context, &data_key)?;
-            if check && open(hsm, &f.key, &f.source_context, &blob)? != data_key.as_slice() {
+            if check && open(hsm, &f.source_context, &blob)? != data_key.as_slice() {
                 return Err("random+seal round trip mismatch".into());
             }
         }
@@ -242,12 +242,7 @@ fn seal(
     ciphertext::seal(hsm, key, material, context, plaintext).map_err(|e| e.to_string())
 }
 
-fn open(
-    hsm: &Hsm,
-    _key: &KeyId,
-    context: &BTreeMap<String, String>,
-    blob: &[u8],
-) -> Result<Vec<u8>, String> {
+fn open(hsm: &Hsm, context: &BTreeMap<String, String>, blob: &[u8]) -> Result<Vec<u8>, String> {
     let env = Envelope::parse(blob).map_err(|e| e.to_string())?;
     let plaintext = ciphertext::open(hsm, &env, context).map_err(|e| e.to_string())?;
     Ok(plaintext.to_vec())

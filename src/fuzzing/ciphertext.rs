@@ -4,9 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::api::validate::CIPHERTEXT;
 use crate::error::KmsError;
-use crate::kms::ciphertext::{
-    canonical_context, Envelope, FORMAT_VERSION, OVERHEAD_1, OVERHEAD_2, OVERHEAD_3,
-};
+use crate::kms::ciphertext::{canonical_context, overhead, Envelope, FORMAT_VERSION};
 
 /// Invariants:
 /// - a blob parses exactly when it starts with our version and a scheme byte (1, 2 or 3)
@@ -21,14 +19,11 @@ pub fn ciphertext(data: &[u8]) {
     if data.len() > CIPHERTEXT.max {
         return;
     }
-    let overhead = match data.get(1) {
-        Some(1) => Some(OVERHEAD_1),
-        Some(2) => Some(OVERHEAD_2),
-        Some(3) => Some(OVERHEAD_3),
-        _ => None,
-    };
     let well_formed = data.first() == Some(&FORMAT_VERSION)
-        && overhead.is_some_and(|overhead| data.len() > overhead);
+        && data
+            .get(1)
+            .and_then(|&scheme| overhead(scheme))
+            .is_some_and(|overhead| data.len() > overhead);
     match Envelope::parse(data) {
         Ok(envelope) => {
             assert!(well_formed, "a malformed blob parsed");

@@ -384,26 +384,24 @@ fn derive_context_key(
     name: &ContextKeyName,
     role: KeyRole,
 ) -> Result<ObjectHandle, CkError> {
+    if role == KeyRole::Wrap {
+        return derive_kek(s, base, name);
+    }
     let params = AesCbcDeriveParams::new([0u8; 16], name);
-    let wrap = role == KeyRole::Wrap;
     s.derive_key(
         &Mechanism::AesCbcEncryptData(params),
         base,
         &[
             Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(if wrap {
-                KeyType::AES
-            } else {
-                KeyType::GENERIC_SECRET
-            }),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
             Attribute::ValueLen(32.into()),
             Attribute::Token(false),
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
-            Attribute::Wrap(wrap),
-            Attribute::Unwrap(wrap),
-            Attribute::Sign(!wrap),
-            Attribute::Verify(!wrap),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Sign(true),
+            Attribute::Verify(true),
             Attribute::Encrypt(false),
             Attribute::Decrypt(false),
         ],

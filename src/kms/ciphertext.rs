@@ -76,6 +76,16 @@ pub const OVERHEAD_1: usize = HEAD_LEN + NONCE_LEN + WRAPPED_DEK_LEN + IV_LEN + 
 pub const OVERHEAD_2: usize =
     HEAD_LEN + SALT_LEN + NONCE_LEN + WRAPPED_DEK_LEN + IV_LEN + MAC_TAG_LEN + TAG_LEN;
 pub const OVERHEAD_3: usize = HEAD_LEN + SALT_LEN + IV_LEN + GCM_WRAPPED_DEK_LEN + IV_LEN + TAG_LEN;
+/// The bytes a ciphertext of `scheme` adds to its plaintext, or `None` for no scheme of ours.
+pub fn overhead(scheme: u8) -> Option<usize> {
+    match scheme {
+        SCHEME_ENVELOPE => Some(OVERHEAD_1),
+        SCHEME_CONTEXT_KWP_MAC => Some(OVERHEAD_2),
+        SCHEME_CONTEXT_GCM => Some(OVERHEAD_3),
+        _ => None,
+    }
+}
+
 /// The GCM AAD of every payload.
 pub const PAYLOAD_AAD: &[u8] = b"p11kms/1/payload";
 const DERIVATION_DOMAIN: &[u8] = b"p11kms/1/kwrap\0";
@@ -139,12 +149,10 @@ impl<'a> Envelope<'a> {
     /// Parses a blob; anything malformed is `InvalidCiphertext`, with no reason given.
     pub fn parse(blob: &'a [u8]) -> Result<Self, KmsError> {
         let overhead = match (blob.first(), blob.get(1)) {
-            (Some(&FORMAT_VERSION), Some(&SCHEME_ENVELOPE)) => OVERHEAD_1,
-            (Some(&FORMAT_VERSION), Some(&SCHEME_CONTEXT_KWP_MAC)) => OVERHEAD_2,
-            (Some(&FORMAT_VERSION), Some(&SCHEME_CONTEXT_GCM)) => OVERHEAD_3,
-            _ => return Err(KmsError::InvalidCiphertext),
+            (Some(&FORMAT_VERSION), Some(&scheme)) => overhead(scheme),
+            _ => None,
         };
-        if blob.len() < overhead + 1 {
+        if overhead.is_none_or(|overhead| blob.len() < overhead + 1) {
             return Err(KmsError::InvalidCiphertext);
         }
         let scheme = blob[1];
@@ -329,11 +337,10 @@ pub fn require_readable(hsm: &Hsm, scheme: u8) -> Result<(), KmsError> {
 
 /// A new ciphertext's header fields, chosen before the token seals: the scheme (the
 /// token's best for a warm context, else 1) and fresh randomness from the reservoir.
-pub struct Plan<'c> {
+pub struct Plan {
     key_id: KeyId,
     material: MaterialId,
     canonical: Vec<u8>,
-    context: &'c BTreeMap<String, String>,
     scheme: u8,
     salt: [u8; SALT_LEN],
     /// Scheme 1 and 2's nonce, or scheme 3's wrap IV (first 12 bytes).
@@ -341,14 +348,14 @@ pub struct Plan<'c> {
     pub iv: [u8; IV_LEN],
 }
 
-impl<'c> Plan<'c> {
-    /// Plans a ciphertext under `material` of `key_id` for `context`. `payload_iv` says
-    /// whether a payload IV is needed (not for a ReEncrypt, which keeps its payload).
+impl Plan {
+    /// Plans a ciphertext under `material` of `key_id` for `context` (a ReEncrypt keeps its
+    /// payload and leaves the plan's payload IV unused).
     pub fn new(
         hsm: &Hsm,
         key_id: &KeyId,
         material: &MaterialId,
-        context: &'c BTreeMap<String, String>,
+        context: &BTreeMap<String, String>,
     ) -> Result<Self, KmsError> {
         let canonical = canonical_context(context);
         let best = hsm.ciphertext_scheme();
@@ -372,7 +379,6 @@ impl<'c> Plan<'c> {
             key_id: *key_id,
             material: *material,
             canonical,
-            context,
             scheme,
             salt: salt.unwrap_or_default(),
             nonce,
@@ -493,10 +499,6 @@ impl<'c> Plan<'c> {
         out.extend_from_slice(payload);
         Ok(out)
     }
-
-    pub fn context(&self) -> &BTreeMap<String, String> {
-        self.context
-    }
 }
 
 /// Encrypt: seals `plaintext` under `material` of `key_id` for `context`.
@@ -535,7 +537,7 @@ pub fn rewrap(
     hsm: &Hsm,
     source: &Envelope<'_>,
     source_context: &BTreeMap<String, String>,
-    destination: &Plan<'_>,
+    destination: &Plan,
 ) -> Result<Vec<u8>, KmsError> {
     require_readable(hsm, source.scheme())?;
     let unlock = source.unlock(source_context);
@@ -580,7 +582,7 @@ pub fn seal_from_rsa(
     source: &MaterialId,
     hash: OaepHash,
     ciphertext: &[u8],
-    destination: &Plan<'_>,
+    destination: &Plan,
 ) -> Result<Vec<u8>, KmsError> {
     let (payload, locked) = destination.with_lock(&destination.iv, |lock| {
         hsm.rsa_to_sealed(
@@ -705,14 +707,8 @@ mod tests {
     use super::*;
 
     fn blob(scheme: u8, payload_len: usize) -> Vec<u8> {
-        let overhead = match scheme {
-            1 => OVERHEAD_1,
-            2 => OVERHEAD_2,
-            _ => OVERHEAD_3,
-        };
-        let mut b: Vec<u8> = (0..overhead - TAG_LEN + payload_len + TAG_LEN)
-            .map(|i| i as u8)
-            .collect();
+        let overhead = overhead(scheme).unwrap();
+        let mut b: Vec<u8> = (0..overhead + payload_len).map(|i| i as u8).collect();
         b[0] = FORMAT_VERSION;
         b[1] = scheme;
         b

@@ -383,10 +383,7 @@ impl DomainCacheMetrics {
             (&self.evictions, stats.evictions),
             (&self.key_refinds, stats.key_refinds),
         ] {
-            let seen = counter.get();
-            if value > seen {
-                counter.inc_by(value - seen);
-            }
+            catch_up(counter, value);
         }
         self.objects.set(stats.size as i64);
         self.capacity.set(stats.capacity as i64);
@@ -469,14 +466,19 @@ impl ContextKeyMetrics {
     fn refresh(&self, stats: &crate::hsm::ContextKeyStats, scheme: u8) {
         for (counter, read) in &self.counters {
             let value = read(stats);
-            let seen = counter.get();
-            if value > seen {
-                counter.inc_by(value - seen);
-            }
+            catch_up(counter, value);
         }
         self.keys.set(stats.size as i64);
         self.capacity.set(stats.capacity as i64);
         self.scheme.set(i64::from(scheme));
+    }
+}
+
+/// Raises a counter that mirrors a running total kept elsewhere to that total.
+fn catch_up(counter: &IntCounter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
     }
 }
 
@@ -499,28 +501,16 @@ pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
         metrics.pool_waiters.set(stats.waiters as i64);
     }
     let reinits = service.hsm().reinitialisations();
-    let seen = metrics.hsm_reinitialisations.get();
-    if reinits > seen {
-        metrics.hsm_reinitialisations.inc_by(reinits - seen);
-    }
+    catch_up(&metrics.hsm_reinitialisations, reinits);
     let recycles = service.hsm().recycles();
-    let seen = metrics.hsm_recycles.get();
-    if recycles > seen {
-        metrics.hsm_recycles.inc_by(recycles - seen);
-    }
+    catch_up(&metrics.hsm_recycles, recycles);
     let waits = crate::hsm::ObjectScanLock::waits();
     for (side, total) in [("search", waits.searches), ("creation", waits.creations)] {
         let counter = metrics.hsm_object_scan_waits.with_label_values(&[side]);
-        let seen = counter.get();
-        if total > seen {
-            counter.inc_by(total - seen);
-        }
+        catch_up(&counter, total);
     }
     let too_small = pkcs11_direct::buffers_too_small();
-    let seen = metrics.pkcs11_buffers_too_small.get();
-    if too_small > seen {
-        metrics.pkcs11_buffers_too_small.inc_by(too_small - seen);
-    }
+    catch_up(&metrics.pkcs11_buffers_too_small, too_small);
     if let Some(pool) = service.store().pool_stats() {
         for (state, n) in [
             ("max", pool.max_size),
@@ -533,25 +523,13 @@ pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
                 .set(n as i64);
         }
         metrics.store_pool_waiters.set(pool.waiting as i64);
-        let seen = metrics.store_pool_waits.get();
-        if pool.waits > seen {
-            metrics.store_pool_waits.inc_by(pool.waits - seen);
-        }
-        let seen = metrics.store_pool_timeouts.get();
-        if pool.timeouts > seen {
-            metrics.store_pool_timeouts.inc_by(pool.timeouts - seen);
-        }
+        catch_up(&metrics.store_pool_waits, pool.waits);
+        catch_up(&metrics.store_pool_timeouts, pool.timeouts);
     }
     let timeouts = service.hsm().operation_timeouts();
-    let seen = metrics.hsm_operation_timeouts.get();
-    if timeouts > seen {
-        metrics.hsm_operation_timeouts.inc_by(timeouts - seen);
-    }
+    catch_up(&metrics.hsm_operation_timeouts, timeouts);
     let lost = service.hsm().lost_sessions();
-    let seen = metrics.hsm_lost_sessions.get();
-    if lost > seen {
-        metrics.hsm_lost_sessions.inc_by(lost - seen);
-    }
+    catch_up(&metrics.hsm_lost_sessions, lost);
     if let Some(stats) = service.hsm().domain_cache_stats() {
         metrics.domain_cache.refresh(&stats);
     }

@@ -150,11 +150,30 @@ impl TestServer {
         TestServer::start_configured(&[], Some(toml))
     }
 
+    /// Starts a server on a data directory that `prepare` fills first (e.g. with a copy of
+    /// a fixture's token and store).
+    pub fn start_prepared(env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> TestServer {
+        TestServer::start_in(TestServer::new_data_dir(prepare), env, None)
+    }
+
     fn start_configured(env: &[(&str, &str)], toml: Option<&str>) -> TestServer {
+        TestServer::start_in(TestServer::new_data_dir(|_| {}), env, toml)
+    }
+
+    fn new_data_dir(prepare: impl FnOnce(&Path)) -> tempfile::TempDir {
         let data_dir = tempfile::Builder::new()
             .prefix("p11kms-test-")
             .tempdir()
             .expect("create temporary data directory");
+        prepare(data_dir.path());
+        data_dir
+    }
+
+    fn start_in(
+        data_dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        toml: Option<&str>,
+    ) -> TestServer {
         let log_path = data_dir.path().join("server-stderr.log");
         let env: Vec<(String, String)> = env
             .iter()
