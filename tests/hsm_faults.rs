@@ -127,7 +127,7 @@ fn lost_sessions_logins_and_hung_calls_are_recovered() {
     // finds the key missing must not blame the key (the token shows its public objects
     // only): the library is reinitialised and logs in again.
     control(&control_file, "fault=logout");
-    let took = succeeds_within(Duration::from_secs(5), || hsm.check());
+    let took = succeeds_within(Duration::from_secs(5), || Ok(hsm.check()?));
     eprintln!("the check passed again {took:?} after the login was lost");
     seal(&hsm, &material).unwrap();
 

@@ -14,7 +14,7 @@ fn pairs_are_listed_once_and_destroyed_whole() {
     let dir = tempfile::tempdir().unwrap();
     let hsm = open_fresh_hsm(dir.path(), 2, 0);
     assert!(
-        hsm.capabilities().oaep(OaepHash::Sha1),
+        hsm.capabilities().asymmetric.oaep(OaepHash::Sha1),
         "every token here does OAEP SHA-1"
     );
 

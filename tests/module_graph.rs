@@ -2,6 +2,8 @@
 //! core and must not reach up into it. `hsm` imports neither `kms` (the KMS decisions and the
 //! ciphertext format) nor `telemetry` nor the HTTP edge (`wire`, `api`, `listener`): metrics
 //! observe its calls through `hsm::CallObserver`, implemented on the telemetry side.
+//! Nor does it name the core's error type: it answers `hsm::ProviderError`, which the core
+//! maps. The core reaches the HSM through `hsm::KeyProvider`, not the concrete `Hsm`.
 
 use std::path::Path;
 
@@ -37,7 +39,15 @@ fn crate_paths_under(dir: &Path, module: &str) -> Vec<String> {
 #[test]
 fn the_hsm_layer_imports_nothing_from_the_core_telemetry_or_the_http_edge() {
     let hsm = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/hsm");
-    for module in ["kms", "telemetry", "wire", "api", "listener", "server"] {
+    for module in [
+        "kms",
+        "telemetry",
+        "wire",
+        "api",
+        "listener",
+        "server",
+        "error",
+    ] {
         let found = crate_paths_under(&hsm, module);
         assert!(
             found.is_empty(),
@@ -45,4 +55,48 @@ fn the_hsm_layer_imports_nothing_from_the_core_telemetry_or_the_http_edge() {
             found.join("\n")
         );
     }
+}
+
+/// Code lines (not comments) of the files under `dir` that name the type `name` as a whole
+/// word, except in the files `allowed` (paths relative to `dir`).
+fn type_uses_under(dir: &Path, name: &str, allowed: &[&str]) -> Vec<String> {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let relative = path
+            .strip_prefix(dir)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if path.extension().is_none_or(|e| e != "rs") || allowed.contains(&relative.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            let named = code.match_indices(name).any(|(at, _)| {
+                let before = code[..at].chars().next_back();
+                let after = code[at + name.len()..].chars().next();
+                !before.is_some_and(is_word) && !after.is_some_and(is_word)
+            });
+            if named {
+                found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_core_reaches_the_hsm_through_the_provider_trait() {
+    let kms = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kms");
+    // The domain-key commands (`p11kms domain create | rotate`) run on a token the CLI
+    // opened itself, outside any request.
+    let found = type_uses_under(&kms, "Hsm", &["domain.rs"]);
+    assert!(
+        found.is_empty(),
+        "src/kms names the concrete Hsm:\n{}",
+        found.join("\n")
+    );
 }

@@ -10,8 +10,7 @@
 
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 
-use super::{derive_kek, Hsm, HsmError, SessionObject};
-use crate::error::KmsError;
+use super::{derive_kek, Hsm, HsmError, ProviderError, SessionObject};
 use crate::model::{MaterialId, TokenKeyRef};
 
 /// A token key that passed the adoption checks.
@@ -44,7 +43,7 @@ impl Hsm {
     pub fn inspect_adoptable(
         &self,
         object: &TokenKeyRef,
-    ) -> Result<Result<AdoptableKey, String>, KmsError> {
+    ) -> Result<Result<AdoptableKey, String>, ProviderError> {
         self.with_session(|_, s| {
             let handles = s.find_objects(&[
                 Attribute::Class(ObjectClass::SECRET_KEY),
@@ -140,7 +139,7 @@ impl Hsm {
             }
             Ok(Ok(key))
         })?
-        .map_err(KmsError::from)
+        .map_err(ProviderError::from)
     }
 
     /// Makes `material` stand for an adopted token object (at start-up, for every adoption

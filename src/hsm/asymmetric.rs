@@ -17,10 +17,9 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use zeroize::Zeroizing;
 
 use super::{
-    bad_data, Half, Hsm, HsmError, OnLostSession, OpError, Scope, SessionObject, TimedSession,
-    OBJECT_LABEL_PREFIX, RSA_OUTPUT_BOUND,
+    bad_data, Half, Hsm, HsmError, OnLostSession, OpError, ProviderError, Scope, SessionObject,
+    TimedSession, OBJECT_LABEL_PREFIX, RSA_OUTPUT_BOUND,
 };
-use crate::error::KmsError;
 use crate::model::{KeyId, MaterialId};
 
 /// The public exponent of every RSA key the gateway makes (F4, as AWS uses).
@@ -271,9 +270,9 @@ impl AsymmetricCapabilities {
     }
 
     /// `Err` naming the mechanism when the token cannot make a pair of `kind`.
-    pub fn require_pair(&self, kind: PairKind) -> Result<(), KmsError> {
+    pub fn require_pair(&self, kind: PairKind) -> Result<(), ProviderError> {
         match kind {
-            PairKind::Ec(curve) if !self.curve(curve) => Err(KmsError::MechanismUnsupported(
+            PairKind::Ec(curve) if !self.curve(curve) => Err(ProviderError::MechanismUnsupported(
                 format!("CKM_EC_KEY_PAIR_GEN on {}", curve.name()),
             )),
             _ => Ok(()),
@@ -282,10 +281,6 @@ impl AsymmetricCapabilities {
 }
 
 impl Hsm {
-    pub fn capabilities(&self) -> AsymmetricCapabilities {
-        self.capabilities
-    }
-
     /// Tries OAEP with each hash on a throwaway session key pair, and asks the token whether
     /// GCM may wrap. Never assumes anything from the token's name.
     pub(super) fn probe_asymmetric(&self) -> AsymmetricCapabilities {
@@ -346,8 +341,8 @@ impl Hsm {
         material: &MaterialId,
         kind: PairKind,
         usage: PairUse,
-    ) -> Result<(), KmsError> {
-        self.capabilities.require_pair(kind)?;
+    ) -> Result<(), ProviderError> {
+        self.capabilities.asymmetric.require_pair(kind)?;
         if let Some(mode) = self.domain.get() {
             let spec = super::domain::MaterialSpec::Pair(kind, usage);
             return self.create_wrapped(mode, key_id, material, spec);
@@ -402,7 +397,7 @@ impl Hsm {
         key_id: &KeyId,
         material: &MaterialId,
         len: usize,
-    ) -> Result<(), KmsError> {
+    ) -> Result<(), ProviderError> {
         if let Some(mode) = self.domain.get() {
             let spec = super::domain::MaterialSpec::Hmac(len);
             return self.create_wrapped(mode, key_id, material, spec);
@@ -431,11 +426,11 @@ impl Hsm {
     // === public keys ===
 
     /// The public half's key attributes (RSA modulus and exponent, or EC params and point).
-    pub fn public_key(&self, material: &MaterialId) -> Result<PublicKeyParts, KmsError> {
+    pub fn public_key(&self, material: &MaterialId) -> Result<PublicKeyParts, ProviderError> {
         self.with_object(material, Half::Public, |s, handle| {
             Ok(read_public(s, handle)?)
         })
-        .map_err(OpError::into_kms)
+        .map_err(OpError::into_provider)
     }
 
     // === RSA-OAEP ===
@@ -446,28 +441,28 @@ impl Hsm {
         material: &MaterialId,
         hash: OaepHash,
         plaintext: &[u8],
-    ) -> Result<Vec<u8>, KmsError> {
+    ) -> Result<Vec<u8>, ProviderError> {
         self.with_object(material, Half::Public, |s, handle| {
             Ok(s.encrypt_sized(&hash.mechanism(), handle, plaintext, RSA_OUTPUT_BOUND)?)
         })
-        .map_err(OpError::into_kms)
+        .map_err(OpError::into_provider)
     }
 
     /// OAEP-decrypts with the private half, in the token. A ciphertext that does not decode
-    /// is `InvalidCiphertext`.
+    /// is `ProviderError::RejectedData`.
     pub fn rsa_decrypt(
         &self,
         material: &MaterialId,
         hash: OaepHash,
         ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
         self.with_object(material, Half::Private, |s, handle| {
             // The OAEP plaintext is shorter than its ciphertext.
             s.decrypt_sized(&hash.mechanism(), handle, ciphertext, ciphertext.len())
                 .map(Zeroizing::new)
                 .map_err(|e| bad_data(s, e))
         })
-        .map_err(OpError::into_kms)
+        .map_err(OpError::into_provider)
     }
 
     /// RSA to RSA re-encryption in the token: `C_UnwrapKey` (OAEP, source private half) into
@@ -482,7 +477,7 @@ impl Hsm {
         destination: &MaterialId,
         destination_hash: OaepHash,
         limit: usize,
-    ) -> Result<Option<Vec<u8>>, KmsError> {
+    ) -> Result<Option<Vec<u8>>, ProviderError> {
         self.with_objects(
             [(source, Half::Private), (destination, Half::Public)],
             |s, [private, public]| {
@@ -509,7 +504,7 @@ impl Hsm {
                 )?))
             },
         )
-        .map_err(OpError::into_kms)
+        .map_err(OpError::into_provider)
     }
 
     // === signatures and MACs ===
@@ -520,12 +515,12 @@ impl Hsm {
         material: &MaterialId,
         mechanism: SignMechanism,
         data: &[u8],
-    ) -> Result<Vec<u8>, KmsError> {
+    ) -> Result<Vec<u8>, ProviderError> {
         let mechanism = sign_mechanism(mechanism, data.len())?;
         self.with_object(material, Half::Private, |s, handle| {
             Ok(s.sign_sized(&mechanism, handle, data, RSA_OUTPUT_BOUND)?)
         })
-        .map_err(OpError::into_kms)
+        .map_err(OpError::into_provider)
     }
 
     /// Verifies a signature over `data` with the public half, in the token. `Ok(false)` when
@@ -536,12 +531,12 @@ impl Hsm {
         mechanism: SignMechanism,
         data: &[u8],
         signature: &[u8],
-    ) -> Result<bool, KmsError> {
+    ) -> Result<bool, ProviderError> {
         let mechanism = sign_mechanism(mechanism, data.len())?;
         self.with_object(material, Half::Public, |s, handle| {
             verdict(s.verify(&mechanism, handle, data, signature))
         })
-        .map_err(OpError::into_kms)
+        .map_err(OpError::into_provider)
     }
 
     /// HMAC of `message` under an HMAC key, in the token.
@@ -550,11 +545,11 @@ impl Hsm {
         material: &MaterialId,
         hash: MacHash,
         message: &[u8],
-    ) -> Result<Vec<u8>, KmsError> {
+    ) -> Result<Vec<u8>, ProviderError> {
         self.with_object(material, Half::Secret, |s, handle| {
             Ok(s.sign_sized(&hash.mechanism(), handle, message, RSA_OUTPUT_BOUND)?)
         })
-        .map_err(OpError::into_kms)
+        .map_err(OpError::into_provider)
     }
 
     /// Checks an HMAC in the token (`C_Verify` compares in constant time there).
@@ -564,11 +559,11 @@ impl Hsm {
         hash: MacHash,
         message: &[u8],
         mac: &[u8],
-    ) -> Result<bool, KmsError> {
+    ) -> Result<bool, ProviderError> {
         self.with_object(material, Half::Secret, |s, handle| {
             verdict(s.verify(&hash.mechanism(), handle, message, mac))
         })
-        .map_err(OpError::into_kms)
+        .map_err(OpError::into_provider)
     }
 
     // === data key pairs ===
@@ -582,8 +577,8 @@ impl Hsm {
     pub fn generate_exportable_pair(
         &self,
         kind: PairKind,
-    ) -> Result<(PublicKeyParts, PrivateKeyParts), KmsError> {
-        self.capabilities.require_pair(kind)?;
+    ) -> Result<(PublicKeyParts, PrivateKeyParts), ProviderError> {
+        self.capabilities.asymmetric.require_pair(kind)?;
         let mut public = vec![
             Attribute::Token(false),
             Attribute::Encrypt(false),
@@ -610,7 +605,7 @@ impl Hsm {
             let private_parts = read_private(s, private_object.handle, kind)?;
             Ok((public_parts, private_parts))
         })?
-        .map_err(KmsError::from)
+        .map_err(ProviderError::from)
     }
 }
 
@@ -632,7 +627,7 @@ pub(super) fn pair_template(kind: PairKind, public: &mut Vec<Attribute>) -> Mech
 fn sign_mechanism(
     mechanism: SignMechanism,
     data_len: usize,
-) -> Result<Mechanism<'static>, KmsError> {
+) -> Result<Mechanism<'static>, ProviderError> {
     Ok(match mechanism {
         SignMechanism::RsaPkcs1 => Mechanism::RsaPkcs,
         SignMechanism::Ecdsa => Mechanism::Ecdsa,
@@ -642,7 +637,7 @@ fn sign_mechanism(
                 48 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
                 64 => (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
                 other => {
-                    return Err(KmsError::Internal(format!(
+                    return Err(ProviderError::Internal(format!(
                         "no PSS hash has a {other}-byte digest"
                     )))
                 }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 
-use super::{flatten_op_error, outer_kms_error, Half, Hsm, OnLostSession, OpError, Token};
-use crate::error::KmsError;
+use super::{
+    flatten_op_error, outer_provider_error, Half, Hsm, OnLostSession, OpError, ProviderError, Token,
+};
 use crate::model::MaterialId;
 
 impl Hsm {
@@ -80,7 +81,7 @@ impl Hsm {
         &self,
         token: &Arc<Token>,
         material: &MaterialId,
-    ) -> Result<(), KmsError> {
+    ) -> Result<(), ProviderError> {
         let mut copies = token.copies.lock().unwrap_or_else(|p| p.into_inner());
         token.materials_mut().remove(&(*material, Half::Secret));
         let Some(&copy) = copies.get(material) else {
@@ -93,7 +94,7 @@ impl Hsm {
             Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) | Ok(()) => Ok(()),
             Err(e) => Err(OpError::Hsm(e.into())),
         });
-        outer_kms_error(destroyed)?.map_err(KmsError::from)?;
+        outer_provider_error(destroyed)?.map_err(ProviderError::from)?;
         copies.remove(material);
         Ok(())
     }

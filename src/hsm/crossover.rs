@@ -17,10 +17,9 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 
 use super::asymmetric::unwrap_secret;
 use super::{
-    bad_data, DekLock, DekUnlock, DekUse, Half, Hsm, LockedDek, OaepHash, OpError, SessionObject,
-    Site, TimedSession, IV_LEN, RSA_OUTPUT_BOUND, TAG_LEN,
+    bad_data, DekLock, DekUnlock, DekUse, Half, Hsm, LockedDek, OaepHash, OpError, ProviderError,
+    SessionObject, Site, TimedSession, IV_LEN, RSA_OUTPUT_BOUND, TAG_LEN,
 };
-use crate::error::KmsError;
 use crate::model::MaterialId;
 
 /// The symmetric ciphertext's parts ReEncrypt reads: how to unlock its data key, and its
@@ -36,13 +35,13 @@ pub struct SealedParts<'a> {
 impl Hsm {
     /// Symmetric → RSA: the payload's plaintext, OAEP-encrypted under `destination`'s public
     /// half with `hash`, without leaving the token. A payload or data key that does not
-    /// open is `InvalidCiphertext`.
+    /// open is `ProviderError::RejectedData`.
     pub fn sealed_to_rsa(
         &self,
         source: &SealedParts<'_>,
         destination: &MaterialId,
         hash: OaepHash,
-    ) -> Result<Vec<u8>, KmsError> {
+    ) -> Result<Vec<u8>, ProviderError> {
         self.with_objects_on(
             [(source.material, Half::Secret), (destination, Half::Public)],
             |token, s, [base, public]| {
@@ -63,13 +62,13 @@ impl Hsm {
                 Ok(s.wrap_key_sized(&hash.mechanism(), public, secret.handle, RSA_OUTPUT_BOUND)?)
             },
         )
-        .map_err(OpError::into_kms)
+        .map_err(OpError::into_provider)
     }
 
     /// RSA → symmetric: the plaintext of an OAEP ciphertext under `source`'s private half,
     /// sealed under `destination` as [`Hsm::seal`] seals (payload IV `iv`, data key locked
     /// as `lock` says), without leaving the token. A ciphertext that does not decode is
-    /// `InvalidCiphertext`.
+    /// `ProviderError::RejectedData`.
     #[allow(clippy::too_many_arguments)]
     pub fn rsa_to_sealed(
         &self,
@@ -80,7 +79,7 @@ impl Hsm {
         iv: &[u8; IV_LEN],
         aad: &[u8],
         lock: &DekLock<'_>,
-    ) -> Result<(Vec<u8>, LockedDek), KmsError> {
+    ) -> Result<(Vec<u8>, LockedDek), ProviderError> {
         self.with_objects_on(
             [(source, Half::Private), (destination, Half::Secret)],
             |token, s, [private, base]| {
@@ -109,7 +108,7 @@ impl Hsm {
                 Ok((payload, locked))
             },
         )
-        .map_err(OpError::into_kms)
+        .map_err(OpError::into_provider)
     }
 }
 

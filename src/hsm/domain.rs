@@ -35,10 +35,9 @@ use cryptoki::session::Session;
 
 use super::asymmetric::{pair_template, read_public};
 use super::{
-    outer_kms_error, Half, Hsm, HsmError, OnLostSession, OpError, PairKind, PairUse,
-    PublicKeyParts, Scope, SessionObject, Token,
+    outer_provider_error, Half, Hsm, HsmError, MaterialSourceError, OnLostSession, OpError,
+    PairKind, PairUse, ProviderError, PublicKeyParts, Scope, SessionObject, Token,
 };
-use crate::error::KmsError;
 use crate::model::{DomainKeyId, KeyId, MaterialId, WrappedKind, WrappedMaterial};
 
 /// The least time between two library reinitialisations to find a domain key the token
@@ -96,11 +95,11 @@ pub fn find_domain_key(session: &Session, id: &[u8]) -> Result<Option<ObjectHand
 /// core (the HSM module knows no SQL).
 pub trait WrappedMaterials: Send + Sync {
     /// The domain key that wraps new material now.
-    fn active_domain_key(&self) -> Result<DomainKeyId, KmsError>;
+    fn active_domain_key(&self) -> Result<DomainKeyId, MaterialSourceError>;
     /// Stores a new blob; `false` if its domain key is no longer active (a rotation began).
-    fn save(&self, wrapped: &WrappedMaterial) -> Result<bool, KmsError>;
-    fn load(&self, material: &MaterialId) -> Result<Option<WrappedMaterial>, KmsError>;
-    fn forget(&self, material: &MaterialId) -> Result<(), KmsError>;
+    fn save(&self, wrapped: &WrappedMaterial) -> Result<bool, MaterialSourceError>;
+    fn load(&self, material: &MaterialId) -> Result<Option<WrappedMaterial>, MaterialSourceError>;
+    fn forget(&self, material: &MaterialId) -> Result<(), MaterialSourceError>;
 }
 
 /// What a KMS key's material is, for generating it in domain mode.
@@ -284,7 +283,7 @@ impl Hsm {
     /// where the logged-in user may set that (Kryoptic); where only the SO may (SoftHSM2),
     /// it is made without, because a trusted secret key there must be a public object,
     /// usable by anyone without a PIN. Returns whether the key is trusted.
-    pub fn create_domain_key(&self, id: &DomainKeyId) -> Result<bool, KmsError> {
+    pub fn create_domain_key(&self, id: &DomainKeyId) -> Result<bool, ProviderError> {
         let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
         let made = self.with_session(|_, s| {
             if find_domain_key(s.raw(), &id.0)?.is_some() {
@@ -307,7 +306,7 @@ impl Hsm {
             s.generate_key(&Mechanism::AesKeyGen, &untrusted)?;
             Ok(false)
         })?;
-        made.map_err(KmsError::from)
+        made.map_err(ProviderError::from)
     }
 
     /// The token's identity as `C_GetTokenInfo` gives it (for the membership record).
@@ -317,9 +316,9 @@ impl Hsm {
     }
 
     /// Whether the token holds the domain key `id`.
-    pub fn has_domain_key(&self, id: &DomainKeyId) -> Result<bool, KmsError> {
+    pub fn has_domain_key(&self, id: &DomainKeyId) -> Result<bool, ProviderError> {
         let found = self.with_session(|_, s| Ok(find_domain_key(s.raw(), &id.0)?))?;
-        Ok(found.map_err(KmsError::from)?.is_some())
+        Ok(found.map_err(ProviderError::from)?.is_some())
     }
 
     // === creating material ===
@@ -332,7 +331,7 @@ impl Hsm {
         key_id: &KeyId,
         material: &MaterialId,
         spec: MaterialSpec,
-    ) -> Result<(), KmsError> {
+    ) -> Result<(), ProviderError> {
         for _ in 0..3 {
             // Read each time: a rotation activated by another process takes effect on the
             // next key made here.
@@ -341,13 +340,13 @@ impl Hsm {
                 .refinding_domain_keys(|| {
                     self.generate_wrapped(mode, key_id, material, spec, &active)
                 })
-                .map_err(OpError::into_kms)?;
+                .map_err(OpError::into_provider)?;
             if mode.source.save(&wrapped)? {
                 return Ok(());
             }
             tracing::info!(%material, "the domain key changed while a key was made; wrapping again");
         }
-        Err(KmsError::Internal(
+        Err(ProviderError::Internal(
             "the domain key changed three times while a key was made".into(),
         ))
     }
@@ -360,7 +359,7 @@ impl Hsm {
         spec: MaterialSpec,
         domain_key: &DomainKeyId,
     ) -> Result<WrappedMaterial, OpError> {
-        let token = self.token().map_err(OpError::Kms)?;
+        let token = self.token().map_err(OpError::Provider)?;
         let d = self.domain_key_handle(&token, domain_key)?;
         let wwt = mode.wrap_with_trusted;
         let kwp = Mechanism::AesKeyWrapPad;
@@ -417,7 +416,7 @@ impl Hsm {
                     let blob = s.wrap_key(&kwp, d, priv_object.handle)?;
                     Ok((blob, encode_public(&read_public(s, pub_object.handle)?)))
                 });
-                let made = made.map_err(OpError::Kms)?.map_err(OpError::Hsm)?;
+                let made = made.map_err(OpError::Provider)?.map_err(OpError::Hsm)?;
                 (kind, made.0, made.1)
             }
         };
@@ -449,19 +448,18 @@ impl Hsm {
             return Ok(handle);
         }
         mode.misses.fetch_add(1, Ordering::Relaxed);
-        let wrapped = mode.source.load(material).map_err(OpError::Kms)?;
+        let wrapped = mode
+            .source
+            .load(material)
+            .map_err(|e| OpError::Provider(e.into()))?;
         let wrapped = wrapped.ok_or_else(|| {
-            OpError::Kms(KmsError::HsmUnavailable(
-                HsmError::gateway(
-                    "C_UnwrapKey",
-                    &format!("no wrapped material {material} in the store"),
-                    Scope::Object,
-                )
-                .failure(),
+            OpError::Provider(ProviderError::token_unavailable(
+                "C_UnwrapKey",
+                &format!("no wrapped material {material} in the store"),
             ))
         })?;
         let template = match half {
-            Half::Public => public_template(&wrapped).map_err(OpError::Kms)?,
+            Half::Public => public_template(&wrapped).map_err(OpError::Provider)?,
             Half::Secret | Half::Private => {
                 let mut template = usage_attributes(wrapped.kind);
                 template.push(Attribute::Extractable(false));
@@ -485,8 +483,8 @@ impl Hsm {
                 None => s.create_object(&template).map_err(OpError::from),
             },
         );
-        let handle = outer_kms_error(made)
-            .map_err(OpError::Kms)?
+        let handle = outer_provider_error(made)
+            .map_err(OpError::Provider)?
             .map_err(OpError::Hsm)?;
         let (kept, discard) = token.domain_cache().insert(slot, handle, mode.capacity);
         if kept == handle {
@@ -531,7 +529,8 @@ impl Hsm {
             }
             Ok(())
         });
-        if let Err(e) = outer_kms_error(destroyed).and_then(|r| r.map_err(KmsError::from)) {
+        if let Err(e) = outer_provider_error(destroyed).and_then(|r| r.map_err(ProviderError::from))
+        {
             tracing::warn!(error = %e, "could not destroy {what}");
         }
     }
@@ -541,19 +540,19 @@ impl Hsm {
         &self,
         mode: &DomainMode,
         material: &MaterialId,
-    ) -> Result<(), KmsError> {
+    ) -> Result<(), ProviderError> {
         if let Some(token) = self.current_token() {
             let slots = [Half::Secret, Half::Private, Half::Public].map(|h| (*material, h));
             self.forget_domain_handles(&token, &slots);
         }
-        mode.source.forget(material)
+        Ok(mode.source.forget(material)?)
     }
 
     /// Readiness in domain mode: a domain key this token generation has used is still
     /// findable (SoftHSM2 answers `C_GenerateRandom` even after its token directory
     /// vanished, and no material is a token object to look for). A token that lost it is
     /// recovered.
-    pub(super) fn check_domain_key(&self, token: &Arc<Token>) -> Result<(), KmsError> {
+    pub(super) fn check_domain_key(&self, token: &Arc<Token>) -> Result<(), ProviderError> {
         let known = token.domain_cache().domain_keys.keys().next().copied();
         let Some(id) = known else {
             return Ok(());
@@ -570,7 +569,10 @@ impl Hsm {
             Scope::Token,
         );
         self.recover(token, &failure);
-        Err(KmsError::HsmUnavailable(failure.failure()))
+        Err(ProviderError::token_unavailable(
+            &failure.function,
+            &failure.rv,
+        ))
     }
 
     /// The handle of domain key `id` in `token`, found once per token generation;
@@ -639,18 +641,18 @@ impl Hsm {
         &self,
         wrapped: &WrappedMaterial,
         to: &DomainKeyId,
-    ) -> Result<Vec<u8>, KmsError> {
+    ) -> Result<Vec<u8>, ProviderError> {
         let mode = self
             .domain
             .get()
-            .ok_or_else(|| KmsError::Internal("domain mode is off".into()))?;
+            .ok_or_else(|| ProviderError::Internal("domain mode is off".into()))?;
         let token = self.token()?;
         let from = self
             .domain_key_handle(&token, &wrapped.domain_key_id)
-            .map_err(OpError::into_kms)?;
+            .map_err(OpError::into_provider)?;
         let to = self
             .domain_key_handle(&token, to)
-            .map_err(OpError::into_kms)?;
+            .map_err(OpError::into_provider)?;
         let mut template = usage_attributes(wrapped.kind);
         template.extend(wrappable(mode.wrap_with_trusted));
         let kwp = Mechanism::AesKeyWrapPad;
@@ -658,19 +660,8 @@ impl Hsm {
             let key = SessionObject::new(s, s.unwrap_key(&kwp, from, &wrapped.blob, &template)?);
             Ok(s.wrap_key(&kwp, to, key.handle)?)
         })
-        .map_err(OpError::into_kms)
+        .map_err(OpError::into_provider)
     }
-}
-
-/// What a request meets when its key's blob names a domain key this replica's token does
-/// not hold, even after a reinitialisation: `KMSInvalidStateException`, which AWS uses for
-/// a key in a custom key store that its HSMs cannot serve. The message names the domain key
-/// (an identifier, not a secret) and what to do.
-pub(super) fn missing_domain_key(id: &DomainKeyId) -> KmsError {
-    KmsError::InvalidState(format!(
-        "the domain key {id} that wraps this key's material is not in this replica's HSM \
-         token; enrol the token in it (p11kms domain enrol --domain {id})"
-    ))
 }
 
 impl Token {
@@ -724,12 +715,12 @@ fn wrappable(wrap_with_trusted: bool) -> Vec<Attribute> {
 }
 
 /// The session public key of a pair, from its stored attributes.
-fn public_template(wrapped: &WrappedMaterial) -> Result<Vec<Attribute>, KmsError> {
+fn public_template(wrapped: &WrappedMaterial) -> Result<Vec<Attribute>, ProviderError> {
     let parts = decode_public(&wrapped.public).ok_or_else(|| {
-        KmsError::Store(format!(
+        ProviderError::MaterialSource(MaterialSourceError::Failed(format!(
             "the public half of material {} is unreadable",
             wrapped.material_id
-        ))
+        )))
     })?;
     let encrypt = wrapped.kind == WrappedKind::RsaDecrypt;
     let mut template = vec![

@@ -1,11 +1,95 @@
-//! PKCS#11 failures, kept with their function and CKR code, and classified by scope.
+//! The provider's errors: PKCS#11 failures, kept with their function and CKR code and
+//! classified by scope, and the gateway's own refusals about the token.
 //!
 //! The scope decides recovery (design §6): a data error leaves the session usable, a session
-//! error replaces the session, a token error reinitialises the library.
+//! error replaces the session, a token error reinitialises the library. What a client sees
+//! is decided by the core (`crate::kms`), which maps a [`ProviderError`] to its own error.
 
 use cryptoki::error::{Error as CkError, RvError};
 
-use crate::error::{KmsError, Pkcs11Failure};
+use crate::model::DomainKeyId;
+
+/// Everything a [`KeyProvider`](super::KeyProvider) primitive can fail with. It says what
+/// happened in the provider's terms; the KMS meaning (an invalid ciphertext, a throttled
+/// request) is the core's decision.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    /// A PKCS#11 call failed.
+    #[error("{0}")]
+    Pkcs11(HsmError),
+    /// A PKCS#11 call refused data the client supplied (a ciphertext, a locked data key):
+    /// see [`ProviderError::is_bad_data`].
+    #[error("{0} (on client-supplied data)")]
+    RejectedData(HsmError),
+    /// No session came free before the session wait ran out.
+    #[error("no HSM session came free in time")]
+    Busy,
+    /// The token cannot be used now: lost, not yet reinitialised, shutting down, or missing
+    /// an object it must hold. `function` and `reason` are for the log.
+    #[error("the HSM token is unavailable: {function} failed with {reason}")]
+    TokenUnavailable { function: String, reason: String },
+    /// The token lacks a mechanism the operation needs (named).
+    #[error("mechanism unsupported by the token: {0}")]
+    MechanismUnsupported(String),
+    /// A material's blob names a domain key this token does not hold, even after a
+    /// reinitialisation.
+    #[error("domain key {0} is not in this token")]
+    MissingDomainKey(DomainKeyId),
+    /// The keeper of wrapped materials (domain mode) failed, or gave back a record that
+    /// cannot be used.
+    #[error("wrapped materials: {0}")]
+    MaterialSource(MaterialSourceError),
+    /// An internal invariant broke (message for the log only).
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ProviderError {
+    /// A refusal of the token itself, not of a PKCS#11 call (e.g. no token to use).
+    pub fn token_unavailable(function: &str, reason: &str) -> Self {
+        ProviderError::TokenUnavailable {
+            function: function.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Whether the module refused client-supplied data as not authenticating: a tampered
+    /// or foreign ciphertext, the wrong context. Whether that is the client's fault is the
+    /// core's call (it knows which data came from the client).
+    pub fn is_bad_data(&self) -> bool {
+        matches!(self, ProviderError::RejectedData(e) if e.is_bad_data())
+    }
+}
+
+impl From<HsmError> for ProviderError {
+    fn from(e: HsmError) -> Self {
+        ProviderError::Pkcs11(e)
+    }
+}
+
+impl From<CkError> for ProviderError {
+    fn from(e: CkError) -> Self {
+        ProviderError::Pkcs11(e.into())
+    }
+}
+
+impl From<MaterialSourceError> for ProviderError {
+    fn from(e: MaterialSourceError) -> Self {
+        ProviderError::MaterialSource(e)
+    }
+}
+
+/// A failure of the keeper of wrapped materials (`domain::WrappedMaterials`), as the
+/// provider passes it on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaterialSourceError {
+    /// It cannot be reached or did not answer in time; nothing was written (retryable).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Any other failure, or a record that cannot be used (message for the log only).
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// How far a PKCS#11 failure reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,13 +125,6 @@ impl HsmError {
         }
     }
 
-    pub fn failure(&self) -> Pkcs11Failure {
-        Pkcs11Failure {
-            function: self.function.clone(),
-            rv: self.rv.clone(),
-        }
-    }
-
     /// Whether the module reported an authentication-style failure on client data:
     /// SoftHSM answers every failed GCM tag, KWP integrity check or wrong derived key with
     /// CKR_GENERAL_ERROR; other HSMs use the specific codes. A device error the token
@@ -77,15 +154,6 @@ impl HsmError {
     pub fn is_deadline(&self) -> bool {
         self.code == Some(RvError::FunctionCanceled)
     }
-
-    /// The failure as a domain error for an operation on client-supplied ciphertext.
-    pub fn into_ciphertext_error(self) -> KmsError {
-        if self.is_bad_data() {
-            KmsError::InvalidCiphertext
-        } else {
-            self.into()
-        }
-    }
 }
 
 impl std::fmt::Display for HsmError {
@@ -95,20 +163,6 @@ impl std::fmt::Display for HsmError {
             "{} failed with {} ({:?} scope)",
             self.function, self.rv, self.scope
         )
-    }
-}
-
-impl From<HsmError> for KmsError {
-    /// A lost token, or a session still lost after the retries on fresh ones, is the HSM
-    /// being unavailable (`KeyUnavailableException`), not an internal error.
-    fn from(e: HsmError) -> Self {
-        if e.is_deadline() {
-            return KmsError::HsmTimeout;
-        }
-        match e.scope {
-            Scope::Token | Scope::Session => KmsError::HsmUnavailable(e.failure()),
-            Scope::Data | Scope::Object => KmsError::Pkcs11(e.failure()),
-        }
     }
 }
 
@@ -186,13 +240,12 @@ mod tests {
     }
 
     #[test]
-    fn token_outages_map_to_key_unavailable() {
+    fn device_errors_are_token_outages() {
         let e = HsmError::from(CkError::Pkcs11(
             RvError::DeviceError,
             cryptoki::context::Function::Encrypt,
         ));
         assert_eq!(e.scope, Scope::Token);
-        assert_eq!(KmsError::from(e).wire().code, "KeyUnavailableException");
     }
 
     fn failure(rv: RvError) -> HsmError {
@@ -200,28 +253,25 @@ mod tests {
     }
 
     #[test]
-    fn a_session_still_lost_after_the_retries_is_the_hsm_unavailable() {
-        let e = failure(RvError::SessionHandleInvalid);
-        assert_eq!(e.scope, Scope::Session);
-        let wire = KmsError::from(e).wire();
-        assert_eq!((wire.code, wire.status), ("KeyUnavailableException", 500));
+    fn a_lost_session_is_session_scope() {
+        assert_eq!(failure(RvError::SessionHandleInvalid).scope, Scope::Session);
     }
 
     #[test]
-    fn an_operation_cut_at_its_deadline_is_a_dependency_timeout() {
+    fn an_operation_cut_at_its_deadline_is_a_deadline() {
         let e = failure(RvError::FunctionCanceled);
         assert!(e.is_deadline());
         // Its session is replaced, not reused: the operation stopped half-way.
         assert_eq!(e.scope, Scope::Session);
-        let wire = KmsError::from(e.clone()).wire();
-        assert_eq!(
-            (wire.code, wire.status),
-            ("DependencyTimeoutException", 500)
-        );
-        assert_eq!(
-            e.into_ciphertext_error().wire().code,
-            "DependencyTimeoutException"
-        );
+        // Not bad data, even on client data: the module never judged the data.
+        assert!(!ProviderError::RejectedData(e).is_bad_data());
+    }
+
+    #[test]
+    fn only_a_refusal_of_client_data_is_bad_data() {
+        let e = failure(RvError::EncryptedDataInvalid);
+        assert!(ProviderError::RejectedData(e.clone()).is_bad_data());
+        assert!(!ProviderError::Pkcs11(e).is_bad_data());
     }
 
     #[test]

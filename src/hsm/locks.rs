@@ -25,10 +25,9 @@ use super::context_keys::{
 };
 use super::envelope::{derive_kek, unwrap_dek_as, DekUse};
 use super::{
-    bad_data, flatten_op_error, Hsm, HsmError, OnLostSession, OpError, SessionObject, TimedSession,
-    Token, IV_LEN, TAG_LEN, WRAPPED_DEK_LEN,
+    bad_data, flatten_op_error, Hsm, HsmError, OnLostSession, OpError, ProviderError,
+    SessionObject, TimedSession, Token, IV_LEN, TAG_LEN, WRAPPED_DEK_LEN,
 };
-use crate::error::KmsError;
 use crate::model::MaterialId;
 
 /// Length of a data key wrapped with AES-GCM: the 32-byte key and the 16-byte tag.
@@ -121,7 +120,7 @@ struct ContextKey<'s> {
 impl Hsm {
     /// Fills `out` from the reservoir of token randomness, refilling it with one
     /// `C_GenerateRandom` when it runs dry.
-    pub fn draw_random(&self, out: &mut [u8]) -> Result<(), KmsError> {
+    pub fn draw_random(&self, out: &mut [u8]) -> Result<(), ProviderError> {
         let mut reservoir = self.reservoir.lock().unwrap_or_else(|p| p.into_inner());
         if reservoir.take(out) {
             return Ok(());
@@ -134,7 +133,7 @@ impl Hsm {
         if reservoir.take(out) {
             Ok(())
         } else {
-            Err(KmsError::Internal(
+            Err(ProviderError::Internal(
                 "the random reservoir came back short".into(),
             ))
         }
@@ -147,7 +146,7 @@ impl Hsm {
         &self,
         writer: &[u8; 32],
         material: &MaterialId,
-    ) -> Result<Option<[u8; 16]>, KmsError> {
+    ) -> Result<Option<[u8; 16]>, ProviderError> {
         if self.config.context_key_cache == 0 {
             self.context_counters
                 .cold_writes

@@ -24,6 +24,7 @@ mod error;
 mod locks;
 mod pool;
 mod probe;
+mod provider;
 mod provision;
 mod timed;
 mod token;
@@ -38,11 +39,12 @@ pub use crossover::SealedParts;
 pub use embedded::{
     find_kryoptic_module, EmbeddedKryoptic, EmbeddedToken, EmbeddedTokenKind, KRYOPTIC_LIBRARY,
 };
-pub use error::{HsmError, Scope};
+pub use error::{HsmError, MaterialSourceError, ProviderError, Scope};
 use locks::Site;
 pub use locks::{DekLock, DekUnlock, LockedDek, MacInput, GCM_WRAPPED_DEK_LEN, MAC_TAG_LEN};
 pub use pool::PoolStats;
 pub use probe::{probe_mechanisms, KeyWrap, MechanismReport};
+pub use provider::{Capabilities, KeyProvider, ProviderStats};
 pub use provision::{find_softhsm_module, EmbeddedSoftHsm};
 pub use timed::{CallObserver, ObjectScanLock, ObjectScanWaits, TimedSession};
 
@@ -59,7 +61,6 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use crate::error::KmsError;
 use crate::model::{KeyId, MaterialId, TokenKeyRef};
 use envelope::{derive_kek, generate_dek, trial_run, unwrap_dek, DekUse};
 use pool::{AcquireError, SessionPool};
@@ -131,8 +132,8 @@ pub struct Hsm {
     adopted: RwLock<HashMap<MaterialId, TokenKeyRef>>,
     /// Set by `shutdown`: the token is not reopened any more.
     closed: std::sync::atomic::AtomicBool,
-    /// What the token can do for asymmetric keys, measured at start-up.
-    capabilities: AsymmetricCapabilities,
+    /// What the token can do, measured at start-up (see [`Capabilities`]).
+    capabilities: Capabilities,
     /// Operations since the library was (re)initialised, for the planned recycle.
     operations: AtomicU64,
     /// Set while one thread recycles the library; others wait on `recycled`.
@@ -145,10 +146,6 @@ pub struct Hsm {
     lost_sessions: AtomicU64,
     /// Set once at start-up in domain-key mode (see [`domain`]).
     domain: std::sync::OnceLock<domain::DomainMode>,
-    /// The scheme new ciphertexts are written with (see `HsmConfig::ciphertext_scheme`).
-    writer_scheme: u8,
-    /// What the token can read: 1 always, 2 with HMAC, 3 with GCM key wrap.
-    readable_schemes: [bool; 4],
     reservoir: context_keys::SharedReservoir,
     context_counters: context_keys::ContextKeyCounters,
 }
@@ -188,7 +185,7 @@ impl Hsm {
             key_wrap: KeyWrap::Pad,
             adopted: RwLock::new(HashMap::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
-            capabilities: AsymmetricCapabilities::default(),
+            capabilities: Capabilities::before_probe(),
             operations: AtomicU64::new(0),
             recycling: Mutex::new(false),
             recycled: std::sync::Condvar::new(),
@@ -196,8 +193,6 @@ impl Hsm {
             timeouts: AtomicU64::new(0),
             lost_sessions: AtomicU64::new(0),
             domain: std::sync::OnceLock::new(),
-            writer_scheme: 1,
-            readable_schemes: [false, true, false, false],
             reservoir: Default::default(),
             context_counters: Default::default(),
         };
@@ -220,16 +215,16 @@ impl Hsm {
         hsm.with_session(|_, s| trial_run(s, key_wrap))
             .map_err(|e| format!("trial run failed: {e}"))?
             .map_err(|e| format!("trial run of the ciphertext scheme failed: {e}"))?;
-        hsm.capabilities = hsm.probe_asymmetric();
-        hsm.readable_schemes = hsm.probe_context_schemes();
-        hsm.writer_scheme = hsm.choose_writer_scheme()?;
+        hsm.capabilities.asymmetric = hsm.probe_asymmetric();
+        hsm.capabilities.readable_schemes = hsm.probe_context_schemes();
+        hsm.capabilities.ciphertext_scheme = hsm.choose_writer_scheme()?;
         let finds_wait_for_creations = hsm
             .current_token()
             .is_some_and(|t| t.object_scans.is_some());
         tracing::info!(
-            capabilities = ?hsm.capabilities,
+            capabilities = ?hsm.capabilities.asymmetric,
             key_wrap = key_wrap.name(),
-            ciphertext_scheme = hsm.writer_scheme,
+            ciphertext_scheme = hsm.capabilities.ciphertext_scheme,
             context_key_cache = hsm.config.context_key_cache,
             finds_wait_for_creations,
             "capabilities of the token"
@@ -237,17 +232,19 @@ impl Hsm {
         Ok(hsm)
     }
 
+    /// What the token can do, measured at start-up.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
     /// The scheme new symmetric ciphertexts are written with (1, 2 or 3).
     pub fn ciphertext_scheme(&self) -> u8 {
-        self.writer_scheme
+        self.capabilities.ciphertext_scheme
     }
 
     /// Whether this token can open ciphertexts of `scheme`.
     pub fn reads_scheme(&self, scheme: u8) -> bool {
-        self.readable_schemes
-            .get(usize::from(scheme))
-            .copied()
-            .unwrap_or(false)
+        self.capabilities.reads_scheme(scheme)
     }
 
     /// The RFC 5649 key wrap the start-up probe picked.
@@ -286,11 +283,10 @@ impl Hsm {
         self.lost_sessions.load(Ordering::Relaxed)
     }
 
-    /// A cheap round trip to the token, for readiness checks.
     /// A cheap round trip to the token, for readiness checks: a random byte, and one known
     /// key object still findable (SoftHSM2 answers C_GenerateRandom even after its token
     /// directory vanished).
-    pub fn check(&self) -> Result<(), KmsError> {
+    pub fn check(&self) -> Result<(), ProviderError> {
         let token = self.token()?;
         let mut byte = [0u8; 1];
         self.on_token_with(&token, |s| {
@@ -318,7 +314,11 @@ impl Hsm {
 
     /// Generates a new key material in the token: AES-256, derive-only, sensitive,
     /// non-extractable, `CKA_ID` = the material id.
-    pub fn create_material(&self, key_id: &KeyId, material: &MaterialId) -> Result<(), KmsError> {
+    pub fn create_material(
+        &self,
+        key_id: &KeyId,
+        material: &MaterialId,
+    ) -> Result<(), ProviderError> {
         if let Some(mode) = self.domain.get() {
             return self.create_wrapped(mode, key_id, material, domain::MaterialSpec::Aes);
         }
@@ -351,7 +351,7 @@ impl Hsm {
         material: &MaterialId,
         mechanism: &Mechanism,
         template: &[Attribute],
-    ) -> Result<(), KmsError> {
+    ) -> Result<(), ProviderError> {
         let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
         let token = self.token()?;
         // Not simply run again on a lost session: the key may have been made before the
@@ -363,7 +363,7 @@ impl Hsm {
                 s.generate_key(mechanism, template)
                     .map_err(|e| OpError::Hsm(e.into()))
             });
-            match outer_kms_error(made)? {
+            match outer_provider_error(made)? {
                 Ok(handle) => break handle,
                 Err(e) if e.scope == Scope::Session && !e.is_deadline() && attempts > 1 => {
                     attempts -= 1;
@@ -383,7 +383,7 @@ impl Hsm {
 
     /// Destroys a key material's token object; absent objects are not an error. An adopted
     /// object is only forgotten: it belongs to whoever put it in the token.
-    pub fn destroy_material(&self, material: &MaterialId) -> Result<(), KmsError> {
+    pub fn destroy_material(&self, material: &MaterialId) -> Result<(), ProviderError> {
         if let Some(token) = self.current_token() {
             self.purge_context_keys(&token, material);
         }
@@ -415,12 +415,12 @@ impl Hsm {
             }
             Ok(())
         })?
-        .map_err(KmsError::from)
+        .map_err(ProviderError::from)
     }
 
     /// Material ids of every p11kms key object in the token, secret keys and both halves of
     /// key pairs alike (for start-up reconciliation); each id once.
-    pub fn list_materials(&self) -> Result<Vec<MaterialId>, KmsError> {
+    pub fn list_materials(&self) -> Result<Vec<MaterialId>, ProviderError> {
         self.with_session(|_, s| {
             let handles = s.find_objects(&[Attribute::Token(true)])?;
             let mut seen = HashSet::new();
@@ -446,7 +446,7 @@ impl Hsm {
             }
             Ok(out)
         })?
-        .map_err(KmsError::from)
+        .map_err(ProviderError::from)
     }
 
     // === the symmetric ciphertext primitives ===
@@ -460,7 +460,7 @@ impl Hsm {
         aad: &[u8],
         plaintext: &[u8],
         lock: &DekLock<'_>,
-    ) -> Result<(Vec<u8>, LockedDek), KmsError> {
+    ) -> Result<(Vec<u8>, LockedDek), ProviderError> {
         self.with_objects_on([(material, Half::Secret)], |token, s, [base]| {
             let dek = SessionObject::new(s, generate_dek(s)?);
             let mut iv_param = *iv;
@@ -480,7 +480,7 @@ impl Hsm {
             let locked = self.lock_dek(&at, lock, dek.handle, &payload)?;
             Ok((payload, locked))
         })
-        .map_err(|e| e.into_kms())
+        .map_err(|e| e.into_provider())
     }
 
     /// Checks and unlocks the data key in the token and decrypts the payload with it.
@@ -491,7 +491,7 @@ impl Hsm {
         iv: &[u8; IV_LEN],
         aad: &[u8],
         payload: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
         self.with_objects_on([(material, Half::Secret)], |token, s, [base]| {
             let at = Site {
                 token,
@@ -508,7 +508,7 @@ impl Hsm {
                 .map_err(|e| bad_data(s, e))?;
             Ok(Zeroizing::new(plaintext))
         })
-        .map_err(|e| e.into_kms())
+        .map_err(|e| e.into_provider())
     }
 
     /// Moves a data key from one material/context to another inside the token: unlock
@@ -521,7 +521,7 @@ impl Hsm {
         destination: &MaterialId,
         lock: &DekLock<'_>,
         payload: &[u8],
-    ) -> Result<LockedDek, KmsError> {
+    ) -> Result<LockedDek, ProviderError> {
         self.with_objects_on(
             [(source, Half::Secret), (destination, Half::Secret)],
             |token, s, [src_base, dst_base]| {
@@ -540,11 +540,11 @@ impl Hsm {
                 self.lock_dek(&to, lock, dek.handle, payload)
             },
         )
-        .map_err(|e| e.into_kms())
+        .map_err(|e| e.into_provider())
     }
 
     /// Random bytes from the token's generator.
-    pub fn generate_random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    pub fn generate_random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
         let mut out = Zeroizing::new(vec![0u8; len]);
         self.with_session(|_, s| s.generate_random_slice(&mut out).map_err(HsmError::from))??;
         Ok(out)
@@ -553,14 +553,14 @@ impl Hsm {
     // === sessions, handles and recovery ===
 
     /// Runs `op` with a pooled session of the current token. A session wait that runs out
-    /// is the outer `ThrottlingException`, never a PKCS#11 failure.
+    /// is the outer `ProviderError::Busy`, never a PKCS#11 failure.
     fn with_session<T>(
         &self,
         mut op: impl FnMut(&Token, &TimedSession<'_>) -> Result<T, HsmError>,
-    ) -> Result<Result<T, HsmError>, KmsError> {
+    ) -> Result<Result<T, HsmError>, ProviderError> {
         let token = self.token()?;
         let result = self.on_token(&token, |s| op(&token, s).map_err(OpError::Hsm));
-        outer_kms_error(result)
+        outer_provider_error(result)
     }
 
     /// Runs `op`, a key-pair generation, on the token's key-pair session; like
@@ -569,12 +569,12 @@ impl Hsm {
         &self,
         lost: OnLostSession,
         mut op: impl FnMut(&TimedSession<'_>) -> Result<T, HsmError>,
-    ) -> Result<Result<T, HsmError>, KmsError> {
+    ) -> Result<Result<T, HsmError>, ProviderError> {
         let token = self.token()?;
         let result = self.on_pool(&token, &token.key_pairs, lost, |s| {
             op(s).map_err(OpError::Hsm)
         });
-        outer_kms_error(result)
+        outer_provider_error(result)
     }
 
     fn on_token<T>(
@@ -608,7 +608,7 @@ impl Hsm {
             attempt += 1;
             let session = match pool.acquire(Instant::now() + self.config.session_wait) {
                 Ok(s) => s,
-                Err(AcquireError::Timeout) => return Err(OpError::Kms(KmsError::Throttled)),
+                Err(AcquireError::Timeout) => return Err(OpError::Provider(ProviderError::Busy)),
                 Err(AcquireError::Open(e)) => {
                     self.recover(token, &e);
                     return Err(OpError::Hsm(e));
@@ -681,14 +681,15 @@ impl Hsm {
         // The token is taken inside, so that a library recycle to find a new domain key
         // (which waits for every holder of the token) can run between the two attempts.
         self.refinding_domain_keys(|| {
-            let token = self.token().map_err(OpError::Kms)?;
+            let token = self.token().map_err(OpError::Provider)?;
             let handles = |token: &Arc<Token>| -> Result<[ObjectHandle; N], OpError> {
                 let found = objects
                     .iter()
                     .map(|(material, half)| self.object_handle(token, material, *half))
                     .collect::<Result<Vec<_>, _>>()?;
-                <[ObjectHandle; N]>::try_from(found)
-                    .map_err(|_| OpError::Kms(KmsError::Internal("object handle count".into())))
+                <[ObjectHandle; N]>::try_from(found).map_err(|_| {
+                    OpError::Provider(ProviderError::Internal("object handle count".into()))
+                })
             };
             let first = handles(&token)?;
             match self.on_token(&token, |s| op(&token, s, first)) {
@@ -716,7 +717,7 @@ impl Hsm {
             return self.domain_handle(mode, token, material, half);
         }
         self.token_object_handle(token, material, half)
-            .map_err(OpError::Kms)
+            .map_err(OpError::Provider)
     }
 
     /// [`Hsm::object_handle`] in token mode.
@@ -725,7 +726,7 @@ impl Hsm {
         token: &Arc<Token>,
         material: &MaterialId,
         half: Half,
-    ) -> Result<ObjectHandle, KmsError> {
+    ) -> Result<ObjectHandle, ProviderError> {
         if let Some(handle) = token.materials_read().get(&(*material, half)) {
             return Ok(*handle);
         }
@@ -761,7 +762,7 @@ impl Hsm {
     /// at all, the token itself is lost (SoftHSM2 keeps a token broken after its directory
     /// vanished until the library is reinitialised), so recover it; otherwise only this key
     /// is unavailable.
-    fn missing_material(&self, token: &Arc<Token>, material: &MaterialId) -> KmsError {
+    fn missing_material(&self, token: &Arc<Token>, material: &MaterialId) -> ProviderError {
         // Any token object counts: a token may hold only key pairs or HMAC keys. A session
         // that is not logged in sees only public objects (an HSM that dropped its login):
         // that is the token's failure, not the key's.
@@ -786,16 +787,18 @@ impl Hsm {
             }
             _ => self.recover(token, &failure),
         }
-        KmsError::HsmUnavailable(failure.failure())
+        ProviderError::token_unavailable(&failure.function, &failure.rv)
     }
 }
 
 /// Splits an operation's outcome: the gateway's own refusals (a session wait that ran out)
 /// outside, the token's answer inside.
-fn outer_kms_error<T>(result: Result<T, OpError>) -> Result<Result<T, HsmError>, KmsError> {
+fn outer_provider_error<T>(
+    result: Result<T, OpError>,
+) -> Result<Result<T, HsmError>, ProviderError> {
     match result {
-        Err(OpError::Kms(e)) => Err(e),
-        Err(OpError::MissingDomainKey(id)) => Err(domain::missing_domain_key(&id)),
+        Err(OpError::Provider(e)) => Err(e),
+        Err(OpError::MissingDomainKey(id)) => Err(ProviderError::MissingDomainKey(id)),
         other => Ok(flatten_op_error(other)),
     }
 }
@@ -805,12 +808,12 @@ fn flatten_op_error<T>(result: Result<T, OpError>) -> Result<T, HsmError> {
     match result {
         Ok(v) => Ok(v),
         Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) => Err(e),
-        Err(OpError::Kms(KmsError::Throttled)) => Err(HsmError::gateway(
+        Err(OpError::Provider(ProviderError::Busy)) => Err(HsmError::gateway(
             "pool",
             "session wait timed out",
             Scope::Data,
         )),
-        Err(OpError::Kms(_)) => Err(HsmError::gateway("pool", "unavailable", Scope::Token)),
+        Err(OpError::Provider(_)) => Err(HsmError::gateway("pool", "unavailable", Scope::Token)),
         Err(OpError::MissingDomainKey(id)) => Err(HsmError::gateway(
             "C_FindObjects",
             &format!("domain key {id} is not in the token"),
@@ -828,12 +831,14 @@ enum OnLostSession {
     Fail,
 }
 
-/// An error inside an HSM operation: a PKCS#11 failure, one on client data, or a domain error.
+/// An error inside an HSM operation: a PKCS#11 failure, one on client data, or a refusal of
+/// the gateway's own.
 enum OpError {
     Hsm(HsmError),
     /// The module rejected client-supplied data (wrong context, tampered blob).
     BadData(HsmError),
-    Kms(KmsError),
+    /// A refusal of the gateway's own (no session free, no token).
+    Provider(ProviderError),
     /// A blob names a domain key this token generation cannot find (see
     /// [`Hsm::refinding_domain_keys`]).
     MissingDomainKey(crate::model::DomainKeyId),
@@ -852,12 +857,12 @@ impl From<HsmError> for OpError {
 }
 
 impl OpError {
-    fn into_kms(self) -> KmsError {
+    fn into_provider(self) -> ProviderError {
         match self {
-            OpError::Hsm(e) => e.into(),
-            OpError::BadData(e) => e.into_ciphertext_error(),
-            OpError::Kms(e) => e,
-            OpError::MissingDomainKey(id) => domain::missing_domain_key(&id),
+            OpError::Hsm(e) => ProviderError::Pkcs11(e),
+            OpError::BadData(e) => ProviderError::RejectedData(e),
+            OpError::Provider(e) => e,
+            OpError::MissingDomainKey(id) => ProviderError::MissingDomainKey(id),
         }
     }
 }

@@ -14,8 +14,7 @@ use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
 use super::pool::{AcquireError, SessionPool};
-use super::{Half, Hsm, HsmConfig, HsmError, Scope};
-use crate::error::KmsError;
+use super::{Half, Hsm, HsmConfig, HsmError, ProviderError, Scope};
 use crate::model::MaterialId;
 
 /// How long to wait between attempts to bring a lost token back.
@@ -105,7 +104,7 @@ impl Hsm {
     }
 
     /// The current token, reopening a lost one with backoff.
-    pub(super) fn token(&self) -> Result<Arc<Token>, KmsError> {
+    pub(super) fn token(&self) -> Result<Arc<Token>, ProviderError> {
         let limit = self.config.recycle_after_operations;
         if limit > 0 && self.operations.load(Ordering::Relaxed) >= limit {
             self.recycle();
@@ -117,17 +116,13 @@ impl Hsm {
             return Ok(token);
         }
         if self.closed.load(Ordering::SeqCst) {
-            return Err(KmsError::HsmUnavailable(crate::error::Pkcs11Failure {
-                function: "C_Finalize".into(),
-                rv: "the gateway is shutting down".into(),
-            }));
+            return Err(ProviderError::token_unavailable(
+                "C_Finalize",
+                "the gateway is shutting down",
+            ));
         }
-        let unavailable = || {
-            KmsError::HsmUnavailable(crate::error::Pkcs11Failure {
-                function: "C_Initialize".into(),
-                rv: "token not yet reinitialised".into(),
-            })
-        };
+        let unavailable =
+            || ProviderError::token_unavailable("C_Initialize", "token not yet reinitialised");
         let mut last = self.last_attempt.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(token) = self.current_token() {
             return Ok(token);
@@ -161,7 +156,7 @@ impl Hsm {
             }
             Err(e) => {
                 tracing::warn!(function = %e.function, rv = %e.rv, "HSM still unavailable");
-                Err(KmsError::HsmUnavailable(e.failure()))
+                Err(ProviderError::token_unavailable(&e.function, &e.rv))
             }
         }
     }

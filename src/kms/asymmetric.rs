@@ -15,6 +15,7 @@ use super::access::Access;
 use super::ciphertext;
 use super::crypto::context_of;
 use super::keyformat::{self, SigHash};
+use super::provider_errors::on_client_ciphertext;
 use super::{dry_run, reject_recipient, required, Caller, KmsService, ENCRYPT_DECRYPT};
 
 pub const SIGN_VERIFY: &str = "SIGN_VERIFY";
@@ -242,7 +243,7 @@ impl KmsService {
 
     /// The token must do OAEP with `hash` (measured at start-up).
     pub(super) fn require_oaep(&self, hash: OaepHash) -> Result<(), KmsError> {
-        if self.hsm.capabilities().oaep(hash) {
+        if self.hsm.capabilities().asymmetric.oaep(hash) {
             return Ok(());
         }
         Err(KmsError::MechanismUnsupported(format!(
@@ -330,14 +331,17 @@ impl KmsService {
         )?;
         self.require_oaep(hash)?;
         let limit = rsa_max_plaintext(bits, hash);
-        let Some(ciphertext) = self.hsm.rsa_rewrap(
-            &source.current_material,
-            source_hash,
-            blob,
-            &destination.current_material,
-            hash,
-            limit,
-        )?
+        let Some(ciphertext) = self
+            .hsm
+            .rsa_rewrap(
+                &source.current_material,
+                source_hash,
+                blob,
+                &destination.current_material,
+                hash,
+                limit,
+            )
+            .map_err(on_client_ciphertext)?
         else {
             return Err(self.rsa_too_large(destination, hash, limit));
         };
@@ -363,7 +367,7 @@ impl KmsService {
         destination: &KeyRecord,
         req: &ReEncryptRequest,
     ) -> Result<ReEncryptResponse, KmsError> {
-        if !self.hsm.capabilities().gcm_wrap {
+        if !self.hsm.capabilities().asymmetric.gcm_wrap {
             return Err(self.in_token_gap(
                 "CKM_AES_GCM with C_WrapKey",
                 "an RSA ciphertext under a symmetric key",
@@ -371,9 +375,9 @@ impl KmsService {
         }
         let context = context_of(&req.destination_encryption_context);
         let material = destination.current_material;
-        let plan = ciphertext::Plan::new(&self.hsm, &destination.key_id, &material, &context)?;
+        let plan = ciphertext::Plan::new(self.hsm(), &destination.key_id, &material, &context)?;
         let ciphertext = ciphertext::seal_from_rsa(
-            &self.hsm,
+            self.hsm(),
             &source.current_material,
             source_hash,
             blob,
@@ -407,7 +411,7 @@ impl KmsService {
         kind: KeyKind,
         usage: &str,
     ) -> Result<(), KmsError> {
-        match kind {
+        let made = match kind {
             KeyKind::Symmetric => self.hsm.create_material(key_id, material),
             KeyKind::Hmac(hash) => self
                 .hsm
@@ -423,7 +427,8 @@ impl KmsService {
                 };
                 self.hsm.create_key_pair(key_id, material, pair, usage)
             }
-        }
+        };
+        Ok(made?)
     }
 
     // === GetPublicKey ===

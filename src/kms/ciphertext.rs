@@ -55,9 +55,10 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use super::provider_errors::on_client_ciphertext;
 use crate::error::KmsError;
 use crate::hsm::{
-    DekLock, DekUnlock, Hsm, LockedDek, OaepHash, SealedParts, GCM_WRAPPED_DEK_LEN, IV_LEN,
+    DekLock, DekUnlock, KeyProvider, LockedDek, OaepHash, SealedParts, GCM_WRAPPED_DEK_LEN, IV_LEN,
     MAC_TAG_LEN, NONCE_LEN, TAG_LEN, WRAPPED_DEK_LEN,
 };
 use crate::model::{KeyId, MaterialId};
@@ -319,8 +320,8 @@ impl<'a> Envelope<'a> {
 /// run is refused as any unreadable blob is (`InvalidCiphertextException`: its scheme byte
 /// may be the changed one); the log says which mechanism the token lacks, for a cluster
 /// whose tokens differ (see `HsmConfig::ciphertext_scheme`).
-pub fn require_readable(hsm: &Hsm, scheme: u8) -> Result<(), KmsError> {
-    if hsm.reads_scheme(scheme) {
+pub fn require_readable(hsm: &dyn KeyProvider, scheme: u8) -> Result<(), KmsError> {
+    if hsm.capabilities().reads_scheme(scheme) {
         return Ok(());
     }
     let mechanism = match scheme {
@@ -352,13 +353,13 @@ impl Plan {
     /// Plans a ciphertext under `material` of `key_id` for `context` (a ReEncrypt keeps its
     /// payload and leaves the plan's payload IV unused).
     pub fn new(
-        hsm: &Hsm,
+        hsm: &dyn KeyProvider,
         key_id: &KeyId,
         material: &MaterialId,
         context: &BTreeMap<String, String>,
     ) -> Result<Self, KmsError> {
         let canonical = canonical_context(context);
-        let best = hsm.ciphertext_scheme();
+        let best = hsm.capabilities().ciphertext_scheme;
         let salt = if best == SCHEME_ENVELOPE {
             None
         } else {
@@ -503,7 +504,7 @@ impl Plan {
 
 /// Encrypt: seals `plaintext` under `material` of `key_id` for `context`.
 pub fn seal(
-    hsm: &Hsm,
+    hsm: &dyn KeyProvider,
     key_id: &KeyId,
     material: &MaterialId,
     context: &BTreeMap<String, String>,
@@ -518,7 +519,7 @@ pub fn seal(
 
 /// Decrypt: opens a parsed ciphertext with `context`.
 pub fn open(
-    hsm: &Hsm,
+    hsm: &dyn KeyProvider,
     envelope: &Envelope<'_>,
     context: &BTreeMap<String, String>,
 ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
@@ -530,32 +531,35 @@ pub fn open(
         PAYLOAD_AAD,
         envelope.payload,
     )
+    .map_err(on_client_ciphertext)
 }
 
 /// ReEncrypt between symmetric keys: moves the data key in the token, keeps the payload.
 pub fn rewrap(
-    hsm: &Hsm,
+    hsm: &dyn KeyProvider,
     source: &Envelope<'_>,
     source_context: &BTreeMap<String, String>,
     destination: &Plan,
 ) -> Result<Vec<u8>, KmsError> {
     require_readable(hsm, source.scheme())?;
     let unlock = source.unlock(source_context);
-    let locked = destination.with_lock(&source.iv, |lock| {
-        hsm.rewrap(
-            &source.material,
-            &unlock,
-            &destination.material,
-            lock,
-            source.payload,
-        )
-    })?;
+    let locked = destination
+        .with_lock(&source.iv, |lock| {
+            hsm.rewrap(
+                &source.material,
+                &unlock,
+                &destination.material,
+                lock,
+                source.payload,
+            )
+        })
+        .map_err(on_client_ciphertext)?;
     destination.assemble(&source.iv, &locked, source.payload)
 }
 
 /// ReEncrypt symmetric → RSA: the payload's plaintext OAEP-wrapped in the token.
 pub fn rewrap_to_rsa(
-    hsm: &Hsm,
+    hsm: &dyn KeyProvider,
     source: &Envelope<'_>,
     source_context: &BTreeMap<String, String>,
     destination: &MaterialId,
@@ -574,27 +578,30 @@ pub fn rewrap_to_rsa(
         destination,
         hash,
     )
+    .map_err(on_client_ciphertext)
 }
 
 /// ReEncrypt RSA → symmetric: the OAEP plaintext sealed under `destination` in the token.
 pub fn seal_from_rsa(
-    hsm: &Hsm,
+    hsm: &dyn KeyProvider,
     source: &MaterialId,
     hash: OaepHash,
     ciphertext: &[u8],
     destination: &Plan,
 ) -> Result<Vec<u8>, KmsError> {
-    let (payload, locked) = destination.with_lock(&destination.iv, |lock| {
-        hsm.rsa_to_sealed(
-            source,
-            hash,
-            ciphertext,
-            &destination.material,
-            &destination.iv,
-            PAYLOAD_AAD,
-            lock,
-        )
-    })?;
+    let (payload, locked) = destination
+        .with_lock(&destination.iv, |lock| {
+            hsm.rsa_to_sealed(
+                source,
+                hash,
+                ciphertext,
+                &destination.material,
+                &destination.iv,
+                PAYLOAD_AAD,
+                lock,
+            )
+        })
+        .map_err(on_client_ciphertext)?;
     destination.assemble(&destination.iv, &locked, &payload)
 }
 

@@ -12,6 +12,7 @@ use crate::model::{KeyId, KeyRecord, MaterialId};
 use super::access::Access;
 use super::asymmetric::{oaep_algorithm, require_no_context, Encryption};
 use super::ciphertext::{self, Envelope};
+use super::provider_errors::on_client_ciphertext;
 use super::{
     dry_run, reject_recipient, required, Caller, KmsService, ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT,
 };
@@ -115,7 +116,8 @@ impl KmsService {
             require_no_context(&req.encryption_context, "EncryptionContext")?;
             let plaintext = self
                 .hsm
-                .rsa_decrypt(&key.current_material, hash, blob.as_bytes())?;
+                .rsa_decrypt(&key.current_material, hash, blob.as_bytes())
+                .map_err(on_client_ciphertext)?;
             dry_run(req.dry_run)?;
             return Ok(DecryptResponse {
                 key_id: Some(self.arn_of(key)),
@@ -132,7 +134,7 @@ impl KmsService {
             &context_of(&req.encryption_context),
             SourceUse::Decrypt,
         )?;
-        let plaintext = ciphertext::open(&self.hsm, &source.envelope, &source.context)?;
+        let plaintext = ciphertext::open(self.hsm(), &source.envelope, &source.context)?;
         dry_run(req.dry_run)?;
         Ok(DecryptResponse {
             key_id: Some(self.arn_of(&source.key)),
@@ -244,7 +246,7 @@ impl KmsService {
                 "DestinationEncryptionContext",
             )?;
             self.require_oaep(hash)?;
-            if !self.hsm.capabilities().gcm_unwrap {
+            if !self.hsm.capabilities().asymmetric.gcm_unwrap {
                 return Err(self.in_token_gap(
                     "CKM_AES_GCM with C_UnwrapKey",
                     "a symmetric ciphertext under an RSA key",
@@ -253,7 +255,7 @@ impl KmsService {
             // In the token: the payload opens into a secret (GCM unwrap), which the
             // destination's public half wraps (OAEP).
             let ciphertext = ciphertext::rewrap_to_rsa(
-                &self.hsm,
+                self.hsm(),
                 &source.envelope,
                 &source.context,
                 &destination.current_material,
@@ -275,12 +277,12 @@ impl KmsService {
         caller.note_material(&destination_material);
         caller.note_context(&destination_context, true);
         let plan = ciphertext::Plan::new(
-            &self.hsm,
+            self.hsm(),
             &destination.key_id,
             &destination_material,
             &destination_context,
         )?;
-        let blob = ciphertext::rewrap(&self.hsm, &source.envelope, &source.context, &plan)?;
+        let blob = ciphertext::rewrap(self.hsm(), &source.envelope, &source.context, &plan)?;
         dry_run(req.dry_run)?;
         Ok(ReEncryptResponse {
             ciphertext_blob: Some(Blob(blob)),
@@ -389,7 +391,7 @@ impl KmsService {
         let material = key.current_material;
         caller.note_material(&material);
         caller.note_context(context, false);
-        ciphertext::seal(&self.hsm, &key.key_id, &material, context, plaintext)
+        ciphertext::seal(self.hsm(), &key.key_id, &material, context, plaintext)
     }
 
     /// Parses a symmetric ciphertext and checks it against the key the request names (if

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::KmsService;
 use crate::error::KmsError;
 use crate::hsm::domain::WrappedMaterials;
-use crate::hsm::Hsm;
+use crate::hsm::{Hsm, KeyProvider, MaterialSourceError};
 use crate::model::{
     now_epoch, DomainKeyId, DomainKeyRecord, DomainKeyState, MaterialId, WrappedMaterial,
 };
@@ -25,21 +25,39 @@ const ROTATION_PAGE: usize = 500;
 pub struct StoreMaterials(pub Arc<dyn MetadataStore>);
 
 impl WrappedMaterials for StoreMaterials {
-    fn active_domain_key(&self) -> Result<DomainKeyId, KmsError> {
-        active_domain_key(self.0.as_ref())?
-            .ok_or_else(|| KmsError::Internal("the store names no active domain key".into()))
+    fn active_domain_key(&self) -> Result<DomainKeyId, MaterialSourceError> {
+        active_domain_key(self.0.as_ref())
+            .map_err(material_source_error)?
+            .ok_or_else(|| {
+                MaterialSourceError::Failed("the store names no active domain key".into())
+            })
     }
 
-    fn save(&self, wrapped: &WrappedMaterial) -> Result<bool, KmsError> {
-        Ok(self.0.insert_wrapped_material(wrapped)?)
+    fn save(&self, wrapped: &WrappedMaterial) -> Result<bool, MaterialSourceError> {
+        self.0
+            .insert_wrapped_material(wrapped)
+            .map_err(|e| material_source_error(e.into()))
     }
 
-    fn load(&self, material: &MaterialId) -> Result<Option<WrappedMaterial>, KmsError> {
-        Ok(self.0.get_wrapped_material(material)?)
+    fn load(&self, material: &MaterialId) -> Result<Option<WrappedMaterial>, MaterialSourceError> {
+        self.0
+            .get_wrapped_material(material)
+            .map_err(|e| material_source_error(e.into()))
     }
 
-    fn forget(&self, material: &MaterialId) -> Result<(), KmsError> {
-        Ok(self.0.delete_wrapped_material(material)?)
+    fn forget(&self, material: &MaterialId) -> Result<(), MaterialSourceError> {
+        self.0
+            .delete_wrapped_material(material)
+            .map_err(|e| material_source_error(e.into()))
+    }
+}
+
+/// A store failure as the provider passes it back: retryable or not, as the store said.
+fn material_source_error(e: KmsError) -> MaterialSourceError {
+    match e {
+        KmsError::StoreUnavailable(message) => MaterialSourceError::Unavailable(message),
+        KmsError::Store(message) => MaterialSourceError::Failed(message),
+        other => MaterialSourceError::Failed(other.to_string()),
     }
 }
 
@@ -66,7 +84,7 @@ pub fn start(service: &KmsService, may_create: bool, capacity: usize) -> Result<
                     .into(),
             );
         }
-        let id = create_domain_key(store.as_ref(), &service.hsm)?;
+        let id = create_domain_key(store.as_ref(), service.hsm())?;
         tracing::warn!(domain_key = %id, "created the domain key in the embedded token");
     }
     service
@@ -76,7 +94,10 @@ pub fn start(service: &KmsService, may_create: bool, capacity: usize) -> Result<
 
 /// Makes a domain key in the token and records it as the store's active one. Refused if
 /// the store already has an active domain key.
-pub fn create_domain_key(store: &dyn MetadataStore, hsm: &Hsm) -> Result<DomainKeyId, String> {
+pub fn create_domain_key(
+    store: &dyn MetadataStore,
+    hsm: &dyn KeyProvider,
+) -> Result<DomainKeyId, String> {
     if let Some(active) = active_domain_key(store).map_err(|e| e.to_string())? {
         return Err(format!(
             "the store already has an active domain key ({active}); use `p11kms domain rotate` \

@@ -16,6 +16,7 @@ mod jobs;
 mod keyformat;
 mod keys;
 pub mod leases;
+mod provider_errors;
 pub mod seed;
 
 use std::cell::RefCell;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 
 use crate::auth::Principal;
 use crate::error::KmsError;
-use crate::hsm::Hsm;
+use crate::hsm::KeyProvider;
 use crate::model::{KeyId, KeyRecord, KeyState};
 use crate::store::{Changed, KeyChange, MetadataStore, StoreError};
 
@@ -167,7 +168,8 @@ impl Caller {
 pub struct KmsService {
     config: ServiceConfig,
     store: Arc<dyn MetadataStore>,
-    hsm: Arc<Hsm>,
+    /// The key provider: the HSM, holding or wrapping every key material.
+    hsm: Arc<dyn KeyProvider>,
     identity: Arc<IdentityPolicies>,
     key_policies: KeyPolicyCache,
     clock: Arc<dyn clock::Clock>,
@@ -181,7 +183,11 @@ enum KeyName {
 }
 
 impl KmsService {
-    pub fn new(config: ServiceConfig, store: Arc<dyn MetadataStore>, hsm: Arc<Hsm>) -> Self {
+    pub fn new(
+        config: ServiceConfig,
+        store: Arc<dyn MetadataStore>,
+        hsm: Arc<dyn KeyProvider>,
+    ) -> Self {
         KmsService {
             config,
             store,
@@ -213,8 +219,8 @@ impl KmsService {
         self.identity.clone()
     }
 
-    pub fn hsm(&self) -> &Hsm {
-        &self.hsm
+    pub fn hsm(&self) -> &dyn KeyProvider {
+        self.hsm.as_ref()
     }
 
     pub fn store(&self) -> &dyn MetadataStore {

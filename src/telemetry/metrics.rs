@@ -484,7 +484,8 @@ fn catch_up(counter: &IntCounter, total: u64) {
 
 /// Copies pool occupancy, reinitialisations and key counts into their gauges.
 pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
-    if let Some(stats) = service.hsm().pool_stats() {
+    let provider = service.hsm().stats();
+    if let Some(stats) = provider.pool {
         let in_use = stats.open.saturating_sub(stats.idle);
         metrics
             .pool_sessions
@@ -500,10 +501,8 @@ pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
             .set(stats.idle as i64);
         metrics.pool_waiters.set(stats.waiters as i64);
     }
-    let reinits = service.hsm().reinitialisations();
-    catch_up(&metrics.hsm_reinitialisations, reinits);
-    let recycles = service.hsm().recycles();
-    catch_up(&metrics.hsm_recycles, recycles);
+    catch_up(&metrics.hsm_reinitialisations, provider.reinitialisations);
+    catch_up(&metrics.hsm_recycles, provider.recycles);
     let waits = crate::hsm::ObjectScanLock::waits();
     for (side, total) in [("search", waits.searches), ("creation", waits.creations)] {
         let counter = metrics.hsm_object_scan_waits.with_label_values(&[side]);
@@ -526,16 +525,14 @@ pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
         catch_up(&metrics.store_pool_waits, pool.waits);
         catch_up(&metrics.store_pool_timeouts, pool.timeouts);
     }
-    let timeouts = service.hsm().operation_timeouts();
-    catch_up(&metrics.hsm_operation_timeouts, timeouts);
-    let lost = service.hsm().lost_sessions();
-    catch_up(&metrics.hsm_lost_sessions, lost);
-    if let Some(stats) = service.hsm().domain_cache_stats() {
+    catch_up(&metrics.hsm_operation_timeouts, provider.operation_timeouts);
+    catch_up(&metrics.hsm_lost_sessions, provider.lost_sessions);
+    if let Some(stats) = provider.domain_cache {
         metrics.domain_cache.refresh(&stats);
     }
     metrics.context_keys.refresh(
-        &service.hsm().context_key_stats(),
-        service.hsm().ciphertext_scheme(),
+        &provider.context_keys,
+        service.hsm().capabilities().ciphertext_scheme,
     );
     if let Ok(counts) = service.store().count_keys_by_state() {
         for state in [
