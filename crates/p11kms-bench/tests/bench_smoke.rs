@@ -1,20 +1,26 @@
-//! Smoke runs of `p11kms bench`, so the harness cannot rot: every operation once through
+//! Smoke runs of `p11kms-bench`, so the harness cannot rot: every operation once through
 //! its correctness checks and a few bounded closed-loop rounds, with zero errors.
 //! Nothing here looks at timing.
-
-mod common;
+//!
+//! The bench starts the gateway binary next to its own, `target/release/p11kms`: cargo builds
+//! it when this package is tested together with `p11kms` (README, "Tests"), or
+//! `cargo build --release --workspace` does; `P11KMS_BIN` points elsewhere.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::kryoptic_module_or_skip;
+const BENCH: &str = env!("CARGO_BIN_EXE_p11kms-bench");
+
+/// The repository's root, where `tools/` is.
+fn repository() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
 
 fn bench(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_p11kms"))
-        .arg("bench")
+    let out = Command::new(BENCH)
         .args(args)
         .output()
-        .expect("run p11kms bench");
+        .expect("run p11kms-bench");
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
@@ -26,7 +32,7 @@ fn bench(args: &[&str]) -> (bool, String) {
 #[test]
 fn bench_smoke_runs_every_operation_without_errors() {
     let (ok, text) = bench(&["--smoke"]);
-    assert!(ok, "p11kms bench --smoke failed:\n{text}");
+    assert!(ok, "p11kms-bench --smoke failed:\n{text}");
     for op in [
         "Encrypt",
         "Decrypt",
@@ -52,9 +58,22 @@ fn bench_smoke_runs_every_operation_without_errors() {
     );
 }
 
-/// The Kryoptic library as a string, or `None` (see [`kryoptic_module_or_skip`]).
+/// The Kryoptic library as a string: `P11KMS_KRYOPTIC_MODULE`, else next to the binaries.
+/// When it was not built: `None` with a SKIPPED line, except in CI (`CI` set), which builds
+/// it, where that is a failure (as `tests/common`'s `kryoptic_module_or_skip`).
 fn kryoptic_module() -> Option<String> {
-    kryoptic_module_or_skip().map(|m| m.to_string_lossy().into_owned())
+    let module = std::env::var_os("P11KMS_KRYOPTIC_MODULE")
+        .map(PathBuf::from)
+        .or_else(|| Some(Path::new(BENCH).parent()?.join("libkryoptic_pkcs11.so")))
+        .filter(|m| m.is_file());
+    if module.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must build the Kryoptic library (tokens/kryoptic) before these tests"
+        );
+        eprintln!("SKIPPED: no libkryoptic_pkcs11.so next to the p11kms-bench binary");
+    }
+    module.map(|m| m.to_string_lossy().into_owned())
 }
 
 #[test]
@@ -62,11 +81,11 @@ fn bench_smoke_on_kryoptic() {
     let Some(module) = kryoptic_module() else {
         return;
     };
-    let out = Command::new(env!("CARGO_BIN_EXE_p11kms"))
-        .args(["bench", "--smoke", "--token", "kryoptic"])
+    let out = Command::new(BENCH)
+        .args(["--smoke", "--token", "kryoptic"])
         .env("P11KMS_KRYOPTIC_MODULE", &module)
         .output()
-        .expect("run p11kms bench");
+        .expect("run p11kms-bench");
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
@@ -74,7 +93,7 @@ fn bench_smoke_on_kryoptic() {
     );
     assert!(
         out.status.success(),
-        "p11kms bench --smoke --token kryoptic failed:\n{text}"
+        "p11kms-bench --smoke --token kryoptic failed:\n{text}"
     );
     assert!(text.contains("# token: kryoptic"), "{text}");
     // The same chain as the gateway's, with Kryoptic's RFC 5649 mechanism (0x210B).
@@ -103,7 +122,7 @@ fn bench_smoke_on_kryoptic() {
 /// Builds the network-HSM emulator with its script; `None` when this machine cannot
 /// (no C compiler or no pkcs11.h).
 fn build_delay_module(out: &Path) -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/pkcs11-delay/build.sh");
+    let script = repository().join("tools/pkcs11-delay/build.sh");
     let result = Command::new("sh").arg(script).arg(out).output().ok()?;
     if !result.status.success() {
         eprintln!(
@@ -136,7 +155,7 @@ fn bench_smoke_through_the_network_hsm_emulator() {
         "--sizes",
         "32",
     ]);
-    assert!(ok, "p11kms bench through the delay module failed:\n{text}");
+    assert!(ok, "p11kms-bench through the delay module failed:\n{text}");
     assert!(text.contains("# delayed: gateway"), "{text}");
     // The raw ceiling runs too, through the emulator with the same delay.
     assert!(text.contains("## raw ceiling"), "{text}");
@@ -144,9 +163,8 @@ fn bench_smoke_through_the_network_hsm_emulator() {
     // The emulator in front of Kryoptic: the bench points it at Kryoptic's library, and the
     // probe through it finds Kryoptic's key wrap.
     if let Some(kryoptic) = kryoptic_module() {
-        let run = Command::new(env!("CARGO_BIN_EXE_p11kms"))
+        let run = Command::new(BENCH)
             .args([
-                "bench",
                 "--smoke",
                 "--token",
                 "kryoptic",
@@ -164,7 +182,7 @@ fn bench_smoke_through_the_network_hsm_emulator() {
             .env("P11KMS_KRYOPTIC_MODULE", &kryoptic)
             .env_remove("P11DELAY_MODULE")
             .output()
-            .expect("run p11kms bench");
+            .expect("run p11kms-bench");
         let text = format!(
             "{}\n{}",
             String::from_utf8_lossy(&run.stdout),
