@@ -2,6 +2,7 @@
 //! core and must not reach up into it. `hsm` imports neither `kms` (the KMS decisions and the
 //! ciphertext format) nor `telemetry` nor the HTTP edge (`wire`, `api`, `listener`): metrics
 //! observe its calls through `hsm::CallObserver`, implemented on the telemetry side.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 

@@ -3,8 +3,9 @@
 //! Nothing here looks at timing.
 //!
 //! The bench starts the gateway binary next to its own, `target/release/p11kms`: cargo builds
-//! it when this package is tested together with `p11kms` (README, "Tests"), or
+//! it when this package is tested together with `p11kms` (README, "Testing"), or
 //! `cargo build --release --workspace` does; `P11KMS_BIN` points elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
