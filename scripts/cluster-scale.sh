@@ -7,7 +7,7 @@
 # enrolled in one domain; P11KMS_CLUSTER_KEY_STORAGE=token for one shared token) with every
 # token behind the network-HSM emulator (tools/pkcs11-delay, P11DELAY_US per cryptographic
 # call, default 2000; the ceremony's calls go through it too), then per
-# round: `p11kms bench` against replica 1 alone, then one bench per replica at once. It prints
+# round: `p11kms-bench` against replica 1 alone, then one bench per replica at once. It prints
 # each round's one-replica and two-replica req/s and their ratio, then the range over rounds.
 # The replicas' token calls wait on the emulated network, not the CPU, so two replicas
 # should give about twice one replica's throughput; on a busy 2-core machine the two
@@ -16,18 +16,22 @@
 # Environment: P11DELAY_US (default 2000), P11KMS_SESSION_POOL_SIZE (default 4),
 # P11KMS_SCALE_CONCURRENCY (connections per replica, default 16: four per session, enough to keep one replica's pool saturated), P11KMS_SCALE_MS (each
 # bench's measured time, default 5000), P11KMS_BIN (default target/release/p11kms),
+# P11KMS_BENCH_BIN (default target/release/p11kms-bench),
 # P11KMS_SCALE_DIR (cluster directory, default a fresh temporary one, removed after).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROUNDS=${1:-3}
 BIN=${P11KMS_BIN:-$ROOT/target/release/p11kms}
+BENCH=${P11KMS_BENCH_BIN:-$ROOT/target/release/p11kms-bench}
 DELAY_US=${P11DELAY_US:-2000}
 POOL=${P11KMS_SESSION_POOL_SIZE:-4}
 CONC=${P11KMS_SCALE_CONCURRENCY:-16}
 MS=${P11KMS_SCALE_MS:-5000}
 SOFTHSM=${P11KMS_SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 
-[[ -x $BIN ]] || { echo "$BIN not found: cargo build --release first" >&2; exit 1; }
+for exe in "$BIN" "$BENCH"; do
+    [[ -x $exe ]] || { echo "$exe not found: cargo build --release --workspace first" >&2; exit 1; }
+done
 EMULATOR=$("$ROOT/tools/pkcs11-delay/build.sh" | tail -1)
 DIR=${P11KMS_SCALE_DIR:-$(mktemp -d /tmp/p11kms-scale.XXXXXX)}
 cleanup() {
@@ -49,7 +53,7 @@ B=$(url 1)
 
 # bench URL: ReEncrypt req/s of one bench run against URL.
 bench() {
-    "$BIN" bench --endpoint "$1" --ops re-encrypt --sizes 32 --concurrency "$CONC" --no-raw \
+    "$BENCH" --endpoint "$1" --ops re-encrypt --sizes 32 --concurrency "$CONC" --no-raw \
         --duration-ms "$MS" --max-requests 1000000 2>&1 | awk '$1 == "ReEncrypt" {print $5}'
 }
 

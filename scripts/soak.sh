@@ -7,10 +7,10 @@
 #
 #   scripts/soak.sh [SECONDS]            default 3600
 #
-# The load is `p11kms bench --soak-seconds` (src/bench/soak.rs): 7 connections cycle through
-# Encrypt, Decrypt, ReEncrypt, GenerateDataKey and GenerateDataKeyWithoutPlaintext at 32 and
-# 4096 bytes, and 1 churns keys, aliases and grants (CreateKey, CreateAlias, CreateGrant,
-# RetireGrant, DeleteAlias, ScheduleKeyDeletion). The gateway runs on a fresh data directory
+# The load is `p11kms-bench --soak-seconds` (crates/p11kms-bench/src/soak.rs): 7 connections
+# cycle through Encrypt, Decrypt, ReEncrypt, GenerateDataKey and
+# GenerateDataKeyWithoutPlaintext at 32 and 4096 bytes, and 1 churns keys, aliases and grants
+# (CreateKey, CreateAlias, CreateGrant, RetireGrant, DeleteAlias, ScheduleKeyDeletion). The gateway runs on a fresh data directory
 # with the embedded defaults (SoftHSM2 token, SQLite, audit trail, a library recycle every
 # 20000 operations), and with a test "day" of 1 s so that the churned keys' 7-day deletion
 # windows pass and the deletion job removes them: the store and token stay the same size,
@@ -19,7 +19,7 @@
 # Environment:
 #   P11KMS_SOAK_SAMPLE_SECONDS   seconds between samples (30)
 #   P11KMS_SOAK_CONCURRENCY      connections (8); the machine may be shared, keep it moderate
-# Further arguments after SECONDS go to `p11kms bench` (e.g. --endpoint URL --server-pid PID
+# Further arguments after SECONDS go to `p11kms-bench` (e.g. --endpoint URL --server-pid PID
 # to soak a running gateway, --keep-data).
 set -euo pipefail
 
@@ -33,10 +33,11 @@ shift || true
 SAMPLE="${P11KMS_SOAK_SAMPLE_SECONDS:-30}"
 CONCURRENCY="${P11KMS_SOAK_CONCURRENCY:-8}"
 
-cargo build --release --bin p11kms
+# The bench starts the gateway binary next to it.
+cargo build --release -p p11kms -p p11kms-bench --bins
 # The soak ends by itself after DURATION; this bound stops it whatever happens.
 exec timeout --signal=KILL "$((DURATION + 600))" \
-    target/release/p11kms bench \
+    target/release/p11kms-bench \
     --soak-seconds "$DURATION" \
     --sample-seconds "$SAMPLE" \
     --soak-concurrency "$CONCURRENCY" \

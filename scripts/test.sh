@@ -7,10 +7,12 @@
 # sudo.  It installs what is missing, then runs, in order:
 #
 #   1. cargo fmt --check
-#   2. cargo clippy --all-targets -- -D warnings (the library and its two FFI crates)
-#   3. cargo build --release, and the Kryoptic token library (tokens/kryoptic, its own
-#      workspace, into the same target dir)
-#   4. cargo test --release            (Rust integration tests start the binary themselves)
+#   2. cargo clippy --all-targets --workspace -- -D warnings (the library, the bench and the
+#      two FFI crates)
+#   3. cargo build --release --workspace (p11kms and p11kms-bench), and the Kryoptic token
+#      library (tokens/kryoptic, its own workspace, into the same target dir)
+#   4. cargo test --release            (Rust integration tests start the binary themselves;
+#                                       the bench's smoke starts p11kms-bench)
 #   then once per embedded token, SoftHSM2 first, then Kryoptic:
 #   5. starts target/release/p11kms serve on a fresh temp data dir and a free port, with
 #      P11KMS_EMBEDDED_TOKEN=<token>
@@ -280,8 +282,10 @@ trap 'exit 143' TERM
 # --------------------------------------------------------------------------
 cargo_test() {
     set -o pipefail
-    # The two small crates hold the `unsafe` FFI; their own unit tests run too.
-    cargo test --release --no-fail-fast -p p11kms -p pkcs11-direct -p pkcs11-unnamed 2>&1 |
+    # The two small crates hold the `unsafe` FFI; their own unit tests run too. The bench's
+    # smoke starts the p11kms binary next to p11kms-bench: both packages build in this run.
+    cargo test --release --no-fail-fast -p p11kms -p p11kms-bench -p pkcs11-direct \
+        -p pkcs11-unnamed 2>&1 |
         tee "$LOG_DIR/cargo-test.log"
 }
 
@@ -334,8 +338,8 @@ if stage_failed prerequisites; then
 else
     export PATH="$HOME/.cargo/bin:$PATH"
     run_stage fmt cargo fmt --all -- --check
-    run_stage clippy cargo clippy --all-targets -p p11kms -p pkcs11-direct -p pkcs11-unnamed -- -D warnings
-    run_stage build cargo build --release
+    run_stage clippy cargo clippy --all-targets --workspace -- -D warnings
+    run_stage build cargo build --release --workspace
     # The second embedded token: its own workspace (tokens/kryoptic), built into the same
     # target dir so that the gateway and tests/kryoptic.rs find it next to the binary.
     run_stage build-kryoptic cargo build --release --manifest-path tokens/kryoptic/Cargo.toml \

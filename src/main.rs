@@ -1,8 +1,6 @@
 //! The `p11kms` binary: a thin command line over the library.
 
 #![forbid(unsafe_code)]
-// A panic in the service is a bug: failures are typed errors. Unit tests may unwrap.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,8 +27,6 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Benchmark the gateway against the raw HSM ceiling (see `p11kms bench --help`).
-    Bench(Box<p11kms::bench::BenchArgs>),
     /// Probe the configured PKCS#11 module and token (same configuration as `serve`): the
     /// mechanisms p11kms uses, trial operations on throwaway session keys, and a table of the
     /// p11kms features this HSM supports. Exits 0 when `serve` can run on the token, 1 if not.
@@ -104,24 +100,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Bench(args) => {
-            let soak = args.soak_seconds.is_some();
-            match p11kms::bench::run(*args) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) if soak => {
-                    eprintln!("p11kms bench: the soak did not stay flat (or gave no verdict)");
-                    ExitCode::FAILURE
-                }
-                Ok(false) => {
-                    eprintln!("p11kms bench: some requests failed");
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("p11kms bench: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
         Command::Doctor { config } => doctor(config),
         Command::Domain { command } => match command {
             DomainCommand::Create { config } => {

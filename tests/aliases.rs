@@ -1,4 +1,5 @@
 //! Aliases: CreateAlias, UpdateAlias, DeleteAlias, ListAliases.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! the gateway, data key pairs parse and match. Where the token lacks a mechanism (SoftHSM
 //! 2.6.1 has no OAEP with SHA-256 and no AES-GCM key wrapping), the test accepts either a
 //! working round trip or the gateway's UnsupportedOperationException that names it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -5,6 +5,7 @@
 //!
 //! Mounting needs root (CAP_SYS_ADMIN); without it the tests say why and pass without
 //! running. CI runs as root.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Who may do what: key policies, identity policies, grants and cross-account use, through
 //! the real `aws-sdk-kms` client with several credentials against a real server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! it, so a test moves time forward by days instead of waiting. The service runs in this
 //! process on a fresh SoftHSM2 token and a SQLite file, with a [`ManualClock`]; the jobs are
 //! the ones the server runs (`run_due_jobs`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,6 +10,7 @@
 //! each further one joins by the ceremony (`join-request`, `enrol` on the first, `join`), as
 //! `scripts/cluster.sh` does; one test runs the script itself. Longer variants:
 //! `P11KMS_CLUSTER_TRIALS=50` (DisableKey propagation trials, default 10).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cluster_script;
 mod common;

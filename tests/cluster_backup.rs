@@ -6,6 +6,7 @@
 //! opens nothing: a new cluster with a domain key of its own refuses it.
 //!
 //! `P11KMS_BACKUP_KEYS=N` adds N symmetric keys, each with a ciphertext (default 100).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cluster_script;
 mod common;

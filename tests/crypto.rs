@@ -1,5 +1,6 @@
 //! Cryptography: Encrypt/Decrypt, encryption context, GenerateDataKey(WithoutPlaintext),
 //! GenerateRandom and DryRun.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! equal output, buffers that are too small (never truncated, the session left usable), and
 //! bad inputs (cryptoki's error, function and CKR code). One token per binary: SoftHSM2
 //! reads `SOFTHSM2_CONF` once per process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

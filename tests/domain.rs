@@ -3,6 +3,7 @@
 //! first start): every cryptographic operation, a restart with an empty cache, a domain-key
 //! rotation by `p11kms domain rotate`, the cache metrics with a tiny capacity, and a second
 //! gateway process on the same SQLite file and token.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

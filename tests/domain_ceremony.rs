@@ -5,6 +5,7 @@
 //! a user-PIN holder cannot take D out under an AES key of their own on either token.
 //!
 //! One test function: SoftHSM2 reads `SOFTHSM2_CONF` once per process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -4,6 +4,7 @@
 //! embedded token's generated PINs (`user.pin`, and `so.pin` for `enrol`), and a replica that
 //! never ran gets its token made by `join-request`. The chain holder → second → third shows
 //! that a joined token can enrol the next one.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod pg_server;

@@ -8,6 +8,7 @@
 //! used 100,000). The test also prints the latency of a key's first use (a cache miss: the
 //! blob is read from the store and unwrapped) and of its second (a hit), over a sample of
 //! symmetric keys never used before; run with `--nocapture` to see it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -13,6 +13,7 @@
 //!
 //! `P11KMS_ROTATION_KEYS` sets how many extra keys exist before the rotation (default 40);
 //! the activation's time is printed (`--nocapture`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod pg_server;

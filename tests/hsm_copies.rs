@@ -4,6 +4,7 @@
 //! recycled every 64 operations here, so the copies are made again and again under load);
 //! destroying the material destroys its copy, after which the material is unusable. One
 //! test per binary: SoftHSM2 reads `SOFTHSM2_CONF` once per process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

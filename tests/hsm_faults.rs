@@ -2,6 +2,7 @@
 //! (`tools/pkcs11-delay`) in front of a fresh SoftHSM2 token. The fault matrix
 //! (`tests/faults`) shows the same under load through the server; these pin each fix down.
 //! One test per binary: SoftHSM2 reads `SOFTHSM2_CONF` once per process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! start-up reconciliation (`list_materials`, one id per pair) and destroyed whole
 //! (`destroy_material` removes both halves). One test per binary: SoftHSM2 reads
 //! `SOFTHSM2_CONF` once per process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! threads than sessions (as on the key-generation lane), a missed wake-up would leave the
 //! waiter asleep until its session wait (5 s here) ran out. One test per binary: SoftHSM2
 //! reads `SOFTHSM2_CONF` once per process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

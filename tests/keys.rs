@@ -1,5 +1,6 @@
 //! Key management: CreateKey, DescribeKey, ListKeys, EnableKey/DisableKey,
 //! ScheduleKeyDeletion/CancelKeyDeletion, UpdateKeyDescription and the background deletion job.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! half-sent requests, the per-address and per-process connection limits, the idle and
 //! header-read timeouts, and the request deadline. All traffic goes to 127.0.0.0/8, every
 //! loop is bounded in count and time, and the timeouts are shortened so the suite stays quick.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -9,6 +9,7 @@
 //! private server, `tests/pg_server`), with the same body.
 //!
 //! `P11KMS_LOST_UPDATE_TRIALS` sets the number of trials (default 200).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod pg_server;

@@ -4,6 +4,7 @@
 //! observe its calls through `hsm::CallObserver`, implemented on the telemetry side.
 //! Nor does it name the core's error type: it answers `hsm::ProviderError`, which the core
 //! maps. The core reaches the HSM through `hsm::KeyProvider`, not the concrete `Hsm`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 

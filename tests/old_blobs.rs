@@ -10,6 +10,7 @@
 //!
 //! One test per token. Kryoptic's runs only when its library is there, as in
 //! `tests/kryoptic.rs`: without it the test says so and passes, except in CI (`CI` set).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

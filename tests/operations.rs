@@ -1,5 +1,6 @@
 //! Operability: HSM outage and recovery, throttling under a saturated session pool,
 //! Prometheus metrics and the audit trail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

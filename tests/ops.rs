@@ -3,6 +3,7 @@
 //! Each test runs the real binary on its own temporary data directory (fresh SoftHSM2 token
 //! and SQLite file). The small harness here is self-contained; it can move onto the shared
 //! `tests/common` harness once that is on main.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

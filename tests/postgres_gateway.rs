@@ -1,6 +1,7 @@
 //! The gateway on the PostgreSQL store: what a client sees while PostgreSQL is down, and
 //! recovery without a restart once it is back; the store's metrics; the password kept out
 //! of the log.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod pg_server;

@@ -1,5 +1,6 @@
 //! ReEncrypt: source and destination key forms, encryption context, key material ids,
 //! rotation, key states, bad ciphertexts and DryRun.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Key rotation: EnableKeyRotation, DisableKeyRotation, GetKeyRotationStatus,
 //! RotateKeyOnDemand, ListKeyRotations, and the automatic rotation job.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

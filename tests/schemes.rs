@@ -4,6 +4,7 @@
 //! every other; outputs are fresh; any changed byte of a scheme 2 or 3 ciphertext fails in
 //! Decrypt and in ReEncrypt; the cache's metrics count; and a pinned scheme is honoured or,
 //! when the token cannot run it, refused at start-up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Server-level behaviour: state survives a restart, concurrent requests, and the log keeps
 //! secrets out.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -5,6 +5,7 @@
 //! libraries that need [`ObjectScanLock`], the bare library fails under the race, and
 //! through `TimedSession` with the lock no creation fails. One token per binary: SoftHSM2
 //! reads `SOFTHSM2_CONF` once per process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};

@@ -1,4 +1,5 @@
 //! Tags: TagResource, UntagResource, ListResourceTags, and tag validation in CreateKey.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -4,6 +4,7 @@
 //!
 //! Certificates are made at test time with the `openssl` command (`apt-get install openssl`);
 //! the clients here are rustls on the ring provider, blocking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Authentication and wire protocol, checked with hand-signed raw HTTP requests (reqwest +
 //! aws-sigv4) and with the SDK where it can express the case.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

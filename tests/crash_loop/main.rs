@@ -17,6 +17,7 @@
 //! `crash_loop_ci` runs 10 kills in CI. `scripts/crash-loop.sh` runs the long one
 //! (`crash_loop`, ignored by default) with `P11KMS_CRASH_KILLS` (default 100) and prints the
 //! summary. Each iteration and the whole run are bounded in time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod check;
 mod gateway;

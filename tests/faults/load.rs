@@ -1,5 +1,5 @@
 //! The mixed workload: closed-loop workers, each on its own keep-alive connection (the
-//! bench's client, `p11kms::bench::Connection`), cycling through data-plane and
+//! bench's client, `p11kms_bench::Connection`), cycling through data-plane and
 //! control-plane operations. Every request is recorded with its outcome, and every write the
 //! gateway acknowledged is kept for the final checks.
 
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use p11kms::bench::{Connection, Endpoint, Reply};
+use p11kms_bench::{Connection, Endpoint, Reply};
 use p256::ecdsa::signature::Verifier;
 use p256::pkcs8::DecodePublicKey;
 use serde_json::{json, Value};

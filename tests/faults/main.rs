@@ -10,6 +10,7 @@
 //!
 //! `fault_matrix_short` runs in CI. `fault_matrix_long` (ignored unless asked for) is what
 //! `scripts/fault-matrix.sh` runs: longer faults and more variants, with the table printed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use common::TestServer;
 use control::Control;
-use p11kms::bench::Endpoint;
+use p11kms_bench::Endpoint;
 use report::{analyse, table, Phase, PhaseStats};
 
 /// Every request must succeed again this soon after a fault ends.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use p11kms::bench::{Connection, Endpoint, Reply};
+use p11kms_bench::{Connection, Endpoint, Reply};
 use serde_json::{json, Value};
 
 use crate::load::{b64, field_bytes, verify_signature, Fixture, Ledger, Sealed};

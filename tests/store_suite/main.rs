@@ -7,6 +7,7 @@
 //!
 //! `P11KMS_STORE_LOST_UPDATE_TRIALS` sets the trials of the cross-connection lost-update
 //! test (default 200).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod conformance;
 #[path = "../pg_server/mod.rs"]

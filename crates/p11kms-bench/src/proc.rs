@@ -1,12 +1,12 @@
 //! The gateway process under test, and what `/proc` tells about a process.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::BenchArgs;
-use crate::hsm::EmbeddedTokenKind;
+use p11kms::hsm::EmbeddedTokenKind;
 
 /// Clock ticks per second of `/proc/<pid>/stat` times. Linux has reported `USER_HZ` = 100
 /// to user space on every architecture for decades; reading `sysconf` would need FFI.
@@ -48,6 +48,25 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The gateway binary: `--gateway-bin` (or `P11KMS_BIN`), else `p11kms` next to this
+/// executable, where `cargo build --release --workspace` puts both.
+fn gateway_binary(args: &BenchArgs) -> Result<PathBuf, String> {
+    if let Some(bin) = &args.gateway_bin {
+        return Ok(bin.clone());
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
+    let bin = exe.with_file_name("p11kms");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "no gateway binary at {}: build it with `cargo build --release --workspace`, \
+             or give --gateway-bin (P11KMS_BIN)",
+            bin.display()
+        ))
+    }
+}
+
 /// A gateway started by the harness: `p11kms serve` on the bench's data directory.
 pub struct Gateway {
     child: Child,
@@ -58,7 +77,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn start(args: &BenchArgs, data_dir: &Path, delay_us: u64) -> Result<Gateway, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
+        let exe = gateway_binary(args)?;
         let log_path = data_dir.join("gateway.log");
         let log = std::fs::OpenOptions::new()
             .create(true)

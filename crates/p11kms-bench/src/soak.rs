@@ -1,4 +1,4 @@
-//! `p11kms bench --soak-seconds N`: a long mixed workload against one gateway, sampled every
+//! `p11kms-bench --soak-seconds N`: a long mixed workload against one gateway, sampled every
 //! `--sample-seconds`.
 //!
 //! `--soak-concurrency` − 1 closed-loop workers cycle through the cryptographic operations of

@@ -1,15 +1,16 @@
-//! `p11kms bench`: a closed-loop load generator, the raw ceiling of the same construction,
-//! and the table that compares them.
+//! `p11kms-bench`: a closed-loop load generator, the raw ceiling of the same construction,
+//! and the table that compares them. A crate of its own on top of the `p11kms` library, so
+//! that the gateway's binary links neither this code nor its HTTP client.
 //!
 //! One run:
 //! 1. prepares a fresh data directory with an initialised embedded token, SoftHSM2 or
 //!    Kryoptic (`--token`), so the gateway always starts on an *existing* token and its
 //!    start-up time is comparable;
 //! 2. measures the raw ceiling in this process: the ciphertext construction through the
-//!    library's [`Hsm`](crate::hsm::Hsm) API, with the same thread counts and the same
+//!    library's [`Hsm`](p11kms::hsm::Hsm) API, with the same thread counts and the same
 //!    pool size, no HTTP, and this process's CPU time per operation;
-//! 3. starts the gateway (`p11kms serve`, this executable) on that data directory, or
-//!    targets `--endpoint`, and drives it with keep-alive HTTP/1.1 connections and
+//! 3. starts the gateway (`p11kms serve`; the `p11kms` binary next to this one, or
+//!    `--gateway-bin`) on that data directory, or targets `--endpoint`, and drives it with keep-alive HTTP/1.1 connections and
 //!    SigV4-signed requests, reading the server's CPU time from `/proc/<pid>/stat`;
 //! 4. prints one row per (operation, payload, concurrency) and a summary of the targets.
 //!
@@ -18,6 +19,7 @@
 //! summary shows how much of the session pool's theoretical rate the gateway reaches.
 //!
 //! Measurements are never asserted: `--smoke` only checks correctness and zero errors.
+#![forbid(unsafe_code)]
 
 mod calls;
 mod client;
@@ -30,7 +32,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::hsm::{
+use p11kms::hsm::{
     find_kryoptic_module, find_softhsm_module, EmbeddedToken, EmbeddedTokenKind, KRYOPTIC_LIBRARY,
 };
 
@@ -98,7 +100,7 @@ impl BenchOp {
     }
 }
 
-/// Command-line options of `p11kms bench`.
+/// Command-line options of `p11kms-bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Target a running gateway instead of starting one (no raw ceiling then).
@@ -107,11 +109,14 @@ pub struct BenchArgs {
     /// With --endpoint: the gateway's pid, for its CPU time and peak RSS.
     #[arg(long)]
     pub server_pid: Option<u32>,
-    #[arg(long, default_value = crate::config::DEV_ACCESS_KEY_ID)]
+    /// The gateway binary the bench starts (default: `p11kms` next to this executable).
+    #[arg(long, env = "P11KMS_BIN")]
+    pub gateway_bin: Option<PathBuf>,
+    #[arg(long, default_value = p11kms::config::DEV_ACCESS_KEY_ID)]
     pub access_key_id: String,
-    #[arg(long, default_value = crate::config::DEV_SECRET_ACCESS_KEY)]
+    #[arg(long, default_value = p11kms::config::DEV_SECRET_ACCESS_KEY)]
     pub secret_access_key: String,
-    #[arg(long, default_value = crate::config::DEFAULT_REGION)]
+    #[arg(long, default_value = p11kms::config::DEFAULT_REGION)]
     pub region: String,
     /// Operations to run (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = BenchOp::ALL.to_vec())]
@@ -316,7 +321,7 @@ fn run_local(args: &BenchArgs, data_dir: &Path) -> Result<bool, String> {
     // below is then a start on an existing token. `prepare` also points this process at the
     // token's configuration (SOFTHSM2_CONF or KRYOPTIC_CONF) for the raw ceiling.
     let embedded = EmbeddedToken::prepare(args.token, data_dir)?;
-    embedded.ensure_token(&library, crate::config::DEFAULT_TOKEN_LABEL)?;
+    embedded.ensure_token(&library, p11kms::config::DEFAULT_TOKEN_LABEL)?;
     println!(
         "# token: {} ({}){}",
         args.token.name(),

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
-use crate::hsm::{Hsm, HsmConfig};
-use crate::kms::ciphertext::{self, Envelope};
-use crate::model::{KeyId, MaterialId};
+use p11kms::hsm::{Hsm, HsmConfig};
+use p11kms::kms::ciphertext::{self, Envelope};
+use p11kms::model::{KeyId, MaterialId};
 
 use super::report::RawRow;
 use super::{proc, run_bounds, BenchArgs, Percentiles};
@@ -61,7 +61,7 @@ pub fn run_matrix(
     let hsm = Hsm::open(
         HsmConfig {
             module: module.to_path_buf(),
-            token_label: crate::config::DEFAULT_TOKEN_LABEL.into(),
+            token_label: p11kms::config::DEFAULT_TOKEN_LABEL.into(),
             user_pin,
             pool_size: args.pool_size,
             // Threads beyond the pool size wait their turn: the ceiling never throttles.
@@ -74,7 +74,7 @@ pub fn run_matrix(
             context_key_cache: std::env::var("P11KMS_CONTEXT_KEY_CACHE")
                 .ok()
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(crate::hsm::DEFAULT_CONTEXT_KEY_CACHE),
+                .unwrap_or(p11kms::hsm::DEFAULT_CONTEXT_KEY_CACHE),
             ciphertext_scheme: std::env::var("P11KMS_CIPHERTEXT_SCHEME")
                 .ok()
                 .and_then(|v| v.parse().ok()),
