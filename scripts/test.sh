@@ -12,7 +12,8 @@
 #   3. cargo build --release --workspace (p11kms and p11kms-bench), and the Kryoptic token
 #      library (tokens/kryoptic, its own workspace, into the same target dir)
 #   4. cargo test --release            (Rust integration tests start the binary themselves;
-#                                       the bench's smoke starts p11kms-bench)
+#                                       the bench's smoke starts p11kms-bench; the test
+#                                       binaries run in two lanes, scripts/cargo-test-lanes.py)
 #   then once per embedded token, SoftHSM2 first, then Kryoptic:
 #   5. starts target/release/p11kms serve on a fresh temp data dir and a free port, with
 #      P11KMS_EMBEDDED_TOKEN=<token>
@@ -32,6 +33,7 @@
 #   P11KMS_TEST_SKIP        space-separated stages to skip: fmt clippy cargo-test e2e conformance
 #                           build-kryoptic e2e-kryoptic conformance-kryoptic, or kryoptic (all three)
 #   P11KMS_NO_INSTALL=1     never install packages, only check for them
+#   P11KMS_TEST_LANES       test binaries run side by side in the cargo-test stage (default 2)
 #   PYTEST_ADDOPTS          passed through to both pytest runs (e.g. "-x" or "-k reencrypt")
 
 set -euo pipefail
@@ -284,8 +286,11 @@ cargo_test() {
     set -o pipefail
     # The two small crates hold the `unsafe` FFI; their own unit tests run too. The bench's
     # smoke starts the p11kms binary next to p11kms-bench: both packages build in this run.
-    cargo test --release --no-fail-fast -p p11kms -p p11kms-bench -p pkcs11-direct \
-        -p pkcs11-unnamed 2>&1 |
+    # The test binaries run in two lanes (scripts/cargo-test-lanes.py): most of their time is
+    # waiting.
+    python3 scripts/cargo-test-lanes.py --lanes "${P11KMS_TEST_LANES:-2}" \
+        --times "$LOG_DIR/../test-times.json" -- \
+        --release -p p11kms -p p11kms-bench -p pkcs11-direct -p pkcs11-unnamed 2>&1 |
         tee "$LOG_DIR/cargo-test.log"
 }
 

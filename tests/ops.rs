@@ -100,6 +100,7 @@ impl Server {
                 "ops-tests",
             ))
             .endpoint_url(&self.endpoint)
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
             .build();
         Client::from_conf(config)
     }

@@ -312,6 +312,7 @@ pub fn client_of(endpoint: &str, akid: &str, secret: &str) -> Client {
                 .operation_timeout(Duration::from_secs(60))
                 .build(),
         )
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
         .build();
     Client::from_conf(config)
 }

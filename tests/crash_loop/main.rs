@@ -174,6 +174,7 @@ fn client(endpoint: &str) -> aws_sdk_kms::Client {
                 .operation_timeout(Duration::from_secs(20))
                 .build(),
         )
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
         .build();
     aws_sdk_kms::Client::from_conf(config)
 }

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Builds the Rust tests with cargo, then runs the test binaries in parallel lanes.
+
+    scripts/cargo-test-lanes.py [--lanes N] -- CARGO_TEST_ARGS...
+
+`cargo test` runs one test binary after another. Most of this suite's time is spent in a few
+binaries that mostly wait (the fault matrix, the cluster and limit tests wait on timeouts and
+restarts), so on 2 cores two lanes of binaries finish in about half the time. Each binary still
+runs alone in its own process, exactly as `cargo test` would run it (same working directory
+and CARGO_* variables); only its neighbour in the other lane runs at the same time.
+
+Binaries are spread longest first over the lanes, using the durations of the last run
+(target/test-logs/test-times.json) or, for a binary never run, a small default. The binaries
+whose assertions bound latency (the fault matrix, the limits, the crash loop) share one lane,
+so they never overlap each other.
+
+The output is cargo's: a "Running" line and the binary's own output per binary, one binary at a
+time, so scripts/test.sh counts the "test result:" lines as before. Exit status 1 when any binary
+failed (all still run, as with --no-fail-fast), 101 when the build failed.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+# Binaries whose tests bound latency: kept in one lane, never side by side.
+SERIAL_GROUP = {"faults", "limits", "crash_loop"}
+# Seconds, for a binary with no recorded time yet.
+DEFAULT_SECONDS = {"faults": 55, "cluster": 30, "limits": 27, "crash_loop": 15}
+UNKNOWN_SECONDS = 3.0
+
+
+def build(cargo_args):
+    """Runs `cargo test --no-run`; returns [(name, src_path, manifest_dir, executable)]."""
+    cmd = ["cargo", "test", "--no-run", "--message-format=json-render-diagnostics", *cargo_args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    found = []
+    for line in proc.stdout:
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if msg.get("reason") != "compiler-artifact" or not msg.get("executable"):
+            continue
+        if not msg["profile"]["test"]:
+            continue
+        target = msg["target"]
+        kind = "unittests" if "lib" in target["kind"] or "bin" in target["kind"] else "tests"
+        found.append(
+            (
+                target["name"] if kind == "tests" else f"{target['name']}[{target['kind'][0]}]",
+                target["src_path"],
+                str(Path(msg["manifest_path"]).parent),
+                msg["executable"],
+                kind,
+            )
+        )
+    if proc.wait() != 0:
+        sys.exit(101)
+    return found
+
+
+def plan(binaries, lanes, times):
+    """Longest first onto the least-loaded lane; the serial group as one item."""
+    def seconds(name):
+        return times.get(name, DEFAULT_SECONDS.get(name, UNKNOWN_SECONDS))
+
+    serial = [b for b in binaries if b[0] in SERIAL_GROUP]
+    items = [([b], seconds(b[0])) for b in binaries if b[0] not in SERIAL_GROUP]
+    if serial:
+        items.append((serial, sum(seconds(b[0]) for b in serial)))
+    items.sort(key=lambda item: -item[1])
+    loads = [0.0] * lanes
+    queues = [[] for _ in range(lanes)]
+    for group, cost in items:
+        lane = loads.index(min(loads))
+        queues[lane].extend(group)
+        loads[lane] += cost
+    return queues
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lanes", type=int, default=2)
+    parser.add_argument("--times", default="target/test-logs/test-times.json")
+    parser.add_argument("cargo_args", nargs="*")
+    args = parser.parse_args()
+
+    binaries = build(args.cargo_args)
+    times_file = Path(args.times)
+    try:
+        times = json.loads(times_file.read_text())
+    except (OSError, ValueError):
+        times = {}
+
+    out_lock = threading.Lock()
+    failed = []
+    took = {}
+
+    def run_lane(queue):
+        for name, src, manifest_dir, exe, kind in queue:
+            env = dict(os.environ, CARGO_MANIFEST_DIR=manifest_dir)
+            start = time.monotonic()
+            proc = subprocess.run(
+                [exe], cwd=manifest_dir, env=env, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True, errors="replace",
+            )
+            took[name] = round(time.monotonic() - start, 1)
+            rel = os.path.relpath(src, manifest_dir)
+            label = f"unittests {rel}" if kind == "unittests" else rel
+            with out_lock:
+                print(f"     Running {label} ({os.path.relpath(exe)}) [{took[name]} s]", flush=True)
+                sys.stdout.write(proc.stdout)
+                sys.stdout.flush()
+                if proc.returncode != 0:
+                    failed.append(label)
+
+    threads = [
+        threading.Thread(target=run_lane, args=(queue,))
+        for queue in plan(binaries, max(1, args.lanes), times)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    try:
+        times_file.parent.mkdir(parents=True, exist_ok=True)
+        times_file.write_text(json.dumps({**times, **took}, indent=1, sort_keys=True))
+    except OSError:
+        pass
+    if failed:
+        print("error: test binaries failed: " + ", ".join(failed), flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
