@@ -726,10 +726,10 @@ fn wrappable(wrap_with_trusted: bool) -> Vec<Attribute> {
 /// The session public key of a pair, from its stored attributes.
 fn public_template(wrapped: &WrappedMaterial) -> Result<Vec<Attribute>, KmsError> {
     let parts = decode_public(&wrapped.public).ok_or_else(|| {
-        KmsError::Store(format!(
+        KmsError::from(crate::store::StoreError::backend(format!(
             "the public half of material {} is unreadable",
             wrapped.material_id
-        ))
+        )))
     })?;
     let encrypt = wrapped.kind == WrappedKind::RsaDecrypt;
     let mut template = vec![
