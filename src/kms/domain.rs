@@ -396,7 +396,10 @@ fn finish_rotation(
             rewrapped += rewrap_all(store, hsm, old, &new_key)?;
             if store
                 .retire_domain_key(old)
-                .map_err(DomainSetupError::store(format!("cannot retire {old}")))?
+                .map_err(|source| DomainSetupError::Store {
+                    doing: format!("cannot retire {old}"),
+                    source,
+                })?
             {
                 break;
             }
@@ -426,12 +429,12 @@ fn rewrap_all(
         };
         after = Some(last.material_id);
         for wrapped in &page {
-            let blob = hsm
-                .rewrap_material(wrapped, new_key)
-                .map_err(DomainSetupError::kms(format!(
-                    "cannot rewrap material {}",
-                    wrapped.material_id
-                )))?;
+            let blob =
+                hsm.rewrap_material(wrapped, new_key)
+                    .map_err(|source| DomainSetupError::Kms {
+                        doing: format!("cannot rewrap material {}", wrapped.material_id),
+                        source,
+                    })?;
             // `false`: the material was deleted (or rewrapped by another run) meanwhile.
             if store
                 .rewrap_material(
