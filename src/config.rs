@@ -17,6 +17,11 @@ use crate::policy::{PolicyDocument, PolicyKind};
 use crate::store::PostgresSettings;
 use crate::telemetry::audit::OnFailure;
 
+mod error;
+pub use error::{ConfigError, CredentialError};
+
+use crate::error::FileError;
+
 pub const DEV_ACCESS_KEY_ID: &str = "test";
 pub const DEV_SECRET_ACCESS_KEY: &str = "test";
 pub const DEFAULT_ACCOUNT: &str = "111122223333";
@@ -362,33 +367,38 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn parse_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>, String> {
+fn parse_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>, ConfigError> {
     match env(name) {
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("{name}: cannot parse '{v}'")),
+        Some(v) => v.parse().map(Some).map_err(|_| ConfigError::EnvNotParsed {
+            variable: name.into(),
+            value: v,
+        }),
         None => Ok(None),
     }
 }
 
-fn parse_bool(name: &str) -> Result<Option<bool>, String> {
+fn parse_bool(name: &str) -> Result<Option<bool>, ConfigError> {
     match env(name).as_deref() {
         None => Ok(None),
         Some("1" | "true" | "yes" | "on") => Ok(Some(true)),
         Some("0" | "false" | "no" | "off") => Ok(Some(false)),
-        Some(other) => Err(format!("{name}: expected true or false, got '{other}'")),
+        Some(other) => Err(ConfigError::EnvNotBool {
+            variable: name.into(),
+            value: other.into(),
+        }),
     }
 }
 
 impl Config {
     /// Loads the file (if any), applies `P11KMS_*` overrides and fills in defaults.
-    pub fn load(path: Option<&Path>) -> Result<Config, String> {
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let file = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| format!("{}: {e}", p.display()))?
+                let text = std::fs::read_to_string(p).map_err(FileError::on("read", p))?;
+                toml::from_str::<FileConfig>(&text).map_err(|source| ConfigError::Parse {
+                    path: p.to_path_buf(),
+                    source,
+                })?
             }
             None => FileConfig::default(),
         };
@@ -397,13 +407,13 @@ impl Config {
         Ok(config)
     }
 
-    pub fn resolve(file: FileConfig) -> Result<Config, String> {
+    pub fn resolve(file: FileConfig) -> Result<Config, ConfigError> {
         let listen_text = env("P11KMS_LISTEN")
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen: SocketAddr = listen_text
             .parse()
-            .map_err(|_| format!("listen: '{listen_text}' is not a socket address"))?;
+            .map_err(|_| ConfigError::Listen(listen_text.clone()))?;
         let tls = resolve_tls(
             env("P11KMS_TLS_CERT_FILE")
                 .map(PathBuf::from)
@@ -426,9 +436,7 @@ impl Config {
             .or(file.account)
             .unwrap_or_else(|| DEFAULT_ACCOUNT.into());
         if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!(
-                "account: '{account}' is not a 12-digit AWS account id"
-            ));
+            return Err(ConfigError::Account(account));
         }
         let data_dir = env("P11KMS_DATA_DIR")
             .map(PathBuf::from)
@@ -464,7 +472,9 @@ impl Config {
         } else if embedded_softhsm {
             PinSource::Embedded
         } else {
-            return Err("hsm: no PIN configured; set P11KMS_PIN, P11KMS_PIN_FILE, hsm.pin_env or hsm.pin_file".into());
+            return Err(ConfigError::Rule(
+                "hsm: no PIN configured; set P11KMS_PIN, P11KMS_PIN_FILE, hsm.pin_env or hsm.pin_file",
+            ));
         };
         // SoftHSM2 runs one session's calls no slower alone than two sessions' together,
         // and costs less CPU per call that way (README, Benchmarks).
@@ -512,9 +522,11 @@ impl Config {
             None | Some("auto") => None,
             Some(n @ ("1" | "2" | "3")) => n.parse().ok(),
             Some(other) => {
-                return Err(format!(
-                    "ciphertext scheme must be auto, 1, 2 or 3, not {other:?}"
-                ))
+                return Err(ConfigError::NotOneOf {
+                    setting: "hsm.ciphertext_scheme",
+                    expected: "auto, 1, 2 or 3",
+                    got: other.into(),
+                })
             }
         };
         let key_storage = match env("P11KMS_KEY_STORAGE")
@@ -524,9 +536,11 @@ impl Config {
             None | Some("token") => KeyStorage::Token,
             Some("domain") => KeyStorage::Domain,
             Some(other) => {
-                return Err(format!(
-                    "hsm.key_storage: expected \"token\" or \"domain\", got '{other}'"
-                ))
+                return Err(ConfigError::NotOneOf {
+                    setting: "hsm.key_storage",
+                    expected: "\"token\" or \"domain\"",
+                    got: other.into(),
+                })
             }
         };
         let domain_cache_capacity = parse_env("P11KMS_DOMAIN_CACHE_CAPACITY")?
@@ -534,7 +548,10 @@ impl Config {
             .unwrap_or(DEFAULT_DOMAIN_CACHE_CAPACITY);
         // An operation can hold two materials' objects at once (ReEncrypt between keys).
         if domain_cache_capacity < 2 {
-            return Err("hsm.domain_cache_capacity must be at least 2".into());
+            return Err(ConfigError::TooSmall {
+                setting: "hsm.domain_cache_capacity",
+                min: 2,
+            });
         }
         let store = resolve_store(file.store, &data_dir)?;
         let mut identity_policies: HashMap<String, Vec<PolicyDocument>> = HashMap::new();
@@ -560,9 +577,11 @@ impl Config {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                return Err(format!(
-                    "log.format: expected pretty or json, got '{other}'"
-                ))
+                return Err(ConfigError::NotOneOf {
+                    setting: "log.format",
+                    expected: "pretty or json",
+                    got: other.into(),
+                })
             }
         };
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -587,7 +606,7 @@ impl Config {
             .or(file.test.day_seconds)
             .unwrap_or(86_400.0);
         if day_seconds.is_nan() || day_seconds <= 0.0 {
-            return Err("test.day_seconds must be positive".into());
+            return Err(ConfigError::Rule("test.day_seconds must be positive"));
         }
         let audit_enabled = parse_bool("P11KMS_AUDIT")?
             .or(file.audit.enabled)
@@ -602,20 +621,25 @@ impl Config {
             .or(file.audit.max_bytes)
             .unwrap_or(64 * 1024 * 1024);
         let audit_on_failure = match env("P11KMS_AUDIT_ON_FAILURE").or(file.audit.on_failure) {
-            Some(text) => text.parse().map_err(|e| format!("audit.on_failure: {e}"))?,
+            Some(text) => text.parse()?,
             None => OnFailure::Refuse,
         };
         let audit_queue_capacity = parse_env("P11KMS_AUDIT_QUEUE_CAPACITY")?
             .or(file.audit.queue_capacity)
             .unwrap_or(8192);
         if audit_queue_capacity == 0 {
-            return Err("audit.queue_capacity must be at least 1".into());
+            return Err(ConfigError::TooSmall {
+                setting: "audit.queue_capacity",
+                min: 1,
+            });
         }
         let audit_wait_for_sync = parse_bool("P11KMS_AUDIT_WAIT_FOR_SYNC")?
             .or(file.audit.wait_for_sync)
             .unwrap_or(false);
         if audit_wait_for_sync && audit_on_failure != OnFailure::Refuse {
-            return Err("audit.wait_for_sync needs audit.on_failure = \"refuse\"".into());
+            return Err(ConfigError::Rule(
+                "audit.wait_for_sync needs audit.on_failure = \"refuse\"",
+            ));
         }
         let audit_sync_wait = Duration::from_millis(
             parse_env("P11KMS_AUDIT_SYNC_WAIT_MS")?
@@ -677,7 +701,7 @@ impl Config {
 /// The store section and its `P11KMS_*` overrides. The PostgreSQL connection string comes
 /// only from the environment or a file, never from the command line or the TOML file itself,
 /// because it carries the password.
-fn resolve_store(section: StoreSection, data_dir: &Path) -> Result<StoreConfig, String> {
+fn resolve_store(section: StoreSection, data_dir: &Path) -> Result<StoreConfig, ConfigError> {
     let backend = env("P11KMS_STORE_BACKEND")
         .or(section.backend)
         .unwrap_or_else(|| "sqlite".into());
@@ -697,12 +721,13 @@ fn resolve_store(section: StoreSection, data_dir: &Path) -> Result<StoreConfig, 
             {
                 read_secret_file(&path)?
             } else {
-                return Err("store.backend = \"postgres\" needs a connection string: set \
-                            P11KMS_DATABASE_URL, P11KMS_DATABASE_URL_FILE or store.postgres_url_file"
-                    .into());
+                return Err(ConfigError::Rule(
+                    "store.backend = \"postgres\" needs a connection string: set \
+                     P11KMS_DATABASE_URL, P11KMS_DATABASE_URL_FILE or store.postgres_url_file",
+                ));
             };
             let millis =
-                |var: &str, value: Option<u64>, default: u64| -> Result<Duration, String> {
+                |var: &str, value: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
                     Ok(Duration::from_millis(
                         parse_env(var)?.or(value).unwrap_or(default).max(1),
                     ))
@@ -711,7 +736,10 @@ fn resolve_store(section: StoreSection, data_dir: &Path) -> Result<StoreConfig, 
                 .or(section.postgres_pool_size)
                 .unwrap_or(16);
             if pool_size == 0 {
-                return Err("store.postgres_pool_size must be at least 1".into());
+                return Err(ConfigError::TooSmall {
+                    setting: "store.postgres_pool_size",
+                    min: 1,
+                });
             }
             Ok(StoreConfig::Postgres(PostgresSettings {
                 url: SecretString::from(url),
@@ -736,30 +764,35 @@ fn resolve_store(section: StoreSection, data_dir: &Path) -> Result<StoreConfig, 
                     .or(section.postgres_ca_file),
             }))
         }
-        other => Err(format!(
-            "store.backend: expected sqlite or postgres, got '{other}'"
-        )),
+        other => Err(ConfigError::NotOneOf {
+            setting: "store.backend",
+            expected: "sqlite or postgres",
+            got: other.into(),
+        }),
     }
 }
 
 /// `[limits]` and its `P11KMS_*` overrides. Timeouts are whole milliseconds, at least 1.
-fn resolve_limits(file: &LimitsSection) -> Result<ConnectionLimits, String> {
+fn resolve_limits(file: &LimitsSection) -> Result<ConnectionLimits, ConfigError> {
     let default = ConnectionLimits::default();
-    let millis =
-        |name: &str, setting: &str, value: Option<u64>, default: Duration| match parse_env::<u64>(
-            name,
-        )?
-        .or(value)
-        {
+    let millis = |name: &str, setting: &'static str, value: Option<u64>, default: Duration| {
+        match parse_env::<u64>(name)?.or(value) {
             None => Ok(default),
-            Some(0) => Err(format!("limits.{setting} ({name}) must be at least 1 ms")),
+            Some(0) => Err(ConfigError::ZeroTimeout {
+                setting,
+                variable: name.into(),
+            }),
             Some(ms) => Ok(Duration::from_millis(ms)),
-        };
+        }
+    };
     let max_connections = parse_env("P11KMS_MAX_CONNECTIONS")?
         .or(file.max_connections)
         .unwrap_or(default.max_connections);
     if max_connections == 0 {
-        return Err("limits.max_connections (P11KMS_MAX_CONNECTIONS) must be at least 1".into());
+        return Err(ConfigError::TooSmall {
+            setting: "limits.max_connections (P11KMS_MAX_CONNECTIONS)",
+            min: 1,
+        });
     }
     let max_connections_per_address = match parse_env("P11KMS_MAX_CONNECTIONS_PER_ADDRESS")?
         .or(file.max_connections_per_address)
@@ -772,9 +805,10 @@ fn resolve_limits(file: &LimitsSection) -> Result<ConnectionLimits, String> {
         .or(file.max_header_bytes)
         .unwrap_or(default.max_header_bytes);
     if max_header_bytes < MIN_HEADER_BYTES {
-        return Err(format!(
-            "limits.max_header_bytes (P11KMS_MAX_HEADER_BYTES) must be at least {MIN_HEADER_BYTES}"
-        ));
+        return Err(ConfigError::TooSmall {
+            setting: "limits.max_header_bytes (P11KMS_MAX_HEADER_BYTES)",
+            min: MIN_HEADER_BYTES as u64,
+        });
     }
     Ok(ConnectionLimits {
         max_connections,
@@ -813,39 +847,37 @@ fn resolve_tls(
     cert_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
     client_ca_file: Option<PathBuf>,
-) -> Result<Option<TlsConfig>, String> {
+) -> Result<Option<TlsConfig>, ConfigError> {
     match (cert_file, key_file) {
         (Some(cert_file), Some(key_file)) => Ok(Some(TlsConfig {
             cert_file,
             key_file,
             client_ca_file,
         })),
-        (Some(_), None) => Err(
-            "tls.cert_file is set but tls.key_file is not (P11KMS_TLS_KEY_FILE): TLS needs both"
-                .into(),
-        ),
-        (None, Some(_)) => Err(
-            "tls.key_file is set but tls.cert_file is not (P11KMS_TLS_CERT_FILE): TLS needs both"
-                .into(),
-        ),
-        (None, None) if client_ca_file.is_some() => Err(
-            "tls.client_ca_file (P11KMS_TLS_CLIENT_CA_FILE) needs TLS: set tls.cert_file and tls.key_file too"
-                .into(),
-        ),
+        (Some(_), None) => Err(ConfigError::Rule(
+            "tls.cert_file is set but tls.key_file is not (P11KMS_TLS_KEY_FILE): TLS needs both",
+        )),
+        (None, Some(_)) => Err(ConfigError::Rule(
+            "tls.key_file is set but tls.cert_file is not (P11KMS_TLS_CERT_FILE): TLS needs both",
+        )),
+        (None, None) if client_ca_file.is_some() => Err(ConfigError::Rule(
+            "tls.client_ca_file (P11KMS_TLS_CLIENT_CA_FILE) needs TLS: set tls.cert_file and \
+             tls.key_file too",
+        )),
         (None, None) => Ok(None),
     }
 }
 
 /// Plain HTTP is for loopback (127.0.0.0/8, ::1) unless the configuration says otherwise.
-fn check_plain_http(listen: SocketAddr, tls: bool, allow_plain_http: bool) -> Result<(), String> {
+fn check_plain_http(
+    listen: SocketAddr,
+    tls: bool,
+    allow_plain_http: bool,
+) -> Result<(), ConfigError> {
     if tls || allow_plain_http || listen.ip().to_canonical().is_loopback() {
         return Ok(());
     }
-    Err(format!(
-        "listen: {listen} is not a loopback address and TLS is not configured; set tls.cert_file \
-         and tls.key_file (P11KMS_TLS_CERT_FILE, P11KMS_TLS_KEY_FILE), or allow_plain_http = true \
-         (P11KMS_ALLOW_PLAIN_HTTP=true) when TLS terminates in front of the gateway"
-    ))
+    Err(ConfigError::PlainHttpExposed(listen))
 }
 
 fn dev_credential(account: &str) -> Credential {
@@ -857,17 +889,22 @@ fn dev_credential(account: &str) -> Credential {
     }
 }
 
-fn resolve_credential(entry: CredentialEntry, default_account: &str) -> Result<Credential, String> {
-    let who = entry.access_key_id.clone();
+fn resolve_credential(
+    entry: CredentialEntry,
+    default_account: &str,
+) -> Result<Credential, ConfigError> {
+    let refused = |source: CredentialError| ConfigError::Credential {
+        access_key_id: entry.access_key_id.clone(),
+        source,
+    };
     let secret = if let Some(var) = &entry.secret_access_key_env {
-        env(var)
-            .ok_or_else(|| format!("credential {who}: environment variable {var} is not set"))?
+        env(var).ok_or_else(|| refused(CredentialError::EnvUnset(var.clone())))?
     } else if let Some(path) = &entry.secret_access_key_file {
-        read_secret_file(path).map_err(|e| format!("credential {who}: {e}"))?
-    } else if let Some(secret) = entry.secret_access_key {
+        read_secret_file(path).map_err(|e| refused(e.into()))?
+    } else if let Some(secret) = entry.secret_access_key.clone() {
         secret
     } else {
-        return Err(format!("credential {who}: no secret_access_key, secret_access_key_env or secret_access_key_file"));
+        return Err(refused(CredentialError::NoSecret));
     };
     let account = entry.account.unwrap_or_else(|| default_account.to_string());
     let principal_arn = entry
@@ -882,8 +919,11 @@ fn resolve_credential(entry: CredentialEntry, default_account: &str) -> Result<C
 }
 
 /// The identity policies a credential entry gives its principal, parsed and checked.
-fn identity_policies_of(entry: &CredentialEntry) -> Result<Vec<PolicyDocument>, String> {
-    let who = &entry.access_key_id;
+fn identity_policies_of(entry: &CredentialEntry) -> Result<Vec<PolicyDocument>, ConfigError> {
+    let refused = |source: CredentialError| ConfigError::Credential {
+        access_key_id: entry.access_key_id.clone(),
+        source,
+    };
     let mut texts: Vec<(String, String)> = entry
         .policies
         .iter()
@@ -892,22 +932,25 @@ fn identity_policies_of(entry: &CredentialEntry) -> Result<Vec<PolicyDocument>, 
         .collect();
     for path in &entry.policy_files {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("credential {who}: cannot read {}: {e}", path.display()))?;
+            .map_err(|e| refused(FileError::on("read", path)(e).into()))?;
         texts.push((path.display().to_string(), text));
     }
     texts
         .iter()
         .map(|(origin, text)| {
-            PolicyDocument::parse(text, PolicyKind::Identity)
-                .map_err(|e| format!("credential {who}: identity policy {origin}: {e}"))
+            PolicyDocument::parse(text, PolicyKind::Identity).map_err(|source| {
+                refused(CredentialError::Policy {
+                    origin: origin.clone(),
+                    source,
+                })
+            })
         })
         .collect()
 }
 
 /// Reads a secret from a file, trimming the trailing newline editors add.
-pub fn read_secret_file(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_secret_file(path: &Path) -> Result<String, FileError> {
+    let text = std::fs::read_to_string(path).map_err(FileError::on("read", path))?;
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+pub use crate::file_error::FileError;
+
 /// A PKCS#11 failure: the function that failed and its CKR code, kept for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pkcs11Failure {
@@ -21,6 +23,46 @@ impl fmt::Display for Pkcs11Failure {
         write!(f, "{} failed with {}", self.function, self.rv)
     }
 }
+
+/// A metadata-store failure inside a [`KmsError`], its cause chain kept. Shared so that
+/// `KmsError` stays cheap to clone; two are equal when their texts are.
+#[derive(Debug, Clone)]
+pub struct StoreFault(std::sync::Arc<crate::store::StoreError>);
+
+impl StoreFault {
+    /// The store's own error, for a caller that needs to tell its kinds apart.
+    pub fn error(&self) -> &crate::store::StoreError {
+        &self.0
+    }
+}
+
+impl From<crate::store::StoreError> for StoreFault {
+    fn from(error: crate::store::StoreError) -> Self {
+        StoreFault(std::sync::Arc::new(error))
+    }
+}
+
+/// The whole chain on one line: the edge logs a `KmsError` by its `Display`.
+impl fmt::Display for StoreFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.chain())
+    }
+}
+
+/// Its causes are the store error's causes (its own text is already in `Display`).
+impl std::error::Error for StoreFault {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
+    }
+}
+
+impl PartialEq for StoreFault {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for StoreFault {}
 
 /// Everything that can go wrong in a request, in KMS terms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,13 +178,13 @@ pub enum KmsError {
     /// The audit trail cannot take this request's record (`audit.on_failure = "refuse"`).
     #[error("audit: {0}")]
     AuditUnavailable(crate::telemetry::audit::AuditRefusal),
-    /// The metadata store cannot be reached or did not answer in time (message for the log
-    /// only); retryable.
+    /// The metadata store cannot be reached or did not answer in time (for the log only);
+    /// retryable.
     #[error("store unavailable: {0}")]
-    StoreUnavailable(String),
-    /// Metadata store failure (message for the log only).
+    StoreUnavailable(#[source] StoreFault),
+    /// Metadata store failure (for the log only).
     #[error("store: {0}")]
-    Store(String),
+    Store(#[source] StoreFault),
     /// An internal invariant broke (message for the log only).
     #[error("internal: {0}")]
     Internal(String),
@@ -300,3 +342,61 @@ impl KmsError {
 }
 
 pub type Result<T, E = KmsError> = std::result::Result<T, E>;
+
+/// An error followed by each of its causes (`a: b: c`), for a log line or the console.
+/// A cause whose text its parent already ends with is not repeated.
+pub fn display_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let next = e.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_store_failure_keeps_its_cause_and_answers_as_before() {
+        let cause = std::io::Error::other("disk on fire");
+        let e = KmsError::from(StoreError::backend_from("cannot read a key row", cause));
+        assert_eq!(
+            e.to_string(),
+            "store: store backend: cannot read a key row: disk on fire"
+        );
+        let fault = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<StoreFault>())
+            .expect("the store error is the source");
+        assert!(matches!(fault.error(), StoreError::Backend { .. }));
+        assert_eq!(
+            e.wire(),
+            WireError {
+                code: "KMSInternalException",
+                status: 500,
+                message: Some("An internal error occurred.".into()),
+            }
+        );
+        assert_eq!(e.clone(), e);
+        let e = KmsError::from(StoreError::unavailable("no connection free"));
+        assert!(matches!(e, KmsError::StoreUnavailable(_)));
+        assert_eq!(e.wire().code, "DependencyTimeoutException");
+    }
+
+    #[test]
+    fn a_chain_joins_each_cause_once() {
+        let e = FileError::on("read", std::path::Path::new("/x"))(std::io::Error::other("gone"));
+        assert_eq!(display_chain(&e), "cannot read /x: gone");
+        // A cause whose text the parent already carries is not repeated.
+        let store = StoreError::backend_from("a row", std::io::Error::other("bad"));
+        let twice = KmsError::from(store);
+        assert_eq!(display_chain(&twice), "store: store backend: a row: bad");
+    }
+}

@@ -21,6 +21,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod file_error;
 /// Fuzz targets (tests and the `fuzzing` feature only; see `fuzz/`).
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

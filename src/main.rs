@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use p11kms::error::display_chain;
 
 #[derive(Parser)]
 #[command(
@@ -127,7 +128,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                println!("BROKEN: {e}");
+                println!("BROKEN: {}", display_chain(&e));
                 ExitCode::FAILURE
             }
         },
@@ -138,7 +139,7 @@ fn doctor(config_path: Option<PathBuf>) -> ExitCode {
     let mut config = match p11kms::config::Config::load(config_path.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("p11kms: configuration error: {e}");
+            eprintln!("p11kms: configuration error: {}", display_chain(&e));
             return ExitCode::from(2);
         }
     };
@@ -155,7 +156,7 @@ fn doctor(config_path: Option<PathBuf>) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("p11kms doctor: {e}");
+            eprintln!("p11kms doctor: {}", display_chain(&e));
             ExitCode::from(3)
         }
     }
@@ -165,7 +166,7 @@ fn domain(config_path: Option<PathBuf>, action: p11kms::server::DomainAction) ->
     let config = match p11kms::config::Config::load(config_path.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("p11kms: configuration error: {e}");
+            eprintln!("p11kms: configuration error: {}", display_chain(&e));
             return ExitCode::from(2);
         }
     };
@@ -176,7 +177,7 @@ fn domain(config_path: Option<PathBuf>, action: p11kms::server::DomainAction) ->
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("p11kms domain: {e}");
+            eprintln!("p11kms domain: {}", display_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -186,7 +187,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     let config = match p11kms::config::Config::load(config_path.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("p11kms: configuration error: {e}");
+            eprintln!("p11kms: configuration error: {}", display_chain(&e));
             return ExitCode::from(2);
         }
     };
@@ -195,7 +196,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     let prepared = match p11kms::server::prepare(config) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("p11kms: cannot start: {e}");
+            eprintln!("p11kms: cannot start: {}", display_chain(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -213,7 +214,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     match runtime.block_on(p11kms::server::serve(prepared)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("p11kms: {e}");
+            eprintln!("p11kms: {}", display_chain(&e));
             ExitCode::FAILURE
         }
     }

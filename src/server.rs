@@ -8,9 +8,10 @@ use secrecy::SecretString;
 use crate::auth::SigV4Verifier;
 use crate::config::StoreConfig;
 use crate::config::{read_secret_file, Config, LogFormat, PinSource};
+use crate::error::FileError;
 use crate::hsm::{
     find_kryoptic_module, find_softhsm_module, CallObserver, EmbeddedToken, EmbeddedTokenKind, Hsm,
-    HsmConfig, KRYOPTIC_LIBRARY,
+    HsmConfig,
 };
 use crate::kms::leases::JobLeases;
 use crate::kms::{reconcile, run_leased_jobs, IdentityPolicies, KmsService, ServiceConfig};
@@ -19,11 +20,14 @@ use crate::telemetry::audit::AuditSettings;
 use crate::telemetry::{AuditLog, Metrics};
 use crate::wire::{router, AppState};
 
+mod error;
+pub use error::{LogReloadError, StartError};
+
 /// How long the gateway waits at exit for accepted audit records to reach the disk.
 const AUDIT_FLUSH_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Changes the log filter of the installed subscriber (SIGHUP).
-type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+type LogReload = Box<dyn Fn(&str) -> Result<(), LogReloadError> + Send + Sync>;
 
 /// The reload handle of the process's one tracing subscriber. The subscriber is
 /// process-global by nature (`try_init`), so its handle is too; it is set once, here.
@@ -40,11 +44,15 @@ pub fn init_logging(config: &Config) {
         S: 'static,
     {
         Box::new(move |level: &str| {
-            let filter = tracing_subscriber::EnvFilter::try_new(level)
-                .map_err(|e| format!("log level '{level}': {e}"))?;
+            let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|source| {
+                LogReloadError::Filter {
+                    level: level.into(),
+                    source,
+                }
+            })?;
             handle
                 .reload(L::from(filter))
-                .map_err(|e| format!("log level reload: {e}"))
+                .map_err(LogReloadError::Reload)
         })
     }
     match config.log_format {
@@ -75,10 +83,10 @@ pub fn init_logging(config: &Config) {
 }
 
 /// Sets the log filter (e.g. `debug`, `p11kms=trace`) of the running process.
-pub fn reload_log_level(level: &str) -> Result<(), String> {
+pub fn reload_log_level(level: &str) -> Result<(), LogReloadError> {
     match LOG_RELOAD.get() {
         Some(reload) => reload(level),
-        None => Err("logging was not initialised by p11kms".into()),
+        None => Err(LogReloadError::NotInitialised),
     }
 }
 
@@ -104,7 +112,7 @@ impl Prepared {
 ///
 /// Runs before any thread is started, because the embedded default exports
 /// `SOFTHSM2_CONF` for the module to read.
-pub fn prepare(config: Config) -> Result<Prepared, String> {
+pub fn prepare(config: Config) -> Result<Prepared, StartError> {
     // The TLS files first: a wrong path or key fails before the token is touched.
     let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose()?;
     let HsmTarget {
@@ -112,7 +120,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         user_pin,
         embedded,
     } = resolve_hsm(&config)?;
-    let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+    let metrics = Arc::new(Metrics::new().map_err(StartError::Metrics)?);
     let observer: Arc<dyn CallObserver> = metrics.clone();
     let hsm = Hsm::open(
         HsmConfig {
@@ -133,7 +141,8 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
     // are whole, and their copy lets the next start repair one torn by a crash.
     if let Some(embedded) = &embedded {
         if let Err(e) = embedded.keep_token_files() {
-            tracing::warn!(error = %e, "cannot keep a copy of the token files");
+            let error = crate::error::display_chain(&e);
+            tracing::warn!(%error, "cannot keep a copy of the token files");
         }
     }
     let store = open_store(&config.store)?;
@@ -171,7 +180,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
             tracing::warn!(error = %e, "the store is unavailable: adopted token keys will be read once it answers");
             true
         }
-        Err(e) => return Err(format!("cannot load adopted keys: {e}")),
+        Err(e) => return Err(StartError::Adoptions(e)),
     };
     if let Some(path) = &config.seed_file {
         let seed = crate::kms::seed::read_seed_file(path)?;
@@ -208,20 +217,21 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
 }
 
 /// Opens the configured metadata store and brings its schema up to date.
-pub(crate) fn open_store(config: &StoreConfig) -> Result<Arc<dyn MetadataStore>, String> {
+pub(crate) fn open_store(config: &StoreConfig) -> Result<Arc<dyn MetadataStore>, StartError> {
     match config {
         StoreConfig::Sqlite { path } => {
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                std::fs::create_dir_all(parent).map_err(FileError::on("create", parent))?;
             }
-            let store = SqliteStore::open(path)
-                .map_err(|e| format!("cannot open {}: {}", path.display(), e.chain()))?;
+            let store = SqliteStore::open(path).map_err(|source| StartError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
             Ok(Arc::new(store))
         }
         StoreConfig::Postgres(settings) => {
-            let (store, unavailable) = PostgresStore::open(settings)
-                .map_err(|e| format!("cannot open the PostgreSQL store: {}", e.chain()))?;
+            let (store, unavailable) =
+                PostgresStore::open(settings).map_err(StartError::Postgres)?;
             match unavailable {
                 None => tracing::info!(
                     pool_size = settings.pool_size,
@@ -248,24 +258,21 @@ pub(crate) struct HsmTarget {
     pub(crate) embedded: Option<EmbeddedToken>,
 }
 
-pub(crate) fn resolve_hsm(config: &Config) -> Result<HsmTarget, String> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+pub(crate) fn resolve_hsm(config: &Config) -> Result<HsmTarget, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(FileError::on("create", &config.data_dir))?;
     // `hsm.module` wins even with an embedded token: it may be a shim (pkcs11-spy) in front
     // of the token's library.
-    let module = match (&config.module, config.embedded_softhsm, config.embedded_token) {
+    let module = match (
+        &config.module,
+        config.embedded_softhsm,
+        config.embedded_token,
+    ) {
         (Some(m), _, _) => m.clone(),
         (None, true, EmbeddedTokenKind::Kryoptic) => match &config.kryoptic_module {
             Some(m) => m.clone(),
-            None => find_kryoptic_module().ok_or(format!(
-                "the Kryoptic library ({KRYOPTIC_LIBRARY}) was not found next to p11kms or in target/release: \
-                 build it with `cargo build --release --manifest-path tokens/kryoptic/Cargo.toml --target-dir target`, \
-                 or set P11KMS_KRYOPTIC_MODULE"
-            ))?,
+            None => find_kryoptic_module().ok_or(StartError::NoKryoptic)?,
         },
-        (None, _, _) => find_softhsm_module().ok_or(
-            "SoftHSM2 is not installed (apt-get install softhsm2), and hsm.module is not set",
-        )?,
+        (None, _, _) => find_softhsm_module().ok_or(StartError::NoSoftHsm)?,
     };
     let embedded = if config.embedded_softhsm {
         let embedded = EmbeddedToken::prepare(config.embedded_token, &config.data_dir)?;
@@ -282,12 +289,12 @@ pub(crate) fn resolve_hsm(config: &Config) -> Result<HsmTarget, String> {
     };
     let user_pin = match &config.pin {
         PinSource::Env(var) => SecretString::from(
-            std::env::var(var).map_err(|_| format!("the PIN variable {var} is not set"))?,
+            std::env::var(var).map_err(|_| StartError::PinVariableUnset(var.clone()))?,
         ),
         PinSource::File(path) => SecretString::from(read_secret_file(path)?),
         PinSource::Embedded => match &embedded {
             Some(e) => e.user_pin()?,
-            None => return Err("no PIN configured".into()),
+            None => return Err(StartError::NoPin),
         },
     };
     Ok(HsmTarget {
@@ -313,7 +320,7 @@ pub enum DomainAction {
 /// and creates or rotates the domain key. Returns what to print.
 ///
 /// Runs before any thread is started, like `prepare` (it may export `SOFTHSM2_CONF`).
-pub fn domain_admin(config: &Config, action: DomainAction) -> Result<String, String> {
+pub fn domain_admin(config: &Config, action: DomainAction) -> Result<String, StartError> {
     let HsmTarget {
         module, user_pin, ..
     } = resolve_hsm(config)?;
@@ -369,14 +376,14 @@ pub fn domain_admin(config: &Config, action: DomainAction) -> Result<String, Str
         }
     };
     hsm.shutdown();
-    outcome
+    Ok(outcome?)
 }
 
 /// `p11kms doctor`: examines the configured module and token with trial operations on
 /// session keys and renders the report. Returns the text and whether the gateway can run.
 ///
 /// Runs before any thread is started, like `prepare` (it may export `SOFTHSM2_CONF`).
-pub fn doctor(config: &Config) -> Result<(String, bool), String> {
+pub fn doctor(config: &Config) -> Result<(String, bool), StartError> {
     let target = resolve_hsm(config)?;
     let report = crate::hsm::doctor::examine(&crate::hsm::doctor::DoctorTarget {
         module: target.module,
@@ -390,7 +397,7 @@ pub fn doctor(config: &Config) -> Result<(String, bool), String> {
 }
 
 /// Serves until SIGTERM or Ctrl-C, finishing requests in flight.
-pub async fn serve(prepared: Prepared) -> Result<(), String> {
+pub async fn serve(prepared: Prepared) -> Result<(), StartError> {
     let Prepared {
         config,
         service,
@@ -405,8 +412,8 @@ pub async fn serve(prepared: Prepared) -> Result<(), String> {
     ));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|e| StartError::Listen(config.listen, e))?;
+    let address = listener.local_addr().map_err(StartError::ListenAddress)?;
 
     let jobs_service = service.clone();
     let jobs_metrics = metrics.clone();
@@ -603,11 +610,12 @@ fn spawn_reload_on_sighup(
                             }
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, "SIGHUP: TLS certificate and key not reloaded")
+                            let error = crate::error::display_chain(&e);
+                            tracing::error!(%error, "SIGHUP: TLS certificate and key not reloaded")
                         }
                     }
                 }
-                Ok::<_, String>(new)
+                Ok::<_, crate::config::ConfigError>(new)
             })
             .await;
             match loaded {
@@ -619,11 +627,15 @@ fn spawn_reload_on_sighup(
                             tracing::info!(level = %new.log_level, "SIGHUP: credentials and log level reloaded")
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "SIGHUP: credentials reloaded; log level unchanged")
+                            let error = crate::error::display_chain(&e);
+                            tracing::warn!(%error, "SIGHUP: credentials reloaded; log level unchanged")
                         }
                     }
                 }
-                Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded"),
+                Ok(Err(e)) => {
+                    let error = crate::error::display_chain(&e);
+                    tracing::error!(%error, "SIGHUP: configuration not reloaded")
+                }
                 Err(e) => tracing::error!(error = %e, "SIGHUP: reload task failed"),
             }
         }

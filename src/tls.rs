@@ -6,7 +6,7 @@
 //! whether TLS is on at all need a restart.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -19,6 +19,78 @@ use zeroize::Zeroizing;
 
 use crate::config::TlsConfig;
 
+/// Why the TLS files cannot be served. Messages name the setting and the file, never a line
+/// of it (a key file's lines are secret).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{setting}: cannot read {}", path.display())]
+    Read {
+        setting: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PEM file without a usable block, described by kind only.
+    #[error("{setting} {}: {problem}", path.display())]
+    Pem {
+        setting: &'static str,
+        path: PathBuf,
+        problem: PemProblem,
+    },
+    #[error(
+        "tls.key_file {}: the key type is not supported (RSA, ECDSA P-256/P-384, Ed25519)",
+        .0.display()
+    )]
+    UnsupportedKey(PathBuf),
+    #[error(
+        "tls.key_file {} is not the key of the certificate in tls.cert_file {}",
+        key_file.display(),
+        cert_file.display()
+    )]
+    KeyMismatch {
+        key_file: PathBuf,
+        cert_file: PathBuf,
+    },
+    #[error("tls.cert_file {}", path.display())]
+    Certificate {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("tls.client_ca_file {}", path.display())]
+    ClientCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("tls.client_ca_file {}", path.display())]
+    ClientVerifier {
+        path: PathBuf,
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("TLS")]
+    Protocol(#[source] rustls::Error),
+    #[error("TLS is on and turning it off needs a restart")]
+    TurnOffNeedsRestart,
+}
+
+/// What is wrong with a PEM file, without quoting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PemProblem {
+    #[error("no PEM certificate in the file (expected a CERTIFICATE block)")]
+    NoCertificate,
+    #[error(
+        "no PEM private key in the file (expected a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE \
+         KEY block)"
+    )]
+    NoPrivateKey,
+    #[error("a PEM block's base64 is invalid")]
+    BadBase64,
+    #[error("malformed PEM (bad BEGIN/END lines)")]
+    Malformed,
+}
+
 /// The rustls server configuration and the swappable certificate it serves.
 pub struct Tls {
     config: Arc<ServerConfig>,
@@ -28,7 +100,7 @@ pub struct Tls {
 impl Tls {
     /// Reads the PEM files and builds the server configuration: TLS 1.2 and 1.3, ALPN
     /// `http/1.1`, and client certificates required when `client_ca_file` is set.
-    pub fn load(files: &TlsConfig) -> Result<Tls, String> {
+    pub fn load(files: &TlsConfig) -> Result<Tls, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certificate = Arc::new(ReloadableCertificate {
             current: RwLock::new(certified_key(files)?),
@@ -36,19 +108,23 @@ impl Tls {
         });
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?;
+            .map_err(TlsError::Protocol)?;
         let builder = match &files.client_ca_file {
             Some(ca_file) => {
                 let mut roots = RootCertStore::empty();
                 for cert in read_certificates(ca_file, "tls.client_ca_file")? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("tls.client_ca_file {}: {e}", ca_file.display()))?;
+                    roots.add(cert).map_err(|source| TlsError::ClientCa {
+                        path: ca_file.clone(),
+                        source,
+                    })?;
                 }
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                         .build()
-                        .map_err(|e| format!("tls.client_ca_file {}: {e}", ca_file.display()))?;
+                        .map_err(|source| TlsError::ClientVerifier {
+                            path: ca_file.clone(),
+                            source,
+                        })?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
@@ -105,8 +181,8 @@ impl ReloadableCertificate {
     /// Reads the certificate and key again (from the paths of a freshly loaded
     /// configuration); on any error the served ones stay. Returns a note on settings that
     /// changed but need a restart.
-    pub fn reload(&self, files: Option<&TlsConfig>) -> Result<Option<&'static str>, String> {
-        let files = files.ok_or("TLS is on and turning it off needs a restart")?;
+    pub fn reload(&self, files: Option<&TlsConfig>) -> Result<Option<&'static str>, TlsError> {
+        let files = files.ok_or(TlsError::TurnOffNeedsRestart)?;
         let new = certified_key(files)?;
         *self
             .current
@@ -118,33 +194,36 @@ impl ReloadableCertificate {
 }
 
 /// The certificate chain with its private key, checked to belong together.
-fn certified_key(files: &TlsConfig) -> Result<Arc<CertifiedKey>, String> {
+fn certified_key(files: &TlsConfig) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = read_certificates(&files.cert_file, "tls.cert_file")?;
     let key = read_private_key(&files.key_file)?;
     // By reference: the key's bytes are not copied out of the wiped buffer.
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|_| {
-        format!(
-            "tls.key_file {}: the key type is not supported (RSA, ECDSA P-256/P-384, Ed25519)",
-            files.key_file.display()
-        )
-    })?;
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|_| TlsError::UnsupportedKey(files.key_file.clone()))?;
     let certified = CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
         Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
-            return Err(format!(
-                "tls.key_file {} is not the key of the certificate in tls.cert_file {}",
-                files.key_file.display(),
-                files.cert_file.display()
-            ))
+            return Err(TlsError::KeyMismatch {
+                key_file: files.key_file.clone(),
+                cert_file: files.cert_file.clone(),
+            })
         }
-        Err(e) => return Err(format!("tls.cert_file {}: {e}", files.cert_file.display())),
+        Err(source) => {
+            return Err(TlsError::Certificate {
+                path: files.cert_file.clone(),
+                source,
+            })
+        }
     }
     Ok(Arc::new(certified))
 }
 
 /// Every `CERTIFICATE` block of a PEM file, in order (at least one).
-fn read_certificates(path: &Path, setting: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+fn read_certificates(
+    path: &Path,
+    setting: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| pem_error(setting, path, "certificate", e))?;
@@ -162,11 +241,12 @@ fn read_certificates(path: &Path, setting: &str) -> Result<Vec<CertificateDer<'s
 /// The first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file. The file's bytes and the
 /// decoded key are wiped when dropped (the PEM decoder's own scratch copy of the base64 text
 /// is not: `rustls-pki-types` does not zeroize it); errors never quote the file.
-fn read_private_key(path: &Path) -> Result<Zeroizing<PrivateKeyDer<'static>>, String> {
-    let pem = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| format!("tls.key_file: cannot read {}: {e}", path.display()))?,
-    );
+fn read_private_key(path: &Path) -> Result<Zeroizing<PrivateKeyDer<'static>>, TlsError> {
+    let pem = Zeroizing::new(std::fs::read(path).map_err(|source| TlsError::Read {
+        setting: "tls.key_file",
+        path: path.to_path_buf(),
+        source,
+    })?);
     PrivateKeyDer::from_pem_slice(&pem)
         .map(Zeroizing::new)
         .map_err(|e| pem_error("tls.key_file", path, "private key", e))
@@ -175,26 +255,29 @@ fn read_private_key(path: &Path) -> Result<Zeroizing<PrivateKeyDer<'static>>, St
 /// Describes a PEM failure by its kind only: the parser's own messages can quote a line of
 /// the file, and a key file's lines are secret.
 fn pem_error(
-    setting: &str,
+    setting: &'static str,
     path: &Path,
     what: &str,
     error: rustls_pki_types::pem::Error,
-) -> String {
+) -> TlsError {
     use rustls_pki_types::pem::Error;
-    let path = path.display();
-    match error {
-        Error::Io(e) => format!("{setting}: cannot read {path}: {e}"),
-        Error::NoItemsFound => match what {
-            "private key" => format!(
-                "{setting} {path}: no PEM private key in the file (expected a PRIVATE KEY, \
-                 RSA PRIVATE KEY or EC PRIVATE KEY block)"
-            ),
-            _ => format!(
-                "{setting} {path}: no PEM {what} in the file (expected a CERTIFICATE block)"
-            ),
-        },
-        Error::Base64Decode(_) => format!("{setting} {path}: a PEM block's base64 is invalid"),
-        _ => format!("{setting} {path}: malformed PEM (bad BEGIN/END lines)"),
+    let problem = match error {
+        Error::Io(source) => {
+            return TlsError::Read {
+                setting,
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+        Error::NoItemsFound if what == "private key" => PemProblem::NoPrivateKey,
+        Error::NoItemsFound => PemProblem::NoCertificate,
+        Error::Base64Decode(_) => PemProblem::BadBase64,
+        _ => PemProblem::Malformed,
+    };
+    TlsError::Pem {
+        setting,
+        path: path.to_path_buf(),
+        problem,
     }
 }
 

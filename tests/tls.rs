@@ -348,6 +348,7 @@ fn key_file_that_is_not_pem_is_refused_without_quoting_it() {
         std::fs::write(pki.path(name), text).unwrap();
         let err = Tls::load(&pki.files("server.pem", name, None))
             .err()
+            .map(|e| p11kms::error::display_chain(&e))
             .unwrap_or_else(|| panic!("{name} loaded"));
         assert!(err.contains("tls.key_file"), "{name}: {err}");
         assert!(!err.contains("TOPSECRET"), "{name} is quoted: {err}");
@@ -409,6 +410,7 @@ fn pem_loader_takes_pkcs8_pkcs1_and_sec1_keys_and_checks_they_match() {
     ] {
         let err = Tls::load(&pki.files(cert, key, ca))
             .err()
+            .map(|e| p11kms::error::display_chain(&e))
             .unwrap_or_else(|| panic!("{cert} {key} {ca:?} loaded"));
         for needle in says {
             assert!(err.contains(needle), "{cert} {key} {ca:?}: {err}");

@@ -12,11 +12,14 @@ use std::process::ExitCode;
 use clap::{Subcommand, ValueEnum};
 use secrecy::SecretString;
 
-use crate::config::{read_secret_file, Config};
+use crate::config::{read_secret_file, Config, ConfigError};
+use crate::error::{display_chain, FileError};
 use crate::hsm::ceremony::{
-    self, display_fingerprint, CeremonyTarget, EnrolPackage, JoinRequest, TokenIdentity, TrustedBy,
+    self, display_fingerprint, CeremonyError, CeremonyTarget, EnrolPackage, JoinRequest,
+    TokenIdentity, TrustedBy,
 };
-use crate::store::{DomainMember, MetadataStore};
+use crate::server::StartError;
+use crate::store::{DomainMember, MetadataStore, StoreError};
 
 /// Environment variables that give the SO PIN (file first).
 pub const SO_PIN_FILE_VAR: &str = "P11KMS_SO_PIN_FILE";
@@ -114,25 +117,66 @@ pub fn run(command: CeremonyCommand) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Config(e)) => {
-            eprintln!("p11kms: configuration error: {e}");
+        Err(e) if e.is_configuration() => {
+            eprintln!("p11kms: configuration error: {}", display_chain(&e));
             ExitCode::from(2)
         }
-        Err(Failure::Refused(e)) => {
-            eprintln!("p11kms domain: {e}");
+        Err(e) => {
+            eprintln!("p11kms domain: {}", display_chain(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// Why a ceremony command stopped. Configuration problems exit 2, the rest 1.
+#[derive(Debug, thiserror::Error)]
 enum Failure {
-    Config(String),
-    Refused(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The token the configuration names cannot be prepared.
+    #[error(transparent)]
+    Target(StartError),
+    #[error(transparent)]
+    SoPinFile(FileError),
+    #[error(
+        "enrol needs the SO PIN: set {SO_PIN_FILE_VAR} or {SO_PIN_VAR} (or --trusted-by user on \
+         a token that lets users create trusted keys)"
+    )]
+    NoSoPin,
+    #[error(transparent)]
+    Store(StartError),
+    #[error(transparent)]
+    Ceremony(#[from] CeremonyError),
+    #[error("{} already exists", .0.display())]
+    Exists(PathBuf),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("{} is not a {what}", path.display())]
+    NotJson {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot encode the {what}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The token step is done but the store did not take the membership record.
+    #[error("{0}")]
+    Membership(&'static str, #[source] StoreError),
+    #[error(transparent)]
+    Members(StoreError),
 }
 
-impl From<String> for Failure {
-    fn from(e: String) -> Self {
-        Failure::Refused(e)
+impl Failure {
+    fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            Failure::Config(_) | Failure::Target(_) | Failure::SoPinFile(_) | Failure::NoSoPin
+        )
     }
 }
 
@@ -140,14 +184,14 @@ fn with_config(
     path: Option<PathBuf>,
     work: impl FnOnce(&Config) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
-    let config = Config::load(path.as_deref()).map_err(Failure::Config)?;
+    let config = Config::load(path.as_deref())?;
     work(&config)
 }
 
 /// The token the configuration names (preparing the embedded SoftHSM2 token if it is the
 /// one), and the embedded token's SO PIN file if there is one.
 fn target(config: &Config) -> Result<(CeremonyTarget, Option<PathBuf>), Failure> {
-    let resolved = crate::server::resolve_hsm(config).map_err(Failure::Config)?;
+    let resolved = crate::server::resolve_hsm(config).map_err(Failure::Target)?;
     let so_pin_file = resolved
         .embedded
         .as_ref()
@@ -166,7 +210,7 @@ fn target(config: &Config) -> Result<(CeremonyTarget, Option<PathBuf>), Failure>
 fn so_pin(embedded_file: Option<&Path>) -> Result<SecretString, Failure> {
     if let Some(path) = std::env::var_os(SO_PIN_FILE_VAR) {
         return Ok(SecretString::from(
-            read_secret_file(Path::new(&path)).map_err(Failure::Config)?,
+            read_secret_file(Path::new(&path)).map_err(Failure::SoPinFile)?,
         ));
     }
     if let Ok(pin) = std::env::var(SO_PIN_VAR) {
@@ -174,23 +218,19 @@ fn so_pin(embedded_file: Option<&Path>) -> Result<SecretString, Failure> {
     }
     match embedded_file {
         Some(path) if path.exists() => Ok(SecretString::from(
-            read_secret_file(path).map_err(Failure::Config)?,
+            read_secret_file(path).map_err(Failure::SoPinFile)?,
         )),
-        _ => Err(Failure::Config(format!(
-            "enrol needs the SO PIN: set {SO_PIN_FILE_VAR} or {SO_PIN_VAR} \
-             (or --trusted-by user on a token that lets users create trusted keys)"
-        ))),
+        _ => Err(Failure::NoSoPin),
     }
 }
 
 fn open_store(config: &Config) -> Result<std::sync::Arc<dyn MetadataStore>, Failure> {
-    crate::server::open_store(&config.store).map_err(Failure::Refused)
+    crate::server::open_store(&config.store).map_err(Failure::Store)
 }
 
 /// Writes a new file; an existing one is never overwritten.
 fn write_new(path: &Path, text: &str) -> Result<(), Failure> {
-    let fail =
-        |e: std::io::Error| Failure::Refused(format!("cannot write {}: {e}", path.display()));
+    let fail = |e: std::io::Error| Failure::from(FileError::on("write", path)(e));
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -200,11 +240,16 @@ fn write_new(path: &Path, text: &str) -> Result<(), Failure> {
     file.sync_all().map_err(fail)
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T, Failure> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| Failure::Refused(format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Failure::Refused(format!("{} is not a {what}: {e}", path.display())))
+fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &'static str,
+) -> Result<T, Failure> {
+    let text = fs::read_to_string(path).map_err(FileError::on("read", path))?;
+    serde_json::from_str(&text).map_err(|source| Failure::NotJson {
+        path: path.to_path_buf(),
+        what,
+        source,
+    })
 }
 
 fn now() -> f64 {
@@ -234,10 +279,7 @@ fn member(
 
 fn join_request(config: &Config, out: &Path) -> Result<(), Failure> {
     if out.exists() {
-        return Err(Failure::Refused(format!(
-            "{} already exists",
-            out.display()
-        )));
+        return Err(Failure::Exists(out.to_path_buf()));
     }
     let (target, _) = target(config)?;
     let outcome = ceremony::join_request(&target)?;
@@ -249,8 +291,10 @@ fn join_request(config: &Config, out: &Path) -> Result<(), Failure> {
         );
     }
     let request = outcome.request;
-    let text = serde_json::to_string_pretty(&request)
-        .map_err(|e| Failure::Refused(format!("cannot encode the request: {e}")))?;
+    let text = serde_json::to_string_pretty(&request).map_err(|source| Failure::Encode {
+        what: "request",
+        source,
+    })?;
     write_new(out, &text)?;
     println!("join request written to {}", out.display());
     println!("token:       {}", request.token);
@@ -272,10 +316,7 @@ fn enrol(
     out: &Path,
 ) -> Result<(), Failure> {
     if out.exists() {
-        return Err(Failure::Refused(format!(
-            "{} already exists",
-            out.display()
-        )));
+        return Err(Failure::Exists(out.to_path_buf()));
     }
     let request: JoinRequest = read_json(request_path, "join request")?;
     println!("request from: {}", request.token);
@@ -297,8 +338,10 @@ fn enrol(
         eprintln!("warning: {warning}");
     }
     let package: EnrolPackage = outcome.package;
-    let text = serde_json::to_string_pretty(&package)
-        .map_err(|e| Failure::Refused(format!("cannot encode the package: {e}")))?;
+    let text = serde_json::to_string_pretty(&package).map_err(|source| Failure::Encode {
+        what: "package",
+        source,
+    })?;
     write_new(out, &text)?;
     // The holder is a member too; recorded once (the domain's creator may have been).
     store
@@ -309,10 +352,10 @@ fn enrol(
             "holder".into(),
         ))
         .map_err(|e| {
-            Failure::Refused(format!(
-                "package written, but the holder's membership was not recorded: {}",
-                e.chain()
-            ))
+            Failure::Membership(
+                "package written, but the holder's membership was not recorded",
+                e,
+            )
         })?;
     println!(
         "domain key {} wrapped for {} with RSA-OAEP {:?}; package written to {}",
@@ -337,10 +380,10 @@ fn join(config: &Config, package_path: &Path) -> Result<(), Failure> {
             package.holder.to_string(),
         ))
         .map_err(|e| {
-            Failure::Refused(format!(
-                "the token holds the domain key now, but its membership was not recorded: {}",
-                e.chain()
-            ))
+            Failure::Membership(
+                "the token holds the domain key now, but its membership was not recorded",
+                e,
+            )
         })?;
     println!(
         "{} joined domain {} (key checked against the holder's check value; transport key pair destroyed)",
@@ -354,7 +397,7 @@ fn members(config: &Config, domain: Option<&str>) -> Result<(), Failure> {
     let domain = domain.map(ceremony::normalise_fingerprint);
     let list = store
         .domain_members(domain.as_deref())
-        .map_err(|e| Failure::Refused(e.chain()))?;
+        .map_err(Failure::Members)?;
     if list.is_empty() {
         println!("no members recorded");
     }

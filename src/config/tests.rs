@@ -30,7 +30,9 @@ fn tls_section_parses_and_refuses_unknown_keys() {
         file.tls.client_ca_file.as_deref(),
         Some(Path::new("/etc/p11kms/tls/clients-ca.pem"))
     );
-    let err = toml::from_str::<FileConfig>("[tls]\ncert = \"x\"\n").unwrap_err();
+    let err = toml::from_str::<FileConfig>("[tls]\ncert = \"x\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.to_string().contains("unknown field"), "{err}");
     let empty: FileConfig = toml::from_str("").unwrap();
     assert!(empty.tls.cert_file.is_none() && empty.allow_plain_http.is_none());
@@ -48,14 +50,20 @@ fn the_audit_trail_fails_closed_unless_told_otherwise() {
     assert_eq!(open.audit_queue_capacity, 64);
     let synced = resolve("[audit]\nwait_for_sync = true\nsync_wait_ms = 50\n").unwrap();
     assert_eq!(synced.audit_sync_wait, Some(Duration::from_millis(50)));
-    let err = resolve("[audit]\non_failure = \"ignore\"\n").unwrap_err();
+    let err = resolve("[audit]\non_failure = \"ignore\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("audit.on_failure") && err.contains("refuse or log"),
         "{err}"
     );
-    let err = resolve("[audit]\nqueue_capacity = 0\n").unwrap_err();
+    let err = resolve("[audit]\nqueue_capacity = 0\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("audit.queue_capacity"), "{err}");
-    let err = resolve("[audit]\non_failure = \"log\"\nwait_for_sync = true\n").unwrap_err();
+    let err = resolve("[audit]\non_failure = \"log\"\nwait_for_sync = true\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("audit.wait_for_sync"), "{err}");
 }
 
@@ -77,17 +85,23 @@ fn tls_needs_certificate_and_key_together() {
     assert_eq!(mtls.client_ca_file, some("ca.pem"));
     assert_eq!(resolve_tls(None, None, None).unwrap(), None);
 
-    let err = resolve_tls(some("c.pem"), None, None).unwrap_err();
+    let err = resolve_tls(some("c.pem"), None, None)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("tls.key_file") && err.contains("P11KMS_TLS_KEY_FILE"),
         "{err}"
     );
-    let err = resolve_tls(None, some("k.pem"), None).unwrap_err();
+    let err = resolve_tls(None, some("k.pem"), None)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("tls.cert_file") && err.contains("P11KMS_TLS_CERT_FILE"),
         "{err}"
     );
-    let err = resolve_tls(None, None, some("ca.pem")).unwrap_err();
+    let err = resolve_tls(None, None, some("ca.pem"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("tls.client_ca_file"), "{err}");
 }
 
@@ -108,7 +122,9 @@ fn plain_http_only_on_loopback_unless_allowed() {
         "[::]:8080",
         "[2001:db8::1]:443",
     ] {
-        let err = check_plain_http(addr(exposed), false, false).unwrap_err();
+        let err = check_plain_http(addr(exposed), false, false)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(exposed)
                 && err.contains("allow_plain_http")
@@ -137,7 +153,8 @@ fn store_section_selects_the_backend_and_reads_the_connection_string_from_a_file
         },
         data,
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("P11KMS_DATABASE_URL") && err.contains("store.postgres_url_file"),
         "{err}"
@@ -172,8 +189,63 @@ fn store_section_selects_the_backend_and_reads_the_connection_string_from_a_file
         },
         data,
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("sqlite or postgres"), "{err}");
     // The connection string is not a TOML key: it carries the password.
     assert!(toml::from_str::<FileConfig>("[store]\npostgres_url = \"x\"\n").is_err());
+}
+
+#[test]
+fn errors_name_the_setting_and_keep_their_cause() {
+    let chain = |e: &ConfigError| crate::error::display_chain(e);
+    let err = resolve_limits(&LimitsSection {
+        idle_timeout_ms: Some(0),
+        ..LimitsSection::default()
+    })
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "limits.idle_timeout_ms (P11KMS_IDLE_TIMEOUT_MS) must be at least 1 ms"
+    );
+
+    let missing = Path::new("/nonexistent/p11kms.toml");
+    let err = Config::load(Some(missing)).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Read(file) if file.path == missing),
+        "{err:?}"
+    );
+    assert!(
+        chain(&err).starts_with("cannot read /nonexistent/p11kms.toml: "),
+        "{}",
+        chain(&err)
+    );
+    assert!(std::error::Error::source(&err).is_some());
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("p11kms.toml");
+    std::fs::write(&file, "listen = [\n").unwrap();
+    let err = Config::load(Some(&file)).unwrap_err();
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+    assert!(chain(&err).starts_with(&format!("{}: ", file.display())));
+
+    let entry: CredentialEntry = toml::from_str(
+        "access_key_id = \"AKID\"\nsecret_access_key_env = \"P11KMS_TEST_NEVER_SET\"\n",
+    )
+    .unwrap();
+    let err = resolve_credential(entry, DEFAULT_ACCOUNT).unwrap_err();
+    assert_eq!(
+        chain(&err),
+        "credential AKID: environment variable P11KMS_TEST_NEVER_SET is not set"
+    );
+    let entry: CredentialEntry = toml::from_str(
+        "access_key_id = \"AKID\"\nsecret_access_key = \"s\"\npolicy_files = [\"/nonexistent/p.json\"]\n",
+    )
+    .unwrap();
+    let err = identity_policies_of(&entry).unwrap_err();
+    assert!(
+        chain(&err).starts_with("credential AKID: cannot read /nonexistent/p.json: "),
+        "{}",
+        chain(&err)
+    );
 }

@@ -13,6 +13,44 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use super::{derive_kek, Hsm, HsmError, ProviderError, SessionObject};
 use crate::model::{MaterialId, TokenKeyRef};
 
+/// Why a token object cannot be adopted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unadoptable {
+    #[error("no secret-key token object with {0}")]
+    NotFound(TokenKeyRef),
+    #[error("{count} secret-key token objects have {object}; name the key by a unique CKA_ID")]
+    Ambiguous { object: TokenKeyRef, count: usize },
+    #[error(
+        "the object with {object} is not an AES key ({key_type}); the symmetric scheme derives \
+         from an AES key"
+    )]
+    NotAes {
+        object: TokenKeyRef,
+        key_type: String,
+    },
+    #[error(
+        "the AES key with {0} has CKA_DERIVE false. p11kms never uses a key material directly: \
+         every Encrypt, Decrypt and ReEncrypt derives a per-message wrapping key from it with \
+         CKM_AES_CBC_ENCRYPT_DATA, which PKCS#11 allows only on keys with CKA_DERIVE true. Set \
+         CKA_DERIVE on the object with the HSM's own tools if your key policy permits it \
+         (p11kms does not modify adopted keys), or adopt another key"
+    )]
+    NoDerive(TokenKeyRef),
+    #[error(
+        "the AES key with {object} refused a trial CKM_AES_CBC_ENCRYPT_DATA derivation \
+         ({error}); check its CKA_ALLOWED_MECHANISMS or the HSM's policy"
+    )]
+    TrialRefused {
+        object: TokenKeyRef,
+        error: HsmError,
+    },
+    #[error(
+        "the AES key with {0} has neither CKA_ID nor CKA_LABEL, so it cannot be found again \
+         after a restart"
+    )]
+    Unnamed(TokenKeyRef),
+}
+
 /// A token key that passed the adoption checks.
 #[derive(Debug, Clone)]
 pub struct AdoptableKey {
@@ -43,7 +81,7 @@ impl Hsm {
     pub fn inspect_adoptable(
         &self,
         object: &TokenKeyRef,
-    ) -> Result<Result<AdoptableKey, String>, ProviderError> {
+    ) -> Result<Result<AdoptableKey, Unadoptable>, ProviderError> {
         self.with_session(|_, s| {
             let handles = s.find_objects(&[
                 Attribute::Class(ObjectClass::SECRET_KEY),
@@ -55,12 +93,12 @@ impl Hsm {
             ])?;
             let handle = match handles.as_slice() {
                 [one] => *one,
-                [] => return Ok(Err(format!("no secret-key token object with {object}"))),
+                [] => return Ok(Err(Unadoptable::NotFound(object.clone()))),
                 many => {
-                    return Ok(Err(format!(
-                    "{} secret-key token objects have {object}; name the key by a unique CKA_ID",
-                    many.len()
-                )))
+                    return Ok(Err(Unadoptable::Ambiguous {
+                        object: object.clone(),
+                        count: many.len(),
+                    }))
                 }
             };
             let attributes = s.get_attributes(
@@ -96,29 +134,20 @@ impl Hsm {
                 }
             }
             if key_type != Some(KeyType::AES) {
-                return Ok(Err(format!(
-                    "the object with {object} is not an AES key ({}); the symmetric scheme \
-                     derives from an AES key",
-                    key_type.map_or("unknown key type".to_string(), |t| t.to_string())
-                )));
+                return Ok(Err(Unadoptable::NotAes {
+                    object: object.clone(),
+                    key_type: key_type.map_or("unknown key type".to_string(), |t| t.to_string()),
+                }));
             }
             if !derive {
-                return Ok(Err(format!(
-                    "the AES key with {object} has CKA_DERIVE false. p11kms never uses a key \
-                     material directly: every Encrypt, Decrypt and ReEncrypt derives a per-message \
-                     wrapping key from it with CKM_AES_CBC_ENCRYPT_DATA, which PKCS#11 allows \
-                     only on keys with CKA_DERIVE true. Set CKA_DERIVE on the object with the \
-                     HSM's own tools if your key policy permits it (p11kms does not modify \
-                     adopted keys), or adopt another key"
-                )));
+                return Ok(Err(Unadoptable::NoDerive(object.clone())));
             }
             // A trial derivation: the token may still refuse (allowed mechanisms, policy).
             if let Err(e) = derive_kek(s, handle, &[0u8; 32]).map(|h| SessionObject::new(s, h)) {
-                let e = HsmError::from(e);
-                return Ok(Err(format!(
-                    "the AES key with {object} refused a trial CKM_AES_CBC_ENCRYPT_DATA \
-                     derivation ({e}); check its CKA_ALLOWED_MECHANISMS or the HSM's policy"
-                )));
+                return Ok(Err(Unadoptable::TrialRefused {
+                    object: object.clone(),
+                    error: HsmError::from(e),
+                }));
             }
             if !sensitive {
                 key.warnings.push("CKA_SENSITIVE is false".into());
@@ -132,10 +161,7 @@ impl Hsm {
                     .push("shorter than AES-256: the derived keys are only as strong".into());
             }
             if key.cka_id.is_empty() && key.label.is_empty() {
-                return Ok(Err(format!(
-                    "the AES key with {object} has neither CKA_ID nor CKA_LABEL, so it cannot \
-                     be found again after a restart"
-                )));
+                return Ok(Err(Unadoptable::Unnamed(object.clone())));
             }
             Ok(Ok(key))
         })?

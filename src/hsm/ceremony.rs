@@ -36,6 +36,9 @@ use zeroize::Zeroizing;
 use super::domain::{domain_key_template, DOMAIN_KEY_LABEL};
 use super::{find_token, initialise, HsmError};
 
+mod error;
+pub use error::CeremonyError;
+
 /// `CKA_LABEL` of a joining token's transport key pair.
 pub const TRANSPORT_KEY_LABEL: &str = "p11kms-transport";
 /// `CKA_LABEL` of the holder's short-lived trusted copy of a transport public key.
@@ -176,8 +179,11 @@ pub struct JoinOutcome {
     pub token: TokenIdentity,
 }
 
-fn ck(function: &'static str) -> impl Fn(CkError) -> String {
-    move |e| format!("{function}: {}", HsmError::from(e))
+fn ck(function: &'static str) -> impl Fn(CkError) -> CeremonyError {
+    move |e| CeremonyError::Pkcs11 {
+        function,
+        error: HsmError::from(e),
+    }
 }
 
 /// Normalises a fingerprint as operators type it: hex, any case, `:` and spaces allowed.
@@ -202,8 +208,8 @@ pub fn fingerprint(spki_der: &[u8]) -> String {
 }
 
 /// DER SubjectPublicKeyInfo of an RSA public key.
-pub fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>, String> {
-    let bad = |what: &str, e: der::Error| format!("cannot encode {what}: {e}");
+pub fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>, CeremonyError> {
+    let bad = |what: &'static str, source: der::Error| CeremonyError::Encode { what, source };
     let key = pkcs1::RsaPublicKey {
         modulus: UintRef::new(modulus).map_err(|e| bad("the modulus", e))?,
         public_exponent: UintRef::new(exponent).map_err(|e| bad("the exponent", e))?,
@@ -222,21 +228,16 @@ pub fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// Modulus and exponent of an RSA SubjectPublicKeyInfo.
-pub fn parse_rsa_spki(der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let spki = SubjectPublicKeyInfoRef::from_der(der)
-        .map_err(|e| format!("the transport public key is not a SubjectPublicKeyInfo: {e}"))?;
+pub fn parse_rsa_spki(der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), CeremonyError> {
+    let spki = SubjectPublicKeyInfoRef::from_der(der).map_err(CeremonyError::NotSpki)?;
     if spki.algorithm.oid != RSA_ENCRYPTION {
-        return Err(format!(
-            "the transport public key is not an RSA key (algorithm {})",
-            spki.algorithm.oid
-        ));
+        return Err(CeremonyError::NotRsa(spki.algorithm.oid.to_string()));
     }
     let bits = spki
         .subject_public_key
         .as_bytes()
-        .ok_or("the transport public key's bit string is not whole bytes")?;
-    let key = pkcs1::RsaPublicKey::from_der(bits)
-        .map_err(|e| format!("the transport public key is not an RSAPublicKey: {e}"))?;
+        .ok_or(CeremonyError::UnalignedKeyBits)?;
+    let key = pkcs1::RsaPublicKey::from_der(bits).map_err(CeremonyError::NotRsaPublicKey)?;
     Ok((
         key.modulus.as_bytes().to_vec(),
         key.public_exponent.as_bytes().to_vec(),
@@ -246,17 +247,17 @@ pub fn parse_rsa_spki(der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
 /// Loads the module, finds the token, runs `work`, and finalises the library.
 fn with_token<T>(
     target: &CeremonyTarget,
-    work: impl FnOnce(&Pkcs11, Slot) -> Result<T, String>,
-) -> Result<T, String> {
-    let pkcs11 = initialise(&target.module).map_err(|e| format!("cannot load the module: {e}"))?;
+    work: impl FnOnce(&Pkcs11, Slot) -> Result<T, CeremonyError>,
+) -> Result<T, CeremonyError> {
+    let pkcs11 = initialise(&target.module).map_err(CeremonyError::Module)?;
     let result = find_token(&pkcs11, &target.token_label)
-        .map_err(|e| e.to_string())
+        .map_err(CeremonyError::Token)
         .and_then(|slot| work(&pkcs11, slot));
     let _ = pkcs11.finalize();
     result
 }
 
-pub(super) fn identity(pkcs11: &Pkcs11, slot: Slot) -> Result<TokenIdentity, String> {
+pub(super) fn identity(pkcs11: &Pkcs11, slot: Slot) -> Result<TokenIdentity, CeremonyError> {
     let info = pkcs11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
     Ok(TokenIdentity {
         label: info.label().trim_end().to_string(),
@@ -271,7 +272,7 @@ fn log_in(
     slot: Slot,
     user: UserType,
     pin: &SecretString,
-) -> Result<Session, String> {
+) -> Result<Session, CeremonyError> {
     let session = pkcs11.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
     let pin = AuthPin::new(pin.expose_secret().into());
     match session.login(user, Some(&pin)) {
@@ -280,7 +281,7 @@ fn log_in(
     }
 }
 
-fn find(session: &Session, template: &[Attribute]) -> Result<Vec<ObjectHandle>, String> {
+fn find(session: &Session, template: &[Attribute]) -> Result<Vec<ObjectHandle>, CeremonyError> {
     session.find_objects(template).map_err(ck("C_FindObjects"))
 }
 
@@ -288,17 +289,21 @@ fn read_bytes(
     session: &Session,
     object: ObjectHandle,
     kind: AttributeType,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, CeremonyError> {
     let attributes = session
         .get_attributes(object, &[kind])
         .map_err(ck("C_GetAttributeValue"))?;
     match attributes.into_iter().next() {
         Some(Attribute::Id(v) | Attribute::Modulus(v) | Attribute::PublicExponent(v)) => Ok(v),
-        _ => Err(format!("the token did not return {kind:?}")),
+        _ => Err(CeremonyError::AttributeMissing(kind)),
     }
 }
 
-fn read_bool(session: &Session, object: ObjectHandle, kind: AttributeType) -> Result<bool, String> {
+fn read_bool(
+    session: &Session,
+    object: ObjectHandle,
+    kind: AttributeType,
+) -> Result<bool, CeremonyError> {
     let attributes = session
         .get_attributes(object, &[kind])
         .map_err(ck("C_GetAttributeValue"))?;
@@ -309,19 +314,19 @@ fn read_bool(session: &Session, object: ObjectHandle, kind: AttributeType) -> Re
             | Attribute::WrapWithTrusted(b)
             | Attribute::Token(b),
         ) => Ok(b),
-        _ => Err(format!("the token did not return {kind:?}")),
+        _ => Err(CeremonyError::AttributeMissing(kind)),
     }
 }
 
-fn hex_id(text: &str, what: &str) -> Result<Vec<u8>, String> {
-    hex::decode(text).map_err(|_| format!("{what} is not hex"))
+fn hex_id(text: &str, what: &'static str) -> Result<Vec<u8>, CeremonyError> {
+    hex::decode(text).map_err(|_| CeremonyError::NotHex(what))
 }
 
-fn base64(text: &str, what: &str) -> Result<Vec<u8>, String> {
+fn base64(text: &str, what: &'static str) -> Result<Vec<u8>, CeremonyError> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD
         .decode(text)
-        .map_err(|_| format!("{what} is not base64"))
+        .map_err(|_| CeremonyError::NotBase64(what))
 }
 
 fn to_base64(bytes: &[u8]) -> String {
@@ -333,7 +338,7 @@ fn to_base64(bytes: &[u8]) -> String {
 
 /// Makes the transport key pair in the joining token and the request that carries its
 /// public half. A transport pair left by an earlier request is replaced.
-pub fn join_request(target: &CeremonyTarget) -> Result<JoinRequestOutcome, String> {
+pub fn join_request(target: &CeremonyTarget) -> Result<JoinRequestOutcome, CeremonyError> {
     with_token(target, |pkcs11, slot| {
         let token = identity(pkcs11, slot)?;
         let bits = match pkcs11.get_mechanism_info(slot, MechanismType::RSA_PKCS_KEY_PAIR_GEN) {
@@ -399,10 +404,10 @@ fn describe_pair(
     id: &[u8],
     public: ObjectHandle,
     private: ObjectHandle,
-) -> Result<JoinRequest, String> {
+) -> Result<JoinRequest, CeremonyError> {
     let oaep_hashes = unwrap_hashes(session, public, private)?;
     if oaep_hashes.is_empty() {
-        return Err("the token cannot unwrap with RSA-OAEP (SHA-256 or SHA-1)".into());
+        return Err(CeremonyError::NoOaep);
     }
     let modulus = read_bytes(session, public, AttributeType::Modulus)?;
     let exponent = read_bytes(session, public, AttributeType::PublicExponent)?;
@@ -423,7 +428,7 @@ fn unwrap_hashes(
     session: &Session,
     public: ObjectHandle,
     private: ObjectHandle,
-) -> Result<Vec<TransportHash>, String> {
+) -> Result<Vec<TransportHash>, CeremonyError> {
     let probe = session
         .generate_key(
             &Mechanism::AesKeyGen,
@@ -464,35 +469,27 @@ fn unwrap_hashes(
 pub fn check_request(
     request: &JoinRequest,
     expected_fingerprint: &str,
-) -> Result<(Vec<u8>, Vec<u8>), String> {
+) -> Result<(Vec<u8>, Vec<u8>), CeremonyError> {
     if request.format != REQUEST_FORMAT {
-        return Err(format!(
-            "not a join request (format {:?}, expected {REQUEST_FORMAT:?})",
-            request.format
-        ));
+        return Err(CeremonyError::NotARequest(request.format.clone()));
     }
     let spki = base64(&request.transport_public_key, "transport_public_key")?;
     let actual = fingerprint(&spki);
     if normalise_fingerprint(&request.fingerprint) != actual {
-        return Err(format!(
-            "fingerprint check failed: the request's public key has fingerprint {actual}, \
-             but the request claims {}; the request was altered",
-            request.fingerprint
-        ));
+        return Err(CeremonyError::RequestAltered {
+            actual,
+            claimed: request.fingerprint.clone(),
+        });
     }
     if normalise_fingerprint(expected_fingerprint) != actual {
-        return Err(format!(
-            "fingerprint check failed: the request's public key has fingerprint {actual}, \
-             not the {} the joining operator read out; refusing to enrol",
-            normalise_fingerprint(expected_fingerprint)
-        ));
+        return Err(CeremonyError::FingerprintMismatch {
+            actual,
+            expected: normalise_fingerprint(expected_fingerprint),
+        });
     }
     let (modulus, exponent) = parse_rsa_spki(&spki)?;
     if modulus.len() * 8 < MIN_TRANSPORT_BITS {
-        return Err(format!(
-            "the transport key has {} bits; at least {MIN_TRANSPORT_BITS} are required",
-            modulus.len() * 8
-        ));
+        return Err(CeremonyError::TransportKeyTooSmall(modulus.len() * 8));
     }
     hex_id(&request.transport_key_id, "transport_key_id")?;
     Ok((modulus, exponent))
@@ -506,7 +503,7 @@ pub fn enrol(
     request: &JoinRequest,
     expected_fingerprint: &str,
     domain_id: Option<&str>,
-) -> Result<EnrolOutcome, String> {
+) -> Result<EnrolOutcome, CeremonyError> {
     let (modulus, exponent) = check_request(request, expected_fingerprint)?;
     let transport_id = hex_id(&request.transport_key_id, "transport_key_id")?;
     let wanted = domain_id.map(|d| hex_id(d, "the domain id")).transpose()?;
@@ -535,15 +532,16 @@ pub fn enrol(
         let domain = find_domain_key(&user, wanted.as_deref())?;
         let domain_id = read_bytes(&user, domain, AttributeType::Id)?;
         if !read_bool(&user, domain, AttributeType::WrapWithTrusted)? {
-            return Err(format!(
-                "domain key {} lacks CKA_WRAP_WITH_TRUSTED: refusing to move it",
-                hex::encode(&domain_id)
-            ));
+            return Err(CeremonyError::NotWrapWithTrusted(hex::encode(&domain_id)));
         }
         match trusted_by {
             TrustedBy::User => {
-                create_trusted(&user, &find_trusted, &trusted_template)
-                    .map_err(|e| format!("C_CreateObject (trusted key, as the user): {e}"))?;
+                create_trusted(&user, &find_trusted, &trusted_template).map_err(|e| {
+                    CeremonyError::TrustedKey {
+                        by: "the user",
+                        source: Box::new(e),
+                    }
+                })?;
             }
             TrustedBy::SecurityOfficer(so_pin) => {
                 // One login state per application: the user leaves, the SO creates the key
@@ -551,8 +549,12 @@ pub fn enrol(
                 let _ = user.logout();
                 drop(user);
                 let so = log_in(pkcs11, slot, UserType::So, so_pin)?;
-                let created = create_trusted(&so, &find_trusted, &trusted_template)
-                    .map_err(|e| format!("C_CreateObject (trusted key, as the SO): {e}"));
+                let created = create_trusted(&so, &find_trusted, &trusted_template).map_err(|e| {
+                    CeremonyError::TrustedKey {
+                        by: "the SO",
+                        source: Box::new(e),
+                    }
+                });
                 let _ = so.logout();
                 drop(so);
                 created?;
@@ -585,7 +587,7 @@ fn create_trusted(
     session: &Session,
     find_template: &[Attribute],
     template: &[Attribute],
-) -> Result<ObjectHandle, String> {
+) -> Result<ObjectHandle, CeremonyError> {
     for stale in find(session, find_template)? {
         session
             .destroy_object(stale)
@@ -593,11 +595,11 @@ fn create_trusted(
     }
     session
         .create_object(template)
-        .map_err(|e| HsmError::from(e).to_string())
+        .map_err(|e| CeremonyError::Token(HsmError::from(e)))
 }
 
 /// The domain key with `id`, or the only one the token holds.
-fn find_domain_key(session: &Session, id: Option<&[u8]>) -> Result<ObjectHandle, String> {
+fn find_domain_key(session: &Session, id: Option<&[u8]>) -> Result<ObjectHandle, CeremonyError> {
     let mut template = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::Label(DOMAIN_KEY_LABEL.as_bytes().to_vec()),
@@ -609,19 +611,15 @@ fn find_domain_key(session: &Session, id: Option<&[u8]>) -> Result<ObjectHandle,
     match found.as_slice() {
         [one] => Ok(*one),
         [] => Err(match id {
-            Some(id) => format!("this token holds no domain key {}", hex::encode(id)),
-            None => "this token holds no domain key".into(),
+            Some(id) => CeremonyError::NoDomainKeyWithId(hex::encode(id)),
+            None => CeremonyError::NoDomainKey,
         }),
         several => {
             let ids = several
                 .iter()
                 .map(|h| read_bytes(session, *h, AttributeType::Id).map(hex::encode))
                 .collect::<Result<Vec<_>, _>>()?;
-            Err(format!(
-                "this token holds {} domain keys ({}); name one with --domain",
-                ids.len(),
-                ids.join(", ")
-            ))
+            Err(CeremonyError::SeveralDomainKeys(ids))
         }
     }
 }
@@ -633,7 +631,7 @@ fn wrap_for_transport(
     transport_id: &[u8],
     joiner_hashes: &[TransportHash],
     domain_id: &[u8],
-) -> Result<(TransportHash, Vec<u8>, KeyCheck), String> {
+) -> Result<(TransportHash, Vec<u8>, KeyCheck), CeremonyError> {
     let domain = find_domain_key(session, Some(domain_id))?;
     let trusted = find(
         session,
@@ -644,7 +642,7 @@ fn wrap_for_transport(
         ],
     )?;
     let [trusted] = trusted.as_slice() else {
-        return Err("the trusted transport key is not in the token".into());
+        return Err(CeremonyError::NoTrustedKey);
     };
     let mut refused = Vec::new();
     for hash in TransportHash::ALL
@@ -662,14 +660,14 @@ fn wrap_for_transport(
             Err(e) => return Err(ck("C_WrapKey (domain key, OAEP)")(e)),
         }
     }
-    Err(format!(
-        "no OAEP hash both tokens support (the joiner offers {joiner_hashes:?}; refused: {})",
-        refused.join("; ")
-    ))
+    Err(CeremonyError::NoCommonOaep {
+        offered: joiner_hashes.to_vec(),
+        refused: refused.join("; "),
+    })
 }
 
 /// [`KeyCheck`] for `domain`: a fresh known key wrapped under it.
-fn check_value(session: &Session, domain: ObjectHandle) -> Result<KeyCheck, String> {
+fn check_value(session: &Session, domain: ObjectHandle) -> Result<KeyCheck, CeremonyError> {
     let known: [u8; 32] = rand::random();
     let wrapped = wrap_known_key(session, domain, &known)?;
     Ok(KeyCheck {
@@ -683,7 +681,7 @@ fn wrap_known_key(
     session: &Session,
     domain: ObjectHandle,
     known: &[u8],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, CeremonyError> {
     let key = session
         .create_object(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -720,7 +718,7 @@ fn destroy_trusted(
         return None;
     };
     let TrustedBy::SecurityOfficer(so_pin) = trusted_by else {
-        return Some(user_error);
+        return Some(user_error.to_string());
     };
     let _ = user.logout();
     let as_so = log_in(pkcs11, slot, UserType::So, so_pin).and_then(|so| {
@@ -744,29 +742,20 @@ fn destroy_trusted(
 
 /// Unwraps D from `package` into the joining token as a token object with D's template,
 /// checks it against the holder's check value, and destroys the transport pair.
-pub fn join(target: &CeremonyTarget, package: &EnrolPackage) -> Result<JoinOutcome, String> {
+pub fn join(target: &CeremonyTarget, package: &EnrolPackage) -> Result<JoinOutcome, CeremonyError> {
     if package.format != PACKAGE_FORMAT {
-        return Err(format!(
-            "not a domain package (format {:?}, expected {PACKAGE_FORMAT:?})",
-            package.format
-        ));
+        return Err(CeremonyError::NotAPackage(package.format.clone()));
     }
     let domain_id = hex_id(&package.domain_id, "domain_id")?;
     if domain_id.len() != DOMAIN_KEY_ID_LEN {
-        return Err(format!(
-            "domain_id has {} bytes, not {DOMAIN_KEY_ID_LEN}",
-            domain_id.len()
-        ));
+        return Err(CeremonyError::DomainIdLength(domain_id.len()));
     }
     let transport_id = hex_id(&package.transport_key_id, "transport_key_id")?;
     let wrapped = Zeroizing::new(base64(&package.wrapped_domain_key, "wrapped_domain_key")?);
     let known = Zeroizing::new(hex_id(&package.check.known_key, "check.known_key")?);
     let expected_check = base64(&package.check.wrapped, "check.wrapped")?;
     if package.check.mechanism != "CKM_AES_KEY_WRAP" {
-        return Err(format!(
-            "unknown check mechanism {:?}",
-            package.check.mechanism
-        ));
+        return Err(CeremonyError::UnknownCheck(package.check.mechanism.clone()));
     }
     with_token(target, |pkcs11, slot| {
         let token = identity(pkcs11, slot)?;
@@ -787,10 +776,8 @@ pub fn join(target: &CeremonyTarget, package: &EnrolPackage) -> Result<JoinOutco
         ) {
             ([private], [public]) => (*private, *public),
             _ => {
-                return Err(format!(
-                    "this token has no transport key {} (the package is for another token, \
-                     or a newer join request replaced it)",
-                    package.transport_key_id
+                return Err(CeremonyError::NoTransportKey(
+                    package.transport_key_id.clone(),
                 ))
             }
         };
@@ -799,7 +786,7 @@ pub fn join(target: &CeremonyTarget, package: &EnrolPackage) -> Result<JoinOutco
             &read_bytes(&session, public, AttributeType::PublicExponent)?,
         )?;
         if fingerprint(&spki) != normalise_fingerprint(&package.request_fingerprint) {
-            return Err("the package was made for another transport key".into());
+            return Err(CeremonyError::OtherTransportKey);
         }
         if !find(
             &session,
@@ -811,10 +798,7 @@ pub fn join(target: &CeremonyTarget, package: &EnrolPackage) -> Result<JoinOutco
         )?
         .is_empty()
         {
-            return Err(format!(
-                "this token already holds domain key {}",
-                package.domain_id
-            ));
+            return Err(CeremonyError::AlreadyJoined(package.domain_id.clone()));
         }
         let domain = session
             .unwrap_key(
@@ -848,11 +832,9 @@ fn check_joined(
     domain: ObjectHandle,
     known: &[u8],
     expected: &[u8],
-) -> Result<(), String> {
+) -> Result<(), CeremonyError> {
     if wrap_known_key(session, domain, known)? != expected {
-        return Err("the unwrapped key fails the holder's check value: \
-                    it is not the holder's domain key"
-            .to_string());
+        return Err(CeremonyError::CheckValueMismatch);
     }
     for kind in [
         AttributeType::Token,
@@ -860,7 +842,7 @@ fn check_joined(
         AttributeType::WrapWithTrusted,
     ] {
         if !read_bool(session, domain, kind)? {
-            return Err(format!("the token did not keep {kind:?} on the domain key"));
+            return Err(CeremonyError::ProtectionLost(kind));
         }
     }
     Ok(())

@@ -21,6 +21,9 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+mod error;
+pub use error::{DoctorError, TrialFailure};
+
 use super::asymmetric::{Curve, SigHash};
 use super::timed::TimedSession;
 use super::{
@@ -55,8 +58,8 @@ pub struct MechanismSummary {
 pub struct Trial {
     pub id: &'static str,
     pub description: &'static str,
-    /// `Ok(detail)` or `Err(the PKCS#11 failure)`.
-    pub outcome: Result<String, String>,
+    /// `Ok(detail)` or why it did not pass.
+    pub outcome: Result<String, TrialFailure>,
 }
 
 /// One p11kms feature and whether this token can serve it.
@@ -172,14 +175,14 @@ const FEATURES: &[(&str, &[&str])] = &[
 ];
 
 /// Loads the module, logs in to the token and examines it. Only session objects are made.
-pub fn examine(target: &DoctorTarget) -> Result<DoctorReport, String> {
-    let pkcs11 = initialise(&target.module).map_err(|e| format!("cannot load the module: {e}"))?;
+pub fn examine(target: &DoctorTarget) -> Result<DoctorReport, DoctorError> {
+    let pkcs11 = initialise(&target.module).map_err(DoctorError::Module)?;
     let result = examine_with(&pkcs11, target);
     let _ = pkcs11.finalize();
     result
 }
 
-fn examine_with(pkcs11: &Pkcs11, target: &DoctorTarget) -> Result<DoctorReport, String> {
+fn examine_with(pkcs11: &Pkcs11, target: &DoctorTarget) -> Result<DoctorReport, DoctorError> {
     let library = match pkcs11.get_library_info() {
         Ok(info) => format!(
             "{} {} (library {}, Cryptoki {})",
@@ -190,7 +193,7 @@ fn examine_with(pkcs11: &Pkcs11, target: &DoctorTarget) -> Result<DoctorReport, 
         ),
         Err(e) => format!("unknown ({})", HsmError::from(e)),
     };
-    let slot = find_token(pkcs11, &target.token_label).map_err(|e| e.to_string())?;
+    let slot = find_token(pkcs11, &target.token_label).map_err(DoctorError::Token)?;
     let token = match pkcs11.get_token_info(slot) {
         Ok(info) => format!(
             "'{}' {} {} serial {} firmware {}",
@@ -227,11 +230,11 @@ fn examine_with(pkcs11: &Pkcs11, target: &DoctorTarget) -> Result<DoctorReport, 
 
     let session = pkcs11
         .open_rw_session(slot)
-        .map_err(|e| format!("cannot open a session: {}", HsmError::from(e)))?;
+        .map_err(|e| DoctorError::Session(HsmError::from(e)))?;
     let pin = AuthPin::new(target.user_pin.expose_secret().into());
     match session.login(UserType::User, Some(&pin)) {
         Ok(()) | Err(CkError::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => return Err(format!("cannot log in: {}", HsmError::from(e))),
+        Err(e) => return Err(DoctorError::Login(HsmError::from(e))),
     }
     // The key wrap the gateway would pick; a token with neither fails the trials that use it.
     let key_wrap = KeyWrap::probe(pkcs11, slot).unwrap_or(KeyWrap::Pad);
@@ -313,7 +316,7 @@ fn record(trials: &mut Vec<Trial>, id: &'static str, description: &'static str, 
     trials.push(Trial {
         id,
         description,
-        outcome: r.map_err(|e| format!("{} -> {}", e.function, e.rv)),
+        outcome: r.map_err(TrialFailure::from),
     });
 }
 
@@ -321,7 +324,7 @@ fn skipped(trials: &mut Vec<Trial>, id: &'static str, description: &'static str,
     trials.push(Trial {
         id,
         description,
-        outcome: Err(format!("skipped: {why}")),
+        outcome: Err(TrialFailure::Skipped(why.into())),
     });
 }
 
@@ -927,7 +930,7 @@ pub fn render(report: &DoctorReport) -> String {
         .map(|t| {
             let (result, detail) = match &t.outcome {
                 Ok(d) => ("ok".to_string(), d.clone()),
-                Err(e) => ("FAILED".to_string(), e.clone()),
+                Err(e) => ("FAILED".to_string(), e.to_string()),
             };
             [
                 t.id.to_string(),

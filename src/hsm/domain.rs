@@ -34,6 +34,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::Session;
 
 use super::asymmetric::{pair_template, read_public};
+use super::DomainModeError;
 use super::{
     outer_provider_error, Half, Hsm, HsmError, MaterialSourceError, OnLostSession, OpError,
     PairKind, PairUse, ProviderError, PublicKeyParts, Scope, SessionObject, Token,
@@ -209,26 +210,19 @@ impl Hsm {
         &self,
         source: Arc<dyn WrappedMaterials>,
         capacity: usize,
-    ) -> Result<(), String> {
-        let token = self
-            .current_token()
-            .ok_or("the token went away during start-up")?;
+    ) -> Result<(), DomainModeError> {
+        let token = self.current_token().ok_or(DomainModeError::TokenGone)?;
         let kwp = token
             .pkcs11
             .get_mechanism_info(token.slot, MechanismType::AES_KEY_WRAP_PAD)
             .map(|info| info.wrap() && info.unwrap())
             .unwrap_or(false);
         if !kwp {
-            return Err(
-                "domain mode needs CKM_AES_KEY_WRAP_PAD (0x210A) for wrap and unwrap, \
-                 which this token lacks (Kryoptic's CKM_AES_KEY_WRAP_KWP, 0x210B, is not yet \
-                 supported)"
-                    .into(),
-            );
+            return Err(DomainModeError::NoKeyWrapPad);
         }
         let active = source
             .active_domain_key()
-            .map_err(|e| format!("cannot read the active domain key from the store: {e}"))?;
+            .map_err(DomainModeError::ActiveKeyUnread)?;
         let trusted = self
             .with_session(|_, s| {
                 let Some(handle) = find_domain_key(s.raw(), &active.0)? else {
@@ -237,15 +231,9 @@ impl Hsm {
                 let attrs = s.get_attributes(handle, &[AttributeType::Trusted])?;
                 Ok(Some(attrs.contains(&Attribute::Trusted(true))))
             })
-            .map_err(|e| format!("cannot look for the domain key: {e}"))?
-            .map_err(|e| format!("cannot look for the domain key: {e}"))?
-            .ok_or_else(|| {
-                format!(
-                    "the store's active domain key {active} is not in the token (label \
-                     {DOMAIN_KEY_LABEL}); run `p11kms domain create` on a new deployment, or \
-                     enrol this token in the domain"
-                )
-            })?;
+            .map_err(DomainModeError::LookupNotRun)?
+            .map_err(DomainModeError::LookupFailed)?
+            .ok_or(DomainModeError::KeyNotInToken(active))?;
         tracing::info!(domain_key = %active, trusted, capacity, "domain-key mode");
         self.domain
             .set(DomainMode {
@@ -258,7 +246,7 @@ impl Hsm {
                 last_refind: Mutex::new(None),
                 refinds: AtomicU64::new(0),
             })
-            .map_err(|_| "domain mode was enabled twice".to_string())
+            .map_err(|_| DomainModeError::EnabledTwice)
     }
 
     pub fn domain_mode(&self) -> bool {
@@ -310,8 +298,10 @@ impl Hsm {
     }
 
     /// The token's identity as `C_GetTokenInfo` gives it (for the membership record).
-    pub fn token_identity(&self) -> Result<super::ceremony::TokenIdentity, String> {
-        let token = self.token().map_err(|e| e.to_string())?;
+    pub fn token_identity(
+        &self,
+    ) -> Result<super::ceremony::TokenIdentity, super::ceremony::CeremonyError> {
+        let token = self.token()?;
         super::ceremony::identity(&token.pkcs11, token.slot)
     }
 

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 
 use super::provision::{initialise_token, read_or_create_pin, with_library};
-use super::{find_token, EmbeddedSoftHsm};
+use super::{find_token, EmbeddedSoftHsm, ProvisionError};
+use crate::file_error::FileError;
 
 /// The Kryoptic library's file name, as `tokens/kryoptic` builds it.
 pub const KRYOPTIC_LIBRARY: &str = "libkryoptic_pkcs11.so";
@@ -30,13 +31,11 @@ pub enum EmbeddedTokenKind {
 }
 
 impl EmbeddedTokenKind {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, UnknownEmbeddedToken> {
         match text {
             "softhsm2" => Ok(EmbeddedTokenKind::SoftHsm2),
             "kryoptic" => Ok(EmbeddedTokenKind::Kryoptic),
-            other => Err(format!(
-                "hsm.embedded_token: expected softhsm2 or kryoptic, got '{other}'"
-            )),
+            other => Err(UnknownEmbeddedToken(other.into())),
         }
     }
 
@@ -48,6 +47,11 @@ impl EmbeddedTokenKind {
     }
 }
 
+/// A `hsm.embedded_token` value that names no embedded token.
+#[derive(Debug, thiserror::Error)]
+#[error("hsm.embedded_token: expected softhsm2 or kryoptic, got '{0}'")]
+pub struct UnknownEmbeddedToken(pub String);
+
 /// An embedded token prepared under the data directory.
 pub enum EmbeddedToken {
     SoftHsm2(EmbeddedSoftHsm),
@@ -58,7 +62,7 @@ impl EmbeddedToken {
     /// Writes the token's configuration (and repairs what a crash left, for SoftHSM2) and
     /// exports the variable its library reads the configuration's path from. Must run
     /// before any thread is started and before the library is loaded.
-    pub fn prepare(kind: EmbeddedTokenKind, data_dir: &Path) -> Result<Self, String> {
+    pub fn prepare(kind: EmbeddedTokenKind, data_dir: &Path) -> Result<Self, ProvisionError> {
         match kind {
             EmbeddedTokenKind::SoftHsm2 => {
                 let embedded = EmbeddedSoftHsm::prepare(data_dir)?;
@@ -76,7 +80,7 @@ impl EmbeddedToken {
     /// Initialises a token labelled `label` through PKCS#11 unless one exists. `module` may
     /// be a shim (pkcs11-spy) in front of the token's library. Returns whether a token was
     /// created.
-    pub fn ensure_token(&self, module: &Path, label: &str) -> Result<bool, String> {
+    pub fn ensure_token(&self, module: &Path, label: &str) -> Result<bool, ProvisionError> {
         match self {
             EmbeddedToken::SoftHsm2(embedded) => embedded.ensure_token(module, label),
             EmbeddedToken::Kryoptic(embedded) => embedded.ensure_token(module, label),
@@ -84,7 +88,7 @@ impl EmbeddedToken {
     }
 
     /// The user PIN, generated on first start.
-    pub fn user_pin(&self) -> Result<SecretString, String> {
+    pub fn user_pin(&self) -> Result<SecretString, ProvisionError> {
         match self {
             EmbeddedToken::SoftHsm2(embedded) => embedded.user_pin(),
             EmbeddedToken::Kryoptic(embedded) => read_or_create_pin(&embedded.user_pin_path),
@@ -101,7 +105,7 @@ impl EmbeddedToken {
 
     /// See [`EmbeddedSoftHsm::keep_token_files`]. Kryoptic writes its SQLite file in
     /// transactions, so there is nothing to keep a copy of.
-    pub fn keep_token_files(&self) -> Result<(), String> {
+    pub fn keep_token_files(&self) -> Result<(), ProvisionError> {
         match self {
             EmbeddedToken::SoftHsm2(embedded) => embedded.keep_token_files(),
             EmbeddedToken::Kryoptic(_) => Ok(()),
@@ -120,23 +124,20 @@ pub struct EmbeddedKryoptic {
 
 impl EmbeddedKryoptic {
     /// Writes `kryoptic.conf` and the token directory if missing.
-    pub fn prepare(data_dir: &Path) -> Result<Self, String> {
+    pub fn prepare(data_dir: &Path) -> Result<Self, ProvisionError> {
         let token_dir = data_dir.join("kryoptic");
-        fs::create_dir_all(&token_dir)
-            .map_err(|e| format!("cannot create {}: {e}", token_dir.display()))?;
+        fs::create_dir_all(&token_dir).map_err(FileError::on("create", &token_dir))?;
         let _ = fs::set_permissions(&token_dir, fs::Permissions::from_mode(0o700));
         let token_dir = token_dir
             .canonicalize()
-            .map_err(|e| format!("cannot resolve {}: {e}", token_dir.display()))?;
+            .map_err(FileError::on("resolve", &token_dir))?;
         let database = token_dir.join("token.sql");
         let conf_path = data_dir.join("kryoptic.conf");
         if !conf_path.exists() {
             // TOML basic strings: a path with a quote or backslash would need escaping.
             let path = database.display().to_string();
             if path.contains(['"', '\\']) || path.chars().any(char::is_control) {
-                return Err(format!(
-                    "the data directory's path {path} cannot be written into kryoptic.conf"
-                ));
+                return Err(ProvisionError::UnquotablePath(path));
             }
             let text = format!(
                 "# Written by p11kms for its embedded Kryoptic token.\n\
@@ -145,8 +146,7 @@ impl EmbeddedKryoptic {
                  dbtype = \"sqlite\"\n\
                  dbargs = \"{path}\"\n"
             );
-            fs::write(&conf_path, text)
-                .map_err(|e| format!("cannot write {}: {e}", conf_path.display()))?;
+            fs::write(&conf_path, text).map_err(FileError::on("write", &conf_path))?;
         }
         Ok(EmbeddedKryoptic {
             conf_path,
@@ -159,7 +159,7 @@ impl EmbeddedKryoptic {
     /// Initialises the slot's token as `label` unless a token with that label exists.
     /// A token initialised under another label is never initialised again: `C_InitToken`
     /// would erase its keys.
-    pub fn ensure_token(&self, module: &Path, label: &str) -> Result<bool, String> {
+    pub fn ensure_token(&self, module: &Path, label: &str) -> Result<bool, ProvisionError> {
         with_library(module, |pkcs11| self.ensure_token_with(pkcs11, label))
     }
 
@@ -167,30 +167,25 @@ impl EmbeddedKryoptic {
         &self,
         pkcs11: &cryptoki::context::Pkcs11,
         label: &str,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, ProvisionError> {
         if find_token(pkcs11, label).is_ok() {
             return Ok(false);
         }
         let slot = pkcs11
             .get_slots_with_token()
-            .map_err(|e| format!("C_GetSlotList: {e}"))?
+            .map_err(ProvisionError::call("C_GetSlotList"))?
             .into_iter()
             .next()
-            .ok_or_else(|| {
-                format!(
-                    "Kryoptic shows no slot; is {} its configuration?",
-                    self.conf_path.display()
-                )
-            })?;
+            .ok_or_else(|| ProvisionError::NoKryopticSlot(self.conf_path.clone()))?;
         let info = pkcs11
             .get_token_info(slot)
-            .map_err(|e| format!("C_GetTokenInfo: {}", super::HsmError::from(e)))?;
+            .map_err(ProvisionError::call("C_GetTokenInfo"))?;
         if info.token_initialized() {
-            return Err(format!(
-                "the Kryoptic token in {} is labelled '{}', not '{label}'; not initialising it again over its keys",
-                self.database.display(),
-                info.label().trim_end()
-            ));
+            return Err(ProvisionError::LabelledOtherwise {
+                database: self.database.clone(),
+                found: info.label().trim_end().into(),
+                label: label.into(),
+            });
         }
         let so_pin = read_or_create_pin(&self.so_pin_path)?;
         let user_pin = read_or_create_pin(&self.user_pin_path)?;

@@ -495,17 +495,17 @@ impl Hsm {
     }
 
     /// The scheme to write: the configured one (which must run here), else the best.
-    pub(super) fn choose_writer_scheme(&self) -> Result<u8, String> {
+    pub(super) fn choose_writer_scheme(&self) -> Result<u8, super::OpenError> {
         match self.config.ciphertext_scheme {
             Some(scheme) if self.reads_scheme(scheme) => Ok(scheme),
-            Some(scheme) => Err(format!(
-                "ciphertext scheme {scheme} was configured, but the token cannot run it (schemes it runs: {})",
-                (1..=3u8)
+            Some(scheme) => Err(super::OpenError::SchemeUnavailable {
+                configured: scheme,
+                runs: (1..=3u8)
                     .filter(|s| self.reads_scheme(*s))
                     .map(|s| s.to_string())
                     .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+                    .join(", "),
+            }),
             None => Ok((1..=3u8).rev().find(|s| self.reads_scheme(*s)).unwrap_or(1)),
         }
     }

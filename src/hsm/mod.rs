@@ -26,10 +26,11 @@ mod pool;
 mod probe;
 mod provider;
 mod provision;
+mod setup_error;
 mod timed;
 mod token;
 
-pub use adopt::AdoptableKey;
+pub use adopt::{AdoptableKey, Unadoptable};
 pub use asymmetric::{
     AsymmetricCapabilities, Curve, EcPrivateParts, MacHash, OaepHash, PairKind, PairUse,
     PrivateKeyParts, PublicKeyParts, RsaPrivateParts, SigHash, SignMechanism,
@@ -37,7 +38,8 @@ pub use asymmetric::{
 pub use context_keys::{ContextKeyStats, RESERVOIR_BYTES, WRITES_PER_SALT};
 pub use crossover::SealedParts;
 pub use embedded::{
-    find_kryoptic_module, EmbeddedKryoptic, EmbeddedToken, EmbeddedTokenKind, KRYOPTIC_LIBRARY,
+    find_kryoptic_module, EmbeddedKryoptic, EmbeddedToken, EmbeddedTokenKind, UnknownEmbeddedToken,
+    KRYOPTIC_LIBRARY,
 };
 pub use error::{HsmError, MaterialSourceError, ProviderError, Scope};
 use locks::Site;
@@ -46,6 +48,7 @@ pub use pool::PoolStats;
 pub use probe::{probe_mechanisms, KeyWrap, MechanismReport};
 pub use provider::{Capabilities, KeyProvider, ProviderStats};
 pub use provision::{find_softhsm_module, EmbeddedSoftHsm};
+pub use setup_error::{DomainModeError, OpenError, ProvisionError};
 pub use timed::{CallObserver, ObjectScanLock, ObjectScanWaits, TimedSession};
 
 use std::collections::{HashMap, HashSet};
@@ -172,8 +175,11 @@ impl Half {
 impl Hsm {
     /// Loads the module, finds the token, logs in and checks the mechanisms the ciphertext
     /// scheme needs. Fails with a message naming whatever is missing.
-    pub fn open(config: HsmConfig, observer: Option<Arc<dyn CallObserver>>) -> Result<Hsm, String> {
-        let token = Token::open(&config).map_err(|e| format!("cannot open the HSM token: {e}"))?;
+    pub fn open(
+        config: HsmConfig,
+        observer: Option<Arc<dyn CallObserver>>,
+    ) -> Result<Hsm, OpenError> {
+        let token = Token::open(&config).map_err(OpenError::Token)?;
         let mut hsm = Hsm {
             config,
             current: RwLock::new(Some(Arc::new(token))),
@@ -198,23 +204,18 @@ impl Hsm {
         };
         let report = match hsm.current_token() {
             Some(token) => probe_mechanisms(&token.pkcs11, token.slot),
-            None => return Err("the token went away during start-up".into()),
+            None => return Err(OpenError::TokenGone),
         };
         let key_wrap = match (report.missing_for_symmetric(), report.key_wrap) {
             (None, Some(key_wrap)) => key_wrap,
-            (missing, _) => {
-                return Err(format!(
-                    "the token cannot run the p11kms symmetric ciphertext scheme; missing: {}",
-                    missing.unwrap_or_default()
-                ))
-            }
+            (missing, _) => return Err(OpenError::MissingMechanisms(missing.unwrap_or_default())),
         };
         hsm.key_wrap = key_wrap;
         // A trial of the whole construction on a throwaway session key proves the parameters
         // (IV handling, tag length, derivation data) work, not just that mechanisms exist.
         hsm.with_session(|_, s| trial_run(s, key_wrap))
-            .map_err(|e| format!("trial run failed: {e}"))?
-            .map_err(|e| format!("trial run of the ciphertext scheme failed: {e}"))?;
+            .map_err(OpenError::TrialNotRun)?
+            .map_err(OpenError::TrialFailed)?;
         hsm.capabilities.asymmetric = hsm.probe_asymmetric();
         hsm.capabilities.readable_schemes = hsm.probe_context_schemes();
         hsm.capabilities.ciphertext_scheme = hsm.choose_writer_scheme()?;

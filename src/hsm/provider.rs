@@ -13,9 +13,9 @@ use zeroize::Zeroizing;
 
 use super::domain::{DomainCacheStats, WrappedMaterials};
 use super::{
-    AdoptableKey, AsymmetricCapabilities, ContextKeyStats, DekLock, DekUnlock, Hsm, LockedDek,
-    MacHash, OaepHash, PairKind, PairUse, PoolStats, PrivateKeyParts, ProviderError,
-    PublicKeyParts, SealedParts, SignMechanism, IV_LEN,
+    AdoptableKey, AsymmetricCapabilities, ContextKeyStats, DekLock, DekUnlock, DomainModeError,
+    Hsm, LockedDek, MacHash, OaepHash, PairKind, PairUse, PoolStats, PrivateKeyParts,
+    ProviderError, PublicKeyParts, SealedParts, SignMechanism, Unadoptable, IV_LEN,
 };
 use crate::model::{DomainKeyId, KeyId, MaterialId, TokenKeyRef};
 
@@ -97,14 +97,14 @@ pub trait KeyProvider: Send + Sync {
     fn inspect_adoptable(
         &self,
         object: &TokenKeyRef,
-    ) -> Result<Result<AdoptableKey, String>, ProviderError>;
+    ) -> Result<Result<AdoptableKey, Unadoptable>, ProviderError>;
     fn register_adopted(&self, material: MaterialId, object: TokenKeyRef);
     /// Keeps materials wrapped under a domain key in `source` from now on.
     fn enable_domain_mode(
         &self,
         source: Arc<dyn WrappedMaterials>,
         capacity: usize,
-    ) -> Result<(), String>;
+    ) -> Result<(), DomainModeError>;
     /// Makes domain key `id`; `true` when the token trusts it.
     fn create_domain_key(&self, id: &DomainKeyId) -> Result<bool, ProviderError>;
 
@@ -284,7 +284,7 @@ impl KeyProvider for Hsm {
     fn inspect_adoptable(
         &self,
         object: &TokenKeyRef,
-    ) -> Result<Result<AdoptableKey, String>, ProviderError> {
+    ) -> Result<Result<AdoptableKey, Unadoptable>, ProviderError> {
         Hsm::inspect_adoptable(self, object)
     }
 
@@ -296,7 +296,7 @@ impl KeyProvider for Hsm {
         &self,
         source: Arc<dyn WrappedMaterials>,
         capacity: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), DomainModeError> {
         Hsm::enable_domain_mode(self, source, capacity)
     }
 

@@ -13,7 +13,8 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{find_token, initialise};
+use super::{find_token, initialise, ProvisionError};
+use crate::file_error::FileError;
 
 /// Where SoftHSM2 keeps its library on Debian and elsewhere.
 pub const SOFTHSM_MODULE_CANDIDATES: &[&str] = &[
@@ -43,16 +44,15 @@ impl EmbeddedSoftHsm {
     /// Writes `softhsm2.conf` and the token directory if missing, and repairs token files
     /// torn by a crash ([`EmbeddedSoftHsm::keep_token_files`]). The caller must export
     /// `SOFTHSM2_CONF` before the module is loaded.
-    pub fn prepare(data_dir: &Path) -> Result<Self, String> {
+    pub fn prepare(data_dir: &Path) -> Result<Self, ProvisionError> {
         let token_dir = data_dir.join("tokens");
-        fs::create_dir_all(&token_dir)
-            .map_err(|e| format!("cannot create {}: {e}", token_dir.display()))?;
+        fs::create_dir_all(&token_dir).map_err(FileError::on("create", &token_dir))?;
         let _ = fs::set_permissions(&token_dir, fs::Permissions::from_mode(0o700));
         let conf_path = data_dir.join("softhsm2.conf");
         if !conf_path.exists() {
             let token_dir = token_dir
                 .canonicalize()
-                .map_err(|e| format!("cannot resolve {}: {e}", token_dir.display()))?;
+                .map_err(FileError::on("resolve", &token_dir))?;
             let text = format!(
                 "# Written by p11kms for its embedded SoftHSM2 token.\n\
                  directories.tokendir = {}\n\
@@ -61,8 +61,7 @@ impl EmbeddedSoftHsm {
                  slots.removable = false\n",
                 token_dir.display()
             );
-            fs::write(&conf_path, text)
-                .map_err(|e| format!("cannot write {}: {e}", conf_path.display()))?;
+            fs::write(&conf_path, text).map_err(FileError::on("write", &conf_path))?;
         }
         let embedded = EmbeddedSoftHsm {
             conf_path,
@@ -93,11 +92,10 @@ impl EmbeddedSoftHsm {
     /// no store row names it (a key's row is written only after its object is complete), but
     /// every crash during a key creation or rotation would leave one more. They are removed
     /// here, before the library is loaded; the token directory belongs to this gateway alone.
-    fn remove_unfinished_objects(&self) -> Result<usize, String> {
+    fn remove_unfinished_objects(&self) -> Result<usize, ProvisionError> {
         let mut removed = 0;
         for token in self.token_directories()? {
-            let entries = fs::read_dir(&token)
-                .map_err(|e| format!("cannot read {}: {e}", token.display()))?;
+            let entries = fs::read_dir(&token).map_err(FileError::on("read", &token))?;
             for entry in entries.filter_map(|e| e.ok()) {
                 let path = entry.path();
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -105,8 +103,7 @@ impl EmbeddedSoftHsm {
                 if name == TOKEN_FILE || !name.ends_with(".object") || !empty {
                     continue;
                 }
-                fs::remove_file(&path)
-                    .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+                fs::remove_file(&path).map_err(FileError::on("remove", &path))?;
                 let _ = fs::remove_file(path.with_extension("lock"));
                 removed += 1;
             }
@@ -115,9 +112,9 @@ impl EmbeddedSoftHsm {
     }
 
     /// The token directories SoftHSM2 made (one per token), each holding a `token.object`.
-    fn token_directories(&self) -> Result<Vec<PathBuf>, String> {
-        let entries = fs::read_dir(&self.token_dir)
-            .map_err(|e| format!("cannot read {}: {e}", self.token_dir.display()))?;
+    fn token_directories(&self) -> Result<Vec<PathBuf>, ProvisionError> {
+        let entries =
+            fs::read_dir(&self.token_dir).map_err(FileError::on("read", &self.token_dir))?;
         let mut dirs: Vec<PathBuf> = entries
             .filter_map(|entry| entry.ok())
             .map(|entry| entry.path())
@@ -142,7 +139,7 @@ impl EmbeddedSoftHsm {
     /// same attributes at the same sizes, so a whole file is never shorter). The copy may
     /// hold older PIN-count flags, which only say whether the last login failed. Returns the
     /// files repaired.
-    fn repair_token_files(&self) -> Result<Vec<PathBuf>, String> {
+    fn repair_token_files(&self) -> Result<Vec<PathBuf>, ProvisionError> {
         let mut repaired = Vec::new();
         for token in self.token_directories()? {
             let Some(copy) = self.copy_of(&token) else {
@@ -153,7 +150,7 @@ impl EmbeddedSoftHsm {
             };
             let file = token.join(TOKEN_FILE);
             let len = fs::metadata(&file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+                .map_err(FileError::on("read", &file))?
                 .len();
             if len < kept.len() as u64 {
                 write_synced(&file, &kept)?;
@@ -167,22 +164,21 @@ impl EmbeddedSoftHsm {
     /// Call it after the gateway has logged in and before anything else can log in: the file
     /// is whole then, since SoftHSM2 finished rewriting it before `C_Login` returned. The copy
     /// is written to a temporary file, synced and renamed, so it is never torn itself.
-    pub fn keep_token_files(&self) -> Result<(), String> {
-        let fail = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
-        fs::create_dir_all(&self.copies_dir).map_err(|e| fail(&self.copies_dir, e))?;
+    pub fn keep_token_files(&self) -> Result<(), ProvisionError> {
+        fs::create_dir_all(&self.copies_dir).map_err(FileError::on("create", &self.copies_dir))?;
         let _ = fs::set_permissions(&self.copies_dir, fs::Permissions::from_mode(0o700));
         for token in self.token_directories()? {
             let Some(copy) = self.copy_of(&token) else {
                 continue;
             };
             let file = token.join(TOKEN_FILE);
-            let bytes = fs::read(&file).map_err(|e| fail(&file, e))?;
+            let bytes = fs::read(&file).map_err(FileError::on("read", &file))?;
             if fs::read(&copy).is_ok_and(|kept| kept == bytes) {
                 continue;
             }
             let temporary = copy.with_extension("tmp");
             write_synced(&temporary, &bytes)?;
-            fs::rename(&temporary, &copy).map_err(|e| fail(&copy, e))?;
+            fs::rename(&temporary, &copy).map_err(FileError::on("rename", &copy))?;
             if let Ok(dir) = fs::File::open(&self.copies_dir) {
                 let _ = dir.sync_all();
             }
@@ -197,13 +193,13 @@ impl EmbeddedSoftHsm {
     }
 
     /// The user PIN, generated on first start.
-    pub fn user_pin(&self) -> Result<SecretString, String> {
+    pub fn user_pin(&self) -> Result<SecretString, ProvisionError> {
         read_or_create_pin(&self.user_pin_path)
     }
 
     /// Initialises a token labelled `label` through PKCS#11 unless one exists.
     /// Returns whether a token was created.
-    pub fn ensure_token(&self, module: &Path, label: &str) -> Result<bool, String> {
+    pub fn ensure_token(&self, module: &Path, label: &str) -> Result<bool, ProvisionError> {
         with_library(module, |pkcs11| self.ensure_token_with(pkcs11, label))
     }
 
@@ -211,7 +207,7 @@ impl EmbeddedSoftHsm {
         &self,
         pkcs11: &cryptoki::context::Pkcs11,
         label: &str,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, ProvisionError> {
         if find_token(pkcs11, label).is_ok() {
             return Ok(false);
         }
@@ -221,7 +217,7 @@ impl EmbeddedSoftHsm {
         let directories = self.token_directories()?;
         let readable = pkcs11
             .get_slots_with_token()
-            .map_err(|e| format!("C_GetSlotList: {e}"))?
+            .map_err(ProvisionError::call("C_GetSlotList"))?
             .into_iter()
             .filter(|slot| {
                 pkcs11
@@ -230,19 +226,19 @@ impl EmbeddedSoftHsm {
             })
             .count();
         if readable < directories.len() {
-            return Err(format!(
-                "{} holds {} token directories but SoftHSM2 reads only {readable} tokens, and none labelled '{label}': \
-                 a token file is damaged (no copy of it was found in {}); not initialising a new token over it",
-                self.token_dir.display(),
-                directories.len(),
-                self.copies_dir.display()
-            ));
+            return Err(ProvisionError::DamagedToken {
+                token_dir: self.token_dir.clone(),
+                copies_dir: self.copies_dir.clone(),
+                directories: directories.len(),
+                readable,
+                label: label.into(),
+            });
         }
         let so_pin = read_or_create_pin(&self.so_pin_path)?;
         let user_pin = self.user_pin()?;
         let slots = pkcs11
             .get_all_slots()
-            .map_err(|e| format!("C_GetSlotList: {e}"))?;
+            .map_err(ProvisionError::call("C_GetSlotList"))?;
         let free = slots
             .into_iter()
             .find(|slot| {
@@ -251,7 +247,7 @@ impl EmbeddedSoftHsm {
                     .map(|info| !info.token_initialized())
                     .unwrap_or(false)
             })
-            .ok_or("SoftHSM2 offers no free slot for a new token")?;
+            .ok_or(ProvisionError::NoFreeSlot)?;
         initialise_token(pkcs11, free, label, &so_pin, &user_pin)?;
         Ok(true)
     }
@@ -261,9 +257,9 @@ impl EmbeddedSoftHsm {
 /// library afterwards, leaving it as it was found: the gateway initialises it again for real.
 pub(super) fn with_library<T>(
     module: &Path,
-    f: impl FnOnce(&cryptoki::context::Pkcs11) -> Result<T, String>,
-) -> Result<T, String> {
-    let pkcs11 = initialise(module).map_err(|e| e.to_string())?;
+    f: impl FnOnce(&cryptoki::context::Pkcs11) -> Result<T, ProvisionError>,
+) -> Result<T, ProvisionError> {
+    let pkcs11 = initialise(module).map_err(ProvisionError::Library)?;
     let result = f(&pkcs11);
     let _ = pkcs11.finalize();
     result
@@ -277,29 +273,29 @@ pub(super) fn initialise_token(
     label: &str,
     so_pin: &SecretString,
     user_pin: &SecretString,
-) -> Result<(), String> {
+) -> Result<(), ProvisionError> {
     let so = AuthPin::new(so_pin.expose_secret().into());
     pkcs11
         .init_token(slot, &so, label)
-        .map_err(|e| format!("C_InitToken: {}", super::HsmError::from(e)))?;
+        .map_err(ProvisionError::call("C_InitToken"))?;
     // SoftHSM renumbers slots after C_InitToken: look the token up again by label.
-    let slot = find_token(pkcs11, label).map_err(|e| e.to_string())?;
+    let slot = find_token(pkcs11, label).map_err(ProvisionError::Library)?;
     let session = pkcs11
         .open_rw_session(slot)
-        .map_err(|e| format!("C_OpenSession: {}", super::HsmError::from(e)))?;
+        .map_err(ProvisionError::call("C_OpenSession"))?;
     session
         .login(UserType::So, Some(&so))
-        .map_err(|e| format!("C_Login(SO): {}", super::HsmError::from(e)))?;
+        .map_err(ProvisionError::call("C_Login(SO)"))?;
     session
         .init_pin(&AuthPin::new(user_pin.expose_secret().into()))
-        .map_err(|e| format!("C_InitPIN: {}", super::HsmError::from(e)))?;
+        .map_err(ProvisionError::call("C_InitPIN"))?;
     let _ = session.logout();
     Ok(())
 }
 
 /// Writes `bytes` to `path` (mode 0600) and syncs it.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ProvisionError> {
+    let fail = |e: std::io::Error| ProvisionError::from(FileError::on("write", path)(e));
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -319,7 +315,7 @@ pub fn find_softhsm_module() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-pub(super) fn read_or_create_pin(path: &Path) -> Result<SecretString, String> {
+pub(super) fn read_or_create_pin(path: &Path) -> Result<SecretString, ProvisionError> {
     if let Ok(text) = fs::read_to_string(path) {
         let pin = text.trim().to_string();
         if !pin.is_empty() {
@@ -333,8 +329,8 @@ pub(super) fn read_or_create_pin(path: &Path) -> Result<SecretString, String> {
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        .map_err(FileError::on("create", path))?;
     file.write_all(pin.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        .map_err(FileError::on("write", path))?;
     Ok(SecretString::from(pin))
 }

@@ -9,6 +9,9 @@
 
 use std::sync::Arc;
 
+mod error;
+pub use error::DomainSetupError;
+
 use super::KmsService;
 use crate::error::KmsError;
 use crate::hsm::domain::WrappedMaterials;
@@ -55,8 +58,8 @@ impl WrappedMaterials for StoreMaterials {
 /// A store failure as the provider passes it back: retryable or not, as the store said.
 fn material_source_error(e: KmsError) -> MaterialSourceError {
     match e {
-        KmsError::StoreUnavailable(message) => MaterialSourceError::Unavailable(message),
-        KmsError::Store(message) => MaterialSourceError::Failed(message),
+        KmsError::StoreUnavailable(fault) => MaterialSourceError::Unavailable(fault.to_string()),
+        KmsError::Store(fault) => MaterialSourceError::Failed(fault.to_string()),
         other => MaterialSourceError::Failed(other.to_string()),
     }
 }
@@ -71,25 +74,27 @@ fn active_domain_key(store: &dyn MetadataStore) -> Result<Option<DomainKeyId>, K
 
 /// Turns the service's HSM to domain mode at start-up. With no active domain key in the
 /// store, `may_create` (the embedded default) makes one; otherwise start-up fails.
-pub fn start(service: &KmsService, may_create: bool, capacity: usize) -> Result<(), String> {
+pub fn start(
+    service: &KmsService,
+    may_create: bool,
+    capacity: usize,
+) -> Result<(), DomainSetupError> {
     let store = service.store.clone();
     if active_domain_key(store.as_ref())
-        .map_err(|e| format!("cannot read the domain keys from the store: {e}"))?
+        .map_err(DomainSetupError::kms(
+            "cannot read the domain keys from the store",
+        ))?
         .is_none()
     {
         if !may_create {
-            return Err(
-                "hsm.key_storage is \"domain\" but the store names no active domain \
-                 key; run `p11kms domain create` first"
-                    .into(),
-            );
+            return Err(DomainSetupError::NoActiveKeyToServe);
         }
         let id = create_domain_key(store.as_ref(), service.hsm())?;
         tracing::warn!(domain_key = %id, "created the domain key in the embedded token");
     }
-    service
+    Ok(service
         .hsm
-        .enable_domain_mode(Arc::new(StoreMaterials(store)), capacity)
+        .enable_domain_mode(Arc::new(StoreMaterials(store)), capacity)?)
 }
 
 /// Makes a domain key in the token and records it as the store's active one. Refused if
@@ -97,17 +102,16 @@ pub fn start(service: &KmsService, may_create: bool, capacity: usize) -> Result<
 pub fn create_domain_key(
     store: &dyn MetadataStore,
     hsm: &dyn KeyProvider,
-) -> Result<DomainKeyId, String> {
-    if let Some(active) = active_domain_key(store).map_err(|e| e.to_string())? {
-        return Err(format!(
-            "the store already has an active domain key ({active}); use `p11kms domain rotate` \
-             to replace it"
-        ));
+) -> Result<DomainKeyId, DomainSetupError> {
+    if let Some(active) = active_domain_key(store).map_err(DomainSetupError::kms(
+        "cannot read the domain keys from the store",
+    ))? {
+        return Err(DomainSetupError::AlreadyActive(active));
     }
     let id = DomainKeyId::new_random();
-    let trusted = hsm
-        .create_domain_key(&id)
-        .map_err(|e| format!("cannot create the domain key in the token: {e}"))?;
+    let trusted = hsm.create_domain_key(&id).map_err(DomainSetupError::kms(
+        "cannot create the domain key in the token",
+    ))?;
     let record = DomainKeyRecord {
         id,
         state: DomainKeyState::Active,
@@ -115,13 +119,9 @@ pub fn create_domain_key(
     };
     if !store
         .insert_domain_key(&record)
-        .map_err(|e| format!("cannot record the domain key: {}", e.chain()))?
+        .map_err(DomainSetupError::store("cannot record the domain key"))?
     {
-        return Err(
-            "another domain key became active meanwhile; the new key in the token \
-             is unused"
-                .into(),
-        );
+        return Err(DomainSetupError::ActivatedMeanwhile);
     }
     tracing::info!(domain_key = %id, trusted, "domain key created");
     Ok(id)
@@ -140,10 +140,13 @@ pub fn describe_member(m: &DomainMember) -> String {
     )
 }
 
-fn members_of(store: &dyn MetadataStore, id: &DomainKeyId) -> Result<Vec<DomainMember>, String> {
+fn members_of(
+    store: &dyn MetadataStore,
+    id: &DomainKeyId,
+) -> Result<Vec<DomainMember>, DomainSetupError> {
     store
         .domain_members(Some(&id.to_hex()))
-        .map_err(|e| format!("cannot read the domain members: {}", e.chain()))
+        .map_err(DomainSetupError::store("cannot read the domain members"))
 }
 
 /// Records this process's token as a member of domain key `id` (once: a recorded token
@@ -153,10 +156,10 @@ fn record_this_token(
     hsm: &Hsm,
     id: &DomainKeyId,
     enrolled_by: &str,
-) -> Result<DomainMember, String> {
+) -> Result<DomainMember, DomainSetupError> {
     let token = hsm
         .token_identity()
-        .map_err(|e| format!("cannot read the token's identity: {e}"))?;
+        .map_err(DomainSetupError::TokenIdentity)?;
     let member = DomainMember {
         domain_id: id.to_hex(),
         token_label: token.label,
@@ -167,12 +170,11 @@ fn record_this_token(
         enrolled_at: now_epoch(),
         enrolled_by: enrolled_by.into(),
     };
-    store.insert_domain_member(&member).map_err(|e| {
-        format!(
-            "cannot record this token as a member of {id}: {}",
-            e.chain()
-        )
-    })?;
+    store
+        .insert_domain_member(&member)
+        .map_err(DomainSetupError::store(format!(
+            "cannot record this token as a member of {id}"
+        )))?;
     Ok(member)
 }
 
@@ -181,7 +183,7 @@ pub fn members_lacking(
     store: &dyn MetadataStore,
     old: &DomainKeyId,
     new: &DomainKeyId,
-) -> Result<Vec<DomainMember>, String> {
+) -> Result<Vec<DomainMember>, DomainSetupError> {
     let holders = members_of(store, new)?;
     Ok(members_of(store, old)?
         .into_iter()
@@ -208,10 +210,10 @@ fn keys_in(keys: &[DomainKeyRecord], state: DomainKeyState) -> Vec<DomainKeyId> 
         .collect()
 }
 
-fn read_domain_keys(store: &dyn MetadataStore) -> Result<Vec<DomainKeyRecord>, String> {
+fn read_domain_keys(store: &dyn MetadataStore) -> Result<Vec<DomainKeyRecord>, DomainSetupError> {
     store
         .domain_keys()
-        .map_err(|e| format!("cannot read the domain keys: {}", e.chain()))
+        .map_err(DomainSetupError::store("cannot read the domain keys"))
 }
 
 /// What `rotate --prepare` did.
@@ -227,41 +229,31 @@ pub struct PreparedRotation {
 /// Stage one of a rotation: a new domain key in this token, recorded `pending` (it wraps
 /// nothing yet), and this token recorded as a member of both keys. Refused while another
 /// rotation is prepared or unfinished, or when this token lacks the active key.
-pub fn prepare_rotation(store: &dyn MetadataStore, hsm: &Hsm) -> Result<PreparedRotation, String> {
+pub fn prepare_rotation(
+    store: &dyn MetadataStore,
+    hsm: &Hsm,
+) -> Result<PreparedRotation, DomainSetupError> {
     let keys = read_domain_keys(store)?;
     let active = *keys_in(&keys, DomainKeyState::Active)
         .first()
-        .ok_or("the store names no active domain key; run `p11kms domain create`")?;
+        .ok_or(DomainSetupError::NoActiveKey)?;
     if let Some(pending) = keys_in(&keys, DomainKeyState::Pending).first() {
-        return Err(format!(
-            "domain key {pending} is already pending: enrol it into every member token \
-             (`p11kms domain enrol --domain {pending}`), then run `p11kms domain rotate --activate`"
-        ));
+        return Err(DomainSetupError::AlreadyPending(*pending));
     }
     let retiring = keys_in(&keys, DomainKeyState::Retiring);
     if !retiring.is_empty() {
-        return Err(format!(
-            "a rotation is unfinished (retiring: {}); finish it with `p11kms domain rotate \
-             --activate` first",
-            retiring
-                .iter()
-                .map(|k| k.to_hex())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        return Err(DomainSetupError::RotationUnfinished(retiring));
     }
-    if !hsm
-        .has_domain_key(&active)
-        .map_err(|e| format!("cannot look for the active domain key: {e}"))?
-    {
-        return Err(format!(
-            "this token does not hold the active domain key {active}; prepare the rotation \
-             on a member of the domain"
-        ));
+    if !hsm.has_domain_key(&active).map_err(DomainSetupError::kms(
+        "cannot look for the active domain key",
+    ))? {
+        return Err(DomainSetupError::ActiveKeyNotHere(active));
     }
     let pending = DomainKeyId::new_random();
     hsm.create_domain_key(&pending)
-        .map_err(|e| format!("cannot create the new domain key in the token: {e}"))?;
+        .map_err(DomainSetupError::kms(
+            "cannot create the new domain key in the token",
+        ))?;
     let record = DomainKeyRecord {
         id: pending,
         state: DomainKeyState::Pending,
@@ -269,12 +261,9 @@ pub fn prepare_rotation(store: &dyn MetadataStore, hsm: &Hsm) -> Result<Prepared
     };
     if !store
         .insert_domain_key(&record)
-        .map_err(|e| format!("cannot record the new domain key: {}", e.chain()))?
+        .map_err(DomainSetupError::store("cannot record the new domain key"))?
     {
-        return Err(format!(
-            "another rotation was prepared meanwhile; the new key {pending} in this token is \
-             unused"
-        ));
+        return Err(DomainSetupError::PreparedMeanwhile(pending));
     }
     // The domain's first token may never have been recorded (no enrolment yet).
     record_this_token(store, hsm, &active, "holder")?;
@@ -292,45 +281,43 @@ pub fn prepare_rotation(store: &dyn MetadataStore, hsm: &Hsm) -> Result<Prepared
 /// becomes active and the old one retiring (one conditional write), every blob is
 /// rewrapped and the old key retired. With nothing pending, finishes an interrupted
 /// rotation.
-pub fn activate_rotation(store: &dyn MetadataStore, hsm: &Hsm) -> Result<RotationReport, String> {
+pub fn activate_rotation(
+    store: &dyn MetadataStore,
+    hsm: &Hsm,
+) -> Result<RotationReport, DomainSetupError> {
     let keys = read_domain_keys(store)?;
     let active = *keys_in(&keys, DomainKeyState::Active)
         .first()
-        .ok_or("the store names no active domain key; run `p11kms domain create`")?;
+        .ok_or(DomainSetupError::NoActiveKey)?;
     let mut retiring = keys_in(&keys, DomainKeyState::Retiring);
     let Some(&pending) = keys_in(&keys, DomainKeyState::Pending).first() else {
         if retiring.is_empty() {
-            return Err(
-                "no rotation is prepared; run `p11kms domain rotate --prepare` first".into(),
-            );
+            return Err(DomainSetupError::NothingPrepared);
         }
         tracing::info!(new = %active, "finishing an interrupted domain key rotation");
         return finish_rotation(store, hsm, active, retiring);
     };
     let missing = members_lacking(store, &active, &pending)?;
     if !missing.is_empty() {
-        return Err(format!(
-            "refusing to activate domain key {pending}: {} member(s) of the active domain key \
-             {active} do not hold it yet: {}; enrol it into each (`p11kms domain enrol \
-             --domain {pending}` on a holder, `join` on the member), then activate again",
-            missing.len(),
-            list_members(&missing)
-        ));
+        return Err(DomainSetupError::MembersLacking {
+            pending,
+            active,
+            count: missing.len(),
+            members: list_members(&missing),
+        });
     }
-    if !hsm
-        .has_domain_key(&pending)
-        .map_err(|e| format!("cannot look for the pending domain key: {e}"))?
-    {
-        return Err(format!(
-            "this token does not hold the pending domain key {pending}; activate on a member \
-             that does"
-        ));
+    if !hsm.has_domain_key(&pending).map_err(DomainSetupError::kms(
+        "cannot look for the pending domain key",
+    ))? {
+        return Err(DomainSetupError::PendingKeyNotHere(pending));
     }
     if !store
         .activate_domain_key(&active, &pending)
-        .map_err(|e| format!("cannot activate {pending}: {}", e.chain()))?
+        .map_err(DomainSetupError::store(format!(
+            "cannot activate {pending}"
+        )))?
     {
-        return Err("the domain keys changed meanwhile (another activation?); run again".into());
+        return Err(DomainSetupError::ChangedMeanwhile);
     }
     tracing::info!(old = %active, new = %pending, "domain key rotation activated");
     retiring.push(active);
@@ -352,16 +339,16 @@ pub struct RotationReport {
 /// left) is finished instead of starting another. Blobs name the D that wrapped them, so
 /// every key works throughout. Refused when other tokens are recorded as members (they
 /// would not hold the new D) or a prepared rotation is pending.
-pub fn rotate_domain_key(store: &dyn MetadataStore, hsm: &Hsm) -> Result<RotationReport, String> {
+pub fn rotate_domain_key(
+    store: &dyn MetadataStore,
+    hsm: &Hsm,
+) -> Result<RotationReport, DomainSetupError> {
     let keys = read_domain_keys(store)?;
     let active = *keys_in(&keys, DomainKeyState::Active)
         .first()
-        .ok_or("the store names no active domain key; run `p11kms domain create`")?;
+        .ok_or(DomainSetupError::NoActiveKey)?;
     if let Some(pending) = keys_in(&keys, DomainKeyState::Pending).first() {
-        return Err(format!(
-            "domain key {pending} is pending (a prepared rotation); enrol it into every member \
-             and run `p11kms domain rotate --activate`"
-        ));
+        return Err(DomainSetupError::PendingRotation(*pending));
     }
     let retiring = keys_in(&keys, DomainKeyState::Retiring);
     if !retiring.is_empty() {
@@ -370,7 +357,7 @@ pub fn rotate_domain_key(store: &dyn MetadataStore, hsm: &Hsm) -> Result<Rotatio
     }
     let me = hsm
         .token_identity()
-        .map_err(|e| format!("cannot read the token's identity: {e}"))?;
+        .map_err(DomainSetupError::TokenIdentity)?;
     let others: Vec<DomainMember> = members_of(store, &active)?
         .into_iter()
         .filter(|m| {
@@ -383,17 +370,17 @@ pub fn rotate_domain_key(store: &dyn MetadataStore, hsm: &Hsm) -> Result<Rotatio
         })
         .collect();
     if !others.is_empty() {
-        return Err(format!(
-            "domain key {active} has other members ({}): a one-step rotation would leave them \
-             unable to open any key. Run `p11kms domain rotate --prepare`, enrol the new key \
-             into each member, then `p11kms domain rotate --activate`",
-            list_members(&others)
-        ));
+        return Err(DomainSetupError::OtherMembers {
+            active,
+            members: list_members(&others),
+        });
     }
     let new_key = {
         let new_key = DomainKeyId::new_random();
         hsm.create_domain_key(&new_key)
-            .map_err(|e| format!("cannot create the new domain key in the token: {e}"))?;
+            .map_err(DomainSetupError::kms(
+                "cannot create the new domain key in the token",
+            ))?;
         record_this_token(store, hsm, &new_key, "holder")?;
         let record = DomainKeyRecord {
             id: new_key,
@@ -402,9 +389,9 @@ pub fn rotate_domain_key(store: &dyn MetadataStore, hsm: &Hsm) -> Result<Rotatio
         };
         if !store
             .begin_domain_rotation(&active, &record)
-            .map_err(|e| format!("cannot start the rotation: {}", e.chain()))?
+            .map_err(DomainSetupError::store("cannot start the rotation"))?
         {
-            return Err("another rotation started meanwhile".into());
+            return Err(DomainSetupError::RotationStartedMeanwhile);
         }
         tracing::info!(old = %active, new = %new_key, "domain key rotation started");
         new_key
@@ -418,7 +405,7 @@ fn finish_rotation(
     hsm: &Hsm,
     new_key: DomainKeyId,
     retiring: Vec<DomainKeyId>,
-) -> Result<RotationReport, String> {
+) -> Result<RotationReport, DomainSetupError> {
     let mut rewrapped = 0;
     for old in &retiring {
         // A blob stored just before the rotation began can commit after a page was read:
@@ -427,7 +414,10 @@ fn finish_rotation(
             rewrapped += rewrap_all(store, hsm, old, &new_key)?;
             if store
                 .retire_domain_key(old)
-                .map_err(|e| format!("cannot retire {old}: {}", e.chain()))?
+                .map_err(|source| DomainSetupError::Store {
+                    doing: format!("cannot retire {old}"),
+                    source,
+                })?
             {
                 break;
             }
@@ -445,21 +435,24 @@ fn rewrap_all(
     hsm: &Hsm,
     old: &DomainKeyId,
     new_key: &DomainKeyId,
-) -> Result<u64, String> {
+) -> Result<u64, DomainSetupError> {
     let mut done = 0;
     let mut after: Option<MaterialId> = None;
     loop {
         let page = store
             .wrapped_under(old, after.as_ref(), ROTATION_PAGE)
-            .map_err(|e| format!("cannot list wrapped materials: {}", e.chain()))?;
+            .map_err(DomainSetupError::store("cannot list wrapped materials"))?;
         let Some(last) = page.last() else {
             return Ok(done);
         };
         after = Some(last.material_id);
         for wrapped in &page {
-            let blob = hsm
-                .rewrap_material(wrapped, new_key)
-                .map_err(|e| format!("cannot rewrap material {}: {e}", wrapped.material_id))?;
+            let blob =
+                hsm.rewrap_material(wrapped, new_key)
+                    .map_err(|source| DomainSetupError::Kms {
+                        doing: format!("cannot rewrap material {}", wrapped.material_id),
+                        source: source.into(),
+                    })?;
             // `false`: the material was deleted (or rewrapped by another run) meanwhile.
             if store
                 .rewrap_material(
@@ -469,7 +462,7 @@ fn rewrap_all(
                     crate::hsm::domain::CKM_AES_KEY_WRAP_PAD,
                     &blob,
                 )
-                .map_err(|e| format!("cannot store a rewrapped material: {}", e.chain()))?
+                .map_err(DomainSetupError::store("cannot store a rewrapped material"))?
             {
                 done += 1;
             }

@@ -6,6 +6,7 @@
 
 use crate::error::{KmsError, Pkcs11Failure};
 use crate::hsm::{HsmError, MaterialSourceError, ProviderError, Scope};
+use crate::store::StoreError;
 
 impl From<ProviderError> for KmsError {
     fn from(e: ProviderError) -> Self {
@@ -31,10 +32,10 @@ impl From<ProviderError> for KmsError {
                  token; enrol the token in it (p11kms domain enrol --domain {id})"
             )),
             ProviderError::MaterialSource(MaterialSourceError::Unavailable(message)) => {
-                KmsError::StoreUnavailable(message)
+                KmsError::StoreUnavailable(StoreError::unavailable(message).into())
             }
             ProviderError::MaterialSource(MaterialSourceError::Failed(message)) => {
-                KmsError::Store(message)
+                KmsError::Store(StoreError::backend(message).into())
             }
             ProviderError::Internal(message) => KmsError::Internal(message),
         }

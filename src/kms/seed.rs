@@ -28,6 +28,9 @@
 //! ```
 
 use std::collections::BTreeMap;
+
+mod error;
+pub use error::{ApplyError, EntryError, SeedError};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -111,20 +114,23 @@ struct Planned {
 }
 
 /// Reads and parses a seed file.
-pub fn read_seed_file(path: &Path) -> Result<SeedFile, String> {
+pub fn read_seed_file(path: &Path) -> Result<SeedFile, SeedError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the seed file {}: {e}", path.display()))?;
-    parse_seed(&text).map_err(|e| format!("seed file {}: {e}", path.display()))
+        .map_err(crate::error::FileError::on("read the seed file", path))?;
+    parse_seed(&text).map_err(|source| SeedError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Parses seed file text (TOML); the fields are checked by [`validate_seed`].
-pub fn parse_seed(text: &str) -> Result<SeedFile, String> {
-    toml::from_str(text).map_err(|e| e.to_string())
+pub fn parse_seed(text: &str) -> Result<SeedFile, toml::de::Error> {
+    toml::from_str(text)
 }
 
 /// Checks every declared key, without the store or the token: what [`apply_seed`] refuses
 /// before it creates anything.
-pub fn validate_seed(seed: &SeedFile, default_account: &str) -> Result<(), String> {
+pub fn validate_seed(seed: &SeedFile, default_account: &str) -> Result<(), SeedError> {
     plan_all(seed, default_account).map(drop)
 }
 
@@ -145,28 +151,31 @@ pub fn apply_seed(
     service: &KmsService,
     seed: &SeedFile,
     default_account: &str,
-) -> Result<SeedOutcome, String> {
+) -> Result<SeedOutcome, SeedError> {
     let planned = plan_all(seed, default_account)?;
     let mut outcome = SeedOutcome::default();
     for p in &planned {
-        let what = format!("seed key {}", p.key_id);
+        let failed = |source: ApplyError| SeedError::Apply {
+            key_id: p.key_id,
+            source,
+        };
         match service
             .store
             .get_key(&p.key_id)
-            .map_err(|e| format!("{what}: {e}"))?
+            .map_err(|e| failed(e.into()))?
         {
             Some(existing) if existing.account != p.account => {
-                return Err(format!(
-                    "{what}: a key with this id exists in account {}, not {}",
-                    existing.account, p.account
-                ));
+                return Err(failed(ApplyError::OtherAccount {
+                    existing: existing.account,
+                    declared: p.account.clone(),
+                }));
             }
             Some(_) => {
                 tracing::info!(key_id = %p.key_id, "seed key exists; left as it is");
                 outcome.existing.push(p.key_id);
             }
             None => {
-                create(service, p).map_err(|e| format!("{what}: {e}"))?;
+                create(service, p).map_err(failed)?;
                 if p.adopt.is_some() {
                     outcome.adopted.push(p.key_id);
                 } else {
@@ -175,7 +184,12 @@ pub fn apply_seed(
             }
         }
         for name in &p.aliases {
-            if ensure_alias(service, p, name).map_err(|e| format!("{what}: alias {name}: {e}"))? {
+            if ensure_alias(service, p, name).map_err(|source| {
+                failed(ApplyError::Alias {
+                    name: name.clone(),
+                    source,
+                })
+            })? {
                 outcome.aliases_created.push(name.clone());
             }
         }
@@ -184,60 +198,67 @@ pub fn apply_seed(
 }
 
 /// Every declared key validated, or the first reason the file is refused.
-fn plan_all(seed: &SeedFile, default_account: &str) -> Result<Vec<Planned>, String> {
+fn plan_all(seed: &SeedFile, default_account: &str) -> Result<Vec<Planned>, SeedError> {
     let planned = seed
         .keys
         .iter()
         .enumerate()
-        .map(|(i, k)| plan(k, default_account).map_err(|e| format!("seed key #{}: {e}", i + 1)))
+        .map(|(i, k)| {
+            plan(k, default_account).map_err(|source| SeedError::Entry {
+                number: i + 1,
+                source,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut seen = std::collections::HashSet::new();
     for p in &planned {
         if !seen.insert(p.key_id) {
-            return Err(format!("seed: key {} is declared twice", p.key_id));
+            return Err(SeedError::DeclaredTwice(p.key_id));
         }
     }
     Ok(planned)
 }
 
-fn plan(k: &SeedKey, default_account: &str) -> Result<Planned, String> {
+fn plan(k: &SeedKey, default_account: &str) -> Result<Planned, EntryError> {
     let key_id: KeyId = k
         .key_id
         .parse()
-        .map_err(|()| format!("key_id '{}' is not a lower-case UUID", k.key_id))?;
+        .map_err(|()| EntryError::KeyId(k.key_id.clone()))?;
     let account = k.account.clone().unwrap_or_else(|| default_account.into());
     if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("account '{account}' is not a 12-digit account id"));
+        return Err(EntryError::Account(account));
     }
     let spec = k.key_spec.as_deref().unwrap_or(SYMMETRIC_DEFAULT);
     if spec != SYMMETRIC_DEFAULT {
-        return Err(format!(
-            "key_spec {spec} is not supported yet (only {SYMMETRIC_DEFAULT})"
-        ));
+        return Err(EntryError::KeySpec {
+            spec: spec.into(),
+            supported: SYMMETRIC_DEFAULT,
+        });
     }
     let usage = k.key_usage.as_deref().unwrap_or(ENCRYPT_DECRYPT);
     if usage != ENCRYPT_DECRYPT {
-        return Err(format!("key_usage {usage} is not valid for {spec}"));
+        return Err(EntryError::KeyUsage {
+            usage: usage.into(),
+            spec: spec.into(),
+        });
     }
     if k.description.chars().count() > 8192 {
-        return Err("description is longer than 8192 characters".into());
+        return Err(EntryError::Description);
     }
     for name in &k.aliases {
         check_alias(name)?;
     }
     if k.tags.len() > 50 {
-        return Err("more than 50 tags".into());
+        return Err(EntryError::TooManyTags);
     }
     for (key, value) in &k.tags {
         if key.is_empty() || key.chars().count() > 128 || value.chars().count() > 256 {
-            return Err(format!(
-                "tag '{key}': keys are 1-128 characters, values at most 256"
-            ));
+            return Err(EntryError::Tag(key.clone()));
         }
     }
     if let Some(days) = k.rotation_period_days {
         if !(90..=2560).contains(&days) {
-            return Err(format!("rotation_period_days {days} is outside 90..=2560"));
+            return Err(EntryError::RotationPeriod(days));
         }
     }
     let adopt = match &k.adopt {
@@ -251,9 +272,9 @@ fn plan(k: &SeedKey, default_account: &str) -> Result<Planned, String> {
             id: Some(id),
         }) => match hex::decode(id) {
             Ok(bytes) if !bytes.is_empty() => Some(TokenKeyRef::Id(bytes)),
-            _ => return Err(format!("adopt.id '{id}' is not a non-empty hex string")),
+            _ => return Err(EntryError::AdoptId(id.clone())),
         },
-        Some(_) => return Err("adopt needs exactly one of label or id".into()),
+        Some(_) => return Err(EntryError::AdoptChoice),
     };
     Ok(Planned {
         key_id,
@@ -274,9 +295,9 @@ fn plan(k: &SeedKey, default_account: &str) -> Result<Planned, String> {
     })
 }
 
-fn check_alias(name: &str) -> Result<(), String> {
+fn check_alias(name: &str) -> Result<(), EntryError> {
     let Some(rest) = name.strip_prefix("alias/") else {
-        return Err(format!("alias '{name}' must start with alias/"));
+        return Err(EntryError::AliasPrefix(name.into()));
     };
     if rest.is_empty()
         || name.len() > 256
@@ -285,31 +306,25 @@ fn check_alias(name: &str) -> Result<(), String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-'))
     {
-        return Err(format!(
-            "alias '{name}' is not a valid alias name (alias/ then [a-zA-Z0-9/_-], not alias/aws/)"
-        ));
+        return Err(EntryError::AliasName(name.into()));
     }
     Ok(())
 }
 
-fn create(service: &KmsService, p: &Planned) -> Result<(), String> {
+fn create(service: &KmsService, p: &Planned) -> Result<(), ApplyError> {
     let now = service.now();
     let (material_id, adoption) = match &p.adopt {
         None => {
             let material_id = MaterialId::new_random();
             // Material first, row second, as CreateKey: a crash leaves only an orphan.
-            service
-                .hsm
-                .create_material(&p.key_id, &material_id)
-                .map_err(|e| e.to_string())?;
+            service.hsm.create_material(&p.key_id, &material_id)?;
             (material_id, None)
         }
         Some(object) => {
             let found = service
                 .hsm
-                .inspect_adoptable(object)
-                .map_err(|e| e.to_string())?
-                .map_err(|why| format!("cannot adopt: {why}"))?;
+                .inspect_adoptable(object)?
+                .map_err(ApplyError::NotAdoptable)?;
             for warning in &found.warnings {
                 tracing::warn!(key_id = %p.key_id, %object, "adopted key: {warning}");
             }
@@ -357,7 +372,7 @@ fn create(service: &KmsService, p: &Planned) -> Result<(), String> {
         None => {
             if let Err(e) = service.store.insert_key(&key, &material, &p.tags) {
                 let _ = service.hsm.destroy_material(&material_id);
-                return Err(e.to_string());
+                return Err(e.into());
             }
         }
         Some(object) => {
@@ -365,10 +380,11 @@ fn create(service: &KmsService, p: &Planned) -> Result<(), String> {
                 .store
                 .insert_adopted_key(&key, &material, &p.tags, &object)
                 .map_err(|e| match e {
-                    StoreError::AlreadyExists => format!(
-                        "{object} is already the material of another key (material {material_id})"
-                    ),
-                    other => other.to_string(),
+                    StoreError::AlreadyExists => ApplyError::AlreadyAdopted {
+                        object: object.clone(),
+                        material: material_id,
+                    },
+                    other => other.into(),
                 })?;
             service.hsm.register_adopted(material_id, object.clone());
             tracing::info!(key_id = %p.key_id, %object, material = %material_id, "adopted a token key");
@@ -382,12 +398,8 @@ fn create(service: &KmsService, p: &Planned) -> Result<(), String> {
 
 /// Creates a declared alias if it does not exist; never repoints one. Returns whether it
 /// was created.
-fn ensure_alias(service: &KmsService, p: &Planned, name: &str) -> Result<bool, String> {
-    match service
-        .store
-        .get_alias(&p.account, name)
-        .map_err(|e| e.to_string())?
-    {
+fn ensure_alias(service: &KmsService, p: &Planned, name: &str) -> Result<bool, StoreError> {
+    match service.store.get_alias(&p.account, name)? {
         Some(alias) if alias.target == p.key_id => Ok(false),
         Some(alias) => {
             tracing::warn!(alias = name, target = %alias.target, key_id = %p.key_id,
@@ -396,16 +408,13 @@ fn ensure_alias(service: &KmsService, p: &Planned, name: &str) -> Result<bool, S
         }
         None => {
             let now = service.now();
-            service
-                .store
-                .insert_alias(&AliasRecord {
-                    account: p.account.clone(),
-                    name: name.to_string(),
-                    target: p.key_id,
-                    creation_date: now,
-                    last_updated: now,
-                })
-                .map_err(|e| e.to_string())?;
+            service.store.insert_alias(&AliasRecord {
+                account: p.account.clone(),
+                name: name.to_string(),
+                target: p.key_id,
+                creation_date: now,
+                last_updated: now,
+            })?;
             Ok(true)
         }
     }
@@ -415,9 +424,9 @@ fn ensure_alias(service: &KmsService, p: &Planned, name: &str) -> Result<bool, S
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Planned, String> {
-        let file: SeedFile = toml::from_str(text).map_err(|e| e.to_string())?;
-        plan(&file.keys[0], "111122223333")
+    fn parse(text: &str) -> Result<Planned, Box<dyn std::error::Error>> {
+        let file: SeedFile = toml::from_str(text)?;
+        Ok(plan(&file.keys[0], "111122223333")?)
     }
 
     #[test]
@@ -478,6 +487,7 @@ mod tests {
         for (body, expected) in cases {
             let err = parse(&format!("[[keys]]\n{body}\n"))
                 .err()
+                .map(|e| e.to_string())
                 .unwrap_or_default();
             assert!(err.contains(expected), "{body}: {err}");
         }

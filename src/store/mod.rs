@@ -144,26 +144,15 @@ impl StoreError {
 
     /// The message followed by each of its causes (`a: b: c`), for the log.
     pub fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(e) = cause {
-            let next = e.to_string();
-            // Some errors repeat their source's text in their own.
-            if !text.ends_with(&next) {
-                text.push_str(": ");
-                text.push_str(&next);
-            }
-            cause = e.source();
-        }
-        text
+        crate::error::display_chain(self)
     }
 }
 
 impl From<StoreError> for crate::error::KmsError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable { .. } => crate::error::KmsError::StoreUnavailable(e.chain()),
-            _ => crate::error::KmsError::Store(e.chain()),
+            StoreError::Unavailable { .. } => crate::error::KmsError::StoreUnavailable(e.into()),
+            _ => crate::error::KmsError::Store(e.into()),
         }
     }
 }

@@ -12,7 +12,10 @@
 //! runs ([`AuditLog::admit`]) and hands its record over afterwards ([`AuditLog::commit`]).
 //! What happens while records cannot be written is [`OnFailure`]'s choice.
 
+mod errors;
 mod writer;
+
+pub use errors::{AuditSetupError, ChainError, LineAt};
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -26,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::error::KmsError;
+use crate::error::{FileError, KmsError};
 use crate::telemetry::Metrics;
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -83,13 +86,18 @@ pub enum OnFailure {
     Log,
 }
 
+/// An `audit.on_failure` value that is neither `refuse` nor `log`.
+#[derive(Debug, thiserror::Error)]
+#[error("expected refuse or log, got '{0}'")]
+pub struct UnknownOnFailure(pub String);
+
 impl std::str::FromStr for OnFailure {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
+    type Err = UnknownOnFailure;
+    fn from_str(text: &str) -> Result<Self, UnknownOnFailure> {
         match text {
             "refuse" => Ok(OnFailure::Refuse),
             "log" => Ok(OnFailure::Log),
-            other => Err(format!("expected refuse or log, got '{other}'")),
+            other => Err(UnknownOnFailure(other.into())),
         }
     }
 }
@@ -236,7 +244,7 @@ impl AuditLog {
         path: PathBuf,
         settings: AuditSettings,
         metrics: Arc<Metrics>,
-    ) -> Result<AuditLog, String> {
+    ) -> Result<AuditLog, AuditSetupError> {
         set_aside_torn_tail(&path)?;
         let last = match last_line(&path)? {
             Some(line) => Some(line),
@@ -248,18 +256,17 @@ impl AuditLog {
         };
         let (seq, prev) = match last {
             Some(line) => {
-                let parsed: ChainedLine = serde_json::from_str(&line).map_err(|e| {
-                    format!(
-                        "{}: the last line is not an audit record: {e}",
-                        path.display()
-                    )
+                let parsed: ChainedLine = serde_json::from_str(&line).map_err(|source| {
+                    AuditSetupError::LastLineNotARecord {
+                        path: path.clone(),
+                        source,
+                    }
                 })?;
                 (parsed.seq, hash_line(&line))
             }
             None => (0, GENESIS.to_string()),
         };
-        let file =
-            open_append(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let file = open_append(&path).map_err(FileError::on("open", &path))?;
         let queue_capacity = settings.queue_capacity.max(1);
         let (sender, receiver) = mpsc::channel(queue_capacity);
         metrics.audit_queue_capacity.set(queue_capacity as i64);
@@ -269,12 +276,11 @@ impl AuditLog {
             unmarked_drops: AtomicU64::new(0),
             metrics,
         });
-        let writer = writer::Writer::new(path, file, seq, prev, &settings, shared.clone())
-            .map_err(|e| e.to_string())?;
+        let writer = writer::Writer::new(path, file, seq, prev, &settings, shared.clone())?;
         std::thread::Builder::new()
             .name("p11kms-audit".into())
             .spawn(move || writer.run(receiver))
-            .map_err(|e| format!("cannot start the audit writer: {e}"))?;
+            .map_err(AuditSetupError::WriterThread)?;
         Ok(AuditLog {
             sender,
             shared,
@@ -402,13 +408,12 @@ fn open_append(path: &Path) -> std::io::Result<File> {
 /// record that was never synced. They are moved to `<path>-torn-<unix ms>` and the chain
 /// continues from the last whole line. A whole last line that does not parse is not a crash
 /// but damage, and `AuditLog::open` still refuses it.
-fn set_aside_torn_tail(path: &Path) -> Result<(), String> {
-    let fail =
-        |e: std::io::Error| format!("cannot set aside the torn end of {}: {e}", path.display());
+fn set_aside_torn_tail(path: &Path) -> Result<(), AuditSetupError> {
+    let fail = |e: std::io::Error| FileError::on("set aside the torn end of", path)(e);
     let mut file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(fail(e)),
+        Err(e) => return Err(fail(e).into()),
     };
     let len = file.metadata().map_err(fail)?.len();
     let whole = last_newline_before(&mut file, len)
@@ -458,12 +463,12 @@ fn last_newline_before(file: &mut File, end: u64) -> std::io::Result<Option<u64>
 }
 
 /// The last non-empty line of a file, read from its end.
-fn last_line(path: &Path) -> Result<Option<String>, String> {
-    let fail = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+fn last_line(path: &Path) -> Result<Option<String>, AuditSetupError> {
+    let fail = |e: std::io::Error| FileError::on("read", path)(e);
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(fail(e)),
+        Err(e) => return Err(fail(e).into()),
     };
     // `end` is where the candidate line's text stops (before its newline, if any).
     let mut end = file.metadata().map_err(fail)?.len();
@@ -482,7 +487,9 @@ fn last_line(path: &Path) -> Result<Option<String>, String> {
         file.read_exact(&mut line).map_err(fail)?;
         return String::from_utf8(line)
             .map(Some)
-            .map_err(|_| format!("{}: the last line is not UTF-8", path.display()));
+            .map_err(|_| AuditSetupError::LastLineNotUtf8 {
+                path: path.to_path_buf(),
+            });
     }
     Ok(None)
 }
@@ -519,35 +526,32 @@ fn hash_line(line: &str) -> String {
 
 /// Checks the chain through `files`, in order. Returns the number of records, or where the
 /// chain breaks and why.
-pub fn verify_files(files: &[PathBuf]) -> Result<u64, String> {
+pub fn verify_files(files: &[PathBuf]) -> Result<u64, ChainError> {
     let mut prev: Option<(String, u64)> = None;
     let mut count = 0;
     for path in files {
-        let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file = File::open(path).map_err(FileError::on("read", path))?;
         for (index, line) in BufReader::new(file).lines().enumerate() {
-            let at = || format!("{} line {}", path.display(), index + 1);
-            let line = line.map_err(|e| format!("{}: {e}", at()))?;
-            let parsed: ChainedLine = serde_json::from_str(&line)
-                .map_err(|_| format!("{}: not an audit record (edited?)", at()))?;
+            let at = || LineAt {
+                path: path.clone(),
+                line: index + 1,
+            };
+            let line = line.map_err(|source| ChainError::ReadLine { at: at(), source })?;
+            let parsed: ChainedLine =
+                serde_json::from_str(&line).map_err(|_| ChainError::NotARecord { at: at() })?;
             if let Some((prev_hash, prev_seq)) = &prev {
                 if parsed.seq != prev_seq + 1 {
-                    return Err(format!(
-                        "{}: sequence {} follows {prev_seq}: a line was removed or reordered before it",
-                        at(),
-                        parsed.seq
-                    ));
+                    return Err(ChainError::OutOfSequence {
+                        at: at(),
+                        seq: parsed.seq,
+                        prev_seq: *prev_seq,
+                    });
                 }
                 if &parsed.prev != prev_hash {
-                    return Err(format!(
-                        "{}: the chain is broken: the line before it was edited, removed or reordered",
-                        at()
-                    ));
+                    return Err(ChainError::Broken { at: at() });
                 }
             } else if parsed.seq == 1 && parsed.prev != GENESIS {
-                return Err(format!(
-                    "{}: the first record does not start the chain",
-                    at()
-                ));
+                return Err(ChainError::BadStart { at: at() });
             }
             prev = Some((hash_line(&line), parsed.seq));
             count += 1;
@@ -570,7 +574,11 @@ mod tests {
         }
     }
 
-    fn open(path: &Path, max_bytes: u64, on_failure: OnFailure) -> Result<AuditLog, String> {
+    fn open(
+        path: &Path,
+        max_bytes: u64,
+        on_failure: OnFailure,
+    ) -> Result<AuditLog, AuditSetupError> {
         open_waiting(path, max_bytes, on_failure, None)
     }
 
@@ -579,7 +587,7 @@ mod tests {
         max_bytes: u64,
         on_failure: OnFailure,
         sync_wait: Option<Duration>,
-    ) -> Result<AuditLog, String> {
+    ) -> Result<AuditLog, AuditSetupError> {
         let settings = AuditSettings {
             max_bytes,
             on_failure,
@@ -753,7 +761,7 @@ mod tests {
         assert_eq!(lines[0].operation, RECORDS_DROPPED);
         assert_eq!(lines[0].records_dropped, Some(7));
         assert_eq!(lines[1].request_id, "r1");
-        assert_eq!(verify_files(&[path]), Ok(2));
+        assert_eq!(verify_files(&[path]).unwrap(), 2);
     }
 
     #[test]
@@ -768,7 +776,7 @@ mod tests {
             .write_all(torn)
             .unwrap();
         write(dir.path(), 2, u64::MAX);
-        assert_eq!(verify_files(std::slice::from_ref(&path)), Ok(5));
+        assert_eq!(verify_files(std::slice::from_ref(&path)).unwrap(), 5);
         let aside: Vec<PathBuf> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -809,6 +817,7 @@ mod tests {
             .unwrap();
         let refused = open(&path, u64::MAX, OnFailure::Refuse)
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(refused.contains("not an audit record"), "{refused}");
     }
@@ -834,10 +843,10 @@ mod tests {
         };
         let mut edited: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
         edited[2] = edited[2].replace("Encrypt", "Decrypt");
-        assert!(check(edited).unwrap_err().contains("line 4"));
+        assert!(check(edited).unwrap_err().to_string().contains("line 4"));
         let mut removed: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
         removed.remove(3);
-        assert!(check(removed).unwrap_err().contains("line 4"));
+        assert!(check(removed).unwrap_err().to_string().contains("line 4"));
         let mut swapped: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
         swapped.swap(1, 2);
         assert!(check(swapped).is_err());

@@ -14,7 +14,7 @@ pub use body::{PendingWipes, WipeCounters};
 /// Decoding and validation of a request body, exactly as the handler does it (the fuzz
 /// target of every operation's request goes through here).
 pub use dispatch::prepare;
-pub use workers::{CoreWorkers, Lanes, Scheduling};
+pub use workers::{CoreWorkers, Lanes, Scheduling, ThreadStartError};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

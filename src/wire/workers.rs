@@ -29,6 +29,15 @@ use crate::error::KmsError;
 /// session of its own, so a second thread keeps symmetric CreateKey moving meanwhile.
 const GENERATION_THREADS: usize = 2;
 
+/// A core thread the OS would not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start thread {thread}")]
+pub struct ThreadStartError {
+    pub thread: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// The request lanes: cryptographic and other requests on one thread per session, key
 /// generation on its own.
 pub struct Lanes {
@@ -41,7 +50,7 @@ impl Lanes {
         session_pool_size: usize,
         wait: Duration,
         scheduling: Scheduling,
-    ) -> Result<Lanes, String> {
+    ) -> Result<Lanes, ThreadStartError> {
         Ok(Lanes {
             requests: CoreWorkers::start("p11kms-core", session_pool_size, wait, scheduling)?,
             generation: CoreWorkers::start("p11kms-keygen", GENERATION_THREADS, wait, scheduling)?,
@@ -128,7 +137,7 @@ impl CoreWorkers {
         threads: usize,
         wait: Duration,
         scheduling: Scheduling,
-    ) -> Result<CoreWorkers, String> {
+    ) -> Result<CoreWorkers, ThreadStartError> {
         let (queue, jobs) = crossbeam_channel::unbounded::<Job>();
         for n in 0..threads.max(1) {
             let jobs = jobs.clone();
@@ -138,7 +147,10 @@ impl CoreWorkers {
                     scheduling.apply_to_current_thread();
                     serve(&jobs)
                 })
-                .map_err(|e| format!("cannot start thread {name}-{n}: {e}"))?;
+                .map_err(|source| ThreadStartError {
+                    thread: format!("{name}-{n}"),
+                    source,
+                })?;
         }
         Ok(CoreWorkers { queue, wait })
     }

@@ -320,8 +320,10 @@ fn run_local(args: &BenchArgs, data_dir: &Path) -> Result<bool, String> {
     // The token is created once, up front, with the token's own library: every gateway start
     // below is then a start on an existing token. `prepare` also points this process at the
     // token's configuration (SOFTHSM2_CONF or KRYOPTIC_CONF) for the raw ceiling.
-    let embedded = EmbeddedToken::prepare(args.token, data_dir)?;
-    embedded.ensure_token(&library, p11kms::config::DEFAULT_TOKEN_LABEL)?;
+    let embedded = EmbeddedToken::prepare(args.token, data_dir).map_err(|e| e.to_string())?;
+    embedded
+        .ensure_token(&library, p11kms::config::DEFAULT_TOKEN_LABEL)
+        .map_err(|e| e.to_string())?;
     println!(
         "# token: {} ({}){}",
         args.token.name(),
@@ -391,7 +393,11 @@ fn run_round(
             // load in this process (the token was made with the token's own library).
             std::env::set_var("P11DELAY_US", args.delay_us.to_string());
         }
-        raw::run_matrix(args, &module, embedded.user_pin()?)?
+        raw::run_matrix(
+            args,
+            &module,
+            embedded.user_pin().map_err(|e| e.to_string())?,
+        )?
     };
     report::print_raw(&raw_rows);
 

@@ -80,7 +80,8 @@ pub fn run_matrix(
                 .and_then(|v| v.parse().ok()),
         },
         None,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     println!(
         "# raw ceiling: {} (probed key wrap {}, ciphertext scheme {})",
         module.display(),

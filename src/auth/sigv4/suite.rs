@@ -113,19 +113,22 @@ fn read(dir: &Path, file: &str) -> Option<String> {
     std::fs::read_to_string(dir.join(file)).ok()
 }
 
+/// What a vector run found wrong (test output only).
+type Mismatch = Box<dyn std::error::Error>;
+
 /// `header-signed-request.txt`: request line, `Name:value` headers, blank line, body. Header
 /// values lose their surrounding whitespace, as an HTTP/1.1 parser strips it.
-fn parse_request(text: &str) -> Result<(http::request::Parts, Vec<u8>), String> {
+fn parse_request(text: &str) -> Result<(http::request::Parts, Vec<u8>), Mismatch> {
     let (head, body) = text.split_once("\n\n").unwrap_or((text, ""));
     let mut lines = head.lines();
     let request_line = lines.next().ok_or("no request line")?;
     let mut words = request_line.split(' ');
     let (Some(method), Some(target)) = (words.next(), words.next()) else {
-        return Err(format!("request line {request_line:?}"));
+        return Err(format!("request line {request_line:?}").into());
     };
     // The aws-sigv4 crate's own vector leaves the HTTP version out.
     if !matches!(words.next(), None | Some("HTTP/1.1")) || words.next().is_some() {
-        return Err(format!("request line {request_line:?}"));
+        return Err(format!("request line {request_line:?}").into());
     }
     let mut builder = http::Request::builder().method(method).uri(target);
     for line in lines.filter(|l| !l.is_empty()) {
@@ -171,7 +174,7 @@ fn header<'a>(parts: &'a http::request::Parts, name: &http::HeaderName) -> &'a s
 }
 
 /// Runs one vector; returns what went wrong, if anything.
-fn check_vector(name: &str) -> Result<(), String> {
+fn check_vector(name: &str) -> Result<(), Mismatch> {
     let dir = data_dir().join(name);
     let signed_request = read(&dir, "header-signed-request.txt").ok_or("no signed request")?;
     let (parts, body) = parse_request(&signed_request)?;
@@ -191,7 +194,8 @@ fn check_vector(name: &str) -> Result<(), String> {
         return Err(format!(
             "canonical request differs:\n--- ours\n{}\n--- suite\n{expected}",
             String::from_utf8_lossy(&canonical)
-        ));
+        )
+        .into());
     }
 
     // 2. String to sign.
@@ -201,9 +205,9 @@ fn check_vector(name: &str) -> Result<(), String> {
     // Some of the files end in a newline, which is not part of the string to sign.
     let expected = expected.trim_end_matches('\n');
     if sts != expected {
-        return Err(format!(
-            "string to sign differs:\n--- ours\n{sts}\n--- suite\n{expected}"
-        ));
+        return Err(
+            format!("string to sign differs:\n--- ours\n{sts}\n--- suite\n{expected}").into(),
+        );
     }
 
     // 3. Signature, against the suite's file and the one in the Authorization header.
@@ -217,14 +221,15 @@ fn check_vector(name: &str) -> Result<(), String> {
     let signature = aws_sigv4::sign::v4::calculate_signature(key, sts.as_bytes());
     if let Some(expected) = read(&dir, "header-signature.txt") {
         if signature != expected.trim() {
-            return Err(format!("signature {signature} != suite's {expected}"));
+            return Err(format!("signature {signature} != suite's {expected}").into());
         }
     }
     if signature != auth.signature {
         return Err(format!(
             "signature {signature} != Authorization's {}",
             auth.signature
-        ));
+        )
+        .into());
     }
 
     // 4. The whole verifier accepts the request at the vector's own time, and refuses it
@@ -244,7 +249,7 @@ fn check_vector(name: &str) -> Result<(), String> {
         .verify(&parts, &body, at)
         .map_err(|e| format!("the verifier refused the vector: {e}"))?;
     if principal.access_key_id != context.access_key_id {
-        return Err(format!("principal {principal:?}"));
+        return Err(format!("principal {principal:?}").into());
     }
     let last = signature.chars().last().ok_or("empty signature")?;
     let flipped = if last == '0' { '1' } else { '0' };
@@ -259,7 +264,7 @@ fn check_vector(name: &str) -> Result<(), String> {
     );
     match verifier.verify(&tampered_parts, &body, at) {
         Err(KmsError::InvalidSignature(_)) => Ok(()),
-        other => Err(format!("a changed signature gave {other:?}")),
+        other => Err(format!("a changed signature gave {other:?}").into()),
     }
 }
 

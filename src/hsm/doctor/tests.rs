@@ -7,7 +7,10 @@ fn trial(id: &'static str, ok: bool) -> Trial {
         outcome: if ok {
             Ok("ok".into())
         } else {
-            Err("C_X -> CKR_Y".into())
+            Err(TrialFailure::Failed {
+                function: "C_X".into(),
+                rv: "CKR_Y".into(),
+            })
         },
     }
 }
