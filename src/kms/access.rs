@@ -15,6 +15,7 @@
 //! identity policies), so with the default key policy it may do anything to its keys.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Deref;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::KmsError;
@@ -48,6 +49,41 @@ const CROSS_ACCOUNT_ACTIONS: &[&str] = &[
     "Verify",
     "VerifyMac",
 ];
+
+/// A resource the caller was authorized to use for one action. Only
+/// [`KmsService::authorize`] makes one (its fields are private to this module), so a path
+/// that takes an `Authorized<KeyRecord>` cannot run on a key nobody authorized.
+///
+/// ```compile_fail,E0451
+/// fn forge(key: p11kms::model::KeyRecord) -> p11kms::kms::Authorized<p11kms::model::KeyRecord> {
+///     p11kms::kms::Authorized { resource: key, action: "Encrypt" }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Authorized<R> {
+    resource: R,
+    action: &'static str,
+}
+
+impl<R> Authorized<R> {
+    /// The action (`Encrypt`, `ReEncryptFrom`, ...) the caller was authorized for.
+    pub fn action(&self) -> &'static str {
+        self.action
+    }
+
+    /// The resource itself, for a path that is done with the authorization.
+    pub fn into_inner(self) -> R {
+        self.resource
+    }
+}
+
+impl<R> Deref for Authorized<R> {
+    type Target = R;
+
+    fn deref(&self) -> &R {
+        &self.resource
+    }
+}
 
 /// What a request asks of one key, as the policy conditions see it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -195,6 +231,19 @@ enum Refusal {
 impl KmsService {
     /// Authorizes `access` to `key` for the caller, or answers AccessDeniedException.
     pub(super) fn authorize(
+        &self,
+        caller: &Caller,
+        key: KeyRecord,
+        access: &Access<'_>,
+    ) -> Result<Authorized<KeyRecord>, KmsError> {
+        self.check_authorized(caller, &key, access)?;
+        Ok(Authorized {
+            resource: key,
+            action: access.action,
+        })
+    }
+
+    fn check_authorized(
         &self,
         caller: &Caller,
         key: &KeyRecord,

@@ -11,7 +11,7 @@ use crate::error::KmsError;
 use crate::hsm::{Curve, MacHash, OaepHash, PairKind, PairUse, SignMechanism};
 use crate::model::{KeyId, KeyRecord, MaterialId};
 
-use super::access::Access;
+use super::access::{Access, Authorized};
 use super::ciphertext;
 use super::crypto::context_of;
 use super::keyformat::{self, SigHash};
@@ -271,7 +271,7 @@ impl KmsService {
     /// algorithm, length and the token's OAEP support.
     pub(super) fn check_rsa_source(
         &self,
-        key: &KeyRecord,
+        key: &Authorized<KeyRecord>,
         ciphertext: &[u8],
         algorithm: Option<&str>,
         operation: &str,
@@ -303,9 +303,9 @@ impl KmsService {
     /// into a new symmetric ciphertext (`Hsm::rsa_to_sealed`).
     pub(super) fn re_encrypt_from_rsa(
         &self,
-        source: &KeyRecord,
+        source: &Authorized<KeyRecord>,
         blob: &[u8],
-        destination: &KeyRecord,
+        destination: &Authorized<KeyRecord>,
         req: &ReEncryptRequest,
     ) -> Result<ReEncryptResponse, KmsError> {
         let source_hash = self.check_rsa_source(
@@ -357,10 +357,10 @@ impl KmsService {
     /// into it in the token takes GCM as a wrapping mechanism.
     fn re_encrypt_rsa_to_symmetric(
         &self,
-        source: &KeyRecord,
+        source: &Authorized<KeyRecord>,
         source_hash: OaepHash,
         blob: &[u8],
-        destination: &KeyRecord,
+        destination: &Authorized<KeyRecord>,
         req: &ReEncryptRequest,
     ) -> Result<ReEncryptResponse, KmsError> {
         if !self.hsm.capabilities().gcm_wrap {
@@ -466,7 +466,7 @@ impl KmsService {
     /// Checks a signing request and returns what the token must sign or verify.
     fn prepare_signature(
         &self,
-        key: &KeyRecord,
+        key: &Authorized<KeyRecord>,
         operation: &str,
         algorithm: &str,
         message_type: Option<&str>,
@@ -587,7 +587,7 @@ impl KmsService {
 
     fn prepare_mac(
         &self,
-        key: &KeyRecord,
+        key: &Authorized<KeyRecord>,
         operation: &str,
         algorithm: &str,
     ) -> Result<MacHash, KmsError> {
@@ -670,7 +670,7 @@ impl KmsService {
     fn data_key_pair(
         &self,
         caller: &Caller,
-        key: &KeyRecord,
+        key: &Authorized<KeyRecord>,
         pair_spec: &str,
         context: &std::collections::BTreeMap<String, String>,
         dry: Option<bool>,

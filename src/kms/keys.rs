@@ -414,7 +414,7 @@ impl KmsService {
         self.require_not_pending_deletion(&key)?;
         if let Some(old) = self.store.get_key(&current.target)? {
             // Moving an alias needs kms:UpdateAlias on both keys, as in AWS.
-            self.authorize(caller, &old, &Access::to("UpdateAlias"))?;
+            let old = self.authorize(caller, old, &Access::to("UpdateAlias"))?;
             if old.key_spec != key.key_spec || old.key_usage != key.key_usage {
                 return Err(KmsError::Validation(
                     "The new target key must have the same key type and key usage as the current target key.".into(),
@@ -445,7 +445,7 @@ impl KmsService {
             .get_alias(caller.account(), name)?
             .ok_or_else(|| self.alias_not_found(caller.account(), name))?;
         if let Some(key) = self.store.get_key(&alias.target)? {
-            self.authorize(caller, &key, &Access::to("DeleteAlias"))?;
+            self.authorize(caller, key, &Access::to("DeleteAlias"))?;
         }
         match self.store.delete_alias(caller.account(), name) {
             Ok(()) => Ok(DeleteAliasResponse {}),

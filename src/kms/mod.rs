@@ -29,7 +29,7 @@ use crate::hsm::Hsm;
 use crate::model::{KeyId, KeyRecord, KeyState};
 use crate::store::{Changed, KeyChange, MetadataStore, StoreError};
 
-pub use access::IdentityPolicies;
+pub use access::{Authorized, IdentityPolicies};
 pub use jobs::{reconcile, run_due_jobs, run_leased_jobs};
 
 use access::{Access, KeyPolicyCache};
@@ -301,10 +301,9 @@ impl KmsService {
         caller: &Caller,
         input: &str,
         access: &Access<'_>,
-    ) -> Result<KeyRecord, KmsError> {
+    ) -> Result<Authorized<KeyRecord>, KmsError> {
         let key = self.find(caller, input)?;
-        self.authorize(caller, &key, access)?;
-        Ok(key)
+        self.authorize(caller, key, access)
     }
 
     /// Finds the key a request names, without authorizing anything yet.
@@ -333,10 +332,9 @@ impl KmsService {
         caller: &Caller,
         input: &str,
         access: &Access<'_>,
-    ) -> Result<KeyRecord, KmsError> {
+    ) -> Result<Authorized<KeyRecord>, KmsError> {
         let key = self.find_key_only(caller, input)?;
-        self.authorize(caller, &key, access)?;
-        Ok(key)
+        self.authorize(caller, key, access)
     }
 
     /// Finds a key named by key id or key ARN only, without authorizing anything yet. An alias
@@ -378,7 +376,7 @@ impl KmsService {
     /// between gets the rule's error for its new state. So no write is lost or undone.
     fn change_key(
         &self,
-        key: &KeyRecord,
+        key: &Authorized<KeyRecord>,
         change: KeyChange<'_>,
         allowed: &[KeyState],
         rule: impl Fn(&KmsService, &KeyRecord) -> Result<(), KmsError>,
