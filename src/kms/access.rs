@@ -19,7 +19,7 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::KmsError;
-use crate::model::{GrantConstraints, KeyId, KeyRecord};
+use crate::model::{GrantConstraints, KeyId, KeyRecord, KeySpec};
 use crate::policy::{
     AllowMatch, ConditionValues, Evaluation, LazyConditionValues, PolicyDocument, PolicyKind,
     RequestContext,
@@ -121,7 +121,7 @@ impl<'a> Access<'a> {
         algorithm: Option<&'a str>,
     ) -> Self {
         Access {
-            context: (key.key_spec == super::SYMMETRIC_DEFAULT).then_some(context),
+            context: (key.key_spec == KeySpec::SymmetricDefault).then_some(context),
             encryption_algorithm: Some(algorithm.unwrap_or(super::SYMMETRIC_DEFAULT)),
             ..Access::to(action)
         }
@@ -403,9 +403,9 @@ impl KmsService {
             v.set("aws:SecureTransport", secure.to_string());
         }
         if let Some(key) = key {
-            v.set("kms:KeySpec", key.key_spec.clone());
-            v.set("kms:KeyUsage", key.key_usage.clone());
-            v.set("kms:KeyOrigin", key.origin.clone());
+            v.set("kms:KeySpec", key.key_spec.as_str());
+            v.set("kms:KeyUsage", key.key_usage.as_str());
+            v.set("kms:KeyOrigin", key.origin.as_str());
             v.set("kms:MultiRegion", "false");
             if let Some(alias) = caller.alias_used_for(&key.key_id) {
                 v.set("kms:RequestAlias", alias);

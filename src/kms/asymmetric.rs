@@ -9,16 +9,14 @@
 use crate::api::*;
 use crate::error::KmsError;
 use crate::hsm::{Curve, MacHash, OaepHash, PairKind, PairUse, SignMechanism};
-use crate::model::{KeyId, KeyRecord, MaterialId};
+use crate::model::{KeyId, KeyRecord, KeySpec, KeyUsage, MaterialId};
 
 use super::access::{Access, Authorized};
 use super::ciphertext;
 use super::crypto::context_of;
 use super::keyformat::{self, SigHash};
-use super::{dry_run, reject_recipient, required, Caller, KmsService, ENCRYPT_DECRYPT};
+use super::{dry_run, reject_recipient, required, Caller, KmsService};
 
-pub const SIGN_VERIFY: &str = "SIGN_VERIFY";
-pub const GENERATE_VERIFY_MAC: &str = "GENERATE_VERIFY_MAC";
 const RSAES_OAEP_SHA_1: &str = "RSAES_OAEP_SHA_1";
 const RSAES_OAEP_SHA_256: &str = "RSAES_OAEP_SHA_256";
 const RSA_SIGNING_ALGORITHMS: &[&str] = &[
@@ -40,32 +38,32 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
-    /// The kind of a `KeySpec` (or `KeyPairSpec`) this gateway can make; `None` otherwise.
-    pub fn of(spec: &str) -> Option<KeyKind> {
-        Some(match spec {
-            "SYMMETRIC_DEFAULT" => KeyKind::Symmetric,
-            "RSA_2048" => KeyKind::Rsa { bits: 2048 },
-            "RSA_3072" => KeyKind::Rsa { bits: 3072 },
-            "RSA_4096" => KeyKind::Rsa { bits: 4096 },
-            "ECC_NIST_P256" => KeyKind::Ecc(Curve::P256),
-            "ECC_NIST_P384" => KeyKind::Ecc(Curve::P384),
-            "ECC_NIST_P521" => KeyKind::Ecc(Curve::P521),
-            "ECC_SECG_P256K1" => KeyKind::Ecc(Curve::Secp256k1),
-            "HMAC_224" => KeyKind::Hmac(MacHash::Sha224),
-            "HMAC_256" => KeyKind::Hmac(MacHash::Sha256),
-            "HMAC_384" => KeyKind::Hmac(MacHash::Sha384),
-            "HMAC_512" => KeyKind::Hmac(MacHash::Sha512),
-            _ => return None,
-        })
+    /// The kind of a key spec (or of a `KeyPairSpec` of the same name).
+    pub fn of(spec: KeySpec) -> KeyKind {
+        match spec {
+            KeySpec::SymmetricDefault => KeyKind::Symmetric,
+            KeySpec::Rsa2048 => KeyKind::Rsa { bits: 2048 },
+            KeySpec::Rsa3072 => KeyKind::Rsa { bits: 3072 },
+            KeySpec::Rsa4096 => KeyKind::Rsa { bits: 4096 },
+            KeySpec::EccNistP256 => KeyKind::Ecc(Curve::P256),
+            KeySpec::EccNistP384 => KeyKind::Ecc(Curve::P384),
+            KeySpec::EccNistP521 => KeyKind::Ecc(Curve::P521),
+            KeySpec::EccSecgP256k1 => KeyKind::Ecc(Curve::Secp256k1),
+            KeySpec::Hmac224 => KeyKind::Hmac(MacHash::Sha224),
+            KeySpec::Hmac256 => KeyKind::Hmac(MacHash::Sha256),
+            KeySpec::Hmac384 => KeyKind::Hmac(MacHash::Sha384),
+            KeySpec::Hmac512 => KeyKind::Hmac(MacHash::Sha512),
+        }
     }
 
     /// The key usages AWS allows for the spec (KEY_AGREEMENT is not offered here).
-    pub fn allows_usage(self, usage: &str) -> bool {
+    pub fn allows_usage(self, usage: KeyUsage) -> bool {
+        use KeyUsage::*;
         match self {
-            KeyKind::Symmetric => usage == ENCRYPT_DECRYPT,
-            KeyKind::Rsa { .. } => usage == ENCRYPT_DECRYPT || usage == SIGN_VERIFY,
-            KeyKind::Ecc(_) => usage == SIGN_VERIFY,
-            KeyKind::Hmac(_) => usage == GENERATE_VERIFY_MAC,
+            KeyKind::Symmetric => usage == EncryptDecrypt,
+            KeyKind::Rsa { .. } => usage == EncryptDecrypt || usage == SignVerify,
+            KeyKind::Ecc(_) => usage == SignVerify,
+            KeyKind::Hmac(_) => usage == GenerateVerifyMac,
         }
     }
 
@@ -78,18 +76,17 @@ impl KeyKind {
     }
 }
 
-/// The kind of a stored key; a spec this build does not know is an internal error.
-pub fn kind_of(key: &KeyRecord) -> Result<KeyKind, KmsError> {
-    KeyKind::of(&key.key_spec)
-        .ok_or_else(|| KmsError::Internal(format!("unknown key spec {}", key.key_spec)))
+/// The kind of a stored key.
+pub fn kind_of(key: &KeyRecord) -> KeyKind {
+    KeyKind::of(key.key_spec)
 }
 
 /// `EncryptionAlgorithms` of a key, as DescribeKey and GetPublicKey show them.
 pub fn encryption_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
-    if key.key_usage != ENCRYPT_DECRYPT {
+    if key.key_usage != KeyUsage::EncryptDecrypt {
         return None;
     }
-    match KeyKind::of(&key.key_spec)? {
+    match kind_of(key) {
         KeyKind::Symmetric => Some(vec![super::SYMMETRIC_DEFAULT.into()]),
         KeyKind::Rsa { .. } => Some(vec![RSAES_OAEP_SHA_1.into(), RSAES_OAEP_SHA_256.into()]),
         _ => None,
@@ -98,10 +95,10 @@ pub fn encryption_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
 
 /// `SigningAlgorithms` of a key.
 pub fn signing_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
-    if key.key_usage != SIGN_VERIFY {
+    if key.key_usage != KeyUsage::SignVerify {
         return None;
     }
-    let names: Vec<&str> = match KeyKind::of(&key.key_spec)? {
+    let names: Vec<&str> = match kind_of(key) {
         KeyKind::Rsa { .. } => RSA_SIGNING_ALGORITHMS.to_vec(),
         KeyKind::Ecc(curve) => vec![ecdsa_algorithm(curve)],
         _ => return None,
@@ -111,7 +108,7 @@ pub fn signing_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
 
 /// `MacAlgorithms` of a key.
 pub fn mac_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
-    match KeyKind::of(&key.key_spec)? {
+    match kind_of(key) {
         KeyKind::Hmac(hash) => Some(vec![mac_algorithm(hash).into()]),
         _ => None,
     }
@@ -201,7 +198,7 @@ impl KmsService {
         operation: &str,
         algorithm: Option<&str>,
     ) -> Result<Encryption, KmsError> {
-        self.require_usage(key, ENCRYPT_DECRYPT, operation)?;
+        self.require_usage(key, KeyUsage::EncryptDecrypt, operation)?;
         let algorithm = algorithm.unwrap_or(super::SYMMETRIC_DEFAULT);
         let incompatible = || {
             KmsError::InvalidKeyUsage(format!(
@@ -209,7 +206,7 @@ impl KmsService {
                 key.key_spec
             ))
         };
-        match (kind_of(key)?, algorithm) {
+        match (kind_of(key), algorithm) {
             (KeyKind::Symmetric, super::SYMMETRIC_DEFAULT) => Ok(Encryption::Symmetric),
             (KeyKind::Rsa { bits }, RSAES_OAEP_SHA_1) => Ok(Encryption::Rsa {
                 bits,
@@ -227,7 +224,7 @@ impl KmsService {
     pub(super) fn require_usage(
         &self,
         key: &KeyRecord,
-        usage: &str,
+        usage: KeyUsage,
         operation: &str,
     ) -> Result<(), KmsError> {
         if key.key_usage == usage {
@@ -405,7 +402,7 @@ impl KmsService {
         key_id: &KeyId,
         material: &MaterialId,
         kind: KeyKind,
-        usage: &str,
+        usage: KeyUsage,
     ) -> Result<(), KmsError> {
         match kind {
             KeyKind::Symmetric => self.hsm.create_material(key_id, material),
@@ -416,7 +413,7 @@ impl KmsService {
                 let pair = kind
                     .pair()
                     .ok_or_else(|| KmsError::Internal("not a key pair".into()))?;
-                let usage = if usage == ENCRYPT_DECRYPT {
+                let usage = if usage == KeyUsage::EncryptDecrypt {
                     PairUse::EncryptDecrypt
                 } else {
                     PairUse::SignVerify
@@ -440,7 +437,7 @@ impl KmsService {
         )?;
         self.check_grant_tokens(&req.grant_tokens)?;
         self.require_usable(&key)?;
-        if kind_of(&key)?.pair().is_none() {
+        if kind_of(&key).pair().is_none() {
             // AWS's exact text here is not on record; this names the reason.
             return Err(KmsError::UnsupportedOperation(format!(
                 "{} has key spec {}, which has no public key.",
@@ -452,9 +449,9 @@ impl KmsService {
         Ok(GetPublicKeyResponse {
             key_id: Some(self.arn_of(&key)),
             public_key: Some(Blob(keyformat::spki(&public)?)),
-            customer_master_key_spec: Some(key.key_spec.clone()),
-            key_spec: Some(key.key_spec.clone()),
-            key_usage: Some(key.key_usage.clone()),
+            customer_master_key_spec: Some(key.key_spec.as_str().into()),
+            key_spec: Some(key.key_spec.as_str().into()),
+            key_usage: Some(key.key_usage.as_str().into()),
             encryption_algorithms: encryption_algorithms(&key),
             signing_algorithms: signing_algorithms(&key),
             key_agreement_algorithms: None,
@@ -473,7 +470,7 @@ impl KmsService {
         message: &[u8],
     ) -> Result<(SignMechanism, Vec<u8>, Option<Curve>), KmsError> {
         self.require_usable(key)?;
-        self.require_usage(key, SIGN_VERIFY, operation)?;
+        self.require_usage(key, KeyUsage::SignVerify, operation)?;
         let incompatible = || {
             KmsError::InvalidKeyUsage(format!(
                 "Algorithm {algorithm} is incompatible with key spec {}.",
@@ -481,7 +478,7 @@ impl KmsService {
             ))
         };
         let (mechanism, hash) = parse_signing_algorithm(algorithm).ok_or_else(incompatible)?;
-        let curve = match (kind_of(key)?, mechanism) {
+        let curve = match (kind_of(key), mechanism) {
             (KeyKind::Rsa { .. }, SignMechanism::RsaPss | SignMechanism::RsaPkcs1) => None,
             (KeyKind::Ecc(curve), SignMechanism::Ecdsa) if ecdsa_algorithm(curve) == algorithm => {
                 Some(curve)
@@ -592,8 +589,8 @@ impl KmsService {
         algorithm: &str,
     ) -> Result<MacHash, KmsError> {
         self.require_usable(key)?;
-        self.require_usage(key, GENERATE_VERIFY_MAC, operation)?;
-        match kind_of(key)? {
+        self.require_usage(key, KeyUsage::GenerateVerifyMac, operation)?;
+        match kind_of(key) {
             KeyKind::Hmac(hash) if mac_algorithm(hash) == algorithm => Ok(hash),
             _ => Err(KmsError::InvalidKeyUsage(format!(
                 "Algorithm {algorithm} is incompatible with key spec {}.",
@@ -678,8 +675,8 @@ impl KmsService {
     ) -> Result<DataKeyPair, KmsError> {
         self.require_usable(key)?;
         self.require_symmetric_encryption(key, operation, None)?;
-        let pair = KeyKind::of(pair_spec)
-            .and_then(KeyKind::pair)
+        let pair = KeySpec::parse(pair_spec)
+            .and_then(|spec| KeyKind::of(spec).pair())
             .ok_or_else(|| {
                 KmsError::UnsupportedOperation(format!(
                     "KeyPairSpec {pair_spec} is not supported by this gateway."
@@ -826,13 +823,16 @@ mod tests {
 
     #[test]
     fn spec_usage_matrix() {
-        let rsa = KeyKind::of("RSA_3072").unwrap();
-        assert!(rsa.allows_usage("ENCRYPT_DECRYPT") && rsa.allows_usage("SIGN_VERIFY"));
-        assert!(!rsa.allows_usage("GENERATE_VERIFY_MAC"));
-        let ecc = KeyKind::of("ECC_SECG_P256K1").unwrap();
-        assert!(ecc.allows_usage("SIGN_VERIFY") && !ecc.allows_usage("ENCRYPT_DECRYPT"));
-        let hmac = KeyKind::of("HMAC_224").unwrap();
-        assert!(hmac.allows_usage("GENERATE_VERIFY_MAC") && !hmac.allows_usage("SIGN_VERIFY"));
-        assert_eq!(KeyKind::of("SM2"), None);
+        use KeyUsage::*;
+        let kind = |spec| KeyKind::of(KeySpec::parse(spec).expect("a spec the gateway makes"));
+        let rsa = kind("RSA_3072");
+        assert!(rsa.allows_usage(EncryptDecrypt) && rsa.allows_usage(SignVerify));
+        assert!(!rsa.allows_usage(GenerateVerifyMac));
+        let ecc = kind("ECC_SECG_P256K1");
+        assert!(ecc.allows_usage(SignVerify) && !ecc.allows_usage(EncryptDecrypt));
+        let hmac = kind("HMAC_224");
+        assert!(hmac.allows_usage(GenerateVerifyMac) && !hmac.allows_usage(SignVerify));
+        assert!(!kind("ECC_NIST_P256").allows_usage(KeyAgreement));
+        assert_eq!(KeySpec::parse("SM2"), None);
     }
 }

@@ -7,14 +7,12 @@ use zeroize::Zeroizing;
 use crate::api::*;
 use crate::error::KmsError;
 use crate::hsm::TAG_LEN;
-use crate::model::{KeyId, KeyRecord, MaterialId};
+use crate::model::{KeyId, KeyRecord, KeySpec, KeyUsage, MaterialId};
 
 use super::access::{Access, Authorized};
 use super::asymmetric::{oaep_algorithm, require_no_context, Encryption};
 use super::ciphertext::{self, Envelope};
-use super::{
-    dry_run, reject_recipient, required, Caller, KmsService, ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT,
-};
+use super::{dry_run, reject_recipient, required, Caller, KmsService, SYMMETRIC_DEFAULT};
 
 const IGNORE_CIPHERTEXT: &str = "IGNORE_CIPHERTEXT";
 
@@ -390,7 +388,7 @@ impl KmsService {
             SourceUse::ReEncryptTo(key_id) => ("ReEncrypt", "ReEncryptFrom", Some(key_id)),
         };
         if let Some(key) = &named {
-            if key.key_spec == SYMMETRIC_DEFAULT
+            if key.key_spec == KeySpec::SymmetricDefault
                 && algorithm.is_some_and(|a| a != SYMMETRIC_DEFAULT)
             {
                 self.require_symmetric_encryption(key, operation, algorithm)?;
@@ -440,10 +438,10 @@ impl KmsService {
 /// IncorrectKeyException (recorded: test_error_messaging_for_invalid_keys /
 /// decrypt-invalid-key-id, test_re_encrypt_incorrect_source_key / incorrect-source-key).
 fn opens_bare_ciphertext(key: &KeyRecord, blob: &[u8]) -> bool {
-    if key.key_spec == SYMMETRIC_DEFAULT {
+    if key.key_spec == KeySpec::SymmetricDefault {
         return false;
     }
-    key.key_usage == ENCRYPT_DECRYPT
+    key.key_usage == KeyUsage::EncryptDecrypt
         || Envelope::peek_key_id(blob).is_none_or(|named| named == key.key_id)
 }
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use crate::auth::Principal;
 use crate::error::KmsError;
 use crate::hsm::Hsm;
-use crate::model::{KeyId, KeyRecord, KeyState};
+use crate::model::{KeyId, KeyRecord, KeySpec, KeyState, KeyUsage};
 use crate::store::{Changed, KeyChange, MetadataStore, StoreError};
 
 pub use access::{Authorized, IdentityPolicies};
@@ -448,7 +448,7 @@ impl KmsService {
         operation: &str,
         algorithm: Option<&str>,
     ) -> Result<(), KmsError> {
-        if key.key_usage != ENCRYPT_DECRYPT {
+        if key.key_usage != KeyUsage::EncryptDecrypt {
             return Err(KmsError::InvalidKeyUsage(format!(
                 "{} key usage is {} which is not valid for {operation}.",
                 self.arn_of(key),
@@ -456,7 +456,7 @@ impl KmsService {
             )));
         }
         let algorithm = algorithm.unwrap_or(SYMMETRIC_DEFAULT);
-        if key.key_spec != SYMMETRIC_DEFAULT || algorithm != SYMMETRIC_DEFAULT {
+        if key.key_spec != KeySpec::SymmetricDefault || algorithm != SYMMETRIC_DEFAULT {
             return Err(KmsError::InvalidKeyUsage(format!(
                 "Algorithm {algorithm} is incompatible with key spec {}.",
                 key.key_spec
