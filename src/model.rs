@@ -119,6 +119,9 @@ macro_rules! wire_enum {
         }
 
         impl $name {
+            /// Every wire name, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($text,)+];
+
             pub fn as_str(&self) -> &'static str {
                 match self {
                     $($name::$variant => $text,)+
@@ -132,13 +135,15 @@ macro_rules! wire_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
     };
 }
+
+pub(crate) use wire_enum;
 
 wire_enum! {
     /// The key specs this gateway makes (`KeySpec` on the wire).

@@ -100,7 +100,7 @@ pub fn signing_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
     }
     let names: Vec<&str> = match kind_of(key) {
         KeyKind::Rsa { .. } => RSA_SIGNING_ALGORITHMS.to_vec(),
-        KeyKind::Ecc(curve) => vec![ecdsa_algorithm(curve)],
+        KeyKind::Ecc(curve) => vec![ecdsa_algorithm(curve).as_str()],
         _ => return None,
     };
     Some(names.into_iter().map(String::from).collect())
@@ -109,26 +109,26 @@ pub fn signing_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
 /// `MacAlgorithms` of a key.
 pub fn mac_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
     match kind_of(key) {
-        KeyKind::Hmac(hash) => Some(vec![mac_algorithm(hash).into()]),
+        KeyKind::Hmac(hash) => Some(vec![mac_algorithm(hash).as_str().into()]),
         _ => None,
     }
 }
 
 /// The one ECDSA algorithm AWS offers per curve.
-fn ecdsa_algorithm(curve: Curve) -> &'static str {
+fn ecdsa_algorithm(curve: Curve) -> SigningAlgorithm {
     match curve {
-        Curve::P256 | Curve::Secp256k1 => "ECDSA_SHA_256",
-        Curve::P384 => "ECDSA_SHA_384",
-        Curve::P521 => "ECDSA_SHA_512",
+        Curve::P256 | Curve::Secp256k1 => SigningAlgorithm::EcdsaSha256,
+        Curve::P384 => SigningAlgorithm::EcdsaSha384,
+        Curve::P521 => SigningAlgorithm::EcdsaSha512,
     }
 }
 
-fn mac_algorithm(hash: MacHash) -> &'static str {
+fn mac_algorithm(hash: MacHash) -> MacAlgorithm {
     match hash {
-        MacHash::Sha224 => "HMAC_SHA_224",
-        MacHash::Sha256 => "HMAC_SHA_256",
-        MacHash::Sha384 => "HMAC_SHA_384",
-        MacHash::Sha512 => "HMAC_SHA_512",
+        MacHash::Sha224 => MacAlgorithm::HmacSha224,
+        MacHash::Sha256 => MacAlgorithm::HmacSha256,
+        MacHash::Sha384 => MacAlgorithm::HmacSha384,
+        MacHash::Sha512 => MacAlgorithm::HmacSha512,
     }
 }
 
@@ -139,22 +139,22 @@ pub fn oaep_algorithm(hash: OaepHash) -> &'static str {
     }
 }
 
-/// A signing algorithm: the private-key mechanism and the hash.
-fn parse_signing_algorithm(name: &str) -> Option<(SignMechanism, SigHash)> {
-    let (mechanism, hash) = name.rsplit_once("_SHA_")?;
-    let mechanism = match mechanism {
-        "RSASSA_PSS" => SignMechanism::RsaPss,
-        "RSASSA_PKCS1_V1_5" => SignMechanism::RsaPkcs1,
-        "ECDSA" => SignMechanism::Ecdsa,
-        _ => return None,
-    };
-    let hash = match hash {
-        "256" => SigHash::Sha256,
-        "384" => SigHash::Sha384,
-        "512" => SigHash::Sha512,
-        _ => return None,
-    };
-    Some((mechanism, hash))
+/// A signing algorithm's private-key mechanism and hash; `None` for one this gateway lacks.
+fn signing_mechanism(algorithm: SigningAlgorithm) -> Option<(SignMechanism, SigHash)> {
+    use SignMechanism::*;
+    use SigningAlgorithm::*;
+    Some(match algorithm {
+        RsassaPssSha256 => (RsaPss, SigHash::Sha256),
+        RsassaPssSha384 => (RsaPss, SigHash::Sha384),
+        RsassaPssSha512 => (RsaPss, SigHash::Sha512),
+        RsassaPkcs1V15Sha256 => (RsaPkcs1, SigHash::Sha256),
+        RsassaPkcs1V15Sha384 => (RsaPkcs1, SigHash::Sha384),
+        RsassaPkcs1V15Sha512 => (RsaPkcs1, SigHash::Sha512),
+        EcdsaSha256 => (Ecdsa, SigHash::Sha256),
+        EcdsaSha384 => (Ecdsa, SigHash::Sha384),
+        EcdsaSha512 => (Ecdsa, SigHash::Sha512),
+        Sm2Dsa | MlDsaShake256 | Ed25519Sha512 | Ed25519PhSha512 => return None,
+    })
 }
 
 /// Asymmetric algorithms take no encryption context (AWS: "You cannot specify an encryption
@@ -465,8 +465,8 @@ impl KmsService {
         &self,
         key: &Authorized<KeyRecord>,
         operation: &str,
-        algorithm: &str,
-        message_type: Option<&str>,
+        algorithm: SigningAlgorithm,
+        message_type: MessageType,
         message: &[u8],
     ) -> Result<(SignMechanism, Vec<u8>, Option<Curve>), KmsError> {
         self.require_usable(key)?;
@@ -477,7 +477,7 @@ impl KmsService {
                 key.key_spec
             ))
         };
-        let (mechanism, hash) = parse_signing_algorithm(algorithm).ok_or_else(incompatible)?;
+        let (mechanism, hash) = signing_mechanism(algorithm).ok_or_else(incompatible)?;
         let curve = match (kind_of(key), mechanism) {
             (KeyKind::Rsa { .. }, SignMechanism::RsaPss | SignMechanism::RsaPkcs1) => None,
             (KeyKind::Ecc(curve), SignMechanism::Ecdsa) if ecdsa_algorithm(curve) == algorithm => {
@@ -485,15 +485,15 @@ impl KmsService {
             }
             _ => return Err(incompatible()),
         };
-        let digest = match message_type.unwrap_or("RAW") {
-            "RAW" => hash.digest(message),
-            "DIGEST" if message.len() == hash.digest_len() => message.to_vec(),
-            "DIGEST" => {
+        let digest = match message_type {
+            MessageType::Raw => hash.digest(message),
+            MessageType::Digest if message.len() == hash.digest_len() => message.to_vec(),
+            MessageType::Digest => {
                 return Err(KmsError::Validation(format!(
                     "Digest is invalid length for algorithm {algorithm}."
                 )))
             }
-            other => {
+            other @ MessageType::ExternalMu => {
                 return Err(KmsError::InvalidKeyUsage(format!(
                     "MessageType {other} is incompatible with key spec {}.",
                     key.key_spec
@@ -507,24 +507,23 @@ impl KmsService {
         Ok((mechanism, data, curve))
     }
 
-    pub fn sign(&self, caller: &Caller, req: SignRequest) -> Result<SignResponse, KmsError> {
+    pub fn sign(&self, caller: &Caller, req: SignCommand) -> Result<SignResponse, KmsError> {
+        let algorithm = req.signing_algorithm;
         let key = self.resolve(
             caller,
-            required(&req.key_id, "keyId")?,
+            &req.key_id,
             &Access {
-                signing_algorithm: req.signing_algorithm.as_deref(),
+                signing_algorithm: Some(algorithm.as_str()),
                 ..Access::to("Sign")
             },
         )?;
-        let message = required(&req.message, "message")?;
-        let algorithm = required(&req.signing_algorithm, "signingAlgorithm")?;
         self.check_grant_tokens(&req.grant_tokens)?;
         let (mechanism, data, curve) = self.prepare_signature(
             &key,
             "Sign",
             algorithm,
-            req.message_type.as_deref(),
-            message.expose(),
+            req.message_type,
+            req.message.expose(),
         )?;
         dry_run(req.dry_run)?;
         let raw = self
@@ -537,29 +536,35 @@ impl KmsService {
         Ok(SignResponse {
             key_id: Some(self.arn_of(&key)),
             signature: Some(Blob(signature)),
-            signing_algorithm: Some(algorithm.clone()),
+            signing_algorithm: Some(algorithm.as_str().into()),
         })
     }
 
-    pub fn verify(&self, caller: &Caller, req: VerifyRequest) -> Result<VerifyResponse, KmsError> {
+    pub fn verify(
+        &self,
+        caller: &Caller,
+        command: VerifyCommand,
+    ) -> Result<VerifyResponse, KmsError> {
+        let VerifyCommand {
+            signing: req,
+            signature,
+        } = command;
+        let algorithm = req.signing_algorithm;
         let key = self.resolve(
             caller,
-            required(&req.key_id, "keyId")?,
+            &req.key_id,
             &Access {
-                signing_algorithm: req.signing_algorithm.as_deref(),
+                signing_algorithm: Some(algorithm.as_str()),
                 ..Access::to("Verify")
             },
         )?;
-        let message = required(&req.message, "message")?;
-        let signature = required(&req.signature, "signature")?;
-        let algorithm = required(&req.signing_algorithm, "signingAlgorithm")?;
         self.check_grant_tokens(&req.grant_tokens)?;
         let (mechanism, data, curve) = self.prepare_signature(
             &key,
             "Verify",
             algorithm,
-            req.message_type.as_deref(),
-            message.expose(),
+            req.message_type,
+            req.message.expose(),
         )?;
         dry_run(req.dry_run)?;
         let raw = match curve {
@@ -576,7 +581,7 @@ impl KmsService {
         Ok(VerifyResponse {
             key_id: Some(self.arn_of(&key)),
             signature_valid: Some(true),
-            signing_algorithm: Some(algorithm.clone()),
+            signing_algorithm: Some(algorithm.as_str().into()),
         })
     }
 
@@ -586,7 +591,7 @@ impl KmsService {
         &self,
         key: &Authorized<KeyRecord>,
         operation: &str,
-        algorithm: &str,
+        algorithm: MacAlgorithm,
     ) -> Result<MacHash, KmsError> {
         self.require_usable(key)?;
         self.require_usage(key, KeyUsage::GenerateVerifyMac, operation)?;
@@ -602,18 +607,18 @@ impl KmsService {
     pub fn generate_mac(
         &self,
         caller: &Caller,
-        req: GenerateMacRequest,
+        req: GenerateMacCommand,
     ) -> Result<GenerateMacResponse, KmsError> {
+        let algorithm = req.mac_algorithm;
         let key = self.resolve(
             caller,
-            required(&req.key_id, "keyId")?,
+            &req.key_id,
             &Access {
-                mac_algorithm: req.mac_algorithm.as_deref(),
+                mac_algorithm: Some(algorithm.as_str()),
                 ..Access::to("GenerateMac")
             },
         )?;
-        let message = required(&req.message, "message")?;
-        let algorithm = required(&req.mac_algorithm, "macAlgorithm")?;
+        let message = &req.message;
         self.check_grant_tokens(&req.grant_tokens)?;
         let hash = self.prepare_mac(&key, "GenerateMac", algorithm)?;
         dry_run(req.dry_run)?;
@@ -622,7 +627,7 @@ impl KmsService {
             .hmac(&key.current_material, hash, message.expose())?;
         Ok(GenerateMacResponse {
             mac: Some(Blob(mac)),
-            mac_algorithm: Some(algorithm.clone()),
+            mac_algorithm: Some(algorithm.as_str().into()),
             key_id: Some(self.arn_of(&key)),
         })
     }
@@ -630,19 +635,19 @@ impl KmsService {
     pub fn verify_mac(
         &self,
         caller: &Caller,
-        req: VerifyMacRequest,
+        command: VerifyMacCommand,
     ) -> Result<VerifyMacResponse, KmsError> {
+        let VerifyMacCommand { mac: req, tag: mac } = command;
+        let algorithm = req.mac_algorithm;
         let key = self.resolve(
             caller,
-            required(&req.key_id, "keyId")?,
+            &req.key_id,
             &Access {
-                mac_algorithm: req.mac_algorithm.as_deref(),
+                mac_algorithm: Some(algorithm.as_str()),
                 ..Access::to("VerifyMac")
             },
         )?;
-        let message = required(&req.message, "message")?;
-        let algorithm = required(&req.mac_algorithm, "macAlgorithm")?;
-        let mac = required(&req.mac, "mac")?;
+        let message = &req.message;
         self.check_grant_tokens(&req.grant_tokens)?;
         let hash = self.prepare_mac(&key, "VerifyMac", algorithm)?;
         dry_run(req.dry_run)?;
@@ -657,7 +662,7 @@ impl KmsService {
         Ok(VerifyMacResponse {
             key_id: Some(self.arn_of(&key)),
             mac_valid: Some(true),
-            mac_algorithm: Some(algorithm.clone()),
+            mac_algorithm: Some(algorithm.as_str().into()),
         })
     }
 
@@ -809,16 +814,17 @@ mod tests {
 
     #[test]
     fn signing_algorithms_parse() {
+        let mechanism = |name| signing_mechanism(SigningAlgorithm::parse(name).expect("a name"));
         assert_eq!(
-            parse_signing_algorithm("RSASSA_PKCS1_V1_5_SHA_384"),
+            mechanism("RSASSA_PKCS1_V1_5_SHA_384"),
             Some((SignMechanism::RsaPkcs1, SigHash::Sha384))
         );
         assert_eq!(
-            parse_signing_algorithm("ECDSA_SHA_512"),
+            mechanism("ECDSA_SHA_512"),
             Some((SignMechanism::Ecdsa, SigHash::Sha512))
         );
-        assert_eq!(parse_signing_algorithm("SM2DSA"), None);
-        assert_eq!(parse_signing_algorithm("ED25519_SHA_512"), None);
+        assert_eq!(mechanism("SM2DSA"), None);
+        assert_eq!(mechanism("ED25519_SHA_512"), None);
     }
 
     #[test]
