@@ -108,6 +108,80 @@ impl KeyState {
     }
 }
 
+/// Declares a fieldless enum whose variants each stand for one wire string, with
+/// `as_str` for the wire and `parse` for the text as stored or sent.
+macro_rules! wire_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($variant,)+
+        }
+
+        impl $name {
+            /// Every wire name, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($text,)+];
+
+            pub fn as_str(&self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+pub(crate) use wire_enum;
+
+wire_enum! {
+    /// The key specs this gateway makes (`KeySpec` on the wire).
+    KeySpec {
+        SymmetricDefault = "SYMMETRIC_DEFAULT",
+        Rsa2048 = "RSA_2048",
+        Rsa3072 = "RSA_3072",
+        Rsa4096 = "RSA_4096",
+        EccNistP256 = "ECC_NIST_P256",
+        EccNistP384 = "ECC_NIST_P384",
+        EccNistP521 = "ECC_NIST_P521",
+        EccSecgP256k1 = "ECC_SECG_P256K1",
+        Hmac224 = "HMAC_224",
+        Hmac256 = "HMAC_256",
+        Hmac384 = "HMAC_384",
+        Hmac512 = "HMAC_512",
+    }
+}
+
+wire_enum! {
+    /// `KeyUsageType`.
+    KeyUsage {
+        EncryptDecrypt = "ENCRYPT_DECRYPT",
+        SignVerify = "SIGN_VERIFY",
+        GenerateVerifyMac = "GENERATE_VERIFY_MAC",
+        KeyAgreement = "KEY_AGREEMENT",
+    }
+}
+
+wire_enum! {
+    /// Where a key's material comes from (`OriginType`): made in the token, or an adopted
+    /// token object.
+    KeyOrigin {
+        AwsKms = "AWS_KMS",
+        External = "EXTERNAL",
+    }
+}
+
 /// How a key-material version came to be (`RotationType` in ListKeyRotations).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MaterialOrigin {
@@ -145,12 +219,9 @@ pub struct KeyRecord {
     /// 12-digit AWS account id that owns the key.
     pub account: String,
     pub description: String,
-    /// `KeySpec` as on the wire, e.g. `SYMMETRIC_DEFAULT`.
-    pub key_spec: String,
-    /// `KeyUsage` as on the wire, e.g. `ENCRYPT_DECRYPT`.
-    pub key_usage: String,
-    /// `Origin`, e.g. `AWS_KMS`.
-    pub origin: String,
+    pub key_spec: KeySpec,
+    pub key_usage: KeyUsage,
+    pub origin: KeyOrigin,
     pub state: KeyState,
     pub creation_date: EpochSeconds,
     /// Set while the key is PendingDeletion.

@@ -70,28 +70,9 @@ pub const ENCRYPTION_ALGORITHM_SPEC_VALUES: &[&str] = &[
     "SM2PKE",
 ];
 /// `SigningAlgorithmSpec`.
-pub const SIGNING_ALGORITHM_SPEC_VALUES: &[&str] = &[
-    "RSASSA_PSS_SHA_256",
-    "RSASSA_PSS_SHA_384",
-    "RSASSA_PSS_SHA_512",
-    "RSASSA_PKCS1_V1_5_SHA_256",
-    "RSASSA_PKCS1_V1_5_SHA_384",
-    "RSASSA_PKCS1_V1_5_SHA_512",
-    "ECDSA_SHA_256",
-    "ECDSA_SHA_384",
-    "ECDSA_SHA_512",
-    "SM2DSA",
-    "ML_DSA_SHAKE_256",
-    "ED25519_SHA_512",
-    "ED25519_PH_SHA_512",
-];
+pub const SIGNING_ALGORITHM_SPEC_VALUES: &[&str] = super::commands::SigningAlgorithm::NAMES;
 /// `MacAlgorithmSpec`.
-pub const MAC_ALGORITHM_SPEC_VALUES: &[&str] = &[
-    "HMAC_SHA_224",
-    "HMAC_SHA_256",
-    "HMAC_SHA_384",
-    "HMAC_SHA_512",
-];
+pub const MAC_ALGORITHM_SPEC_VALUES: &[&str] = super::commands::MacAlgorithm::NAMES;
 /// `KeyAgreementAlgorithmSpec`.
 pub const KEY_AGREEMENT_ALGORITHM_SPEC_VALUES: &[&str] = &["ECDH"];
 /// `DataKeySpec`.
@@ -109,7 +90,7 @@ pub const DATA_KEY_PAIR_SPEC_VALUES: &[&str] = &[
     "ECC_NIST_EDWARDS25519",
 ];
 /// `MessageType`.
-pub const MESSAGE_TYPE_VALUES: &[&str] = &["RAW", "DIGEST", "EXTERNAL_MU"];
+pub const MESSAGE_TYPE_VALUES: &[&str] = super::commands::MessageType::NAMES;
 /// `GrantOperation`.
 pub const GRANT_OPERATION_VALUES: &[&str] = &[
     "Decrypt",

@@ -5,8 +5,10 @@
 //! - [`shapes`]: `XxxRequest` / `XxxResponse` and the shared structures.
 //! - [`enums`]: the model's enum value sets (`KEY_SPEC_VALUES`, ...).
 //! - [`Validate`], [`decode`], [`encode`]: body bytes to a validated request, response to bytes.
+//! - [`commands`]: typed commands decoded from validated requests ([`FromBody`]).
 
 mod blob;
+pub mod commands;
 pub mod enums;
 pub mod shapes;
 pub(crate) mod validate;
@@ -20,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use blob::{Blob, SecretBlob};
+pub use commands::*;
 pub use shapes::*;
 pub use validate::{null_member, Validate};
 

@@ -36,6 +36,12 @@ macro_rules! request {
                 $v.finish()
             }
         }
+
+        impl super::commands::FromBody for $name {
+            fn from_body(body: &[u8]) -> Result<Self, KmsError> {
+                super::decode(body)
+            }
+        }
     };
 }
 

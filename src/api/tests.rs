@@ -580,3 +580,50 @@ fn integer_ranges() {
         validation_msg::<ListAliasesRequest>(json!({"Limit": 0})).contains("Value '0' at 'limit'")
     );
 }
+
+// ---- typed commands -------------------------------------------------------------------------
+
+fn command_error<C: FromBody + std::fmt::Debug>(v: &Value) -> String {
+    match C::from_body(v.to_string().as_bytes()) {
+        Err(KmsError::Validation(m)) => m,
+        other => panic!("expected a ValidationException, got {other:?}"),
+    }
+}
+
+#[test]
+fn signing_and_mac_requests_decode_into_typed_commands() {
+    let sign = SignCommand::from_body(
+        br#"{"KeyId":"k","Message":"aGVsbG8=","SigningAlgorithm":"ECDSA_SHA_256"}"#,
+    )
+    .unwrap();
+    assert_eq!(sign.key_id, "k");
+    assert_eq!(sign.signing_algorithm, SigningAlgorithm::EcdsaSha256);
+    assert_eq!(sign.message_type, MessageType::Raw);
+    let mac = GenerateMacCommand::from_body(
+        br#"{"KeyId":"k","Message":"aGVsbG8=","MacAlgorithm":"HMAC_SHA_384"}"#,
+    )
+    .unwrap();
+    assert_eq!(mac.mac_algorithm, MacAlgorithm::HmacSha384);
+    // The value sets the model checks are the enums' own names.
+    assert_eq!(SIGNING_ALGORITHM_SPEC_VALUES.len(), 13);
+    assert_eq!(MAC_ALGORITHM_SPEC_VALUES, MacAlgorithm::NAMES);
+}
+
+#[test]
+fn a_command_refuses_what_its_request_refuses_word_for_word() {
+    for body in [
+        json!({"KeyId": "k", "Message": "aGVsbG8="}),
+        json!({"KeyId": "k", "Message": "aGVsbG8=", "MacAlgorithm": "HMAC_SHA_1"}),
+        json!({"Message": "aGVsbG8=", "MacAlgorithm": "HMAC_SHA_256"}),
+    ] {
+        assert_eq!(
+            command_error::<VerifyMacCommand>(&body),
+            validation_msg::<VerifyMacRequest>(body.clone())
+        );
+    }
+    let body = json!({"KeyId": "k", "Message": "aGVsbG8=", "MessageType": "HASHED"});
+    assert_eq!(
+        command_error::<VerifyCommand>(&body),
+        validation_msg::<VerifyRequest>(body.clone())
+    );
+}

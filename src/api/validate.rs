@@ -161,7 +161,7 @@ fn describe(shape: &StrShape) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-fn enum_set(values: &[&str]) -> String {
+pub(crate) fn enum_set(values: &[&str]) -> String {
     format!(
         "Member must satisfy enum value set: [{}]",
         values.join(", ")

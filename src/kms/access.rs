@@ -15,10 +15,11 @@
 //! identity policies), so with the default key policy it may do anything to its keys.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Deref;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::KmsError;
-use crate::model::{GrantConstraints, KeyId, KeyRecord};
+use crate::model::{GrantConstraints, KeyId, KeyRecord, KeySpec};
 use crate::policy::{
     AllowMatch, ConditionValues, Evaluation, LazyConditionValues, PolicyDocument, PolicyKind,
     RequestContext,
@@ -48,6 +49,41 @@ const CROSS_ACCOUNT_ACTIONS: &[&str] = &[
     "Verify",
     "VerifyMac",
 ];
+
+/// A resource the caller was authorized to use for one action. Only
+/// [`KmsService::authorize`] makes one (its fields are private to this module), so a path
+/// that takes an `Authorized<KeyRecord>` cannot run on a key nobody authorized.
+///
+/// ```compile_fail,E0451
+/// fn forge(key: p11kms::model::KeyRecord) -> p11kms::kms::Authorized<p11kms::model::KeyRecord> {
+///     p11kms::kms::Authorized { resource: key, action: "Encrypt" }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Authorized<R> {
+    resource: R,
+    action: &'static str,
+}
+
+impl<R> Authorized<R> {
+    /// The action (`Encrypt`, `ReEncryptFrom`, ...) the caller was authorized for.
+    pub fn action(&self) -> &'static str {
+        self.action
+    }
+
+    /// The resource itself, for a path that is done with the authorization.
+    pub fn into_inner(self) -> R {
+        self.resource
+    }
+}
+
+impl<R> Deref for Authorized<R> {
+    type Target = R;
+
+    fn deref(&self) -> &R {
+        &self.resource
+    }
+}
 
 /// What a request asks of one key, as the policy conditions see it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -85,7 +121,7 @@ impl<'a> Access<'a> {
         algorithm: Option<&'a str>,
     ) -> Self {
         Access {
-            context: (key.key_spec == super::SYMMETRIC_DEFAULT).then_some(context),
+            context: (key.key_spec == KeySpec::SymmetricDefault).then_some(context),
             encryption_algorithm: Some(algorithm.unwrap_or(super::SYMMETRIC_DEFAULT)),
             ..Access::to(action)
         }
@@ -195,6 +231,19 @@ enum Refusal {
 impl KmsService {
     /// Authorizes `access` to `key` for the caller, or answers AccessDeniedException.
     pub(super) fn authorize(
+        &self,
+        caller: &Caller,
+        key: KeyRecord,
+        access: &Access<'_>,
+    ) -> Result<Authorized<KeyRecord>, KmsError> {
+        self.check_authorized(caller, &key, access)?;
+        Ok(Authorized {
+            resource: key,
+            action: access.action,
+        })
+    }
+
+    fn check_authorized(
         &self,
         caller: &Caller,
         key: &KeyRecord,
@@ -354,9 +403,9 @@ impl KmsService {
             v.set("aws:SecureTransport", secure.to_string());
         }
         if let Some(key) = key {
-            v.set("kms:KeySpec", key.key_spec.clone());
-            v.set("kms:KeyUsage", key.key_usage.clone());
-            v.set("kms:KeyOrigin", key.origin.clone());
+            v.set("kms:KeySpec", key.key_spec.as_str());
+            v.set("kms:KeyUsage", key.key_usage.as_str());
+            v.set("kms:KeyOrigin", key.origin.as_str());
             v.set("kms:MultiRegion", "false");
             if let Some(alias) = caller.alias_used_for(&key.key_id) {
                 v.set("kms:RequestAlias", alias);

@@ -9,17 +9,15 @@
 use crate::api::*;
 use crate::error::KmsError;
 use crate::hsm::{Curve, MacHash, OaepHash, PairKind, PairUse, SignMechanism};
-use crate::model::{KeyId, KeyRecord, MaterialId};
+use crate::model::{KeyId, KeyRecord, KeySpec, KeyUsage, MaterialId};
 
-use super::access::Access;
+use super::access::{Access, Authorized};
 use super::ciphertext;
 use super::crypto::context_of;
 use super::keyformat::{self, SigHash};
 use super::provider_errors::on_client_ciphertext;
-use super::{dry_run, reject_recipient, required, Caller, KmsService, ENCRYPT_DECRYPT};
+use super::{dry_run, reject_recipient, required, Caller, KmsService};
 
-pub const SIGN_VERIFY: &str = "SIGN_VERIFY";
-pub const GENERATE_VERIFY_MAC: &str = "GENERATE_VERIFY_MAC";
 const RSAES_OAEP_SHA_1: &str = "RSAES_OAEP_SHA_1";
 const RSAES_OAEP_SHA_256: &str = "RSAES_OAEP_SHA_256";
 const RSA_SIGNING_ALGORITHMS: &[&str] = &[
@@ -41,32 +39,32 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
-    /// The kind of a `KeySpec` (or `KeyPairSpec`) this gateway can make; `None` otherwise.
-    pub fn of(spec: &str) -> Option<KeyKind> {
-        Some(match spec {
-            "SYMMETRIC_DEFAULT" => KeyKind::Symmetric,
-            "RSA_2048" => KeyKind::Rsa { bits: 2048 },
-            "RSA_3072" => KeyKind::Rsa { bits: 3072 },
-            "RSA_4096" => KeyKind::Rsa { bits: 4096 },
-            "ECC_NIST_P256" => KeyKind::Ecc(Curve::P256),
-            "ECC_NIST_P384" => KeyKind::Ecc(Curve::P384),
-            "ECC_NIST_P521" => KeyKind::Ecc(Curve::P521),
-            "ECC_SECG_P256K1" => KeyKind::Ecc(Curve::Secp256k1),
-            "HMAC_224" => KeyKind::Hmac(MacHash::Sha224),
-            "HMAC_256" => KeyKind::Hmac(MacHash::Sha256),
-            "HMAC_384" => KeyKind::Hmac(MacHash::Sha384),
-            "HMAC_512" => KeyKind::Hmac(MacHash::Sha512),
-            _ => return None,
-        })
+    /// The kind of a key spec (or of a `KeyPairSpec` of the same name).
+    pub fn of(spec: KeySpec) -> KeyKind {
+        match spec {
+            KeySpec::SymmetricDefault => KeyKind::Symmetric,
+            KeySpec::Rsa2048 => KeyKind::Rsa { bits: 2048 },
+            KeySpec::Rsa3072 => KeyKind::Rsa { bits: 3072 },
+            KeySpec::Rsa4096 => KeyKind::Rsa { bits: 4096 },
+            KeySpec::EccNistP256 => KeyKind::Ecc(Curve::P256),
+            KeySpec::EccNistP384 => KeyKind::Ecc(Curve::P384),
+            KeySpec::EccNistP521 => KeyKind::Ecc(Curve::P521),
+            KeySpec::EccSecgP256k1 => KeyKind::Ecc(Curve::Secp256k1),
+            KeySpec::Hmac224 => KeyKind::Hmac(MacHash::Sha224),
+            KeySpec::Hmac256 => KeyKind::Hmac(MacHash::Sha256),
+            KeySpec::Hmac384 => KeyKind::Hmac(MacHash::Sha384),
+            KeySpec::Hmac512 => KeyKind::Hmac(MacHash::Sha512),
+        }
     }
 
     /// The key usages AWS allows for the spec (KEY_AGREEMENT is not offered here).
-    pub fn allows_usage(self, usage: &str) -> bool {
+    pub fn allows_usage(self, usage: KeyUsage) -> bool {
+        use KeyUsage::*;
         match self {
-            KeyKind::Symmetric => usage == ENCRYPT_DECRYPT,
-            KeyKind::Rsa { .. } => usage == ENCRYPT_DECRYPT || usage == SIGN_VERIFY,
-            KeyKind::Ecc(_) => usage == SIGN_VERIFY,
-            KeyKind::Hmac(_) => usage == GENERATE_VERIFY_MAC,
+            KeyKind::Symmetric => usage == EncryptDecrypt,
+            KeyKind::Rsa { .. } => usage == EncryptDecrypt || usage == SignVerify,
+            KeyKind::Ecc(_) => usage == SignVerify,
+            KeyKind::Hmac(_) => usage == GenerateVerifyMac,
         }
     }
 
@@ -79,18 +77,17 @@ impl KeyKind {
     }
 }
 
-/// The kind of a stored key; a spec this build does not know is an internal error.
-pub fn kind_of(key: &KeyRecord) -> Result<KeyKind, KmsError> {
-    KeyKind::of(&key.key_spec)
-        .ok_or_else(|| KmsError::Internal(format!("unknown key spec {}", key.key_spec)))
+/// The kind of a stored key.
+pub fn kind_of(key: &KeyRecord) -> KeyKind {
+    KeyKind::of(key.key_spec)
 }
 
 /// `EncryptionAlgorithms` of a key, as DescribeKey and GetPublicKey show them.
 pub fn encryption_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
-    if key.key_usage != ENCRYPT_DECRYPT {
+    if key.key_usage != KeyUsage::EncryptDecrypt {
         return None;
     }
-    match KeyKind::of(&key.key_spec)? {
+    match kind_of(key) {
         KeyKind::Symmetric => Some(vec![super::SYMMETRIC_DEFAULT.into()]),
         KeyKind::Rsa { .. } => Some(vec![RSAES_OAEP_SHA_1.into(), RSAES_OAEP_SHA_256.into()]),
         _ => None,
@@ -99,12 +96,12 @@ pub fn encryption_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
 
 /// `SigningAlgorithms` of a key.
 pub fn signing_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
-    if key.key_usage != SIGN_VERIFY {
+    if key.key_usage != KeyUsage::SignVerify {
         return None;
     }
-    let names: Vec<&str> = match KeyKind::of(&key.key_spec)? {
+    let names: Vec<&str> = match kind_of(key) {
         KeyKind::Rsa { .. } => RSA_SIGNING_ALGORITHMS.to_vec(),
-        KeyKind::Ecc(curve) => vec![ecdsa_algorithm(curve)],
+        KeyKind::Ecc(curve) => vec![ecdsa_algorithm(curve).as_str()],
         _ => return None,
     };
     Some(names.into_iter().map(String::from).collect())
@@ -112,27 +109,27 @@ pub fn signing_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
 
 /// `MacAlgorithms` of a key.
 pub fn mac_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
-    match KeyKind::of(&key.key_spec)? {
-        KeyKind::Hmac(hash) => Some(vec![mac_algorithm(hash).into()]),
+    match kind_of(key) {
+        KeyKind::Hmac(hash) => Some(vec![mac_algorithm(hash).as_str().into()]),
         _ => None,
     }
 }
 
 /// The one ECDSA algorithm AWS offers per curve.
-fn ecdsa_algorithm(curve: Curve) -> &'static str {
+fn ecdsa_algorithm(curve: Curve) -> SigningAlgorithm {
     match curve {
-        Curve::P256 | Curve::Secp256k1 => "ECDSA_SHA_256",
-        Curve::P384 => "ECDSA_SHA_384",
-        Curve::P521 => "ECDSA_SHA_512",
+        Curve::P256 | Curve::Secp256k1 => SigningAlgorithm::EcdsaSha256,
+        Curve::P384 => SigningAlgorithm::EcdsaSha384,
+        Curve::P521 => SigningAlgorithm::EcdsaSha512,
     }
 }
 
-fn mac_algorithm(hash: MacHash) -> &'static str {
+fn mac_algorithm(hash: MacHash) -> MacAlgorithm {
     match hash {
-        MacHash::Sha224 => "HMAC_SHA_224",
-        MacHash::Sha256 => "HMAC_SHA_256",
-        MacHash::Sha384 => "HMAC_SHA_384",
-        MacHash::Sha512 => "HMAC_SHA_512",
+        MacHash::Sha224 => MacAlgorithm::HmacSha224,
+        MacHash::Sha256 => MacAlgorithm::HmacSha256,
+        MacHash::Sha384 => MacAlgorithm::HmacSha384,
+        MacHash::Sha512 => MacAlgorithm::HmacSha512,
     }
 }
 
@@ -143,22 +140,22 @@ pub fn oaep_algorithm(hash: OaepHash) -> &'static str {
     }
 }
 
-/// A signing algorithm: the private-key mechanism and the hash.
-fn parse_signing_algorithm(name: &str) -> Option<(SignMechanism, SigHash)> {
-    let (mechanism, hash) = name.rsplit_once("_SHA_")?;
-    let mechanism = match mechanism {
-        "RSASSA_PSS" => SignMechanism::RsaPss,
-        "RSASSA_PKCS1_V1_5" => SignMechanism::RsaPkcs1,
-        "ECDSA" => SignMechanism::Ecdsa,
-        _ => return None,
-    };
-    let hash = match hash {
-        "256" => SigHash::Sha256,
-        "384" => SigHash::Sha384,
-        "512" => SigHash::Sha512,
-        _ => return None,
-    };
-    Some((mechanism, hash))
+/// A signing algorithm's private-key mechanism and hash; `None` for one this gateway lacks.
+fn signing_mechanism(algorithm: SigningAlgorithm) -> Option<(SignMechanism, SigHash)> {
+    use SignMechanism::*;
+    use SigningAlgorithm::*;
+    Some(match algorithm {
+        RsassaPssSha256 => (RsaPss, SigHash::Sha256),
+        RsassaPssSha384 => (RsaPss, SigHash::Sha384),
+        RsassaPssSha512 => (RsaPss, SigHash::Sha512),
+        RsassaPkcs1V15Sha256 => (RsaPkcs1, SigHash::Sha256),
+        RsassaPkcs1V15Sha384 => (RsaPkcs1, SigHash::Sha384),
+        RsassaPkcs1V15Sha512 => (RsaPkcs1, SigHash::Sha512),
+        EcdsaSha256 => (Ecdsa, SigHash::Sha256),
+        EcdsaSha384 => (Ecdsa, SigHash::Sha384),
+        EcdsaSha512 => (Ecdsa, SigHash::Sha512),
+        Sm2Dsa | MlDsaShake256 | Ed25519Sha512 | Ed25519PhSha512 => return None,
+    })
 }
 
 /// Asymmetric algorithms take no encryption context (AWS: "You cannot specify an encryption
@@ -202,7 +199,7 @@ impl KmsService {
         operation: &str,
         algorithm: Option<&str>,
     ) -> Result<Encryption, KmsError> {
-        self.require_usage(key, ENCRYPT_DECRYPT, operation)?;
+        self.require_usage(key, KeyUsage::EncryptDecrypt, operation)?;
         let algorithm = algorithm.unwrap_or(super::SYMMETRIC_DEFAULT);
         let incompatible = || {
             KmsError::InvalidKeyUsage(format!(
@@ -210,7 +207,7 @@ impl KmsService {
                 key.key_spec
             ))
         };
-        match (kind_of(key)?, algorithm) {
+        match (kind_of(key), algorithm) {
             (KeyKind::Symmetric, super::SYMMETRIC_DEFAULT) => Ok(Encryption::Symmetric),
             (KeyKind::Rsa { bits }, RSAES_OAEP_SHA_1) => Ok(Encryption::Rsa {
                 bits,
@@ -228,7 +225,7 @@ impl KmsService {
     pub(super) fn require_usage(
         &self,
         key: &KeyRecord,
-        usage: &str,
+        usage: KeyUsage,
         operation: &str,
     ) -> Result<(), KmsError> {
         if key.key_usage == usage {
@@ -272,7 +269,7 @@ impl KmsService {
     /// algorithm, length and the token's OAEP support.
     pub(super) fn check_rsa_source(
         &self,
-        key: &KeyRecord,
+        key: &Authorized<KeyRecord>,
         ciphertext: &[u8],
         algorithm: Option<&str>,
         operation: &str,
@@ -304,9 +301,9 @@ impl KmsService {
     /// into a new symmetric ciphertext (`Hsm::rsa_to_sealed`).
     pub(super) fn re_encrypt_from_rsa(
         &self,
-        source: &KeyRecord,
+        source: &Authorized<KeyRecord>,
         blob: &[u8],
-        destination: &KeyRecord,
+        destination: &Authorized<KeyRecord>,
         req: &ReEncryptRequest,
     ) -> Result<ReEncryptResponse, KmsError> {
         let source_hash = self.check_rsa_source(
@@ -361,10 +358,10 @@ impl KmsService {
     /// into it in the token takes GCM as a wrapping mechanism.
     fn re_encrypt_rsa_to_symmetric(
         &self,
-        source: &KeyRecord,
+        source: &Authorized<KeyRecord>,
         source_hash: OaepHash,
         blob: &[u8],
-        destination: &KeyRecord,
+        destination: &Authorized<KeyRecord>,
         req: &ReEncryptRequest,
     ) -> Result<ReEncryptResponse, KmsError> {
         if !self.hsm.capabilities().asymmetric.gcm_wrap {
@@ -409,7 +406,7 @@ impl KmsService {
         key_id: &KeyId,
         material: &MaterialId,
         kind: KeyKind,
-        usage: &str,
+        usage: KeyUsage,
     ) -> Result<(), KmsError> {
         let made = match kind {
             KeyKind::Symmetric => self.hsm.create_material(key_id, material),
@@ -420,7 +417,7 @@ impl KmsService {
                 let pair = kind
                     .pair()
                     .ok_or_else(|| KmsError::Internal("not a key pair".into()))?;
-                let usage = if usage == ENCRYPT_DECRYPT {
+                let usage = if usage == KeyUsage::EncryptDecrypt {
                     PairUse::EncryptDecrypt
                 } else {
                     PairUse::SignVerify
@@ -445,7 +442,7 @@ impl KmsService {
         )?;
         self.check_grant_tokens(&req.grant_tokens)?;
         self.require_usable(&key)?;
-        if kind_of(&key)?.pair().is_none() {
+        if kind_of(&key).pair().is_none() {
             // AWS's exact text here is not on record; this names the reason.
             return Err(KmsError::UnsupportedOperation(format!(
                 "{} has key spec {}, which has no public key.",
@@ -457,9 +454,9 @@ impl KmsService {
         Ok(GetPublicKeyResponse {
             key_id: Some(self.arn_of(&key)),
             public_key: Some(Blob(keyformat::spki(&public)?)),
-            customer_master_key_spec: Some(key.key_spec.clone()),
-            key_spec: Some(key.key_spec.clone()),
-            key_usage: Some(key.key_usage.clone()),
+            customer_master_key_spec: Some(key.key_spec.as_str().into()),
+            key_spec: Some(key.key_spec.as_str().into()),
+            key_usage: Some(key.key_usage.as_str().into()),
             encryption_algorithms: encryption_algorithms(&key),
             signing_algorithms: signing_algorithms(&key),
             key_agreement_algorithms: None,
@@ -471,37 +468,37 @@ impl KmsService {
     /// Checks a signing request and returns what the token must sign or verify.
     fn prepare_signature(
         &self,
-        key: &KeyRecord,
+        key: &Authorized<KeyRecord>,
         operation: &str,
-        algorithm: &str,
-        message_type: Option<&str>,
+        algorithm: SigningAlgorithm,
+        message_type: MessageType,
         message: &[u8],
     ) -> Result<(SignMechanism, Vec<u8>, Option<Curve>), KmsError> {
         self.require_usable(key)?;
-        self.require_usage(key, SIGN_VERIFY, operation)?;
+        self.require_usage(key, KeyUsage::SignVerify, operation)?;
         let incompatible = || {
             KmsError::InvalidKeyUsage(format!(
                 "Algorithm {algorithm} is incompatible with key spec {}.",
                 key.key_spec
             ))
         };
-        let (mechanism, hash) = parse_signing_algorithm(algorithm).ok_or_else(incompatible)?;
-        let curve = match (kind_of(key)?, mechanism) {
+        let (mechanism, hash) = signing_mechanism(algorithm).ok_or_else(incompatible)?;
+        let curve = match (kind_of(key), mechanism) {
             (KeyKind::Rsa { .. }, SignMechanism::RsaPss | SignMechanism::RsaPkcs1) => None,
             (KeyKind::Ecc(curve), SignMechanism::Ecdsa) if ecdsa_algorithm(curve) == algorithm => {
                 Some(curve)
             }
             _ => return Err(incompatible()),
         };
-        let digest = match message_type.unwrap_or("RAW") {
-            "RAW" => hash.digest(message),
-            "DIGEST" if message.len() == hash.digest_len() => message.to_vec(),
-            "DIGEST" => {
+        let digest = match message_type {
+            MessageType::Raw => hash.digest(message),
+            MessageType::Digest if message.len() == hash.digest_len() => message.to_vec(),
+            MessageType::Digest => {
                 return Err(KmsError::Validation(format!(
                     "Digest is invalid length for algorithm {algorithm}."
                 )))
             }
-            other => {
+            other @ MessageType::ExternalMu => {
                 return Err(KmsError::InvalidKeyUsage(format!(
                     "MessageType {other} is incompatible with key spec {}.",
                     key.key_spec
@@ -515,24 +512,23 @@ impl KmsService {
         Ok((mechanism, data, curve))
     }
 
-    pub fn sign(&self, caller: &Caller, req: SignRequest) -> Result<SignResponse, KmsError> {
+    pub fn sign(&self, caller: &Caller, req: SignCommand) -> Result<SignResponse, KmsError> {
+        let algorithm = req.signing_algorithm;
         let key = self.resolve(
             caller,
-            required(&req.key_id, "keyId")?,
+            &req.key_id,
             &Access {
-                signing_algorithm: req.signing_algorithm.as_deref(),
+                signing_algorithm: Some(algorithm.as_str()),
                 ..Access::to("Sign")
             },
         )?;
-        let message = required(&req.message, "message")?;
-        let algorithm = required(&req.signing_algorithm, "signingAlgorithm")?;
         self.check_grant_tokens(&req.grant_tokens)?;
         let (mechanism, data, curve) = self.prepare_signature(
             &key,
             "Sign",
             algorithm,
-            req.message_type.as_deref(),
-            message.expose(),
+            req.message_type,
+            req.message.expose(),
         )?;
         dry_run(req.dry_run)?;
         let raw = self
@@ -545,29 +541,35 @@ impl KmsService {
         Ok(SignResponse {
             key_id: Some(self.arn_of(&key)),
             signature: Some(Blob(signature)),
-            signing_algorithm: Some(algorithm.clone()),
+            signing_algorithm: Some(algorithm.as_str().into()),
         })
     }
 
-    pub fn verify(&self, caller: &Caller, req: VerifyRequest) -> Result<VerifyResponse, KmsError> {
+    pub fn verify(
+        &self,
+        caller: &Caller,
+        command: VerifyCommand,
+    ) -> Result<VerifyResponse, KmsError> {
+        let VerifyCommand {
+            signing: req,
+            signature,
+        } = command;
+        let algorithm = req.signing_algorithm;
         let key = self.resolve(
             caller,
-            required(&req.key_id, "keyId")?,
+            &req.key_id,
             &Access {
-                signing_algorithm: req.signing_algorithm.as_deref(),
+                signing_algorithm: Some(algorithm.as_str()),
                 ..Access::to("Verify")
             },
         )?;
-        let message = required(&req.message, "message")?;
-        let signature = required(&req.signature, "signature")?;
-        let algorithm = required(&req.signing_algorithm, "signingAlgorithm")?;
         self.check_grant_tokens(&req.grant_tokens)?;
         let (mechanism, data, curve) = self.prepare_signature(
             &key,
             "Verify",
             algorithm,
-            req.message_type.as_deref(),
-            message.expose(),
+            req.message_type,
+            req.message.expose(),
         )?;
         dry_run(req.dry_run)?;
         let raw = match curve {
@@ -584,7 +586,7 @@ impl KmsService {
         Ok(VerifyResponse {
             key_id: Some(self.arn_of(&key)),
             signature_valid: Some(true),
-            signing_algorithm: Some(algorithm.clone()),
+            signing_algorithm: Some(algorithm.as_str().into()),
         })
     }
 
@@ -592,13 +594,13 @@ impl KmsService {
 
     fn prepare_mac(
         &self,
-        key: &KeyRecord,
+        key: &Authorized<KeyRecord>,
         operation: &str,
-        algorithm: &str,
+        algorithm: MacAlgorithm,
     ) -> Result<MacHash, KmsError> {
         self.require_usable(key)?;
-        self.require_usage(key, GENERATE_VERIFY_MAC, operation)?;
-        match kind_of(key)? {
+        self.require_usage(key, KeyUsage::GenerateVerifyMac, operation)?;
+        match kind_of(key) {
             KeyKind::Hmac(hash) if mac_algorithm(hash) == algorithm => Ok(hash),
             _ => Err(KmsError::InvalidKeyUsage(format!(
                 "Algorithm {algorithm} is incompatible with key spec {}.",
@@ -610,18 +612,18 @@ impl KmsService {
     pub fn generate_mac(
         &self,
         caller: &Caller,
-        req: GenerateMacRequest,
+        req: GenerateMacCommand,
     ) -> Result<GenerateMacResponse, KmsError> {
+        let algorithm = req.mac_algorithm;
         let key = self.resolve(
             caller,
-            required(&req.key_id, "keyId")?,
+            &req.key_id,
             &Access {
-                mac_algorithm: req.mac_algorithm.as_deref(),
+                mac_algorithm: Some(algorithm.as_str()),
                 ..Access::to("GenerateMac")
             },
         )?;
-        let message = required(&req.message, "message")?;
-        let algorithm = required(&req.mac_algorithm, "macAlgorithm")?;
+        let message = &req.message;
         self.check_grant_tokens(&req.grant_tokens)?;
         let hash = self.prepare_mac(&key, "GenerateMac", algorithm)?;
         dry_run(req.dry_run)?;
@@ -630,7 +632,7 @@ impl KmsService {
             .hmac(&key.current_material, hash, message.expose())?;
         Ok(GenerateMacResponse {
             mac: Some(Blob(mac)),
-            mac_algorithm: Some(algorithm.clone()),
+            mac_algorithm: Some(algorithm.as_str().into()),
             key_id: Some(self.arn_of(&key)),
         })
     }
@@ -638,19 +640,19 @@ impl KmsService {
     pub fn verify_mac(
         &self,
         caller: &Caller,
-        req: VerifyMacRequest,
+        command: VerifyMacCommand,
     ) -> Result<VerifyMacResponse, KmsError> {
+        let VerifyMacCommand { mac: req, tag: mac } = command;
+        let algorithm = req.mac_algorithm;
         let key = self.resolve(
             caller,
-            required(&req.key_id, "keyId")?,
+            &req.key_id,
             &Access {
-                mac_algorithm: req.mac_algorithm.as_deref(),
+                mac_algorithm: Some(algorithm.as_str()),
                 ..Access::to("VerifyMac")
             },
         )?;
-        let message = required(&req.message, "message")?;
-        let algorithm = required(&req.mac_algorithm, "macAlgorithm")?;
-        let mac = required(&req.mac, "mac")?;
+        let message = &req.message;
         self.check_grant_tokens(&req.grant_tokens)?;
         let hash = self.prepare_mac(&key, "VerifyMac", algorithm)?;
         dry_run(req.dry_run)?;
@@ -665,7 +667,7 @@ impl KmsService {
         Ok(VerifyMacResponse {
             key_id: Some(self.arn_of(&key)),
             mac_valid: Some(true),
-            mac_algorithm: Some(algorithm.clone()),
+            mac_algorithm: Some(algorithm.as_str().into()),
         })
     }
 
@@ -675,7 +677,7 @@ impl KmsService {
     fn data_key_pair(
         &self,
         caller: &Caller,
-        key: &KeyRecord,
+        key: &Authorized<KeyRecord>,
         pair_spec: &str,
         context: &std::collections::BTreeMap<String, String>,
         dry: Option<bool>,
@@ -683,8 +685,8 @@ impl KmsService {
     ) -> Result<DataKeyPair, KmsError> {
         self.require_usable(key)?;
         self.require_symmetric_encryption(key, operation, None)?;
-        let pair = KeyKind::of(pair_spec)
-            .and_then(KeyKind::pair)
+        let pair = KeySpec::parse(pair_spec)
+            .and_then(|spec| KeyKind::of(spec).pair())
             .ok_or_else(|| {
                 KmsError::UnsupportedOperation(format!(
                     "KeyPairSpec {pair_spec} is not supported by this gateway."
@@ -817,27 +819,31 @@ mod tests {
 
     #[test]
     fn signing_algorithms_parse() {
+        let mechanism = |name| signing_mechanism(SigningAlgorithm::parse(name).expect("a name"));
         assert_eq!(
-            parse_signing_algorithm("RSASSA_PKCS1_V1_5_SHA_384"),
+            mechanism("RSASSA_PKCS1_V1_5_SHA_384"),
             Some((SignMechanism::RsaPkcs1, SigHash::Sha384))
         );
         assert_eq!(
-            parse_signing_algorithm("ECDSA_SHA_512"),
+            mechanism("ECDSA_SHA_512"),
             Some((SignMechanism::Ecdsa, SigHash::Sha512))
         );
-        assert_eq!(parse_signing_algorithm("SM2DSA"), None);
-        assert_eq!(parse_signing_algorithm("ED25519_SHA_512"), None);
+        assert_eq!(mechanism("SM2DSA"), None);
+        assert_eq!(mechanism("ED25519_SHA_512"), None);
     }
 
     #[test]
     fn spec_usage_matrix() {
-        let rsa = KeyKind::of("RSA_3072").unwrap();
-        assert!(rsa.allows_usage("ENCRYPT_DECRYPT") && rsa.allows_usage("SIGN_VERIFY"));
-        assert!(!rsa.allows_usage("GENERATE_VERIFY_MAC"));
-        let ecc = KeyKind::of("ECC_SECG_P256K1").unwrap();
-        assert!(ecc.allows_usage("SIGN_VERIFY") && !ecc.allows_usage("ENCRYPT_DECRYPT"));
-        let hmac = KeyKind::of("HMAC_224").unwrap();
-        assert!(hmac.allows_usage("GENERATE_VERIFY_MAC") && !hmac.allows_usage("SIGN_VERIFY"));
-        assert_eq!(KeyKind::of("SM2"), None);
+        use KeyUsage::*;
+        let kind = |spec| KeyKind::of(KeySpec::parse(spec).expect("a spec the gateway makes"));
+        let rsa = kind("RSA_3072");
+        assert!(rsa.allows_usage(EncryptDecrypt) && rsa.allows_usage(SignVerify));
+        assert!(!rsa.allows_usage(GenerateVerifyMac));
+        let ecc = kind("ECC_SECG_P256K1");
+        assert!(ecc.allows_usage(SignVerify) && !ecc.allows_usage(EncryptDecrypt));
+        let hmac = kind("HMAC_224");
+        assert!(hmac.allows_usage(GenerateVerifyMac) && !hmac.allows_usage(SignVerify));
+        assert!(!kind("ECC_NIST_P256").allows_usage(KeyAgreement));
+        assert_eq!(KeySpec::parse("SM2"), None);
     }
 }

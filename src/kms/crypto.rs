@@ -7,15 +7,13 @@ use zeroize::Zeroizing;
 use crate::api::*;
 use crate::error::KmsError;
 use crate::hsm::TAG_LEN;
-use crate::model::{KeyId, KeyRecord, MaterialId};
+use crate::model::{KeyId, KeyRecord, KeySpec, KeyUsage, MaterialId};
 
-use super::access::Access;
+use super::access::{Access, Authorized};
 use super::asymmetric::{oaep_algorithm, require_no_context, Encryption};
 use super::ciphertext::{self, Envelope};
 use super::provider_errors::on_client_ciphertext;
-use super::{
-    dry_run, reject_recipient, required, Caller, KmsService, ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT,
-};
+use super::{dry_run, reject_recipient, required, Caller, KmsService, SYMMETRIC_DEFAULT};
 
 const IGNORE_CIPHERTEXT: &str = "IGNORE_CIPHERTEXT";
 
@@ -29,7 +27,7 @@ enum SourceUse {
 
 /// A symmetric ciphertext checked against its key: ready to open or re-wrap.
 struct SourceCiphertext<'a> {
-    key: KeyRecord,
+    key: Authorized<KeyRecord>,
     envelope: Envelope<'a>,
     context: BTreeMap<String, String>,
 }
@@ -44,16 +42,13 @@ impl KmsService {
         self.check_grant_tokens(&req.grant_tokens)?;
         let key = self.find(caller, required(&req.key_id, "keyId")?)?;
         let context = context_of(&req.encryption_context);
-        self.authorize(
-            caller,
+        let access = Access::encryption(
+            "Encrypt",
             &key,
-            &Access::encryption(
-                "Encrypt",
-                &key,
-                &context,
-                req.encryption_algorithm.as_deref(),
-            ),
-        )?;
+            &context,
+            req.encryption_algorithm.as_deref(),
+        );
+        let key = self.authorize(caller, key, &access)?;
         self.require_usable(&key)?;
         let encryption =
             self.require_encryption(&key, "Encrypt", req.encryption_algorithm.as_deref())?;
@@ -90,15 +85,12 @@ impl KmsService {
         let blob = required(&req.ciphertext_blob, "ciphertextBlob")?;
         self.check_grant_tokens(&req.grant_tokens)?;
         reject_recipient(&req.recipient)?;
-        let named = match &req.key_id {
+        let mut named = match &req.key_id {
             Some(name) => Some(self.find(caller, name)?),
             None => None,
         };
-        if let Some(key) = named
-            .as_ref()
-            .filter(|k| opens_bare_ciphertext(k, blob.as_bytes()))
-        {
-            self.authorize(
+        if let Some(key) = named.take_if(|k| opens_bare_ciphertext(k, blob.as_bytes())) {
+            let key = self.authorize(
                 caller,
                 key,
                 &Access {
@@ -108,7 +100,7 @@ impl KmsService {
             )?;
             // An asymmetric ciphertext is bare OAEP: only the named key can open it.
             let hash = self.check_rsa_source(
-                key,
+                &key,
                 blob.as_bytes(),
                 req.encryption_algorithm.as_deref(),
                 "Decrypt",
@@ -120,7 +112,7 @@ impl KmsService {
                 .map_err(on_client_ciphertext)?;
             dry_run(req.dry_run)?;
             return Ok(DecryptResponse {
-                key_id: Some(self.arn_of(key)),
+                key_id: Some(self.arn_of(&key)),
                 plaintext: Some(SecretBlob::new(plaintext)),
                 encryption_algorithm: Some(oaep_algorithm(hash).into()),
                 ..Default::default()
@@ -156,16 +148,13 @@ impl KmsService {
             required(&req.destination_key_id, "destinationKeyId")?,
         )?;
         let destination_context = context_of(&req.destination_encryption_context);
-        self.authorize(
-            caller,
+        let access = Access::encryption(
+            "ReEncryptTo",
             &destination,
-            &Access::encryption(
-                "ReEncryptTo",
-                &destination,
-                &destination_context,
-                req.destination_encryption_algorithm.as_deref(),
-            ),
-        )?;
+            &destination_context,
+            req.destination_encryption_algorithm.as_deref(),
+        );
+        let destination = self.authorize(caller, destination, &access)?;
         let ignore_ciphertext = req
             .dry_run_modifiers
             .as_deref()
@@ -176,19 +165,16 @@ impl KmsService {
             // Authorization-only dry run: the ciphertext is not examined.
             let source = self.find(caller, required(&req.source_key_id, "sourceKeyId")?)?;
             let source_context = context_of(&req.source_encryption_context);
-            self.authorize(
-                caller,
-                &source,
-                &Access {
-                    same_key: Some(source.key_id == destination.key_id),
-                    ..Access::encryption(
-                        "ReEncryptFrom",
-                        &source,
-                        &source_context,
-                        req.source_encryption_algorithm.as_deref(),
-                    )
-                },
-            )?;
+            let access = Access {
+                same_key: Some(source.key_id == destination.key_id),
+                ..Access::encryption(
+                    "ReEncryptFrom",
+                    &source,
+                    &source_context,
+                    req.source_encryption_algorithm.as_deref(),
+                )
+            };
+            let source = self.authorize(caller, source, &access)?;
             self.require_usable(&source)?;
             self.require_encryption(
                 &source,
@@ -204,24 +190,18 @@ impl KmsService {
             return Err(KmsError::DryRun);
         }
         let blob = required(&req.ciphertext_blob, "ciphertextBlob")?;
-        let named = match &req.source_key_id {
+        let mut named = match &req.source_key_id {
             Some(name) => Some(self.find(caller, name)?),
             None => None,
         };
-        if let Some(key) = named
-            .as_ref()
-            .filter(|k| opens_bare_ciphertext(k, blob.as_bytes()))
-        {
-            self.authorize(
-                caller,
-                key,
-                &Access {
-                    encryption_algorithm: req.source_encryption_algorithm.as_deref(),
-                    same_key: Some(key.key_id == destination.key_id),
-                    ..Access::to("ReEncryptFrom")
-                },
-            )?;
-            return self.re_encrypt_from_rsa(key, blob.as_bytes(), &destination, &req);
+        if let Some(key) = named.take_if(|k| opens_bare_ciphertext(k, blob.as_bytes())) {
+            let access = Access {
+                encryption_algorithm: req.source_encryption_algorithm.as_deref(),
+                same_key: Some(key.key_id == destination.key_id),
+                ..Access::to("ReEncryptFrom")
+            };
+            let key = self.authorize(caller, key, &access)?;
+            return self.re_encrypt_from_rsa(&key, blob.as_bytes(), &destination, &req);
         }
         let source = self.check_source(
             caller,
@@ -384,7 +364,7 @@ impl KmsService {
     pub(super) fn seal(
         &self,
         caller: &Caller,
-        key: &KeyRecord,
+        key: &Authorized<KeyRecord>,
         context: &BTreeMap<String, String>,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, KmsError> {
@@ -410,7 +390,7 @@ impl KmsService {
             SourceUse::ReEncryptTo(key_id) => ("ReEncrypt", "ReEncryptFrom", Some(key_id)),
         };
         if let Some(key) = &named {
-            if key.key_spec == SYMMETRIC_DEFAULT
+            if key.key_spec == KeySpec::SymmetricDefault
                 && algorithm.is_some_and(|a| a != SYMMETRIC_DEFAULT)
             {
                 self.require_symmetric_encryption(key, operation, algorithm)?;
@@ -426,14 +406,11 @@ impl KmsService {
                 .ok_or(KmsError::InvalidCiphertext)?,
         };
         // A key of another account is usable here only if its policy lets the caller in.
-        self.authorize(
-            caller,
-            &key,
-            &Access {
-                same_key: destination.map(|d| d == key.key_id),
-                ..Access::encryption(action, &key, context, algorithm)
-            },
-        )?;
+        let access = Access {
+            same_key: destination.map(|d| d == key.key_id),
+            ..Access::encryption(action, &key, context, algorithm)
+        };
+        let key = self.authorize(caller, key, &access)?;
         self.require_usable(&key)?;
         self.require_symmetric_encryption(&key, operation, algorithm)?;
         if !self.material_belongs(&key, &envelope.material)? {
@@ -463,10 +440,10 @@ impl KmsService {
 /// IncorrectKeyException (recorded: test_error_messaging_for_invalid_keys /
 /// decrypt-invalid-key-id, test_re_encrypt_incorrect_source_key / incorrect-source-key).
 fn opens_bare_ciphertext(key: &KeyRecord, blob: &[u8]) -> bool {
-    if key.key_spec == SYMMETRIC_DEFAULT {
+    if key.key_spec == KeySpec::SymmetricDefault {
         return false;
     }
-    key.key_usage == ENCRYPT_DECRYPT
+    key.key_usage == KeyUsage::EncryptDecrypt
         || Envelope::peek_key_id(blob).is_none_or(|named| named == key.key_id)
 }
 

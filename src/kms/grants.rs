@@ -249,7 +249,7 @@ impl KmsService {
             || (grant.grantee_principal == me
                 && grant.operations.iter().any(|o| o == "RetireGrant"));
         if !may_retire {
-            self.authorize(caller, &key, &Access::to("RetireGrant"))?;
+            self.authorize(caller, key, &Access::to("RetireGrant"))?;
         }
         dry_run(req.dry_run)?;
         self.delete_grant(&grant)?;
@@ -328,7 +328,7 @@ impl KmsService {
         )?;
         check_policy_name(req.policy_name.as_deref())?;
         Ok(GetKeyPolicyResponse {
-            policy: Some(key.policy),
+            policy: Some(key.into_inner().policy),
             policy_name: Some(POLICY_NAME.into()),
         })
     }

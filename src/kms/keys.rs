@@ -3,13 +3,13 @@
 use crate::api::*;
 use crate::error::KmsError;
 use crate::model::{
-    AliasRecord, EpochSeconds, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin,
-    MaterialRecord, Tag as TagRecord,
+    AliasRecord, EpochSeconds, KeyId, KeyOrigin, KeyRecord, KeySpec, KeyState, KeyUsage,
+    MaterialId, MaterialOrigin, MaterialRecord, Tag as TagRecord,
 };
 
 use super::access::Access;
 use super::asymmetric::{self, KeyKind};
-use super::{required, Caller, KmsService, ENCRYPT_DECRYPT, MANAGEABLE, SYMMETRIC_DEFAULT, USABLE};
+use super::{required, Caller, KmsService, MANAGEABLE, SYMMETRIC_DEFAULT, USABLE};
 use crate::store::{Changed, KeyChange, RotationGuard, TagWrite};
 
 const DEFAULT_LIST_LIMIT: i64 = 100;
@@ -20,7 +20,7 @@ const ALIAS_PREFIX_MESSAGE: &str =
 
 impl KmsService {
     pub fn key_metadata(&self, key: &KeyRecord) -> KeyMetadata {
-        let symmetric = key.key_spec == SYMMETRIC_DEFAULT;
+        let symmetric = key.key_spec == KeySpec::SymmetricDefault;
         let pending = key.state == KeyState::PendingDeletion;
         KeyMetadata {
             aws_account_id: Some(key.account.clone()),
@@ -29,13 +29,13 @@ impl KmsService {
             creation_date: Some(key.creation_date),
             enabled: Some(key.state == KeyState::Enabled),
             description: Some(key.description.clone()),
-            key_usage: Some(key.key_usage.clone()),
+            key_usage: Some(key.key_usage.as_str().into()),
             key_state: Some(key.state.as_str().to_string()),
             deletion_date: if pending { key.deletion_date } else { None },
-            origin: Some(key.origin.clone()),
+            origin: Some(key.origin.as_str().into()),
             key_manager: Some("CUSTOMER".into()),
-            customer_master_key_spec: Some(key.key_spec.clone()),
-            key_spec: Some(key.key_spec.clone()),
+            customer_master_key_spec: Some(key.key_spec.as_str().into()),
+            key_spec: Some(key.key_spec.as_str().into()),
             encryption_algorithms: asymmetric::encryption_algorithms(key),
             signing_algorithms: asymmetric::signing_algorithms(key),
             mac_algorithms: asymmetric::mac_algorithms(key),
@@ -87,24 +87,28 @@ impl KmsService {
         }
         let key_usage = req
             .key_usage
-            .clone()
-            .unwrap_or_else(|| ENCRYPT_DECRYPT.to_string());
-        let kind = KeyKind::of(&key_spec).ok_or_else(|| {
+            .as_deref()
+            .unwrap_or(KeyUsage::EncryptDecrypt.as_str());
+        let key_spec = KeySpec::parse(&key_spec).ok_or_else(|| {
             KmsError::UnsupportedOperation(format!(
                 "KeySpec {key_spec} is not supported by this gateway."
             ))
         })?;
-        if !kind.allows_usage(&key_usage) {
-            return Err(KmsError::Validation(format!(
-                "KeyUsage {key_usage} is not compatible with KeySpec {key_spec}"
-            )));
-        }
-        let origin = req.origin.clone().unwrap_or_else(|| "AWS_KMS".to_string());
-        if origin != "AWS_KMS" {
+        let kind = KeyKind::of(key_spec);
+        let key_usage = KeyUsage::parse(key_usage)
+            .filter(|usage| kind.allows_usage(*usage))
+            .ok_or_else(|| {
+                KmsError::Validation(format!(
+                    "KeyUsage {key_usage} is not compatible with KeySpec {key_spec}"
+                ))
+            })?;
+        let origin = req.origin.as_deref().unwrap_or(KeyOrigin::AwsKms.as_str());
+        if origin != KeyOrigin::AwsKms.as_str() {
             return Err(KmsError::UnsupportedOperation(format!(
                 "Origin {origin} is not supported by this gateway."
             )));
         }
+        let origin = KeyOrigin::AwsKms;
         if req.custom_key_store_id.is_some() || req.xks_key_id.is_some() {
             return Err(KmsError::UnsupportedOperation(
                 "Custom key stores are not supported by this gateway.".into(),
@@ -120,9 +124,9 @@ impl KmsService {
             caller,
             &Access::to("CreateKey"),
             &[
-                ("kms:KeySpec", &key_spec),
-                ("kms:KeyUsage", &key_usage),
-                ("kms:KeyOrigin", &origin),
+                ("kms:KeySpec", key_spec.as_str()),
+                ("kms:KeyUsage", key_usage.as_str()),
+                ("kms:KeyOrigin", origin.as_str()),
             ],
         )?;
 
@@ -160,7 +164,7 @@ impl KmsService {
         };
         // Material first, row second: a crash in between leaves only an orphan object,
         // which start-up reconciliation removes.
-        self.create_key_material(&key_id, &material_id, kind, &key.key_usage)?;
+        self.create_key_material(&key_id, &material_id, kind, key.key_usage)?;
         let material = MaterialRecord {
             key_id,
             material_id,
@@ -414,7 +418,7 @@ impl KmsService {
         self.require_not_pending_deletion(&key)?;
         if let Some(old) = self.store.get_key(&current.target)? {
             // Moving an alias needs kms:UpdateAlias on both keys, as in AWS.
-            self.authorize(caller, &old, &Access::to("UpdateAlias"))?;
+            let old = self.authorize(caller, old, &Access::to("UpdateAlias"))?;
             if old.key_spec != key.key_spec || old.key_usage != key.key_usage {
                 return Err(KmsError::Validation(
                     "The new target key must have the same key type and key usage as the current target key.".into(),
@@ -445,7 +449,7 @@ impl KmsService {
             .get_alias(caller.account(), name)?
             .ok_or_else(|| self.alias_not_found(caller.account(), name))?;
         if let Some(key) = self.store.get_key(&alias.target)? {
-            self.authorize(caller, &key, &Access::to("DeleteAlias"))?;
+            self.authorize(caller, key, &Access::to("DeleteAlias"))?;
         }
         match self.store.delete_alias(caller.account(), name) {
             Ok(()) => Ok(DeleteAliasResponse {}),
@@ -569,7 +573,7 @@ impl KmsService {
 
     fn require_rotatable(&self, key: &KeyRecord) -> Result<(), KmsError> {
         self.require_usable(key)?;
-        if key.key_spec != SYMMETRIC_DEFAULT {
+        if key.key_spec != KeySpec::SymmetricDefault {
             return Err(KmsError::UnsupportedOperation(String::new()));
         }
         Ok(())
@@ -729,7 +733,7 @@ impl KmsService {
             required(&req.key_id, "keyId")?,
             &Access::to("ListKeyRotations"),
         )?;
-        if key.key_spec != SYMMETRIC_DEFAULT {
+        if key.key_spec != KeySpec::SymmetricDefault {
             return Err(KmsError::UnsupportedOperation(String::new()));
         }
         let limit = req.limit.unwrap_or(100).clamp(1, 1000) as usize;

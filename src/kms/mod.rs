@@ -27,10 +27,10 @@ use std::sync::Arc;
 use crate::auth::Principal;
 use crate::error::KmsError;
 use crate::hsm::KeyProvider;
-use crate::model::{KeyId, KeyRecord, KeyState};
+use crate::model::{KeyId, KeyRecord, KeySpec, KeyState, KeyUsage};
 use crate::store::{Changed, KeyChange, MetadataStore, StoreError};
 
-pub use access::IdentityPolicies;
+pub use access::{Authorized, IdentityPolicies};
 pub use jobs::{reconcile, run_due_jobs, run_leased_jobs};
 
 use access::{Access, KeyPolicyCache};
@@ -307,10 +307,9 @@ impl KmsService {
         caller: &Caller,
         input: &str,
         access: &Access<'_>,
-    ) -> Result<KeyRecord, KmsError> {
+    ) -> Result<Authorized<KeyRecord>, KmsError> {
         let key = self.find(caller, input)?;
-        self.authorize(caller, &key, access)?;
-        Ok(key)
+        self.authorize(caller, key, access)
     }
 
     /// Finds the key a request names, without authorizing anything yet.
@@ -339,10 +338,9 @@ impl KmsService {
         caller: &Caller,
         input: &str,
         access: &Access<'_>,
-    ) -> Result<KeyRecord, KmsError> {
+    ) -> Result<Authorized<KeyRecord>, KmsError> {
         let key = self.find_key_only(caller, input)?;
-        self.authorize(caller, &key, access)?;
-        Ok(key)
+        self.authorize(caller, key, access)
     }
 
     /// Finds a key named by key id or key ARN only, without authorizing anything yet. An alias
@@ -384,7 +382,7 @@ impl KmsService {
     /// between gets the rule's error for its new state. So no write is lost or undone.
     fn change_key(
         &self,
-        key: &KeyRecord,
+        key: &Authorized<KeyRecord>,
         change: KeyChange<'_>,
         allowed: &[KeyState],
         rule: impl Fn(&KmsService, &KeyRecord) -> Result<(), KmsError>,
@@ -456,7 +454,7 @@ impl KmsService {
         operation: &str,
         algorithm: Option<&str>,
     ) -> Result<(), KmsError> {
-        if key.key_usage != ENCRYPT_DECRYPT {
+        if key.key_usage != KeyUsage::EncryptDecrypt {
             return Err(KmsError::InvalidKeyUsage(format!(
                 "{} key usage is {} which is not valid for {operation}.",
                 self.arn_of(key),
@@ -464,7 +462,7 @@ impl KmsService {
             )));
         }
         let algorithm = algorithm.unwrap_or(SYMMETRIC_DEFAULT);
-        if key.key_spec != SYMMETRIC_DEFAULT || algorithm != SYMMETRIC_DEFAULT {
+        if key.key_spec != KeySpec::SymmetricDefault || algorithm != SYMMETRIC_DEFAULT {
             return Err(KmsError::InvalidKeyUsage(format!(
                 "Algorithm {algorithm} is incompatible with key spec {}.",
                 key.key_spec

@@ -37,8 +37,8 @@ use serde::Deserialize;
 
 use crate::error::KmsError;
 use crate::model::{
-    AliasRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin, MaterialRecord, Tag,
-    TokenKeyRef,
+    AliasRecord, KeyId, KeyOrigin, KeyRecord, KeySpec, KeyState, KeyUsage, MaterialId,
+    MaterialOrigin, MaterialRecord, Tag, TokenKeyRef,
 };
 use crate::store::StoreError;
 
@@ -341,12 +341,12 @@ fn create(service: &KmsService, p: &Planned) -> Result<(), ApplyError> {
         key_id: p.key_id,
         account: p.account.clone(),
         description: p.description.clone(),
-        key_spec: SYMMETRIC_DEFAULT.into(),
-        key_usage: ENCRYPT_DECRYPT.into(),
+        key_spec: KeySpec::SymmetricDefault,
+        key_usage: KeyUsage::EncryptDecrypt,
         origin: if adoption.is_some() {
-            "EXTERNAL".into()
+            KeyOrigin::External
         } else {
-            "AWS_KMS".into()
+            KeyOrigin::AwsKms
         },
         state: if p.enabled {
             KeyState::Enabled

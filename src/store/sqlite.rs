@@ -31,8 +31,9 @@ mod schema;
 use super::members::DomainMember;
 use super::{Changed, KeyChange, MetadataStore, RotationGuard, StoreError, StoreResult, TagWrite};
 use crate::model::{
-    AliasRecord, DomainKeyId, DomainKeyRecord, EpochSeconds, GrantRecord, KeyId, KeyRecord,
-    KeyState, MaterialId, MaterialOrigin, MaterialRecord, Tag, TokenKeyRef, WrappedMaterial,
+    AliasRecord, DomainKeyId, DomainKeyRecord, EpochSeconds, GrantRecord, KeyId, KeyOrigin,
+    KeyRecord, KeySpec, KeyState, KeyUsage, MaterialId, MaterialOrigin, MaterialRecord, Tag,
+    TokenKeyRef, WrappedMaterial,
 };
 
 /// How long a call waits for another process's write lock before failing.
@@ -260,9 +261,12 @@ impl KeyRow {
             current_material: parse_material_id("keys.current_material", &self.current_material)?,
             account: self.account,
             description: self.description,
-            key_spec: self.key_spec,
-            key_usage: self.key_usage,
-            origin: self.origin,
+            key_spec: KeySpec::parse(&self.key_spec)
+                .ok_or_else(|| unreadable("keys.key_spec", &self.key_spec))?,
+            key_usage: KeyUsage::parse(&self.key_usage)
+                .ok_or_else(|| unreadable("keys.key_usage", &self.key_usage))?,
+            origin: KeyOrigin::parse(&self.origin)
+                .ok_or_else(|| unreadable("keys.origin", &self.origin))?,
             creation_date: self.creation_date,
             deletion_date: self.deletion_date,
             rotation_enabled: self.rotation_enabled,
@@ -375,9 +379,9 @@ impl SqliteStore {
                 key.key_id.to_string(),
                 key.account,
                 key.description,
-                key.key_spec,
-                key.key_usage,
-                key.origin,
+                key.key_spec.as_str(),
+                key.key_usage.as_str(),
+                key.origin.as_str(),
                 key.state.as_str(),
                 key.creation_date,
                 key.deletion_date,

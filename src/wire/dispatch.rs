@@ -4,7 +4,7 @@
 //! [`Encoder`]); only the service call itself runs on a core thread. With one HSM session
 //! the core thread is the bottleneck, so whatever it does not have to do is throughput.
 
-use crate::api::{decode, encode, Operation};
+use crate::api::{encode, FromBody, Operation};
 use crate::error::KmsError;
 use crate::kms::{Caller, KmsService};
 
@@ -18,7 +18,7 @@ pub type CoreCall = Box<dyn FnOnce(&KmsService, &Caller) -> Result<Encoder, KmsE
 pub fn prepare(operation: Operation, body: &[u8]) -> Result<CoreCall, KmsError> {
     macro_rules! call {
         ($method:ident) => {{
-            let request = decode(body)?;
+            let request = FromBody::from_body(body)?;
             Box::new(move |service: &KmsService, caller: &Caller| {
                 let response = service.$method(caller, request)?;
                 Ok(Box::new(move || encode(&response)) as Encoder)

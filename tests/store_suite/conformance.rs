@@ -3,8 +3,8 @@
 //! memory and on a file, PostgreSQL); a new store is done when it passes them unchanged.
 
 use p11kms::model::{
-    AliasRecord, GrantRecord, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin,
-    MaterialRecord, Tag, TokenKeyRef,
+    AliasRecord, GrantRecord, KeyId, KeyOrigin, KeyRecord, KeySpec, KeyState, KeyUsage, MaterialId,
+    MaterialOrigin, MaterialRecord, Tag, TokenKeyRef,
 };
 use p11kms::store::{
     Changed, DomainMember, KeyChange, MetadataStore, RotationGuard, StoreError, TagWrite,
@@ -28,9 +28,9 @@ pub fn minimal_key(account: &str, id: KeyId, material: MaterialId) -> KeyRecord 
         key_id: id,
         account: account.to_string(),
         description: String::new(),
-        key_spec: "SYMMETRIC_DEFAULT".into(),
-        key_usage: "ENCRYPT_DECRYPT".into(),
-        origin: "AWS_KMS".into(),
+        key_spec: KeySpec::SymmetricDefault,
+        key_usage: KeyUsage::EncryptDecrypt,
+        origin: KeyOrigin::AwsKms,
         state: KeyState::Enabled,
         creation_date: 1_700_000_000.0,
         deletion_date: None,

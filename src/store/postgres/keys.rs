@@ -16,8 +16,8 @@ use super::rows::{
     col, days_param, parse_days, parse_key_id, parse_material_id, sql_limit, unreadable,
 };
 use crate::model::{
-    EpochSeconds, KeyId, KeyRecord, KeyState, MaterialId, MaterialOrigin, MaterialRecord, Tag,
-    TokenKeyRef,
+    EpochSeconds, KeyId, KeyOrigin, KeyRecord, KeySpec, KeyState, KeyUsage, MaterialId,
+    MaterialOrigin, MaterialRecord, Tag, TokenKeyRef,
 };
 use crate::store::{Changed, KeyChange, RotationGuard, StoreError, StoreResult};
 
@@ -36,13 +36,18 @@ pub(super) fn key_record(row: &Row) -> StoreResult<KeyRecord> {
     let key_id: String = col(row, 0)?;
     let state: String = col(row, 6)?;
     let current_material: String = col(row, 13)?;
+    let key_spec: String = col(row, 3)?;
+    let key_usage: String = col(row, 4)?;
+    let origin: String = col(row, 5)?;
     Ok(KeyRecord {
         key_id: parse_key_id("keys.key_id", &key_id)?,
         account: col(row, 1)?,
         description: col(row, 2)?,
-        key_spec: col(row, 3)?,
-        key_usage: col(row, 4)?,
-        origin: col(row, 5)?,
+        key_spec: KeySpec::parse(&key_spec)
+            .ok_or_else(|| unreadable("keys.key_spec", &key_spec))?,
+        key_usage: KeyUsage::parse(&key_usage)
+            .ok_or_else(|| unreadable("keys.key_usage", &key_usage))?,
+        origin: KeyOrigin::parse(&origin).ok_or_else(|| unreadable("keys.origin", &origin))?,
         state: KeyState::parse(&state).ok_or_else(|| unreadable("keys.state", &state))?,
         creation_date: col(row, 7)?,
         deletion_date: col(row, 8)?,
@@ -168,9 +173,9 @@ pub(super) async fn insert_key(
         &key_id,
         &key.account,
         &key.description,
-        &key.key_spec,
-        &key.key_usage,
-        &key.origin,
+        &key.key_spec.as_str(),
+        &key.key_usage.as_str(),
+        &key.origin.as_str(),
         &key.state.as_str(),
         &key.creation_date,
         &key.deletion_date,

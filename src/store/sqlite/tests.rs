@@ -21,9 +21,9 @@ fn minimal_key(account: &str, id: KeyId, material: MaterialId) -> KeyRecord {
         key_id: id,
         account: account.to_string(),
         description: String::new(),
-        key_spec: "SYMMETRIC_DEFAULT".into(),
-        key_usage: "ENCRYPT_DECRYPT".into(),
-        origin: "AWS_KMS".into(),
+        key_spec: KeySpec::SymmetricDefault,
+        key_usage: KeyUsage::EncryptDecrypt,
+        origin: KeyOrigin::AwsKms,
         state: KeyState::Enabled,
         creation_date: 1_700_000_000.0,
         deletion_date: None,
@@ -223,6 +223,22 @@ fn unreadable_rows_are_backend_errors_naming_the_column() {
         &store,
         &format!("UPDATE keys SET state = 'Enabled' WHERE key_id = '{id}'"),
     );
+
+    for (column, good) in [
+        ("key_spec", "SYMMETRIC_DEFAULT"),
+        ("key_usage", "ENCRYPT_DECRYPT"),
+        ("origin", "AWS_KMS"),
+    ] {
+        corrupt(
+            &store,
+            &format!("UPDATE keys SET {column} = 'BOGUS' WHERE key_id = '{id}'"),
+        );
+        assert_names_column(store.get_key(&key.key_id), &format!("keys.{column}"));
+        corrupt(
+            &store,
+            &format!("UPDATE keys SET {column} = '{good}' WHERE key_id = '{id}'"),
+        );
+    }
 
     corrupt(
         &store,
