@@ -5,11 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
-use aws_sdk_kms::config::retry::RetryConfig;
-use aws_sdk_kms::config::timeout::TimeoutConfig;
-use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::Client;
 
 /// Runs `scripts/cluster.sh ARGS` with the test build of p11kms and nothing of the caller's
@@ -135,19 +131,8 @@ impl Drop for ScriptCluster {
     }
 }
 
+/// An SDK client of one replica, as the credential `test` (every including test crate has
+/// `mod common` beside this module).
 pub fn client(endpoint: &str) -> Client {
-    let config = aws_sdk_kms::Config::builder()
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .behavior_version(BehaviorVersion::latest())
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .operation_timeout(Duration::from_secs(60))
-                .build(),
-        )
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    Client::from_conf(config)
+    crate::common::client_of(endpoint, "test", "test")
 }

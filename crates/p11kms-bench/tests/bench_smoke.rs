@@ -125,7 +125,7 @@ fn bench_smoke_through_the_network_hsm_emulator() {
     let module = build_delay_module(&out)
         .expect("tools/pkcs11-delay must build (needs cc and libp11-kit-dev)");
     let module = module.to_string_lossy().into_owned();
-    let (ok, text) = bench(&[
+    let delayed = [
         "--smoke",
         "--module",
         &module,
@@ -137,7 +137,8 @@ fn bench_smoke_through_the_network_hsm_emulator() {
         "encrypt,decrypt,re-encrypt",
         "--sizes",
         "32",
-    ]);
+    ];
+    let (ok, text) = bench(&delayed);
     assert!(ok, "p11kms-bench through the delay module failed:\n{text}");
     assert!(text.contains("# delayed: gateway"), "{text}");
     // The raw ceiling runs too, through the emulator with the same delay.
@@ -147,21 +148,8 @@ fn bench_smoke_through_the_network_hsm_emulator() {
     // probe through it finds Kryoptic's key wrap.
     if let Some(kryoptic) = kryoptic_module() {
         let (ok, text) = run(Command::new(BENCH)
-            .args([
-                "--smoke",
-                "--token",
-                "kryoptic",
-                "--module",
-                &module,
-                "--delay-us",
-                "200",
-                "--pool-size",
-                "4",
-                "--ops",
-                "encrypt,decrypt,re-encrypt",
-                "--sizes",
-                "32",
-            ])
+            .args(delayed)
+            .args(["--token", "kryoptic"])
             .env("P11KMS_KRYOPTIC_MODULE", &kryoptic)
             .env_remove("P11DELAY_MODULE"));
         assert!(ok, "bench on Kryoptic through the emulator failed:\n{text}");
