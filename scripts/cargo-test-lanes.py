@@ -15,7 +15,8 @@ header-read window. The rest are then spread longest first over the lanes, using
 durations of the last run (--times) or, for a binary never run, a small default.
 
 The output is cargo's: a "Running" line and the binary's own output per binary, one binary at a
-time, so scripts/test.sh counts the "test result:" lines as before. Exit status 1 when any binary
+time, then the doc tests through `cargo test --doc`, so scripts/test.sh counts the "test
+result:" lines as before. Exit status 1 when any binary
 failed (all still run, as with --no-fail-fast), 101 when the build failed.
 """
 
@@ -124,6 +125,10 @@ def main():
         t.start()
     for t in threads:
         t.join()
+
+    # Doc tests (the `compile_fail` ones among them) are no binaries: cargo runs them itself.
+    if subprocess.run(["cargo", "test", "--doc", *args.cargo_args]).returncode != 0:
+        failed.append("doc tests")
 
     try:
         times_file.parent.mkdir(parents=True, exist_ok=True)
