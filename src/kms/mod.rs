@@ -1,4 +1,4 @@
-//! The service core: KMS semantics on typed requests. It knows nothing of HTTP.
+//! The service core: KMS semantics on the typed commands `api` decodes. It knows nothing of HTTP.
 //!
 //! Every operation runs synchronously on a blocking thread: it reads the metadata store,
 //! checks key state and usage as in AWS's key-state table, and asks the HSM for the
