@@ -695,6 +695,12 @@ fn every_command_refuses_missing_members_as_its_request() {
     refuses_as_its_request::<CreateGrantCommand, CreateGrantRequest>(
         json!({"KeyId": "k", "GranteePrincipal": "p"}),
     );
+    refuses_as_its_request::<TagResourceCommand, TagResourceRequest>(
+        json!({"KeyId": "k", "Tags": [{"TagKey": "a", "TagValue": "b"}, {"TagKey": "c"}]}),
+    );
+    refuses_as_its_request::<CreateKeyCommand, CreateKeyRequest>(
+        json!({"Tags": [{"TagValue": "b"}]}),
+    );
 }
 
 #[test]

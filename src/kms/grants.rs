@@ -246,7 +246,10 @@ impl KmsService {
         let me = caller.principal.arn.as_str();
         let may_retire = grant.retiring_principal.as_deref() == Some(me)
             || (grant.grantee_principal == me
-                && grant.operations.iter().any(|o| o == "RetireGrant"));
+                && grant
+                    .operations
+                    .iter()
+                    .any(|o| o == GrantOperation::RetireGrant.as_str()));
         if !may_retire {
             self.authorize(caller, key, &Access::to("RetireGrant"))?;
         }

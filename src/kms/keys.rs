@@ -119,7 +119,7 @@ impl KmsService {
                 "Multi-Region keys are not supported by this gateway.".into(),
             ));
         }
-        let tags = tag_records(req.tags.as_deref().unwrap_or_default())?;
+        let tags = checked_tags(req.tags.unwrap_or_default())?;
         self.authorize_account(
             caller,
             &Access::to("CreateKey"),
@@ -491,7 +491,7 @@ impl KmsService {
         req: TagResourceCommand,
     ) -> Result<TagResourceResponse, KmsError> {
         let key = self.resolve_key_only(caller, &req.key_id, &Access::to("TagResource"))?;
-        let tags = tag_records(&req.tags)?;
+        let tags = checked_tags(req.tags)?;
         self.require_not_pending_deletion(&key)?;
         match self.store.put_tags(&key.key_id, &tags, MAX_TAGS_PER_KEY)? {
             TagWrite::Written => Ok(TagResourceResponse {}),
@@ -728,31 +728,25 @@ const MAX_ON_DEMAND_ROTATIONS: usize = 10;
 /// request may carry.
 const MAX_TAGS_PER_KEY: usize = 50;
 
-/// Request tags as records, after AWS's `TagException` checks. The model's length limits were
-/// checked when the request was decoded; then, as recorded against AWS: a key given twice
+/// Request tags after AWS's `TagException` checks. The model's length limits were checked
+/// when the request was decoded; then, as recorded against AWS: a key given twice
 /// (`Duplicate tag keys`), more than 50 tags (`Too many tags`), a key in the reserved `aws:`
 /// namespace in any case (`Tags beginning with aws: are reserved`).
-fn tag_records(tags: &[Tag]) -> Result<Vec<TagRecord>, KmsError> {
-    let mut out: Vec<TagRecord> = Vec::with_capacity(tags.len());
-    for tag in tags {
-        let key = tag.tag_key.clone().unwrap_or_default();
-        if out.iter().any(|t| t.key == key) {
+fn checked_tags(tags: Vec<TagRecord>) -> Result<Vec<TagRecord>, KmsError> {
+    for (i, tag) in tags.iter().enumerate() {
+        if tags[..i].iter().any(|t| t.key == tag.key) {
             return Err(KmsError::Tag("Duplicate tag keys".into()));
         }
-        out.push(TagRecord {
-            key,
-            value: tag.tag_value.clone().unwrap_or_default(),
-        });
     }
-    if out.len() > MAX_TAGS_PER_KEY {
+    if tags.len() > MAX_TAGS_PER_KEY {
         return Err(KmsError::Tag("Too many tags".into()));
     }
-    if out.iter().any(|t| is_reserved_tag_key(&t.key)) {
+    if tags.iter().any(|t| is_reserved_tag_key(&t.key)) {
         return Err(KmsError::Tag(
             "Tags beginning with aws: are reserved".into(),
         ));
     }
-    Ok(out)
+    Ok(tags)
 }
 
 /// `aws:` in any letter case starts AWS's reserved tag namespace.
@@ -765,12 +759,17 @@ fn is_reserved_tag_key(key: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn tags(keys: &[&str]) -> Vec<Tag> {
-        keys.iter().map(|k| Tag::new(*k, "v")).collect()
+    fn tags(keys: &[&str]) -> Vec<TagRecord> {
+        keys.iter()
+            .map(|k| TagRecord {
+                key: (*k).into(),
+                value: "v".into(),
+            })
+            .collect()
     }
 
     fn tag_error(keys: &[&str]) -> Option<String> {
-        match tag_records(&tags(keys)) {
+        match checked_tags(tags(keys)) {
             Err(KmsError::Tag(m)) => Some(m),
             Err(other) => panic!("not a TagException: {other:?}"),
             Ok(_) => None,

@@ -1,11 +1,28 @@
 //! Key management, aliases, tags and rotation.
 
 use super::{
-    command, maybe_one_of, optional_enum, optional_name, present, IncludeKeyMaterial, WireName,
+    command, maybe_one_of, optional_enum, optional_name, present, required, IncludeKeyMaterial,
+    WireName,
 };
 use crate::api::enums::{CUSTOMER_MASTER_KEY_SPEC_VALUES, KEY_SPEC_VALUES, ORIGIN_VALUES};
 use crate::api::shapes::*;
-use crate::model::{KeyOrigin, KeySpec, KeyUsage};
+use crate::error::KmsError;
+use crate::model::{KeyOrigin, KeySpec, KeyUsage, Tag as TagRecord};
+
+/// Request tags as key and value, both present (validation reports a missing one as
+/// `tags.<n>.member.tagKey`).
+fn tag_records(tags: Vec<Tag>) -> Result<Vec<TagRecord>, KmsError> {
+    tags.into_iter()
+        .enumerate()
+        .map(|(i, tag)| {
+            let member = |name| format!("tags.{}.member.{name}", i + 1);
+            Ok(TagRecord {
+                key: required(tag.tag_key, &member("tagKey"))?,
+                value: required(tag.tag_value, &member("tagValue"))?,
+            })
+        })
+        .collect()
+}
 
 command! {
     /// CreateKey. Which spec, usage and origin combinations the gateway makes is the core's
@@ -26,7 +43,7 @@ command! {
             |v| optional_name(v, "origin", ORIGIN_VALUES, KeyOrigin::parse),
         custom_key_store_id: Option<String>,
         bypass_policy_lockout_safety_check: Option<bool>,
-        tags: Option<Vec<Tag>>,
+        tags: Option<Vec<TagRecord>> = |v: Option<Vec<Tag>>| v.map(tag_records).transpose(),
         multi_region: Option<bool>,
         xks_key_id: Option<String>,
     }
@@ -94,11 +111,10 @@ command! {
 }
 
 command! {
-    /// TagResource. The tags' members are present (validation requires them); duplicates,
-    /// quota and reserved names are the core's `TagException`s.
+    /// TagResource. Duplicates, quota and reserved names are the core's `TagException`s.
     TagResourceCommand from TagResourceRequest {
         key_id: String = present("keyId"),
-        tags: Vec<Tag> = present("tags"),
+        tags: Vec<TagRecord> = |v| tag_records(required(v, "tags")?),
     }
 }
 
