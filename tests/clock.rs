@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p11kms::api::{
-    CreateKeyRequest, DescribeKeyRequest, EnableKeyRotationRequest, GetKeyRotationStatusRequest,
-    ListKeyRotationsRequest, ScheduleKeyDeletionRequest,
+    CreateKeyCommand, DescribeKeyCommand, EnableKeyRotationCommand, FromBody,
+    GetKeyRotationStatusCommand, ListKeyRotationsCommand, ScheduleKeyDeletionCommand,
 };
 use p11kms::auth::Principal;
 use p11kms::error::KmsError;
@@ -70,14 +70,14 @@ fn root() -> Caller {
     })
 }
 
-fn request<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
-    serde_json::from_value(value).unwrap()
+fn request<T: FromBody>(value: serde_json::Value) -> T {
+    T::from_body(value.to_string().as_bytes()).unwrap()
 }
 
 fn key_state(f: &Fixture, key_id: &str) -> Result<String, KmsError> {
     let md = f.service.describe_key(
         &root(),
-        request::<DescribeKeyRequest>(json!({"KeyId": key_id})),
+        request::<DescribeKeyCommand>(json!({"KeyId": key_id})),
     )?;
     Ok(serde_json::to_value(md).unwrap()["KeyMetadata"]["KeyState"]
         .as_str()
@@ -90,7 +90,7 @@ fn days_pass_on_the_injected_clock_for_rotation_and_deletion() {
     let f = fixture();
     let created = f
         .service
-        .create_key(&root(), request::<CreateKeyRequest>(json!({})))
+        .create_key(&root(), request::<CreateKeyCommand>(json!({})))
         .unwrap();
     let created = serde_json::to_value(created).unwrap();
     let key_id = created["KeyMetadata"]["KeyId"]
@@ -103,7 +103,7 @@ fn days_pass_on_the_injected_clock_for_rotation_and_deletion() {
     f.service
         .enable_key_rotation(
             &root(),
-            request::<EnableKeyRotationRequest>(
+            request::<EnableKeyRotationCommand>(
                 json!({"KeyId": key_id, "RotationPeriodInDays": 90}),
             ),
         )
@@ -112,7 +112,7 @@ fn days_pass_on_the_injected_clock_for_rotation_and_deletion() {
         .service
         .get_key_rotation_status(
             &root(),
-            request::<GetKeyRotationStatusRequest>(json!({"KeyId": key_id})),
+            request::<GetKeyRotationStatusCommand>(json!({"KeyId": key_id})),
         )
         .unwrap();
     let status = serde_json::to_value(status).unwrap();
@@ -125,7 +125,7 @@ fn days_pass_on_the_injected_clock_for_rotation_and_deletion() {
             .service
             .list_key_rotations(
                 &root(),
-                request::<ListKeyRotationsRequest>(json!({"KeyId": key_id})),
+                request::<ListKeyRotationsCommand>(json!({"KeyId": key_id})),
             )
             .unwrap();
         serde_json::to_value(listed).unwrap()["Rotations"]
@@ -144,7 +144,7 @@ fn days_pass_on_the_injected_clock_for_rotation_and_deletion() {
         .service
         .schedule_key_deletion(
             &root(),
-            request::<ScheduleKeyDeletionRequest>(
+            request::<ScheduleKeyDeletionCommand>(
                 json!({"KeyId": key_id, "PendingWindowInDays": 7}),
             ),
         )

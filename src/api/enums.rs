@@ -60,15 +60,9 @@ pub const KEY_STATE_VALUES: &[&str] = &[
 /// `KeyManagerType`.
 pub const KEY_MANAGER_VALUES: &[&str] = &["AWS", "CUSTOMER"];
 /// `ExpirationModelType`.
-pub const EXPIRATION_MODEL_VALUES: &[&str] =
-    &["KEY_MATERIAL_EXPIRES", "KEY_MATERIAL_DOES_NOT_EXPIRE"];
+pub const EXPIRATION_MODEL_VALUES: &[&str] = super::commands::ExpirationModel::NAMES;
 /// `EncryptionAlgorithmSpec`.
-pub const ENCRYPTION_ALGORITHM_SPEC_VALUES: &[&str] = &[
-    "SYMMETRIC_DEFAULT",
-    "RSAES_OAEP_SHA_1",
-    "RSAES_OAEP_SHA_256",
-    "SM2PKE",
-];
+pub const ENCRYPTION_ALGORITHM_SPEC_VALUES: &[&str] = super::commands::EncryptionAlgorithm::NAMES;
 /// `SigningAlgorithmSpec`.
 pub const SIGNING_ALGORITHM_SPEC_VALUES: &[&str] = super::commands::SigningAlgorithm::NAMES;
 /// `MacAlgorithmSpec`.
@@ -76,7 +70,7 @@ pub const MAC_ALGORITHM_SPEC_VALUES: &[&str] = super::commands::MacAlgorithm::NA
 /// `KeyAgreementAlgorithmSpec`.
 pub const KEY_AGREEMENT_ALGORITHM_SPEC_VALUES: &[&str] = &["ECDH"];
 /// `DataKeySpec`.
-pub const DATA_KEY_SPEC_VALUES: &[&str] = &["AES_256", "AES_128"];
+pub const DATA_KEY_SPEC_VALUES: &[&str] = super::commands::DataKeySpec::NAMES;
 /// `DataKeyPairSpec`.
 pub const DATA_KEY_PAIR_SPEC_VALUES: &[&str] = &[
     "RSA_2048",
@@ -92,31 +86,13 @@ pub const DATA_KEY_PAIR_SPEC_VALUES: &[&str] = &[
 /// `MessageType`.
 pub const MESSAGE_TYPE_VALUES: &[&str] = super::commands::MessageType::NAMES;
 /// `GrantOperation`.
-pub const GRANT_OPERATION_VALUES: &[&str] = &[
-    "Decrypt",
-    "Encrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "ReEncryptFrom",
-    "ReEncryptTo",
-    "Sign",
-    "Verify",
-    "GetPublicKey",
-    "CreateGrant",
-    "RetireGrant",
-    "DescribeKey",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "GenerateMac",
-    "VerifyMac",
-    "DeriveSharedSecret",
-];
+pub const GRANT_OPERATION_VALUES: &[&str] = super::commands::GrantOperation::NAMES;
 /// `DryRunModifierType`.
-pub const DRY_RUN_MODIFIER_TYPE_VALUES: &[&str] = &["IGNORE_CIPHERTEXT"];
+pub const DRY_RUN_MODIFIER_TYPE_VALUES: &[&str] = super::commands::DryRunModifier::NAMES;
 /// `KeyEncryptionMechanism`.
 pub const KEY_ENCRYPTION_MECHANISM_VALUES: &[&str] = &["RSAES_OAEP_SHA_256"];
 /// `IncludeKeyMaterial`.
-pub const INCLUDE_KEY_MATERIAL_VALUES: &[&str] = &["ALL_KEY_MATERIAL", "ROTATIONS_ONLY"];
+pub const INCLUDE_KEY_MATERIAL_VALUES: &[&str] = super::commands::IncludeKeyMaterial::NAMES;
 /// `MultiRegionKeyType`.
 pub const MULTI_REGION_KEY_TYPE_VALUES: &[&str] = &["PRIMARY", "REPLICA"];
 /// `RotationType`.
@@ -131,15 +107,8 @@ pub const KEY_MATERIAL_STATE_VALUES: &[&str] = &[
     "PENDING_MULTI_REGION_IMPORT_AND_ROTATION",
 ];
 /// `AlgorithmSpec` (GetParametersForImport's wrapping algorithms).
-pub const WRAPPING_ALGORITHM_VALUES: &[&str] = &[
-    "RSAES_PKCS1_V1_5",
-    "RSAES_OAEP_SHA_1",
-    "RSAES_OAEP_SHA_256",
-    "RSA_AES_KEY_WRAP_SHA_1",
-    "RSA_AES_KEY_WRAP_SHA_256",
-    "SM2PKE",
-];
+pub const WRAPPING_ALGORITHM_VALUES: &[&str] = super::commands::WrappingAlgorithm::NAMES;
 /// `WrappingKeySpec`.
-pub const WRAPPING_KEY_SPEC_VALUES: &[&str] = &["RSA_2048", "RSA_3072", "RSA_4096", "SM2"];
+pub const WRAPPING_KEY_SPEC_VALUES: &[&str] = super::commands::WrappingKeySpec::NAMES;
 /// `ImportType`.
-pub const IMPORT_TYPE_VALUES: &[&str] = &["NEW_KEY_MATERIAL", "EXISTING_KEY_MATERIAL"];
+pub const IMPORT_TYPE_VALUES: &[&str] = super::commands::ImportType::NAMES;

@@ -3,6 +3,7 @@ use zeroize::Zeroizing;
 
 use super::enums::*;
 use super::*;
+use crate::model::{KeyOrigin, KeySpec, KeyUsage};
 
 fn decode_json<T: serde::de::DeserializeOwned + Validate>(v: Value) -> Result<T, KmsError> {
     decode(v.to_string().as_bytes())
@@ -625,5 +626,333 @@ fn a_command_refuses_what_its_request_refuses_word_for_word() {
     assert_eq!(
         command_error::<VerifyCommand>(&body),
         validation_msg::<VerifyRequest>(body.clone())
+    );
+}
+
+/// A command made of `body` refuses it with its request's own message.
+fn refuses_as_its_request<C, R>(body: Value)
+where
+    C: FromBody + std::fmt::Debug,
+    R: serde::de::DeserializeOwned + Validate + std::fmt::Debug,
+{
+    assert_eq!(
+        command_error::<C>(&body),
+        validation_msg::<R>(body.clone()),
+        "{body}"
+    );
+}
+
+/// For each `Command: Request` pair, an empty body (every required member null, in the
+/// model's order) is refused word for word as the request refuses it.
+macro_rules! empty_body_refused_alike {
+    ($($command:ty: $request:ty),* $(,)?) => {
+        $(refuses_as_its_request::<$command, $request>(json!({}));)*
+    };
+}
+
+#[test]
+fn every_command_refuses_missing_members_as_its_request() {
+    empty_body_refused_alike!(
+        EncryptCommand: EncryptRequest,
+        ReEncryptCommand: ReEncryptRequest,
+        GenerateDataKeyCommand: GenerateDataKeyRequest,
+        GenerateDataKeyWithoutPlaintextCommand: GenerateDataKeyWithoutPlaintextRequest,
+        GenerateDataKeyPairCommand: GenerateDataKeyPairRequest,
+        GenerateDataKeyPairWithoutPlaintextCommand: GenerateDataKeyPairWithoutPlaintextRequest,
+        GetPublicKeyCommand: GetPublicKeyRequest,
+        DescribeKeyCommand: DescribeKeyRequest,
+        EnableKeyCommand: EnableKeyRequest,
+        DisableKeyCommand: DisableKeyRequest,
+        ScheduleKeyDeletionCommand: ScheduleKeyDeletionRequest,
+        CancelKeyDeletionCommand: CancelKeyDeletionRequest,
+        UpdateKeyDescriptionCommand: UpdateKeyDescriptionRequest,
+        CreateAliasCommand: CreateAliasRequest,
+        UpdateAliasCommand: UpdateAliasRequest,
+        DeleteAliasCommand: DeleteAliasRequest,
+        TagResourceCommand: TagResourceRequest,
+        UntagResourceCommand: UntagResourceRequest,
+        ListResourceTagsCommand: ListResourceTagsRequest,
+        EnableKeyRotationCommand: EnableKeyRotationRequest,
+        DisableKeyRotationCommand: DisableKeyRotationRequest,
+        GetKeyRotationStatusCommand: GetKeyRotationStatusRequest,
+        RotateKeyOnDemandCommand: RotateKeyOnDemandRequest,
+        ListKeyRotationsCommand: ListKeyRotationsRequest,
+        CreateGrantCommand: CreateGrantRequest,
+        ListGrantsCommand: ListGrantsRequest,
+        ListRetirableGrantsCommand: ListRetirableGrantsRequest,
+        RevokeGrantCommand: RevokeGrantRequest,
+        GetKeyPolicyCommand: GetKeyPolicyRequest,
+        PutKeyPolicyCommand: PutKeyPolicyRequest,
+        ListKeyPoliciesCommand: ListKeyPoliciesRequest,
+        GetParametersForImportCommand: GetParametersForImportRequest,
+        ImportKeyMaterialCommand: ImportKeyMaterialRequest,
+        DeleteImportedKeyMaterialCommand: DeleteImportedKeyMaterialRequest,
+    );
+    // One required member missing among present ones.
+    refuses_as_its_request::<UpdateKeyDescriptionCommand, UpdateKeyDescriptionRequest>(
+        json!({"KeyId": "k"}),
+    );
+    refuses_as_its_request::<CreateGrantCommand, CreateGrantRequest>(
+        json!({"KeyId": "k", "GranteePrincipal": "p"}),
+    );
+    refuses_as_its_request::<TagResourceCommand, TagResourceRequest>(
+        json!({"KeyId": "k", "Tags": [{"TagKey": "a", "TagValue": "b"}, {"TagKey": "c"}]}),
+    );
+    refuses_as_its_request::<CreateKeyCommand, CreateKeyRequest>(
+        json!({"Tags": [{"TagValue": "b"}]}),
+    );
+}
+
+#[test]
+fn every_command_refuses_a_name_outside_its_enum_as_its_request() {
+    let blob = "aGk=";
+    refuses_as_its_request::<EncryptCommand, EncryptRequest>(
+        json!({"KeyId": "k", "Plaintext": blob, "EncryptionAlgorithm": "RSAES_OAEP_SHA_512"}),
+    );
+    refuses_as_its_request::<DecryptCommand, DecryptRequest>(
+        json!({"CiphertextBlob": blob, "EncryptionAlgorithm": "AES"}),
+    );
+    refuses_as_its_request::<DecryptCommand, DecryptRequest>(
+        json!({"CiphertextBlob": blob, "DryRunModifiers": ["IGNORE_PLAINTEXT"]}),
+    );
+    for member in [
+        "SourceEncryptionAlgorithm",
+        "DestinationEncryptionAlgorithm",
+    ] {
+        let mut body = json!({"CiphertextBlob": blob, "DestinationKeyId": "k"});
+        body[member] = json!("SM3");
+        refuses_as_its_request::<ReEncryptCommand, ReEncryptRequest>(body);
+    }
+    refuses_as_its_request::<ReEncryptCommand, ReEncryptRequest>(
+        json!({"DestinationKeyId": "k", "DryRunModifiers": ["IGNORE_CIPHERTEXT", "X"]}),
+    );
+    refuses_as_its_request::<GenerateDataKeyCommand, GenerateDataKeyRequest>(
+        json!({"KeyId": "k", "KeySpec": "AES_512"}),
+    );
+    refuses_as_its_request::<
+        GenerateDataKeyWithoutPlaintextCommand,
+        GenerateDataKeyWithoutPlaintextRequest,
+    >(json!({"KeyId": "k", "KeySpec": "AES_192"}));
+    refuses_as_its_request::<GenerateDataKeyPairCommand, GenerateDataKeyPairRequest>(
+        json!({"KeyId": "k", "KeyPairSpec": "RSA_1024"}),
+    );
+    refuses_as_its_request::<
+        GenerateDataKeyPairWithoutPlaintextCommand,
+        GenerateDataKeyPairWithoutPlaintextRequest,
+    >(json!({"KeyId": "k", "KeyPairSpec": "HMAC_256"}));
+    for body in [
+        json!({"KeyUsage": "ENCRYPT"}),
+        json!({"KeySpec": "AES_256"}),
+        json!({"CustomerMasterKeySpec": "ML_DSA_44"}),
+        json!({"Origin": "SOFTHSM"}),
+    ] {
+        refuses_as_its_request::<CreateKeyCommand, CreateKeyRequest>(body);
+    }
+    refuses_as_its_request::<ListKeyRotationsCommand, ListKeyRotationsRequest>(
+        json!({"KeyId": "k", "IncludeKeyMaterial": "ALL"}),
+    );
+    refuses_as_its_request::<CreateGrantCommand, CreateGrantRequest>(
+        json!({"KeyId": "k", "GranteePrincipal": "p", "Operations": ["Encrypt", "Fly"]}),
+    );
+    refuses_as_its_request::<GetParametersForImportCommand, GetParametersForImportRequest>(
+        json!({"KeyId": "k", "WrappingAlgorithm": "RSA_AES", "WrappingKeySpec": "RSA_1024"}),
+    );
+    refuses_as_its_request::<ImportKeyMaterialCommand, ImportKeyMaterialRequest>(json!({
+        "KeyId": "k", "ImportToken": blob, "EncryptedKeyMaterial": blob,
+        "ExpirationModel": "NEVER", "ImportType": "OLD_KEY_MATERIAL",
+    }));
+}
+
+#[test]
+fn members_the_core_required_are_refused_with_its_messages() {
+    let null = |path: &str| {
+        format!("1 validation error detected: Value null at '{path}' failed to satisfy constraint: Member must not be null")
+    };
+    assert_eq!(
+        command_error::<DecryptCommand>(&json!({"KeyId": "k"})),
+        null("ciphertextBlob")
+    );
+    assert_eq!(
+        command_error::<GenerateRandomCommand>(&json!({})),
+        "NumberOfBytes is required."
+    );
+    for body in [json!({}), json!({"KeyId": "k"}), json!({"GrantId": "g"})] {
+        assert_eq!(
+            command_error::<RetireGrantCommand>(&body),
+            "Either GrantToken, or both KeyId and GrantId, must be specified."
+        );
+    }
+    // ReEncrypt's path-dependent members decode, and are refused once the core gets there.
+    let missing = |body: Value| match ReEncryptCommand::from_body(body.to_string().as_bytes()) {
+        Ok(ReEncryptCommand {
+            source: ReEncryptSource::Missing(member),
+            ..
+        }) => match KmsError::from(member) {
+            KmsError::Validation(m) => m,
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        missing(json!({"DestinationKeyId": "d", "SourceKeyId": "s"})),
+        null("ciphertextBlob")
+    );
+    assert_eq!(
+        missing(
+            json!({"DestinationKeyId": "d", "CiphertextBlob": "aGk=", "DryRun": true,
+                       "DryRunModifiers": ["IGNORE_CIPHERTEXT"]})
+        ),
+        null("sourceKeyId")
+    );
+}
+
+#[test]
+fn good_bodies_decode_into_typed_commands() {
+    let body = |v: Value| v.to_string().into_bytes();
+    let encrypt = EncryptCommand::from_body(&body(json!({
+        "KeyId": "k", "Plaintext": "aGk=", "EncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+    })))
+    .unwrap();
+    assert_eq!(encrypt.key_id, "k");
+    assert_eq!(encrypt.plaintext.expose(), b"hi");
+    assert_eq!(
+        encrypt.encryption_algorithm,
+        Some(EncryptionAlgorithm::RsaesOaepSha256)
+    );
+    let decrypt = DecryptCommand::from_body(&body(json!({"CiphertextBlob": "aGk="}))).unwrap();
+    assert_eq!(decrypt.ciphertext_blob.as_bytes(), b"hi");
+    assert_eq!(decrypt.encryption_algorithm, None);
+
+    let re_encrypt = |v: Value| ReEncryptCommand::from_body(&body(v)).unwrap().source;
+    assert!(matches!(
+        re_encrypt(json!({"DestinationKeyId": "d", "CiphertextBlob": "aGk="})),
+        ReEncryptSource::Ciphertext {
+            source_key_id: None,
+            ..
+        }
+    ));
+    // IGNORE_CIPHERTEXT counts only in a dry run.
+    assert!(matches!(
+        re_encrypt(
+            json!({"DestinationKeyId": "d", "CiphertextBlob": "aGk=", "SourceKeyId": "s",
+                          "DryRunModifiers": ["IGNORE_CIPHERTEXT"]})
+        ),
+        ReEncryptSource::Ciphertext {
+            source_key_id: Some(_),
+            ..
+        }
+    ));
+    assert!(matches!(
+        re_encrypt(json!({"DestinationKeyId": "d", "SourceKeyId": "s", "DryRun": true,
+                          "DryRunModifiers": ["IGNORE_CIPHERTEXT"]})),
+        ReEncryptSource::AuthorizationOnly { source_key_id } if source_key_id == "s"
+    ));
+
+    let data_key =
+        GenerateDataKeyCommand::from_body(&body(json!({"KeyId": "k", "KeySpec": "AES_128"})))
+            .unwrap();
+    assert_eq!(data_key.key_spec, Some(DataKeySpec::Aes128));
+    let pair = |spec: &str| {
+        GenerateDataKeyPairWithoutPlaintextCommand::from_body(&body(
+            json!({"KeyId": "k", "KeyPairSpec": spec}),
+        ))
+        .unwrap()
+        .key_pair_spec
+    };
+    assert_eq!(
+        pair("ECC_NIST_P384"),
+        WireName::Supported(KeySpec::EccNistP384)
+    );
+    assert_eq!(pair("SM2"), WireName::Unsupported("SM2".into()));
+    assert_eq!(pair("SM2").to_string(), "SM2");
+    let random = GenerateRandomCommand::from_body(&body(json!({"NumberOfBytes": 32}))).unwrap();
+    assert_eq!(random.number_of_bytes, 32);
+
+    let create = CreateKeyCommand::from_body(&body(json!({
+        "KeySpec": "ECC_NIST_EDWARDS25519", "KeyUsage": "SIGN_VERIFY", "Origin": "EXTERNAL",
+    })))
+    .unwrap();
+    assert_eq!(create.key_usage, Some(KeyUsage::SignVerify));
+    assert_eq!(
+        create.key_spec,
+        Some(WireName::Unsupported("ECC_NIST_EDWARDS25519".into()))
+    );
+    assert_eq!(
+        create.origin,
+        Some(WireName::Supported(KeyOrigin::External))
+    );
+    assert_eq!(create.origin.unwrap().to_string(), "EXTERNAL");
+    let create = CreateKeyCommand::from_body(b"{}").unwrap();
+    assert_eq!((create.key_spec, create.key_usage), (None, None));
+
+    let tag = TagResourceCommand::from_body(&body(
+        json!({"KeyId": "k", "Tags": [{"TagKey": "a", "TagValue": ""}]}),
+    ))
+    .unwrap();
+    assert_eq!(tag.tags.len(), 1);
+    let rotations = ListKeyRotationsCommand::from_body(&body(
+        json!({"KeyId": "k", "IncludeKeyMaterial": "ROTATIONS_ONLY"}),
+    ))
+    .unwrap();
+    assert_eq!(
+        rotations.include_key_material,
+        Some(IncludeKeyMaterial::RotationsOnly)
+    );
+
+    let grant = CreateGrantCommand::from_body(&body(json!({
+        "KeyId": "k", "GranteePrincipal": "p", "Operations": ["Decrypt", "RetireGrant"],
+    })))
+    .unwrap();
+    assert_eq!(
+        grant.operations,
+        [GrantOperation::Decrypt, GrantOperation::RetireGrant]
+    );
+    let retire = |v: Value| RetireGrantCommand::from_body(&body(v)).unwrap().grant;
+    assert!(matches!(
+        retire(json!({"GrantToken": "t", "KeyId": "k", "GrantId": "g"})),
+        GrantToRetire::Token(t) if t == "t"
+    ));
+    assert!(matches!(
+        retire(json!({"KeyId": "k", "GrantId": "g"})),
+        GrantToRetire::Id { key_id, grant_id } if key_id == "k" && grant_id == "g"
+    ));
+    let import = GetParametersForImportCommand::from_body(&body(json!({
+        "KeyId": "k", "WrappingAlgorithm": "RSA_AES_KEY_WRAP_SHA_256", "WrappingKeySpec": "SM2",
+    })))
+    .unwrap();
+    assert_eq!(
+        (import.wrapping_algorithm, import.wrapping_key_spec),
+        (WrappingAlgorithm::RsaAesKeyWrapSha256, WrappingKeySpec::Sm2)
+    );
+}
+
+#[test]
+fn the_model_value_sets_are_the_command_enums_names() {
+    assert_eq!(
+        ENCRYPTION_ALGORITHM_SPEC_VALUES,
+        [
+            "SYMMETRIC_DEFAULT",
+            "RSAES_OAEP_SHA_1",
+            "RSAES_OAEP_SHA_256",
+            "SM2PKE"
+        ]
+    );
+    assert_eq!(DATA_KEY_SPEC_VALUES, ["AES_256", "AES_128"]);
+    assert_eq!(DRY_RUN_MODIFIER_TYPE_VALUES, ["IGNORE_CIPHERTEXT"]);
+    assert_eq!(GRANT_OPERATION_VALUES.len(), 17);
+    assert_eq!(GRANT_OPERATION_VALUES[0], "Decrypt");
+    assert_eq!(GRANT_OPERATION_VALUES[16], "DeriveSharedSecret");
+    assert_eq!(
+        WRAPPING_KEY_SPEC_VALUES,
+        ["RSA_2048", "RSA_3072", "RSA_4096", "SM2"]
+    );
+    assert_eq!(
+        <KeyUsage as WireEnum>::NAMES,
+        [
+            "SIGN_VERIFY",
+            "ENCRYPT_DECRYPT",
+            "GENERATE_VERIFY_MAC",
+            "KEY_AGREEMENT"
+        ]
     );
 }

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::api::EncryptionAlgorithm;
 use crate::error::KmsError;
 use crate::model::{GrantConstraints, KeyId, KeyRecord, KeySpec};
 use crate::policy::{
@@ -118,11 +119,12 @@ impl<'a> Access<'a> {
         action: &'static str,
         key: &KeyRecord,
         context: &'a BTreeMap<String, String>,
-        algorithm: Option<&'a str>,
+        algorithm: Option<EncryptionAlgorithm>,
     ) -> Self {
+        let algorithm = algorithm.unwrap_or(EncryptionAlgorithm::SymmetricDefault);
         Access {
             context: (key.key_spec == KeySpec::SymmetricDefault).then_some(context),
-            encryption_algorithm: Some(algorithm.unwrap_or(super::SYMMETRIC_DEFAULT)),
+            encryption_algorithm: Some(algorithm.as_str()),
             ..Access::to(action)
         }
     }

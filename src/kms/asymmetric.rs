@@ -16,17 +16,15 @@ use super::ciphertext;
 use super::crypto::context_of;
 use super::keyformat::{self, SigHash};
 use super::provider_errors::on_client_ciphertext;
-use super::{dry_run, reject_recipient, required, Caller, KmsService};
+use super::{dry_run, reject_recipient, Caller, KmsService};
 
-const RSAES_OAEP_SHA_1: &str = "RSAES_OAEP_SHA_1";
-const RSAES_OAEP_SHA_256: &str = "RSAES_OAEP_SHA_256";
-const RSA_SIGNING_ALGORITHMS: &[&str] = &[
-    "RSASSA_PKCS1_V1_5_SHA_256",
-    "RSASSA_PKCS1_V1_5_SHA_384",
-    "RSASSA_PKCS1_V1_5_SHA_512",
-    "RSASSA_PSS_SHA_256",
-    "RSASSA_PSS_SHA_384",
-    "RSASSA_PSS_SHA_512",
+const RSA_SIGNING_ALGORITHMS: &[SigningAlgorithm] = &[
+    SigningAlgorithm::RsassaPkcs1V15Sha256,
+    SigningAlgorithm::RsassaPkcs1V15Sha384,
+    SigningAlgorithm::RsassaPkcs1V15Sha512,
+    SigningAlgorithm::RsassaPssSha256,
+    SigningAlgorithm::RsassaPssSha384,
+    SigningAlgorithm::RsassaPssSha512,
 ];
 
 /// What a key spec is, in the terms the HSM layer needs.
@@ -87,11 +85,15 @@ pub fn encryption_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
     if key.key_usage != KeyUsage::EncryptDecrypt {
         return None;
     }
-    match kind_of(key) {
-        KeyKind::Symmetric => Some(vec![super::SYMMETRIC_DEFAULT.into()]),
-        KeyKind::Rsa { .. } => Some(vec![RSAES_OAEP_SHA_1.into(), RSAES_OAEP_SHA_256.into()]),
-        _ => None,
-    }
+    let algorithms: &[EncryptionAlgorithm] = match kind_of(key) {
+        KeyKind::Symmetric => &[EncryptionAlgorithm::SymmetricDefault],
+        KeyKind::Rsa { .. } => &[
+            EncryptionAlgorithm::RsaesOaepSha1,
+            EncryptionAlgorithm::RsaesOaepSha256,
+        ],
+        _ => return None,
+    };
+    Some(algorithms.iter().map(|a| a.as_str().into()).collect())
 }
 
 /// `SigningAlgorithms` of a key.
@@ -99,12 +101,12 @@ pub fn signing_algorithms(key: &KeyRecord) -> Option<Vec<String>> {
     if key.key_usage != KeyUsage::SignVerify {
         return None;
     }
-    let names: Vec<&str> = match kind_of(key) {
+    let algorithms: Vec<SigningAlgorithm> = match kind_of(key) {
         KeyKind::Rsa { .. } => RSA_SIGNING_ALGORITHMS.to_vec(),
-        KeyKind::Ecc(curve) => vec![ecdsa_algorithm(curve).as_str()],
+        KeyKind::Ecc(curve) => vec![ecdsa_algorithm(curve)],
         _ => return None,
     };
-    Some(names.into_iter().map(String::from).collect())
+    Some(algorithms.iter().map(|a| a.as_str().into()).collect())
 }
 
 /// `MacAlgorithms` of a key.
@@ -133,10 +135,10 @@ fn mac_algorithm(hash: MacHash) -> MacAlgorithm {
     }
 }
 
-pub fn oaep_algorithm(hash: OaepHash) -> &'static str {
+pub fn oaep_algorithm(hash: OaepHash) -> EncryptionAlgorithm {
     match hash {
-        OaepHash::Sha1 => RSAES_OAEP_SHA_1,
-        OaepHash::Sha256 => RSAES_OAEP_SHA_256,
+        OaepHash::Sha1 => EncryptionAlgorithm::RsaesOaepSha1,
+        OaepHash::Sha256 => EncryptionAlgorithm::RsaesOaepSha256,
     }
 }
 
@@ -197,10 +199,10 @@ impl KmsService {
         &self,
         key: &KeyRecord,
         operation: &str,
-        algorithm: Option<&str>,
+        algorithm: Option<EncryptionAlgorithm>,
     ) -> Result<Encryption, KmsError> {
         self.require_usage(key, KeyUsage::EncryptDecrypt, operation)?;
-        let algorithm = algorithm.unwrap_or(super::SYMMETRIC_DEFAULT);
+        let algorithm = algorithm.unwrap_or(EncryptionAlgorithm::SymmetricDefault);
         let incompatible = || {
             KmsError::InvalidKeyUsage(format!(
                 "Algorithm {algorithm} is incompatible with key spec {}.",
@@ -208,12 +210,14 @@ impl KmsService {
             ))
         };
         match (kind_of(key), algorithm) {
-            (KeyKind::Symmetric, super::SYMMETRIC_DEFAULT) => Ok(Encryption::Symmetric),
-            (KeyKind::Rsa { bits }, RSAES_OAEP_SHA_1) => Ok(Encryption::Rsa {
+            (KeyKind::Symmetric, EncryptionAlgorithm::SymmetricDefault) => {
+                Ok(Encryption::Symmetric)
+            }
+            (KeyKind::Rsa { bits }, EncryptionAlgorithm::RsaesOaepSha1) => Ok(Encryption::Rsa {
                 bits,
                 hash: OaepHash::Sha1,
             }),
-            (KeyKind::Rsa { bits }, RSAES_OAEP_SHA_256) => Ok(Encryption::Rsa {
+            (KeyKind::Rsa { bits }, EncryptionAlgorithm::RsaesOaepSha256) => Ok(Encryption::Rsa {
                 bits,
                 hash: OaepHash::Sha256,
             }),
@@ -271,7 +275,7 @@ impl KmsService {
         &self,
         key: &Authorized<KeyRecord>,
         ciphertext: &[u8],
-        algorithm: Option<&str>,
+        algorithm: Option<EncryptionAlgorithm>,
         operation: &str,
     ) -> Result<OaepHash, KmsError> {
         self.require_usable(key)?;
@@ -304,20 +308,16 @@ impl KmsService {
         source: &Authorized<KeyRecord>,
         blob: &[u8],
         destination: &Authorized<KeyRecord>,
-        req: &ReEncryptRequest,
+        req: &ReEncryptCommand,
     ) -> Result<ReEncryptResponse, KmsError> {
-        let source_hash = self.check_rsa_source(
-            source,
-            blob,
-            req.source_encryption_algorithm.as_deref(),
-            "ReEncrypt",
-        )?;
+        let source_hash =
+            self.check_rsa_source(source, blob, req.source_encryption_algorithm, "ReEncrypt")?;
         require_no_context(&req.source_encryption_context, "SourceEncryptionContext")?;
         self.require_usable(destination)?;
         let encryption = self.require_encryption(
             destination,
             "ReEncrypt",
-            req.destination_encryption_algorithm.as_deref(),
+            req.destination_encryption_algorithm,
         )?;
         let Encryption::Rsa { bits, hash } = encryption else {
             return self.re_encrypt_rsa_to_symmetric(source, source_hash, blob, destination, req);
@@ -347,8 +347,8 @@ impl KmsService {
             ciphertext_blob: Some(Blob(ciphertext)),
             source_key_id: Some(self.arn_of(source)),
             key_id: Some(self.arn_of(destination)),
-            source_encryption_algorithm: Some(oaep_algorithm(source_hash).into()),
-            destination_encryption_algorithm: Some(oaep_algorithm(hash).into()),
+            source_encryption_algorithm: Some(oaep_algorithm(source_hash).as_str().into()),
+            destination_encryption_algorithm: Some(oaep_algorithm(hash).as_str().into()),
             source_key_material_id: None,
             destination_key_material_id: None,
         })
@@ -362,7 +362,7 @@ impl KmsService {
         source_hash: OaepHash,
         blob: &[u8],
         destination: &Authorized<KeyRecord>,
-        req: &ReEncryptRequest,
+        req: &ReEncryptCommand,
     ) -> Result<ReEncryptResponse, KmsError> {
         if !self.hsm.capabilities().asymmetric.gcm_wrap {
             return Err(self.in_token_gap(
@@ -385,8 +385,10 @@ impl KmsService {
             ciphertext_blob: Some(Blob(ciphertext)),
             source_key_id: Some(self.arn_of(source)),
             key_id: Some(self.arn_of(destination)),
-            source_encryption_algorithm: Some(oaep_algorithm(source_hash).into()),
-            destination_encryption_algorithm: Some(super::SYMMETRIC_DEFAULT.into()),
+            source_encryption_algorithm: Some(oaep_algorithm(source_hash).as_str().into()),
+            destination_encryption_algorithm: Some(
+                EncryptionAlgorithm::SymmetricDefault.as_str().into(),
+            ),
             source_key_material_id: None,
             destination_key_material_id: Some(material.to_hex()),
         })
@@ -433,13 +435,9 @@ impl KmsService {
     pub fn get_public_key(
         &self,
         caller: &Caller,
-        req: GetPublicKeyRequest,
+        req: GetPublicKeyCommand,
     ) -> Result<GetPublicKeyResponse, KmsError> {
-        let key = self.resolve(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("GetPublicKey"),
-        )?;
+        let key = self.resolve(caller, &req.key_id, &Access::to("GetPublicKey"))?;
         self.check_grant_tokens(&req.grant_tokens)?;
         self.require_usable(&key)?;
         if kind_of(&key).pair().is_none() {
@@ -678,20 +676,22 @@ impl KmsService {
         &self,
         caller: &Caller,
         key: &Authorized<KeyRecord>,
-        pair_spec: &str,
+        pair_spec: &WireName<KeySpec>,
         context: &std::collections::BTreeMap<String, String>,
         dry: Option<bool>,
         operation: &str,
     ) -> Result<DataKeyPair, KmsError> {
         self.require_usable(key)?;
         self.require_symmetric_encryption(key, operation, None)?;
-        let pair = KeySpec::parse(pair_spec)
-            .and_then(|spec| KeyKind::of(spec).pair())
-            .ok_or_else(|| {
-                KmsError::UnsupportedOperation(format!(
-                    "KeyPairSpec {pair_spec} is not supported by this gateway."
-                ))
-            })?;
+        let supported = match pair_spec {
+            WireName::Supported(spec) => KeyKind::of(*spec).pair(),
+            WireName::Unsupported(_) => None,
+        };
+        let pair = supported.ok_or_else(|| {
+            KmsError::UnsupportedOperation(format!(
+                "KeyPairSpec {pair_spec} is not supported by this gateway."
+            ))
+        })?;
         dry_run(dry)?;
         let (public, private) = self.hsm.generate_exportable_pair(pair)?;
         let curve = match pair {
@@ -712,18 +712,18 @@ impl KmsService {
     pub fn generate_data_key_pair(
         &self,
         caller: &Caller,
-        req: GenerateDataKeyPairRequest,
+        req: GenerateDataKeyPairCommand,
     ) -> Result<GenerateDataKeyPairResponse, KmsError> {
         let context = req.encryption_context.clone().unwrap_or_default();
         let key = self.resolve(
             caller,
-            required(&req.key_id, "keyId")?,
+            &req.key_id,
             &Access {
                 context: Some(&context),
                 ..Access::to("GenerateDataKeyPair")
             },
         )?;
-        let pair_spec = required(&req.key_pair_spec, "keyPairSpec")?;
+        let pair_spec = &req.key_pair_spec;
         self.check_grant_tokens(&req.grant_tokens)?;
         reject_recipient(&req.recipient)?;
         let pair = self.data_key_pair(
@@ -739,7 +739,7 @@ impl KmsService {
             private_key_plaintext: Some(SecretBlob::new(pair.private)),
             public_key: Some(Blob(pair.public)),
             key_id: Some(self.arn_of(&key)),
-            key_pair_spec: Some(pair_spec.clone()),
+            key_pair_spec: Some(pair_spec.to_string()),
             ciphertext_for_recipient: None,
             key_material_id: Some(key.current_material.to_hex()),
         })
@@ -748,18 +748,18 @@ impl KmsService {
     pub fn generate_data_key_pair_without_plaintext(
         &self,
         caller: &Caller,
-        req: GenerateDataKeyPairWithoutPlaintextRequest,
+        req: GenerateDataKeyPairWithoutPlaintextCommand,
     ) -> Result<GenerateDataKeyPairWithoutPlaintextResponse, KmsError> {
         let context = req.encryption_context.clone().unwrap_or_default();
         let key = self.resolve(
             caller,
-            required(&req.key_id, "keyId")?,
+            &req.key_id,
             &Access {
                 context: Some(&context),
                 ..Access::to("GenerateDataKeyPairWithoutPlaintext")
             },
         )?;
-        let pair_spec = required(&req.key_pair_spec, "keyPairSpec")?;
+        let pair_spec = &req.key_pair_spec;
         self.check_grant_tokens(&req.grant_tokens)?;
         // The private key is in host memory only between the token and the token's
         // encryption, in buffers wiped on drop; it is never returned or logged.
@@ -775,7 +775,7 @@ impl KmsService {
             private_key_ciphertext_blob: Some(Blob(pair.blob)),
             public_key: Some(Blob(pair.public)),
             key_id: Some(self.arn_of(&key)),
-            key_pair_spec: Some(pair_spec.clone()),
+            key_pair_spec: Some(pair_spec.to_string()),
             key_material_id: Some(key.current_material.to_hex()),
         })
     }

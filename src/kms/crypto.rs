@@ -13,9 +13,9 @@ use super::access::{Access, Authorized};
 use super::asymmetric::{oaep_algorithm, require_no_context, Encryption};
 use super::ciphertext::{self, Envelope};
 use super::provider_errors::on_client_ciphertext;
-use super::{dry_run, reject_recipient, required, Caller, KmsService, SYMMETRIC_DEFAULT};
+use super::{dry_run, reject_recipient, Caller, KmsService};
 
-const IGNORE_CIPHERTEXT: &str = "IGNORE_CIPHERTEXT";
+const SYMMETRIC_DEFAULT: EncryptionAlgorithm = EncryptionAlgorithm::SymmetricDefault;
 
 /// What a source ciphertext is opened for.
 #[derive(Debug, Clone, Copy)]
@@ -36,22 +36,16 @@ impl KmsService {
     pub fn encrypt(
         &self,
         caller: &Caller,
-        req: EncryptRequest,
+        req: EncryptCommand,
     ) -> Result<EncryptResponse, KmsError> {
-        let plaintext = required(&req.plaintext, "plaintext")?;
+        let plaintext = &req.plaintext;
         self.check_grant_tokens(&req.grant_tokens)?;
-        let key = self.find(caller, required(&req.key_id, "keyId")?)?;
+        let key = self.find(caller, &req.key_id)?;
         let context = context_of(&req.encryption_context);
-        let access = Access::encryption(
-            "Encrypt",
-            &key,
-            &context,
-            req.encryption_algorithm.as_deref(),
-        );
+        let access = Access::encryption("Encrypt", &key, &context, req.encryption_algorithm);
         let key = self.authorize(caller, key, &access)?;
         self.require_usable(&key)?;
-        let encryption =
-            self.require_encryption(&key, "Encrypt", req.encryption_algorithm.as_deref())?;
+        let encryption = self.require_encryption(&key, "Encrypt", req.encryption_algorithm)?;
         if let Encryption::Rsa { bits, hash } = encryption {
             // Plain OAEP of exactly the modulus length, as AWS; the public half encrypts in
             // the token, so a variant the token cannot decrypt is refused up front.
@@ -65,7 +59,7 @@ impl KmsService {
             return Ok(EncryptResponse {
                 ciphertext_blob: Some(Blob(blob)),
                 key_id: Some(self.arn_of(&key)),
-                encryption_algorithm: Some(oaep_algorithm(hash).into()),
+                encryption_algorithm: Some(oaep_algorithm(hash).as_str().into()),
             });
         }
         dry_run(req.dry_run)?;
@@ -73,16 +67,16 @@ impl KmsService {
         Ok(EncryptResponse {
             ciphertext_blob: Some(Blob(blob)),
             key_id: Some(self.arn_of(&key)),
-            encryption_algorithm: Some(SYMMETRIC_DEFAULT.into()),
+            encryption_algorithm: Some(SYMMETRIC_DEFAULT.as_str().into()),
         })
     }
 
     pub fn decrypt(
         &self,
         caller: &Caller,
-        req: DecryptRequest,
+        req: DecryptCommand,
     ) -> Result<DecryptResponse, KmsError> {
-        let blob = required(&req.ciphertext_blob, "ciphertextBlob")?;
+        let blob = &req.ciphertext_blob;
         self.check_grant_tokens(&req.grant_tokens)?;
         reject_recipient(&req.recipient)?;
         let mut named = match &req.key_id {
@@ -94,17 +88,13 @@ impl KmsService {
                 caller,
                 key,
                 &Access {
-                    encryption_algorithm: req.encryption_algorithm.as_deref(),
+                    encryption_algorithm: req.encryption_algorithm.map(|a| a.as_str()),
                     ..Access::to("Decrypt")
                 },
             )?;
             // An asymmetric ciphertext is bare OAEP: only the named key can open it.
-            let hash = self.check_rsa_source(
-                &key,
-                blob.as_bytes(),
-                req.encryption_algorithm.as_deref(),
-                "Decrypt",
-            )?;
+            let hash =
+                self.check_rsa_source(&key, blob.as_bytes(), req.encryption_algorithm, "Decrypt")?;
             require_no_context(&req.encryption_context, "EncryptionContext")?;
             let plaintext = self
                 .hsm
@@ -114,7 +104,7 @@ impl KmsService {
             return Ok(DecryptResponse {
                 key_id: Some(self.arn_of(&key)),
                 plaintext: Some(SecretBlob::new(plaintext)),
-                encryption_algorithm: Some(oaep_algorithm(hash).into()),
+                encryption_algorithm: Some(oaep_algorithm(hash).as_str().into()),
                 ..Default::default()
             });
         }
@@ -122,7 +112,7 @@ impl KmsService {
             caller,
             blob.as_bytes(),
             named,
-            req.encryption_algorithm.as_deref(),
+            req.encryption_algorithm,
             &context_of(&req.encryption_context),
             SourceUse::Decrypt,
         )?;
@@ -131,7 +121,7 @@ impl KmsService {
         Ok(DecryptResponse {
             key_id: Some(self.arn_of(&source.key)),
             plaintext: Some(SecretBlob::new(plaintext)),
-            encryption_algorithm: Some(SYMMETRIC_DEFAULT.into()),
+            encryption_algorithm: Some(SYMMETRIC_DEFAULT.as_str().into()),
             key_material_id: Some(source.envelope.material.to_hex()),
             ..Default::default()
         })
@@ -140,63 +130,40 @@ impl KmsService {
     pub fn re_encrypt(
         &self,
         caller: &Caller,
-        req: ReEncryptRequest,
+        req: ReEncryptCommand,
     ) -> Result<ReEncryptResponse, KmsError> {
         self.check_grant_tokens(&req.grant_tokens)?;
-        let destination = self.find(
-            caller,
-            required(&req.destination_key_id, "destinationKeyId")?,
-        )?;
+        let destination = self.find(caller, &req.destination_key_id)?;
         let destination_context = context_of(&req.destination_encryption_context);
         let access = Access::encryption(
             "ReEncryptTo",
             &destination,
             &destination_context,
-            req.destination_encryption_algorithm.as_deref(),
+            req.destination_encryption_algorithm,
         );
         let destination = self.authorize(caller, destination, &access)?;
-        let ignore_ciphertext = req
-            .dry_run_modifiers
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .any(|m| m == IGNORE_CIPHERTEXT);
-        if ignore_ciphertext && req.dry_run == Some(true) {
-            // Authorization-only dry run: the ciphertext is not examined.
-            let source = self.find(caller, required(&req.source_key_id, "sourceKeyId")?)?;
-            let source_context = context_of(&req.source_encryption_context);
-            let access = Access {
-                same_key: Some(source.key_id == destination.key_id),
-                ..Access::encryption(
-                    "ReEncryptFrom",
-                    &source,
-                    &source_context,
-                    req.source_encryption_algorithm.as_deref(),
-                )
-            };
-            let source = self.authorize(caller, source, &access)?;
-            self.require_usable(&source)?;
-            self.require_encryption(
-                &source,
-                "ReEncrypt",
-                req.source_encryption_algorithm.as_deref(),
-            )?;
-            self.require_usable(&destination)?;
-            self.require_encryption(
-                &destination,
-                "ReEncrypt",
-                req.destination_encryption_algorithm.as_deref(),
-            )?;
-            return Err(KmsError::DryRun);
-        }
-        let blob = required(&req.ciphertext_blob, "ciphertextBlob")?;
-        let mut named = match &req.source_key_id {
+        let (blob, source_key_id) = match &req.source {
+            ReEncryptSource::Missing(member) => return Err((*member).into()),
+            ReEncryptSource::Ciphertext {
+                blob,
+                source_key_id,
+            } => (blob, source_key_id),
+            ReEncryptSource::AuthorizationOnly { source_key_id } => {
+                return self.re_encrypt_authorization_only(
+                    caller,
+                    source_key_id,
+                    &destination,
+                    &req,
+                );
+            }
+        };
+        let mut named = match source_key_id {
             Some(name) => Some(self.find(caller, name)?),
             None => None,
         };
         if let Some(key) = named.take_if(|k| opens_bare_ciphertext(k, blob.as_bytes())) {
             let access = Access {
-                encryption_algorithm: req.source_encryption_algorithm.as_deref(),
+                encryption_algorithm: req.source_encryption_algorithm.map(|a| a.as_str()),
                 same_key: Some(key.key_id == destination.key_id),
                 ..Access::to("ReEncryptFrom")
             };
@@ -207,7 +174,7 @@ impl KmsService {
             caller,
             blob.as_bytes(),
             named,
-            req.source_encryption_algorithm.as_deref(),
+            req.source_encryption_algorithm,
             &context_of(&req.source_encryption_context),
             SourceUse::ReEncryptTo(destination.key_id),
         )?;
@@ -215,7 +182,7 @@ impl KmsService {
         let encryption = self.require_encryption(
             &destination,
             "ReEncrypt",
-            req.destination_encryption_algorithm.as_deref(),
+            req.destination_encryption_algorithm,
         )?;
         if let Encryption::Rsa { bits, hash } = encryption {
             // The plaintext's length is known from the payload without opening it.
@@ -246,8 +213,8 @@ impl KmsService {
                 ciphertext_blob: Some(Blob(ciphertext)),
                 source_key_id: Some(self.arn_of(&source.key)),
                 key_id: Some(self.arn_of(&destination)),
-                source_encryption_algorithm: Some(SYMMETRIC_DEFAULT.into()),
-                destination_encryption_algorithm: Some(oaep_algorithm(hash).into()),
+                source_encryption_algorithm: Some(SYMMETRIC_DEFAULT.as_str().into()),
+                destination_encryption_algorithm: Some(oaep_algorithm(hash).as_str().into()),
                 source_key_material_id: Some(source.envelope.material.to_hex()),
                 destination_key_material_id: None,
             });
@@ -268,29 +235,61 @@ impl KmsService {
             ciphertext_blob: Some(Blob(blob)),
             source_key_id: Some(self.arn_of(&source.key)),
             key_id: Some(self.arn_of(&destination)),
-            source_encryption_algorithm: Some(SYMMETRIC_DEFAULT.into()),
-            destination_encryption_algorithm: Some(SYMMETRIC_DEFAULT.into()),
+            source_encryption_algorithm: Some(SYMMETRIC_DEFAULT.as_str().into()),
+            destination_encryption_algorithm: Some(SYMMETRIC_DEFAULT.as_str().into()),
             source_key_material_id: Some(source.envelope.material.to_hex()),
             destination_key_material_id: Some(destination_material.to_hex()),
         })
     }
 
+    /// ReEncrypt's authorization-only dry run (`IGNORE_CIPHERTEXT`): the source key named
+    /// is authorized and checked like the destination; the ciphertext is not examined.
+    fn re_encrypt_authorization_only(
+        &self,
+        caller: &Caller,
+        source_key_id: &str,
+        destination: &Authorized<KeyRecord>,
+        req: &ReEncryptCommand,
+    ) -> Result<ReEncryptResponse, KmsError> {
+        let source = self.find(caller, source_key_id)?;
+        let source_context = context_of(&req.source_encryption_context);
+        let access = Access {
+            same_key: Some(source.key_id == destination.key_id),
+            ..Access::encryption(
+                "ReEncryptFrom",
+                &source,
+                &source_context,
+                req.source_encryption_algorithm,
+            )
+        };
+        let source = self.authorize(caller, source, &access)?;
+        self.require_usable(&source)?;
+        self.require_encryption(&source, "ReEncrypt", req.source_encryption_algorithm)?;
+        self.require_usable(destination)?;
+        self.require_encryption(
+            destination,
+            "ReEncrypt",
+            req.destination_encryption_algorithm,
+        )?;
+        Err(KmsError::DryRun)
+    }
+
     pub fn generate_data_key(
         &self,
         caller: &Caller,
-        req: GenerateDataKeyRequest,
+        req: GenerateDataKeyCommand,
     ) -> Result<GenerateDataKeyResponse, KmsError> {
         let context = context_of(&req.encryption_context);
         let key = self.resolve(
             caller,
-            required(&req.key_id, "keyId")?,
+            &req.key_id,
             &Access {
                 context: Some(&context),
-                encryption_algorithm: Some(SYMMETRIC_DEFAULT),
+                encryption_algorithm: Some(SYMMETRIC_DEFAULT.as_str()),
                 ..Access::to("GenerateDataKey")
             },
         )?;
-        let length = data_key_length(req.number_of_bytes, req.key_spec.as_deref())?;
+        let length = data_key_length(req.number_of_bytes, req.key_spec)?;
         self.check_grant_tokens(&req.grant_tokens)?;
         reject_recipient(&req.recipient)?;
         self.require_usable(&key)?;
@@ -310,19 +309,19 @@ impl KmsService {
     pub fn generate_data_key_without_plaintext(
         &self,
         caller: &Caller,
-        req: GenerateDataKeyWithoutPlaintextRequest,
+        req: GenerateDataKeyWithoutPlaintextCommand,
     ) -> Result<GenerateDataKeyWithoutPlaintextResponse, KmsError> {
         let context = context_of(&req.encryption_context);
         let key = self.resolve(
             caller,
-            required(&req.key_id, "keyId")?,
+            &req.key_id,
             &Access {
                 context: Some(&context),
-                encryption_algorithm: Some(SYMMETRIC_DEFAULT),
+                encryption_algorithm: Some(SYMMETRIC_DEFAULT.as_str()),
                 ..Access::to("GenerateDataKeyWithoutPlaintext")
             },
         )?;
-        let length = data_key_length(req.number_of_bytes, req.key_spec.as_deref())?;
+        let length = data_key_length(req.number_of_bytes, req.key_spec)?;
         self.check_grant_tokens(&req.grant_tokens)?;
         self.require_usable(&key)?;
         self.require_symmetric_encryption(&key, "GenerateDataKeyWithoutPlaintext", None)?;
@@ -341,11 +340,9 @@ impl KmsService {
     pub fn generate_random(
         &self,
         caller: &Caller,
-        req: GenerateRandomRequest,
+        req: GenerateRandomCommand,
     ) -> Result<GenerateRandomResponse, KmsError> {
-        let n = req
-            .number_of_bytes
-            .ok_or_else(|| KmsError::Validation("NumberOfBytes is required.".into()))?;
+        let n = req.number_of_bytes;
         if req.custom_key_store_id.is_some() {
             return Err(KmsError::UnsupportedOperation(
                 "Custom key stores are not supported by this gateway.".into(),
@@ -381,7 +378,7 @@ impl KmsService {
         caller: &Caller,
         blob: &'a [u8],
         named: Option<KeyRecord>,
-        algorithm: Option<&str>,
+        algorithm: Option<EncryptionAlgorithm>,
         context: &BTreeMap<String, String>,
         source_use: SourceUse,
     ) -> Result<SourceCiphertext<'a>, KmsError> {
@@ -454,17 +451,12 @@ pub(super) fn context_of(context: &Option<BTreeMap<String, String>>) -> BTreeMap
 /// Exactly one of NumberOfBytes and KeySpec.
 fn data_key_length(
     number_of_bytes: Option<i64>,
-    key_spec: Option<&str>,
+    key_spec: Option<DataKeySpec>,
 ) -> Result<usize, KmsError> {
     match (number_of_bytes, key_spec) {
         (Some(n), None) => Ok(n as usize),
-        (None, Some("AES_256")) => Ok(32),
-        (None, Some("AES_128")) => Ok(16),
-        (None, Some(other)) => Err(KmsError::constraint(
-            other,
-            "keySpec",
-            "Member must satisfy enum value set: [AES_256, AES_128]",
-        )),
+        (None, Some(DataKeySpec::Aes256)) => Ok(32),
+        (None, Some(DataKeySpec::Aes128)) => Ok(16),
         (Some(_), Some(_)) => Err(KmsError::Validation(
             "Please specify either number of bytes or key spec, but not both.".into(),
         )),

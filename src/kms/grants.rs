@@ -10,7 +10,7 @@ use crate::model::{GrantConstraints as ConstraintsRecord, GrantRecord, KeyRecord
 use crate::policy::{PolicyDocument, PolicyKind};
 
 use super::access::{Access, NewGrant};
-use super::{dry_run, required, Caller, KmsService, MANAGEABLE};
+use super::{dry_run, Caller, KmsService, MANAGEABLE};
 use crate::store::KeyChange;
 
 /// The only key policy name AWS KMS has.
@@ -68,11 +68,15 @@ impl KmsService {
     pub fn create_grant(
         &self,
         caller: &Caller,
-        req: CreateGrantRequest,
+        req: CreateGrantCommand,
     ) -> Result<CreateGrantResponse, KmsError> {
-        let key_name = required(&req.key_id, "keyId")?;
-        let grantee = required(&req.grantee_principal, "granteePrincipal")?;
-        let operations = required(&req.operations, "operations")?;
+        let key_name = &req.key_id;
+        let grantee = &req.grantee_principal;
+        let operations: Vec<String> = req
+            .operations
+            .iter()
+            .map(|operation| operation.as_str().to_owned())
+            .collect();
         self.check_grant_tokens(&req.grant_tokens)?;
         if operations.is_empty() {
             return Err(KmsError::Validation(
@@ -81,7 +85,7 @@ impl KmsService {
         }
         let constraints = constraints_of(req.constraints.as_ref());
         let new_grant = NewGrant {
-            operations,
+            operations: &operations,
             grantee,
             retiring: req.retiring_principal.as_deref(),
             constraints: &constraints,
@@ -148,11 +152,11 @@ impl KmsService {
     pub fn list_grants(
         &self,
         caller: &Caller,
-        req: ListGrantsRequest,
+        req: ListGrantsCommand,
     ) -> Result<ListGrantsResponse, KmsError> {
         let key = self.resolve_key_only(
             caller,
-            required(&req.key_id, "keyId")?,
+            &req.key_id,
             &Access {
                 grantee_filter: req.grantee_principal.as_deref(),
                 ..Access::to("ListGrants")
@@ -189,9 +193,9 @@ impl KmsService {
     pub fn list_retirable_grants(
         &self,
         caller: &Caller,
-        req: ListRetirableGrantsRequest,
+        req: ListRetirableGrantsCommand,
     ) -> Result<ListRetirableGrantsResponse, KmsError> {
-        let principal = required(&req.retiring_principal, "retiringPrincipal")?;
+        let principal = &req.retiring_principal;
         self.authorize_account(caller, &Access::to("ListRetirableGrants"), &[])?;
         let limit = req.limit.unwrap_or(DEFAULT_GRANT_LIST_LIMIT);
         if let Some(marker) = req.marker.as_deref() {
@@ -225,18 +229,13 @@ impl KmsService {
     pub fn retire_grant(
         &self,
         caller: &Caller,
-        req: RetireGrantRequest,
+        req: RetireGrantCommand,
     ) -> Result<RetireGrantResponse, KmsError> {
-        let grant = match (&req.grant_token, &req.key_id, &req.grant_id) {
-            (Some(token), _, _) => self.grant_of_token(token)?,
-            (None, Some(key_name), Some(grant_id)) => {
-                let key = self.find(caller, key_name)?;
+        let grant = match &req.grant {
+            GrantToRetire::Token(token) => self.grant_of_token(token)?,
+            GrantToRetire::Id { key_id, grant_id } => {
+                let key = self.find(caller, key_id)?;
                 self.grant_of_key(&key, grant_id)?
-            }
-            _ => {
-                return Err(KmsError::Validation(
-                    "Either GrantToken, or both KeyId and GrantId, must be specified.".into(),
-                ))
             }
         };
         let key = self
@@ -247,7 +246,10 @@ impl KmsService {
         let me = caller.principal.arn.as_str();
         let may_retire = grant.retiring_principal.as_deref() == Some(me)
             || (grant.grantee_principal == me
-                && grant.operations.iter().any(|o| o == "RetireGrant"));
+                && grant
+                    .operations
+                    .iter()
+                    .any(|o| o == GrantOperation::RetireGrant.as_str()));
         if !may_retire {
             self.authorize(caller, key, &Access::to("RetireGrant"))?;
         }
@@ -260,14 +262,10 @@ impl KmsService {
     pub fn revoke_grant(
         &self,
         caller: &Caller,
-        req: RevokeGrantRequest,
+        req: RevokeGrantCommand,
     ) -> Result<RevokeGrantResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("RevokeGrant"),
-        )?;
-        let grant = self.grant_of_key(&key, required(&req.grant_id, "grantId")?)?;
+        let key = self.resolve_key_only(caller, &req.key_id, &Access::to("RevokeGrant"))?;
+        let grant = self.grant_of_key(&key, &req.grant_id)?;
         dry_run(req.dry_run)?;
         self.delete_grant(&grant)?;
         caller.note_grant(grant.grant_id);
@@ -319,13 +317,9 @@ impl KmsService {
     pub fn get_key_policy(
         &self,
         caller: &Caller,
-        req: GetKeyPolicyRequest,
+        req: GetKeyPolicyCommand,
     ) -> Result<GetKeyPolicyResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("GetKeyPolicy"),
-        )?;
+        let key = self.resolve_key_only(caller, &req.key_id, &Access::to("GetKeyPolicy"))?;
         check_policy_name(req.policy_name.as_deref())?;
         Ok(GetKeyPolicyResponse {
             policy: Some(key.into_inner().policy),
@@ -336,15 +330,11 @@ impl KmsService {
     pub fn put_key_policy(
         &self,
         caller: &Caller,
-        req: PutKeyPolicyRequest,
+        req: PutKeyPolicyCommand,
     ) -> Result<PutKeyPolicyResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("PutKeyPolicy"),
-        )?;
+        let key = self.resolve_key_only(caller, &req.key_id, &Access::to("PutKeyPolicy"))?;
         check_policy_name(req.policy_name.as_deref())?;
-        let text = required(&req.policy, "policy")?;
+        let text = &req.policy;
         self.check_key_policy(
             caller,
             &key.account,
@@ -364,13 +354,9 @@ impl KmsService {
     pub fn list_key_policies(
         &self,
         caller: &Caller,
-        req: ListKeyPoliciesRequest,
+        req: ListKeyPoliciesCommand,
     ) -> Result<ListKeyPoliciesResponse, KmsError> {
-        self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("ListKeyPolicies"),
-        )?;
+        self.resolve_key_only(caller, &req.key_id, &Access::to("ListKeyPolicies"))?;
         Ok(ListKeyPoliciesResponse {
             policy_names: Some(vec![POLICY_NAME.into()]),
             next_marker: None,

@@ -11,43 +11,36 @@ use crate::error::KmsError;
 use crate::model::KeyRecord;
 
 use super::access::Access;
-use super::{required, Caller, KmsService};
+use super::{Caller, KmsService};
 
 impl KmsService {
     pub fn get_parameters_for_import(
         &self,
         caller: &Caller,
-        req: GetParametersForImportRequest,
+        req: GetParametersForImportCommand,
     ) -> Result<GetParametersForImportResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("GetParametersForImport"),
-        )?;
+        let key =
+            self.resolve_key_only(caller, &req.key_id, &Access::to("GetParametersForImport"))?;
         Err(self.origin_refusal(&key))
     }
 
     pub fn import_key_material(
         &self,
         caller: &Caller,
-        req: ImportKeyMaterialRequest,
+        req: ImportKeyMaterialCommand,
     ) -> Result<ImportKeyMaterialResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("ImportKeyMaterial"),
-        )?;
+        let key = self.resolve_key_only(caller, &req.key_id, &Access::to("ImportKeyMaterial"))?;
         Err(self.origin_refusal(&key))
     }
 
     pub fn delete_imported_key_material(
         &self,
         caller: &Caller,
-        req: DeleteImportedKeyMaterialRequest,
+        req: DeleteImportedKeyMaterialCommand,
     ) -> Result<DeleteImportedKeyMaterialResponse, KmsError> {
         let key = self.resolve_key_only(
             caller,
-            required(&req.key_id, "keyId")?,
+            &req.key_id,
             &Access::to("DeleteImportedKeyMaterial"),
         )?;
         Err(self.origin_refusal(&key))

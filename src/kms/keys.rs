@@ -9,7 +9,7 @@ use crate::model::{
 
 use super::access::Access;
 use super::asymmetric::{self, KeyKind};
-use super::{required, Caller, KmsService, MANAGEABLE, SYMMETRIC_DEFAULT, USABLE};
+use super::{Caller, KmsService, MANAGEABLE, USABLE};
 use crate::store::{Changed, KeyChange, RotationGuard, TagWrite};
 
 const DEFAULT_LIST_LIMIT: i64 = 100;
@@ -68,7 +68,7 @@ impl KmsService {
     pub fn create_key(
         &self,
         caller: &Caller,
-        req: CreateKeyRequest,
+        req: CreateKeyCommand,
     ) -> Result<CreateKeyResponse, KmsError> {
         if req.key_spec.is_some() && req.customer_master_key_spec.is_some() {
             return Err(KmsError::Validation(
@@ -79,34 +79,34 @@ impl KmsService {
             .key_spec
             .clone()
             .or(req.customer_master_key_spec.clone())
-            .unwrap_or_else(|| SYMMETRIC_DEFAULT.to_string());
-        if key_spec != SYMMETRIC_DEFAULT && req.key_usage.is_none() {
+            .unwrap_or(WireName::Supported(KeySpec::SymmetricDefault));
+        if key_spec != WireName::Supported(KeySpec::SymmetricDefault) && req.key_usage.is_none() {
             return Err(KmsError::Validation(
                 "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys.".into(),
             ));
         }
-        let key_usage = req
-            .key_usage
-            .as_deref()
-            .unwrap_or(KeyUsage::EncryptDecrypt.as_str());
-        let key_spec = KeySpec::parse(&key_spec).ok_or_else(|| {
-            KmsError::UnsupportedOperation(format!(
-                "KeySpec {key_spec} is not supported by this gateway."
-            ))
-        })?;
+        let key_usage = req.key_usage.unwrap_or(KeyUsage::EncryptDecrypt);
+        let key_spec = match key_spec {
+            WireName::Supported(spec) => spec,
+            WireName::Unsupported(name) => {
+                return Err(KmsError::UnsupportedOperation(format!(
+                    "KeySpec {name} is not supported by this gateway."
+                )))
+            }
+        };
         let kind = KeyKind::of(key_spec);
-        let key_usage = KeyUsage::parse(key_usage)
-            .filter(|usage| kind.allows_usage(*usage))
-            .ok_or_else(|| {
-                KmsError::Validation(format!(
-                    "KeyUsage {key_usage} is not compatible with KeySpec {key_spec}"
-                ))
-            })?;
-        let origin = req.origin.as_deref().unwrap_or(KeyOrigin::AwsKms.as_str());
-        if origin != KeyOrigin::AwsKms.as_str() {
-            return Err(KmsError::UnsupportedOperation(format!(
-                "Origin {origin} is not supported by this gateway."
+        if !kind.allows_usage(key_usage) {
+            return Err(KmsError::Validation(format!(
+                "KeyUsage {key_usage} is not compatible with KeySpec {key_spec}"
             )));
+        }
+        match &req.origin {
+            None | Some(WireName::Supported(KeyOrigin::AwsKms)) => {}
+            Some(origin) => {
+                return Err(KmsError::UnsupportedOperation(format!(
+                    "Origin {origin} is not supported by this gateway."
+                )))
+            }
         }
         let origin = KeyOrigin::AwsKms;
         if req.custom_key_store_id.is_some() || req.xks_key_id.is_some() {
@@ -119,7 +119,7 @@ impl KmsService {
                 "Multi-Region keys are not supported by this gateway.".into(),
             ));
         }
-        let tags = tag_records(req.tags.as_deref().unwrap_or_default())?;
+        let tags = checked_tags(req.tags.unwrap_or_default())?;
         self.authorize_account(
             caller,
             &Access::to("CreateKey"),
@@ -185,14 +185,10 @@ impl KmsService {
     pub fn describe_key(
         &self,
         caller: &Caller,
-        req: DescribeKeyRequest,
+        req: DescribeKeyCommand,
     ) -> Result<DescribeKeyResponse, KmsError> {
         self.check_grant_tokens(&req.grant_tokens)?;
-        let key = self.resolve(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("DescribeKey"),
-        )?;
+        let key = self.resolve(caller, &req.key_id, &Access::to("DescribeKey"))?;
         Ok(DescribeKeyResponse {
             key_metadata: Some(self.key_metadata(&key)),
         })
@@ -233,13 +229,9 @@ impl KmsService {
     pub fn enable_key(
         &self,
         caller: &Caller,
-        req: EnableKeyRequest,
+        req: EnableKeyCommand,
     ) -> Result<EnableKeyResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("EnableKey"),
-        )?;
+        let key = self.resolve_key_only(caller, &req.key_id, &Access::to("EnableKey"))?;
         self.change_key(
             &key,
             KeyChange::State(KeyState::Enabled),
@@ -252,13 +244,9 @@ impl KmsService {
     pub fn disable_key(
         &self,
         caller: &Caller,
-        req: DisableKeyRequest,
+        req: DisableKeyCommand,
     ) -> Result<DisableKeyResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("DisableKey"),
-        )?;
+        let key = self.resolve_key_only(caller, &req.key_id, &Access::to("DisableKey"))?;
         self.change_key(
             &key,
             KeyChange::State(KeyState::Disabled),
@@ -271,13 +259,9 @@ impl KmsService {
     pub fn schedule_key_deletion(
         &self,
         caller: &Caller,
-        req: ScheduleKeyDeletionRequest,
+        req: ScheduleKeyDeletionCommand,
     ) -> Result<ScheduleKeyDeletionResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("ScheduleKeyDeletion"),
-        )?;
+        let key = self.resolve_key_only(caller, &req.key_id, &Access::to("ScheduleKeyDeletion"))?;
         let days = req
             .pending_window_in_days
             .unwrap_or(DEFAULT_PENDING_WINDOW_DAYS);
@@ -317,13 +301,9 @@ impl KmsService {
     pub fn cancel_key_deletion(
         &self,
         caller: &Caller,
-        req: CancelKeyDeletionRequest,
+        req: CancelKeyDeletionCommand,
     ) -> Result<CancelKeyDeletionResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("CancelKeyDeletion"),
-        )?;
+        let key = self.resolve_key_only(caller, &req.key_id, &Access::to("CancelKeyDeletion"))?;
         let key = self.change_key(
             &key,
             KeyChange::CancelDeletion,
@@ -338,14 +318,11 @@ impl KmsService {
     pub fn update_key_description(
         &self,
         caller: &Caller,
-        req: UpdateKeyDescriptionRequest,
+        req: UpdateKeyDescriptionCommand,
     ) -> Result<UpdateKeyDescriptionResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("UpdateKeyDescription"),
-        )?;
-        let description = required(&req.description, "description")?;
+        let key =
+            self.resolve_key_only(caller, &req.key_id, &Access::to("UpdateKeyDescription"))?;
+        let description = &req.description;
         self.change_key(
             &key,
             KeyChange::Description(description),
@@ -377,10 +354,10 @@ impl KmsService {
     pub fn create_alias(
         &self,
         caller: &Caller,
-        req: CreateAliasRequest,
+        req: CreateAliasCommand,
     ) -> Result<CreateAliasResponse, KmsError> {
-        let name = required(&req.alias_name, "aliasName")?;
-        let target = required(&req.target_key_id, "targetKeyId")?;
+        let name = &req.alias_name;
+        let target = &req.target_key_id;
         self.check_alias_name(name)?;
         let key = self.resolve_key_only(caller, target, &Access::to("CreateAlias"))?;
         self.require_not_pending_deletion(&key)?;
@@ -405,10 +382,10 @@ impl KmsService {
     pub fn update_alias(
         &self,
         caller: &Caller,
-        req: UpdateAliasRequest,
+        req: UpdateAliasCommand,
     ) -> Result<UpdateAliasResponse, KmsError> {
-        let name = required(&req.alias_name, "aliasName")?;
-        let target = required(&req.target_key_id, "targetKeyId")?;
+        let name = &req.alias_name;
+        let target = &req.target_key_id;
         self.check_alias_name(name)?;
         let current = self
             .store
@@ -440,9 +417,9 @@ impl KmsService {
     pub fn delete_alias(
         &self,
         caller: &Caller,
-        req: DeleteAliasRequest,
+        req: DeleteAliasCommand,
     ) -> Result<DeleteAliasResponse, KmsError> {
-        let name = required(&req.alias_name, "aliasName")?;
+        let name = &req.alias_name;
         self.check_alias_name(name)?;
         let alias = self
             .store
@@ -511,14 +488,10 @@ impl KmsService {
     pub fn tag_resource(
         &self,
         caller: &Caller,
-        req: TagResourceRequest,
+        req: TagResourceCommand,
     ) -> Result<TagResourceResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("TagResource"),
-        )?;
-        let tags = tag_records(required(&req.tags, "tags")?)?;
+        let key = self.resolve_key_only(caller, &req.key_id, &Access::to("TagResource"))?;
+        let tags = checked_tags(req.tags)?;
         self.require_not_pending_deletion(&key)?;
         match self.store.put_tags(&key.key_id, &tags, MAX_TAGS_PER_KEY)? {
             TagWrite::Written => Ok(TagResourceResponse {}),
@@ -531,14 +504,10 @@ impl KmsService {
     pub fn untag_resource(
         &self,
         caller: &Caller,
-        req: UntagResourceRequest,
+        req: UntagResourceCommand,
     ) -> Result<UntagResourceResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("UntagResource"),
-        )?;
-        let tag_keys = required(&req.tag_keys, "tagKeys")?;
+        let key = self.resolve_key_only(caller, &req.key_id, &Access::to("UntagResource"))?;
+        let tag_keys = &req.tag_keys;
         self.require_not_pending_deletion(&key)?;
         self.store.remove_tags(&key.key_id, tag_keys)?;
         Ok(UntagResourceResponse {})
@@ -547,13 +516,9 @@ impl KmsService {
     pub fn list_resource_tags(
         &self,
         caller: &Caller,
-        req: ListResourceTagsRequest,
+        req: ListResourceTagsCommand,
     ) -> Result<ListResourceTagsResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("ListResourceTags"),
-        )?;
+        let key = self.resolve_key_only(caller, &req.key_id, &Access::to("ListResourceTags"))?;
         let limit = req.limit.unwrap_or(50).clamp(1, 50) as usize;
         let mut tags = self
             .store
@@ -582,13 +547,9 @@ impl KmsService {
     pub fn enable_key_rotation(
         &self,
         caller: &Caller,
-        req: EnableKeyRotationRequest,
+        req: EnableKeyRotationCommand,
     ) -> Result<EnableKeyRotationResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("EnableKeyRotation"),
-        )?;
+        let key = self.resolve_key_only(caller, &req.key_id, &Access::to("EnableKeyRotation"))?;
         let period = req
             .rotation_period_in_days
             .unwrap_or(DEFAULT_ROTATION_PERIOD_DAYS) as u32;
@@ -607,13 +568,9 @@ impl KmsService {
     pub fn disable_key_rotation(
         &self,
         caller: &Caller,
-        req: DisableKeyRotationRequest,
+        req: DisableKeyRotationCommand,
     ) -> Result<DisableKeyRotationResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("DisableKeyRotation"),
-        )?;
+        let key = self.resolve_key_only(caller, &req.key_id, &Access::to("DisableKeyRotation"))?;
         self.change_key(
             &key,
             KeyChange::DisableRotation,
@@ -626,13 +583,10 @@ impl KmsService {
     pub fn get_key_rotation_status(
         &self,
         caller: &Caller,
-        req: GetKeyRotationStatusRequest,
+        req: GetKeyRotationStatusCommand,
     ) -> Result<GetKeyRotationStatusResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("GetKeyRotationStatus"),
-        )?;
+        let key =
+            self.resolve_key_only(caller, &req.key_id, &Access::to("GetKeyRotationStatus"))?;
         self.require_not_pending_deletion(&key)?;
         let enabled = key.rotation_enabled;
         Ok(GetKeyRotationStatusResponse {
@@ -655,13 +609,9 @@ impl KmsService {
     pub fn rotate_key_on_demand(
         &self,
         caller: &Caller,
-        req: RotateKeyOnDemandRequest,
+        req: RotateKeyOnDemandCommand,
     ) -> Result<RotateKeyOnDemandResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("RotateKeyOnDemand"),
-        )?;
+        let key = self.resolve_key_only(caller, &req.key_id, &Access::to("RotateKeyOnDemand"))?;
         self.require_rotatable(&key)?;
         let on_demand = self
             .store
@@ -726,13 +676,9 @@ impl KmsService {
     pub fn list_key_rotations(
         &self,
         caller: &Caller,
-        req: ListKeyRotationsRequest,
+        req: ListKeyRotationsCommand,
     ) -> Result<ListKeyRotationsResponse, KmsError> {
-        let key = self.resolve_key_only(
-            caller,
-            required(&req.key_id, "keyId")?,
-            &Access::to("ListKeyRotations"),
-        )?;
+        let key = self.resolve_key_only(caller, &req.key_id, &Access::to("ListKeyRotations"))?;
         if key.key_spec != KeySpec::SymmetricDefault {
             return Err(KmsError::UnsupportedOperation(String::new()));
         }
@@ -782,31 +728,25 @@ const MAX_ON_DEMAND_ROTATIONS: usize = 10;
 /// request may carry.
 const MAX_TAGS_PER_KEY: usize = 50;
 
-/// Request tags as records, after AWS's `TagException` checks. The model's length limits were
-/// checked when the request was decoded; then, as recorded against AWS: a key given twice
+/// Request tags after AWS's `TagException` checks. The model's length limits were checked
+/// when the request was decoded; then, as recorded against AWS: a key given twice
 /// (`Duplicate tag keys`), more than 50 tags (`Too many tags`), a key in the reserved `aws:`
 /// namespace in any case (`Tags beginning with aws: are reserved`).
-fn tag_records(tags: &[Tag]) -> Result<Vec<TagRecord>, KmsError> {
-    let mut out: Vec<TagRecord> = Vec::with_capacity(tags.len());
-    for tag in tags {
-        let key = tag.tag_key.clone().unwrap_or_default();
-        if out.iter().any(|t| t.key == key) {
+fn checked_tags(tags: Vec<TagRecord>) -> Result<Vec<TagRecord>, KmsError> {
+    for (i, tag) in tags.iter().enumerate() {
+        if tags[..i].iter().any(|t| t.key == tag.key) {
             return Err(KmsError::Tag("Duplicate tag keys".into()));
         }
-        out.push(TagRecord {
-            key,
-            value: tag.tag_value.clone().unwrap_or_default(),
-        });
     }
-    if out.len() > MAX_TAGS_PER_KEY {
+    if tags.len() > MAX_TAGS_PER_KEY {
         return Err(KmsError::Tag("Too many tags".into()));
     }
-    if out.iter().any(|t| is_reserved_tag_key(&t.key)) {
+    if tags.iter().any(|t| is_reserved_tag_key(&t.key)) {
         return Err(KmsError::Tag(
             "Tags beginning with aws: are reserved".into(),
         ));
     }
-    Ok(out)
+    Ok(tags)
 }
 
 /// `aws:` in any letter case starts AWS's reserved tag namespace.
@@ -819,12 +759,17 @@ fn is_reserved_tag_key(key: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn tags(keys: &[&str]) -> Vec<Tag> {
-        keys.iter().map(|k| Tag::new(*k, "v")).collect()
+    fn tags(keys: &[&str]) -> Vec<TagRecord> {
+        keys.iter()
+            .map(|k| TagRecord {
+                key: (*k).into(),
+                value: "v".into(),
+            })
+            .collect()
     }
 
     fn tag_error(keys: &[&str]) -> Option<String> {
-        match tag_records(&tags(keys)) {
+        match checked_tags(tags(keys)) {
             Err(KmsError::Tag(m)) => Some(m),
             Err(other) => panic!("not a TagException: {other:?}"),
             Ok(_) => None,

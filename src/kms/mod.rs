@@ -1,4 +1,4 @@
-//! The service core: KMS semantics on typed requests. It knows nothing of HTTP.
+//! The service core: KMS semantics on the typed commands `api` decodes. It knows nothing of HTTP.
 //!
 //! Every operation runs synchronously on a blocking thread: it reads the metadata store,
 //! checks key state and usage as in AWS's key-state table, and asks the HSM for the
@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::api::EncryptionAlgorithm;
 use crate::auth::Principal;
 use crate::error::KmsError;
 use crate::hsm::KeyProvider;
@@ -35,8 +36,6 @@ pub use jobs::{reconcile, run_due_jobs, run_leased_jobs};
 
 use access::{Access, KeyPolicyCache};
 
-pub const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
-pub const ENCRYPT_DECRYPT: &str = "ENCRYPT_DECRYPT";
 const SECONDS_PER_DAY: f64 = 86_400.0;
 
 /// The states [`KmsService::require_not_pending_deletion`] accepts.
@@ -452,7 +451,7 @@ impl KmsService {
         &self,
         key: &KeyRecord,
         operation: &str,
-        algorithm: Option<&str>,
+        algorithm: Option<EncryptionAlgorithm>,
     ) -> Result<(), KmsError> {
         if key.key_usage != KeyUsage::EncryptDecrypt {
             return Err(KmsError::InvalidKeyUsage(format!(
@@ -461,8 +460,10 @@ impl KmsService {
                 key.key_usage
             )));
         }
-        let algorithm = algorithm.unwrap_or(SYMMETRIC_DEFAULT);
-        if key.key_spec != KeySpec::SymmetricDefault || algorithm != SYMMETRIC_DEFAULT {
+        let algorithm = algorithm.unwrap_or(EncryptionAlgorithm::SymmetricDefault);
+        if key.key_spec != KeySpec::SymmetricDefault
+            || algorithm != EncryptionAlgorithm::SymmetricDefault
+        {
             return Err(KmsError::InvalidKeyUsage(format!(
                 "Algorithm {algorithm} is incompatible with key spec {}.",
                 key.key_spec
@@ -488,12 +489,4 @@ fn dry_run(flag: Option<bool>) -> Result<(), KmsError> {
     } else {
         Ok(())
     }
-}
-
-fn required<'a, T>(value: &'a Option<T>, field: &str) -> Result<&'a T, KmsError> {
-    value.as_ref().ok_or_else(|| {
-        KmsError::Validation(format!(
-            "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
-        ))
-    })
 }

@@ -42,7 +42,7 @@ use crate::model::{
 };
 use crate::store::StoreError;
 
-use super::{KmsService, ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT};
+use super::KmsService;
 
 /// The seed file.
 #[derive(Debug, Default, Deserialize)]
@@ -228,15 +228,19 @@ fn plan(k: &SeedKey, default_account: &str) -> Result<Planned, EntryError> {
     if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
         return Err(EntryError::Account(account));
     }
-    let spec = k.key_spec.as_deref().unwrap_or(SYMMETRIC_DEFAULT);
-    if spec != SYMMETRIC_DEFAULT {
+    let symmetric = KeySpec::SymmetricDefault.as_str();
+    let spec = k.key_spec.as_deref().unwrap_or(symmetric);
+    if KeySpec::parse(spec) != Some(KeySpec::SymmetricDefault) {
         return Err(EntryError::KeySpec {
             spec: spec.into(),
-            supported: SYMMETRIC_DEFAULT,
+            supported: symmetric,
         });
     }
-    let usage = k.key_usage.as_deref().unwrap_or(ENCRYPT_DECRYPT);
-    if usage != ENCRYPT_DECRYPT {
+    let usage = k
+        .key_usage
+        .as_deref()
+        .unwrap_or(KeyUsage::EncryptDecrypt.as_str());
+    if KeyUsage::parse(usage) != Some(KeyUsage::EncryptDecrypt) {
         return Err(EntryError::KeyUsage {
             usage: usage.into(),
             spec: spec.into(),

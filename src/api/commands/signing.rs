@@ -1,21 +1,11 @@
-//! Typed commands: what decoding makes of a validated request for the operations whose core
-//! takes one. Required members are not `Option` and algorithm members are enums, so the core
-//! neither checks for an absent member nor parses a name again ("parse, don't validate").
-//!
-//! Done for the signing and MAC operations (Sign, Verify, GenerateMac, VerifyMac); the other
-//! operations' cores still take their `XxxRequest`.
+//! Sign, Verify, GenerateMac and VerifyMac.
 
-use super::blob::{Blob, SecretBlob};
-use super::decode;
-use super::shapes::{GenerateMacRequest, SignRequest, VerifyMacRequest, VerifyRequest};
-use super::validate::{enum_set, null_member};
+use super::{optional_enum, required, required_enum, FromBody};
+use crate::api::blob::{Blob, SecretBlob};
+use crate::api::decode;
+use crate::api::shapes::{GenerateMacRequest, SignRequest, VerifyMacRequest, VerifyRequest};
 use crate::error::KmsError;
 use crate::model::wire_enum;
-
-/// A request body as the service core takes it: a validated request, or a command made of one.
-pub trait FromBody: Sized {
-    fn from_body(body: &[u8]) -> Result<Self, KmsError>;
-}
 
 wire_enum! {
     /// `SigningAlgorithmSpec`.
@@ -55,30 +45,8 @@ wire_enum! {
     }
 }
 
-/// A required member: validation has refused a request without it, so this only keeps the
-/// same answer should a command ever be made of an unvalidated request.
-fn required<T>(value: Option<T>, path: &str) -> Result<T, KmsError> {
-    value.ok_or_else(|| null_member(path))
-}
-
-/// A required enum member, with validation's message for a name outside the set.
-fn required_enum<E>(
-    value: Option<String>,
-    path: &str,
-    parse: fn(&str) -> Option<E>,
-    names: &[&str],
-) -> Result<E, KmsError> {
-    let name = required(value, path)?;
-    parse(&name).ok_or_else(|| KmsError::constraint(&name, path, &enum_set(names)))
-}
-
 fn message_type(value: Option<String>) -> Result<MessageType, KmsError> {
-    match value {
-        None => Ok(MessageType::Raw),
-        Some(name) => MessageType::parse(&name).ok_or_else(|| {
-            KmsError::constraint(&name, "messageType", &enum_set(MessageType::NAMES))
-        }),
-    }
+    Ok(optional_enum(value, "messageType")?.unwrap_or(MessageType::Raw))
 }
 
 /// What Sign and Verify share: the key, the message and how to sign it.
@@ -105,12 +73,7 @@ impl Signing {
             key_id: required(key_id, "keyId")?,
             message: required(message, "message")?,
             message_type: self::message_type(message_type)?,
-            signing_algorithm: required_enum(
-                signing_algorithm,
-                "signingAlgorithm",
-                SigningAlgorithm::parse,
-                SigningAlgorithm::NAMES,
-            )?,
+            signing_algorithm: required_enum(signing_algorithm, "signingAlgorithm")?,
             grant_tokens,
             dry_run,
         })
@@ -179,12 +142,7 @@ impl Mac {
         Ok(Mac {
             message: required(message, "message")?,
             key_id: required(key_id, "keyId")?,
-            mac_algorithm: required_enum(
-                mac_algorithm,
-                "macAlgorithm",
-                MacAlgorithm::parse,
-                MacAlgorithm::NAMES,
-            )?,
+            mac_algorithm: required_enum(mac_algorithm, "macAlgorithm")?,
             grant_tokens,
             dry_run,
         })
