@@ -75,7 +75,7 @@ impl AdoptableKey {
     }
 }
 
-impl Hsm {
+impl<M> Hsm<M> {
     /// Looks up a token key for adoption and checks that the symmetric scheme can use it.
     /// The outer error is an HSM failure; the inner one says why this object is unsuitable.
     pub fn inspect_adoptable(

@@ -17,8 +17,8 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use zeroize::Zeroizing;
 
 use super::{
-    bad_data, Half, Hsm, HsmError, OnLostSession, OpError, ProviderError, Scope, SessionObject,
-    TimedSession, OBJECT_LABEL_PREFIX, RSA_OUTPUT_BOUND,
+    bad_data, Half, Hsm, HsmError, Materials, OnLostSession, OpError, ProviderError, Scope,
+    SessionObject, TimedSession, TokenMaterials, OBJECT_LABEL_PREFIX, RSA_OUTPUT_BOUND,
 };
 use crate::model::{KeyId, MaterialId};
 
@@ -280,7 +280,7 @@ impl AsymmetricCapabilities {
     }
 }
 
-impl Hsm {
+impl<M> Hsm<M> {
     /// Tries OAEP with each hash on a throwaway session key pair, and asks the token whether
     /// GCM may wrap. Never assumes anything from the token's name.
     pub(super) fn probe_asymmetric(&self) -> AsymmetricCapabilities {
@@ -330,23 +330,20 @@ impl Hsm {
         }
         caps
     }
+}
 
-    // === creating key objects ===
+// === creating key objects in the token ===
 
+impl Hsm<TokenMaterials> {
     /// Generates a KMS key pair in the token: private half sensitive, non-extractable, token
     /// and private; both halves limited to the pair's use; `CKA_ID` = the material id.
-    pub fn create_key_pair(
+    pub(super) fn create_token_pair(
         &self,
         key_id: &KeyId,
         material: &MaterialId,
         kind: PairKind,
         usage: PairUse,
     ) -> Result<(), ProviderError> {
-        self.capabilities.asymmetric.require_pair(kind)?;
-        if let Some(mode) = self.domain.get() {
-            let spec = super::domain::MaterialSpec::Pair(kind, usage);
-            return self.create_wrapped(mode, key_id, material, spec);
-        }
         let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
         let label = format!("{OBJECT_LABEL_PREFIX}{key_id}").into_bytes();
         let id = material.0.to_vec();
@@ -392,16 +389,12 @@ impl Hsm {
 
     /// Generates an HMAC key of `len` bytes in the token: a generic secret that can only sign
     /// and verify, sensitive and non-extractable.
-    pub fn create_hmac_key(
+    pub(super) fn create_token_hmac(
         &self,
         key_id: &KeyId,
         material: &MaterialId,
         len: usize,
     ) -> Result<(), ProviderError> {
-        if let Some(mode) = self.domain.get() {
-            let spec = super::domain::MaterialSpec::Hmac(len);
-            return self.create_wrapped(mode, key_id, material, spec);
-        }
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::GENERIC_SECRET),
@@ -422,7 +415,10 @@ impl Hsm {
         ];
         self.create_token_secret(material, &Mechanism::GenericSecretKeyGen, &template)
     }
+}
 
+#[allow(private_bounds)] // `Materials` is sealed inside `hsm` (see `materials.rs`)
+impl<M: Materials> Hsm<M> {
     // === public keys ===
 
     /// The public half's key attributes (RSA modulus and exponent, or EC params and point).

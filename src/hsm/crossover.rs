@@ -17,8 +17,8 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 
 use super::asymmetric::unwrap_secret;
 use super::{
-    bad_data, DekLock, DekUnlock, DekUse, Half, Hsm, LockedDek, OaepHash, OpError, ProviderError,
-    SessionObject, Site, TimedSession, IV_LEN, RSA_OUTPUT_BOUND, TAG_LEN,
+    bad_data, DekLock, DekUnlock, DekUse, Half, Hsm, LockedDek, Materials, OaepHash, OpError,
+    ProviderError, SessionObject, Site, TimedSession, IV_LEN, RSA_OUTPUT_BOUND, TAG_LEN,
 };
 use crate::model::MaterialId;
 
@@ -32,7 +32,8 @@ pub struct SealedParts<'a> {
     pub payload: &'a [u8],
 }
 
-impl Hsm {
+#[allow(private_bounds)] // `Materials` is sealed inside `hsm` (see `materials.rs`)
+impl<M: Materials> Hsm<M> {
     /// Symmetric → RSA: the payload's plaintext, OAEP-encrypted under `destination`'s public
     /// half with `hash`, without leaving the token. A payload or data key that does not
     /// open is `ProviderError::RejectedData`.

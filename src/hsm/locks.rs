@@ -117,7 +117,7 @@ struct ContextKey<'s> {
     _transient: Option<SessionObject<'s>>,
 }
 
-impl Hsm {
+impl<M> Hsm<M> {
     /// Fills `out` from the reservoir of token randomness, refilling it with one
     /// `C_GenerateRandom` when it runs dry.
     pub fn draw_random(&self, out: &mut [u8]) -> Result<(), ProviderError> {
@@ -467,7 +467,7 @@ pub(super) fn trial_context_scheme(
     Ok(())
 }
 
-impl Hsm {
+impl<M> Hsm<M> {
     /// Which ciphertext schemes this token can run, each proved by a trial on throwaway
     /// session keys: 1 always (start-up already proved it), 2 when a derived generic secret
     /// can HMAC-SHA256, 3 when AES-GCM can wrap and unwrap with AAD.

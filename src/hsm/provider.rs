@@ -7,15 +7,13 @@
 //! the same part between its front end and its providers). [`Hsm`] is the PKCS#11
 //! provider, holding materials as token objects or, in domain mode, wrapped in the store.
 
-use std::sync::Arc;
-
 use zeroize::Zeroizing;
 
-use super::domain::{DomainCacheStats, WrappedMaterials};
+use super::domain::DomainCacheStats;
 use super::{
-    AdoptableKey, AsymmetricCapabilities, ContextKeyStats, DekLock, DekUnlock, DomainModeError,
-    Hsm, LockedDek, MacHash, OaepHash, PairKind, PairUse, PoolStats, PrivateKeyParts,
-    ProviderError, PublicKeyParts, SealedParts, SignMechanism, Unadoptable, IV_LEN,
+    AdoptableKey, AsymmetricCapabilities, ContextKeyStats, DekLock, DekUnlock, Hsm, LockedDek,
+    MacHash, Materials, OaepHash, PairKind, PairUse, PoolStats, PrivateKeyParts, ProviderError,
+    PublicKeyParts, SealedParts, SignMechanism, Unadoptable, IV_LEN,
 };
 use crate::model::{DomainKeyId, KeyId, MaterialId, TokenKeyRef};
 
@@ -99,12 +97,6 @@ pub trait KeyProvider: Send + Sync {
         object: &TokenKeyRef,
     ) -> Result<Result<AdoptableKey, Unadoptable>, ProviderError>;
     fn register_adopted(&self, material: MaterialId, object: TokenKeyRef);
-    /// Keeps materials wrapped under a domain key in `source` from now on.
-    fn enable_domain_mode(
-        &self,
-        source: Arc<dyn WrappedMaterials>,
-        capacity: usize,
-    ) -> Result<(), DomainModeError>;
     /// Makes domain key `id`; `true` when the token trusts it.
     fn create_domain_key(&self, id: &DomainKeyId) -> Result<bool, ProviderError>;
 
@@ -225,9 +217,9 @@ pub trait KeyProvider: Send + Sync {
 // Each primitive is the inherent method of the same name (kept inherent so that start-up
 // code, benches and tests holding the concrete `Hsm` need no trait import).
 
-impl KeyProvider for Hsm {
+impl<M: Materials> KeyProvider for Hsm<M> {
     fn capabilities(&self) -> &Capabilities {
-        Hsm::capabilities(self)
+        Hsm::<M>::capabilities(self)
     }
 
     fn stats(&self) -> ProviderStats {
@@ -237,21 +229,21 @@ impl KeyProvider for Hsm {
             recycles: self.recycles(),
             operation_timeouts: self.operation_timeouts(),
             lost_sessions: self.lost_sessions(),
-            domain_cache: self.domain_cache_stats(),
+            domain_cache: M::cache_stats(self),
             context_keys: self.context_key_stats(),
         }
     }
 
     fn check(&self) -> Result<(), ProviderError> {
-        Hsm::check(self)
+        Hsm::<M>::check(self)
     }
 
     fn shutdown(&self) -> bool {
-        Hsm::shutdown(self)
+        Hsm::<M>::shutdown(self)
     }
 
     fn create_material(&self, key_id: &KeyId, material: &MaterialId) -> Result<(), ProviderError> {
-        Hsm::create_material(self, key_id, material)
+        Hsm::<M>::create_material(self, key_id, material)
     }
 
     fn create_hmac_key(
@@ -260,7 +252,7 @@ impl KeyProvider for Hsm {
         material: &MaterialId,
         len: usize,
     ) -> Result<(), ProviderError> {
-        Hsm::create_hmac_key(self, key_id, material, len)
+        Hsm::<M>::create_hmac_key(self, key_id, material, len)
     }
 
     fn create_key_pair(
@@ -270,46 +262,38 @@ impl KeyProvider for Hsm {
         kind: PairKind,
         usage: PairUse,
     ) -> Result<(), ProviderError> {
-        Hsm::create_key_pair(self, key_id, material, kind, usage)
+        Hsm::<M>::create_key_pair(self, key_id, material, kind, usage)
     }
 
     fn destroy_material(&self, material: &MaterialId) -> Result<(), ProviderError> {
-        Hsm::destroy_material(self, material)
+        Hsm::<M>::destroy_material(self, material)
     }
 
     fn list_materials(&self) -> Result<Vec<MaterialId>, ProviderError> {
-        Hsm::list_materials(self)
+        Hsm::<M>::list_materials(self)
     }
 
     fn inspect_adoptable(
         &self,
         object: &TokenKeyRef,
     ) -> Result<Result<AdoptableKey, Unadoptable>, ProviderError> {
-        Hsm::inspect_adoptable(self, object)
+        Hsm::<M>::inspect_adoptable(self, object)
     }
 
     fn register_adopted(&self, material: MaterialId, object: TokenKeyRef) {
-        Hsm::register_adopted(self, material, object)
-    }
-
-    fn enable_domain_mode(
-        &self,
-        source: Arc<dyn WrappedMaterials>,
-        capacity: usize,
-    ) -> Result<(), DomainModeError> {
-        Hsm::enable_domain_mode(self, source, capacity)
+        Hsm::<M>::register_adopted(self, material, object)
     }
 
     fn create_domain_key(&self, id: &DomainKeyId) -> Result<bool, ProviderError> {
-        Hsm::create_domain_key(self, id)
+        Hsm::<M>::create_domain_key(self, id)
     }
 
     fn generate_random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
-        Hsm::generate_random(self, len)
+        Hsm::<M>::generate_random(self, len)
     }
 
     fn draw_random(&self, out: &mut [u8]) -> Result<(), ProviderError> {
-        Hsm::draw_random(self, out)
+        Hsm::<M>::draw_random(self, out)
     }
 
     fn writer_salt(
@@ -317,7 +301,7 @@ impl KeyProvider for Hsm {
         writer: &[u8; 32],
         material: &MaterialId,
     ) -> Result<Option<[u8; 16]>, ProviderError> {
-        Hsm::writer_salt(self, writer, material)
+        Hsm::<M>::writer_salt(self, writer, material)
     }
 
     fn seal(
@@ -328,7 +312,7 @@ impl KeyProvider for Hsm {
         plaintext: &[u8],
         lock: &DekLock<'_>,
     ) -> Result<(Vec<u8>, LockedDek), ProviderError> {
-        Hsm::seal(self, material, iv, aad, plaintext, lock)
+        Hsm::<M>::seal(self, material, iv, aad, plaintext, lock)
     }
 
     fn open_sealed(
@@ -339,7 +323,7 @@ impl KeyProvider for Hsm {
         aad: &[u8],
         payload: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
-        Hsm::open_sealed(self, material, unlock, iv, aad, payload)
+        Hsm::<M>::open_sealed(self, material, unlock, iv, aad, payload)
     }
 
     fn rewrap(
@@ -350,7 +334,7 @@ impl KeyProvider for Hsm {
         lock: &DekLock<'_>,
         payload: &[u8],
     ) -> Result<LockedDek, ProviderError> {
-        Hsm::rewrap(self, source, unlock, destination, lock, payload)
+        Hsm::<M>::rewrap(self, source, unlock, destination, lock, payload)
     }
 
     fn sealed_to_rsa(
@@ -359,7 +343,7 @@ impl KeyProvider for Hsm {
         destination: &MaterialId,
         hash: OaepHash,
     ) -> Result<Vec<u8>, ProviderError> {
-        Hsm::sealed_to_rsa(self, source, destination, hash)
+        Hsm::<M>::sealed_to_rsa(self, source, destination, hash)
     }
 
     fn rsa_to_sealed(
@@ -372,11 +356,11 @@ impl KeyProvider for Hsm {
         aad: &[u8],
         lock: &DekLock<'_>,
     ) -> Result<(Vec<u8>, LockedDek), ProviderError> {
-        Hsm::rsa_to_sealed(self, source, hash, ciphertext, destination, iv, aad, lock)
+        Hsm::<M>::rsa_to_sealed(self, source, hash, ciphertext, destination, iv, aad, lock)
     }
 
     fn public_key(&self, material: &MaterialId) -> Result<PublicKeyParts, ProviderError> {
-        Hsm::public_key(self, material)
+        Hsm::<M>::public_key(self, material)
     }
 
     fn rsa_encrypt(
@@ -385,7 +369,7 @@ impl KeyProvider for Hsm {
         hash: OaepHash,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, ProviderError> {
-        Hsm::rsa_encrypt(self, material, hash, plaintext)
+        Hsm::<M>::rsa_encrypt(self, material, hash, plaintext)
     }
 
     fn rsa_decrypt(
@@ -394,7 +378,7 @@ impl KeyProvider for Hsm {
         hash: OaepHash,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
-        Hsm::rsa_decrypt(self, material, hash, ciphertext)
+        Hsm::<M>::rsa_decrypt(self, material, hash, ciphertext)
     }
 
     fn rsa_rewrap(
@@ -406,7 +390,7 @@ impl KeyProvider for Hsm {
         destination_hash: OaepHash,
         limit: usize,
     ) -> Result<Option<Vec<u8>>, ProviderError> {
-        Hsm::rsa_rewrap(
+        Hsm::<M>::rsa_rewrap(
             self,
             source,
             source_hash,
@@ -423,7 +407,7 @@ impl KeyProvider for Hsm {
         mechanism: SignMechanism,
         data: &[u8],
     ) -> Result<Vec<u8>, ProviderError> {
-        Hsm::sign_digest(self, material, mechanism, data)
+        Hsm::<M>::sign_digest(self, material, mechanism, data)
     }
 
     fn verify_digest(
@@ -433,7 +417,7 @@ impl KeyProvider for Hsm {
         data: &[u8],
         signature: &[u8],
     ) -> Result<bool, ProviderError> {
-        Hsm::verify_digest(self, material, mechanism, data, signature)
+        Hsm::<M>::verify_digest(self, material, mechanism, data, signature)
     }
 
     fn hmac(
@@ -442,7 +426,7 @@ impl KeyProvider for Hsm {
         hash: MacHash,
         message: &[u8],
     ) -> Result<Vec<u8>, ProviderError> {
-        Hsm::hmac(self, material, hash, message)
+        Hsm::<M>::hmac(self, material, hash, message)
     }
 
     fn hmac_verify(
@@ -452,13 +436,13 @@ impl KeyProvider for Hsm {
         message: &[u8],
         mac: &[u8],
     ) -> Result<bool, ProviderError> {
-        Hsm::hmac_verify(self, material, hash, message, mac)
+        Hsm::<M>::hmac_verify(self, material, hash, message, mac)
     }
 
     fn generate_exportable_pair(
         &self,
         kind: PairKind,
     ) -> Result<(PublicKeyParts, PrivateKeyParts), ProviderError> {
-        Hsm::generate_exportable_pair(self, kind)
+        Hsm::<M>::generate_exportable_pair(self, kind)
     }
 }

@@ -47,7 +47,7 @@ pub(super) struct Token {
     pub(super) object_scans: Option<super::timed::ObjectScanLock>,
 }
 
-impl Hsm {
+impl<M> Hsm<M> {
     pub(super) fn recover(&self, token: &Arc<Token>, error: &HsmError) {
         match error.scope {
             Scope::Object => {
@@ -162,7 +162,7 @@ impl Hsm {
     }
 }
 
-impl Hsm {
+impl<M> Hsm<M> {
     /// The planned recycle: take the token out of service, let the requests holding it
     /// finish (new ones wait in `wait_for_recycle`), then `C_Finalize` and open it again.
     /// If requests still hold it after the session deadline, it goes back into service
