@@ -16,6 +16,7 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use zeroize::Zeroizing;
 
+use super::provider::AsymmetricPrimitives;
 use super::{
     bad_data, Half, Hsm, HsmError, Materials, OnLostSession, OpError, ProviderError, Scope,
     SessionObject, TimedSession, TokenMaterials, OBJECT_LABEL_PREFIX, RSA_OUTPUT_BOUND,
@@ -418,11 +419,11 @@ impl Hsm<TokenMaterials> {
 }
 
 #[allow(private_bounds)] // `Materials` is sealed inside `hsm` (see `materials.rs`)
-impl<M: Materials> Hsm<M> {
+impl<M: Materials> AsymmetricPrimitives for Hsm<M> {
     // === public keys ===
 
     /// The public half's key attributes (RSA modulus and exponent, or EC params and point).
-    pub fn public_key(&self, material: &MaterialId) -> Result<PublicKeyParts, ProviderError> {
+    fn public_key(&self, material: &MaterialId) -> Result<PublicKeyParts, ProviderError> {
         self.with_object(material, Half::Public, |s, handle| {
             Ok(read_public(s, handle)?)
         })
@@ -432,7 +433,7 @@ impl<M: Materials> Hsm<M> {
     // === RSA-OAEP ===
 
     /// OAEP-encrypts under the public half, in the token.
-    pub fn rsa_encrypt(
+    fn rsa_encrypt(
         &self,
         material: &MaterialId,
         hash: OaepHash,
@@ -446,7 +447,7 @@ impl<M: Materials> Hsm<M> {
 
     /// OAEP-decrypts with the private half, in the token. A ciphertext that does not decode
     /// is `ProviderError::RejectedData`.
-    pub fn rsa_decrypt(
+    fn rsa_decrypt(
         &self,
         material: &MaterialId,
         hash: OaepHash,
@@ -465,7 +466,7 @@ impl<M: Materials> Hsm<M> {
     /// a sensitive session secret, `C_WrapKey` (OAEP, destination public half), destroy.
     /// `Ok(None)` when the plaintext is longer than `limit`, what the destination can take
     /// (its length is readable; its value is not).
-    pub fn rsa_rewrap(
+    fn rsa_rewrap(
         &self,
         source: &MaterialId,
         source_hash: OaepHash,
@@ -506,7 +507,7 @@ impl<M: Materials> Hsm<M> {
     // === signatures and MACs ===
 
     /// Signs `data` (a digest, or a DigestInfo for PKCS #1 v1.5) with the private half.
-    pub fn sign_digest(
+    fn sign_digest(
         &self,
         material: &MaterialId,
         mechanism: SignMechanism,
@@ -521,7 +522,7 @@ impl<M: Materials> Hsm<M> {
 
     /// Verifies a signature over `data` with the public half, in the token. `Ok(false)` when
     /// the signature does not verify.
-    pub fn verify_digest(
+    fn verify_digest(
         &self,
         material: &MaterialId,
         mechanism: SignMechanism,
@@ -536,7 +537,7 @@ impl<M: Materials> Hsm<M> {
     }
 
     /// HMAC of `message` under an HMAC key, in the token.
-    pub fn hmac(
+    fn hmac(
         &self,
         material: &MaterialId,
         hash: MacHash,
@@ -549,7 +550,7 @@ impl<M: Materials> Hsm<M> {
     }
 
     /// Checks an HMAC in the token (`C_Verify` compares in constant time there).
-    pub fn hmac_verify(
+    fn hmac_verify(
         &self,
         material: &MaterialId,
         hash: MacHash,
@@ -570,7 +571,7 @@ impl<M: Materials> Hsm<M> {
     /// exports a private key's components only from an object that is neither sensitive nor
     /// a token object, so the pair is made as session objects with `CKA_SENSITIVE=false`, can
     /// do nothing, is read, and destroyed before this returns.
-    pub fn generate_exportable_pair(
+    fn generate_exportable_pair(
         &self,
         kind: PairKind,
     ) -> Result<(PublicKeyParts, PrivateKeyParts), ProviderError> {

@@ -1,8 +1,8 @@
-//! Domain-key mode (`hsm.key_storage = "domain"`): key material leaves the token only as
-//! `C_WrapKey` output under the domain key D, is kept in the metadata store, and is
-//! unwrapped on demand into a sensitive, non-extractable session object held in a bounded
-//! LRU cache. The token then holds D and nothing else of p11kms's, whatever the number of
-//! keys.
+//! The domain-wrapped provider, `Hsm<DomainWrapped>` (`hsm.key_storage = "domain"`): key
+//! material leaves the token only as `C_WrapKey` output under the domain key D, is kept in
+//! the metadata store, and is unwrapped on demand into a sensitive, non-extractable session
+//! object held in a bounded LRU cache. The token then holds D and nothing else of
+//! p11kms's, whatever the number of keys.
 //!
 //! - Creation: the material is generated as a session object (sensitive, extractable only
 //!   so that it can be wrapped, `CKA_WRAP_WITH_TRUSTED` when D is trusted), wrapped under the
@@ -59,8 +59,8 @@ pub const CKM_AES_KEY_WRAP_PAD: u64 = 0x210A;
 /// after login), sensitive, extractable only under a trusted wrapping key (so that it can
 /// join other tokens of the domain, and nothing else), and can only wrap and unwrap.
 /// `CKA_TRUSTED` is not in it: only some tokens let the user set it (see
-/// [`Hsm::create_domain_key`]). Neither is `CKA_VALUE_LEN`, which SoftHSM2 refuses in an
-/// unwrap template (the ceremony unwraps D with this template); generation adds it.
+/// `KeyProvider::create_domain_key`). Neither is `CKA_VALUE_LEN`, which SoftHSM2 refuses
+/// in an unwrap template (the ceremony unwraps D with this template); generation adds it.
 pub fn domain_key_template(id: &[u8]) -> Vec<Attribute> {
     vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
@@ -297,36 +297,6 @@ impl Materials for DomainWrapped {
 }
 
 impl<M> Hsm<M> {
-    /// Generates a domain key with `CKA_ID` = `id` in the token. It is made `CKA_TRUSTED`
-    /// where the logged-in user may set that (Kryoptic); where only the SO may (SoftHSM2),
-    /// it is made without, because a trusted secret key there must be a public object,
-    /// usable by anyone without a PIN. Returns whether the key is trusted.
-    pub fn create_domain_key(&self, id: &DomainKeyId) -> Result<bool, ProviderError> {
-        let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
-        let made = self.with_session(|_, s| {
-            if find_domain_key(s.raw(), &id.0)?.is_some() {
-                return Err(HsmError::gateway(
-                    "C_FindObjects",
-                    "a domain key with this id is already in the token",
-                    Scope::Data,
-                ));
-            }
-            let mut untrusted = domain_key_template(&id.0);
-            untrusted.push(Attribute::ValueLen(32.into()));
-            let mut trusted = untrusted.clone();
-            trusted.push(Attribute::Trusted(true));
-            match s.generate_key(&Mechanism::AesKeyGen, &trusted) {
-                Ok(_) => return Ok(true),
-                Err(e) => {
-                    tracing::info!(error = %HsmError::from(e), "the token does not let the user make a trusted key; the domain key is not trusted");
-                }
-            }
-            s.generate_key(&Mechanism::AesKeyGen, &untrusted)?;
-            Ok(false)
-        })?;
-        made.map_err(ProviderError::from)
-    }
-
     /// The token's identity as `C_GetTokenInfo` gives it (for the membership record).
     pub fn token_identity(
         &self,

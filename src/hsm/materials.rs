@@ -6,12 +6,14 @@
 //! `CKA_ID`; [`DomainWrapped`](super::domain::DomainWrapped) keeps it wrapped under a
 //! domain key in the store and unwraps it into cached session objects.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 
 use super::domain::DomainCacheStats;
+use super::provider::KeyMaterials;
 use super::token::{is_logged_in, log_in};
 use super::{
     find_object, outer_provider_error, Half, Hsm, HsmError, OnLostSession, OpError, PairKind,
@@ -57,6 +59,77 @@ pub(super) trait Materials: Send + Sync + Sized + 'static {
     fn check_known(hsm: &Hsm<Self>, token: &Arc<Token>) -> Result<(), ProviderError>;
     /// The unwrapped-material cache's counters, where there is one.
     fn cache_stats(hsm: &Hsm<Self>) -> Option<DomainCacheStats>;
+}
+
+// === impl KeyMaterials for Hsm ===
+
+#[allow(private_bounds)] // `Materials` is sealed: see above
+impl<M: Materials> KeyMaterials for Hsm<M> {
+    /// Makes a new AES-256 key material (see [`Materials`] for where it is kept).
+    fn create_material(&self, key_id: &KeyId, material: &MaterialId) -> Result<(), ProviderError> {
+        M::create(self, key_id, material, MaterialSpec::Aes)
+    }
+
+    /// Makes a new key pair for `usage`.
+    fn create_key_pair(
+        &self,
+        key_id: &KeyId,
+        material: &MaterialId,
+        kind: PairKind,
+        usage: PairUse,
+    ) -> Result<(), ProviderError> {
+        self.capabilities.asymmetric.require_pair(kind)?;
+        M::create(self, key_id, material, MaterialSpec::Pair(kind, usage))
+    }
+
+    /// Makes a new HMAC key of `len` bytes, that can only sign and verify.
+    fn create_hmac_key(
+        &self,
+        key_id: &KeyId,
+        material: &MaterialId,
+        len: usize,
+    ) -> Result<(), ProviderError> {
+        M::create(self, key_id, material, MaterialSpec::Hmac(len))
+    }
+
+    /// Forgets a key material and its cached objects; absent material is not an error.
+    fn destroy_material(&self, material: &MaterialId) -> Result<(), ProviderError> {
+        if let Some(token) = self.current_token() {
+            self.purge_context_keys(&token, material);
+        }
+        M::destroy(self, material)
+    }
+
+    /// Material ids of every p11kms key object in the token, secret keys and both halves of
+    /// key pairs alike (for start-up reconciliation); each id once.
+    fn list_materials(&self) -> Result<Vec<MaterialId>, ProviderError> {
+        self.with_session(|_, s| {
+            let handles = s.find_objects(&[Attribute::Token(true)])?;
+            let mut seen = HashSet::new();
+            let mut out = Vec::new();
+            for handle in handles {
+                let attrs = s.get_attributes(handle, &[AttributeType::Label, AttributeType::Id])?;
+                let mut label_ok = false;
+                let mut id = None;
+                for attr in attrs {
+                    match attr {
+                        Attribute::Label(l) => {
+                            label_ok = l.starts_with(OBJECT_LABEL_PREFIX.as_bytes())
+                        }
+                        Attribute::Id(bytes) => id = <[u8; 32]>::try_from(bytes.as_slice()).ok(),
+                        _ => {}
+                    }
+                }
+                if let (true, Some(id)) = (label_ok, id) {
+                    if seen.insert(id) {
+                        out.push(MaterialId(id));
+                    }
+                }
+            }
+            Ok(out)
+        })?
+        .map_err(ProviderError::from)
+    }
 }
 
 /// Key materials as token objects: sensitive, non-extractable, `CKA_ID` = the material id
@@ -115,7 +188,7 @@ impl Materials for TokenMaterials {
 // === key material in the token ===
 
 impl Hsm<TokenMaterials> {
-    /// One known key object still findable (readiness; see [`Hsm::check`]).
+    /// One known key object still findable (readiness; see `KeyProvider::check`).
     fn check_known_material(&self, token: &Arc<Token>) -> Result<(), ProviderError> {
         let known = token.materials_read().keys().next().copied();
         if let Some((material, half)) = known {

@@ -2,7 +2,9 @@
 //!
 //! [`Hsm`] owns the loaded module, a pool of logged-in sessions, cached object handles and
 //! the recovery logic. Its operations are blocking: callers run them on blocking threads,
-//! never on async workers.
+//! never on async workers. It is one engine for two key providers (`provider.rs`): key
+//! materials as token objects (`Hsm<TokenMaterials>`, `materials.rs`) or wrapped under a
+//! domain key in the store (`Hsm<DomainWrapped>`, `domain.rs`).
 //!
 //! Key material objects are AES-256 token keys that can only derive (`CKA_DERIVE`); they are
 //! sensitive and non-extractable, and their `CKA_ID` is the key-material id. Everything else
@@ -28,6 +30,7 @@ mod probe;
 mod provider;
 mod provision;
 mod setup_error;
+mod symmetric;
 mod timed;
 mod token;
 
@@ -50,25 +53,25 @@ pub use materials::TokenMaterials;
 use materials::{MaterialSpec, Materials};
 pub use pool::PoolStats;
 pub use probe::{probe_mechanisms, KeyWrap, MechanismReport};
-pub use provider::{Capabilities, KeyProvider, ProviderStats};
+pub use provider::{
+    AsymmetricPrimitives, Capabilities, CrossoverPrimitives, KeyMaterials, KeyProvider,
+    ProviderStats, SymmetricPrimitives, TokenAdoption,
+};
 pub use provision::{find_softhsm_module, EmbeddedSoftHsm};
 pub use setup_error::{DomainModeError, OpenError, ProvisionError};
 pub use timed::{CallObserver, ObjectScanLock, ObjectScanWaits, TimedSession};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use cryptoki::error::Error as CkError;
-use cryptoki::mechanism::aead::GcmParams;
-use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use secrecy::SecretString;
-use zeroize::Zeroizing;
 
-use crate::model::{KeyId, MaterialId, TokenKeyRef};
+use crate::model::{MaterialId, TokenKeyRef};
 use envelope::{derive_kek, generate_dek, trial_run, unwrap_dek, DekUse};
 use pool::{AcquireError, SessionPool};
 use token::Token;
@@ -268,11 +271,6 @@ impl<M> Hsm<M> {
         }
     }
 
-    /// What the token can do, measured at start-up.
-    pub fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
-    }
-
     /// The scheme new symmetric ciphertexts are written with (1, 2 or 3).
     pub fn ciphertext_scheme(&self) -> u8 {
         self.capabilities.ciphertext_scheme
@@ -322,182 +320,6 @@ impl<M> Hsm<M> {
 
 #[allow(private_bounds)] // `Materials` is sealed inside `hsm` (see `materials.rs`)
 impl<M: Materials> Hsm<M> {
-    /// A cheap round trip to the token, for readiness checks: a random byte, and one known
-    /// key object still findable (SoftHSM2 answers C_GenerateRandom even after its token
-    /// directory vanished).
-    pub fn check(&self) -> Result<(), ProviderError> {
-        let token = self.token()?;
-        let mut byte = [0u8; 1];
-        self.on_token_with(&token, |s| {
-            s.generate_random_slice(&mut byte).map_err(HsmError::from)
-        })?;
-        M::check_known(self, &token)
-    }
-
-    /// Makes a new AES-256 key material (see [`Materials`] for where it is kept).
-    pub fn create_material(
-        &self,
-        key_id: &KeyId,
-        material: &MaterialId,
-    ) -> Result<(), ProviderError> {
-        M::create(self, key_id, material, MaterialSpec::Aes)
-    }
-
-    /// Makes a new key pair for `usage`.
-    pub fn create_key_pair(
-        &self,
-        key_id: &KeyId,
-        material: &MaterialId,
-        kind: PairKind,
-        usage: PairUse,
-    ) -> Result<(), ProviderError> {
-        self.capabilities.asymmetric.require_pair(kind)?;
-        M::create(self, key_id, material, MaterialSpec::Pair(kind, usage))
-    }
-
-    /// Makes a new HMAC key of `len` bytes, that can only sign and verify.
-    pub fn create_hmac_key(
-        &self,
-        key_id: &KeyId,
-        material: &MaterialId,
-        len: usize,
-    ) -> Result<(), ProviderError> {
-        M::create(self, key_id, material, MaterialSpec::Hmac(len))
-    }
-
-    /// Forgets a key material and its cached objects; absent material is not an error.
-    pub fn destroy_material(&self, material: &MaterialId) -> Result<(), ProviderError> {
-        if let Some(token) = self.current_token() {
-            self.purge_context_keys(&token, material);
-        }
-        M::destroy(self, material)
-    }
-
-    /// Material ids of every p11kms key object in the token, secret keys and both halves of
-    /// key pairs alike (for start-up reconciliation); each id once.
-    pub fn list_materials(&self) -> Result<Vec<MaterialId>, ProviderError> {
-        self.with_session(|_, s| {
-            let handles = s.find_objects(&[Attribute::Token(true)])?;
-            let mut seen = HashSet::new();
-            let mut out = Vec::new();
-            for handle in handles {
-                let attrs = s.get_attributes(handle, &[AttributeType::Label, AttributeType::Id])?;
-                let mut label_ok = false;
-                let mut id = None;
-                for attr in attrs {
-                    match attr {
-                        Attribute::Label(l) => {
-                            label_ok = l.starts_with(OBJECT_LABEL_PREFIX.as_bytes())
-                        }
-                        Attribute::Id(bytes) => id = <[u8; 32]>::try_from(bytes.as_slice()).ok(),
-                        _ => {}
-                    }
-                }
-                if let (true, Some(id)) = (label_ok, id) {
-                    if seen.insert(id) {
-                        out.push(MaterialId(id));
-                    }
-                }
-            }
-            Ok(out)
-        })?
-        .map_err(ProviderError::from)
-    }
-
-    // === the symmetric ciphertext primitives ===
-
-    /// Encrypts `plaintext` with AES-GCM (`iv`, `aad`) under a fresh data key, then locks
-    /// that key as `lock` says. Returns the payload (ciphertext and tag) and the locked key.
-    pub fn seal(
-        &self,
-        material: &MaterialId,
-        iv: &[u8; IV_LEN],
-        aad: &[u8],
-        plaintext: &[u8],
-        lock: &DekLock<'_>,
-    ) -> Result<(Vec<u8>, LockedDek), ProviderError> {
-        self.with_objects_on([(material, Half::Secret)], |token, s, [base]| {
-            let dek = SessionObject::new(s, generate_dek(s)?);
-            let mut iv_param = *iv;
-            let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
-            let payload = s.encrypt_sized(
-                &Mechanism::AesGcm(gcm),
-                dek.handle,
-                plaintext,
-                plaintext.len() + TAG_LEN,
-            )?;
-            let at = Site {
-                token,
-                s,
-                base,
-                material,
-            };
-            let locked = self.lock_dek(&at, lock, dek.handle, &payload)?;
-            Ok((payload, locked))
-        })
-        .map_err(|e| e.into_provider())
-    }
-
-    /// Checks and unlocks the data key in the token and decrypts the payload with it.
-    pub fn open_sealed(
-        &self,
-        material: &MaterialId,
-        unlock: &DekUnlock<'_>,
-        iv: &[u8; IV_LEN],
-        aad: &[u8],
-        payload: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
-        self.with_objects_on([(material, Half::Secret)], |token, s, [base]| {
-            let at = Site {
-                token,
-                s,
-                base,
-                material,
-            };
-            let dek = self.unlock_dek(&at, unlock, DekUse::Decrypt)?;
-            let mut iv_param = *iv;
-            let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
-            // GCM's plaintext is 16 bytes shorter; SoftHSM2 asks for room for the whole input.
-            let plaintext = s
-                .decrypt_sized(&Mechanism::AesGcm(gcm), dek.handle, payload, payload.len())
-                .map_err(|e| bad_data(s, e))?;
-            Ok(Zeroizing::new(plaintext))
-        })
-        .map_err(|e| e.into_provider())
-    }
-
-    /// Moves a data key from one material/context to another inside the token: unlock
-    /// into a sensitive session object that can only be wrapped, lock under the
-    /// destination, destroy. Neither the data key nor the payload reaches host memory.
-    pub fn rewrap(
-        &self,
-        source: &MaterialId,
-        unlock: &DekUnlock<'_>,
-        destination: &MaterialId,
-        lock: &DekLock<'_>,
-        payload: &[u8],
-    ) -> Result<LockedDek, ProviderError> {
-        self.with_objects_on(
-            [(source, Half::Secret), (destination, Half::Secret)],
-            |token, s, [src_base, dst_base]| {
-                let from = Site {
-                    token,
-                    s,
-                    base: src_base,
-                    material: source,
-                };
-                let dek = self.unlock_dek(&from, unlock, DekUse::Rewrap)?;
-                let to = Site {
-                    base: dst_base,
-                    material: destination,
-                    ..from
-                };
-                self.lock_dek(&to, lock, dek.handle, payload)
-            },
-        )
-        .map_err(|e| e.into_provider())
-    }
-
     /// Runs `op` with a session and the handle of a material's object, retrying once if
     /// the cached handle turned out stale.
     fn with_object<T>(
@@ -556,13 +378,6 @@ impl<M: Materials> Hsm<M> {
 // === sessions ===
 
 impl<M> Hsm<M> {
-    /// Random bytes from the token's generator.
-    pub fn generate_random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
-        let mut out = Zeroizing::new(vec![0u8; len]);
-        self.with_session(|_, s| s.generate_random_slice(&mut out).map_err(HsmError::from))??;
-        Ok(out)
-    }
-
     /// Runs `op` with a pooled session of the current token. A session wait that runs out
     /// is the outer `ProviderError::Busy`, never a PKCS#11 failure.
     fn with_session<T>(

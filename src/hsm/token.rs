@@ -74,35 +74,6 @@ impl<M> Hsm<M> {
             .clone()
     }
 
-    /// Closes the idle sessions (logging them out) and finalises the library, at exit after
-    /// requests drained. Returns `false` when a request still held the token: its sessions
-    /// then close with the process. The token is not reopened afterwards.
-    pub fn shutdown(&self) -> bool {
-        self.closed.store(true, Ordering::SeqCst);
-        let current = self
-            .current
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let retired = self
-            .retired
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let mut clean = true;
-        for token in [current, retired].into_iter().flatten() {
-            match Arc::try_unwrap(token) {
-                Ok(token) => token.finalize(),
-                Err(in_use) => {
-                    in_use.pool.close_idle();
-                    in_use.key_pairs.close_idle();
-                    clean = false;
-                }
-            }
-        }
-        clean
-    }
-
     /// The current token, reopening a lost one with backoff.
     pub(super) fn token(&self) -> Result<Arc<Token>, ProviderError> {
         let limit = self.config.recycle_after_operations;
