@@ -418,7 +418,6 @@ impl Hsm<TokenMaterials> {
     }
 }
 
-#[allow(private_bounds)] // `Materials` is sealed inside `hsm` (see `materials.rs`)
 impl<M: Materials> AsymmetricPrimitives for Hsm<M> {
     // === public keys ===
 

@@ -33,7 +33,6 @@ pub struct SealedParts<'a> {
     pub payload: &'a [u8],
 }
 
-#[allow(private_bounds)] // `Materials` is sealed inside `hsm` (see `materials.rs`)
 impl<M: Materials> CrossoverPrimitives for Hsm<M> {
     /// Symmetric → RSA: the payload's plaintext, OAEP-encrypted under `destination`'s public
     /// half with `hash`, without leaving the token. A payload or data key that does not

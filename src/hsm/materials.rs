@@ -30,8 +30,9 @@ pub(super) enum MaterialSpec {
 }
 
 /// How an [`Hsm`] makes, forgets and finds its key materials. Sealed inside `hsm`: a
-/// provider is one of the two locators here, never one a caller writes (hence the
-/// `private_bounds` allowances on the generic impls).
+/// provider is one of two locators (`TokenMaterials` here, `DomainWrapped` in `domain.rs`),
+/// never one a caller writes (hence the `private_bounds` allowance on the engine's handle
+/// helpers in `mod.rs`).
 pub(super) trait Materials: Send + Sync + Sized + 'static {
     /// Makes a new material (the key-material id is chosen by the core).
     fn create(
@@ -63,7 +64,6 @@ pub(super) trait Materials: Send + Sync + Sized + 'static {
 
 // === impl KeyMaterials for Hsm ===
 
-#[allow(private_bounds)] // `Materials` is sealed: see above
 impl<M: Materials> KeyMaterials for Hsm<M> {
     /// Makes a new AES-256 key material (see [`Materials`] for where it is kept).
     fn create_material(&self, key_id: &KeyId, material: &MaterialId) -> Result<(), ProviderError> {

@@ -250,7 +250,6 @@ pub trait AsymmetricPrimitives {
 
 // === impl KeyProvider for Hsm ===
 
-#[allow(private_bounds)] // `Materials` is sealed inside `hsm` (see `materials.rs`)
 impl<M: Materials> KeyProvider for Hsm<M> {
     fn capabilities(&self) -> &Capabilities {
         &self.capabilities

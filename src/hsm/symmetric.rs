@@ -16,7 +16,6 @@ use super::{
 use crate::model::MaterialId;
 use std::sync::atomic::Ordering;
 
-#[allow(private_bounds)] // `Materials` is sealed inside `hsm` (see `materials.rs`)
 impl<M: Materials> SymmetricPrimitives for Hsm<M> {
     /// Random bytes from the token's generator.
     fn generate_random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
