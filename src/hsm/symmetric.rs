@@ -2,6 +2,8 @@
 //! key seals the payload with AES-GCM and is locked under the material (see `locks.rs` for
 //! the locks and `crate::kms::ciphertext` for the construction).
 
+use std::sync::atomic::Ordering;
+
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use zeroize::Zeroizing;
@@ -14,7 +16,6 @@ use super::{
     SessionObject, Site, IV_LEN, TAG_LEN,
 };
 use crate::model::MaterialId;
-use std::sync::atomic::Ordering;
 
 impl<M: Materials> SymmetricPrimitives for Hsm<M> {
     /// Random bytes from the token's generator.
