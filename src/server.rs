@@ -11,7 +11,7 @@ use crate::config::{read_secret_file, Config, LogFormat, PinSource};
 use crate::error::FileError;
 use crate::hsm::{
     find_kryoptic_module, find_softhsm_module, CallObserver, EmbeddedToken, EmbeddedTokenKind, Hsm,
-    HsmConfig,
+    HsmConfig, KeyProvider,
 };
 use crate::kms::leases::JobLeases;
 use crate::kms::{reconcile, run_leased_jobs, IdentityPolicies, KmsService, ServiceConfig};
@@ -146,6 +146,16 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
         }
     }
     let store = open_store(&config.store)?;
+    // The provider is chosen once: materials as token objects, or wrapped in the store.
+    let provider: Arc<dyn KeyProvider> = match config.key_storage {
+        crate::config::KeyStorage::Domain => Arc::new(crate::kms::domain::start(
+            store.clone(),
+            hsm,
+            config.embedded_softhsm,
+            config.domain_cache_capacity,
+        )?),
+        crate::config::KeyStorage::Token => Arc::new(hsm),
+    };
     let service = Arc::new(
         KmsService::new(
             ServiceConfig {
@@ -153,19 +163,12 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
                 day_seconds: config.day_seconds,
             },
             store,
-            Arc::new(hsm),
+            provider,
         )
         .with_identity_policies(Arc::new(IdentityPolicies::new(
             config.identity_policies.clone(),
         ))),
     );
-    if config.key_storage == crate::config::KeyStorage::Domain {
-        crate::kms::domain::start(
-            &service,
-            config.embedded_softhsm,
-            config.domain_cache_capacity,
-        )?;
-    }
     // Adopted token keys first: reconciliation and the seed must know which objects are
     // not p11kms's own.
     let adoptions_pending = match crate::kms::seed::load_adoptions(&service) {
@@ -342,10 +345,14 @@ pub fn domain_admin(config: &Config, action: DomainAction) -> Result<String, Sta
     let store = open_store(&config.store)?;
     let outcome = match action {
         DomainAction::Create => {
-            crate::kms::domain::create_domain_key(store.as_ref(), &hsm).map(|id| format!("{id}\n"))
+            let created = crate::kms::domain::create_domain_key(store.as_ref(), &hsm);
+            hsm.shutdown();
+            created.map(|id| format!("{id}\n"))
         }
-        DomainAction::PrepareRotation => crate::kms::domain::prepare_rotation(store.as_ref(), &hsm)
-            .map(|prepared| {
+        DomainAction::PrepareRotation => {
+            let prepared = crate::kms::domain::prepare_rotation(store.as_ref(), &hsm);
+            hsm.shutdown();
+            prepared.map(|prepared| {
                 let mut out = format!("pending {}\nactive {}\n", prepared.pending, prepared.active);
                 for member in &prepared.to_enrol {
                     out.push_str(&format!(
@@ -355,15 +362,17 @@ pub fn domain_admin(config: &Config, action: DomainAction) -> Result<String, Sta
                     ));
                 }
                 out
-            }),
+            })
+        }
         DomainAction::Rotate | DomainAction::ActivateRotation => {
-            // Rewrapping needs the domain-mode handle cache of the HSM.
+            // Rewrapping needs the domain-wrapped provider's handle cache.
             let materials = crate::kms::domain::StoreMaterials(store.clone());
-            hsm.enable_domain_mode(Arc::new(materials), 2)?;
+            let hsm = hsm.into_domain_wrapped(Arc::new(materials), 2)?;
             let report = match action {
                 DomainAction::Rotate => crate::kms::domain::rotate_domain_key(store.as_ref(), &hsm),
                 _ => crate::kms::domain::activate_rotation(store.as_ref(), &hsm),
             };
+            hsm.shutdown();
             report.map(|report| {
                 let retired: Vec<String> = report.retired.iter().map(|k| k.to_hex()).collect();
                 format!(
@@ -375,7 +384,6 @@ pub fn domain_admin(config: &Config, action: DomainAction) -> Result<String, Sta
             })
         }
     };
-    hsm.shutdown();
     Ok(outcome?)
 }
 

@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::open_fresh_hsm;
-use p11kms::hsm::Hsm;
+use p11kms::hsm::{Hsm, KeyMaterials};
 use p11kms::kms::ciphertext::{self, Envelope, Plan};
 use p11kms::model::{KeyId, MaterialId};
 

@@ -11,7 +11,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use p11kms::error::KmsError;
-use p11kms::hsm::{Curve, EmbeddedSoftHsm, Hsm, HsmConfig, PairKind, PairUse};
+use p11kms::hsm::{
+    Curve, EmbeddedSoftHsm, Hsm, HsmConfig, KeyMaterials, KeyProvider, PairKind, PairUse,
+    TokenAdoption,
+};
 use p11kms::kms::ciphertext::{self, Envelope};
 use p11kms::model::{KeyId, MaterialId, TokenKeyRef};
 

@@ -7,7 +7,10 @@
 mod common;
 
 use common::open_fresh_hsm;
-use p11kms::hsm::{Curve, OaepHash, PairKind, PairUse, PublicKeyParts};
+use p11kms::hsm::{
+    AsymmetricPrimitives, Curve, KeyMaterials, KeyProvider, OaepHash, PairKind, PairUse,
+    PublicKeyParts,
+};
 use p11kms::model::{KeyId, MaterialId};
 
 #[test]

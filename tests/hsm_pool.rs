@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::open_fresh_hsm;
+use p11kms::hsm::KeyMaterials;
 use p11kms::kms::ciphertext;
 use p11kms::model::{KeyId, MaterialId};
 

@@ -3,7 +3,8 @@
 //! ciphertext format) nor `telemetry` nor the HTTP edge (`wire`, `api`, `listener`): metrics
 //! observe its calls through `hsm::CallObserver`, implemented on the telemetry side.
 //! Nor does it name the core's error type: it answers `hsm::ProviderError`, which the core
-//! maps. The core reaches the HSM through `hsm::KeyProvider`, not the concrete `Hsm`. And
+//! maps. The core reaches the HSM through `hsm::KeyProvider`, not the concrete `Hsm` or
+//! either of its two material locators. And
 //! errors are types, not strings: no `Result<_, String>` in `src/`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -138,13 +139,16 @@ fn type_uses_under(dir: &Path, name: &str, allowed: &[&str]) -> Vec<String> {
 fn the_core_reaches_the_hsm_through_the_provider_trait() {
     let kms = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kms");
     // The domain-key commands (`p11kms domain create | rotate`) run on a token the CLI
-    // opened itself, outside any request.
-    let found = type_uses_under(&kms, "Hsm", &["domain.rs"]);
-    assert!(
-        found.is_empty(),
-        "src/kms names the concrete Hsm:\n{}",
-        found.join("\n")
-    );
+    // opened itself, outside any request; start-up picks the provider (token objects or
+    // domain-wrapped) there too.
+    for name in ["Hsm", "TokenMaterials", "DomainWrapped"] {
+        let found = type_uses_under(&kms, name, &["domain.rs"]);
+        assert!(
+            found.is_empty(),
+            "src/kms names the concrete provider {name}:\n{}",
+            found.join("\n")
+        );
+    }
 }
 
 #[test]

@@ -10,6 +10,7 @@
 
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 
+use super::provider::TokenAdoption;
 use super::{derive_kek, Hsm, HsmError, ProviderError, SessionObject};
 use crate::model::{MaterialId, TokenKeyRef};
 
@@ -75,10 +76,10 @@ impl AdoptableKey {
     }
 }
 
-impl Hsm {
+impl<M> TokenAdoption for Hsm<M> {
     /// Looks up a token key for adoption and checks that the symmetric scheme can use it.
     /// The outer error is an HSM failure; the inner one says why this object is unsuitable.
-    pub fn inspect_adoptable(
+    fn inspect_adoptable(
         &self,
         object: &TokenKeyRef,
     ) -> Result<Result<AdoptableKey, Unadoptable>, ProviderError> {
@@ -170,7 +171,7 @@ impl Hsm {
 
     /// Makes `material` stand for an adopted token object (at start-up, for every adoption
     /// the store records, and when a seed file adopts a key).
-    pub fn register_adopted(&self, material: MaterialId, object: TokenKeyRef) {
+    fn register_adopted(&self, material: MaterialId, object: TokenKeyRef) {
         if let Some(token) = self.current_token() {
             token
                 .materials_mut()
@@ -178,7 +179,9 @@ impl Hsm {
         }
         self.adopted_mut().insert(material, object);
     }
+}
 
+impl<M> Hsm<M> {
     pub(super) fn adopted_read(
         &self,
     ) -> std::sync::RwLockReadGuard<'_, std::collections::HashMap<MaterialId, TokenKeyRef>> {

@@ -16,9 +16,10 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use zeroize::Zeroizing;
 
+use super::provider::AsymmetricPrimitives;
 use super::{
-    bad_data, Half, Hsm, HsmError, OnLostSession, OpError, ProviderError, Scope, SessionObject,
-    TimedSession, OBJECT_LABEL_PREFIX, RSA_OUTPUT_BOUND,
+    bad_data, Half, Hsm, HsmError, Materials, OnLostSession, OpError, ProviderError, Scope,
+    SessionObject, TimedSession, TokenMaterials, OBJECT_LABEL_PREFIX, RSA_OUTPUT_BOUND,
 };
 use crate::model::{KeyId, MaterialId};
 
@@ -280,7 +281,7 @@ impl AsymmetricCapabilities {
     }
 }
 
-impl Hsm {
+impl<M> Hsm<M> {
     /// Tries OAEP with each hash on a throwaway session key pair, and asks the token whether
     /// GCM may wrap. Never assumes anything from the token's name.
     pub(super) fn probe_asymmetric(&self) -> AsymmetricCapabilities {
@@ -330,23 +331,20 @@ impl Hsm {
         }
         caps
     }
+}
 
-    // === creating key objects ===
+// === creating key objects in the token ===
 
+impl Hsm<TokenMaterials> {
     /// Generates a KMS key pair in the token: private half sensitive, non-extractable, token
     /// and private; both halves limited to the pair's use; `CKA_ID` = the material id.
-    pub fn create_key_pair(
+    pub(super) fn create_token_pair(
         &self,
         key_id: &KeyId,
         material: &MaterialId,
         kind: PairKind,
         usage: PairUse,
     ) -> Result<(), ProviderError> {
-        self.capabilities.asymmetric.require_pair(kind)?;
-        if let Some(mode) = self.domain.get() {
-            let spec = super::domain::MaterialSpec::Pair(kind, usage);
-            return self.create_wrapped(mode, key_id, material, spec);
-        }
         let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
         let label = format!("{OBJECT_LABEL_PREFIX}{key_id}").into_bytes();
         let id = material.0.to_vec();
@@ -392,16 +390,12 @@ impl Hsm {
 
     /// Generates an HMAC key of `len` bytes in the token: a generic secret that can only sign
     /// and verify, sensitive and non-extractable.
-    pub fn create_hmac_key(
+    pub(super) fn create_token_hmac(
         &self,
         key_id: &KeyId,
         material: &MaterialId,
         len: usize,
     ) -> Result<(), ProviderError> {
-        if let Some(mode) = self.domain.get() {
-            let spec = super::domain::MaterialSpec::Hmac(len);
-            return self.create_wrapped(mode, key_id, material, spec);
-        }
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::GENERIC_SECRET),
@@ -422,11 +416,13 @@ impl Hsm {
         ];
         self.create_token_secret(material, &Mechanism::GenericSecretKeyGen, &template)
     }
+}
 
+impl<M: Materials> AsymmetricPrimitives for Hsm<M> {
     // === public keys ===
 
     /// The public half's key attributes (RSA modulus and exponent, or EC params and point).
-    pub fn public_key(&self, material: &MaterialId) -> Result<PublicKeyParts, ProviderError> {
+    fn public_key(&self, material: &MaterialId) -> Result<PublicKeyParts, ProviderError> {
         self.with_object(material, Half::Public, |s, handle| {
             Ok(read_public(s, handle)?)
         })
@@ -436,7 +432,7 @@ impl Hsm {
     // === RSA-OAEP ===
 
     /// OAEP-encrypts under the public half, in the token.
-    pub fn rsa_encrypt(
+    fn rsa_encrypt(
         &self,
         material: &MaterialId,
         hash: OaepHash,
@@ -450,7 +446,7 @@ impl Hsm {
 
     /// OAEP-decrypts with the private half, in the token. A ciphertext that does not decode
     /// is `ProviderError::RejectedData`.
-    pub fn rsa_decrypt(
+    fn rsa_decrypt(
         &self,
         material: &MaterialId,
         hash: OaepHash,
@@ -469,7 +465,7 @@ impl Hsm {
     /// a sensitive session secret, `C_WrapKey` (OAEP, destination public half), destroy.
     /// `Ok(None)` when the plaintext is longer than `limit`, what the destination can take
     /// (its length is readable; its value is not).
-    pub fn rsa_rewrap(
+    fn rsa_rewrap(
         &self,
         source: &MaterialId,
         source_hash: OaepHash,
@@ -510,7 +506,7 @@ impl Hsm {
     // === signatures and MACs ===
 
     /// Signs `data` (a digest, or a DigestInfo for PKCS #1 v1.5) with the private half.
-    pub fn sign_digest(
+    fn sign_digest(
         &self,
         material: &MaterialId,
         mechanism: SignMechanism,
@@ -525,7 +521,7 @@ impl Hsm {
 
     /// Verifies a signature over `data` with the public half, in the token. `Ok(false)` when
     /// the signature does not verify.
-    pub fn verify_digest(
+    fn verify_digest(
         &self,
         material: &MaterialId,
         mechanism: SignMechanism,
@@ -540,7 +536,7 @@ impl Hsm {
     }
 
     /// HMAC of `message` under an HMAC key, in the token.
-    pub fn hmac(
+    fn hmac(
         &self,
         material: &MaterialId,
         hash: MacHash,
@@ -553,7 +549,7 @@ impl Hsm {
     }
 
     /// Checks an HMAC in the token (`C_Verify` compares in constant time there).
-    pub fn hmac_verify(
+    fn hmac_verify(
         &self,
         material: &MaterialId,
         hash: MacHash,
@@ -574,7 +570,7 @@ impl Hsm {
     /// exports a private key's components only from an object that is neither sensitive nor
     /// a token object, so the pair is made as session objects with `CKA_SENSITIVE=false`, can
     /// do nothing, is read, and destroyed before this returns.
-    pub fn generate_exportable_pair(
+    fn generate_exportable_pair(
         &self,
         kind: PairKind,
     ) -> Result<(PublicKeyParts, PrivateKeyParts), ProviderError> {

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::model::MaterialId;
 
-impl Hsm {
+impl<M> Hsm<M> {
     /// Caches and returns the handle operations use for a material's secret key: its
     /// session copy when `session_key_copies` is on and the module makes one, else the
     /// token object. The copy is cached under the lock that guards making it, so a request

@@ -16,9 +16,10 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 
 use super::asymmetric::unwrap_secret;
+use super::provider::CrossoverPrimitives;
 use super::{
-    bad_data, DekLock, DekUnlock, DekUse, Half, Hsm, LockedDek, OaepHash, OpError, ProviderError,
-    SessionObject, Site, TimedSession, IV_LEN, RSA_OUTPUT_BOUND, TAG_LEN,
+    bad_data, DekLock, DekUnlock, DekUse, Half, Hsm, LockedDek, Materials, OaepHash, OpError,
+    ProviderError, SessionObject, Site, TimedSession, IV_LEN, RSA_OUTPUT_BOUND, TAG_LEN,
 };
 use crate::model::MaterialId;
 
@@ -32,11 +33,11 @@ pub struct SealedParts<'a> {
     pub payload: &'a [u8],
 }
 
-impl Hsm {
+impl<M: Materials> CrossoverPrimitives for Hsm<M> {
     /// Symmetric → RSA: the payload's plaintext, OAEP-encrypted under `destination`'s public
     /// half with `hash`, without leaving the token. A payload or data key that does not
     /// open is `ProviderError::RejectedData`.
-    pub fn sealed_to_rsa(
+    fn sealed_to_rsa(
         &self,
         source: &SealedParts<'_>,
         destination: &MaterialId,
@@ -66,11 +67,11 @@ impl Hsm {
     }
 
     /// RSA → symmetric: the plaintext of an OAEP ciphertext under `source`'s private half,
-    /// sealed under `destination` as [`Hsm::seal`] seals (payload IV `iv`, data key locked
-    /// as `lock` says), without leaving the token. A ciphertext that does not decode is
+    /// sealed under `destination` as `SymmetricPrimitives::seal` seals (payload IV `iv`,
+    /// data key locked as `lock` says), without leaving the token. A ciphertext that does not decode is
     /// `ProviderError::RejectedData`.
     #[allow(clippy::too_many_arguments)]
-    pub fn rsa_to_sealed(
+    fn rsa_to_sealed(
         &self,
         source: &MaterialId,
         hash: OaepHash,

@@ -1,8 +1,8 @@
-//! Domain-key mode (`hsm.key_storage = "domain"`): key material leaves the token only as
-//! `C_WrapKey` output under the domain key D, is kept in the metadata store, and is
-//! unwrapped on demand into a sensitive, non-extractable session object held in a bounded
-//! LRU cache. The token then holds D and nothing else of p11kms's, whatever the number of
-//! keys.
+//! The domain-wrapped provider, `Hsm<DomainWrapped>` (`hsm.key_storage = "domain"`): key
+//! material leaves the token only as `C_WrapKey` output under the domain key D, is kept in
+//! the metadata store, and is unwrapped on demand into a sensitive, non-extractable session
+//! object held in a bounded LRU cache. The token then holds D and nothing else of
+//! p11kms's, whatever the number of keys.
 //!
 //! - Creation: the material is generated as a session object (sensitive, extractable only
 //!   so that it can be wrapped, `CKA_WRAP_WITH_TRUSTED` when D is trusted), wrapped under the
@@ -36,8 +36,9 @@ use cryptoki::session::Session;
 use super::asymmetric::{pair_template, read_public};
 use super::DomainModeError;
 use super::{
-    outer_provider_error, Half, Hsm, HsmError, MaterialSourceError, OnLostSession, OpError,
-    PairKind, PairUse, ProviderError, PublicKeyParts, Scope, SessionObject, Token,
+    outer_provider_error, Half, Hsm, HsmError, MaterialSourceError, MaterialSpec, Materials,
+    OnLostSession, OpError, PairKind, PairUse, ProviderError, PublicKeyParts, Scope, SessionObject,
+    Token, TokenMaterials,
 };
 use crate::model::{DomainKeyId, KeyId, MaterialId, WrappedKind, WrappedMaterial};
 
@@ -58,8 +59,8 @@ pub const CKM_AES_KEY_WRAP_PAD: u64 = 0x210A;
 /// after login), sensitive, extractable only under a trusted wrapping key (so that it can
 /// join other tokens of the domain, and nothing else), and can only wrap and unwrap.
 /// `CKA_TRUSTED` is not in it: only some tokens let the user set it (see
-/// [`Hsm::create_domain_key`]). Neither is `CKA_VALUE_LEN`, which SoftHSM2 refuses in an
-/// unwrap template (the ceremony unwraps D with this template); generation adds it.
+/// `KeyProvider::create_domain_key`). Neither is `CKA_VALUE_LEN`, which SoftHSM2 refuses
+/// in an unwrap template (the ceremony unwraps D with this template); generation adds it.
 pub fn domain_key_template(id: &[u8]) -> Vec<Attribute> {
     vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
@@ -103,16 +104,10 @@ pub trait WrappedMaterials: Send + Sync {
     fn forget(&self, material: &MaterialId) -> Result<(), MaterialSourceError>;
 }
 
-/// What a KMS key's material is, for generating it in domain mode.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum MaterialSpec {
-    Aes,
-    Hmac(usize),
-    Pair(PairKind, PairUse),
-}
-
-/// The running domain mode of an [`Hsm`].
-pub(super) struct DomainMode {
+/// Key materials wrapped under a domain key in the store (`hsm.key_storage = "domain"`),
+/// unwrapped on use into cached session objects: the locator of the domain-wrapped
+/// provider, `Hsm<DomainWrapped>`, made by [`Hsm::into_domain_wrapped`].
+pub struct DomainWrapped {
     source: Arc<dyn WrappedMaterials>,
     capacity: usize,
     /// D is `CKA_TRUSTED`, so new materials can carry `CKA_WRAP_WITH_TRUSTED`.
@@ -202,15 +197,16 @@ impl<H: Copy + PartialEq> DomainCache<H> {
     }
 }
 
-impl Hsm {
-    /// Turns domain mode on: checks that the token can wrap with `CKM_AES_KEY_WRAP_PAD` and
-    /// holds the store's active domain key, and whether that key is trusted. Fails with a
-    /// message naming what is missing.
-    pub fn enable_domain_mode(
-        &self,
+impl Hsm<TokenMaterials> {
+    /// This engine as the domain-wrapped provider, its materials kept in `source`: checks
+    /// that the token can wrap with `CKM_AES_KEY_WRAP_PAD` and holds the store's active
+    /// domain key, and whether that key is trusted. Fails with a message naming what is
+    /// missing.
+    pub fn into_domain_wrapped(
+        self,
         source: Arc<dyn WrappedMaterials>,
         capacity: usize,
-    ) -> Result<(), DomainModeError> {
+    ) -> Result<Hsm<DomainWrapped>, DomainModeError> {
         let token = self.current_token().ok_or(DomainModeError::TokenGone)?;
         let kwp = token
             .pkcs11
@@ -235,28 +231,60 @@ impl Hsm {
             .map_err(DomainModeError::LookupFailed)?
             .ok_or(DomainModeError::KeyNotInToken(active))?;
         tracing::info!(domain_key = %active, trusted, capacity, "domain-key mode");
-        self.domain
-            .set(DomainMode {
-                source,
-                capacity,
-                wrap_with_trusted: trusted,
-                hits: AtomicU64::new(0),
-                misses: AtomicU64::new(0),
-                evictions: AtomicU64::new(0),
-                last_refind: Mutex::new(None),
-                refinds: AtomicU64::new(0),
-            })
-            .map_err(|_| DomainModeError::EnabledTwice)
+        Ok(self.with_materials(DomainWrapped {
+            source,
+            capacity,
+            wrap_with_trusted: trusted,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            last_refind: Mutex::new(None),
+            refinds: AtomicU64::new(0),
+        }))
+    }
+}
+
+impl Materials for DomainWrapped {
+    fn create(
+        hsm: &Hsm<Self>,
+        key_id: &KeyId,
+        material: &MaterialId,
+        spec: MaterialSpec,
+    ) -> Result<(), ProviderError> {
+        hsm.create_wrapped(key_id, material, spec)
     }
 
-    pub fn domain_mode(&self) -> bool {
-        self.domain.get().is_some()
+    fn destroy(hsm: &Hsm<Self>, material: &MaterialId) -> Result<(), ProviderError> {
+        hsm.destroy_wrapped(material)
     }
 
-    /// The cache's counters, in domain mode.
-    pub fn domain_cache_stats(&self) -> Option<DomainCacheStats> {
-        let mode = self.domain.get()?;
-        let size = self.current_token().map_or(0, |t| t.domain_cache().len());
+    fn object_handle(
+        hsm: &Hsm<Self>,
+        token: &Arc<Token>,
+        material: &MaterialId,
+        half: Half,
+    ) -> Result<ObjectHandle, OpError> {
+        hsm.domain_handle(token, material, half)
+    }
+
+    fn forget_handles(hsm: &Hsm<Self>, token: &Arc<Token>, slots: &[(MaterialId, Half)]) {
+        hsm.forget_domain_handles(token, slots)
+    }
+
+    fn refinding<T>(
+        hsm: &Hsm<Self>,
+        run: impl FnMut() -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
+        hsm.refinding_domain_keys(run)
+    }
+
+    fn check_known(hsm: &Hsm<Self>, token: &Arc<Token>) -> Result<(), ProviderError> {
+        hsm.check_domain_key(token)
+    }
+
+    fn cache_stats(hsm: &Hsm<Self>) -> Option<DomainCacheStats> {
+        let mode = &hsm.materials;
+        let size = hsm.current_token().map_or(0, |t| t.domain_cache().len());
         Some(DomainCacheStats {
             hits: mode.hits.load(Ordering::Relaxed),
             misses: mode.misses.load(Ordering::Relaxed),
@@ -266,37 +294,9 @@ impl Hsm {
             capacity: mode.capacity,
         })
     }
+}
 
-    /// Generates a domain key with `CKA_ID` = `id` in the token. It is made `CKA_TRUSTED`
-    /// where the logged-in user may set that (Kryoptic); where only the SO may (SoftHSM2),
-    /// it is made without, because a trusted secret key there must be a public object,
-    /// usable by anyone without a PIN. Returns whether the key is trusted.
-    pub fn create_domain_key(&self, id: &DomainKeyId) -> Result<bool, ProviderError> {
-        let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
-        let made = self.with_session(|_, s| {
-            if find_domain_key(s.raw(), &id.0)?.is_some() {
-                return Err(HsmError::gateway(
-                    "C_FindObjects",
-                    "a domain key with this id is already in the token",
-                    Scope::Data,
-                ));
-            }
-            let mut untrusted = domain_key_template(&id.0);
-            untrusted.push(Attribute::ValueLen(32.into()));
-            let mut trusted = untrusted.clone();
-            trusted.push(Attribute::Trusted(true));
-            match s.generate_key(&Mechanism::AesKeyGen, &trusted) {
-                Ok(_) => return Ok(true),
-                Err(e) => {
-                    tracing::info!(error = %HsmError::from(e), "the token does not let the user make a trusted key; the domain key is not trusted");
-                }
-            }
-            s.generate_key(&Mechanism::AesKeyGen, &untrusted)?;
-            Ok(false)
-        })?;
-        made.map_err(ProviderError::from)
-    }
-
+impl<M> Hsm<M> {
     /// The token's identity as `C_GetTokenInfo` gives it (for the membership record).
     pub fn token_identity(
         &self,
@@ -311,25 +311,50 @@ impl Hsm {
         Ok(found.map_err(ProviderError::from)?.is_some())
     }
 
+    /// Destroys session objects of the `copy_owner` session; ones already gone are fine.
+    pub(super) fn destroy_owned_objects(
+        &self,
+        token: &Arc<Token>,
+        handles: &[ObjectHandle],
+        what: &str,
+    ) {
+        if handles.is_empty() {
+            return;
+        }
+        let destroyed = self.on_pool(token, &token.copy_owner, OnLostSession::Retry, |s| {
+            for &handle in handles {
+                match s.destroy_object(handle) {
+                    Ok(()) | Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => {}
+                    Err(e) => return Err(OpError::from(e)),
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = outer_provider_error(destroyed).and_then(|r| r.map_err(ProviderError::from))
+        {
+            tracing::warn!(error = %e, "could not destroy {what}");
+        }
+    }
+}
+
+impl Hsm<DomainWrapped> {
     // === creating material ===
 
     /// Generates a material as session objects, wraps it under the active domain key and
     /// stores the blob (again under the new key if a rotation began meanwhile).
-    pub(super) fn create_wrapped(
+    fn create_wrapped(
         &self,
-        mode: &DomainMode,
         key_id: &KeyId,
         material: &MaterialId,
         spec: MaterialSpec,
     ) -> Result<(), ProviderError> {
+        let mode = &self.materials;
         for _ in 0..3 {
             // Read each time: a rotation activated by another process takes effect on the
             // next key made here.
             let active = mode.source.active_domain_key()?;
             let wrapped = self
-                .refinding_domain_keys(|| {
-                    self.generate_wrapped(mode, key_id, material, spec, &active)
-                })
+                .refinding_domain_keys(|| self.generate_wrapped(key_id, material, spec, &active))
                 .map_err(OpError::into_provider)?;
             if mode.source.save(&wrapped)? {
                 return Ok(());
@@ -343,7 +368,6 @@ impl Hsm {
 
     fn generate_wrapped(
         &self,
-        mode: &DomainMode,
         key_id: &KeyId,
         material: &MaterialId,
         spec: MaterialSpec,
@@ -351,7 +375,7 @@ impl Hsm {
     ) -> Result<WrappedMaterial, OpError> {
         let token = self.token().map_err(OpError::Provider)?;
         let d = self.domain_key_handle(&token, domain_key)?;
-        let wwt = mode.wrap_with_trusted;
+        let wwt = self.materials.wrap_with_trusted;
         let kwp = Mechanism::AesKeyWrapPad;
         let (kind, blob, public) = match spec {
             MaterialSpec::Aes | MaterialSpec::Hmac(_) => {
@@ -425,13 +449,13 @@ impl Hsm {
 
     /// The session object of a material's half: from the cache, or unwrapped (the public
     /// half created from its stored attributes) and cached.
-    pub(super) fn domain_handle(
+    fn domain_handle(
         &self,
-        mode: &DomainMode,
         token: &Arc<Token>,
         material: &MaterialId,
         half: Half,
     ) -> Result<ObjectHandle, OpError> {
+        let mode = &self.materials;
         let slot = (*material, half);
         if let Some(handle) = token.domain_cache().get(&slot) {
             mode.hits.fetch_add(1, Ordering::Relaxed);
@@ -488,7 +512,7 @@ impl Hsm {
 
     /// Drops cached handles that turned out dead (their session closed) and destroys the
     /// objects if they are still alive.
-    pub(super) fn forget_domain_handles(&self, token: &Arc<Token>, slots: &[(MaterialId, Half)]) {
+    fn forget_domain_handles(&self, token: &Arc<Token>, slots: &[(MaterialId, Half)]) {
         let handles: Vec<ObjectHandle> = {
             let mut cache = token.domain_cache();
             slots.iter().filter_map(|slot| cache.remove(slot)).collect()
@@ -500,49 +524,20 @@ impl Hsm {
         self.destroy_owned_objects(token, handles, "unwrapped key objects");
     }
 
-    /// Destroys session objects of the `copy_owner` session; ones already gone are fine.
-    pub(super) fn destroy_owned_objects(
-        &self,
-        token: &Arc<Token>,
-        handles: &[ObjectHandle],
-        what: &str,
-    ) {
-        if handles.is_empty() {
-            return;
-        }
-        let destroyed = self.on_pool(token, &token.copy_owner, OnLostSession::Retry, |s| {
-            for &handle in handles {
-                match s.destroy_object(handle) {
-                    Ok(()) | Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => {}
-                    Err(e) => return Err(OpError::from(e)),
-                }
-            }
-            Ok(())
-        });
-        if let Err(e) = outer_provider_error(destroyed).and_then(|r| r.map_err(ProviderError::from))
-        {
-            tracing::warn!(error = %e, "could not destroy {what}");
-        }
-    }
-
     /// Forgets a material in domain mode: its cached objects and its blob.
-    pub(super) fn destroy_wrapped(
-        &self,
-        mode: &DomainMode,
-        material: &MaterialId,
-    ) -> Result<(), ProviderError> {
+    fn destroy_wrapped(&self, material: &MaterialId) -> Result<(), ProviderError> {
         if let Some(token) = self.current_token() {
             let slots = [Half::Secret, Half::Private, Half::Public].map(|h| (*material, h));
             self.forget_domain_handles(&token, &slots);
         }
-        Ok(mode.source.forget(material)?)
+        Ok(self.materials.source.forget(material)?)
     }
 
     /// Readiness in domain mode: a domain key this token generation has used is still
     /// findable (SoftHSM2 answers `C_GenerateRandom` even after its token directory
     /// vanished, and no material is a token object to look for). A token that lost it is
     /// recovered.
-    pub(super) fn check_domain_key(&self, token: &Arc<Token>) -> Result<(), ProviderError> {
+    fn check_domain_key(&self, token: &Arc<Token>) -> Result<(), ProviderError> {
         let known = token.domain_cache().domain_keys.keys().next().copied();
         let Some(id) = known else {
             return Ok(());
@@ -589,22 +584,20 @@ impl Hsm {
     /// for every holder. Rate-limited to one reinitialisation per
     /// [`DOMAIN_KEY_REFIND_INTERVAL`]; requests that failed before a reinitialisation
     /// another request ran are retried without one.
-    pub(super) fn refinding_domain_keys<T>(
+    fn refinding_domain_keys<T>(
         &self,
         mut run: impl FnMut() -> Result<T, OpError>,
     ) -> Result<T, OpError> {
         let started = Instant::now();
         match run() {
-            Err(OpError::MissingDomainKey(id)) => match self.domain.get() {
-                Some(mode) if self.refind_domain_keys(mode, &id, started) => run(),
-                _ => Err(OpError::MissingDomainKey(id)),
-            },
+            Err(OpError::MissingDomainKey(id)) if self.refind_domain_keys(&id, started) => run(),
             other => other,
         }
     }
 
     /// Whether the library was reinitialised after `started` (by this call or another).
-    fn refind_domain_keys(&self, mode: &DomainMode, id: &DomainKeyId, started: Instant) -> bool {
+    fn refind_domain_keys(&self, id: &DomainKeyId, started: Instant) -> bool {
+        let mode = &self.materials;
         let mut last = mode.last_refind.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(at) = *last {
             if at >= started {
@@ -632,10 +625,7 @@ impl Hsm {
         wrapped: &WrappedMaterial,
         to: &DomainKeyId,
     ) -> Result<Vec<u8>, ProviderError> {
-        let mode = self
-            .domain
-            .get()
-            .ok_or_else(|| ProviderError::Internal("domain mode is off".into()))?;
+        let mode = &self.materials;
         let token = self.token()?;
         let from = self
             .domain_key_handle(&token, &wrapped.domain_key_id)

@@ -20,13 +20,11 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use zeroize::Zeroizing;
 
-use super::context_keys::{
-    CachedKey, ContextKeyName, ContextKeyStats, WriterChoice, RESERVOIR_BYTES,
-};
+use super::context_keys::{CachedKey, ContextKeyName, ContextKeyStats};
 use super::envelope::{derive_kek, unwrap_dek_as, DekUse};
 use super::{
-    bad_data, flatten_op_error, Hsm, HsmError, OnLostSession, OpError, ProviderError,
-    SessionObject, TimedSession, Token, IV_LEN, TAG_LEN, WRAPPED_DEK_LEN,
+    bad_data, flatten_op_error, Hsm, HsmError, OnLostSession, OpError, SessionObject, TimedSession,
+    Token, IV_LEN, TAG_LEN, WRAPPED_DEK_LEN,
 };
 use crate::model::MaterialId;
 
@@ -117,61 +115,7 @@ struct ContextKey<'s> {
     _transient: Option<SessionObject<'s>>,
 }
 
-impl Hsm {
-    /// Fills `out` from the reservoir of token randomness, refilling it with one
-    /// `C_GenerateRandom` when it runs dry.
-    pub fn draw_random(&self, out: &mut [u8]) -> Result<(), ProviderError> {
-        let mut reservoir = self.reservoir.lock().unwrap_or_else(|p| p.into_inner());
-        if reservoir.take(out) {
-            return Ok(());
-        }
-        let fresh = self.generate_random(RESERVOIR_BYTES.max(out.len()))?;
-        self.context_counters
-            .reservoir_refills
-            .fetch_add(1, Ordering::Relaxed);
-        reservoir.refill(fresh);
-        if reservoir.take(out) {
-            Ok(())
-        } else {
-            Err(ProviderError::Internal(
-                "the random reservoir came back short".into(),
-            ))
-        }
-    }
-
-    /// The salt to lock a new ciphertext of `writer` (the core's name for a key, material and
-    /// context) under a cached context key, or `None` when the context is cold and the
-    /// ciphertext is to use the per-message scheme. `None` too without a cache.
-    pub fn writer_salt(
-        &self,
-        writer: &[u8; 32],
-        material: &MaterialId,
-    ) -> Result<Option<[u8; 16]>, ProviderError> {
-        if self.config.context_key_cache == 0 {
-            self.context_counters
-                .cold_writes
-                .fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
-        }
-        let token = self.token()?;
-        let choice = token.context_keys().writer_salt(writer);
-        match choice {
-            WriterChoice::Salt(salt) => Ok(Some(salt)),
-            WriterChoice::NewSalt => {
-                let mut salt = [0u8; 16];
-                self.draw_random(&mut salt)?;
-                token.context_keys().start_writer(writer, material, salt);
-                Ok(Some(salt))
-            }
-            WriterChoice::Cold => {
-                self.context_counters
-                    .cold_writes
-                    .fetch_add(1, Ordering::Relaxed);
-                Ok(None)
-            }
-        }
-    }
-
+impl<M> Hsm<M> {
     pub fn context_key_stats(&self) -> ContextKeyStats {
         let size = self
             .current_token()
@@ -467,7 +411,7 @@ pub(super) fn trial_context_scheme(
     Ok(())
 }
 
-impl Hsm {
+impl<M> Hsm<M> {
     /// Which ciphertext schemes this token can run, each proved by a trial on throwaway
     /// session keys: 1 always (start-up already proved it), 2 when a derived generic secret
     /// can HMAC-SHA256, 3 when AES-GCM can wrap and unwrap with AAD.

@@ -2,7 +2,9 @@
 //!
 //! [`Hsm`] owns the loaded module, a pool of logged-in sessions, cached object handles and
 //! the recovery logic. Its operations are blocking: callers run them on blocking threads,
-//! never on async workers.
+//! never on async workers. It is one engine for two key providers (`provider.rs`): key
+//! materials as token objects (`Hsm<TokenMaterials>`, `materials.rs`) or wrapped under a
+//! domain key in the store (`Hsm<DomainWrapped>`, `domain.rs`).
 //!
 //! Key material objects are AES-256 token keys that can only derive (`CKA_DERIVE`); they are
 //! sensitive and non-extractable, and their `CKA_ID` is the key-material id. Everything else
@@ -22,11 +24,13 @@ mod embedded;
 mod envelope;
 mod error;
 mod locks;
+mod materials;
 mod pool;
 mod probe;
 mod provider;
 mod provision;
 mod setup_error;
+mod symmetric;
 mod timed;
 mod token;
 
@@ -37,6 +41,7 @@ pub use asymmetric::{
 };
 pub use context_keys::{ContextKeyStats, RESERVOIR_BYTES, WRITES_PER_SALT};
 pub use crossover::SealedParts;
+pub use domain::DomainWrapped;
 pub use embedded::{
     find_kryoptic_module, EmbeddedKryoptic, EmbeddedToken, EmbeddedTokenKind, UnknownEmbeddedToken,
     KRYOPTIC_LIBRARY,
@@ -44,31 +49,33 @@ pub use embedded::{
 pub use error::{HsmError, MaterialSourceError, ProviderError, Scope};
 use locks::Site;
 pub use locks::{DekLock, DekUnlock, LockedDek, MacInput, GCM_WRAPPED_DEK_LEN, MAC_TAG_LEN};
+pub use materials::TokenMaterials;
+use materials::{MaterialSpec, Materials};
 pub use pool::PoolStats;
 pub use probe::{probe_mechanisms, KeyWrap, MechanismReport};
-pub use provider::{Capabilities, KeyProvider, ProviderStats};
+pub use provider::{
+    AsymmetricPrimitives, Capabilities, CrossoverPrimitives, KeyMaterials, KeyProvider,
+    ProviderStats, SymmetricPrimitives, TokenAdoption,
+};
 pub use provision::{find_softhsm_module, EmbeddedSoftHsm};
 pub use setup_error::{DomainModeError, OpenError, ProvisionError};
 pub use timed::{CallObserver, ObjectScanLock, ObjectScanWaits, TimedSession};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use cryptoki::error::Error as CkError;
-use cryptoki::mechanism::aead::GcmParams;
-use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use secrecy::SecretString;
-use zeroize::Zeroizing;
 
-use crate::model::{KeyId, MaterialId, TokenKeyRef};
+use crate::model::{MaterialId, TokenKeyRef};
 use envelope::{derive_kek, generate_dek, trial_run, unwrap_dek, DekUse};
 use pool::{AcquireError, SessionPool};
+use token::Token;
 pub(crate) use token::{find_token, initialise};
-use token::{is_logged_in, log_in, Token};
 
 /// Label prefix of every token object p11kms creates; reconciliation only touches these.
 pub const OBJECT_LABEL_PREFIX: &str = "p11kms:";
@@ -116,8 +123,11 @@ pub struct HsmConfig {
     pub ciphertext_scheme: Option<u8>,
 }
 
-/// The gateway's handle on the HSM.
-pub struct Hsm {
+/// The gateway's handle on the HSM: the PKCS#11 engine (module, session pools, recovery,
+/// the primitives over object handles), and where its key materials live (`M`): token
+/// objects ([`TokenMaterials`], the default) or blobs wrapped under a domain key in the
+/// store ([`DomainWrapped`]). Each is a [`KeyProvider`]; start-up picks one.
+pub struct Hsm<M = TokenMaterials> {
     config: HsmConfig,
     current: RwLock<Option<Arc<Token>>>,
     /// A token that failed; finalised once no request holds it any more.
@@ -147,8 +157,8 @@ pub struct Hsm {
     timeouts: AtomicU64,
     /// Sessions the token lost (session-scope failures), each replaced by a fresh one.
     lost_sessions: AtomicU64,
-    /// Set once at start-up in domain-key mode (see [`domain`]).
-    domain: std::sync::OnceLock<domain::DomainMode>,
+    /// Where the key materials live, and how an operation finds their objects.
+    materials: M,
     reservoir: context_keys::SharedReservoir,
     context_counters: context_keys::ContextKeyCounters,
 }
@@ -172,7 +182,7 @@ impl Half {
     }
 }
 
-impl Hsm {
+impl Hsm<TokenMaterials> {
     /// Loads the module, finds the token, logs in and checks the mechanisms the ciphertext
     /// scheme needs. Fails with a message naming whatever is missing.
     pub fn open(
@@ -198,7 +208,7 @@ impl Hsm {
             recycles: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             lost_sessions: AtomicU64::new(0),
-            domain: std::sync::OnceLock::new(),
+            materials: TokenMaterials,
             reservoir: Default::default(),
             context_counters: Default::default(),
         };
@@ -232,10 +242,33 @@ impl Hsm {
         );
         Ok(hsm)
     }
+}
 
-    /// What the token can do, measured at start-up.
-    pub fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
+impl<M> Hsm<M> {
+    /// The same engine with its materials kept by `materials` instead.
+    fn with_materials<N>(self, materials: N) -> Hsm<N> {
+        Hsm {
+            config: self.config,
+            current: self.current,
+            retired: self.retired,
+            last_attempt: self.last_attempt,
+            reinitialisations: self.reinitialisations,
+            observer: self.observer,
+            token_writes: self.token_writes,
+            key_wrap: self.key_wrap,
+            adopted: self.adopted,
+            closed: self.closed,
+            capabilities: self.capabilities,
+            operations: self.operations,
+            recycling: self.recycling,
+            recycled: self.recycled,
+            recycles: self.recycles,
+            timeouts: self.timeouts,
+            lost_sessions: self.lost_sessions,
+            materials,
+            reservoir: self.reservoir,
+            context_counters: self.context_counters,
+        }
     }
 
     /// The scheme new symmetric ciphertexts are written with (1, 2 or 3).
@@ -283,276 +316,68 @@ impl Hsm {
     pub fn lost_sessions(&self) -> u64 {
         self.lost_sessions.load(Ordering::Relaxed)
     }
+}
 
-    /// A cheap round trip to the token, for readiness checks: a random byte, and one known
-    /// key object still findable (SoftHSM2 answers C_GenerateRandom even after its token
-    /// directory vanished).
-    pub fn check(&self) -> Result<(), ProviderError> {
-        let token = self.token()?;
-        let mut byte = [0u8; 1];
-        self.on_token_with(&token, |s| {
-            s.generate_random_slice(&mut byte).map_err(HsmError::from)
-        })?;
-        if self.domain.get().is_some() {
-            return self.check_domain_key(&token);
-        }
-        let known = token.materials_read().keys().next().copied();
-        if let Some((material, half)) = known {
-            let adopted = self.adopted_read().get(&material).cloned();
-            if self
-                .on_token_with(&token, |s| {
-                    find_object(s, &material, half, adopted.as_ref())
-                })?
-                .is_empty()
-            {
-                return Err(self.missing_material(&token, &material));
-            }
-        }
-        Ok(())
-    }
-
-    // === key material ===
-
-    /// Generates a new key material in the token: AES-256, derive-only, sensitive,
-    /// non-extractable, `CKA_ID` = the material id.
-    pub fn create_material(
-        &self,
-        key_id: &KeyId,
-        material: &MaterialId,
-    ) -> Result<(), ProviderError> {
-        if let Some(mode) = self.domain.get() {
-            return self.create_wrapped(mode, key_id, material, domain::MaterialSpec::Aes);
-        }
-        let label = format!("{OBJECT_LABEL_PREFIX}{key_id}");
-        let template = [
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(32.into()),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Derive(true),
-            Attribute::Encrypt(false),
-            Attribute::Decrypt(false),
-            Attribute::Wrap(false),
-            Attribute::Unwrap(false),
-            Attribute::Sign(false),
-            Attribute::Verify(false),
-            Attribute::Id(material.0.to_vec()),
-            Attribute::Label(label.into_bytes()),
-        ];
-        self.create_token_secret(material, &Mechanism::AesKeyGen, &template)
-    }
-
-    /// Generates a secret-key token object for `material` (serialised: SoftHSM fails
-    /// concurrent token-object creation) and caches its handle.
-    pub(super) fn create_token_secret(
+#[allow(private_bounds)] // `Materials` is sealed inside `hsm` (see `materials.rs`)
+impl<M: Materials> Hsm<M> {
+    /// Runs `op` with a session and the handle of a material's object, retrying once if
+    /// the cached handle turned out stale.
+    fn with_object<T>(
         &self,
         material: &MaterialId,
-        mechanism: &Mechanism,
-        template: &[Attribute],
-    ) -> Result<(), ProviderError> {
-        let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
-        let token = self.token()?;
-        // Not simply run again on a lost session: the key may have been made before the
-        // answer was lost, and a second object with the same CKA_ID would be another key.
-        // Look for it first, and make it only if it is not there.
-        let mut attempts = token.pool.size() + 1;
-        let handle = loop {
-            let made = self.on_pool(&token, &token.pool, OnLostSession::Fail, |s| {
-                s.generate_key(mechanism, template)
-                    .map_err(|e| OpError::Hsm(e.into()))
-            });
-            match outer_provider_error(made)? {
-                Ok(handle) => break handle,
-                Err(e) if e.scope == Scope::Session && !e.is_deadline() && attempts > 1 => {
-                    attempts -= 1;
-                    let found = self
-                        .on_token_with(&token, |s| find_object(s, material, Half::Secret, None))?;
-                    if let Some(&handle) = found.first() {
-                        tracing::info!(%material, "a key made before its session was lost is there");
-                        break handle;
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        self.cache_secret(&token, material, handle);
-        Ok(())
+        half: Half,
+        op: impl Fn(&TimedSession<'_>, ObjectHandle) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
+        self.with_objects([(material, half)], |s, [handle]| op(s, handle))
     }
 
-    /// Destroys a key material's token object; absent objects are not an error. An adopted
-    /// object is only forgotten: it belongs to whoever put it in the token.
-    pub fn destroy_material(&self, material: &MaterialId) -> Result<(), ProviderError> {
-        if let Some(token) = self.current_token() {
-            self.purge_context_keys(&token, material);
-        }
-        if let Some(mode) = self.domain.get() {
-            return self.destroy_wrapped(mode, material);
-        }
-        if let Some(token) = self.current_token() {
-            self.destroy_session_copy(&token, material)?;
-        }
-        if let Some(object) = self.adopted_mut().remove(material) {
-            if let Some(token) = self.current_token() {
-                token
-                    .materials_mut()
-                    .retain(|(cached, _), _| cached != material);
-            }
-            tracing::info!(%material, %object, "forgot an adopted key object; it stays in the token");
-            return Ok(());
-        }
-        let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
-        self.with_session(|token, s| {
-            token
-                .materials_mut()
-                .retain(|(cached, _), _| cached != material);
-            // Every object with the material's id: a secret key, or both halves of a pair.
-            for handle in
-                s.find_objects(&[Attribute::Token(true), Attribute::Id(material.0.to_vec())])?
-            {
-                s.destroy_object(handle)?;
-            }
-            Ok(())
-        })?
-        .map_err(ProviderError::from)
-    }
-
-    /// Material ids of every p11kms key object in the token, secret keys and both halves of
-    /// key pairs alike (for start-up reconciliation); each id once.
-    pub fn list_materials(&self) -> Result<Vec<MaterialId>, ProviderError> {
-        self.with_session(|_, s| {
-            let handles = s.find_objects(&[Attribute::Token(true)])?;
-            let mut seen = HashSet::new();
-            let mut out = Vec::new();
-            for handle in handles {
-                let attrs = s.get_attributes(handle, &[AttributeType::Label, AttributeType::Id])?;
-                let mut label_ok = false;
-                let mut id = None;
-                for attr in attrs {
-                    match attr {
-                        Attribute::Label(l) => {
-                            label_ok = l.starts_with(OBJECT_LABEL_PREFIX.as_bytes())
-                        }
-                        Attribute::Id(bytes) => id = <[u8; 32]>::try_from(bytes.as_slice()).ok(),
-                        _ => {}
-                    }
-                }
-                if let (true, Some(id)) = (label_ok, id) {
-                    if seen.insert(id) {
-                        out.push(MaterialId(id));
-                    }
-                }
-            }
-            Ok(out)
-        })?
-        .map_err(ProviderError::from)
-    }
-
-    // === the symmetric ciphertext primitives ===
-
-    /// Encrypts `plaintext` with AES-GCM (`iv`, `aad`) under a fresh data key, then locks
-    /// that key as `lock` says. Returns the payload (ciphertext and tag) and the locked key.
-    pub fn seal(
+    /// Runs `op` with a session and the handles of several material objects, once more
+    /// with handles looked up again if a cached one turned out stale (a session copy that
+    /// died with its session, an object the token forgot).
+    fn with_objects<T, const N: usize>(
         &self,
-        material: &MaterialId,
-        iv: &[u8; IV_LEN],
-        aad: &[u8],
-        plaintext: &[u8],
-        lock: &DekLock<'_>,
-    ) -> Result<(Vec<u8>, LockedDek), ProviderError> {
-        self.with_objects_on([(material, Half::Secret)], |token, s, [base]| {
-            let dek = SessionObject::new(s, generate_dek(s)?);
-            let mut iv_param = *iv;
-            let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
-            let payload = s.encrypt_sized(
-                &Mechanism::AesGcm(gcm),
-                dek.handle,
-                plaintext,
-                plaintext.len() + TAG_LEN,
-            )?;
-            let at = Site {
-                token,
-                s,
-                base,
-                material,
+        objects: [(&MaterialId, Half); N],
+        op: impl Fn(&TimedSession<'_>, [ObjectHandle; N]) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
+        self.with_objects_on(objects, |_, s, handles| op(s, handles))
+    }
+
+    /// [`Hsm::with_objects`], handing `op` the token too (for its context-key cache).
+    fn with_objects_on<T, const N: usize>(
+        &self,
+        objects: [(&MaterialId, Half); N],
+        op: impl Fn(&Arc<Token>, &TimedSession<'_>, [ObjectHandle; N]) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
+        // The token is taken inside, so that a library recycle to find a new domain key
+        // (which waits for every holder of the token) can run between the two attempts.
+        M::refinding(self, || {
+            let token = self.token().map_err(OpError::Provider)?;
+            let handles = |token: &Arc<Token>| -> Result<[ObjectHandle; N], OpError> {
+                let found = objects
+                    .iter()
+                    .map(|(material, half)| M::object_handle(self, token, material, *half))
+                    .collect::<Result<Vec<_>, _>>()?;
+                <[ObjectHandle; N]>::try_from(found).map_err(|_| {
+                    OpError::Provider(ProviderError::Internal("object handle count".into()))
+                })
             };
-            let locked = self.lock_dek(&at, lock, dek.handle, &payload)?;
-            Ok((payload, locked))
+            let first = handles(&token)?;
+            match self.on_token(&token, |s| op(&token, s, first)) {
+                Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope == Scope::Object => {
+                    let slots = objects.map(|(material, half)| (*material, half));
+                    M::forget_handles(self, &token, &slots);
+                    let again = handles(&token)?;
+                    self.on_token(&token, |s| op(&token, s, again))
+                }
+                other => other,
+            }
         })
-        .map_err(|e| e.into_provider())
     }
+}
 
-    /// Checks and unlocks the data key in the token and decrypts the payload with it.
-    pub fn open_sealed(
-        &self,
-        material: &MaterialId,
-        unlock: &DekUnlock<'_>,
-        iv: &[u8; IV_LEN],
-        aad: &[u8],
-        payload: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
-        self.with_objects_on([(material, Half::Secret)], |token, s, [base]| {
-            let at = Site {
-                token,
-                s,
-                base,
-                material,
-            };
-            let dek = self.unlock_dek(&at, unlock, DekUse::Decrypt)?;
-            let mut iv_param = *iv;
-            let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
-            // GCM's plaintext is 16 bytes shorter; SoftHSM2 asks for room for the whole input.
-            let plaintext = s
-                .decrypt_sized(&Mechanism::AesGcm(gcm), dek.handle, payload, payload.len())
-                .map_err(|e| bad_data(s, e))?;
-            Ok(Zeroizing::new(plaintext))
-        })
-        .map_err(|e| e.into_provider())
-    }
+// === sessions ===
 
-    /// Moves a data key from one material/context to another inside the token: unlock
-    /// into a sensitive session object that can only be wrapped, lock under the
-    /// destination, destroy. Neither the data key nor the payload reaches host memory.
-    pub fn rewrap(
-        &self,
-        source: &MaterialId,
-        unlock: &DekUnlock<'_>,
-        destination: &MaterialId,
-        lock: &DekLock<'_>,
-        payload: &[u8],
-    ) -> Result<LockedDek, ProviderError> {
-        self.with_objects_on(
-            [(source, Half::Secret), (destination, Half::Secret)],
-            |token, s, [src_base, dst_base]| {
-                let from = Site {
-                    token,
-                    s,
-                    base: src_base,
-                    material: source,
-                };
-                let dek = self.unlock_dek(&from, unlock, DekUse::Rewrap)?;
-                let to = Site {
-                    base: dst_base,
-                    material: destination,
-                    ..from
-                };
-                self.lock_dek(&to, lock, dek.handle, payload)
-            },
-        )
-        .map_err(|e| e.into_provider())
-    }
-
-    /// Random bytes from the token's generator.
-    pub fn generate_random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
-        let mut out = Zeroizing::new(vec![0u8; len]);
-        self.with_session(|_, s| s.generate_random_slice(&mut out).map_err(HsmError::from))??;
-        Ok(out)
-    }
-
-    // === sessions, handles and recovery ===
-
+impl<M> Hsm<M> {
     /// Runs `op` with a pooled session of the current token. A session wait that runs out
     /// is the outer `ProviderError::Busy`, never a PKCS#11 failure.
     fn with_session<T>(
@@ -649,146 +474,6 @@ impl Hsm {
         mut op: impl FnMut(&TimedSession<'_>) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
         flatten_op_error(self.on_token(token, |s| op(s).map_err(OpError::Hsm)))
-    }
-
-    /// Runs `op` with a session and the handle of a material's object, retrying once if
-    /// the cached handle turned out stale.
-    fn with_object<T>(
-        &self,
-        material: &MaterialId,
-        half: Half,
-        op: impl Fn(&TimedSession<'_>, ObjectHandle) -> Result<T, OpError>,
-    ) -> Result<T, OpError> {
-        self.with_objects([(material, half)], |s, [handle]| op(s, handle))
-    }
-
-    /// Runs `op` with a session and the handles of several material objects, once more
-    /// with handles looked up again if a cached one turned out stale (a session copy that
-    /// died with its session, an object the token forgot).
-    fn with_objects<T, const N: usize>(
-        &self,
-        objects: [(&MaterialId, Half); N],
-        op: impl Fn(&TimedSession<'_>, [ObjectHandle; N]) -> Result<T, OpError>,
-    ) -> Result<T, OpError> {
-        self.with_objects_on(objects, |_, s, handles| op(s, handles))
-    }
-
-    /// [`Hsm::with_objects`], handing `op` the token too (for its context-key cache).
-    fn with_objects_on<T, const N: usize>(
-        &self,
-        objects: [(&MaterialId, Half); N],
-        op: impl Fn(&Arc<Token>, &TimedSession<'_>, [ObjectHandle; N]) -> Result<T, OpError>,
-    ) -> Result<T, OpError> {
-        // The token is taken inside, so that a library recycle to find a new domain key
-        // (which waits for every holder of the token) can run between the two attempts.
-        self.refinding_domain_keys(|| {
-            let token = self.token().map_err(OpError::Provider)?;
-            let handles = |token: &Arc<Token>| -> Result<[ObjectHandle; N], OpError> {
-                let found = objects
-                    .iter()
-                    .map(|(material, half)| self.object_handle(token, material, *half))
-                    .collect::<Result<Vec<_>, _>>()?;
-                <[ObjectHandle; N]>::try_from(found).map_err(|_| {
-                    OpError::Provider(ProviderError::Internal("object handle count".into()))
-                })
-            };
-            let first = handles(&token)?;
-            match self.on_token(&token, |s| op(&token, s, first)) {
-                Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope == Scope::Object => {
-                    if self.domain.get().is_some() {
-                        let slots = objects.map(|(material, half)| (*material, half));
-                        self.forget_domain_handles(&token, &slots);
-                    }
-                    let again = handles(&token)?;
-                    self.on_token(&token, |s| op(&token, s, again))
-                }
-                other => other,
-            }
-        })
-    }
-
-    /// The cached handle of a material object, found by `CKA_ID` and class on first use.
-    fn object_handle(
-        &self,
-        token: &Arc<Token>,
-        material: &MaterialId,
-        half: Half,
-    ) -> Result<ObjectHandle, OpError> {
-        if let Some(mode) = self.domain.get() {
-            return self.domain_handle(mode, token, material, half);
-        }
-        self.token_object_handle(token, material, half)
-            .map_err(OpError::Provider)
-    }
-
-    /// [`Hsm::object_handle`] in token mode.
-    fn token_object_handle(
-        &self,
-        token: &Arc<Token>,
-        material: &MaterialId,
-        half: Half,
-    ) -> Result<ObjectHandle, ProviderError> {
-        if let Some(handle) = token.materials_read().get(&(*material, half)) {
-            return Ok(*handle);
-        }
-        let adopted = self.adopted_read().get(material).cloned();
-        let found = self.on_token_with(token, |s| {
-            let found = find_object(s, material, half, adopted.as_ref())?;
-            if !found.is_empty() {
-                return Ok(found);
-            }
-            // A session that is not logged in sees no private object: the token dropped
-            // the login (an HSM fail-over, a session timeout). Log in again (for every
-            // session of the application) and look again; look again also when another
-            // request logged in meanwhile.
-            if !is_logged_in(s.raw())? {
-                tracing::warn!("the HSM dropped the login; logging in again");
-                log_in(s.raw(), &self.config.user_pin)?;
-            }
-            find_object(s, material, half, adopted.as_ref())
-        })?;
-        match found.first() {
-            Some(&handle) => match half {
-                Half::Secret => Ok(self.cache_secret(token, material, handle)),
-                Half::Private | Half::Public => {
-                    token.materials_mut().insert((*material, half), handle);
-                    Ok(handle)
-                }
-            },
-            None => Err(self.missing_material(token, material)),
-        }
-    }
-
-    /// A material the store knows is not in the token. If the token shows no key objects
-    /// at all, the token itself is lost (SoftHSM2 keeps a token broken after its directory
-    /// vanished until the library is reinitialised), so recover it; otherwise only this key
-    /// is unavailable.
-    fn missing_material(&self, token: &Arc<Token>, material: &MaterialId) -> ProviderError {
-        // Any token object counts: a token may hold only key pairs or HMAC keys. A session
-        // that is not logged in sees only public objects (an HSM that dropped its login):
-        // that is the token's failure, not the key's.
-        let any = self.on_token_with(token, |s| {
-            if !is_logged_in(s.raw())? {
-                return Err(HsmError::gateway(
-                    "C_GetSessionInfo",
-                    "the session is not logged in",
-                    Scope::Token,
-                ));
-            }
-            Ok(s.find_objects(&[Attribute::Token(true)])?)
-        });
-        let failure = HsmError::gateway(
-            "C_FindObjects",
-            &format!("key material {material} not found"),
-            Scope::Token,
-        );
-        match any {
-            Ok(objects) if !objects.is_empty() => {
-                tracing::error!(%material, "key material is missing from the token");
-            }
-            _ => self.recover(token, &failure),
-        }
-        ProviderError::token_unavailable(&failure.function, &failure.rv)
     }
 }
 

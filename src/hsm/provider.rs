@@ -4,18 +4,32 @@
 //! runs primitives on key material it holds (seal, open, rewrap, sign, verify, MAC,
 //! generate, load) and answers in its own terms: a [`ProviderError`], and what it can do
 //! as [`Capabilities`]. The core maps both to KMS semantics (parsec's `Provide` trait plays
-//! the same part between its front end and its providers). [`Hsm`] is the PKCS#11
-//! provider, holding materials as token objects or, in domain mode, wrapped in the store.
+//! the same part between its front end and its providers).
+//!
+//! There are two providers, one PKCS#11 engine ([`Hsm`]) over two material locators:
+//! `Hsm<TokenMaterials>` holds each material as token objects, and `Hsm<DomainWrapped>`
+//! holds it wrapped under a domain key in the store, unwrapped on use into cached session
+//! objects (`hsm.key_storage = "domain"`). Start-up picks one; the core sees only
+//! `dyn KeyProvider`.
+//!
+//! [`KeyProvider`] is split by concern into the traits it extends, each implemented once,
+//! for both providers, next to the code it runs: [`KeyMaterials`] (`materials.rs`),
+//! [`TokenAdoption`] (`adopt.rs`), [`SymmetricPrimitives`] (`symmetric.rs`),
+//! [`CrossoverPrimitives`] (`crossover.rs`) and [`AsymmetricPrimitives`]
+//! (`asymmetric.rs`). Code holding a concrete `Hsm` imports the trait whose method it calls.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::Attribute;
 use zeroize::Zeroizing;
 
-use super::domain::{DomainCacheStats, WrappedMaterials};
+use super::domain::{domain_key_template, find_domain_key, DomainCacheStats};
 use super::{
-    AdoptableKey, AsymmetricCapabilities, ContextKeyStats, DekLock, DekUnlock, DomainModeError,
-    Hsm, LockedDek, MacHash, OaepHash, PairKind, PairUse, PoolStats, PrivateKeyParts,
-    ProviderError, PublicKeyParts, SealedParts, SignMechanism, Unadoptable, IV_LEN,
+    AdoptableKey, AsymmetricCapabilities, ContextKeyStats, DekLock, DekUnlock, Hsm, HsmError,
+    LockedDek, MacHash, Materials, OaepHash, PairKind, PairUse, PoolStats, PrivateKeyParts,
+    ProviderError, PublicKeyParts, Scope, SealedParts, SignMechanism, Unadoptable, IV_LEN,
 };
 use crate::model::{DomainKeyId, KeyId, MaterialId, TokenKeyRef};
 
@@ -66,15 +80,27 @@ pub struct ProviderStats {
 
 /// The in-token primitives the KMS core uses. Every call blocks: run it on a blocking
 /// thread, never on an async worker.
-pub trait KeyProvider: Send + Sync {
+pub trait KeyProvider:
+    KeyMaterials
+    + TokenAdoption
+    + SymmetricPrimitives
+    + CrossoverPrimitives
+    + AsymmetricPrimitives
+    + Send
+    + Sync
+{
     fn capabilities(&self) -> &Capabilities;
     fn stats(&self) -> ProviderStats;
     /// A cheap round trip that proves the key material is reachable (readiness).
     fn check(&self) -> Result<(), ProviderError>;
     /// Releases the provider at exit; `false` when a request still held it.
     fn shutdown(&self) -> bool;
+    /// Makes domain key `id`; `true` when the token trusts it.
+    fn create_domain_key(&self, id: &DomainKeyId) -> Result<bool, ProviderError>;
+}
 
-    // --- key material ---------------------------------------------------------------------
+/// Making and forgetting key material, wherever the provider keeps it.
+pub trait KeyMaterials {
     fn create_material(&self, key_id: &KeyId, material: &MaterialId) -> Result<(), ProviderError>;
     fn create_hmac_key(
         &self,
@@ -91,24 +117,22 @@ pub trait KeyProvider: Send + Sync {
     ) -> Result<(), ProviderError>;
     /// Absent material is not an error.
     fn destroy_material(&self, material: &MaterialId) -> Result<(), ProviderError>;
-    /// Every material the provider holds that p11kms made (start-up reconciliation).
+    /// Every p11kms material in the token (start-up reconciliation).
     fn list_materials(&self) -> Result<Vec<MaterialId>, ProviderError>;
+}
+
+/// Token keys p11kms did not make, used as key materials.
+pub trait TokenAdoption {
     /// The outer error is the provider's; the inner one says why the object is unsuitable.
     fn inspect_adoptable(
         &self,
         object: &TokenKeyRef,
     ) -> Result<Result<AdoptableKey, Unadoptable>, ProviderError>;
     fn register_adopted(&self, material: MaterialId, object: TokenKeyRef);
-    /// Keeps materials wrapped under a domain key in `source` from now on.
-    fn enable_domain_mode(
-        &self,
-        source: Arc<dyn WrappedMaterials>,
-        capacity: usize,
-    ) -> Result<(), DomainModeError>;
-    /// Makes domain key `id`; `true` when the token trusts it.
-    fn create_domain_key(&self, id: &DomainKeyId) -> Result<bool, ProviderError>;
+}
 
-    // --- randomness -------------------------------------------------------------------------
+/// Randomness and the symmetric ciphertext primitives.
+pub trait SymmetricPrimitives {
     fn generate_random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, ProviderError>;
     /// Fills `out` from a reservoir of the provider's randomness.
     fn draw_random(&self, out: &mut [u8]) -> Result<(), ProviderError>;
@@ -119,8 +143,6 @@ pub trait KeyProvider: Send + Sync {
         writer: &[u8; 32],
         material: &MaterialId,
     ) -> Result<Option<[u8; 16]>, ProviderError>;
-
-    // --- the symmetric ciphertext primitives ---------------------------------------------
     fn seal(
         &self,
         material: &MaterialId,
@@ -145,6 +167,10 @@ pub trait KeyProvider: Send + Sync {
         lock: &DekLock<'_>,
         payload: &[u8],
     ) -> Result<LockedDek, ProviderError>;
+}
+
+/// Moving a plaintext between a symmetric ciphertext and an RSA one inside the token.
+pub trait CrossoverPrimitives {
     fn sealed_to_rsa(
         &self,
         source: &SealedParts<'_>,
@@ -162,8 +188,10 @@ pub trait KeyProvider: Send + Sync {
         aad: &[u8],
         lock: &DekLock<'_>,
     ) -> Result<(Vec<u8>, LockedDek), ProviderError>;
+}
 
-    // --- asymmetric keys and MACs ---------------------------------------------------------
+/// Asymmetric keys and MACs.
+pub trait AsymmetricPrimitives {
     fn public_key(&self, material: &MaterialId) -> Result<PublicKeyParts, ProviderError>;
     fn rsa_encrypt(
         &self,
@@ -221,13 +249,10 @@ pub trait KeyProvider: Send + Sync {
 }
 
 // === impl KeyProvider for Hsm ===
-//
-// Each primitive is the inherent method of the same name (kept inherent so that start-up
-// code, benches and tests holding the concrete `Hsm` need no trait import).
 
-impl KeyProvider for Hsm {
+impl<M: Materials> KeyProvider for Hsm<M> {
     fn capabilities(&self) -> &Capabilities {
-        Hsm::capabilities(self)
+        &self.capabilities
     }
 
     fn stats(&self) -> ProviderStats {
@@ -237,228 +262,78 @@ impl KeyProvider for Hsm {
             recycles: self.recycles(),
             operation_timeouts: self.operation_timeouts(),
             lost_sessions: self.lost_sessions(),
-            domain_cache: self.domain_cache_stats(),
+            domain_cache: M::cache_stats(self),
             context_keys: self.context_key_stats(),
         }
     }
 
+    /// A random byte, and one known key object (or domain key) still findable: SoftHSM2
+    /// answers C_GenerateRandom even after its token directory vanished.
     fn check(&self) -> Result<(), ProviderError> {
-        Hsm::check(self)
+        let token = self.token()?;
+        let mut byte = [0u8; 1];
+        self.on_token_with(&token, |s| {
+            s.generate_random_slice(&mut byte).map_err(HsmError::from)
+        })?;
+        M::check_known(self, &token)
     }
 
+    /// Closes the idle sessions (logging them out) and finalises the library, at exit after
+    /// requests drained. Returns `false` when a request still held the token: its sessions
+    /// then close with the process. The token is not reopened afterwards.
     fn shutdown(&self) -> bool {
-        Hsm::shutdown(self)
+        self.closed.store(true, Ordering::SeqCst);
+        let current = self
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let retired = self
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let mut clean = true;
+        for token in [current, retired].into_iter().flatten() {
+            match Arc::try_unwrap(token) {
+                Ok(token) => token.finalize(),
+                Err(in_use) => {
+                    in_use.pool.close_idle();
+                    in_use.key_pairs.close_idle();
+                    clean = false;
+                }
+            }
+        }
+        clean
     }
 
-    fn create_material(&self, key_id: &KeyId, material: &MaterialId) -> Result<(), ProviderError> {
-        Hsm::create_material(self, key_id, material)
-    }
-
-    fn create_hmac_key(
-        &self,
-        key_id: &KeyId,
-        material: &MaterialId,
-        len: usize,
-    ) -> Result<(), ProviderError> {
-        Hsm::create_hmac_key(self, key_id, material, len)
-    }
-
-    fn create_key_pair(
-        &self,
-        key_id: &KeyId,
-        material: &MaterialId,
-        kind: PairKind,
-        usage: PairUse,
-    ) -> Result<(), ProviderError> {
-        Hsm::create_key_pair(self, key_id, material, kind, usage)
-    }
-
-    fn destroy_material(&self, material: &MaterialId) -> Result<(), ProviderError> {
-        Hsm::destroy_material(self, material)
-    }
-
-    fn list_materials(&self) -> Result<Vec<MaterialId>, ProviderError> {
-        Hsm::list_materials(self)
-    }
-
-    fn inspect_adoptable(
-        &self,
-        object: &TokenKeyRef,
-    ) -> Result<Result<AdoptableKey, Unadoptable>, ProviderError> {
-        Hsm::inspect_adoptable(self, object)
-    }
-
-    fn register_adopted(&self, material: MaterialId, object: TokenKeyRef) {
-        Hsm::register_adopted(self, material, object)
-    }
-
-    fn enable_domain_mode(
-        &self,
-        source: Arc<dyn WrappedMaterials>,
-        capacity: usize,
-    ) -> Result<(), DomainModeError> {
-        Hsm::enable_domain_mode(self, source, capacity)
-    }
-
+    /// Generates a domain key with `CKA_ID` = `id` in the token. It is made `CKA_TRUSTED`
+    /// where the logged-in user may set that (Kryoptic); where only the SO may (SoftHSM2),
+    /// it is made without, because a trusted secret key there must be a public object,
+    /// usable by anyone without a PIN. Returns whether the key is trusted.
     fn create_domain_key(&self, id: &DomainKeyId) -> Result<bool, ProviderError> {
-        Hsm::create_domain_key(self, id)
-    }
-
-    fn generate_random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
-        Hsm::generate_random(self, len)
-    }
-
-    fn draw_random(&self, out: &mut [u8]) -> Result<(), ProviderError> {
-        Hsm::draw_random(self, out)
-    }
-
-    fn writer_salt(
-        &self,
-        writer: &[u8; 32],
-        material: &MaterialId,
-    ) -> Result<Option<[u8; 16]>, ProviderError> {
-        Hsm::writer_salt(self, writer, material)
-    }
-
-    fn seal(
-        &self,
-        material: &MaterialId,
-        iv: &[u8; IV_LEN],
-        aad: &[u8],
-        plaintext: &[u8],
-        lock: &DekLock<'_>,
-    ) -> Result<(Vec<u8>, LockedDek), ProviderError> {
-        Hsm::seal(self, material, iv, aad, plaintext, lock)
-    }
-
-    fn open_sealed(
-        &self,
-        material: &MaterialId,
-        unlock: &DekUnlock<'_>,
-        iv: &[u8; IV_LEN],
-        aad: &[u8],
-        payload: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
-        Hsm::open_sealed(self, material, unlock, iv, aad, payload)
-    }
-
-    fn rewrap(
-        &self,
-        source: &MaterialId,
-        unlock: &DekUnlock<'_>,
-        destination: &MaterialId,
-        lock: &DekLock<'_>,
-        payload: &[u8],
-    ) -> Result<LockedDek, ProviderError> {
-        Hsm::rewrap(self, source, unlock, destination, lock, payload)
-    }
-
-    fn sealed_to_rsa(
-        &self,
-        source: &SealedParts<'_>,
-        destination: &MaterialId,
-        hash: OaepHash,
-    ) -> Result<Vec<u8>, ProviderError> {
-        Hsm::sealed_to_rsa(self, source, destination, hash)
-    }
-
-    fn rsa_to_sealed(
-        &self,
-        source: &MaterialId,
-        hash: OaepHash,
-        ciphertext: &[u8],
-        destination: &MaterialId,
-        iv: &[u8; IV_LEN],
-        aad: &[u8],
-        lock: &DekLock<'_>,
-    ) -> Result<(Vec<u8>, LockedDek), ProviderError> {
-        Hsm::rsa_to_sealed(self, source, hash, ciphertext, destination, iv, aad, lock)
-    }
-
-    fn public_key(&self, material: &MaterialId) -> Result<PublicKeyParts, ProviderError> {
-        Hsm::public_key(self, material)
-    }
-
-    fn rsa_encrypt(
-        &self,
-        material: &MaterialId,
-        hash: OaepHash,
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>, ProviderError> {
-        Hsm::rsa_encrypt(self, material, hash, plaintext)
-    }
-
-    fn rsa_decrypt(
-        &self,
-        material: &MaterialId,
-        hash: OaepHash,
-        ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
-        Hsm::rsa_decrypt(self, material, hash, ciphertext)
-    }
-
-    fn rsa_rewrap(
-        &self,
-        source: &MaterialId,
-        source_hash: OaepHash,
-        ciphertext: &[u8],
-        destination: &MaterialId,
-        destination_hash: OaepHash,
-        limit: usize,
-    ) -> Result<Option<Vec<u8>>, ProviderError> {
-        Hsm::rsa_rewrap(
-            self,
-            source,
-            source_hash,
-            ciphertext,
-            destination,
-            destination_hash,
-            limit,
-        )
-    }
-
-    fn sign_digest(
-        &self,
-        material: &MaterialId,
-        mechanism: SignMechanism,
-        data: &[u8],
-    ) -> Result<Vec<u8>, ProviderError> {
-        Hsm::sign_digest(self, material, mechanism, data)
-    }
-
-    fn verify_digest(
-        &self,
-        material: &MaterialId,
-        mechanism: SignMechanism,
-        data: &[u8],
-        signature: &[u8],
-    ) -> Result<bool, ProviderError> {
-        Hsm::verify_digest(self, material, mechanism, data, signature)
-    }
-
-    fn hmac(
-        &self,
-        material: &MaterialId,
-        hash: MacHash,
-        message: &[u8],
-    ) -> Result<Vec<u8>, ProviderError> {
-        Hsm::hmac(self, material, hash, message)
-    }
-
-    fn hmac_verify(
-        &self,
-        material: &MaterialId,
-        hash: MacHash,
-        message: &[u8],
-        mac: &[u8],
-    ) -> Result<bool, ProviderError> {
-        Hsm::hmac_verify(self, material, hash, message, mac)
-    }
-
-    fn generate_exportable_pair(
-        &self,
-        kind: PairKind,
-    ) -> Result<(PublicKeyParts, PrivateKeyParts), ProviderError> {
-        Hsm::generate_exportable_pair(self, kind)
+        let _serial = self.token_writes.lock().unwrap_or_else(|p| p.into_inner());
+        let made = self.with_session(|_, s| {
+            if find_domain_key(s.raw(), &id.0)?.is_some() {
+                return Err(HsmError::gateway(
+                    "C_FindObjects",
+                    "a domain key with this id is already in the token",
+                    Scope::Data,
+                ));
+            }
+            let mut untrusted = domain_key_template(&id.0);
+            untrusted.push(Attribute::ValueLen(32.into()));
+            let mut trusted = untrusted.clone();
+            trusted.push(Attribute::Trusted(true));
+            match s.generate_key(&Mechanism::AesKeyGen, &trusted) {
+                Ok(_) => return Ok(true),
+                Err(e) => {
+                    tracing::info!(error = %HsmError::from(e), "the token does not let the user make a trusted key; the domain key is not trusted");
+                }
+            }
+            s.generate_key(&Mechanism::AesKeyGen, &untrusted)?;
+            Ok(false)
+        })?;
+        made.map_err(ProviderError::from)
     }
 }

@@ -31,7 +31,7 @@ pub enum OpenError {
     SchemeUnavailable { configured: u8, runs: String },
 }
 
-/// `Hsm::enable_domain_mode`: the token's wrap mechanism or the domain key.
+/// `Hsm::into_domain_wrapped`: the token's wrap mechanism or the domain key.
 #[derive(Debug, thiserror::Error)]
 pub enum DomainModeError {
     #[error("the token went away during start-up")]
@@ -52,8 +52,6 @@ pub enum DomainModeError {
          `p11kms domain create` on a new deployment, or enrol this token in the domain"
     )]
     KeyNotInToken(DomainKeyId),
-    #[error("domain mode was enabled twice")]
-    EnabledTwice,
 }
 
 /// The embedded token's files under the data directory, and its initialisation.

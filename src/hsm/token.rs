@@ -47,7 +47,7 @@ pub(super) struct Token {
     pub(super) object_scans: Option<super::timed::ObjectScanLock>,
 }
 
-impl Hsm {
+impl<M> Hsm<M> {
     pub(super) fn recover(&self, token: &Arc<Token>, error: &HsmError) {
         match error.scope {
             Scope::Object => {
@@ -72,35 +72,6 @@ impl Hsm {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    /// Closes the idle sessions (logging them out) and finalises the library, at exit after
-    /// requests drained. Returns `false` when a request still held the token: its sessions
-    /// then close with the process. The token is not reopened afterwards.
-    pub fn shutdown(&self) -> bool {
-        self.closed.store(true, Ordering::SeqCst);
-        let current = self
-            .current
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let retired = self
-            .retired
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let mut clean = true;
-        for token in [current, retired].into_iter().flatten() {
-            match Arc::try_unwrap(token) {
-                Ok(token) => token.finalize(),
-                Err(in_use) => {
-                    in_use.pool.close_idle();
-                    in_use.key_pairs.close_idle();
-                    clean = false;
-                }
-            }
-        }
-        clean
     }
 
     /// The current token, reopening a lost one with backoff.
@@ -162,7 +133,7 @@ impl Hsm {
     }
 }
 
-impl Hsm {
+impl<M> Hsm<M> {
     /// The planned recycle: take the token out of service, let the requests holding it
     /// finish (new ones wait in `wait_for_recycle`), then `C_Finalize` and open it again.
     /// If requests still hold it after the session deadline, it goes back into service

@@ -302,7 +302,7 @@ impl KmsService {
 
     /// ReEncrypt of an RSA ciphertext (the caller named its key), in the token: OAEP unwrap
     /// into a sensitive session secret, then OAEP wrap under an RSA destination, or GCM wrap
-    /// into a new symmetric ciphertext (`Hsm::rsa_to_sealed`).
+    /// into a new symmetric ciphertext (`CrossoverPrimitives::rsa_to_sealed`).
     pub(super) fn re_encrypt_from_rsa(
         &self,
         source: &Authorized<KeyRecord>,

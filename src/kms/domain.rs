@@ -12,10 +12,9 @@ use std::sync::Arc;
 mod error;
 pub use error::DomainSetupError;
 
-use super::KmsService;
 use crate::error::KmsError;
 use crate::hsm::domain::WrappedMaterials;
-use crate::hsm::{Hsm, KeyProvider, MaterialSourceError};
+use crate::hsm::{DomainWrapped, Hsm, KeyProvider, MaterialSourceError};
 use crate::model::{
     now_epoch, DomainKeyId, DomainKeyRecord, DomainKeyState, MaterialId, WrappedMaterial,
 };
@@ -72,14 +71,15 @@ fn active_domain_key(store: &dyn MetadataStore) -> Result<Option<DomainKeyId>, K
         .map(|k| k.id))
 }
 
-/// Turns the service's HSM to domain mode at start-up. With no active domain key in the
-/// store, `may_create` (the embedded default) makes one; otherwise start-up fails.
+/// The domain-wrapped provider over `hsm`'s engine, its materials kept in `store`, chosen
+/// at start-up. With no active domain key in the store, `may_create` (the embedded
+/// default) makes one; otherwise start-up fails.
 pub fn start(
-    service: &KmsService,
+    store: Arc<dyn MetadataStore>,
+    hsm: Hsm,
     may_create: bool,
     capacity: usize,
-) -> Result<(), DomainSetupError> {
-    let store = service.store.clone();
+) -> Result<Hsm<DomainWrapped>, DomainSetupError> {
     if active_domain_key(store.as_ref())
         .map_err(DomainSetupError::kms(
             "cannot read the domain keys from the store",
@@ -89,12 +89,10 @@ pub fn start(
         if !may_create {
             return Err(DomainSetupError::NoActiveKeyToServe);
         }
-        let id = create_domain_key(store.as_ref(), service.hsm())?;
+        let id = create_domain_key(store.as_ref(), &hsm)?;
         tracing::warn!(domain_key = %id, "created the domain key in the embedded token");
     }
-    Ok(service
-        .hsm
-        .enable_domain_mode(Arc::new(StoreMaterials(store)), capacity)?)
+    Ok(hsm.into_domain_wrapped(Arc::new(StoreMaterials(store)), capacity)?)
 }
 
 /// Makes a domain key in the token and records it as the store's active one. Refused if
@@ -151,9 +149,9 @@ fn members_of(
 
 /// Records this process's token as a member of domain key `id` (once: a recorded token
 /// keeps its first row); returns the record.
-fn record_this_token(
+fn record_this_token<M>(
     store: &dyn MetadataStore,
-    hsm: &Hsm,
+    hsm: &Hsm<M>,
     id: &DomainKeyId,
     enrolled_by: &str,
 ) -> Result<DomainMember, DomainSetupError> {
@@ -283,7 +281,7 @@ pub fn prepare_rotation(
 /// rotation.
 pub fn activate_rotation(
     store: &dyn MetadataStore,
-    hsm: &Hsm,
+    hsm: &Hsm<DomainWrapped>,
 ) -> Result<RotationReport, DomainSetupError> {
     let keys = read_domain_keys(store)?;
     let active = *keys_in(&keys, DomainKeyState::Active)
@@ -341,7 +339,7 @@ pub struct RotationReport {
 /// would not hold the new D) or a prepared rotation is pending.
 pub fn rotate_domain_key(
     store: &dyn MetadataStore,
-    hsm: &Hsm,
+    hsm: &Hsm<DomainWrapped>,
 ) -> Result<RotationReport, DomainSetupError> {
     let keys = read_domain_keys(store)?;
     let active = *keys_in(&keys, DomainKeyState::Active)
@@ -402,7 +400,7 @@ pub fn rotate_domain_key(
 /// Rewraps every blob under the `retiring` keys under `new_key` and retires them.
 fn finish_rotation(
     store: &dyn MetadataStore,
-    hsm: &Hsm,
+    hsm: &Hsm<DomainWrapped>,
     new_key: DomainKeyId,
     retiring: Vec<DomainKeyId>,
 ) -> Result<RotationReport, DomainSetupError> {
@@ -432,7 +430,7 @@ fn finish_rotation(
 
 fn rewrap_all(
     store: &dyn MetadataStore,
-    hsm: &Hsm,
+    hsm: &Hsm<DomainWrapped>,
     old: &DomainKeyId,
     new_key: &DomainKeyId,
 ) -> Result<u64, DomainSetupError> {

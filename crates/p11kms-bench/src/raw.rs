@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
-use p11kms::hsm::{Hsm, HsmConfig};
+use p11kms::hsm::{Hsm, HsmConfig, KeyMaterials, SymmetricPrimitives};
 use p11kms::kms::ciphertext::{self, Envelope};
 use p11kms::model::{KeyId, MaterialId};
 
