@@ -61,10 +61,10 @@ SPY_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11-spy.so
 #   gcc, libc6-dev  C compiler for crates that build C (rusqlite's bundled SQLite, jemalloc)
 #   make            jemalloc's build (tikv-jemalloc-sys runs configure and make)
 #   curl            rustup bootstrap when no Rust toolchain is present
-#   python3-yaml    YAML parser for tests/deploy.rs (compose and Kubernetes manifests)
+#   python3-yaml    YAML parser for tests/gateway/deploy.rs (compose and Kubernetes manifests)
 #   systemd         systemd-analyze verify of deploy/systemd/p11kms.service
 #   libp11-kit-dev  pkcs11.h, to build the network-HSM emulator tools/pkcs11-delay
-#   openssl         the openssl command: test CAs and certificates for tests/tls.rs and tests/e2e/test_tls.py
+#   openssl         the openssl command: test CAs and certificates for tests/gateway/tls.rs and tests/e2e/test_tls.py
 #   postgresql      PostgreSQL 15 on bookworm (initdb, pg_ctl, postgres, psql, pg_isready): the PostgreSQL
 #                   store's tests start a private server of their own (tests/pg_server: initdb into a
 #                   temp dir, own port, run as the postgres user when root). They never use the

@@ -4,9 +4,6 @@
 //!
 //! Certificates are made at test time with the `openssl` command (`apt-get install openssl`);
 //! the clients here are rustls on the ring provider, blocking.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,7 +12,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use crate::common::TestServer;
 use p11kms::config::TlsConfig;
 use p11kms::tls::Tls;
 use rustls::pki_types::pem::PemObject;

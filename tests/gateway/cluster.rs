@@ -10,11 +10,6 @@
 //! each further one joins by the ceremony (`join-request`, `enrol` on the first, `join`), as
 //! `scripts/cluster.sh` does; one test runs the script itself. Longer variants:
 //! `P11KMS_CLUSTER_TRIALS=50` (DisableKey propagation trials, default 10).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod cluster_script;
-mod common;
-mod pg_server;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,15 +17,15 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::cluster_script::ScriptCluster;
+use crate::common::*;
+use crate::pg_server::PgServer;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{
     EncryptionAlgorithmSpec, KeySpec, KeyUsageType, MacAlgorithmSpec, MessageType,
     SigningAlgorithmSpec,
 };
 use aws_sdk_kms::Client;
-use cluster_script::ScriptCluster;
-use common::*;
-use pg_server::PgServer;
 
 /// Runs `p11kms ARGS` on the embedded token under `data_dir` with the store at `url`;
 /// asserts success and returns stdout.

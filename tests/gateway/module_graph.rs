@@ -5,8 +5,6 @@
 //! Nor does it name the core's error type: it answers `hsm::ProviderError`, which the core
 //! maps. The core reaches the HSM through `hsm::KeyProvider`, not the concrete `Hsm`. And
 //! errors are types, not strings: no `Result<_, String>` in `src/`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::{Path, PathBuf};
 
 /// Every `.rs` file under `dir`, at any depth.

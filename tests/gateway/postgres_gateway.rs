@@ -1,15 +1,11 @@
 //! The gateway on the PostgreSQL store: what a client sees while PostgreSQL is down, and
 //! recovery without a restart once it is back; the store's metrics; the password kept out
 //! of the log.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-mod pg_server;
 
 use std::time::{Duration, Instant};
 
-use common::*;
-use pg_server::PgServer;
+use crate::common::*;
+use crate::pg_server::PgServer;
 
 async fn http_get(url: &str) -> (u16, String) {
     let resp = reqwest::get(url).await.expect("GET");

@@ -1,15 +1,12 @@
 //! Key rotation: EnableKeyRotation, DisableKeyRotation, GetKeyRotationStatus,
 //! RotateKeyOnDemand, ListKeyRotations, and the automatic rotation job.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::RotationType;
 use aws_sdk_kms::Client;
-use common::*;
 
 const DAY: i64 = 86_400;
 

@@ -4,15 +4,12 @@
 //! every other; outputs are fresh; any changed byte of a scheme 2 or 3 ciphertext fails in
 //! Decrypt and in ReEncrypt; the cache's metrics count; and a pinned scheme is honoured or,
 //! when the token cannot run it, refused at start-up.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::collections::HashMap;
 
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::Client;
-use common::*;
 
 /// The environment of a gateway on Kryoptic, or `None` (see `kryoptic_module_or_skip`).
 fn kryoptic_env() -> Option<Vec<(&'static str, String)>> {

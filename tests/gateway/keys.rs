@@ -1,18 +1,15 @@
 //! Key management: CreateKey, DescribeKey, ListKeys, EnableKey/DisableKey,
 //! ScheduleKeyDeletion/CancelKeyDeletion, UpdateKeyDescription and the background deletion job.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::common::*;
 #[allow(deprecated)]
 use aws_sdk_kms::types::CustomerMasterKeySpec;
 use aws_sdk_kms::types::{
     EncryptionAlgorithmSpec, KeyManagerType, KeySpec, KeyState, KeyUsageType, OriginType, Tag,
 };
-use common::*;
 
 const DAY: i64 = 86_400;
 

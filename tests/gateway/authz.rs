@@ -1,15 +1,12 @@
 //! Who may do what: key policies, identity policies, grants and cross-account use, through
 //! the real `aws-sdk-kms` client with several credentials against a real server.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{GrantConstraints, GrantOperation, KeySpec, KeyUsageType};
 use aws_sdk_kms::Client;
 use serde_json::{json, Value};
 
-use common::*;
+use crate::common::*;
 
 const OTHER_ACCOUNT: &str = "444455556666";
 const ROOT: &str = "arn:aws:iam::111122223333:root";

@@ -10,21 +10,18 @@
 //!
 //! One test per token. Kryoptic's runs only when its library is there, as in
 //! `tests/kryoptic.rs`: without it the test says so and passes, except in CI (`CI` set).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::common::*;
 use aws_sdk_kms::config::http::HttpResponse;
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::EncryptionAlgorithmSpec;
 use aws_sdk_kms::Client;
-use common::*;
 use serde::Deserialize;
 
 /// Offsets of scheme 1 (src/kms/ciphertext.rs at ca7dec4), frozen with the corpus.

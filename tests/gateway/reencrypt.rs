@@ -1,16 +1,13 @@
 //! ReEncrypt: source and destination key forms, encryption context, key material ids,
 //! rotation, key states, bad ciphertexts and DryRun.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
+use crate::common::*;
 use aws_sdk_kms::operation::re_encrypt::ReEncryptOutput;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, EncryptionAlgorithmSpec};
 use aws_sdk_kms::Client;
-use common::*;
 
 const MESSAGE: &[u8] = b"test message 123 !%$@ 1234567890";
 

@@ -1,12 +1,9 @@
 //! Cryptography: Encrypt/Decrypt, encryption context, GenerateDataKey(WithoutPlaintext),
 //! GenerateRandom and DryRun.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, EncryptionAlgorithmSpec};
-use common::*;
 
 const MESSAGE: &[u8] = b"test message 123 !%$@ 1234567890";
 

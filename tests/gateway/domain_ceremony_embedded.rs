@@ -4,16 +4,12 @@
 //! embedded token's generated PINs (`user.pin`, and `so.pin` for `enrol`), and a replica that
 //! never ran gets its token made by `join-request`. The chain holder → second → third shows
 //! that a joined token can enrol the next one.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-mod pg_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::put_domain_key_in_embedded_token;
-use pg_server::PgServer;
+use crate::common::put_domain_key_in_embedded_token;
+use crate::pg_server::PgServer;
 use serde_json::Value;
 
 fn domain(dir: &Path, store: &str, args: &[&str]) -> Output {

@@ -6,21 +6,17 @@
 //! opens nothing: a new cluster with a domain key of its own refuses it.
 //!
 //! `P11KMS_BACKUP_KEYS=N` adds N symmetric keys, each with a ciphertext (default 100).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod cluster_script;
-mod common;
 
 use std::time::Instant;
 
+use crate::cluster_script::{run_script, ScriptCluster};
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{
     EncryptionAlgorithmSpec, GrantOperation, KeySpec, KeyUsageType, MacAlgorithmSpec,
     SigningAlgorithmSpec,
 };
 use aws_sdk_kms::Client;
-use cluster_script::{run_script, ScriptCluster};
-use common::*;
 
 async fn make_key(kms: &Client, spec: KeySpec, usage: KeyUsageType) -> String {
     kms.create_key()

@@ -7,16 +7,13 @@
 //!
 //! `P11KMS_STORE_LOST_UPDATE_TRIALS` sets the trials of the cross-connection lost-update
 //! test (default 200).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 mod conformance;
-#[path = "../pg_server/mod.rs"]
-mod pg_server;
+use crate::pg_server;
 
 use std::time::{Duration, Instant};
 
+use crate::pg_server::PgServer;
 use p11kms::store::{MetadataStore, PostgresSettings, PostgresStore, SqliteStore, StoreError};
-use pg_server::PgServer;
 use secrecy::SecretString;
 
 fn lost_update_trials() -> usize {

@@ -5,8 +5,6 @@
 //!
 //! YAML is parsed by Python's `yaml` (PyYAML; `scripts/test.sh` installs the Python test
 //! dependencies), converted to JSON and checked here.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;

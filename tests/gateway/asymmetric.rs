@@ -6,17 +6,14 @@
 //! the gateway, data key pairs parse and match. Where the token lacks a mechanism (SoftHSM
 //! 2.6.1 has no OAEP with SHA-256 and no AES-GCM key wrapping), the test accepts either a
 //! working round trip or the gateway's UnsupportedOperationException that names it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{
     DataKeyPairSpec, EncryptionAlgorithmSpec, KeySpec, KeyUsageType, MacAlgorithmSpec, MessageType,
     SigningAlgorithmSpec,
 };
 use aws_sdk_kms::Client;
-use common::*;
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
 use rsa::traits::PublicKeyParts;
 use sha2::Digest;

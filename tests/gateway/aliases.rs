@@ -1,14 +1,11 @@
 //! Aliases: CreateAlias, UpdateAlias, DeleteAlias, ListAliases.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::collections::HashSet;
 
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::AliasListEntry;
 use aws_sdk_kms::Client;
-use common::*;
 
 async fn create_alias(kms: &Client, name: &str, target: &str) {
     kms.create_alias()

@@ -1,12 +1,9 @@
 //! Operability: HSM outage and recovery, throttling under a saturated session pool,
 //! Prometheus metrics and the audit trail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 async fn http_get(url: &str) -> (u16, String) {
     let resp = reqwest::get(url).await.expect("GET");

@@ -13,10 +13,6 @@
 //!
 //! `P11KMS_ROTATION_KEYS` sets how many extra keys exist before the rotation (default 40);
 //! the activation's time is printed (`--nocapture`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-mod pg_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -24,14 +20,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
+use crate::pg_server::PgServer;
 use aws_sdk_kms::error::DisplayErrorContext;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, MessageType, SigningAlgorithmSpec};
 use aws_sdk_kms::Client;
-use common::*;
 use p11kms::model::{DomainKeyId, DomainKeyState, MaterialId};
 use p11kms::store::{MetadataStore, PostgresSettings, PostgresStore, SqliteStore};
-use pg_server::PgServer;
 use secrecy::SecretString;
 use serde_json::Value;
 

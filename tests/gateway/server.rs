@@ -1,12 +1,10 @@
 //! Server-level behaviour: state survives a restart, concurrent requests, and the log keeps
 //! secrets out.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+use crate::common;
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, KeyState};
-use common::*;
 
 #[tokio::test]
 async fn keys_aliases_and_ciphertexts_survive_a_restart() {

@@ -1,13 +1,10 @@
 //! Authentication and wire protocol, checked with hand-signed raw HTTP requests (reqwest +
 //! aws-sigv4) and with the SDK where it can express the case.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::{Duration, SystemTime};
 
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
-use common::*;
 
 const ONE_MIB: usize = 1024 * 1024;
 

@@ -9,14 +9,10 @@
 //! private server, `tests/pg_server`), with the same body.
 //!
 //! `P11KMS_LOST_UPDATE_TRIALS` sets the number of trials (default 200).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-mod pg_server;
-
+use crate::common::*;
+use crate::pg_server::PgServer;
 use aws_sdk_kms::types::KeyState;
-use common::*;
-use pg_server::PgServer;
 
 fn trials() -> usize {
     std::env::var("P11KMS_LOST_UPDATE_TRIALS")

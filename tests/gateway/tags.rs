@@ -1,13 +1,10 @@
 //! Tags: TagResource, UntagResource, ListResourceTags, and tag validation in CreateKey.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::collections::BTreeMap;
 
+use crate::common::*;
 use aws_sdk_kms::types::Tag;
 use aws_sdk_kms::Client;
-use common::*;
 
 fn tag(k: &str, v: &str) -> Tag {
     Tag::builder().tag_key(k).tag_value(v).build().unwrap()

@@ -3,19 +3,16 @@
 //! first start): every cryptographic operation, a restart with an empty cache, a domain-key
 //! rotation by `p11kms domain rotate`, the cache metrics with a tiny capacity, and a second
 //! gateway process on the same SQLite file and token.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::process::Command;
 
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{
     DataKeySpec, EncryptionAlgorithmSpec, KeySpec, KeyUsageType, MacAlgorithmSpec, MessageType,
     SigningAlgorithmSpec,
 };
 use aws_sdk_kms::Client;
-use common::*;
 use p256::ecdsa::signature::Verifier;
 use p256::pkcs8::DecodePublicKey;
 

@@ -5,9 +5,6 @@
 //!
 //! Mounting needs root (CAP_SYS_ADMIN); without it the tests say why and pass without
 //! running. CI runs as root.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -15,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A small tmpfs mounted on a fresh directory, unmounted on drop.
 struct SmallTmpfs {
