@@ -6,7 +6,8 @@
 # Meant for a fresh Debian (bookworm) machine, run as root or by a user with
 # sudo.  It installs what is missing, then runs, in order:
 #
-#   1. cargo fmt --check
+#   1. cargo fmt --check, and scripts/check-feature-parity.py (the tests resolve every shared
+#      dependency with the shipped build's features, so cargo test reuses that build)
 #   2. cargo clippy --all-targets --workspace -- -D warnings (the library, the bench and the
 #      two FFI crates)
 #   3. cargo build --release --workspace (p11kms and p11kms-bench), and the Kryoptic token
@@ -30,7 +31,7 @@
 #   P11KMS_CONFORMANCE_DIR  conformance suite folder (default: <repo>/../shared/conformance)
 #   CARGO_TARGET_DIR        honoured as usual (the binary is taken from there)
 #   PYTHON                  interpreter for the virtualenv (default: python3)
-#   P11KMS_TEST_SKIP        space-separated stages to skip: fmt clippy cargo-test e2e conformance
+#   P11KMS_TEST_SKIP        space-separated stages to skip: fmt feature-parity clippy cargo-test e2e conformance
 #                           build-kryoptic e2e-kryoptic conformance-kryoptic, or kryoptic (all three)
 #   P11KMS_NO_INSTALL=1     never install packages, only check for them
 #   P11KMS_TEST_LANES       test binaries run side by side in the cargo-test stage (default 2)
@@ -343,6 +344,7 @@ if stage_failed prerequisites; then
 else
     export PATH="$HOME/.cargo/bin:$PATH"
     run_stage fmt cargo fmt --all -- --check
+    run_stage feature-parity python3 scripts/check-feature-parity.py
     run_stage clippy cargo clippy --all-targets --workspace -- -D warnings
     run_stage build cargo build --release --workspace
     # The second embedded token: its own workspace (tokens/kryoptic), built into the same
