@@ -1,267 +1,10 @@
-//! The client load that runs until the gateway is killed: each worker picks operations from
-//! its phase's mix, holds the key (or alias) it works on so that no two requests race on it,
-//! and writes every acknowledged result to the journal. A request that gets no answer (the
-//! gateway died under it) leaves its change in doubt, and the worker stops.
+//! Key management steps: create, churn, schedule deletion, state changes, rotations, grants and aliases, each checked against the journal.
 
-use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-
-use aws_sdk_kms::config::http::HttpResponse;
-use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_kms::operation::RequestId;
-use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::{DataKeySpec, GrantOperation, RotationType};
-use aws_sdk_kms::Client;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
-use super::journal::{material_of, AliasEntry, Cipher, Doubtful, Journal, KeyEntry, Role, State};
-
-/// What the load of one iteration is about; the kill lands somewhere inside it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
-    /// CreateKey (stable keys up to the limit, then keys scheduled for deletion at once).
-    Create,
-    /// DisableKey, EnableKey, UpdateKeyDescription.
-    State,
-    /// RotateKeyOnDemand, EnableKeyRotation (a short period: automatic rotations run),
-    /// DisableKeyRotation.
-    Rotate,
-    /// CreateKey, Encrypt, ScheduleKeyDeletion (the deletion job runs), CancelKeyDeletion.
-    Delete,
-    /// CreateGrant, RetireGrant, RevokeGrant.
-    Grant,
-    /// CreateAlias, UpdateAlias, DeleteAlias.
-    Alias,
-    /// Encrypt, GenerateDataKey, ReEncrypt, Decrypt.
-    Crypto,
-    /// Crypto load on a gateway that recycles its PKCS#11 library every few operations.
-    Recycle,
-}
-
-impl Phase {
-    pub const ALL: [Phase; 8] = [
-        Phase::Create,
-        Phase::State,
-        Phase::Rotate,
-        Phase::Delete,
-        Phase::Grant,
-        Phase::Alias,
-        Phase::Crypto,
-        Phase::Recycle,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Create => "create",
-            Phase::State => "key state",
-            Phase::Rotate => "rotation",
-            Phase::Delete => "deletion",
-            Phase::Grant => "grants",
-            Phase::Alias => "aliases",
-            Phase::Crypto => "crypto",
-            Phase::Recycle => "library recycle",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Op {
-    CreateKey,
-    Churn { extras: bool },
-    StateChange,
-    Rotation,
-    GrantChange,
-    AliasChange,
-    Encrypt,
-    GenerateDataKey,
-    ReEncrypt,
-    Decrypt,
-}
-
-fn pick(phase: Phase, rng: &mut StdRng) -> Op {
-    let r: f64 = rng.random();
-    match phase {
-        Phase::Create => Op::CreateKey,
-        Phase::State => Op::StateChange,
-        Phase::Rotate => Op::Rotation,
-        Phase::Delete => Op::Churn { extras: true },
-        Phase::Grant => Op::GrantChange,
-        Phase::Alias => Op::AliasChange,
-        Phase::Crypto | Phase::Recycle => crypto_op(r),
-    }
-}
-
-fn crypto_op(r: f64) -> Op {
-    if r < 0.35 {
-        Op::Encrypt
-    } else if r < 0.6 {
-        Op::GenerateDataKey
-    } else if r < 0.8 {
-        Op::ReEncrypt
-    } else {
-        Op::Decrypt
-    }
-}
-
-/// What every worker shares.
-pub struct Ctx {
-    pub kms: Client,
-    /// Journal acknowledgements (the load); the checks' own reads are not journaled.
-    pub record: bool,
-    pub journal: Arc<Mutex<Journal>>,
-    pub stop: Arc<AtomicBool>,
-    /// Requests sent and not yet answered, by operation.
-    pub in_flight: Arc<Mutex<BTreeMap<&'static str, u32>>>,
-    /// Answers that should not have been given (each one is a failure).
-    pub errors: Arc<Mutex<Vec<String>>>,
-    pub stable_keys: usize,
-    pub alias_limit: usize,
-    pub grants_per_key: usize,
-}
-
-impl Ctx {
-    pub fn journal(&self) -> MutexGuard<'_, Journal> {
-        self.journal.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn error(&self, message: String) {
-        self.errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(message);
-    }
-}
-
-/// What came back for one request.
-pub enum Answer<T> {
-    Ok(T),
-    /// The gateway answered with an error.
-    Refused {
-        code: String,
-        message: String,
-    },
-    /// No answer: the connection died (the gateway was killed) or timed out.
-    Lost(String),
-}
-
-/// Sends one request, counting it in flight, and journals its acknowledgement.
-pub async fn call<T, E>(
-    ctx: &Ctx,
-    operation: &'static str,
-    request: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
-) -> Answer<T>
-where
-    T: RequestId,
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    *ctx.in_flight
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(operation)
-        .or_default() += 1;
-    let result = request.await;
-    if let Some(n) = ctx
-        .in_flight
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_mut(operation)
-    {
-        *n = n.saturating_sub(1);
-    }
-    match result {
-        Ok(out) => {
-            if ctx.record {
-                ctx.journal().acknowledge(operation, out.request_id());
-            }
-            Answer::Ok(out)
-        }
-        Err(SdkError::ServiceError(e)) => {
-            let err = e.err();
-            Answer::Refused {
-                code: err.code().unwrap_or("<none>").to_string(),
-                message: err.message().unwrap_or("").to_string(),
-            }
-        }
-        Err(e) => Answer::Lost(format!("{}", DisplayErrorContext(&e))),
-    }
-}
-
-/// Whether the worker goes on.
-enum Flow {
-    Continue,
-    /// Nothing to do right now (every candidate is held by another worker).
-    Idle,
-    /// The gateway is gone.
-    Stop,
-}
-
-/// Runs operations of `phase` until the gateway dies or `stop` is set.
-pub async fn worker(ctx: Arc<Ctx>, phase: Phase, seed: u64) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    while !ctx.stop.load(Ordering::Relaxed) {
-        let flow = match pick(phase, &mut rng) {
-            Op::CreateKey => create_key(&ctx, &mut rng).await,
-            Op::Churn { extras } => churn(&ctx, &mut rng, extras).await,
-            Op::StateChange => state_change(&ctx, &mut rng).await,
-            Op::Rotation => rotation(&ctx, &mut rng).await,
-            Op::GrantChange => grant_change(&ctx, &mut rng).await,
-            Op::AliasChange => alias_change(&ctx, &mut rng).await,
-            Op::Encrypt => encrypt(&ctx, &mut rng).await,
-            Op::GenerateDataKey => generate_data_key(&ctx, &mut rng).await,
-            Op::ReEncrypt => re_encrypt(&ctx, &mut rng).await,
-            Op::Decrypt => decrypt(&ctx, &mut rng).await,
-        };
-        match flow {
-            Flow::Continue => {}
-            Flow::Idle => tokio::time::sleep(Duration::from_millis(2)).await,
-            Flow::Stop => break,
-        }
-    }
-}
-
-/// A background worker that keeps ciphertexts coming in every phase.
-pub async fn crypto_worker(ctx: Arc<Ctx>, seed: u64) {
-    worker(ctx, Phase::Crypto, seed).await
-}
-
-fn random_context(rng: &mut StdRng) -> HashMap<String, String> {
-    (0..rng.random_range(0..3usize))
-        .map(|i| (format!("k{i}"), format!("v{:x}", rng.random::<u32>())))
-        .collect()
-}
-
-fn random_plaintext(rng: &mut StdRng) -> Vec<u8> {
-    let len = rng.random_range(1..=256usize);
-    (0..len).map(|_| rng.random()).collect()
-}
-
-fn context_opt(ctx: &HashMap<String, String>) -> Option<HashMap<String, String>> {
-    (!ctx.is_empty()).then(|| ctx.clone())
-}
-
-fn now_epoch() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// The error an unexpected refusal is reported as.
-/// On-demand rotations the gateway allows per key, as AWS does.
-const ON_DEMAND_ROTATION_LIMIT: u32 = 10;
-
-fn refused(ctx: &Ctx, operation: &str, key: &str, code: &str, message: &str) -> Flow {
-    ctx.error(format!("{operation} on {key} refused: {code}: {message}"));
-    Flow::Continue
-}
+use super::*;
 
 // === keys ===
 
-async fn create_key(ctx: &Ctx, rng: &mut StdRng) -> Flow {
+pub(super) async fn create_key(ctx: &Ctx, rng: &mut StdRng) -> Flow {
     if ctx.journal().stable_keys() >= ctx.stable_keys {
         return churn(ctx, rng, false).await;
     }
@@ -293,7 +36,7 @@ async fn create_key(ctx: &Ctx, rng: &mut StdRng) -> Flow {
 
 /// CreateKey, then (with `extras`) an Encrypt under it, ScheduleKeyDeletion, and sometimes
 /// CancelKeyDeletion followed by a second ScheduleKeyDeletion.
-async fn churn(ctx: &Ctx, rng: &mut StdRng, extras: bool) -> Flow {
+pub(super) async fn churn(ctx: &Ctx, rng: &mut StdRng, extras: bool) -> Flow {
     let description = format!("churn-{:08x}", rng.random::<u32>());
     let id = match call(
         ctx,
@@ -329,7 +72,13 @@ async fn churn(ctx: &Ctx, rng: &mut StdRng, extras: bool) -> Flow {
     flow
 }
 
-async fn churn_steps(ctx: &Ctx, rng: &mut StdRng, index: usize, id: &str, extras: bool) -> Flow {
+pub(super) async fn churn_steps(
+    ctx: &Ctx,
+    rng: &mut StdRng,
+    index: usize,
+    id: &str,
+    extras: bool,
+) -> Flow {
     if extras {
         if let Flow::Stop = encrypt_under(ctx, rng, index, id).await {
             return Flow::Stop;
@@ -376,7 +125,7 @@ async fn churn_steps(ctx: &Ctx, rng: &mut StdRng, index: usize, id: &str, extras
     schedule_deletion(ctx, rng, index, id).await
 }
 
-async fn schedule_deletion(ctx: &Ctx, rng: &mut StdRng, index: usize, id: &str) -> Flow {
+pub(super) async fn schedule_deletion(ctx: &Ctx, rng: &mut StdRng, index: usize, id: &str) -> Flow {
     let window = rng.random_range(7..=30);
     match call(
         ctx,
@@ -408,7 +157,7 @@ async fn schedule_deletion(ctx: &Ctx, rng: &mut StdRng, index: usize, id: &str) 
     }
 }
 
-async fn state_change(ctx: &Ctx, rng: &mut StdRng) -> Flow {
+pub(super) async fn state_change(ctx: &Ctx, rng: &mut StdRng) -> Flow {
     let claimed = ctx.journal().claim_key(rng, |k| k.role == Role::Stable);
     let Some(index) = claimed else {
         return Flow::Idle;
@@ -462,7 +211,7 @@ async fn state_change(ctx: &Ctx, rng: &mut StdRng) -> Flow {
     flow
 }
 
-fn apply_state<T>(
+pub(super) fn apply_state<T>(
     ctx: &Ctx,
     index: usize,
     id: &str,
@@ -485,7 +234,7 @@ fn apply_state<T>(
     }
 }
 
-async fn rotation(ctx: &Ctx, rng: &mut StdRng) -> Flow {
+pub(super) async fn rotation(ctx: &Ctx, rng: &mut StdRng) -> Flow {
     let claimed = ctx.journal().claim_key(rng, |k| {
         k.role == Role::Stable && k.state.value == State::Enabled
     });
@@ -624,7 +373,7 @@ pub async fn list_rotations(
 }
 
 /// After an acknowledged rotation: remember the key's rotation materials.
-async fn learn_rotations(ctx: &Ctx, index: usize, id: &str) -> Flow {
+pub(super) async fn learn_rotations(ctx: &Ctx, index: usize, id: &str) -> Flow {
     match list_rotations(ctx, id).await {
         Answer::Ok((_, materials)) => {
             ctx.journal().keys[index].materials.extend(materials);
@@ -640,7 +389,7 @@ async fn learn_rotations(ctx: &Ctx, index: usize, id: &str) -> Flow {
 const GRANTEE: &str = "arn:aws:iam::111122223333:role/crash-grantee";
 const RETIREE: &str = "arn:aws:iam::111122223333:role/crash-retiree";
 
-async fn grant_change(ctx: &Ctx, rng: &mut StdRng) -> Flow {
+pub(super) async fn grant_change(ctx: &Ctx, rng: &mut StdRng) -> Flow {
     let claimed = ctx.journal().claim_key(rng, |k| {
         k.role == Role::Stable && k.state.value == State::Enabled
     });
@@ -738,7 +487,7 @@ async fn grant_change(ctx: &Ctx, rng: &mut StdRng) -> Flow {
 
 // === aliases ===
 
-async fn alias_change(ctx: &Ctx, rng: &mut StdRng) -> Flow {
+pub(super) async fn alias_change(ctx: &Ctx, rng: &mut StdRng) -> Flow {
     let create = {
         let journal = ctx.journal();
         journal.live_aliases() < ctx.alias_limit && rng.random_bool(0.5)
@@ -809,7 +558,7 @@ async fn alias_change(ctx: &Ctx, rng: &mut StdRng) -> Flow {
     }
 }
 
-fn finish_alias(
+pub(super) fn finish_alias(
     ctx: &Ctx,
     name: &str,
     operation: &'static str,
@@ -840,255 +589,4 @@ fn finish_alias(
     };
     ctx.journal().release_alias(name);
     flow
-}
-
-// === cryptography ===
-
-fn claim_usable(ctx: &Ctx, rng: &mut StdRng) -> Option<(usize, String)> {
-    let mut journal = ctx.journal();
-    let index = journal.claim_key(rng, |k| {
-        k.role == Role::Stable && k.state.value == State::Enabled
-    })?;
-    Some((index, journal.keys[index].id.clone()))
-}
-
-async fn encrypt(ctx: &Ctx, rng: &mut StdRng) -> Flow {
-    let Some((index, id)) = claim_usable(ctx, rng) else {
-        return Flow::Idle;
-    };
-    let flow = encrypt_under(ctx, rng, index, &id).await;
-    ctx.journal().release_key(index);
-    flow
-}
-
-/// Encrypt under a key the caller holds; journals the ciphertext.
-async fn encrypt_under(ctx: &Ctx, rng: &mut StdRng, _index: usize, id: &str) -> Flow {
-    let plaintext = random_plaintext(rng);
-    let context = random_context(rng);
-    let answer = call(
-        ctx,
-        "Encrypt",
-        ctx.kms
-            .encrypt()
-            .key_id(id)
-            .plaintext(Blob::new(plaintext.clone()))
-            .set_encryption_context(context_opt(&context))
-            .send(),
-    )
-    .await;
-    match answer {
-        Answer::Ok(out) => {
-            let blob = out
-                .ciphertext_blob()
-                .map(|b| b.as_ref().to_vec())
-                .unwrap_or_default();
-            journal_cipher(ctx, id, blob, context, plaintext, None);
-            Flow::Continue
-        }
-        Answer::Refused { code, message } => refused(ctx, "Encrypt", id, &code, &message),
-        Answer::Lost(_) => {
-            ctx.journal().left_in_doubt("Encrypt");
-            Flow::Stop
-        }
-    }
-}
-
-fn journal_cipher(
-    ctx: &Ctx,
-    key: &str,
-    blob: Vec<u8>,
-    context: HashMap<String, String>,
-    plaintext: Vec<u8>,
-    answered_material: Option<&str>,
-) {
-    let Some(material) = material_of(&blob) else {
-        ctx.error(format!(
-            "a ciphertext under {key} is too short for its header"
-        ));
-        return;
-    };
-    if let Some(answered) = answered_material {
-        if answered != material {
-            ctx.error(format!(
-                "KeyMaterialId {answered} in the answer, {material} in the ciphertext"
-            ));
-        }
-    }
-    ctx.journal().ciphers.push(Cipher {
-        key: key.to_string(),
-        material,
-        context,
-        plaintext,
-        blob,
-        checked: false,
-    });
-}
-
-async fn generate_data_key(ctx: &Ctx, rng: &mut StdRng) -> Flow {
-    let Some((index, id)) = claim_usable(ctx, rng) else {
-        return Flow::Idle;
-    };
-    let context = random_context(rng);
-    let answer = call(
-        ctx,
-        "GenerateDataKey",
-        ctx.kms
-            .generate_data_key()
-            .key_id(&id)
-            .key_spec(DataKeySpec::Aes256)
-            .set_encryption_context(context_opt(&context))
-            .send(),
-    )
-    .await;
-    let flow = match answer {
-        Answer::Ok(out) => {
-            let blob = out
-                .ciphertext_blob()
-                .map(|b| b.as_ref().to_vec())
-                .unwrap_or_default();
-            let plaintext = out
-                .plaintext()
-                .map(|b| b.as_ref().to_vec())
-                .unwrap_or_default();
-            journal_cipher(ctx, &id, blob, context, plaintext, out.key_material_id());
-            Flow::Continue
-        }
-        Answer::Refused { code, message } => refused(ctx, "GenerateDataKey", &id, &code, &message),
-        Answer::Lost(_) => {
-            ctx.journal().left_in_doubt("GenerateDataKey");
-            Flow::Stop
-        }
-    };
-    ctx.journal().release_key(index);
-    flow
-}
-
-/// Claims the key of a random journaled ciphertext under a usable stable key.
-fn claim_cipher(ctx: &Ctx, rng: &mut StdRng) -> Option<(usize, Cipher)> {
-    let mut journal = ctx.journal();
-    let usable: Vec<usize> = journal
-        .ciphers
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| {
-            journal.keys.iter().any(|k| {
-                k.id == c.key
-                    && k.role == Role::Stable
-                    && !k.busy
-                    && !k.deleted
-                    && k.state.value == State::Enabled
-            })
-        })
-        .map(|(i, _)| i)
-        .collect();
-    if usable.is_empty() {
-        return None;
-    }
-    let cipher = journal.ciphers[usable[rng.random_range(0..usable.len())]].clone();
-    let index = journal.key_index(&cipher.key)?;
-    journal.keys[index].busy = true;
-    Some((index, cipher))
-}
-
-async fn re_encrypt(ctx: &Ctx, rng: &mut StdRng) -> Flow {
-    let Some((source, cipher)) = claim_cipher(ctx, rng) else {
-        return Flow::Idle;
-    };
-    let Some((destination, destination_id)) = claim_usable(ctx, rng) else {
-        ctx.journal().release_key(source);
-        return Flow::Idle;
-    };
-    let context = random_context(rng);
-    let answer = call(
-        ctx,
-        "ReEncrypt",
-        ctx.kms
-            .re_encrypt()
-            .ciphertext_blob(Blob::new(cipher.blob.clone()))
-            .set_source_encryption_context(context_opt(&cipher.context))
-            .destination_key_id(&destination_id)
-            .set_destination_encryption_context(context_opt(&context))
-            .send(),
-    )
-    .await;
-    let flow = match answer {
-        Answer::Ok(out) => {
-            let blob = out
-                .ciphertext_blob()
-                .map(|b| b.as_ref().to_vec())
-                .unwrap_or_default();
-            journal_cipher(
-                ctx,
-                &destination_id,
-                blob,
-                context,
-                cipher.plaintext.clone(),
-                out.destination_key_material_id(),
-            );
-            Flow::Continue
-        }
-        Answer::Refused { code, message } => {
-            refused(ctx, "ReEncrypt", &cipher.key, &code, &message)
-        }
-        Answer::Lost(_) => {
-            ctx.journal().left_in_doubt("ReEncrypt");
-            Flow::Stop
-        }
-    };
-    let mut journal = ctx.journal();
-    journal.release_key(source);
-    journal.release_key(destination);
-    flow
-}
-
-async fn decrypt(ctx: &Ctx, rng: &mut StdRng) -> Flow {
-    let Some((index, cipher)) = claim_cipher(ctx, rng) else {
-        return Flow::Idle;
-    };
-    let answer = call(
-        ctx,
-        "Decrypt",
-        ctx.kms
-            .decrypt()
-            .ciphertext_blob(Blob::new(cipher.blob.clone()))
-            .set_encryption_context(context_opt(&cipher.context))
-            .send(),
-    )
-    .await;
-    let flow = match answer {
-        Answer::Ok(out) => {
-            if out.plaintext().map(|p| p.as_ref()) != Some(cipher.plaintext.as_slice()) {
-                ctx.error(format!(
-                    "Decrypt under {} returned another plaintext",
-                    cipher.key
-                ));
-            }
-            Flow::Continue
-        }
-        Answer::Refused { code, message } => refused(ctx, "Decrypt", &cipher.key, &code, &message),
-        Answer::Lost(_) => Flow::Stop,
-    };
-    ctx.journal().release_key(index);
-    flow
-}
-
-/// Before the first kill: `keys` stable keys with a ciphertext each.
-pub async fn setup(ctx: &Arc<Ctx>, keys: usize) -> Result<(), String> {
-    let mut rng = StdRng::seed_from_u64(7);
-    for _ in 0..keys {
-        if let Flow::Stop = create_key(ctx, &mut rng).await {
-            return Err("the gateway stopped answering during setup".into());
-        }
-    }
-    for _ in 0..keys {
-        if let Flow::Stop = encrypt(ctx, &mut rng).await {
-            return Err("the gateway stopped answering during setup".into());
-        }
-    }
-    let errors = std::mem::take(&mut *ctx.errors.lock().unwrap_or_else(|p| p.into_inner()));
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("\n"))
-    }
 }
