@@ -14,6 +14,10 @@ first, alone, one after another: a neighbour's load made the slow-loris test mis
 header-read window. The rest are then spread longest first over the lanes, using the
 durations of the last run (--times) or, for a binary never run, a small default.
 
+`tests/gateway` is one binary of many modules (each was a binary of its own): each of its
+modules runs as a unit of its own, in its own process (`--exact` and the module's test names),
+named by the module, so the schedule and the isolation are those of separate binaries.
+
 The output is cargo's: a "Running" line and the binary's own output per binary, one binary at a
 time, then the doc tests through `cargo test --doc`, so scripts/test.sh counts the "test
 result:" lines as before. Exit status 1 when any binary
@@ -31,6 +35,8 @@ from pathlib import Path
 
 # Binaries whose tests bound latency: each runs alone, before the lanes start.
 ALONE = ("faults", "limits", "crash_loop")
+# Binaries of many modules, run one module per process.
+SPLIT = ("gateway",)
 # Seconds, for a binary with no recorded time yet.
 DEFAULT_SECONDS = {"cluster": 40, "cluster_backup": 15}
 UNKNOWN_SECONDS = 3.0
@@ -66,6 +72,27 @@ def build(cargo_args):
     return found
 
 
+def split_modules(binaries):
+    """Each module of a SPLIT binary as a unit of its own: (name, ..., exact test names)."""
+    units = []
+    for name, src, manifest_dir, exe, kind in binaries:
+        if name not in SPLIT:
+            units.append((name, src, manifest_dir, exe, kind, []))
+            continue
+        listing = subprocess.run(
+            [exe, "--list", "--format", "terse"], cwd=manifest_dir, check=True,
+            stdout=subprocess.PIPE, text=True,
+        ).stdout
+        modules = {}
+        for line in listing.splitlines():
+            if line.endswith(": test"):
+                test = line[: -len(": test")]
+                modules.setdefault(test.split("::", 1)[0], []).append(test)
+        for module, tests in sorted(modules.items()):
+            units.append((module, src, manifest_dir, exe, kind, tests))
+    return units
+
+
 def plan(binaries, lanes, times):
     """Longest first onto the least-loaded lane."""
     def seconds(name):
@@ -87,7 +114,7 @@ def main():
     parser.add_argument("cargo_args", nargs="*")
     args = parser.parse_args()
 
-    binaries = build(args.cargo_args)
+    binaries = split_modules(build(args.cargo_args))
     times_file = Path(args.times)
     try:
         times = json.loads(times_file.read_text())
@@ -99,16 +126,18 @@ def main():
     took = {}
 
     def run_lane(queue):
-        for name, src, manifest_dir, exe, kind in queue:
+        for name, src, manifest_dir, exe, kind, tests in queue:
             env = dict(os.environ, CARGO_MANIFEST_DIR=manifest_dir)
             start = time.monotonic()
             proc = subprocess.run(
-                [exe], cwd=manifest_dir, env=env, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True, errors="replace",
+                [exe, *(["--exact", *tests] if tests else [])], cwd=manifest_dir, env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
             )
             took[name] = round(time.monotonic() - start, 1)
             rel = os.path.relpath(src, manifest_dir)
             label = f"unittests {rel}" if kind == "unittests" else rel
+            if tests:
+                label = f"{rel} {name}::"
             with out_lock:
                 print(f"     Running {label} ({os.path.relpath(exe)}) [{took[name]} s]", flush=True)
                 sys.stdout.write(proc.stdout)

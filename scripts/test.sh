@@ -6,7 +6,8 @@
 # Meant for a fresh Debian (bookworm) machine, run as root or by a user with
 # sudo.  It installs what is missing, then runs, in order:
 #
-#   1. cargo fmt --check
+#   1. cargo fmt --check, and scripts/check-feature-parity.py (the tests resolve every shared
+#      dependency with the shipped build's features, so cargo test reuses that build)
 #   2. cargo clippy --all-targets --workspace -- -D warnings (the library, the bench and the
 #      two FFI crates)
 #   3. cargo build --release --workspace (p11kms and p11kms-bench), and the Kryoptic token
@@ -30,7 +31,7 @@
 #   P11KMS_CONFORMANCE_DIR  conformance suite folder (default: <repo>/../shared/conformance)
 #   CARGO_TARGET_DIR        honoured as usual (the binary is taken from there)
 #   PYTHON                  interpreter for the virtualenv (default: python3)
-#   P11KMS_TEST_SKIP        space-separated stages to skip: fmt clippy cargo-test e2e conformance
+#   P11KMS_TEST_SKIP        space-separated stages to skip: fmt feature-parity clippy cargo-test e2e conformance
 #                           build-kryoptic e2e-kryoptic conformance-kryoptic, or kryoptic (all three)
 #   P11KMS_NO_INSTALL=1     never install packages, only check for them
 #   P11KMS_TEST_LANES       test binaries run side by side in the cargo-test stage (default 2)
@@ -61,10 +62,10 @@ SPY_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11-spy.so
 #   gcc, libc6-dev  C compiler for crates that build C (rusqlite's bundled SQLite, jemalloc)
 #   make            jemalloc's build (tikv-jemalloc-sys runs configure and make)
 #   curl            rustup bootstrap when no Rust toolchain is present
-#   python3-yaml    YAML parser for tests/deploy.rs (compose and Kubernetes manifests)
+#   python3-yaml    YAML parser for tests/gateway/deploy.rs (compose and Kubernetes manifests)
 #   systemd         systemd-analyze verify of deploy/systemd/p11kms.service
 #   libp11-kit-dev  pkcs11.h, to build the network-HSM emulator tools/pkcs11-delay
-#   openssl         the openssl command: test CAs and certificates for tests/tls.rs and tests/e2e/test_tls.py
+#   openssl         the openssl command: test CAs and certificates for tests/gateway/tls.rs and tests/e2e/test_tls.py
 #   postgresql      PostgreSQL 15 on bookworm (initdb, pg_ctl, postgres, psql, pg_isready): the PostgreSQL
 #                   store's tests start a private server of their own (tests/pg_server: initdb into a
 #                   temp dir, own port, run as the postgres user when root). They never use the
@@ -343,6 +344,7 @@ if stage_failed prerequisites; then
 else
     export PATH="$HOME/.cargo/bin:$PATH"
     run_stage fmt cargo fmt --all -- --check
+    run_stage feature-parity python3 scripts/check-feature-parity.py
     run_stage clippy cargo clippy --all-targets --workspace -- -D warnings
     run_stage build cargo build --release --workspace
     # The second embedded token: its own workspace (tokens/kryoptic), built into the same

@@ -9,7 +9,7 @@
 //!
 //! Two implementations: [`SqliteStore`], the embedded default, and [`PostgresStore`], for
 //! replicas that share one database. Both pass the one conformance suite in
-//! `tests/store_suite`.
+//! `tests/gateway/store_suite`.
 
 pub mod members;
 mod postgres;

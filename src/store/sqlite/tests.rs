@@ -1,5 +1,5 @@
 //! Unit tests of the SQLite store on in-memory and temporary databases: what only the SQLite store has: its file, pragmas and migrations. What every store
-//! must do is the shared suite in `tests/store_suite` (run against SQLite and PostgreSQL).
+//! must do is the shared suite in `tests/gateway/store_suite` (run against SQLite and PostgreSQL).
 
 use super::schema::MIGRATIONS;
 use super::*;

@@ -9,7 +9,7 @@ gateway with SIGTERM and writes
     <out>/<token>/data/        the gateway's data directory (token, SQLite store, PIN files)
     <out>/<token>/manifest.json
 
-tests/old_blobs.rs then proves that whatever version is built still decrypts and
+tests/gateway/old_blobs.rs then proves that whatever version is built still decrypts and
 re-encrypts every one of them. The corpus is meant to be made once, by the version whose
 format it freezes (scheme 1, commit ca7dec4):
 
@@ -313,7 +313,7 @@ def generate(token, args):
         kept = copy_data_dir(data, out / "data")
     manifest = {
         "what": "symmetric ciphertexts issued by p11kms (format 1, scheme 1), frozen; "
-        "see tests/data/old-blobs/README.md and tests/old_blobs.rs",
+        "see tests/data/old-blobs/README.md and tests/gateway/old_blobs.rs",
         "token": token,
         "commit": args.commit,
         "binary_sha256": hashlib.sha256(args.bin.read_bytes()).hexdigest(),

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Fails when `cargo test` would resolve a shared dependency with other features than the
+shipped build (`cargo build --release --workspace`).
+
+A crate whose feature set differs is compiled twice, with everything that depends on it, the
+library included: that cost the test stage 134 crates. crates/workspace-hack lists the features
+the tests add; this check says which crate and feature to add there when a dependency changes.
+
+    scripts/check-feature-parity.py          exit 0 when both builds agree, 1 otherwise
+"""
+
+import subprocess
+import sys
+
+TESTED = ["-p", "p11kms", "-p", "p11kms-bench", "-p", "pkcs11-direct", "-p", "pkcs11-unnamed"]
+
+
+def features(args):
+    """{"name vX.Y.Z": {feature, ...}} for every package in the resolved graph."""
+    out = subprocess.run(
+        ["cargo", "tree", "--locked", "--prefix", "none", "--no-dedupe", "-f", "{p}|{f}", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    found = {}
+    for line in out.splitlines():
+        if "|" not in line:
+            continue
+        package, names = line.split("|", 1)
+        package = package.replace("(*)", "").strip()
+        if "(/" in package:  # a workspace member, listed with its path
+            continue
+        found.setdefault(package, set()).update(n for n in names.split(",") if n)
+    return found
+
+
+def main():
+    shipped = features(["--workspace", "-e", "no-dev"])
+    tested = features(TESTED)
+    missing = {
+        package: sorted(tested[package] - names)
+        for package, names in shipped.items()
+        if package in tested and tested[package] - names
+    }
+    if not missing:
+        print(f"feature parity: the tests resolve all {len(shipped)} shared crates as shipped")
+        return 0
+    print("feature parity: `cargo test` adds features to crates the shipped build also compiles;")
+    print("add them to crates/workspace-hack/Cargo.toml or the test stage recompiles them:")
+    for package, names in sorted(missing.items()):
+        print(f"  {package}: {', '.join(names)}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
