@@ -242,7 +242,7 @@ def test_rsa_reencrypt_directions_never_expose_plaintext(spy_server, algo):
     shows the refusal did not decrypt anything either. On Kryoptic, which has GCM key
     wrapping and OAEP with SHA-256, all four directions must run in the token."""
     if algo == "RSAES_OAEP_SHA_256" and E2E_TOKEN == "softhsm2":
-        pytest.skip("SoftHSM 2.6.1 has no OAEP with SHA-256; its refusal is tested in tests/gateway/asymmetric.rs")
+        pytest.skip("SoftHSM 2.6.1 has no OAEP with SHA-256; its refusal is tested in tests/gateway/asymmetric/")
     in_token_everywhere = E2E_TOKEN == "kryoptic"
     server, trace = spy_server
     kms = server.client()
