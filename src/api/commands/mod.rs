@@ -6,7 +6,7 @@
 //! Every operation whose core needs a member or an enum takes a command (one file per
 //! family); only ListKeys and ListAliases, whose members are all optional strings and numbers,
 //! still take their `XxxRequest`. A name the model allows but this gateway does not support
-//! (key spec `SM2`, origin `EXTERNAL`) is a [`WireName::Unsupported`]: the core refuses it at
+//! (key spec `SM2`, origin `AWS_CLOUDHSM`) is a [`WireName::Unsupported`]: the core refuses it at
 //! the point it did before. A member that only one path of an operation requires, and that AWS
 //! reports only after the key lookup, is kept as a [`MissingMember`] for the core to report.
 
