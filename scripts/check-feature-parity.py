@@ -2,6 +2,9 @@
 """Fails when `cargo test` would resolve a shared dependency with other features than the
 shipped build (`cargo build --release --workspace`).
 
+It also fails when a `[profile.release.package.NAME]` override of the root Cargo.toml (test-only
+dependencies built at a lower opt-level) names a crate the shipped build compiles.
+
 A crate whose feature set differs is compiled twice, with everything that depends on it, the
 library included: that cost the test stage 134 crates. crates/workspace-hack lists the features
 the tests add; this check says which crate and feature to add there when a dependency changes.
@@ -9,8 +12,10 @@ the tests add; this check says which crate and feature to add there when a depen
     scripts/check-feature-parity.py          exit 0 when both builds agree, 1 otherwise
 """
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 TESTED = ["-p", "p11kms", "-p", "p11kms-bench", "-p", "pkcs11-direct", "-p", "pkcs11-unnamed"]
 
@@ -35,9 +40,21 @@ def features(args):
     return found
 
 
+def profile_overrides():
+    """Crate names of the root Cargo.toml's `[profile.release.package.NAME]` sections."""
+    manifest = Path(__file__).resolve().parent.parent / "Cargo.toml"
+    return re.findall(r"^\[profile\.release\.package\.([\w-]+)\]", manifest.read_text(), re.M)
+
+
 def main():
     shipped = features(["--workspace", "-e", "no-dev"])
     tested = features(TESTED)
+    shipped_names = {package.split(" ")[0] for package in shipped}
+    overridden = [name for name in profile_overrides() if name in shipped_names]
+    if overridden:
+        print("feature parity: these profile overrides would change the shipped build: "
+              + ", ".join(overridden))
+        return 1
     missing = {
         package: sorted(tested[package] - names)
         for package, names in shipped.items()
