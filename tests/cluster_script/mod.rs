@@ -125,8 +125,26 @@ impl ScriptCluster {
 
 impl Drop for ScriptCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_replica_logs();
+        }
         if self.running {
             run_script(&["stop", &self.dir.display().to_string()]);
+        }
+    }
+}
+
+impl ScriptCluster {
+    /// The end of every replica's stderr, for a failed test: the temporary DIR is gone after.
+    fn print_replica_logs(&self) {
+        for i in 1.. {
+            let log = self.dir.join(format!("replica-{i}/stderr.log"));
+            let Ok(text) = std::fs::read_to_string(&log) else {
+                break;
+            };
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+            eprintln!("--- {} (last 30 lines)\n{tail}", log.display());
         }
     }
 }
