@@ -4,7 +4,7 @@ use super::*;
 
 // === cryptography ===
 
-pub(super) fn claim_usable(ctx: &Ctx, rng: &mut StdRng) -> Option<(usize, String)> {
+fn claim_usable(ctx: &Ctx, rng: &mut StdRng) -> Option<(usize, String)> {
     let mut journal = ctx.journal();
     let index = journal.claim_key(rng, |k| {
         k.role == Role::Stable && k.state.value == State::Enabled
@@ -53,7 +53,7 @@ pub(super) async fn encrypt_under(ctx: &Ctx, rng: &mut StdRng, _index: usize, id
     }
 }
 
-pub(super) fn journal_cipher(
+fn journal_cipher(
     ctx: &Ctx,
     key: &str,
     blob: Vec<u8>,
@@ -124,7 +124,7 @@ pub(super) async fn generate_data_key(ctx: &Ctx, rng: &mut StdRng) -> Flow {
 }
 
 /// Claims the key of a random journaled ciphertext under a usable stable key.
-pub(super) fn claim_cipher(ctx: &Ctx, rng: &mut StdRng) -> Option<(usize, Cipher)> {
+fn claim_cipher(ctx: &Ctx, rng: &mut StdRng) -> Option<(usize, Cipher)> {
     let mut journal = ctx.journal();
     let usable: Vec<usize> = journal
         .ciphers

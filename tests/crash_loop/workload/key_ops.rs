@@ -72,13 +72,7 @@ pub(super) async fn churn(ctx: &Ctx, rng: &mut StdRng, extras: bool) -> Flow {
     flow
 }
 
-pub(super) async fn churn_steps(
-    ctx: &Ctx,
-    rng: &mut StdRng,
-    index: usize,
-    id: &str,
-    extras: bool,
-) -> Flow {
+async fn churn_steps(ctx: &Ctx, rng: &mut StdRng, index: usize, id: &str, extras: bool) -> Flow {
     if extras {
         if let Flow::Stop = encrypt_under(ctx, rng, index, id).await {
             return Flow::Stop;
@@ -125,7 +119,7 @@ pub(super) async fn churn_steps(
     schedule_deletion(ctx, rng, index, id).await
 }
 
-pub(super) async fn schedule_deletion(ctx: &Ctx, rng: &mut StdRng, index: usize, id: &str) -> Flow {
+async fn schedule_deletion(ctx: &Ctx, rng: &mut StdRng, index: usize, id: &str) -> Flow {
     let window = rng.random_range(7..=30);
     match call(
         ctx,
@@ -211,7 +205,7 @@ pub(super) async fn state_change(ctx: &Ctx, rng: &mut StdRng) -> Flow {
     flow
 }
 
-pub(super) fn apply_state<T>(
+fn apply_state<T>(
     ctx: &Ctx,
     index: usize,
     id: &str,
@@ -373,7 +367,7 @@ pub async fn list_rotations(
 }
 
 /// After an acknowledged rotation: remember the key's rotation materials.
-pub(super) async fn learn_rotations(ctx: &Ctx, index: usize, id: &str) -> Flow {
+async fn learn_rotations(ctx: &Ctx, index: usize, id: &str) -> Flow {
     match list_rotations(ctx, id).await {
         Answer::Ok((_, materials)) => {
             ctx.journal().keys[index].materials.extend(materials);
@@ -558,7 +552,7 @@ pub(super) async fn alias_change(ctx: &Ctx, rng: &mut StdRng) -> Flow {
     }
 }
 
-pub(super) fn finish_alias(
+fn finish_alias(
     ctx: &Ctx,
     name: &str,
     operation: &'static str,
