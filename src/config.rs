@@ -142,6 +142,8 @@ pub struct HsmSection {
     pub domain_cache_capacity: Option<usize>,
     /// Context keys of ciphertext schemes 2 and 3 cached per library initialisation.
     pub context_key_cache: Option<usize>,
+    /// Transient objects a pooled session holds before it is closed (0: destroy each).
+    pub transient_objects_per_session: Option<u32>,
     /// `auto` (the best the token runs) or a scheme number to write new ciphertexts with.
     pub ciphertext_scheme: Option<String>,
 }
@@ -330,6 +332,8 @@ pub struct Config {
     pub recycle_after_operations: u64,
     pub session_key_copies: bool,
     pub context_key_cache: usize,
+    /// See `HsmConfig::transient_objects_per_session`.
+    pub transient_objects_per_session: u32,
     /// `None`: the best scheme the token runs.
     pub ciphertext_scheme: Option<u8>,
     pub key_storage: KeyStorage,
@@ -515,6 +519,9 @@ impl Config {
         let context_key_cache = parse_env("P11KMS_CONTEXT_KEY_CACHE")?
             .or(file.hsm.context_key_cache)
             .unwrap_or(crate::hsm::DEFAULT_CONTEXT_KEY_CACHE);
+        let transient_objects_per_session = parse_env("P11KMS_TRANSIENT_OBJECTS_PER_SESSION")?
+            .or(file.hsm.transient_objects_per_session)
+            .unwrap_or(crate::hsm::DEFAULT_TRANSIENT_OBJECTS_PER_SESSION);
         let ciphertext_scheme = match env("P11KMS_CIPHERTEXT_SCHEME")
             .or(file.hsm.ciphertext_scheme.clone())
             .as_deref()
@@ -673,6 +680,7 @@ impl Config {
             recycle_after_operations,
             session_key_copies,
             context_key_cache,
+            transient_objects_per_session,
             ciphertext_scheme,
             key_storage,
             domain_cache_capacity,

@@ -46,6 +46,7 @@ fn fixture() -> Fixture {
             recycle_after_operations: 0,
             session_key_copies: false,
             context_key_cache: p11kms::hsm::DEFAULT_CONTEXT_KEY_CACHE,
+            transient_objects_per_session: p11kms::hsm::DEFAULT_TRANSIENT_OBJECTS_PER_SESSION,
             ciphertext_scheme: None,
         },
         None,

@@ -309,3 +309,9 @@ fn sessions_on_many_threads_use_the_one_module() {
         }
     });
 }
+
+#[test]
+fn closing_a_session_destroys_its_objects_on_softhsm2() {
+    let f = fixture();
+    common::assert_closing_a_session_destroys_its_objects(&f.pkcs11, f.slot);
+}

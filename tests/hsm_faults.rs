@@ -82,6 +82,7 @@ fn lost_sessions_logins_and_hung_calls_are_recovered() {
             recycle_after_operations: 0,
             session_key_copies: true,
             context_key_cache: p11kms::hsm::DEFAULT_CONTEXT_KEY_CACHE,
+            transient_objects_per_session: p11kms::hsm::DEFAULT_TRANSIENT_OBJECTS_PER_SESSION,
             ciphertext_scheme: None,
         },
         None,

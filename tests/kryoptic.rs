@@ -376,28 +376,17 @@ fn doctor_on_kryoptic_passes_every_trial_but_secp256k1() {
 /// holder of the user PIN wants to do.
 #[test]
 fn kryoptic_checks_wrap_with_trusted_but_lets_a_user_make_a_trusted_key() {
-    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
     use cryptoki::error::{Error, RvError};
     use cryptoki::mechanism::Mechanism;
     use cryptoki::object::{Attribute, KeyType, ObjectClass};
     use cryptoki::session::UserType;
-    use p11kms::hsm::{EmbeddedToken, EmbeddedTokenKind};
 
-    let Some(module) = kryoptic_module_or_skip() else {
+    let Some(kryoptic) = InProcessKryoptic::get() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let token = EmbeddedToken::prepare(EmbeddedTokenKind::Kryoptic, dir.path()).unwrap();
-    token.ensure_token(&module, "p11kms-trust").unwrap();
-    let pin = token.user_pin().unwrap();
-
-    let pkcs11 = Pkcs11::new(&module).unwrap();
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .unwrap();
-    let slot = pkcs11.get_slots_with_token().unwrap()[0];
+    let (pkcs11, slot, pin) = (&kryoptic.pkcs11, kryoptic.slot, &kryoptic.pin);
     let session = pkcs11.open_rw_session(slot).unwrap();
-    session.login(UserType::User, Some(&pin)).unwrap();
+    session.login(UserType::User, Some(pin)).unwrap();
     let aes_key = |extra: &[Attribute]| {
         let mut template = vec![
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -427,4 +416,48 @@ fn kryoptic_checks_wrap_with_trusted_but_lets_a_user_make_a_trusted_key() {
         .expect("a user's trusted key wraps the domain key");
     assert_eq!(wrapped.len(), 40, "RFC 3394 of 32 bytes");
     session.logout().unwrap();
+}
+
+#[test]
+fn closing_a_session_destroys_its_objects_on_kryoptic() {
+    let Some(kryoptic) = InProcessKryoptic::get() else {
+        return;
+    };
+    common::assert_closing_a_session_destroys_its_objects(&kryoptic.pkcs11, kryoptic.slot);
+}
+
+/// Kryoptic loaded into this process on a fresh token, shared by the tests that need it:
+/// Kryoptic reads its configuration once per process, so there is one such token per binary.
+struct InProcessKryoptic {
+    pkcs11: cryptoki::context::Pkcs11,
+    slot: cryptoki::slot::Slot,
+    pin: cryptoki::types::AuthPin,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcessKryoptic {
+    fn get() -> Option<&'static Self> {
+        use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+        use p11kms::hsm::{EmbeddedToken, EmbeddedTokenKind};
+
+        static SHARED: std::sync::OnceLock<InProcessKryoptic> = std::sync::OnceLock::new();
+        let module = kryoptic_module_or_skip()?;
+        Some(SHARED.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let token = EmbeddedToken::prepare(EmbeddedTokenKind::Kryoptic, dir.path()).unwrap();
+            token.ensure_token(&module, "p11kms-in-process").unwrap();
+            let pin = token.user_pin().unwrap();
+            let pkcs11 = Pkcs11::new(&module).unwrap();
+            pkcs11
+                .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+                .unwrap();
+            let slot = pkcs11.get_slots_with_token().unwrap()[0];
+            InProcessKryoptic {
+                pkcs11,
+                slot,
+                pin,
+                _dir: dir,
+            }
+        }))
+    }
 }

@@ -89,7 +89,7 @@ impl<M: Materials> CrossoverPrimitives for Hsm<M> {
                     unwrap_secret(s, &hash.mechanism(), private, ciphertext)
                         .map_err(|e| bad_data(s, e))?,
                 );
-                let dek = SessionObject::new(s, generate_wrapping_dek(s)?);
+                let dek = SessionObject::transient(s, generate_wrapping_dek(s)?);
                 let mut iv_param = *iv;
                 let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
                 // The secret is the OAEP plaintext, shorter than its ciphertext.

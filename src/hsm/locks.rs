@@ -198,7 +198,7 @@ impl<M> Hsm<M> {
         let handle = derive_context_key(s, base, name, role)?;
         Ok(ContextKey {
             handle,
-            _transient: Some(SessionObject::new(s, handle)),
+            _transient: Some(SessionObject::transient(s, handle)),
         })
     }
 
@@ -224,7 +224,7 @@ impl<M> Hsm<M> {
         let (s, base) = (at.s, at.base);
         match lock {
             DekLock::Derived { derivation } => {
-                let kek = SessionObject::new(s, derive_kek(s, base, &derivation(payload))?);
+                let kek = SessionObject::transient(s, derive_kek(s, base, &derivation(payload))?);
                 let wrapped =
                     s.wrap_key_sized(&self.key_wrap.mechanism(), kek.handle, dek, WRAPPED_DEK_LEN)?;
                 Ok(LockedDek { wrapped, tag: None })
@@ -284,7 +284,7 @@ impl<M> Hsm<M> {
                 derivation,
                 wrapped,
             } => {
-                let kek = SessionObject::new(s, derive_kek(s, base, derivation)?);
+                let kek = SessionObject::transient(s, derive_kek(s, base, derivation)?);
                 unwrap_dek_as(s, &key_wrap, kek.handle, wrapped, use_)
                     .map_err(|e| bad_data(s, e))?
             }
@@ -315,7 +315,7 @@ impl<M> Hsm<M> {
                     .map_err(|e| bad_data(s, e))?
             }
         };
-        Ok(SessionObject::new(s, handle))
+        Ok(SessionObject::transient(s, handle))
     }
 }
 

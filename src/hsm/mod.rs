@@ -9,7 +9,8 @@
 //! Key material objects are AES-256 token keys that can only derive (`CKA_DERIVE`); they are
 //! sensitive and non-extractable, and their `CKA_ID` is the key-material id. Everything else
 //! is a sensitive session object: data keys and per-message wrapping keys are destroyed
-//! before the call returns; cached context keys (`context_keys.rs`) live in a bounded cache.
+//! before the call returns, or left to their session, which the pool closes once it holds
+//! `transient_objects_per_session` of them (`pool.rs`); cached context keys (`context_keys.rs`) live in a bounded cache.
 //! See `crate::kms::ciphertext` for the construction.
 
 mod adopt;
@@ -81,6 +82,8 @@ pub(crate) use token::{find_token, initialise};
 pub const OBJECT_LABEL_PREFIX: &str = "p11kms:";
 /// Context keys cached per library initialisation unless configured otherwise.
 pub const DEFAULT_CONTEXT_KEY_CACHE: usize = 1024;
+/// Transient objects a pooled session holds before it is closed, unless configured otherwise.
+pub const DEFAULT_TRANSIENT_OBJECTS_PER_SESSION: u32 = 32;
 /// Length of a KWP-wrapped 32-byte data key (RFC 5649: 32 rounded to 8, plus 8).
 pub const WRAPPED_DEK_LEN: usize = 40;
 pub const NONCE_LEN: usize = 16;
@@ -117,6 +120,10 @@ pub struct HsmConfig {
     /// Context keys cached per library initialisation (0: no cache, and every ciphertext
     /// is written with the per-message scheme 1).
     pub context_key_cache: usize,
+    /// Transient session objects (a request's data keys and per-message wrapping keys) a
+    /// pooled session holds before it is closed, which destroys them all in one call
+    /// instead of a `C_DestroyObject` each (see `pool.rs`). 0: destroy each at once.
+    pub transient_objects_per_session: u32,
     /// The ciphertext scheme new ciphertexts are written with: `None` picks the best the
     /// token's probe allows (3 with GCM key wrap, else 2 with HMAC, else 1); a number pins
     /// it, e.g. for a cluster whose tokens differ. Every scheme is read whatever this says.
@@ -441,10 +448,13 @@ impl<M> Hsm<M> {
                 }
             };
             self.operations.fetch_add(1, Ordering::Relaxed);
-            let result = op(&TimedSession::new(&session, self.observer.as_deref())
-                .with_deadline(deadline)
-                .with_direct(token.direct.as_ref())
-                .with_object_scans(token.object_scans.as_ref()));
+            let result = op(
+                &TimedSession::new(&session.session, self.observer.as_deref())
+                    .with_deadline(deadline)
+                    .with_direct(token.direct.as_ref())
+                    .with_object_scans(token.object_scans.as_ref())
+                    .with_sweep(pool.sweeps().then_some(&session.left)),
+            );
             match &result {
                 Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope != Scope::Data => {
                     tracing::warn!(function = %e.function, rv = %e.rv, scope = ?e.scope, attempt, "PKCS#11 call failed");
@@ -574,11 +584,27 @@ fn bad_data(s: &TimedSession<'_>, e: CkError) -> OpError {
 struct SessionObject<'s> {
     session: &'s TimedSession<'s>,
     handle: ObjectHandle,
+    /// May be left to the session's sweep (see `pool.rs`) instead of destroyed now.
+    transient: bool,
 }
 
 impl<'s> SessionObject<'s> {
     fn new(session: &'s TimedSession<'s>, handle: ObjectHandle) -> Self {
-        SessionObject { session, handle }
+        SessionObject {
+            session,
+            handle,
+            transient: false,
+        }
+    }
+
+    /// A sensitive data key or wrapping key of one request, which its session may keep
+    /// until the pool sweeps it: nothing can read it, and only this request knows its handle.
+    fn transient(session: &'s TimedSession<'s>, handle: ObjectHandle) -> Self {
+        SessionObject {
+            session,
+            handle,
+            transient: true,
+        }
     }
 }
 
@@ -586,6 +612,9 @@ impl Drop for SessionObject<'_> {
     fn drop(&mut self) {
         // Past the deadline the session is closed, and its objects with it.
         if self.session.expired() {
+            return;
+        }
+        if self.transient && self.session.leave_to_sweep() {
             return;
         }
         if let Err(e) = self.session.destroy_object(self.handle) {

@@ -7,7 +7,16 @@
 //! A session the pool opens is logged in before it is lent out when the token shows the
 //! application logged out: PKCS#11 login is per application, and a token that lost all of
 //! its sessions (an HSM restart or fail-over, or the last one closed) has logged out.
+//!
+//! A pool may *sweep*: an operation leaves its transient session objects (data keys,
+//! per-message wrapping keys) to its session instead of destroying each one with a
+//! `C_DestroyObject`, and a session holding `sweep_after` of them is closed when it comes
+//! back, which destroys them all in one `C_CloseSession` (PKCS#11 v3.0 §5.6: closing a
+//! session destroys its session objects). On a network HSM that is a round trip less per
+//! request, for three calls (close, open, session info) per `sweep_after` operations.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,12 +34,23 @@ pub(super) struct SessionPool {
     size: usize,
     /// How long an operation on one of these sessions may go on making calls.
     operation_timeout: Option<Duration>,
+    /// Transient objects a session may hold before it is closed (0: none, every transient
+    /// object is destroyed when its operation is done with it).
+    sweep_after: u32,
+    sweeps: AtomicU64,
     state: Mutex<PoolState>,
     freed: Condvar,
 }
 
+/// A session lent out by the pool, with the transient objects left to it.
+pub(super) struct PooledSession {
+    pub(super) session: Session,
+    /// Transient objects this session holds, destroyed when it is closed.
+    pub(super) left: Cell<u32>,
+}
+
 struct PoolState {
-    idle: Vec<Session>,
+    idle: Vec<PooledSession>,
     /// Sessions open, idle or lent out.
     open: usize,
     waiters: usize,
@@ -49,6 +69,12 @@ pub struct PoolStats {
     pub open: usize,
     pub idle: usize,
     pub waiters: usize,
+    /// Sessions closed to destroy the transient objects left to them.
+    pub sweeps: u64,
+    /// Transient objects the idle sessions hold, waiting for their sweep.
+    pub left_objects: u64,
+    /// Transient objects a session holds before it is swept (0: none are left).
+    pub sweep_after: u32,
 }
 
 impl SessionPool {
@@ -58,6 +84,7 @@ impl SessionPool {
         user_pin: SecretString,
         size: usize,
         operation_timeout: Option<Duration>,
+        sweep_after: u32,
     ) -> Self {
         SessionPool {
             pkcs11,
@@ -65,6 +92,8 @@ impl SessionPool {
             user_pin,
             size: size.max(1),
             operation_timeout,
+            sweep_after,
+            sweeps: AtomicU64::new(0),
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
@@ -75,7 +104,7 @@ impl SessionPool {
     }
 
     /// Takes an idle session, opens a new one while below the pool size, or waits.
-    pub(super) fn acquire(&self, deadline: Instant) -> Result<Session, AcquireError> {
+    pub(super) fn acquire(&self, deadline: Instant) -> Result<PooledSession, AcquireError> {
         let mut state = self.lock();
         loop {
             if let Some(session) = state.idle.pop() {
@@ -105,12 +134,20 @@ impl SessionPool {
     }
 
     /// Opens a session, logging the application in when the token shows it logged out.
-    fn open_logged_in(&self) -> Result<Session, HsmError> {
+    fn open_logged_in(&self) -> Result<PooledSession, HsmError> {
         let session = self.pkcs11.open_rw_session(self.slot)?;
         if !super::token::is_logged_in(&session)? {
             super::token::log_in(&session, &self.user_pin)?;
         }
-        Ok(session)
+        Ok(PooledSession {
+            session,
+            left: Cell::new(0),
+        })
+    }
+
+    /// Whether operations on these sessions leave their transient objects to the session.
+    pub(super) fn sweeps(&self) -> bool {
+        self.sweep_after > 0
     }
 
     /// The most sessions this pool opens.
@@ -123,17 +160,23 @@ impl SessionPool {
         self.operation_timeout
     }
 
-    /// Returns a healthy session.
-    pub(super) fn release(&self, session: Session) {
+    /// Returns a healthy session; one that holds `sweep_after` transient objects is closed
+    /// instead, destroying them, and a fresh session takes its place when one is needed.
+    pub(super) fn release(&self, session: PooledSession) {
+        if self.sweep_after > 0 && session.left.get() >= self.sweep_after {
+            self.sweeps.fetch_add(1, Ordering::Relaxed);
+            return self.discard(session);
+        }
         let mut state = self.lock();
         state.idle.push(session);
         self.wake_a_waiter(state);
     }
 
-    /// Closes a broken session; its slot in the pool becomes free for a fresh one.
-    pub(super) fn discard(&self, session: Session) {
+    /// Closes a session (a broken one, or one due for its sweep); its slot in the pool
+    /// becomes free for a fresh one.
+    pub(super) fn discard(&self, session: PooledSession) {
         // A lost session cannot be closed either; that is expected, not worth an error line.
-        if let Err(e) = session.close() {
+        if let Err(e) = session.session.close() {
             tracing::debug!(error = %HsmError::from(e), "closing a broken session failed");
         }
         let mut state = self.lock();
@@ -159,6 +202,9 @@ impl SessionPool {
             open: state.open,
             idle: state.idle.len(),
             waiters: state.waiters,
+            sweeps: self.sweeps.load(Ordering::Relaxed),
+            left_objects: state.idle.iter().map(|s| u64::from(s.left.get())).sum(),
+            sweep_after: self.sweep_after,
         }
     }
 

@@ -90,7 +90,7 @@ impl<M: Materials> SymmetricPrimitives for Hsm<M> {
         lock: &DekLock<'_>,
     ) -> Result<(Vec<u8>, LockedDek), ProviderError> {
         self.with_objects_on([(material, Half::Secret)], |token, s, [base]| {
-            let dek = SessionObject::new(s, generate_dek(s)?);
+            let dek = SessionObject::transient(s, generate_dek(s)?);
             let mut iv_param = *iv;
             let gcm = GcmParams::new(&mut iv_param, aad, 128.into())?;
             let payload = s.encrypt_sized(

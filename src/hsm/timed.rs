@@ -9,6 +9,7 @@
 //! with `CKR_FUNCTION_CANCELED`, which the caller answers `DependencyTimeoutException`.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
@@ -99,6 +100,9 @@ pub struct TimedSession<'a> {
     direct: Option<&'a DirectModule>,
     /// Set on a library whose finds race token-object creation ([`ObjectScanLock`]).
     scans: Option<&'a ObjectScanLock>,
+    /// The count of transient objects left to this session, on a pool that sweeps (see
+    /// `pool.rs`); `None`: transient objects are destroyed one by one.
+    left: Option<&'a Cell<u32>>,
 }
 
 impl<'a> TimedSession<'a> {
@@ -109,6 +113,25 @@ impl<'a> TimedSession<'a> {
             deadline: None,
             direct: None,
             scans: None,
+            left: None,
+        }
+    }
+
+    /// Leaves transient objects to the session, counted in `left` (a pool that sweeps).
+    pub(super) fn with_sweep(mut self, left: Option<&'a Cell<u32>>) -> Self {
+        self.left = left;
+        self
+    }
+
+    /// Leaves a transient object to be destroyed with the session instead of now; false
+    /// when this session's objects are destroyed one by one.
+    pub(super) fn leave_to_sweep(&self) -> bool {
+        match self.left {
+            Some(left) => {
+                left.set(left.get().saturating_add(1));
+                true
+            }
+            None => false,
         }
     }
 

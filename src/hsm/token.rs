@@ -240,7 +240,14 @@ impl Token {
         let slot = find_token(&pkcs11, &config.token_label)?;
         let pin = &config.user_pin;
         let timeout = config.operation_timeout;
-        let pool = SessionPool::new(pkcs11.clone(), slot, pin.clone(), config.pool_size, timeout);
+        let pool = SessionPool::new(
+            pkcs11.clone(),
+            slot,
+            pin.clone(),
+            config.pool_size,
+            timeout,
+            config.transient_objects_per_session,
+        );
         // The first session logs in (the pool does that for every session it opens while
         // the token shows the application logged out).
         let session = match pool.acquire(Instant::now() + config.session_wait) {
@@ -252,8 +259,9 @@ impl Token {
         };
         pool.release(session);
         Ok(Token {
-            key_pairs: SessionPool::new(pkcs11.clone(), slot, pin.clone(), 1, None),
-            copy_owner: SessionPool::new(pkcs11.clone(), slot, pin.clone(), 1, timeout),
+            key_pairs: SessionPool::new(pkcs11.clone(), slot, pin.clone(), 1, None, 0),
+            // Owns the cached keys: never swept.
+            copy_owner: SessionPool::new(pkcs11.clone(), slot, pin.clone(), 1, timeout, 0),
             copies: Mutex::new(HashMap::new()),
             domain: Mutex::new(super::domain::DomainCache::default()),
             context_keys: Mutex::new(super::context_keys::ContextKeys::new(

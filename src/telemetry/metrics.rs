@@ -22,6 +22,8 @@ pub struct Metrics {
     pub pkcs11_calls: HistogramVec,
     pub pool_sessions: IntGaugeVec,
     pub pool_waiters: IntGauge,
+    pub pool_sweeps: IntCounter,
+    pub pool_transient_objects: IntGaugeVec,
     pub throttled: IntCounter,
     pub hsm_reinitialisations: IntCounter,
     pub hsm_recycles: IntCounter,
@@ -93,6 +95,18 @@ impl Metrics {
         let pool_waiters = IntGauge::new(
             "p11kms_session_pool_waiters",
             "Requests waiting for an HSM session",
+        )?;
+        let pool_sweeps = IntCounter::new(
+            "p11kms_session_pool_sweeps_total",
+            "Pooled sessions closed to destroy the transient objects left to them",
+        )?;
+        let pool_transient_objects = IntGaugeVec::new(
+            Opts::new(
+                "p11kms_session_pool_transient_objects",
+                "Transient objects idle sessions hold until their sweep (left), and the most \
+                 one session holds (per_session_limit, hsm.transient_objects_per_session)",
+            ),
+            &["state"],
         )?;
         let throttled = IntCounter::new(
             "p11kms_throttled_requests_total",
@@ -245,6 +259,8 @@ impl Metrics {
         registry.register(Box::new(pkcs11_calls.clone()))?;
         registry.register(Box::new(pool_sessions.clone()))?;
         registry.register(Box::new(pool_waiters.clone()))?;
+        registry.register(Box::new(pool_sweeps.clone()))?;
+        registry.register(Box::new(pool_transient_objects.clone()))?;
         registry.register(Box::new(throttled.clone()))?;
         registry.register(Box::new(hsm_reinitialisations.clone()))?;
         registry.register(Box::new(hsm_recycles.clone()))?;
@@ -269,6 +285,8 @@ impl Metrics {
             pkcs11_calls,
             pool_sessions,
             pool_waiters,
+            pool_sweeps,
+            pool_transient_objects,
             throttled,
             hsm_reinitialisations,
             hsm_recycles,
@@ -500,6 +518,16 @@ pub fn refresh(metrics: &Metrics, service: &crate::kms::KmsService) {
             .with_label_values(&["idle"])
             .set(stats.idle as i64);
         metrics.pool_waiters.set(stats.waiters as i64);
+        catch_up(&metrics.pool_sweeps, stats.sweeps);
+        for (state, n) in [
+            ("left", stats.left_objects),
+            ("per_session_limit", u64::from(stats.sweep_after)),
+        ] {
+            metrics
+                .pool_transient_objects
+                .with_label_values(&[state])
+                .set(n as i64);
+        }
     }
     catch_up(&metrics.hsm_reinitialisations, provider.reinitialisations);
     catch_up(&metrics.hsm_recycles, provider.recycles);

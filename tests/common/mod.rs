@@ -838,6 +838,7 @@ pub fn open_fresh_hsm(
             recycle_after_operations,
             session_key_copies: true,
             context_key_cache: p11kms::hsm::DEFAULT_CONTEXT_KEY_CACHE,
+            transient_objects_per_session: p11kms::hsm::DEFAULT_TRANSIENT_OBJECTS_PER_SESSION,
             ciphertext_scheme: None,
         },
         None,
@@ -927,4 +928,49 @@ pub fn put_domain_key_in_embedded_token(data_dir: &Path, domain_id: &[u8; 16]) {
         .unwrap();
     drop(session);
     pkcs11.finalize().unwrap();
+}
+
+/// Closing a session destroys the session objects it made (PKCS#11 v3.0 §5.6), which the
+/// pool's sweep relies on (`hsm.transient_objects_per_session`): a data key made on one
+/// session is usable from another until its session closes, and gone after.
+pub fn assert_closing_a_session_destroys_its_objects(
+    pkcs11: &cryptoki::context::Pkcs11,
+    slot: cryptoki::slot::Slot,
+) {
+    use cryptoki::error::{Error, RvError};
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
+
+    let maker = pkcs11.open_rw_session(slot).unwrap();
+    let other = pkcs11.open_rw_session(slot).unwrap();
+    let keys: Vec<_> = (0..4)
+        .map(|_| {
+            maker
+                .generate_key(
+                    &Mechanism::AesKeyGen,
+                    &[
+                        Attribute::Class(ObjectClass::SECRET_KEY),
+                        Attribute::KeyType(KeyType::AES),
+                        Attribute::ValueLen(32.into()),
+                        Attribute::Token(false),
+                        Attribute::Private(false),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(true),
+                    ],
+                )
+                .unwrap()
+        })
+        .collect();
+    for key in &keys {
+        other
+            .get_attributes(*key, &[AttributeType::Class])
+            .expect("another session of the application sees a session object");
+    }
+    maker.close().unwrap();
+    for key in &keys {
+        match other.get_attributes(*key, &[AttributeType::Class]) {
+            Err(Error::Pkcs11(rv, _)) => assert_eq!(rv, RvError::ObjectHandleInvalid),
+            other => panic!("a session object outlived its session: {other:?}"),
+        }
+    }
 }

@@ -54,6 +54,22 @@ def test_counters_move_by_the_right_amounts(endpoint, kms, create_key):
     assert ("p11kms_hsm_reinitialisations_total", ()) in after
 
 
+def test_session_sweeps_are_counted_within_their_limit(endpoint, kms, create_key):
+    """Each Encrypt leaves its data key to its session; a session holding
+    hsm.transient_objects_per_session of them is closed (swept). Sequential requests reuse
+    the most recently returned session, so twice the limit sweeps at least once."""
+    key = create_key()["KeyId"]
+    before = scrape(endpoint)
+    limit = value(before, "p11kms_session_pool_transient_objects", state="per_session_limit")
+    assert limit == 32, "the default hsm.transient_objects_per_session"
+    for _ in range(2 * int(limit) + 1):
+        kms.encrypt(KeyId=key, Plaintext=b"swept")
+    after = scrape(endpoint)
+    assert value(after, "p11kms_session_pool_sweeps_total") - value(before, "p11kms_session_pool_sweeps_total") >= 1
+    left = value(after, "p11kms_session_pool_transient_objects", state="left")
+    assert 0 <= left <= limit * value(after, "p11kms_session_pool_sessions", state="size")
+
+
 def test_metrics_carry_no_secrets_or_contexts(endpoint, kms, create_key):
     key = create_key()["KeyId"]
     kms.encrypt(KeyId=key, Plaintext=b"secret-plaintext-in-metrics",

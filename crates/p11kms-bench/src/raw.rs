@@ -75,6 +75,10 @@ pub fn run_matrix(
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(p11kms::hsm::DEFAULT_CONTEXT_KEY_CACHE),
+            transient_objects_per_session: std::env::var("P11KMS_TRANSIENT_OBJECTS_PER_SESSION")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(p11kms::hsm::DEFAULT_TRANSIENT_OBJECTS_PER_SESSION),
             ciphertext_scheme: std::env::var("P11KMS_CIPHERTEXT_SCHEME")
                 .ok()
                 .and_then(|v| v.parse().ok()),
