@@ -160,13 +160,24 @@ impl SessionPool {
         self.operation_timeout
     }
 
-    /// Returns a healthy session; one that holds `sweep_after` transient objects is closed
-    /// instead, destroying them, and a fresh session takes its place when one is needed.
+    /// Returns a healthy session. One that holds `sweep_after` transient objects is swept: a
+    /// fresh session takes its place, then it is closed, which destroys them. The fresh one
+    /// is opened first so that the sweep never closes the application's last session, which
+    /// would log it out (and a logout destroys the cached session keys).
     pub(super) fn release(&self, session: PooledSession) {
-        if self.sweep_after > 0 && session.left.get() >= self.sweep_after {
+        let session = if self.sweep_after > 0 && session.left.get() >= self.sweep_after {
             self.sweeps.fetch_add(1, Ordering::Relaxed);
-            return self.discard(session);
-        }
+            match self.open_logged_in() {
+                Ok(fresh) => {
+                    close_quietly(session);
+                    fresh
+                }
+                // The next acquire opens one, or reports why it cannot.
+                Err(_) => return self.discard(session),
+            }
+        } else {
+            session
+        };
         let mut state = self.lock();
         state.idle.push(session);
         self.wake_a_waiter(state);
@@ -175,10 +186,7 @@ impl SessionPool {
     /// Closes a session (a broken one, or one due for its sweep); its slot in the pool
     /// becomes free for a fresh one.
     pub(super) fn discard(&self, session: PooledSession) {
-        // A lost session cannot be closed either; that is expected, not worth an error line.
-        if let Err(e) = session.session.close() {
-            tracing::debug!(error = %HsmError::from(e), "closing a broken session failed");
-        }
+        close_quietly(session);
         let mut state = self.lock();
         state.open -= 1;
         self.wake_a_waiter(state);
@@ -223,5 +231,13 @@ impl SessionPool {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Closes a session. A lost session cannot be closed either; that is expected, not worth an
+/// error line.
+fn close_quietly(session: PooledSession) {
+    if let Err(e) = session.session.close() {
+        tracing::debug!(error = %HsmError::from(e), "closing a session failed");
     }
 }
