@@ -12,6 +12,10 @@
 //! `C_VerifyInit` + `C_Verify`; `C_WrapKey` is one call. [`CallCounts::wire_calls`] adds the
 //! init calls, for the round trips a network HSM sees (`tests/e2e/test_trace.py` counts the
 //! same from a pkcs11-spy trace).
+//!
+//! A pool's sweep (`hsm.transient_objects_per_session`) is three calls the metric does not
+//! time, `C_OpenSession`, `C_GetSessionInfo` and `C_CloseSession`; they are counted from
+//! `p11kms_session_pool_sweeps_total`.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +26,10 @@ use super::client::{Connection, Endpoint};
 
 /// The metric's count series.
 const COUNT_SERIES: &str = "p11kms_pkcs11_call_duration_seconds_count{";
+
+/// Sessions the pool swept, each three calls (see the module's comment).
+const SWEEP_SERIES: &str = "p11kms_session_pool_sweeps_total ";
+const SWEEP_CALLS: [&str; 3] = ["C_OpenSession", "C_GetSessionInfo", "C_CloseSession"];
 
 /// PKCS#11 calls each counted operation makes beyond the one counted: its init call.
 const EXTRA_CALLS: &[(&str, f64)] = &[
@@ -40,6 +48,15 @@ impl CallCounts {
     pub fn parse(exposition: &str) -> CallCounts {
         let mut counts = BTreeMap::new();
         for line in exposition.lines() {
+            if let Some(Ok(sweeps)) = line
+                .strip_prefix(SWEEP_SERIES)
+                .map(|v| v.trim().parse::<f64>())
+            {
+                for function in SWEEP_CALLS {
+                    *counts.entry(function.to_string()).or_insert(0.0) += sweeps;
+                }
+                continue;
+            }
             let Some(rest) = line.strip_prefix(COUNT_SERIES) else {
                 continue;
             };
@@ -154,5 +171,18 @@ p11kms_requests_total{operation=\"Encrypt\",outcome=\"OK\"} 10
             "C_DeriveKey 4.00, C_Encrypt 2.00, C_WrapKey 1.00"
         );
         assert!(after.per_request(&before, 0).is_none());
+    }
+
+    #[test]
+    fn a_sweep_is_three_calls() {
+        let after = CallCounts::parse(
+            "p11kms_session_pool_sweeps_total 4\n\
+             p11kms_session_pool_transient_objects{state=\"left\"} 7\n",
+        );
+        let per = after
+            .per_request(&CallCounts::default(), 128)
+            .expect("requests");
+        assert_eq!(per.counted(), 3.0 * 4.0 / 128.0);
+        assert_eq!(per.0.get("C_CloseSession"), Some(&(4.0 / 128.0)));
     }
 }
