@@ -41,6 +41,13 @@ pub const INCORRECT_KEY_MESSAGE: &str =
 /// A well-formed key id that no test ever creates.
 pub const UNKNOWN_KEY_ID: &str = "134f2428-cec1-4b25-a1ae-9048164dba47";
 
+/// The repository's root (this test package's manifest is `tests/Cargo.toml`).
+pub fn repository_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests folder is inside the repository")
+}
+
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Followed by `http://` or, with TLS, `https://`, then the address.
 const READY_PREFIX: &str = "p11kms listening on ";
@@ -76,8 +83,8 @@ fn spawn_server(
 
     // P11KMS_TEST_BIN runs the tests against another build, e.g. to show a test fails on
     // the code before a fix.
-    let bin =
-        std::env::var_os("P11KMS_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_p11kms").into());
+    let bin = std::env::var_os("P11KMS_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_p11kms-under-test").into());
     let mut cmd = Command::new(bin);
     cmd.arg("serve").args(args);
     // Nothing from the developer's environment may steer the server under test.
@@ -324,7 +331,7 @@ pub fn kryoptic_module_or_skip() -> Option<PathBuf> {
     let module = std::env::var_os("P11KMS_KRYOPTIC_MODULE")
         .map(PathBuf::from)
         .or_else(|| {
-            let bin = PathBuf::from(env!("CARGO_BIN_EXE_p11kms"));
+            let bin = PathBuf::from(env!("CARGO_BIN_EXE_p11kms-under-test"));
             Some(bin.parent()?.join("libkryoptic_pkcs11.so"))
         })
         .filter(|m| m.is_file());
@@ -853,7 +860,7 @@ pub fn open_fresh_hsm(
 /// (no C compiler or no pkcs11.h). Its `P11DELAY_*` variables reach it through the server's
 /// environment.
 pub fn build_delay_module(out: &Path) -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/pkcs11-delay/build.sh");
+    let script = repository_root().join("tools/pkcs11-delay/build.sh");
     let result = Command::new("sh").arg(script).arg(out).output().ok()?;
     if !result.status.success() {
         eprintln!(

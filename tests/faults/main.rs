@@ -83,7 +83,7 @@ fn basic_faults() -> Vec<FaultSpec> {
 
 /// Builds the emulator with its script into `out`.
 fn build_emulator(out: &Path) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/pkcs11-delay/build.sh");
+    let script = common::repository_root().join("tools/pkcs11-delay/build.sh");
     let result = Command::new("sh")
         .arg(script)
         .arg(out)

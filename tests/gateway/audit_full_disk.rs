@@ -163,7 +163,7 @@ fn records(trail: &Path) -> (Vec<serde_json::Value>, HashMap<String, String>) {
 }
 
 fn verify(trail: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_p11kms"))
+    let out = Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"))
         .args(["audit", "verify"])
         .arg(trail)
         .output()

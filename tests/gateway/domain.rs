@@ -55,7 +55,7 @@ fn sample(metrics: &str, series: &str) -> u64 {
 
 /// Runs `p11kms domain <action>` on a gateway's data directory; its standard output.
 fn domain_command(srv: &TestServer, action: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_p11kms"))
+    let out = Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"))
         .args(["domain", action])
         .env("P11KMS_DATA_DIR", srv.data_dir())
         .env("P11KMS_LOG", "warn")
@@ -379,7 +379,7 @@ async fn a_store_without_a_domain_key_stops_a_gateway_with_its_own_token() {
     // (in token mode): the gateway may not make the domain key itself, and says what to run.
     let first = TestServer::start();
     let dir = first.data_dir().to_path_buf();
-    let out = Command::new(env!("CARGO_BIN_EXE_p11kms"))
+    let out = Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"))
         .arg("serve")
         .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
         .env("P11KMS_DATA_DIR", &dir)

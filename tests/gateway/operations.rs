@@ -212,7 +212,7 @@ async fn every_request_is_audited_in_an_intact_chain() {
     assert_eq!(lines[2]["outcome"], "InvalidCiphertextException");
     assert!(!text.contains("audited but never"));
 
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"))
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"))
         .args(["audit", "verify"])
         .arg(&path)
         .output()
@@ -234,7 +234,7 @@ async fn every_request_is_audited_in_an_intact_chain() {
     ] {
         let copy = srv.data_dir().join(format!("{name}.log"));
         std::fs::write(&copy, tampered).unwrap();
-        let verify = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"))
+        let verify = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"))
             .args(["audit", "verify"])
             .arg(&copy)
             .output()

@@ -176,7 +176,7 @@ async fn the_connection_string_comes_from_a_file_and_never_reaches_the_log() {
     let wrong = server
         .url(&database)
         .replace(server.password(), "wrong-secret-4711");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"))
         .arg("serve")
         .env("P11KMS_DATA_DIR", dir.path().join("data"))
         .env("P11KMS_LISTEN", "127.0.0.1:0")
