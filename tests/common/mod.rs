@@ -25,6 +25,14 @@ use aws_sdk_kms::types::KeyMetadata;
 use aws_sdk_kms::Client;
 use base64::Engine as _;
 
+pub mod plain_http;
+
+/// `GET url`: the status and the body as text; panics when there is no answer.
+pub async fn http_get(url: &str) -> (u16, String) {
+    let reply = plain_http::get(url).await.expect("GET");
+    (reply.status, reply.text())
+}
+
 /// Region the gateway runs in by default.
 pub const REGION: &str = "us-east-1";
 /// Account of the built-in dev credential.
@@ -687,7 +695,7 @@ impl RawRequest {
     }
 
     /// Sends the request, returning transport errors.
-    pub async fn try_send(self) -> Result<RawResponse, reqwest::Error> {
+    pub async fn try_send(self) -> Result<RawResponse, plain_http::HttpError> {
         let url = format!("{}/", self.endpoint);
         let host = self
             .endpoint
@@ -729,46 +737,18 @@ impl RawRequest {
             headers.extend(extra);
         }
 
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("reqwest client");
         let body = self.sent_body.unwrap_or(self.body);
-        let mut req = client.post(&url).body(body);
-        for (k, v) in &headers {
-            if k != "host" {
-                req = req.header(k.as_str(), v.as_str());
-            }
-        }
-        let resp = req.send().await?;
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_ascii_lowercase(),
-                    v.to_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect();
-        let body = resp.bytes().await?.to_vec();
-        Ok(RawResponse {
-            status,
-            headers,
-            body,
-        })
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            plain_http::send("POST", &url, &headers, body),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no answer from {url} within 60 s"))
     }
 }
 
-/// A raw HTTP response.
-#[derive(Debug, Clone)]
-pub struct RawResponse {
-    pub status: u16,
-    /// Header names in lower case.
-    pub headers: HashMap<String, String>,
-    pub body: Vec<u8>,
-}
+/// A raw HTTP response: status, lower-case headers, body.
+pub use plain_http::HttpReply as RawResponse;
 
 impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -800,11 +780,6 @@ impl RawResponse {
         })?;
         let code = raw.rsplit('#').next().unwrap_or("").to_string();
         (!code.is_empty()).then_some(code)
-    }
-
-    /// The body as text, for assertion messages.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 

@@ -98,8 +98,8 @@ fn build_emulator(out: &Path) -> PathBuf {
 }
 
 async fn reinitialisations(endpoint: &str) -> f64 {
-    let text = match reqwest::get(format!("{endpoint}/metrics")).await {
-        Ok(r) => r.text().await.unwrap_or_default(),
+    let text = match common::plain_http::get(&format!("{endpoint}/metrics")).await {
+        Ok(reply) => reply.text(),
         Err(_) => return f64::NAN,
     };
     text.lines()

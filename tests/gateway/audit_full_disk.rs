@@ -104,9 +104,7 @@ fn fill(path: &Path) {
 }
 
 async fn get(url: String) -> (u16, String) {
-    let response = reqwest::get(url).await.expect("GET");
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap_or_default())
+    http_get(&url).await
 }
 
 /// The value of one sample line, e.g. `p11kms_audit_healthy`.

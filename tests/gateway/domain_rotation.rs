@@ -158,12 +158,10 @@ fn gateway(dir: &Path, store: &SharedStore) -> TestServer {
 }
 
 async fn metric(srv: &TestServer, series: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", srv.endpoint()))
+    let text = plain_http::get(&format!("{}/metrics", srv.endpoint()))
         .await
         .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
+        .text();
     text.lines()
         .find_map(|line| {
             let rest = line.strip_prefix(series)?;

@@ -5,12 +5,6 @@ use std::time::Duration;
 
 use crate::common::*;
 
-async fn http_get(url: &str) -> (u16, String) {
-    let resp = reqwest::get(url).await.expect("GET");
-    let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap_or_default())
-}
-
 /// The value of one sample line, e.g. `p11kms_requests_total{operation="Encrypt",outcome="OK"}`.
 fn sample(metrics: &str, series: &str) -> f64 {
     metrics

@@ -7,12 +7,6 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use crate::pg_server::PgServer;
 
-async fn http_get(url: &str) -> (u16, String) {
-    let resp = reqwest::get(url).await.expect("GET");
-    let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap_or_default())
-}
-
 fn gateway_on(server: &PgServer, extra: &[(&str, &str)]) -> TestServer {
     let url = server.url(&server.create_database());
     let mut env = vec![

@@ -82,12 +82,10 @@ async fn re_encrypt_with(
 }
 
 async fn metric(srv: &TestServer, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", srv.endpoint()))
+    let text = plain_http::get(&format!("{}/metrics", srv.endpoint()))
         .await
         .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
+        .text();
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in /metrics"))

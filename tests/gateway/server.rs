@@ -289,7 +289,7 @@ async fn request_body_buffers_are_wiped_after_use() {
     let scrape = |srv: &TestServer| {
         let url = format!("{}/metrics", srv.endpoint());
         async move {
-            let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+            let text = plain_http::get(&url).await.unwrap().text();
             let value = |wiped: &str| -> u64 {
                 let series = format!("p11kms_request_body_bytes_total{{wiped=\"{wiped}\"}} ");
                 text.lines()
@@ -346,7 +346,7 @@ async fn request_bodies_on_a_kept_alive_connection_are_wiped_as_it_moves_on() {
     let wiped = |srv: &TestServer| {
         let url = format!("{}/metrics", srv.endpoint());
         async move {
-            let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+            let text = plain_http::get(&url).await.unwrap().text();
             let value = |label: &str| -> u64 {
                 let series = format!("p11kms_request_body_bytes_total{{wiped=\"{label}\"}} ");
                 text.lines()

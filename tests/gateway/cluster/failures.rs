@@ -277,12 +277,10 @@ async fn a_replica_started_while_postgres_is_down_serves_once_it_is_up() {
         Duration::from_secs(5),
         Duration::from_millis(100),
         || async {
-            let text = reqwest::get(format!("{}/metrics", srv.endpoint()))
+            let text = plain_http::get(&format!("{}/metrics", srv.endpoint()))
                 .await
                 .ok()?
-                .text()
-                .await
-                .ok()?;
+                .text();
             text.contains("p11kms_job_rounds_total{job=\"deletion\",outcome=\"ran\"}")
                 .then_some(())
         },

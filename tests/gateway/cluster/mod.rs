@@ -276,8 +276,8 @@ fn sigkill(pid: u32) {
 }
 
 async fn http_status(url: &str) -> u16 {
-    match reqwest::get(url).await {
-        Ok(resp) => resp.status().as_u16(),
+    match plain_http::get(url).await {
+        Ok(reply) => reply.status,
         Err(_) => 0,
     }
 }
