@@ -17,7 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-TESTED = ["-p", "p11kms", "-p", "p11kms-bench", "-p", "pkcs11-direct", "-p", "pkcs11-unnamed"]
+TESTED = [
+    "-p", "p11kms", "-p", "p11kms-tests", "-p", "p11kms-bench", "-p", "pkcs11-direct",
+    "-p", "pkcs11-unnamed",
+]
 
 
 def features(args):

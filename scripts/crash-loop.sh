@@ -31,7 +31,6 @@ KILLS="${1:-${P11KMS_CRASH_KILLS:-100}}"
 export P11KMS_CRASH_KILLS="$KILLS"
 MAX_SECONDS="${P11KMS_CRASH_MAX_SECONDS:-3600}"
 
-cargo build --release --bin p11kms
 cargo test --release --test crash_loop --no-run
 # The loop checks its own bounds; this one stops it whatever happens.
 exec timeout --signal=KILL "$((MAX_SECONDS + 600))" \

@@ -10,9 +10,10 @@
 #      dependency with the shipped build's features, so cargo test reuses that build)
 #   2. cargo clippy --all-targets --workspace -- -D warnings (the library, the bench and the
 #      two FFI crates)
-#   3. cargo build --release --workspace (p11kms and p11kms-bench), and the Kryoptic token
+#   3. cargo build --release --workspace (p11kms, p11kms-bench, the tests' p11kms-under-test), and the Kryoptic token
 #      library (tokens/kryoptic, its own workspace, into the same target dir)
-#   4. cargo test --release            (Rust integration tests start the binary themselves;
+#   4. cargo test --release            (Rust integration tests, the package tests/Cargo.toml,
+#                                       start their own build of the binary;
 #                                       the bench's smoke starts p11kms-bench; the test
 #                                       binaries run in two lanes, scripts/cargo-test-lanes.py)
 #   then once per embedded token, SoftHSM2 first, then Kryoptic:
@@ -285,13 +286,14 @@ trap 'exit 143' TERM
 # --------------------------------------------------------------------------
 cargo_test() {
     set -o pipefail
-    # The two small crates hold the `unsafe` FFI; their own unit tests run too. The bench's
-    # smoke starts the p11kms binary next to p11kms-bench: both packages build in this run.
-    # The test binaries run in two lanes (scripts/cargo-test-lanes.py): most of their time is
-    # waiting.
+    # p11kms: the library's unit tests; p11kms-tests: the integration tests (tests/), which
+    # start their own p11kms-under-test binary. The two small crates hold the `unsafe` FFI;
+    # their own unit tests run too. The bench's smoke starts target/release/p11kms next to
+    # p11kms-bench, which the build stage made. The test binaries run in two lanes
+    # (scripts/cargo-test-lanes.py): most of their time is waiting.
     python3 scripts/cargo-test-lanes.py --lanes "${P11KMS_TEST_LANES:-2}" \
         --times "$LOG_DIR/../test-times.json" -- \
-        --release -p p11kms -p p11kms-bench -p pkcs11-direct -p pkcs11-unnamed 2>&1 |
+        --release -p p11kms -p p11kms-tests -p p11kms-bench -p pkcs11-direct -p pkcs11-unnamed 2>&1 |
         tee "$LOG_DIR/cargo-test.log"
 }
 

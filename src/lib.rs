@@ -9,7 +9,7 @@
 //! - [`auth`]: SigV4 verification against the credential table;
 //! - [`config`], [`server`]: configuration and start-up;
 //! - [`tls`]: rustls, the PEM files, client certificates (mTLS) and the HTTPS accept loop;
-//! - [`cli`]: command groups beyond `serve` (the domain ceremony);
+//! - [`cli`]: the command line (`cli::run`, which `main.rs` calls) and its command groups;
 //! - `fuzzing` (tests and the `fuzzing` feature only): the fuzz targets that `fuzz/` runs.
 //!
 //! The benchmark (`p11kms-bench`) is a crate of its own on top of this library

@@ -42,7 +42,7 @@ impl Lab {
     /// environment steering it.
     fn domain(&self, label: &str, args: &[&str]) -> Output {
         let bin = std::env::var_os("P11KMS_TEST_BIN")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_p11kms").into());
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_p11kms-under-test").into());
         let mut cmd = Command::new(bin);
         cmd.arg("domain").args(args);
         for (name, _) in std::env::vars_os() {

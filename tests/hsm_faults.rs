@@ -19,7 +19,7 @@ use p11kms::kms::ciphertext::{self, Envelope};
 use p11kms::model::{KeyId, MaterialId, TokenKeyRef};
 
 fn build_emulator(out: &Path) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/pkcs11-delay/build.sh");
+    let script = common::repository_root().join("tools/pkcs11-delay/build.sh");
     let result = Command::new("sh").arg(script).arg(out).output().unwrap();
     assert!(
         result.status.success(),

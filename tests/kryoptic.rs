@@ -299,7 +299,7 @@ fn doctor_on_kryoptic_passes_every_trial_but_secp256k1() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"));
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"));
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("P11KMS_") {
             command.env_remove(&name);

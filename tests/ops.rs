@@ -16,7 +16,7 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::KeyState;
 use aws_sdk_kms::Client;
 
-const BIN: &str = env!("CARGO_BIN_EXE_p11kms");
+const BIN: &str = env!("CARGO_BIN_EXE_p11kms-under-test");
 
 /// A running `p11kms serve`.
 struct Server {

@@ -16,7 +16,7 @@ pub fn run_script(args: &[&str]) -> Output {
 
 /// `run_script` with extra environment variables.
 pub fn run_script_with(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster.sh");
+    let script = crate::common::repository_root().join("scripts/cluster.sh");
     let mut cmd = Command::new("bash");
     cmd.arg(&script).args(args);
     for (name, _) in std::env::vars_os() {
@@ -24,7 +24,7 @@ pub fn run_script_with(args: &[&str], env: &[(&str, &str)]) -> Output {
             cmd.env_remove(&name);
         }
     }
-    cmd.env("P11KMS_BIN", env!("CARGO_BIN_EXE_p11kms"))
+    cmd.env("P11KMS_BIN", env!("CARGO_BIN_EXE_p11kms-under-test"))
         .env_remove("SOFTHSM2_CONF")
         .envs(env.iter().copied())
         .output()

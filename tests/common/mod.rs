@@ -25,6 +25,14 @@ use aws_sdk_kms::types::KeyMetadata;
 use aws_sdk_kms::Client;
 use base64::Engine as _;
 
+pub mod plain_http;
+
+/// `GET url`: the status and the body as text; panics when there is no answer.
+pub async fn http_get(url: &str) -> (u16, String) {
+    let reply = plain_http::get(url).await.expect("GET");
+    (reply.status, reply.text())
+}
+
 /// Region the gateway runs in by default.
 pub const REGION: &str = "us-east-1";
 /// Account of the built-in dev credential.
@@ -40,6 +48,13 @@ pub const INCORRECT_KEY_MESSAGE: &str =
     "The key ID in the request does not identify a CMK that can perform this operation.";
 /// A well-formed key id that no test ever creates.
 pub const UNKNOWN_KEY_ID: &str = "134f2428-cec1-4b25-a1ae-9048164dba47";
+
+/// The repository's root (this test package's manifest is `tests/Cargo.toml`).
+pub fn repository_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests folder is inside the repository")
+}
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Followed by `http://` or, with TLS, `https://`, then the address.
@@ -76,8 +91,8 @@ fn spawn_server(
 
     // P11KMS_TEST_BIN runs the tests against another build, e.g. to show a test fails on
     // the code before a fix.
-    let bin =
-        std::env::var_os("P11KMS_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_p11kms").into());
+    let bin = std::env::var_os("P11KMS_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_p11kms-under-test").into());
     let mut cmd = Command::new(bin);
     cmd.arg("serve").args(args);
     // Nothing from the developer's environment may steer the server under test.
@@ -324,7 +339,7 @@ pub fn kryoptic_module_or_skip() -> Option<PathBuf> {
     let module = std::env::var_os("P11KMS_KRYOPTIC_MODULE")
         .map(PathBuf::from)
         .or_else(|| {
-            let bin = PathBuf::from(env!("CARGO_BIN_EXE_p11kms"));
+            let bin = PathBuf::from(env!("CARGO_BIN_EXE_p11kms-under-test"));
             Some(bin.parent()?.join("libkryoptic_pkcs11.so"))
         })
         .filter(|m| m.is_file());
@@ -680,7 +695,7 @@ impl RawRequest {
     }
 
     /// Sends the request, returning transport errors.
-    pub async fn try_send(self) -> Result<RawResponse, reqwest::Error> {
+    pub async fn try_send(self) -> Result<RawResponse, plain_http::HttpError> {
         let url = format!("{}/", self.endpoint);
         let host = self
             .endpoint
@@ -722,46 +737,18 @@ impl RawRequest {
             headers.extend(extra);
         }
 
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("reqwest client");
         let body = self.sent_body.unwrap_or(self.body);
-        let mut req = client.post(&url).body(body);
-        for (k, v) in &headers {
-            if k != "host" {
-                req = req.header(k.as_str(), v.as_str());
-            }
-        }
-        let resp = req.send().await?;
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_ascii_lowercase(),
-                    v.to_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect();
-        let body = resp.bytes().await?.to_vec();
-        Ok(RawResponse {
-            status,
-            headers,
-            body,
-        })
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            plain_http::send("POST", &url, &headers, body),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no answer from {url} within 60 s"))
     }
 }
 
-/// A raw HTTP response.
-#[derive(Debug, Clone)]
-pub struct RawResponse {
-    pub status: u16,
-    /// Header names in lower case.
-    pub headers: HashMap<String, String>,
-    pub body: Vec<u8>,
-}
+/// A raw HTTP response: status, lower-case headers, body.
+pub use plain_http::HttpReply as RawResponse;
 
 impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -793,11 +780,6 @@ impl RawResponse {
         })?;
         let code = raw.rsplit('#').next().unwrap_or("").to_string();
         (!code.is_empty()).then_some(code)
-    }
-
-    /// The body as text, for assertion messages.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
@@ -854,7 +836,7 @@ pub fn open_fresh_hsm(
 /// (no C compiler or no pkcs11.h). Its `P11DELAY_*` variables reach it through the server's
 /// environment.
 pub fn build_delay_module(out: &Path) -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/pkcs11-delay/build.sh");
+    let script = repository_root().join("tools/pkcs11-delay/build.sh");
     let result = Command::new("sh").arg(script).arg(out).output().ok()?;
     if !result.status.success() {
         eprintln!(

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 /// Followed by `http://<address>`.
 const READY_PREFIX: &str = "p11kms listening on ";
 
-/// The release binary (or `P11KMS_TEST_BIN`, to run the loop against another build).
+/// The gateway as the test package builds it (`p11kms-under-test`, the same entry point as the
+/// shipped `p11kms`), or `P11KMS_TEST_BIN`, to run the loop against another build.
 pub fn binary() -> PathBuf {
     std::env::var_os("P11KMS_TEST_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_p11kms")))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_p11kms-under-test")))
 }
 
 /// A running `p11kms serve`.

@@ -104,9 +104,7 @@ fn fill(path: &Path) {
 }
 
 async fn get(url: String) -> (u16, String) {
-    let response = reqwest::get(url).await.expect("GET");
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap_or_default())
+    http_get(&url).await
 }
 
 /// The value of one sample line, e.g. `p11kms_audit_healthy`.
@@ -163,7 +161,7 @@ fn records(trail: &Path) -> (Vec<serde_json::Value>, HashMap<String, String>) {
 }
 
 fn verify(trail: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_p11kms"))
+    let out = Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"))
         .args(["audit", "verify"])
         .arg(trail)
         .output()

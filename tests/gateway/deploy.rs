@@ -11,10 +11,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_p11kms");
+const BIN: &str = env!("CARGO_BIN_EXE_p11kms-under-test");
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    crate::common::repository_root().to_path_buf()
 }
 
 fn deploy(path: &str) -> PathBuf {

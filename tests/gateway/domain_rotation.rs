@@ -71,8 +71,8 @@ impl SharedStore {
 
 /// `p11kms domain <args>` on the replica whose data directory is `dir`.
 fn domain(dir: &Path, store: &SharedStore, args: &[&str]) -> Output {
-    let bin =
-        std::env::var_os("P11KMS_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_p11kms").into());
+    let bin = std::env::var_os("P11KMS_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_p11kms-under-test").into());
     let mut cmd = Command::new(bin);
     cmd.arg("domain").args(args);
     for (name, _) in std::env::vars_os() {
@@ -158,12 +158,10 @@ fn gateway(dir: &Path, store: &SharedStore) -> TestServer {
 }
 
 async fn metric(srv: &TestServer, series: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", srv.endpoint()))
+    let text = plain_http::get(&format!("{}/metrics", srv.endpoint()))
         .await
         .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
+        .text();
     text.lines()
         .find_map(|line| {
             let rest = line.strip_prefix(series)?;

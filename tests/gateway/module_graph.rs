@@ -83,7 +83,7 @@ fn result_arguments(code: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn the_hsm_layer_imports_nothing_from_the_core_telemetry_or_the_http_edge() {
-    let hsm = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/hsm");
+    let hsm = crate::common::repository_root().join("src/hsm");
     for module in [
         "kms",
         "telemetry",
@@ -135,7 +135,7 @@ fn type_uses_under(dir: &Path, name: &str, allowed: &[&str]) -> Vec<String> {
 
 #[test]
 fn the_core_reaches_the_hsm_through_the_provider_trait() {
-    let kms = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kms");
+    let kms = crate::common::repository_root().join("src/kms");
     // The domain-key commands (`p11kms domain create | rotate`) run on a token the CLI
     // opened itself, outside any request; start-up picks the provider (token objects or
     // domain-wrapped) there too.
@@ -151,7 +151,7 @@ fn the_core_reaches_the_hsm_through_the_provider_trait() {
 
 #[test]
 fn no_function_in_src_returns_a_string_as_its_error() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = crate::common::repository_root().join("src");
     // The fuzz harnesses are tools, not the service (the benchmark is a crate of its own).
     let exempt = [src.join("fuzzing")];
     let mut found = Vec::new();

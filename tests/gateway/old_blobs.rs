@@ -86,9 +86,7 @@ impl Entry {
 }
 
 fn fixture(token: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/old-blobs")
-        .join(token)
+    repository_root().join("tests/data/old-blobs").join(token)
 }
 
 /// The token's manifest, or `None` (with a message) when its fixture is not in the tree,

@@ -5,12 +5,6 @@ use std::time::Duration;
 
 use crate::common::*;
 
-async fn http_get(url: &str) -> (u16, String) {
-    let resp = reqwest::get(url).await.expect("GET");
-    let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap_or_default())
-}
-
 /// The value of one sample line, e.g. `p11kms_requests_total{operation="Encrypt",outcome="OK"}`.
 fn sample(metrics: &str, series: &str) -> f64 {
     metrics
@@ -212,7 +206,7 @@ async fn every_request_is_audited_in_an_intact_chain() {
     assert_eq!(lines[2]["outcome"], "InvalidCiphertextException");
     assert!(!text.contains("audited but never"));
 
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"))
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"))
         .args(["audit", "verify"])
         .arg(&path)
         .output()
@@ -234,7 +228,7 @@ async fn every_request_is_audited_in_an_intact_chain() {
     ] {
         let copy = srv.data_dir().join(format!("{name}.log"));
         std::fs::write(&copy, tampered).unwrap();
-        let verify = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"))
+        let verify = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"))
             .args(["audit", "verify"])
             .arg(&copy)
             .output()

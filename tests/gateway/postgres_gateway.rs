@@ -7,12 +7,6 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use crate::pg_server::PgServer;
 
-async fn http_get(url: &str) -> (u16, String) {
-    let resp = reqwest::get(url).await.expect("GET");
-    let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap_or_default())
-}
-
 fn gateway_on(server: &PgServer, extra: &[(&str, &str)]) -> TestServer {
     let url = server.url(&server.create_database());
     let mut env = vec![
@@ -176,7 +170,7 @@ async fn the_connection_string_comes_from_a_file_and_never_reaches_the_log() {
     let wrong = server
         .url(&database)
         .replace(server.password(), "wrong-secret-4711");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"))
         .arg("serve")
         .env("P11KMS_DATA_DIR", dir.path().join("data"))
         .env("P11KMS_LISTEN", "127.0.0.1:0")

@@ -82,12 +82,10 @@ async fn re_encrypt_with(
 }
 
 async fn metric(srv: &TestServer, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", srv.endpoint()))
+    let text = plain_http::get(&format!("{}/metrics", srv.endpoint()))
         .await
         .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
+        .text();
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
@@ -249,7 +247,7 @@ async fn a_pinned_scheme_is_written_and_every_scheme_still_read() {
 #[test]
 fn a_scheme_the_token_cannot_run_is_refused_at_start_up() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"))
         .arg("serve")
         .env("P11KMS_DATA_DIR", dir.path())
         .env("P11KMS_LISTEN", "127.0.0.1:0")

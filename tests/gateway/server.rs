@@ -264,7 +264,7 @@ fn settled_all(pid: u32, name: &str, expected: u32) -> Vec<u32> {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn the_process_allocator_is_jemalloc_under_the_standard_names() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"))
         .arg("--version")
         .env("MALLOC_CONF", "stats_print:true")
         .output()
@@ -289,7 +289,7 @@ async fn request_body_buffers_are_wiped_after_use() {
     let scrape = |srv: &TestServer| {
         let url = format!("{}/metrics", srv.endpoint());
         async move {
-            let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+            let text = plain_http::get(&url).await.unwrap().text();
             let value = |wiped: &str| -> u64 {
                 let series = format!("p11kms_request_body_bytes_total{{wiped=\"{wiped}\"}} ");
                 text.lines()
@@ -346,7 +346,7 @@ async fn request_bodies_on_a_kept_alive_connection_are_wiped_as_it_moves_on() {
     let wiped = |srv: &TestServer| {
         let url = format!("{}/metrics", srv.endpoint());
         async move {
-            let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+            let text = plain_http::get(&url).await.unwrap().text();
             let value = |label: &str| -> u64 {
                 let series = format!("p11kms_request_body_bytes_total{{wiped=\"{label}\"}} ");
                 text.lines()
@@ -492,8 +492,8 @@ async fn a_damaged_token_is_never_replaced_by_a_new_one() {
     let _ = std::fs::remove_dir_all(srv.data_dir().join("token-copies"));
     tear_token_file(srv.data_dir(), 0);
 
-    let bin =
-        std::env::var_os("P11KMS_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_p11kms").into());
+    let bin = std::env::var_os("P11KMS_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_p11kms-under-test").into());
     let mut cmd = std::process::Command::new(bin);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("P11KMS_") {

@@ -213,7 +213,7 @@ fn signal(server: &TestServer, name: &str, says: &str) {
 fn serve_exits(env: &[(&str, &str)]) -> (ExitStatus, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let stderr_path = dir.path().join("stderr.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_p11kms"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"));
     cmd.arg("serve");
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("P11KMS_") {

@@ -1,5 +1,5 @@
-//! Authentication and wire protocol, checked with hand-signed raw HTTP requests (reqwest +
-//! aws-sigv4) and with the SDK where it can express the case.
+//! Authentication and wire protocol, checked with hand-signed raw HTTP requests (hyper +
+//! aws-sigv4, `common::plain_http`) and with the SDK where it can express the case.
 
 use std::time::{Duration, SystemTime};
 

@@ -2,9 +2,9 @@
 //! its correctness checks and a few bounded closed-loop rounds, with zero errors.
 //! Nothing here looks at timing.
 //!
-//! The bench starts the gateway binary next to its own, `target/release/p11kms`: cargo builds
-//! it when this package is tested together with `p11kms` (README, "Testing"), or
-//! `cargo build --release --workspace` does; `P11KMS_BIN` points elsewhere.
+//! The bench starts the gateway binary next to its own, `target/release/p11kms`, which
+//! `cargo build --release --workspace` builds (scripts/test.sh runs it before the tests);
+//! `P11KMS_BIN` points elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};

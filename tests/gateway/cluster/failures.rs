@@ -212,7 +212,7 @@ async fn a_replica_started_while_postgres_is_down_serves_once_it_is_up() {
     let domain = Cluster::start(0, &[]);
     domain.pg.stop_immediate();
     let env = domain.replica_env(0);
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_p11kms"));
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"));
     serve.arg("serve").env_remove("SOFTHSM2_CONF");
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("P11KMS_") {
@@ -277,12 +277,10 @@ async fn a_replica_started_while_postgres_is_down_serves_once_it_is_up() {
         Duration::from_secs(5),
         Duration::from_millis(100),
         || async {
-            let text = reqwest::get(format!("{}/metrics", srv.endpoint()))
+            let text = plain_http::get(&format!("{}/metrics", srv.endpoint()))
                 .await
                 .ok()?
-                .text()
-                .await
-                .ok()?;
+                .text();
             text.contains("p11kms_job_rounds_total{job=\"deletion\",outcome=\"ran\"}")
                 .then_some(())
         },

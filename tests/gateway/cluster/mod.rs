@@ -34,7 +34,7 @@ mod script;
 /// Runs `p11kms ARGS` on the embedded token under `data_dir` with the store at `url`;
 /// asserts success and returns stdout.
 fn on_token(data_dir: &Path, url: &str, args: &[&str]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_p11kms"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"));
     cmd.args(args);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("P11KMS_") {
@@ -144,7 +144,7 @@ impl SharedToken {
             .prefix("p11kms-cluster-hsm-")
             .tempdir()
             .unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_p11kms"))
+        let out = Command::new(env!("CARGO_BIN_EXE_p11kms-under-test"))
             .arg("doctor")
             .env("P11KMS_DATA_DIR", dir.path())
             .env("P11KMS_LOG", "error")
@@ -276,8 +276,8 @@ fn sigkill(pid: u32) {
 }
 
 async fn http_status(url: &str) -> u16 {
-    match reqwest::get(url).await {
-        Ok(resp) => resp.status().as_u16(),
+    match plain_http::get(url).await {
+        Ok(reply) => reply.status,
         Err(_) => 0,
     }
 }
