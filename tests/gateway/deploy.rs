@@ -140,6 +140,25 @@ fn dockerfile_runs_as_non_root_with_real_commands() {
         "same build as scripts/run.sh"
     );
     assert!(read(&root().join("scripts/run.sh")).contains("cargo build --release --bin p11kms"));
+    // Cargo loads the whole workspace to build one binary: every member must be in the image.
+    let manifest: toml::Value =
+        toml::from_str(&read(&root().join("Cargo.toml"))).expect("Cargo.toml");
+    let members = manifest["workspace"]["members"]
+        .as_array()
+        .expect("members");
+    for member in members
+        .iter()
+        .filter_map(|m| m.as_str())
+        .filter(|m| *m != ".")
+    {
+        let top = member.split('/').next().expect("member path");
+        let copy = format!("COPY {top} ./{top}");
+        assert!(
+            text.lines().any(|line| line.trim() == copy),
+            "the build stage does not copy the workspace member {member}"
+        );
+    }
+    assert!(text.lines().any(|line| line.trim() == "COPY src ./src"));
     // Every stage that switches to root (to install packages) switches back.
     let users: Vec<&str> = text
         .lines()
