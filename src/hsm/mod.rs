@@ -10,7 +10,8 @@
 //! sensitive and non-extractable, and their `CKA_ID` is the key-material id. Everything else
 //! is a sensitive session object: data keys and per-message wrapping keys are destroyed
 //! before the call returns, or left to their session, which the pool closes once it holds
-//! `transient_objects_per_session` of them (`pool.rs`); cached context keys (`context_keys.rs`) live in a bounded cache.
+//! `transient_objects_per_session` of them (`pool.rs`); cached context keys
+//! (`context_keys.rs`) live in a bounded cache.
 //! See `crate::kms::ciphertext` for the construction.
 
 mod adopt;
@@ -453,7 +454,7 @@ impl<M> Hsm<M> {
                     .with_deadline(deadline)
                     .with_direct(token.direct.as_ref())
                     .with_object_scans(token.object_scans.as_ref())
-                    .with_sweep(pool.sweeps().then_some(&session.left)),
+                    .with_sweep(pool.sweeping().then_some(&session.left)),
             );
             match &result {
                 Err(OpError::Hsm(e)) | Err(OpError::BadData(e)) if e.scope != Scope::Data => {

@@ -10,9 +10,9 @@
 //!
 //! A pool may *sweep*: an operation leaves its transient session objects (data keys,
 //! per-message wrapping keys) to its session instead of destroying each one with a
-//! `C_DestroyObject`, and a session holding `sweep_after` of them is closed when it comes
-//! back, which destroys them all in one `C_CloseSession` (PKCS#11 v3.0 §5.6: closing a
-//! session destroys its session objects). On a network HSM that is a round trip less per
+//! `C_DestroyObject`, and a session holding `sweep_after` of them is replaced by a fresh one
+//! when it comes back, then closed, which destroys them all in one `C_CloseSession`
+//! (PKCS#11 v3.0 §5.6: closing a session destroys its session objects). On a network HSM that is a round trip less per
 //! request, for three calls (close, open, session info) per `sweep_after` operations.
 
 use std::cell::Cell;
@@ -146,7 +146,7 @@ impl SessionPool {
     }
 
     /// Whether operations on these sessions leave their transient objects to the session.
-    pub(super) fn sweeps(&self) -> bool {
+    pub(super) fn sweeping(&self) -> bool {
         self.sweep_after > 0
     }
 
@@ -165,7 +165,7 @@ impl SessionPool {
     /// is opened first so that the sweep never closes the application's last session, which
     /// would log it out (and a logout destroys the cached session keys).
     pub(super) fn release(&self, session: PooledSession) {
-        let session = if self.sweep_after > 0 && session.left.get() >= self.sweep_after {
+        let session = if self.sweeping() && session.left.get() >= self.sweep_after {
             self.sweeps.fetch_add(1, Ordering::Relaxed);
             match self.open_logged_in() {
                 Ok(fresh) => {

@@ -54,8 +54,9 @@ pub async fn get(url: &str) -> Result<HttpReply, HttpError> {
     send("GET", url, &[], Vec::new()).await
 }
 
-/// Sends `method url` with exactly these headers (add `host` yourself: hyper's connection
-/// adds none) and body, and reads the whole answer.
+/// Sends `method url` with these headers and body, and reads the whole answer. hyper's
+/// connection adds no `host` header, so one naming the URL's authority is added unless
+/// `headers` has its own.
 pub async fn send(
     method: &str,
     url: &str,
